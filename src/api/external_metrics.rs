@@ -1,0 +1,166 @@
+//! The Kubernetes external metrics API (`external.metrics.k8s.io/v1beta1`): discovery documents
+//! and metric values, read from the store only (external-metrics-api.md §1).
+//!
+//! Errors are `metav1.Status` bodies: 404 for an unknown metric or path, 400 for a bad label
+//! selector, 503 for a stale or unavailable value (the HPA then keeps its replicas).
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::AppState;
+use crate::k8s::quantity::format_quantity;
+use crate::k8s::selector::Selector;
+use crate::k8s::status::Status;
+use crate::model::{Labels, MetricValue};
+use crate::store::LookupError;
+
+/// The API group.
+pub const GROUP: &str = "external.metrics.k8s.io";
+/// The served version.
+pub const VERSION: &str = "v1beta1";
+/// `group/version`.
+pub const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
+
+/// The routes of this API; state is supplied by [`super::router`].
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/apis", get(api_group_list))
+        .route("/apis/external.metrics.k8s.io", get(api_group))
+        .route("/apis/external.metrics.k8s.io/v1beta1", get(api_resource_list))
+        .route("/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}", get(metric_values))
+}
+
+fn group_document() -> serde_json::Value {
+    let version = json!({"groupVersion": GROUP_VERSION, "version": VERSION});
+    json!({"name": GROUP, "versions": [version], "preferredVersion": version})
+}
+
+async fn api_group_list() -> Response {
+    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group_document()]})).into_response()
+}
+
+async fn api_group() -> Response {
+    let mut group = group_document();
+    group["kind"] = json!("APIGroup");
+    group["apiVersion"] = json!("v1");
+    Json(group).into_response()
+}
+
+/// The availability probe of the aggregator: it must answer 2xx within 5 s, from memory.
+async fn api_resource_list(State(state): State<AppState>) -> Response {
+    let resources: Vec<serde_json::Value> = state
+        .provider
+        .list_metrics()
+        .into_iter()
+        .map(|m| {
+            json!({"name": m.name, "singularName": "", "namespaced": true,
+                   "kind": "ExternalMetricValueList", "verbs": ["get"]})
+        })
+        .collect();
+    Json(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": GROUP_VERSION, "resources": resources}))
+        .into_response()
+}
+
+/// `ExternalMetricValueList` (k8s.io/metrics `external_metrics/v1beta1/types.go`).
+#[derive(Debug, Serialize)]
+pub struct ExternalMetricValueList {
+    kind: &'static str,
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    metadata: Empty,
+    /// Never omitted: an empty list is `[]`.
+    pub items: Vec<ExternalMetricValue>,
+}
+
+#[derive(Debug, Serialize, Default)]
+struct Empty {}
+
+/// One item of the list.
+#[derive(Debug, Serialize)]
+pub struct ExternalMetricValue {
+    #[serde(rename = "metricName")]
+    metric_name: String,
+    /// Always present, `{}` when empty.
+    #[serde(rename = "metricLabels")]
+    metric_labels: Labels,
+    /// When the value was observed, RFC 3339 in whole seconds.
+    timestamp: String,
+    /// The quantity string.
+    value: String,
+}
+
+/// Builds the response body for `values`.
+///
+/// # Errors
+/// A 503 `Status` if a value cannot be written as a quantity (it is never replaced by another).
+pub fn value_list(values: Vec<MetricValue>) -> Result<ExternalMetricValueList, Status> {
+    let mut items = Vec::with_capacity(values.len());
+    for v in values {
+        let Some(quantity) = format_quantity(v.value) else {
+            return Err(Status::unavailable(format!(
+                "metric {}: value {} cannot be written as a Kubernetes quantity",
+                v.metric, v.value
+            )));
+        };
+        items.push(ExternalMetricValue {
+            metric_name: v.metric,
+            metric_labels: v.labels,
+            timestamp: rfc3339_seconds(v.observed_at),
+            value: quantity,
+        });
+    }
+    Ok(ExternalMetricValueList { kind: "ExternalMetricValueList", api_version: GROUP_VERSION, metadata: Empty {}, items })
+}
+
+/// `metav1.Time`: RFC 3339 in UTC with whole seconds.
+pub fn rfc3339_seconds(t: SystemTime) -> String {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}
+
+async fn metric_values(
+    State(state): State<AppState>,
+    Path((namespace, metric)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let selector = match query.get("labelSelector").map(|s| Selector::parse(s)) {
+        None => Selector::everything(),
+        Some(Ok(s)) => s,
+        Some(Err(e)) => return status_response(Status::bad_request(e.to_string())),
+    };
+    match state.provider.get(&namespace, &metric, &selector, SystemTime::now()) {
+        Ok(values) => match value_list(values) {
+            Ok(list) => Json(list).into_response(),
+            Err(status) => status_response(status),
+        },
+        Err(e) => status_response(lookup_status(&e)),
+    }
+}
+
+/// The one mapping of lookup errors to HTTP statuses for this surface.
+pub fn lookup_status(e: &LookupError) -> Status {
+    match e {
+        LookupError::UnknownMetric { .. } => Status::not_found(e.to_string()),
+        LookupError::Stale { .. } | LookupError::Unavailable { .. } => Status::unavailable(e.to_string()),
+    }
+}
+
+/// Serializes a `Status` with its code.
+pub fn status_response(status: Status) -> Response {
+    let code = StatusCode::from_u16(status.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, Json(status)).into_response()
+}

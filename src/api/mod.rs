@@ -1,0 +1,89 @@
+//! The HTTP surfaces, reading from the store only. No handler does backend I/O.
+//!
+//! [`router`] builds the routes without binding anything, so tests and benchmarks can drive them
+//! in memory and a TLS listener can wrap them later; [`serve`] runs them on a listener until a
+//! shutdown future resolves, letting in-flight requests finish.
+
+pub mod external_metrics;
+pub mod health;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tokio::net::TcpListener;
+
+use crate::k8s::status::Status;
+use crate::poller::Heartbeats;
+use crate::store::{MetricsProvider, Store};
+use crate::telemetry::AdapterMetrics;
+
+/// What every handler may read.
+#[derive(Clone)]
+pub struct AppState {
+    /// The metric values, behind the read-only trait.
+    pub provider: Arc<dyn MetricsProvider>,
+    /// The same store, for probes and telemetry.
+    pub store: Arc<Store>,
+    /// Our own metrics.
+    pub telemetry: AdapterMetrics,
+    /// Readiness state.
+    pub health: health::SharedHealth,
+    /// Poll-loop heartbeats, for liveness.
+    pub heartbeats: Arc<Heartbeats>,
+}
+
+/// Which routes a router serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routes {
+    /// The external metrics API and the probes/metrics together (one port).
+    All,
+    /// Only the external metrics API.
+    Api,
+    /// Only probes and `/metrics`.
+    Health,
+}
+
+/// Builds the router for `routes` over `state`, with request telemetry.
+pub fn router(state: AppState, routes: Routes) -> Router {
+    let r = match routes {
+        Routes::All => external_metrics::routes().merge(health::routes()),
+        Routes::Api => external_metrics::routes(),
+        Routes::Health => health::routes(),
+    };
+    r.fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    external_metrics::status_response(Status::not_found(format!("the server could not find the requested resource {}", uri.path())))
+}
+
+/// Counts and times each request by route template (bounded), never by raw path.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let endpoint = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state.telemetry.request_duration.with_label_values(&[&endpoint]).observe(started.elapsed().as_secs_f64());
+    state.telemetry.requests.with_label_values(&[endpoint.as_str(), response.status().as_str()]).inc();
+    if !matches!(endpoint.as_str(), "/livez" | "/readyz" | "/healthz" | "/metrics") {
+        tracing::debug!(%endpoint, status = response.status().as_u16(), "served");
+    }
+    response
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+///
+/// # Errors
+/// When the server fails to accept connections.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}

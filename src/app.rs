@@ -1,0 +1,148 @@
+//! Wiring: config -> sources -> poll loops -> store -> HTTP servers, and the way back down.
+//!
+//! `main` and the integration tests start the adapter the same way, through [`start`], so the
+//! tests exercise the real wiring on ephemeral ports.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, AppState, Routes, health::Health};
+use crate::config::{Config, SourceConfig};
+use crate::poller::{self, Heartbeats, Schedule};
+use crate::sources::redis::RedisSource;
+use crate::store::{MetricInfo, Store};
+use crate::telemetry::AdapterMetrics;
+
+/// Where to listen and how to stop.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The external metrics API (and, without `health_listen`, the probes and `/metrics`).
+    pub listen: SocketAddr,
+    /// A separate port for probes and `/metrics`, if wanted.
+    pub health_listen: Option<SocketAddr>,
+    /// How long readiness reports 503 before the servers stop, so endpoints drop the pod first.
+    pub shutdown_delay: Duration,
+    /// Limit on waiting for in-flight requests and poll loops after that.
+    pub shutdown_timeout: Duration,
+}
+
+/// A started adapter.
+pub struct Running {
+    /// Where the external metrics API listens.
+    pub api_addr: SocketAddr,
+    /// Where the probes listen (the same as `api_addr` without a separate port).
+    pub health_addr: SocketAddr,
+    /// The store, for tests and the `check` command.
+    pub store: Arc<Store>,
+    health: Arc<Health>,
+    token: CancellationToken,
+    tracker: TaskTracker,
+    settings: Settings,
+}
+
+/// Builds the store for `config`'s metrics.
+pub fn store_for(config: &Config) -> Store {
+    let infos = config
+        .metrics
+        .iter()
+        .map(|m| MetricInfo {
+            name: m.name.clone(),
+            source: m.source.clone(),
+            description: m.description.clone(),
+            namespaces: m.namespaces.clone(),
+        })
+        .collect();
+    Store::new(infos, config.max_staleness.0)
+}
+
+/// The schedule of source `name`.
+pub fn schedule_of(config: &Config, source: &SourceConfig) -> Schedule {
+    Schedule {
+        interval: source.poll_interval(config.poll_interval.0),
+        timeout: source.poll_timeout(config.poll_timeout.0),
+        max_backoff: config.max_backoff.0,
+    }
+}
+
+/// Binds the listeners, starts a poll loop per source and the servers.
+///
+/// # Errors
+/// When a listener cannot be bound or a source cannot be built from its config.
+pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running> {
+    let store = Arc::new(store_for(&config));
+    let telemetry = AdapterMetrics::new();
+    let heartbeats = Arc::new(Heartbeats::default());
+    let health = Arc::new(Health::default());
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    let api_listener = TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
+    let api_addr = api_listener.local_addr()?;
+    let health_listener = match settings.health_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?),
+        None => None,
+    };
+
+    for (name, source) in &config.sources {
+        let schedule = schedule_of(&config, source);
+        match source {
+            SourceConfig::Redis(conn) => {
+                let s = RedisSource::new(name, conn, &config).with_context(|| format!("source {name}"))?;
+                poller::spawn(s, schedule, store.clone(), telemetry.clone(), heartbeats.clone(), token.clone(), &tracker);
+            }
+        }
+    }
+
+    let state = AppState {
+        provider: store.clone(),
+        store: store.clone(),
+        telemetry,
+        health: health.clone(),
+        heartbeats,
+    };
+    let health_addr = match health_listener {
+        Some(l) => {
+            let addr = l.local_addr()?;
+            spawn_server(&tracker, l, api::router(state.clone(), Routes::Health), token.clone());
+            spawn_server(&tracker, api_listener, api::router(state, Routes::Api), token.clone());
+            addr
+        }
+        None => {
+            spawn_server(&tracker, api_listener, api::router(state, Routes::All), token.clone());
+            api_addr
+        }
+    };
+    health.set_listening();
+    tracing::info!(%api_addr, %health_addr, sources = config.sources.len(), metrics = config.metrics.len(), "serving");
+    Ok(Running { api_addr, health_addr, store, health, token, tracker, settings })
+}
+
+fn spawn_server(tracker: &TaskTracker, listener: TcpListener, router: axum::Router, token: CancellationToken) {
+    tracker.spawn(async move {
+        if let Err(e) = api::serve(listener, router, async move { token.cancelled().await }).await {
+            tracing::error!(error = %e, "server stopped with an error");
+        }
+    });
+}
+
+impl Running {
+    /// Turns readiness to 503, waits `shutdown_delay`, stops servers and poll loops and waits
+    /// for them up to `shutdown_timeout`.
+    pub async fn shutdown(self) {
+        self.health.set_stopping();
+        tracing::info!(delay = ?self.settings.shutdown_delay, "readiness is now 503; draining");
+        tokio::time::sleep(self.settings.shutdown_delay).await;
+        self.token.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(self.settings.shutdown_timeout, self.tracker.wait()).await.is_err() {
+            tracing::warn!(timeout = ?self.settings.shutdown_timeout, "tasks still running at the shutdown deadline; exiting anyway");
+        }
+        tracing::info!("stopped");
+    }
+}

@@ -1,0 +1,88 @@
+//! `check`: validate the config, poll every source once, and print what would be served.
+//!
+//! Uses the same sources and store as `serve`, so what it prints is what the API would answer.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::app::{schedule_of, store_for};
+use crate::config::{Config, SourceConfig};
+use crate::sources::redis::RedisSource;
+use crate::sources::{Source, SourceError};
+use crate::store::{Store, render_labels};
+
+/// The outcome of a check: the printed table and whether every series had a value.
+pub struct Report {
+    /// The table, one row per series (or per failed source's metric).
+    pub table: String,
+    /// How many rows carry an error.
+    pub failed: usize,
+}
+
+async fn poll_once<S: Source>(mut source: S, timeout: std::time::Duration, store: &Store) {
+    let outcome = tokio::time::timeout(timeout, source.poll())
+        .await
+        .unwrap_or(Err(SourceError::Timeout { after: timeout }))
+        .map_err(|e| e.to_string());
+    store.record_poll(source.name(), SystemTime::now(), outcome);
+}
+
+/// Polls every source of `config` once and renders the table.
+///
+/// # Errors
+/// When a source cannot be built from its config.
+pub async fn run(config: &Config) -> anyhow::Result<Report> {
+    let store = Arc::new(store_for(config));
+    let started = Instant::now();
+    for (name, source) in &config.sources {
+        let timeout = schedule_of(config, source).timeout;
+        match source {
+            SourceConfig::Redis(conn) => poll_once(RedisSource::new(name, conn, config)?, timeout, &store).await,
+        }
+    }
+    let now = SystemTime::now();
+    let mut rows = vec![["METRIC".to_string(), "LABELS".into(), "VALUE".into(), "AGE".into(), "ERROR".into()]];
+    let mut failed = 0;
+    for m in &config.metrics {
+        let Some((_, state)) = store.state(&m.name) else { continue };
+        if let Some(f) = &state.failure {
+            failed += 1;
+            rows.push([m.name.clone(), "-".into(), "-".into(), "-".into(), f.message.clone()]);
+            continue;
+        }
+        if state.series.is_empty() {
+            rows.push([m.name.clone(), "-".into(), "-".into(), "-".into(), "(no series: the pattern matched no key)".into()]);
+        }
+        for s in &state.series {
+            let age = now.duration_since(s.observed_at).map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_default();
+            let (value, error) = match &s.value {
+                Ok(v) => (format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string(), String::new()),
+                Err(e) => {
+                    failed += 1;
+                    ("-".into(), e.to_string())
+                }
+            };
+            rows.push([m.name.clone(), render_labels(&s.labels), value, age, error]);
+        }
+    }
+    let mut widths = [0usize; 5];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut table = String::new();
+    for r in &rows {
+        let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let _ = writeln!(table, "{}", line.join("  ").trim_end());
+    }
+    let _ = writeln!(
+        table,
+        "\n{} metric(s), {} error(s), polled in {:.0} ms",
+        config.metrics.len(),
+        failed,
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    Ok(Report { table, failed })
+}

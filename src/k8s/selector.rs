@@ -1,0 +1,445 @@
+//! Kubernetes label selectors (`labels.Parse` syntax) and their matching. No I/O here.
+//!
+//! The HPA sends `metric.selector` as a query string (`queue=embed,tier in (gpu,cpu),!canary`);
+//! every form `labels.Parse` accepts is accepted here: `=`, `==`, `!=`, `in`, `notin`, `key`,
+//! `!key`, `>` and `<`. Keys and values are checked against the same rules Kubernetes applies,
+//! so a selector the API server would refuse is refused here too, with the offending part named.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::model::Labels;
+
+/// A parsed selector: every requirement must hold (they are ANDed). Empty matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector {
+    requirements: Vec<Requirement>,
+}
+
+/// One `key op values` term of a selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Requirement {
+    key: String,
+    op: Operator,
+    /// Sorted and deduplicated; one value for `=`/`!=`/`>`/`<`, none for exists/does-not-exist.
+    values: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+    GreaterThan,
+    LessThan,
+}
+
+/// Why a selector string could not be parsed; the message quotes the part that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid label selector {selector:?}: {reason}")]
+pub struct SelectorError {
+    selector: String,
+    reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    Ident(String),
+    Comma,
+    Open,
+    Close,
+    Eq,
+    DoubleEq,
+    NotEq,
+    Bang,
+    In,
+    NotIn,
+    Gt,
+    Lt,
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Token::Ident(s) => write!(f, "{s:?}"),
+            Token::Comma => f.write_str("','"),
+            Token::Open => f.write_str("'('"),
+            Token::Close => f.write_str("')'"),
+            Token::Eq => f.write_str("'='"),
+            Token::DoubleEq => f.write_str("'=='"),
+            Token::NotEq => f.write_str("'!='"),
+            Token::Bang => f.write_str("'!'"),
+            Token::In => f.write_str("'in'"),
+            Token::NotIn => f.write_str("'notin'"),
+            Token::Gt => f.write_str("'>'"),
+            Token::Lt => f.write_str("'<'"),
+        }
+    }
+}
+
+fn is_special(c: char) -> bool {
+    matches!(c, '=' | '!' | '(' | ')' | ',' | '>' | '<')
+}
+
+fn lex(input: &str) -> Vec<Token> {
+    let mut tokens = Vec::new();
+    let mut chars = input.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        if is_special(c) {
+            chars.next();
+            let two = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>, t2: Token, t1: Token| {
+                if chars.peek() == Some(&'=') {
+                    chars.next();
+                    t2
+                } else {
+                    t1
+                }
+            };
+            tokens.push(match c {
+                '=' => two(&mut chars, Token::DoubleEq, Token::Eq),
+                '!' => two(&mut chars, Token::NotEq, Token::Bang),
+                '(' => Token::Open,
+                ')' => Token::Close,
+                ',' => Token::Comma,
+                '>' => Token::Gt,
+                _ => Token::Lt,
+            });
+            continue;
+        }
+        let mut word = String::new();
+        while let Some(&c) = chars.peek() {
+            if c.is_whitespace() || is_special(c) {
+                break;
+            }
+            word.push(c);
+            chars.next();
+        }
+        tokens.push(match word.as_str() {
+            "in" => Token::In,
+            "notin" => Token::NotIn,
+            _ => Token::Ident(word),
+        });
+    }
+    tokens
+}
+
+struct Parser<'a> {
+    tokens: Vec<Token>,
+    pos: usize,
+    input: &'a str,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos)
+    }
+
+    fn next(&mut self) -> Option<Token> {
+        let t = self.tokens.get(self.pos).cloned();
+        self.pos += 1;
+        t
+    }
+
+    fn error(&self, reason: impl Into<String>) -> SelectorError {
+        SelectorError { selector: self.input.to_string(), reason: reason.into() }
+    }
+
+    fn requirement(&mut self) -> Result<Requirement, SelectorError> {
+        let negated = if self.peek() == Some(&Token::Bang) {
+            self.next();
+            true
+        } else {
+            false
+        };
+        let key = match self.next() {
+            Some(Token::Ident(k)) => k,
+            Some(t) => return Err(self.error(format!("expected a label key, found {t}"))),
+            None => return Err(self.error("expected a label key, found the end")),
+        };
+        validate_key(&key).map_err(|e| self.error(format!("label key {key:?} {e}")))?;
+        if negated {
+            return Ok(Requirement { key, op: Operator::DoesNotExist, values: BTreeSet::new() });
+        }
+        let op = match self.peek() {
+            None | Some(Token::Comma) => {
+                return Ok(Requirement { key, op: Operator::Exists, values: BTreeSet::new() });
+            }
+            Some(_) => self.next(),
+        };
+        let (op, values) = match op {
+            Some(Token::Eq | Token::DoubleEq) => (Operator::In, self.single_value(&key)?),
+            Some(Token::NotEq) => (Operator::NotIn, self.single_value(&key)?),
+            Some(Token::In) => (Operator::In, self.value_set(&key)?),
+            Some(Token::NotIn) => (Operator::NotIn, self.value_set(&key)?),
+            Some(t @ (Token::Gt | Token::Lt)) => {
+                let values = self.single_value(&key)?;
+                if let Some(v) = values.iter().next()
+                    && v.parse::<i64>().is_err()
+                {
+                    return Err(self.error(format!("value {v:?} after {t} for {key:?} must be an integer")));
+                }
+                let op = if t == Token::Gt { Operator::GreaterThan } else { Operator::LessThan };
+                (op, values)
+            }
+            Some(t) => return Err(self.error(format!("expected an operator after {key:?}, found {t}"))),
+            None => unreachable!("peeked a token above"),
+        };
+        Ok(Requirement { key, op, values })
+    }
+
+    /// The value after `=`, `==`, `!=`, `>` or `<`; may be empty (`key=`), as in Kubernetes.
+    fn single_value(&mut self, key: &str) -> Result<BTreeSet<String>, SelectorError> {
+        let value = match self.peek() {
+            Some(Token::Ident(v)) => {
+                let v = v.clone();
+                self.next();
+                v
+            }
+            None | Some(Token::Comma) => String::new(),
+            Some(t) => return Err(self.error(format!("expected a value for {key:?}, found {t}"))),
+        };
+        validate_value(&value).map_err(|e| self.error(format!("value {value:?} for {key:?} {e}")))?;
+        Ok(BTreeSet::from([value]))
+    }
+
+    fn value_set(&mut self, key: &str) -> Result<BTreeSet<String>, SelectorError> {
+        match self.next() {
+            Some(Token::Open) => {}
+            Some(t) => return Err(self.error(format!("expected '(' after 'in'/'notin' for {key:?}, found {t}"))),
+            None => return Err(self.error(format!("expected '(' after 'in'/'notin' for {key:?}"))),
+        }
+        let mut values = BTreeSet::new();
+        loop {
+            let value = match self.peek() {
+                Some(Token::Ident(v)) => {
+                    let v = v.clone();
+                    self.next();
+                    v
+                }
+                Some(Token::Comma | Token::Close) => String::new(),
+                Some(t) => return Err(self.error(format!("expected a value in the set for {key:?}, found {t}"))),
+                None => return Err(self.error(format!("the value set for {key:?} is not closed with ')'"))),
+            };
+            validate_value(&value).map_err(|e| self.error(format!("value {value:?} for {key:?} {e}")))?;
+            values.insert(value);
+            match self.next() {
+                Some(Token::Comma) => continue,
+                Some(Token::Close) => break,
+                Some(t) => return Err(self.error(format!("expected ',' or ')' in the set for {key:?}, found {t}"))),
+                None => return Err(self.error(format!("the value set for {key:?} is not closed with ')'"))),
+            }
+        }
+        if values.len() == 1 && values.contains("") && self.tokens.get(self.pos - 2) == Some(&Token::Open) {
+            return Err(self.error(format!("the value set for {key:?} must not be empty")));
+        }
+        Ok(values)
+    }
+}
+
+impl Selector {
+    /// The selector that matches every series (what an absent `labelSelector` means).
+    pub fn everything() -> Self {
+        Selector::default()
+    }
+
+    /// Parses `labels.Parse` syntax. An empty or all-whitespace string matches everything.
+    ///
+    /// # Errors
+    /// [`SelectorError`] naming the token, key or value that is wrong.
+    pub fn parse(input: &str) -> Result<Self, SelectorError> {
+        let mut parser = Parser { tokens: lex(input), pos: 0, input };
+        let mut requirements = Vec::new();
+        if parser.tokens.is_empty() {
+            return Ok(Selector::everything());
+        }
+        loop {
+            requirements.push(parser.requirement()?);
+            match parser.next() {
+                None => break,
+                Some(Token::Comma) => {
+                    if parser.peek().is_none() {
+                        return Err(parser.error("a trailing ',' must be followed by a requirement"));
+                    }
+                }
+                Some(t) => return Err(parser.error(format!("expected ',' between requirements, found {t}"))),
+            }
+        }
+        Ok(Selector { requirements })
+    }
+
+    /// Whether every requirement holds for `labels`. `!=` and `notin` hold when the label is
+    /// absent, as in Kubernetes.
+    pub fn matches(&self, labels: &Labels) -> bool {
+        self.requirements.iter().all(|r| {
+            let value = labels.get(&r.key);
+            match r.op {
+                Operator::Exists => value.is_some(),
+                Operator::DoesNotExist => value.is_none(),
+                Operator::In => value.is_some_and(|v| r.values.contains(v)),
+                Operator::NotIn => value.is_none_or(|v| !r.values.contains(v)),
+                Operator::GreaterThan | Operator::LessThan => {
+                    let (Some(have), Some(want)) = (
+                        value.and_then(|v| v.parse::<i64>().ok()),
+                        r.values.iter().next().and_then(|v| v.parse::<i64>().ok()),
+                    ) else {
+                        return false;
+                    };
+                    if r.op == Operator::GreaterThan { have > want } else { have < want }
+                }
+            }
+        })
+    }
+
+    /// Whether this selector has no requirements.
+    pub fn is_everything(&self) -> bool {
+        self.requirements.is_empty()
+    }
+}
+
+/// The character rule shared by label names and values: alphanumerics at both ends, `-`, `_`,
+/// `.` inside, at most 63 characters.
+fn check_name_part(s: &str) -> Result<(), String> {
+    if s.len() > 63 {
+        return Err(format!("is {} characters long; the limit is 63", s.len()));
+    }
+    let inner_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let first = s.chars().next();
+    let last = s.chars().last();
+    if !s.chars().all(inner_ok) || !first.is_some_and(|c| c.is_ascii_alphanumeric()) || !last.is_some_and(|c| c.is_ascii_alphanumeric()) {
+        return Err("must consist of alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric".into());
+    }
+    Ok(())
+}
+
+/// Checks a label key: an optional DNS-subdomain prefix and `/`, then a name of at most 63
+/// characters (Kubernetes' qualified-name rule).
+///
+/// # Errors
+/// A message saying what is wrong (without the key, which the caller names).
+pub fn validate_key(key: &str) -> Result<(), String> {
+    let name = match key.split_once('/') {
+        Some((prefix, name)) => {
+            let prefix_ok = !prefix.is_empty()
+                && prefix.len() <= 253
+                && prefix.split('.').all(|part| {
+                    !part.is_empty()
+                        && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                        && !part.starts_with('-')
+                        && !part.ends_with('-')
+                });
+            if !prefix_ok {
+                return Err("has a prefix that is not a lowercase DNS subdomain".into());
+            }
+            name
+        }
+        None => key,
+    };
+    if name.is_empty() {
+        return Err("must have a name".into());
+    }
+    check_name_part(name)
+}
+
+/// Checks a label value: empty, or at most 63 alphanumerics, `-`, `_`, `.`, with alphanumerics at
+/// both ends.
+///
+/// # Errors
+/// A message saying what is wrong (without the value, which the caller names).
+pub fn validate_value(value: &str) -> Result<(), String> {
+    if value.is_empty() { Ok(()) } else { check_name_part(value) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn selectors_match_like_kubernetes() {
+        struct Case {
+            name: &'static str,
+            selector: &'static str,
+            labels: &'static [(&'static str, &'static str)],
+            want: bool,
+        }
+        let cases = [
+            Case { name: "empty matches all", selector: "", labels: &[("a", "1")], want: true },
+            Case { name: "blank matches all", selector: "  ", labels: &[], want: true },
+            Case { name: "equals", selector: "queue=embed", labels: &[("queue", "embed")], want: true },
+            Case { name: "double equals", selector: "queue==embed", labels: &[("queue", "embed")], want: true },
+            Case { name: "equals other", selector: "queue=embed", labels: &[("queue", "other")], want: false },
+            Case { name: "equals missing", selector: "queue=embed", labels: &[], want: false },
+            Case { name: "not equals missing", selector: "queue!=embed", labels: &[], want: true },
+            Case { name: "not equals same", selector: "queue!=embed", labels: &[("queue", "embed")], want: false },
+            Case { name: "in", selector: "tier in (gpu, cpu)", labels: &[("tier", "cpu")], want: true },
+            Case { name: "in other", selector: "tier in (gpu,cpu)", labels: &[("tier", "tpu")], want: false },
+            Case { name: "notin missing", selector: "tier notin (gpu)", labels: &[], want: true },
+            Case { name: "notin hit", selector: "tier notin (gpu)", labels: &[("tier", "gpu")], want: false },
+            Case { name: "exists", selector: "canary", labels: &[("canary", "")], want: true },
+            Case { name: "exists missing", selector: "canary", labels: &[], want: false },
+            Case { name: "not exists", selector: "!canary", labels: &[], want: true },
+            Case { name: "not exists present", selector: "!canary", labels: &[("canary", "x")], want: false },
+            Case { name: "greater", selector: "prio>3", labels: &[("prio", "5")], want: true },
+            Case { name: "greater not", selector: "prio>3", labels: &[("prio", "3")], want: false },
+            Case { name: "less non-integer label", selector: "prio<3", labels: &[("prio", "x")], want: false },
+            Case {
+                name: "several anded",
+                selector: "queue=embed,tier in (gpu),!canary",
+                labels: &[("queue", "embed"), ("tier", "gpu")],
+                want: true,
+            },
+            Case { name: "empty value", selector: "queue=", labels: &[("queue", "")], want: true },
+            Case { name: "prefixed key", selector: "app.kubernetes.io/name=x", labels: &[("app.kubernetes.io/name", "x")], want: true },
+        ];
+        for c in cases {
+            let selector = Selector::parse(c.selector).unwrap_or_else(|e| panic!("case {}: {e}", c.name));
+            assert_eq!(selector.matches(&labels(c.labels)), c.want, "case {}", c.name);
+        }
+    }
+
+    #[test]
+    fn bad_selectors_are_refused_naming_the_part() {
+        struct Case {
+            name: &'static str,
+            selector: &'static str,
+            mentions: &'static str,
+        }
+        let cases = [
+            Case { name: "bad key char", selector: "que:ue=x", mentions: "\"que:ue\"" },
+            Case { name: "bad value char", selector: "queue=a:b", mentions: "\"a:b\"" },
+            Case { name: "missing key", selector: "=x", mentions: "label key" },
+            Case { name: "trailing comma", selector: "a=b,", mentions: "trailing" },
+            Case { name: "unclosed set", selector: "a in (x,y", mentions: "not closed" },
+            Case { name: "in without parens", selector: "a in x", mentions: "'('" },
+            Case { name: "empty set", selector: "a in ()", mentions: "empty" },
+            Case { name: "non-integer gt", selector: "a>x", mentions: "integer" },
+            Case { name: "two values", selector: "a=b c", mentions: "between requirements" },
+            Case { name: "long value", selector: "a=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", mentions: "63" },
+            Case { name: "bad prefix", selector: "Foo/bar=x", mentions: "prefix" },
+            Case { name: "double bang", selector: "!!a", mentions: "label key" },
+        ];
+        for c in cases {
+            let err = Selector::parse(c.selector).expect_err(c.name).to_string();
+            assert!(err.contains(c.mentions), "case {}: {err:?} should mention {}", c.name, c.mentions);
+        }
+    }
+
+    #[test]
+    fn label_keys_and_values_follow_kubernetes_rules() {
+        assert!(validate_key("queue").is_ok());
+        assert!(validate_key("example.com/queue").is_ok());
+        assert!(validate_key("").is_err());
+        assert!(validate_key("example.com/").is_err());
+        assert!(validate_value("").is_ok());
+        assert!(validate_value("embed-1.a_b").is_ok());
+        assert!(validate_value("-x").is_err());
+    }
+}

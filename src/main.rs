@@ -1,0 +1,86 @@
+//! The `queue-metrics-adapter` binary: CLI parsing and wiring only.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use queue_metrics_adapter::config::{Config, HumanDuration};
+use queue_metrics_adapter::telemetry::{LogFormat, init_logging};
+use queue_metrics_adapter::{app, check, shutdown};
+
+#[derive(Parser)]
+#[command(version, about = "Queue depth and age for Kubernetes autoscaling (external metrics API)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "QMA_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Poll the configured sources and serve their metrics until SIGTERM.
+    Serve {
+        /// The YAML config file.
+        #[arg(long, env = "QMA_CONFIG")]
+        config: PathBuf,
+        /// Address of the external metrics API (plain HTTP).
+        #[arg(long, default_value = "0.0.0.0:8080", env = "QMA_LISTEN")]
+        listen: SocketAddr,
+        /// Separate address for /livez, /readyz, /healthz and /metrics (default: on --listen).
+        #[arg(long, env = "QMA_HEALTH_LISTEN")]
+        health_listen: Option<SocketAddr>,
+        /// After SIGTERM, how long /readyz answers 503 before the servers stop.
+        #[arg(long, default_value = "5s", value_parser = HumanDuration::parse)]
+        shutdown_delay: HumanDuration,
+        /// Limit on finishing in-flight work after that.
+        #[arg(long, default_value = "10s", value_parser = HumanDuration::parse)]
+        shutdown_timeout: HumanDuration,
+    },
+    /// Validate the config, poll every source once and print a table; exit 1 if any metric failed.
+    Check {
+        /// The YAML config file.
+        #[arg(long, env = "QMA_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli.command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config, listen, health_listen, shutdown_delay, shutdown_timeout } => {
+            let cfg = Config::load(&config)?;
+            let settings = app::Settings {
+                listen,
+                health_listen,
+                shutdown_delay: shutdown_delay.0,
+                shutdown_timeout: shutdown_timeout.0,
+            };
+            let running = app::start(cfg, settings).await.context("starting")?;
+            shutdown::signal().await;
+            running.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => {
+            let cfg = Config::load(&config)?;
+            let report = check::run(&cfg).await?;
+            print!("{}", report.table);
+            Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}

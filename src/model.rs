@@ -1,0 +1,104 @@
+//! The vocabulary shared by sources, the store and the API surfaces.
+//!
+//! Sources produce [`Sample`]s, the store keeps them, the API reads them. None of those modules
+//! depends on another; they all depend on this one. Nothing here does I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::SystemTime;
+
+/// Labels of one series: what `metricLabels` shows and what a `labelSelector` matches.
+///
+/// A `BTreeMap` so that the JSON output and the `/metrics` output are in a stable order.
+pub type Labels = BTreeMap<String, String>;
+
+/// One reading of one series, as a source produced it in one poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The configured metric this series belongs to.
+    pub metric: String,
+    /// The series' labels (configured labels plus what the source adds, such as `key`).
+    pub labels: Labels,
+    /// The value, or why this one series could not be read. An error is never turned into `0`.
+    pub value: Result<f64, SeriesError>,
+}
+
+/// Why one series has no value in a poll whose connection otherwise worked
+/// (a key of the wrong type, an unparsable timestamp, a missing consumer group, ...).
+///
+/// The message names the thing that is wrong, because it is what the HPA's event and the
+/// `check` table will show to the person who has to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesError(pub String);
+
+impl SeriesError {
+    /// Builds an error from anything printable.
+    pub fn new(message: impl Into<String>) -> Self {
+        SeriesError(message.into())
+    }
+}
+
+impl fmt::Display for SeriesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SeriesError {}
+
+/// A value as the API surfaces serve it: one matched series with the time it was observed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricValue {
+    /// The metric's configured name.
+    pub metric: String,
+    /// The series' labels.
+    pub labels: Labels,
+    /// The value. Always finite.
+    pub value: f64,
+    /// When the poll that produced the value completed (the adapter's clock), so a reader can see
+    /// how old it is; never the time of serving.
+    pub observed_at: SystemTime,
+}
+
+/// Checks a metric name: lowercase letters, digits, `_`, `.` and `-`, starting and ending with a
+/// letter or digit, at most 253 characters.
+///
+/// client-go lowercases the metric name in the URL path (external-metrics-api.md §1.1), so a name
+/// with capitals could never be requested; `.` and `..` are not valid path segments.
+///
+/// # Errors
+/// A message saying what is wrong with the name.
+pub fn validate_metric_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > 253 {
+        return Err(format!("is {} characters long; the limit is 253", name.len()));
+    }
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-');
+    if let Some(bad) = name.chars().find(|c| !ok_char(*c)) {
+        return Err(format!(
+            "contains {bad:?}; use lowercase letters, digits, '_', '.' and '-' (the HPA lowercases metric names)"
+        ));
+    }
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !edge_ok(name.chars().next()) || !edge_ok(name.chars().last()) {
+        return Err("must start and end with a lowercase letter or digit".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_follow_lowercase_dns_style() {
+        for good in ["queue_length", "a", "embedding.queue-age_seconds", "q1"] {
+            assert!(validate_metric_name(good).is_ok(), "{good} should be valid");
+        }
+        for bad in ["", "Queue", "_x", "x_", "a/b", "a b", ".", "..", &"x".repeat(254)] {
+            assert!(validate_metric_name(bad).is_err(), "{bad:?} should be invalid");
+        }
+    }
+}

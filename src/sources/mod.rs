@@ -1,0 +1,82 @@
+//! Backends the adapter reads from, one module per kind, all behind [`Source`].
+//!
+//! A source knows how to read its backend once and turn the replies into [`Sample`]s. It knows
+//! nothing of HTTP, the store or schedules: the poller calls [`Source::poll`] on an interval and
+//! records the outcome. Sources only read; none sends a command that changes a queue.
+
+pub mod redis;
+
+use std::future::Future;
+
+use crate::model::Sample;
+
+/// One backend connection that can be polled (the counterpart of a KEDA scaler).
+pub trait Source: Send + 'static {
+    /// The source's configured name (`sources.<name>`).
+    fn name(&self) -> &str;
+
+    /// The kind (`redis`, ...), for telemetry labels.
+    fn kind(&self) -> &'static str;
+
+    /// Reads every metric of this source once.
+    ///
+    /// Per-series problems (a key of the wrong type, a bad timestamp) are inside the samples;
+    /// an `Err` means nothing could be read this time and every metric of the source is
+    /// unavailable until a poll succeeds.
+    ///
+    /// # Errors
+    /// [`SourceError`] when the backend cannot be reached or answers nonsense.
+    fn poll(&mut self) -> impl Future<Output = Result<Vec<Sample>, SourceError>> + Send;
+}
+
+/// Why a whole poll failed. Messages never hold a password: targets are redacted URLs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// The source's settings cannot be used (bad URL, unreadable CA file).
+    #[error("configuration: {message}")]
+    Config {
+        /// What is wrong.
+        message: String,
+    },
+    /// No connection could be made.
+    #[error("cannot connect to {target}: {message}")]
+    Connect {
+        /// The redacted address.
+        target: String,
+        /// The client's error.
+        message: String,
+    },
+    /// The connection failed mid-poll.
+    #[error("reading from {target} failed: {message}")]
+    Io {
+        /// The redacted address.
+        target: String,
+        /// The client's error.
+        message: String,
+    },
+    /// The poll took longer than `poll_timeout`.
+    #[error("the poll did not finish within {after:?}")]
+    Timeout {
+        /// The limit that was hit.
+        after: std::time::Duration,
+    },
+    /// The backend answered something we cannot read.
+    #[error("unexpected reply: {what}")]
+    BadReply {
+        /// What was wrong with it.
+        what: String,
+    },
+}
+
+impl SourceError {
+    /// A short, bounded label for telemetry (`qma_poll_errors_total{kind=...}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceError::Config { .. } => "config",
+            SourceError::Connect { .. } => "connect",
+            SourceError::Io { .. } => "io",
+            SourceError::Timeout { .. } => "timeout",
+            SourceError::BadReply { .. } => "bad_reply",
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! The `redis:` blocks of the configuration: the connection (under `sources`) and what a metric
+//! reads (under `metrics`). Validation here knows which measure fits which key type.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::config::{ConfigError, HumanDuration, Measure, Secret};
+use crate::k8s::selector::validate_key;
+
+/// The label a pattern series carries with the part of the key its wildcards matched.
+pub const DEFAULT_KEY_LABEL: &str = "queue";
+/// The label every Redis series carries with its full key.
+pub const KEY_LABEL_FULL: &str = "key";
+
+/// A Redis connection (`sources.<name>.redis`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSourceConfig {
+    /// `redis://host:port/db` or `rediss://` for TLS. A password written in the URL works but
+    /// prefer `password_file`/`password_env`; the URL is never logged with it.
+    pub url: String,
+    /// Database number; overrides the one in the URL.
+    #[serde(default)]
+    pub db: Option<i64>,
+    /// ACL user name (Redis 6+).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password (a mounted Secret).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// PEM file of the CA that signed the server's certificate, for `rediss://`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Overrides the global `poll_interval` for this source.
+    #[serde(default)]
+    pub poll_interval: Option<HumanDuration>,
+    /// Overrides the global `poll_timeout` for this source.
+    #[serde(default)]
+    pub poll_timeout: Option<HumanDuration>,
+    /// The password, read at load from `password_file` or `password_env`.
+    #[serde(skip)]
+    pub password: Option<Secret>,
+}
+
+impl std::fmt::Debug for RedisSourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSourceConfig")
+            .field("url", &redact_url(&self.url))
+            .field("db", &self.db)
+            .field("username", &self.username)
+            .field("password_file", &self.password_file)
+            .field("password_env", &self.password_env)
+            .field("ca_file", &self.ca_file)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+impl RedisSourceConfig {
+    pub(crate) fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        let scheme = self.url.split_once("://").map(|(s, _)| s);
+        if !matches!(scheme, Some("redis" | "rediss")) {
+            return Err(ConfigError::invalid(
+                format!("{at}.url"),
+                format!("{:?} must start with redis:// or rediss://", redact_url(&self.url)),
+            ));
+        }
+        redis::Client::open(self.url.as_str()).map_err(|e| {
+            ConfigError::invalid(format!("{at}.url"), format!("{:?} is not a valid Redis URL: {e}", redact_url(&self.url)))
+        })?;
+        if self.ca_file.is_some() && scheme != Some("rediss") {
+            return Err(ConfigError::invalid(format!("{at}.ca_file"), "only applies to rediss:// URLs"));
+        }
+        if let Some(db) = self.db
+            && db < 0
+        {
+            return Err(ConfigError::invalid(format!("{at}.db"), "must not be negative"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn resolve_secrets(&mut self, at: &str) -> Result<(), ConfigError> {
+        self.password = Secret::resolve(self.password_file.as_deref(), self.password_env.as_deref(), at)?;
+        Ok(())
+    }
+}
+
+/// Replaces the password in a URL's user-info with `***`, so URLs can be logged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Which Redis type a metric reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyType {
+    /// A list used as a queue (Sidekiq, RQ, BullMQ `wait`, Celery/kombu).
+    List,
+    /// A stream, optionally read through a consumer group.
+    Stream,
+    /// A sorted set scored by run-at time (delay and retry queues).
+    Zset,
+}
+
+impl KeyType {
+    /// The name Redis' `TYPE` and `SCAN ... TYPE` use.
+    pub fn redis_name(self) -> &'static str {
+        match self {
+            KeyType::List => "list",
+            KeyType::Stream => "stream",
+            KeyType::Zset => "zset",
+        }
+    }
+
+    fn measures(self) -> &'static [Measure] {
+        match self {
+            KeyType::List => &[Measure::Length, Measure::OldestAgeSeconds],
+            KeyType::Stream => &[
+                Measure::Length,
+                Measure::Lag,
+                Measure::Pending,
+                Measure::OldestPendingAgeSeconds,
+                Measure::OldestUnprocessedAgeSeconds,
+            ],
+            KeyType::Zset => &[Measure::Length, Measure::Ready, Measure::OldestAgeSeconds],
+        }
+    }
+}
+
+/// Which end of a list holds the oldest element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListEnd {
+    /// Index 0: producers `RPUSH`, consumers pop from the left (RQ).
+    Head,
+    /// Index -1: producers `LPUSH`, consumers pop from the right (Sidekiq, BullMQ, Celery).
+    Tail,
+}
+
+/// How a timestamp value is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeUnit {
+    /// Seconds since the Unix epoch, integer or fractional (Sidekiq ≤ 7).
+    S,
+    /// Milliseconds since the Unix epoch (Sidekiq 8, BullMQ).
+    Ms,
+    /// An RFC 3339 date-time (RQ's `2026-11-22T01:29:49.000000Z`).
+    Rfc3339,
+}
+
+/// How a sorted set's scores encode run-at times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreUnit {
+    /// Seconds since the epoch (Sidekiq `schedule`/`retry`, RQ `scheduled`).
+    #[default]
+    S,
+    /// Milliseconds since the epoch.
+    Ms,
+    /// BullMQ `delayed`: milliseconds × 4096 + a counter.
+    Bullmq,
+}
+
+/// Where a list element's enqueue time is found.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimestampSpec {
+    /// RFC 6901 pointer into the element's JSON (`/enqueued_at`).
+    #[serde(default)]
+    pub json_pointer: Option<String>,
+    /// Hash key template the element names: `{id}` is the element, `{key}` the list's key
+    /// (RQ `rq:job:{id}`, BullMQ `bull:embed:{id}`). Costs a second round trip.
+    #[serde(default)]
+    pub hash: Option<String>,
+    /// The hash field holding the time (RQ `enqueued_at`, BullMQ `timestamp`).
+    #[serde(default)]
+    pub field: Option<String>,
+    /// How the time is written.
+    pub unit: TimeUnit,
+}
+
+/// What a metric reads (`metrics[].redis`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTarget {
+    /// The key's type.
+    #[serde(rename = "type")]
+    pub key_type: KeyType,
+    /// One exact key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// A `SCAN MATCH` glob (`queue:*`): one series per matching key of `type`.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// With `pattern`: the label that carries what the wildcards matched. Default `queue`.
+    #[serde(default)]
+    pub key_label: Option<String>,
+    /// Lists: which end is oldest. Default `tail` (LPUSH producers).
+    #[serde(default)]
+    pub oldest_at: Option<ListEnd>,
+    /// Lists: where the enqueue time is, for `oldest_age_seconds`.
+    #[serde(default)]
+    pub timestamp: Option<TimestampSpec>,
+    /// Lists: Celery/kombu priority steps whose sub-lists (`<key>\x06\x16<step>`) are read with
+    /// the list and summed (kombu's default is `[3, 6, 9]`).
+    #[serde(default)]
+    pub kombu_priority_steps: Option<Vec<u32>>,
+    /// Streams: the consumer group, for `lag`, `pending` and the ages.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Sorted sets: how scores encode time. Default `s`.
+    #[serde(default)]
+    pub score_unit: Option<ScoreUnit>,
+}
+
+impl RedisTarget {
+    /// The label carrying a pattern match's wildcard part.
+    pub fn key_label(&self) -> &str {
+        self.key_label.as_deref().unwrap_or(DEFAULT_KEY_LABEL)
+    }
+
+    pub(crate) fn validate(&self, at: &str, measure: Measure, labels: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        let kt = self.key_type.redis_name();
+        match (&self.key, &self.pattern) {
+            (Some(_), Some(_)) => return Err(ConfigError::invalid(at, "give either key or pattern, not both")),
+            (None, None) => return Err(ConfigError::invalid(at, "needs key (one exact key) or pattern (a SCAN glob)")),
+            (Some(k), None) if k.is_empty() => return Err(ConfigError::invalid(format!("{at}.key"), "must not be empty")),
+            (None, Some(p)) if !p.contains(['*', '?', '[']) => {
+                return Err(ConfigError::invalid(
+                    format!("{at}.pattern"),
+                    format!("{p:?} has no wildcard; use key for one exact key"),
+                ));
+            }
+            _ => {}
+        }
+        if self.key_label.is_some() && self.pattern.is_none() {
+            return Err(ConfigError::invalid(format!("{at}.key_label"), "only applies with pattern"));
+        }
+        if self.pattern.is_some() {
+            let label = self.key_label();
+            validate_key(label).map_err(|e| ConfigError::invalid(format!("{at}.key_label"), format!("{label:?} {e}")))?;
+        }
+        for reserved in [Some(KEY_LABEL_FULL), self.pattern.as_ref().map(|_| self.key_label())].into_iter().flatten() {
+            if labels.contains_key(reserved) {
+                return Err(ConfigError::invalid(
+                    format!("{at}"),
+                    format!("the metric's labels must not set {reserved:?}: every series gets it from its key"),
+                ));
+            }
+        }
+        if !self.key_type.measures().contains(&measure) {
+            let fits: Vec<&str> = self.key_type.measures().iter().map(|m| m.as_str()).collect();
+            return Err(ConfigError::invalid(
+                at,
+                format!("measure {measure} does not apply to type {kt}; a {kt} has {fits:?}"),
+            ));
+        }
+        let only_for = |field: &str, set: bool, ty: KeyType| -> Result<(), ConfigError> {
+            if set && self.key_type != ty {
+                return Err(ConfigError::invalid(
+                    format!("{at}.{field}"),
+                    format!("only applies to type {}, not {kt}", ty.redis_name()),
+                ));
+            }
+            Ok(())
+        };
+        only_for("oldest_at", self.oldest_at.is_some(), KeyType::List)?;
+        only_for("timestamp", self.timestamp.is_some(), KeyType::List)?;
+        only_for("kombu_priority_steps", self.kombu_priority_steps.is_some(), KeyType::List)?;
+        only_for("group", self.group.is_some(), KeyType::Stream)?;
+        only_for("score_unit", self.score_unit.is_some(), KeyType::Zset)?;
+        if self.key_type == KeyType::List && measure == Measure::OldestAgeSeconds && self.timestamp.is_none() {
+            return Err(ConfigError::invalid(
+                at,
+                "oldest_age_seconds on a list needs timestamp (json_pointer, or hash + field) to find the enqueue time",
+            ));
+        }
+        if self.key_type == KeyType::Stream && measure != Measure::Length && self.group.is_none() {
+            return Err(ConfigError::invalid(at, format!("measure {measure} needs group (the consumer group)")));
+        }
+        if let Some(ts) = &self.timestamp {
+            let at = format!("{at}.timestamp");
+            match (&ts.json_pointer, &ts.hash, &ts.field) {
+                (Some(p), None, None) => {
+                    if !(p.is_empty() || p.starts_with('/')) {
+                        return Err(ConfigError::invalid(
+                            format!("{at}.json_pointer"),
+                            format!("{p:?} must start with '/' (RFC 6901), e.g. /enqueued_at"),
+                        ));
+                    }
+                }
+                (None, Some(h), Some(f)) => {
+                    if !h.contains("{id}") {
+                        return Err(ConfigError::invalid(
+                            format!("{at}.hash"),
+                            format!("{h:?} must contain {{id}}, replaced by the list element (e.g. rq:job:{{id}})"),
+                        ));
+                    }
+                    if f.is_empty() {
+                        return Err(ConfigError::invalid(format!("{at}.field"), "must not be empty"));
+                    }
+                }
+                (None, Some(_), None) => return Err(ConfigError::invalid(at, "hash needs field (e.g. enqueued_at)")),
+                _ => {
+                    return Err(ConfigError::invalid(
+                        at,
+                        "give json_pointer (time inside the element) or hash + field (time in a hash the element names)",
+                    ));
+                }
+            }
+        }
+        if let Some(steps) = &self.kombu_priority_steps
+            && steps.is_empty()
+        {
+            return Err(ConfigError::invalid(format!("{at}.kombu_priority_steps"), "must not be empty; kombu's default is [3, 6, 9]"));
+        }
+        Ok(())
+    }
+}

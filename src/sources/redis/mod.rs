@@ -1,0 +1,300 @@
+//! The Redis source: lists, streams and sorted sets used as queues, read-only.
+//!
+//! One poll is one pipelined round trip (plus a second only where a lookup needs the first's
+//! answer, see [`reads`]), on one multiplexed connection that is dropped and re-made after a
+//! failure. Pattern metrics find their keys with `SCAN ... MATCH ... TYPE` on their own, slower
+//! interval (`discovery_interval`), never with `KEYS`. Only read commands are sent; the
+//! `read_only` integration test audits that against the server's command statistics.
+
+pub mod config;
+mod reads;
+mod reply;
+mod timestamp;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Value};
+
+use self::config::{KEY_LABEL_FULL, RedisSourceConfig, RedisTarget, redact_url};
+use self::reads::{Batch, SeriesRead};
+use super::{Source, SourceError};
+use crate::config::{Config, Measure, MetricConfig};
+use crate::model::{Labels, Sample};
+
+/// Keys `SCAN` asks for per call: large enough that a big keyspace takes few round trips,
+/// small enough that one call never blocks the server noticeably.
+const SCAN_COUNT: &str = "1000";
+/// Most keys one pattern may match; beyond it the pattern is an error rather than a surprise.
+pub const MAX_KEYS_PER_PATTERN: usize = 100_000;
+
+/// One configured metric as this source reads it.
+#[derive(Debug, Clone)]
+struct MetricPlan {
+    name: String,
+    labels: Labels,
+    target: RedisTarget,
+    measure: Measure,
+}
+
+/// A Redis server and the metrics read from it.
+pub struct RedisSource {
+    name: String,
+    client: Client,
+    display_url: String,
+    conn: Option<MultiplexedConnection>,
+    connect_timeout: Duration,
+    metrics: Vec<MetricPlan>,
+    discovery_interval: Duration,
+    /// Keys found per (pattern, type), and when they were found.
+    discovered: HashMap<(String, &'static str), Vec<String>>,
+    last_discovery: Option<Instant>,
+}
+
+impl RedisSource {
+    /// Builds the source named `name` from its connection config and the metrics that read it.
+    /// Does not connect: the first poll does, so a server that is down at start-up is a poll
+    /// error like any other, not a reason to exit.
+    ///
+    /// # Errors
+    /// [`SourceError::Config`] when the URL or CA file cannot be used.
+    pub fn new(name: &str, conn: &RedisSourceConfig, config: &Config) -> Result<Self, SourceError> {
+        let metrics = config.metrics_of(name).filter_map(plan_of).collect();
+        Ok(RedisSource {
+            name: name.to_string(),
+            client: client(conn)?,
+            display_url: redact_url(&conn.url),
+            conn: None,
+            connect_timeout: config.sources[name].poll_timeout(config.poll_timeout.0),
+            metrics,
+            discovery_interval: config.discovery_interval.0,
+            discovered: HashMap::new(),
+            last_discovery: None,
+        })
+    }
+
+    async fn connection(&mut self) -> Result<MultiplexedConnection, SourceError> {
+        if let Some(c) = &self.conn {
+            return Ok(c.clone());
+        }
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.connect_timeout));
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(|e| SourceError::Connect { target: self.display_url.clone(), message: describe(&e) })?;
+        self.conn = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn discover(&mut self, conn: &mut MultiplexedConnection) -> Result<(), SourceError> {
+        let wanted: BTreeSet<(String, &'static str)> = self
+            .metrics
+            .iter()
+            .filter_map(|m| m.target.pattern.clone().map(|p| (p, m.target.key_type.redis_name())))
+            .collect();
+        let mut found = HashMap::new();
+        for (pattern, ty) in wanted {
+            let mut keys = BTreeSet::new();
+            let mut cursor = "0".to_string();
+            loop {
+                let (next, batch): (String, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                    .arg(&cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT)
+                    .arg("TYPE")
+                    .arg(ty)
+                    .query_async(conn)
+                    .await
+                    .map_err(|e| {
+                        self.conn = None;
+                        SourceError::Io { target: self.display_url.clone(), message: format!("SCAN {pattern:?}: {}", describe(&e)) }
+                    })?;
+                keys.extend(batch.into_iter().map(|k| String::from_utf8_lossy(&k).into_owned()));
+                if keys.len() > MAX_KEYS_PER_PATTERN {
+                    return Err(SourceError::BadReply {
+                        what: format!("pattern {pattern:?} matches more than {MAX_KEYS_PER_PATTERN} {ty} keys; narrow it"),
+                    });
+                }
+                cursor = next;
+                if cursor == "0" {
+                    break;
+                }
+            }
+            found.insert((pattern, ty), keys.into_iter().collect());
+        }
+        self.discovered = found;
+        self.last_discovery = Some(Instant::now());
+        Ok(())
+    }
+
+    fn discovery_due(&self) -> bool {
+        let has_patterns = self.metrics.iter().any(|m| m.target.pattern.is_some());
+        has_patterns && self.last_discovery.is_none_or(|t| t.elapsed() >= self.discovery_interval)
+    }
+
+    /// The series to read: (metric index, key, labels).
+    fn series(&self) -> Vec<(usize, String, Labels)> {
+        let mut out = Vec::new();
+        for (i, m) in self.metrics.iter().enumerate() {
+            match (&m.target.key, &m.target.pattern) {
+                (Some(key), _) => {
+                    let mut labels = m.labels.clone();
+                    labels.insert(KEY_LABEL_FULL.to_string(), key.clone());
+                    out.push((i, key.clone(), labels));
+                }
+                (None, Some(pattern)) => {
+                    let ty = m.target.key_type.redis_name();
+                    for key in self.discovered.get(&(pattern.clone(), ty)).into_iter().flatten() {
+                        let mut labels = m.labels.clone();
+                        labels.insert(KEY_LABEL_FULL.to_string(), key.clone());
+                        labels.insert(m.target.key_label().to_string(), wildcard_part(pattern, key));
+                        out.push((i, key.clone(), labels));
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        out
+    }
+
+    /// The commands one poll sends in round one, for the read-only audit and benchmarks.
+    pub fn round_one_commands(&self) -> Vec<String> {
+        let mut batch = Batch::default();
+        batch.add(&[b"TIME"]);
+        for (i, key, _) in self.series() {
+            SeriesRead::plan(&self.metrics[i].target, self.metrics[i].measure, key, &mut batch);
+        }
+        batch.command_names()
+    }
+}
+
+impl Source for RedisSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn poll(&mut self) -> Result<Vec<Sample>, SourceError> {
+        let mut conn = self.connection().await?;
+        if self.discovery_due() {
+            self.discover(&mut conn).await?;
+        }
+        let outcome = self.read(&mut conn).await;
+        if outcome.is_err() {
+            // A broken reply stream or connection: start from a fresh connection next time.
+            self.conn = None;
+        }
+        outcome
+    }
+}
+
+impl RedisSource {
+    /// Reads every series: round one, then round two where a lookup needs it.
+    async fn read(&self, conn: &mut MultiplexedConnection) -> Result<Vec<Sample>, SourceError> {
+        let series = self.series();
+        let mut first = Batch::default();
+        let time_idx = first.add(&[b"TIME"]);
+        let mut reads: Vec<SeriesRead<'_>> = series
+            .iter()
+            .map(|(i, key, _)| SeriesRead::plan(&self.metrics[*i].target, self.metrics[*i].measure, key.clone(), &mut first))
+            .collect();
+        let replies = run(&first, conn, &self.display_url).await?;
+        let now_ms = reply::time_ms(&replies[time_idx]).map_err(|e| SourceError::BadReply { what: format!("TIME: {e}") })?;
+        let mut second = Batch::default();
+        for r in &mut reads {
+            r.after_round_one(&replies, now_ms, &mut second);
+        }
+        let replies = if second.is_empty() { Vec::new() } else { run(&second, conn, &self.display_url).await? };
+        Ok(reads
+            .into_iter()
+            .zip(series)
+            .map(|(r, (i, _, labels))| Sample { metric: self.metrics[i].name.clone(), labels, value: r.finish(&replies, now_ms) })
+            .collect())
+    }
+}
+
+/// Sends one batch as one pipeline and checks that every command got a reply.
+async fn run(batch: &Batch, conn: &mut MultiplexedConnection, target: &str) -> Result<Vec<Value>, SourceError> {
+    let replies: Vec<Value> = batch
+        .pipeline()
+        .query_async(conn)
+        .await
+        .map_err(|e| SourceError::Io { target: target.to_string(), message: describe(&e) })?;
+    if replies.len() != batch.len() {
+        return Err(SourceError::BadReply {
+            what: format!("the pipeline of {} commands returned {} replies", batch.len(), replies.len()),
+        });
+    }
+    Ok(replies)
+}
+
+fn plan_of(m: &MetricConfig) -> Option<MetricPlan> {
+    Some(MetricPlan { name: m.name.clone(), labels: m.labels.clone().into_iter().collect(), target: m.redis.clone()?, measure: m.measure })
+}
+
+fn client(conn: &RedisSourceConfig) -> Result<Client, SourceError> {
+    let bad = |message: String| SourceError::Config { message };
+    let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(conn.url.as_str())
+        .map_err(|e| bad(format!("redis url {}: {e}", redact_url(&conn.url))))?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(db) = conn.db {
+        settings = settings.set_db(db);
+    }
+    if let Some(user) = &conn.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = &conn.password {
+        settings = settings.set_password(password.expose());
+    }
+    info = info.set_redis_settings(settings);
+    match &conn.ca_file {
+        None => Client::open(info).map_err(|e| bad(format!("redis url {}: {e}", redact_url(&conn.url)))),
+        Some(ca) => {
+            let root_cert = std::fs::read(ca).map_err(|e| bad(format!("ca_file {}: {e}", ca.display())))?;
+            Client::build_with_tls(info, redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) })
+                .map_err(|e| bad(format!("TLS setup for {}: {e}", redact_url(&conn.url))))
+        }
+    }
+}
+
+/// The part of `key` that `pattern`'s wildcards matched: the key less the pattern's literal
+/// prefix and suffix (`queue:*` and `queue:embed` give `embed`; `bull:*:wait` and
+/// `bull:embed:wait` give `embed`).
+pub fn wildcard_part(pattern: &str, key: &str) -> String {
+    let is_meta = |c: char| matches!(c, '*' | '?' | '[' | '\\');
+    let prefix_len = pattern.find(is_meta).unwrap_or(pattern.len());
+    let suffix_start = pattern.rfind(|c: char| is_meta(c) || c == ']').map_or(pattern.len(), |i| i + 1);
+    let prefix = &pattern[..prefix_len];
+    let suffix = &pattern[suffix_start.max(prefix_len)..];
+    let rest = key.strip_prefix(prefix).unwrap_or(key);
+    rest.strip_suffix(suffix).unwrap_or(rest).to_string()
+}
+
+/// A Redis client error as text with no URL (and so no password) in it.
+fn describe(e: &redis::RedisError) -> String {
+    let text = e.to_string();
+    if e.is_timeout() { format!("timed out: {text}") } else { text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_part_strips_the_pattern_literals() {
+        assert_eq!(wildcard_part("queue:*", "queue:embed"), "embed");
+        assert_eq!(wildcard_part("bull:*:wait", "bull:embed:wait"), "embed");
+        assert_eq!(wildcard_part("rq:queue:*", "rq:queue:high"), "high");
+        assert_eq!(wildcard_part("q?", "q1"), "1");
+        assert_eq!(wildcard_part("jobs:[ab]*", "jobs:a1"), "a1");
+    }
+}

@@ -1,0 +1,407 @@
+//! What each series reads from Redis and how its value follows from the replies.
+//!
+//! A poll is at most two pipelined round trips. Round one holds `TIME` and every command that
+//! needs nothing but the key; round two holds the lookups that need a round-one answer (the hash an
+//! RQ/BullMQ element names, the first undelivered stream entry, `ZCOUNT` up to the server's
+//! `now`). Identical commands are sent once ([`Batch`]), so metrics reading the same key share
+//! their commands. Every command here is a read.
+
+use std::collections::HashMap;
+
+use redis::Value;
+
+use super::config::{KeyType, ListEnd, RedisTarget, ScoreUnit, TimestampSpec};
+use super::reply;
+use super::timestamp;
+use crate::config::Measure;
+use crate::model::SeriesError;
+
+/// kombu's separator between a queue name and its priority step (`kombu/transport/redis.py`).
+const KOMBU_PRIORITY_SEP: &str = "\x06\x16";
+
+/// A deduplicated list of commands for one pipelined round trip.
+#[derive(Debug, Default)]
+pub struct Batch {
+    cmds: Vec<Vec<Vec<u8>>>,
+    index: HashMap<Vec<Vec<u8>>, usize>,
+}
+
+impl Batch {
+    /// Adds a command (name first) unless the same one is already queued; returns its reply index.
+    pub fn add(&mut self, args: &[&[u8]]) -> usize {
+        let owned: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
+        if let Some(&i) = self.index.get(&owned) {
+            return i;
+        }
+        let i = self.cmds.len();
+        self.cmds.push(owned.clone());
+        self.index.insert(owned, i);
+        i
+    }
+
+    /// How many commands are queued.
+    pub fn len(&self) -> usize {
+        self.cmds.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.cmds.is_empty()
+    }
+
+    /// The queued commands as a pipeline whose per-command errors come back as replies.
+    pub fn pipeline(&self) -> redis::Pipeline {
+        let mut p = redis::pipe();
+        p.ignore_errors();
+        for args in &self.cmds {
+            let mut c = redis::cmd(&String::from_utf8_lossy(&args[0]));
+            for a in &args[1..] {
+                c.arg(a.as_slice());
+            }
+            p.add_command(c);
+        }
+        p
+    }
+
+    /// The command names queued, for the read-only audit in tests.
+    pub fn command_names(&self) -> Vec<String> {
+        self.cmds.iter().map(|c| String::from_utf8_lossy(&c[0]).to_ascii_uppercase()).collect()
+    }
+}
+
+/// One series' read, between planning and its value.
+#[derive(Debug)]
+pub struct SeriesRead<'a> {
+    target: &'a RedisTarget,
+    measure: Measure,
+    key: String,
+    stage: Stage,
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// Sum of integer replies (lengths, including kombu sub-lists).
+    Sum(Vec<(usize, String)>),
+    /// `LINDEX` of the oldest end of each list read.
+    ListOldest(Vec<(usize, String)>),
+    /// `TYPE`, `XINFO GROUPS` and, for ages, the `XPENDING` summary.
+    StreamGroup { type_idx: usize, groups_idx: usize, pending_idx: Option<usize> },
+    /// `ZRANGE key 0 0 WITHSCORES`.
+    ZsetOldest(usize),
+    /// Nothing in round one; `ZCOUNT` to the server's now in round two.
+    ZsetReady,
+    /// Round-two: `HGET`s of the hashes the oldest elements name; the oldest time wins.
+    HashTimes(Vec<(usize, String)>),
+    /// Round-two: `XRANGE key (last-delivered + COUNT 1`.
+    StreamFirstAfter(usize),
+    /// Round-two: `ZCOUNT`.
+    ZsetCount(usize),
+    /// Finished.
+    Done(Result<f64, SeriesError>),
+}
+
+impl<'a> SeriesRead<'a> {
+    /// Plans the round-one commands of the series at `key` into `batch`.
+    pub fn plan(target: &'a RedisTarget, measure: Measure, key: String, batch: &mut Batch) -> Self {
+        let k = key.as_bytes();
+        let stage = match (target.key_type, measure) {
+            (KeyType::List, Measure::Length) => {
+                Stage::Sum(list_keys(target, &key).into_iter().map(|lk| (batch.add(&[b"LLEN", lk.as_bytes()]), lk)).collect())
+            }
+            (KeyType::List, _) => {
+                let index: &[u8] = match target.oldest_at.unwrap_or(ListEnd::Tail) {
+                    ListEnd::Head => b"0",
+                    ListEnd::Tail => b"-1",
+                };
+                Stage::ListOldest(
+                    list_keys(target, &key)
+                        .into_iter()
+                        .map(|lk| (batch.add(&[b"LINDEX", lk.as_bytes(), index]), lk))
+                        .collect(),
+                )
+            }
+            (KeyType::Stream, Measure::Length) => Stage::Sum(vec![(batch.add(&[b"XLEN", k]), key.clone())]),
+            (KeyType::Stream, _) => {
+                let group = target.group.as_deref().unwrap_or_default().as_bytes();
+                let pending_idx = matches!(measure, Measure::OldestPendingAgeSeconds | Measure::OldestUnprocessedAgeSeconds)
+                    .then(|| batch.add(&[b"XPENDING", k, group]));
+                Stage::StreamGroup {
+                    type_idx: batch.add(&[b"TYPE", k]),
+                    groups_idx: batch.add(&[b"XINFO", b"GROUPS", k]),
+                    pending_idx,
+                }
+            }
+            (KeyType::Zset, Measure::Length) => Stage::Sum(vec![(batch.add(&[b"ZCARD", k]), key.clone())]),
+            (KeyType::Zset, Measure::Ready) => Stage::ZsetReady,
+            (KeyType::Zset, _) => Stage::ZsetOldest(batch.add(&[b"ZRANGE", k, b"0", b"0", b"WITHSCORES"])),
+        };
+        SeriesRead { target, measure, key, stage }
+    }
+
+    /// Evaluates round one; queues round-two commands into `next` where a lookup is needed.
+    pub fn after_round_one(&mut self, replies: &[Value], now_ms: f64, next: &mut Batch) {
+        let stage = std::mem::replace(&mut self.stage, Stage::Done(Err(SeriesError::new("not evaluated"))));
+        self.stage = match self.round_one(stage, replies, now_ms, next) {
+            Ok(stage) => stage,
+            Err(e) => Stage::Done(Err(SeriesError::new(e))),
+        };
+    }
+
+    /// Evaluates round two (if this series took part in it) and returns the value.
+    pub fn finish(self, replies: &[Value], now_ms: f64) -> Result<f64, SeriesError> {
+        let key = self.key.clone();
+        let result = match self.stage {
+            Stage::Done(r) => return r,
+            Stage::HashTimes(lookups) => hash_times(&lookups, replies, self.target.timestamp.as_ref(), now_ms),
+            Stage::StreamFirstAfter(i) => get(replies, i, &key).and_then(|v| {
+                let entries = reply::array(v)?;
+                match entries.first() {
+                    None => Ok(0.0),
+                    Some(entry) => {
+                        let id = reply::text(reply::array(entry)?.first().unwrap_or(&Value::Nil))?.unwrap_or_default();
+                        timestamp::age_seconds(reply::stream_id_ms(&id)?, now_ms)
+                    }
+                }
+            }),
+            Stage::ZsetCount(i) => get(replies, i, &key).and_then(|v| checked(v, &key, "a sorted set")).and_then(|v| reply::int(v).map(|n| n as f64)),
+            other => Err(format!("internal: stage {other:?} left after round two")),
+        };
+        result.map_err(SeriesError::new)
+    }
+
+    fn round_one(&self, stage: Stage, replies: &[Value], now_ms: f64, next: &mut Batch) -> Result<Stage, String> {
+        let key = &self.key;
+        Ok(match stage {
+            Stage::Sum(parts) => {
+                let mut total = 0i64;
+                for (i, part_key) in &parts {
+                    let v = checked(get(replies, *i, part_key)?, part_key, expected(self.target.key_type))?;
+                    total = total.saturating_add(reply::int(v).map_err(|e| format!("key {part_key:?}: {e}"))?);
+                }
+                Stage::Done(Ok(total as f64))
+            }
+            Stage::ListOldest(parts) => self.list_oldest(&parts, replies, now_ms, next)?,
+            Stage::StreamGroup { type_idx, groups_idx, pending_idx } => {
+                self.stream_group(type_idx, groups_idx, pending_idx, replies, now_ms, next)?
+            }
+            Stage::ZsetOldest(i) => {
+                let v = checked(get(replies, i, key)?, key, "a sorted set")?;
+                let items = reply::array(v)?;
+                match items.get(1) {
+                    None => Stage::Done(Ok(0.0)),
+                    Some(score) => {
+                        let score = reply::text(score)?.unwrap_or_default();
+                        let due_ms = score_to_ms(&score, self.target.score_unit.unwrap_or_default())
+                            .map_err(|e| format!("sorted set {key:?}: {e}"))?;
+                        // Nothing is due before its run-at time: only overdue entries have an age.
+                        Stage::Done(Ok(if due_ms <= now_ms { (now_ms - due_ms) / 1000.0 } else { 0.0 }))
+                    }
+                }
+            }
+            Stage::ZsetReady => {
+                let bound = ms_to_score(now_ms, self.target.score_unit.unwrap_or_default());
+                Stage::ZsetCount(next.add(&[b"ZCOUNT", key.as_bytes(), b"-inf", bound.as_bytes()]))
+            }
+            done @ Stage::Done(_) => done,
+            other => return Err(format!("internal: stage {other:?} in round one")),
+        })
+    }
+
+    fn list_oldest(&self, parts: &[(usize, String)], replies: &[Value], now_ms: f64, next: &mut Batch) -> Result<Stage, String> {
+        let Some(spec) = &self.target.timestamp else {
+            return Err("no timestamp configured".into());
+        };
+        let mut oldest: Option<f64> = None;
+        let mut lookups = Vec::new();
+        for (i, list_key) in parts {
+            let v = checked(get(replies, *i, list_key)?, list_key, "a list")?;
+            // An empty list does not exist in Redis: nil here means this list holds nothing.
+            let Some(element) = reply::bytes(v)? else { continue };
+            match (&spec.json_pointer, &spec.hash, &spec.field) {
+                (Some(pointer), _, _) => {
+                    let ms = timestamp::from_json(element, pointer, spec.unit)
+                        .map_err(|e| format!("oldest element of list {list_key:?}: {e}"))?;
+                    oldest = Some(oldest.map_or(ms, |o: f64| o.min(ms)));
+                }
+                (None, Some(template), Some(field)) => {
+                    let id = String::from_utf8_lossy(element);
+                    let hash_key = template.replace("{id}", &id).replace("{key}", list_key);
+                    let idx = next.add(&[b"HGET", hash_key.as_bytes(), field.as_bytes()]);
+                    lookups.push((idx, hash_key));
+                }
+                _ => return Err("timestamp needs json_pointer or hash + field".into()),
+            }
+        }
+        if !lookups.is_empty() {
+            // json_pointer and hash are exclusive (config validation), so lookups decide alone.
+            return Ok(Stage::HashTimes(lookups));
+        }
+        Ok(Stage::Done(match oldest {
+            None => Ok(0.0),
+            Some(ms) => timestamp::age_seconds(ms, now_ms).map_err(|e| SeriesError::new(format!("list {:?}: {e}", self.key))),
+        }))
+    }
+
+    fn stream_group(
+        &self,
+        type_idx: usize,
+        groups_idx: usize,
+        pending_idx: Option<usize>,
+        replies: &[Value],
+        now_ms: f64,
+        next: &mut Batch,
+    ) -> Result<Stage, String> {
+        let key = &self.key;
+        let group = self.target.group.as_deref().unwrap_or_default();
+        let ty = reply::text(get(replies, type_idx, key)?)?.unwrap_or_default();
+        match ty.as_str() {
+            // No stream: nothing was ever added, or it was deleted. Nothing waits.
+            "none" => return Ok(Stage::Done(Ok(0.0))),
+            "stream" => {}
+            other => return Err(format!("key {key:?} is a {other}, not a stream")),
+        }
+        let groups = reply::array(get(replies, groups_idx, key)?)?;
+        let mut found = None;
+        for g in groups {
+            let fields = reply::pairs(g)?;
+            let name = fields.iter().find(|(k, _)| k == "name").map(|(_, v)| reply::text(v));
+            if let Some(Ok(Some(name))) = name
+                && name == group
+            {
+                found = Some(fields);
+                break;
+            }
+        }
+        let Some(fields) = found else {
+            return Err(format!("consumer group {group:?} does not exist on stream {key:?}"));
+        };
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+        let pending = field("pending").map(reply::int).transpose()?.unwrap_or(0);
+        Ok(match self.measure {
+            Measure::Lag => match field("lag") {
+                Some(Value::Nil) | None => {
+                    return Err(format!(
+                        "Redis cannot tell the lag of group {group:?} on stream {key:?} (it reports nil after XDEL or when the group's position is unknown); refusing to guess"
+                    ));
+                }
+                Some(v) => Stage::Done(Ok(reply::int(v)? as f64)),
+            },
+            Measure::Pending => Stage::Done(Ok(pending as f64)),
+            _ if pending > 0 => {
+                let summary = reply::array(get(replies, pending_idx.unwrap_or(usize::MAX), key)?)?;
+                let min_id = reply::text(summary.get(1).unwrap_or(&Value::Nil))?
+                    .ok_or_else(|| format!("XPENDING on {key:?} reported {pending} pending but no oldest ID"))?;
+                Stage::Done(timestamp::age_seconds(reply::stream_id_ms(&min_id)?, now_ms).map_err(SeriesError::new))
+            }
+            Measure::OldestPendingAgeSeconds => Stage::Done(Ok(0.0)),
+            _ => {
+                // Nothing pending: the oldest unfinished entry is the first one after the group's
+                // last-delivered ID (delivery is in ID order). A known lag of 0 means there is none.
+                if let Some(Value::Int(0)) = field("lag") {
+                    return Ok(Stage::Done(Ok(0.0)));
+                }
+                let last = field("last-delivered-id").map(reply::text).transpose()?.flatten().unwrap_or_else(|| "0-0".into());
+                let from = format!("({last}");
+                Stage::StreamFirstAfter(next.add(&[b"XRANGE", key.as_bytes(), from.as_bytes(), b"+", b"COUNT", b"1"]))
+            }
+        })
+    }
+}
+
+/// The lists a list series reads: the key, plus kombu priority sub-lists when configured.
+fn list_keys(target: &RedisTarget, key: &str) -> Vec<String> {
+    let mut keys = vec![key.to_string()];
+    for step in target.kombu_priority_steps.iter().flatten() {
+        // Step 0 is the plain list itself in kombu.
+        if *step != 0 {
+            keys.push(format!("{key}{KOMBU_PRIORITY_SEP}{step}"));
+        }
+    }
+    keys
+}
+
+fn get<'r>(replies: &'r [Value], i: usize, key: &str) -> Result<&'r Value, String> {
+    replies.get(i).ok_or_else(|| format!("no reply for key {key:?} (the pipeline returned {} replies)", replies.len()))
+}
+
+/// Turns a server error reply into a message naming the key and what it should have been.
+fn checked<'r>(v: &'r Value, key: &str, should_be: &str) -> Result<&'r Value, String> {
+    match reply::server_error(v) {
+        Some(e) if e.starts_with("WRONGTYPE") => Err(format!("key {key:?} is not {should_be} (Redis: {e})")),
+        Some(e) => Err(format!("key {key:?}: Redis replied {e}")),
+        None => Ok(v),
+    }
+}
+
+fn expected(kt: KeyType) -> &'static str {
+    match kt {
+        KeyType::List => "a list",
+        KeyType::Stream => "a stream",
+        KeyType::Zset => "a sorted set",
+    }
+}
+
+fn hash_times(lookups: &[(usize, String)], replies: &[Value], spec: Option<&TimestampSpec>, now_ms: f64) -> Result<f64, String> {
+    let spec = spec.ok_or("no timestamp configured")?;
+    let field = spec.field.as_deref().unwrap_or_default();
+    let mut oldest: Option<f64> = None;
+    for (i, hash_key) in lookups {
+        let v = checked(get(replies, *i, hash_key)?, hash_key, "a hash")?;
+        let text = reply::text(v)?.ok_or_else(|| {
+            format!("hash {hash_key:?} has no field {field:?} (the job it names is gone or was never written)")
+        })?;
+        let ms = timestamp::parse_text(&text, spec.unit).map_err(|e| format!("hash {hash_key:?} field {field:?}: {e}"))?;
+        oldest = Some(oldest.map_or(ms, |o: f64| o.min(ms)));
+    }
+    match oldest {
+        Some(ms) => timestamp::age_seconds(ms, now_ms),
+        None => Ok(0.0),
+    }
+}
+
+fn score_to_ms(score: &str, unit: ScoreUnit) -> Result<f64, String> {
+    let s: f64 = score.parse().map_err(|_| format!("score {score:?} is not a number"))?;
+    Ok(match unit {
+        ScoreUnit::S => s * 1000.0,
+        ScoreUnit::Ms => s,
+        ScoreUnit::Bullmq => (s / 4096.0).floor(),
+    })
+}
+
+fn ms_to_score(now_ms: f64, unit: ScoreUnit) -> String {
+    let score = match unit {
+        ScoreUnit::S => now_ms / 1000.0,
+        ScoreUnit::Ms => now_ms,
+        // Every counter value of the current millisecond is due.
+        ScoreUnit::Bullmq => (now_ms.floor() + 1.0) * 4096.0 - 1.0,
+    };
+    format!("{score}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_commands_are_sent_once() {
+        let mut b = Batch::default();
+        let a = b.add(&[b"LLEN", b"q"]);
+        let c = b.add(&[b"LINDEX", b"q", b"-1"]);
+        assert_eq!(b.add(&[b"LLEN", b"q"]), a);
+        assert_ne!(a, c);
+        assert_eq!(b.len(), 2);
+    }
+
+    #[test]
+    fn kombu_sub_lists_are_named_like_kombu() {
+        let target: RedisTarget =
+            yaml_serde::from_str("{type: list, key: celery, kombu_priority_steps: [0, 3, 6, 9]}").expect("parses");
+        assert_eq!(list_keys(&target, "celery"), vec!["celery", "celery\x06\x163", "celery\x06\x166", "celery\x06\x169"]);
+    }
+
+    #[test]
+    fn bullmq_scores_map_to_milliseconds() {
+        assert_eq!(score_to_ms(&(1_795_310_979_997.0 * 4096.0 + 7.0).to_string(), ScoreUnit::Bullmq), Ok(1_795_310_979_997.0));
+        assert_eq!(score_to_ms("1795310979.5", ScoreUnit::S), Ok(1_795_310_979_500.0));
+    }
+}

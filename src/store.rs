@@ -1,0 +1,372 @@
+//! The latest snapshot of every metric series, with when it was observed and the last error.
+//!
+//! Pollers write here; API surfaces read through [`MetricsProvider`]. Readers never wait on I/O or
+//! on a writer: each metric's state sits behind an [`ArcSwap`], so a read is an atomic load and a
+//! filter over a few series. Freshness is judged at read time against a caller-given `now`, so the
+//! rule "older than `max_staleness` is refused" is checked on every read, and tests need no clock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::k8s::selector::Selector;
+use crate::model::{Labels, MetricValue, Sample, SeriesError};
+
+/// What the API surfaces know of a metric without reading its values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricInfo {
+    /// The metric's name, as requested by the HPA.
+    pub name: String,
+    /// The source it is read from.
+    pub source: String,
+    /// Free-text description from config.
+    pub description: Option<String>,
+    /// Namespaces it is served in; `None` means all.
+    pub namespaces: Option<Vec<String>>,
+}
+
+/// Why a lookup produced no values. Each surface maps these to its own error (HTTP status, gRPC).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LookupError {
+    /// No metric of that name is configured (or not in that namespace).
+    #[error("the server could not find the metric {metric} in namespace {namespace}")]
+    UnknownMetric {
+        /// The requested name.
+        metric: String,
+        /// The requested namespace.
+        namespace: String,
+    },
+    /// The newest value is older than `max_staleness`.
+    #[error("metric {metric}: the newest value of series {series} is {age:.1?} old, older than max_staleness {limit:?}; refusing to serve it")]
+    Stale {
+        /// The metric.
+        metric: String,
+        /// The stale series' labels, rendered.
+        series: String,
+        /// Its age.
+        age: Duration,
+        /// The configured limit.
+        limit: Duration,
+    },
+    /// The source failed on its last poll, has not been polled yet, or a matched series has an error.
+    #[error("metric {metric} is unavailable: {reason}")]
+    Unavailable {
+        /// The metric.
+        metric: String,
+        /// Why, naming the source or series.
+        reason: String,
+    },
+}
+
+/// The read side of the store: what every API surface is given, and all it is given.
+pub trait MetricsProvider: Send + Sync + 'static {
+    /// Every configured metric. Cannot fail: discovery must always list what is configured.
+    fn list_metrics(&self) -> Vec<MetricInfo>;
+
+    /// The series of `metric` in `namespace` that match `selector`, judged fresh at `now`.
+    /// `metric` is matched case-insensitively (client-go lowercases it).
+    ///
+    /// A selector that matches no series gives an empty list; a matched series with an error, a
+    /// failed source or a stale value fails the whole lookup, because a partial sum would be a
+    /// number nobody measured.
+    ///
+    /// # Errors
+    /// [`LookupError`] for an unknown metric, a stale value or an unavailable source or series.
+    fn get(&self, namespace: &str, metric: &str, selector: &Selector, now: SystemTime) -> Result<Vec<MetricValue>, LookupError>;
+}
+
+/// One series as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Its labels.
+    pub labels: Labels,
+    /// Its value or its error from the latest successful poll of the source.
+    pub value: Result<f64, SeriesError>,
+    /// When that poll completed.
+    pub observed_at: SystemTime,
+}
+
+/// A source-wide failure, as recorded by the poller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFailure {
+    /// The error's text (already free of secrets).
+    pub message: String,
+    /// When the failed poll ended.
+    pub at: SystemTime,
+}
+
+/// Everything known of one metric at one moment.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetricState {
+    /// Series from the latest successful poll; kept while the source fails, but not served.
+    pub series: Vec<Series>,
+    /// Set while the source's latest poll failed.
+    pub failure: Option<SourceFailure>,
+    /// Whether any poll (successful or not) has finished for this metric's source.
+    pub polled: bool,
+}
+
+struct MetricSlot {
+    info: MetricInfo,
+    state: ArcSwap<MetricState>,
+}
+
+/// The store. Cheap to share (`Arc<Store>`); all methods take `&self`.
+pub struct Store {
+    metrics: HashMap<String, MetricSlot>,
+    /// Metric names per source, in config order.
+    by_source: HashMap<String, Vec<String>>,
+    max_staleness: Duration,
+    /// Bumped after every recorded poll; lets subscribers (KEDA push, tests) wake on new data.
+    changes: watch::Sender<u64>,
+    /// Per source: has a poll finished yet (readiness).
+    polled: HashMap<String, AtomicBool>,
+}
+
+impl Store {
+    /// A store for `metrics`, refusing values older than `max_staleness`.
+    pub fn new(metrics: Vec<MetricInfo>, max_staleness: Duration) -> Self {
+        let mut by_source: HashMap<String, Vec<String>> = HashMap::new();
+        let mut polled = HashMap::new();
+        for m in &metrics {
+            by_source.entry(m.source.clone()).or_default().push(m.name.clone());
+            polled.entry(m.source.clone()).or_insert_with(|| AtomicBool::new(false));
+        }
+        let metrics = metrics
+            .into_iter()
+            .map(|info| (info.name.clone(), MetricSlot { info, state: ArcSwap::from_pointee(MetricState::default()) }))
+            .collect();
+        Store { metrics, by_source, max_staleness, changes: watch::channel(0).0, polled }
+    }
+
+    /// The configured staleness limit.
+    pub fn max_staleness(&self) -> Duration {
+        self.max_staleness
+    }
+
+    /// Records the outcome of one poll of `source`, completed at `observed_at`.
+    ///
+    /// On success every metric of the source gets exactly the series of that poll (a pattern
+    /// whose keys vanished loses them). A non-finite value becomes a series error. On failure the
+    /// previous series are kept for diagnosis but each metric is marked failed, so nothing is
+    /// served from them until a poll succeeds again.
+    pub fn record_poll(&self, source: &str, observed_at: SystemTime, outcome: Result<Vec<Sample>, String>) {
+        let Some(names) = self.by_source.get(source) else {
+            return;
+        };
+        match outcome {
+            Ok(samples) => {
+                let mut per_metric: HashMap<&str, Vec<Series>> = names.iter().map(|n| (n.as_str(), Vec::new())).collect();
+                for s in samples {
+                    let Some(list) = per_metric.get_mut(s.metric.as_str()) else {
+                        continue;
+                    };
+                    let value = match s.value {
+                        Ok(v) if !v.is_finite() => Err(SeriesError::new(format!("the computed value {v} is not a finite number"))),
+                        other => other,
+                    };
+                    list.push(Series { labels: s.labels, value, observed_at });
+                }
+                for (name, series) in per_metric {
+                    if let Some(slot) = self.metrics.get(name) {
+                        slot.state.store(Arc::new(MetricState { series, failure: None, polled: true }));
+                    }
+                }
+            }
+            Err(message) => {
+                for name in names {
+                    if let Some(slot) = self.metrics.get(name) {
+                        let old = slot.state.load();
+                        slot.state.store(Arc::new(MetricState {
+                            series: old.series.clone(),
+                            failure: Some(SourceFailure { message: message.clone(), at: observed_at }),
+                            polled: true,
+                        }));
+                    }
+                }
+            }
+        }
+        if let Some(flag) = self.polled.get(source) {
+            flag.store(true, Ordering::Release);
+        }
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that changes after every recorded poll.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Sources that have not finished a poll yet (readiness waits for them).
+    pub fn unpolled_sources(&self) -> Vec<String> {
+        let mut v: Vec<String> =
+            self.polled.iter().filter(|(_, f)| !f.load(Ordering::Acquire)).map(|(s, _)| s.clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// The current state of a metric, for telemetry and the `check` command.
+    pub fn state(&self, metric: &str) -> Option<(MetricInfo, Arc<MetricState>)> {
+        self.metrics.get(metric).map(|slot| (slot.info.clone(), slot.state.load_full()))
+    }
+
+    /// Every metric's name, sorted.
+    pub fn metric_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.metrics.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+/// Renders labels as `{a="1",b="2"}` for messages.
+pub fn render_labels(labels: &Labels) -> String {
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+impl MetricsProvider for Store {
+    fn list_metrics(&self) -> Vec<MetricInfo> {
+        let mut v: Vec<MetricInfo> = self.metrics.values().map(|s| s.info.clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    fn get(&self, namespace: &str, metric: &str, selector: &Selector, now: SystemTime) -> Result<Vec<MetricValue>, LookupError> {
+        let slot = match self.metrics.get(metric) {
+            Some(slot) => Some(slot),
+            None if metric.bytes().any(|b| b.is_ascii_uppercase()) => self.metrics.get(&metric.to_ascii_lowercase()),
+            None => None,
+        };
+        let unknown = || LookupError::UnknownMetric { metric: metric.to_string(), namespace: namespace.to_string() };
+        let slot = slot.ok_or_else(unknown)?;
+        if let Some(allowed) = &slot.info.namespaces
+            && !allowed.iter().any(|n| n == namespace)
+        {
+            return Err(unknown());
+        }
+        let name = &slot.info.name;
+        let state = slot.state.load();
+        if !state.polled {
+            return Err(LookupError::Unavailable {
+                metric: name.clone(),
+                reason: format!("source {} has not completed its first poll yet", slot.info.source),
+            });
+        }
+        if let Some(failure) = &state.failure {
+            return Err(LookupError::Unavailable {
+                metric: name.clone(),
+                reason: format!("source {} failed its last poll: {}", slot.info.source, failure.message),
+            });
+        }
+        let mut out = Vec::new();
+        for series in state.series.iter().filter(|s| selector.matches(&s.labels)) {
+            let value = match &series.value {
+                Ok(v) => *v,
+                Err(e) => {
+                    return Err(LookupError::Unavailable {
+                        metric: name.clone(),
+                        reason: format!("series {}: {e}", render_labels(&series.labels)),
+                    });
+                }
+            };
+            let age = now.duration_since(series.observed_at).unwrap_or(Duration::ZERO);
+            if age > self.max_staleness {
+                return Err(LookupError::Stale {
+                    metric: name.clone(),
+                    series: render_labels(&series.labels),
+                    age,
+                    limit: self.max_staleness,
+                });
+            }
+            out.push(MetricValue { metric: name.clone(), labels: series.labels.clone(), value, observed_at: series.observed_at });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, source: &str) -> MetricInfo {
+        MetricInfo { name: name.into(), source: source.into(), description: None, namespaces: None }
+    }
+
+    fn sample(metric: &str, queue: &str, value: Result<f64, SeriesError>) -> Sample {
+        Sample { metric: metric.into(), labels: Labels::from([("queue".to_string(), queue.to_string())]), value }
+    }
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    #[test]
+    fn fresh_values_are_served_with_their_observation_time() {
+        let store = Store::new(vec![info("q", "redis")], Duration::from_secs(30));
+        store.record_poll("redis", t(0), Ok(vec![sample("q", "a", Ok(3.0)), sample("q", "b", Ok(0.0))]));
+        let got = store.get("default", "q", &Selector::everything(), t(10)).expect("fresh");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].observed_at, t(0));
+        let only_b = store.get("default", "q", &Selector::parse("queue=b").expect("parses"), t(10)).expect("fresh");
+        assert_eq!(only_b.len(), 1);
+        assert_eq!(only_b[0].value, 0.0, "an empty queue is served as 0");
+    }
+
+    #[test]
+    fn stale_value_is_refused_with_unavailable() {
+        let store = Store::new(vec![info("q", "redis")], Duration::from_secs(30));
+        store.record_poll("redis", t(0), Ok(vec![sample("q", "a", Ok(3.0))]));
+        let err = store.get("default", "q", &Selector::everything(), t(31)).expect_err("stale");
+        assert!(matches!(err, LookupError::Stale { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn failed_source_is_unavailable_never_zero_and_recovers() {
+        let store = Store::new(vec![info("q", "redis")], Duration::from_secs(30));
+        let err = store.get("default", "q", &Selector::everything(), t(0)).expect_err("not polled");
+        assert!(err.to_string().contains("first poll"), "{err}");
+        store.record_poll("redis", t(0), Ok(vec![sample("q", "a", Ok(3.0))]));
+        store.record_poll("redis", t(2), Err("connection refused".into()));
+        let err = store.get("default", "q", &Selector::everything(), t(3)).expect_err("failing");
+        assert!(err.to_string().contains("connection refused"), "{err}");
+        store.record_poll("redis", t(4), Ok(vec![sample("q", "a", Ok(5.0))]));
+        let got = store.get("default", "q", &Selector::everything(), t(5)).expect("recovered");
+        assert_eq!(got[0].value, 5.0);
+    }
+
+    #[test]
+    fn a_matched_series_error_fails_the_lookup_but_unmatched_ones_do_not() {
+        let store = Store::new(vec![info("q", "redis")], Duration::from_secs(30));
+        store.record_poll(
+            "redis",
+            t(0),
+            Ok(vec![sample("q", "a", Ok(1.0)), sample("q", "b", Err(SeriesError::new("key b is a hash")))]),
+        );
+        let err = store.get("default", "q", &Selector::everything(), t(1)).expect_err("b fails");
+        assert!(err.to_string().contains("key b is a hash"), "{err}");
+        let ok = store.get("default", "q", &Selector::parse("queue=a").expect("parses"), t(1)).expect("a alone");
+        assert_eq!(ok.len(), 1);
+    }
+
+    #[test]
+    fn non_finite_values_become_series_errors() {
+        let store = Store::new(vec![info("q", "redis")], Duration::from_secs(30));
+        store.record_poll("redis", t(0), Ok(vec![sample("q", "a", Ok(f64::NAN))]));
+        assert!(store.get("default", "q", &Selector::everything(), t(1)).is_err());
+    }
+
+    #[test]
+    fn unknown_metric_and_foreign_namespace_are_not_found() {
+        let mut m = info("q", "redis");
+        m.namespaces = Some(vec!["ml".into()]);
+        let store = Store::new(vec![m], Duration::from_secs(30));
+        store.record_poll("redis", t(0), Ok(vec![sample("q", "a", Ok(1.0))]));
+        assert!(matches!(store.get("ml", "nope", &Selector::everything(), t(1)), Err(LookupError::UnknownMetric { .. })));
+        assert!(matches!(store.get("default", "q", &Selector::everything(), t(1)), Err(LookupError::UnknownMetric { .. })));
+        assert!(store.get("ml", "Q", &Selector::everything(), t(1)).is_ok(), "names match case-insensitively");
+    }
+}

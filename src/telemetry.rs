@@ -1,0 +1,172 @@
+//! Logging set-up and the adapter's own Prometheus metrics (`qma_*`).
+//!
+//! Labels stay bounded: `source`, `kind`, `endpoint` (a route template, never a raw path),
+//! `code`. The served metric values are rendered from the store at scrape time by
+//! [`render_store`], so `/metrics` shows exactly what the API would serve, and never a value
+//! for a series in error.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+use crate::store::Store;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Installs the global `tracing` subscriber. `RUST_LOG` overrides the default filter
+/// (`info`). Safe to call more than once (later calls are ignored), which tests rely on.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// The adapter's own metrics, registered in one registry.
+#[derive(Clone)]
+pub struct AdapterMetrics {
+    registry: Registry,
+    /// Duration of each poll, by source.
+    pub poll_duration: HistogramVec,
+    /// Failed polls, by source and error kind.
+    pub poll_errors: IntCounterVec,
+    /// Requests served, by endpoint (route template) and status code.
+    pub requests: IntCounterVec,
+    /// Request latency, by endpoint.
+    pub request_duration: HistogramVec,
+}
+
+impl AdapterMetrics {
+    /// Creates and registers every family.
+    ///
+    /// # Panics
+    /// Never in practice: the names below are valid and registered once per registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let poll_duration = HistogramVec::new(
+            HistogramOpts::new("qma_poll_duration_seconds", "Duration of one poll of a source, successful or not.")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["source"],
+        )
+        .expect("valid histogram");
+        let poll_errors = IntCounterVec::new(
+            Opts::new("qma_poll_errors_total", "Polls that failed as a whole, by source and error kind."),
+            &["source", "kind"],
+        )
+        .expect("valid counter");
+        let requests = IntCounterVec::new(
+            Opts::new("qma_http_requests_total", "HTTP requests served, by endpoint and status code."),
+            &["endpoint", "code"],
+        )
+        .expect("valid counter");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new("qma_http_request_duration_seconds", "HTTP request latency, by endpoint.")
+                .buckets(vec![0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0]),
+            &["endpoint"],
+        )
+        .expect("valid histogram");
+        for c in [
+            Box::new(poll_duration.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(poll_errors.clone()),
+            Box::new(requests.clone()),
+            Box::new(request_duration.clone()),
+        ] {
+            registry.register(c).expect("registered once");
+        }
+        AdapterMetrics { registry, poll_duration, poll_errors, requests, request_duration }
+    }
+
+    /// The text exposition of every `qma_*` family, the store's values included.
+    pub fn render(&self, store: &Store, now: SystemTime) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for families we built ourselves.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        let mut text = String::from_utf8(buf).unwrap_or_default();
+        render_store(store, now, &mut text);
+        text
+    }
+}
+
+impl Default for AdapterMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Appends `qma_metric_value`, `qma_metric_series` and `qma_metric_data_age_seconds` for every
+/// configured metric. A series in error or of a failed source has no value line: absence, not 0.
+pub fn render_store(store: &Store, now: SystemTime, out: &mut String) {
+    let _ = writeln!(out, "# HELP qma_metric_value The value the adapter serves for each series (absent while unavailable).");
+    let _ = writeln!(out, "# TYPE qma_metric_value gauge");
+    let mut ages = String::new();
+    let mut counts = String::new();
+    for name in store.metric_names() {
+        let Some((_, state)) = store.state(&name) else { continue };
+        let mut oldest = None;
+        let mut errors = 0;
+        for s in &state.series {
+            oldest = Some(oldest.map_or(s.observed_at, |o: SystemTime| o.min(s.observed_at)));
+            match (&s.value, &state.failure) {
+                (Ok(v), None) => {
+                    let mut labels = format!("metric=\"{}\"", escape(&name));
+                    for (k, v) in &s.labels {
+                        let k = prometheus_label_name(k);
+                        let _ = write!(labels, ",{k}=\"{}\"", escape(v));
+                    }
+                    let _ = writeln!(out, "qma_metric_value{{{labels}}} {v}");
+                }
+                _ => errors += 1,
+            }
+        }
+        let _ = writeln!(counts, "qma_metric_series{{metric=\"{name}\",state=\"ok\"}} {}", state.series.len() - errors);
+        let _ = writeln!(counts, "qma_metric_series{{metric=\"{name}\",state=\"error\"}} {errors}");
+        if let Some(o) = oldest {
+            let age = now.duration_since(o).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+            let _ = writeln!(ages, "qma_metric_data_age_seconds{{metric=\"{name}\"}} {age}");
+        }
+    }
+    let _ = writeln!(out, "# HELP qma_metric_series Series per metric, by whether they can be served.");
+    let _ = writeln!(out, "# TYPE qma_metric_series gauge");
+    out.push_str(&counts);
+    let _ = writeln!(out, "# HELP qma_metric_data_age_seconds Age of the oldest observation held for each metric.");
+    let _ = writeln!(out, "# TYPE qma_metric_data_age_seconds gauge");
+    out.push_str(&ages);
+}
+
+/// A Kubernetes label key as a Prometheus label name: invalid characters become `_`, and names
+/// that would clash with our own (`metric`) or Prometheus' reserved `__` prefix get `label_`.
+fn prometheus_label_name(key: &str) -> String {
+    let mut s: String = key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if s == "metric" || s.starts_with("__") || s.starts_with(|c: char| c.is_ascii_digit()) {
+        s = format!("label_{s}");
+    }
+    s
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_keys_become_valid_prometheus_names() {
+        assert_eq!(prometheus_label_name("queue"), "queue");
+        assert_eq!(prometheus_label_name("app.kubernetes.io/name"), "app_kubernetes_io_name");
+        assert_eq!(prometheus_label_name("metric"), "label_metric");
+        assert_eq!(prometheus_label_name("1x"), "label_1x");
+    }
+}
