@@ -82,10 +82,16 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
 
-    let api_listener = TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
+    let api_listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
     let api_addr = api_listener.local_addr()?;
     let health_listener = match settings.health_listen {
-        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?),
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?,
+        ),
         None => None,
     };
 
@@ -93,8 +99,17 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
         let schedule = schedule_of(&config, source);
         match source {
             SourceConfig::Redis(conn) => {
-                let s = RedisSource::new(name, conn, &config).with_context(|| format!("source {name}"))?;
-                poller::spawn(s, schedule, store.clone(), telemetry.clone(), heartbeats.clone(), token.clone(), &tracker);
+                let s = RedisSource::new(name, conn, &config)
+                    .with_context(|| format!("source {name}"))?;
+                poller::spawn(
+                    s,
+                    schedule,
+                    store.clone(),
+                    telemetry.clone(),
+                    heartbeats.clone(),
+                    token.clone(),
+                    &tracker,
+                );
             }
         }
     }
@@ -109,21 +124,49 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
     let health_addr = match health_listener {
         Some(l) => {
             let addr = l.local_addr()?;
-            spawn_server(&tracker, l, api::router(state.clone(), Routes::Health), token.clone());
-            spawn_server(&tracker, api_listener, api::router(state, Routes::Api), token.clone());
+            spawn_server(
+                &tracker,
+                l,
+                api::router(state.clone(), Routes::Health),
+                token.clone(),
+            );
+            spawn_server(
+                &tracker,
+                api_listener,
+                api::router(state, Routes::Api),
+                token.clone(),
+            );
             addr
         }
         None => {
-            spawn_server(&tracker, api_listener, api::router(state, Routes::All), token.clone());
+            spawn_server(
+                &tracker,
+                api_listener,
+                api::router(state, Routes::All),
+                token.clone(),
+            );
             api_addr
         }
     };
     health.set_listening();
     tracing::info!(%api_addr, %health_addr, sources = config.sources.len(), metrics = config.metrics.len(), "serving");
-    Ok(Running { api_addr, health_addr, store, health, token, tracker, settings })
+    Ok(Running {
+        api_addr,
+        health_addr,
+        store,
+        health,
+        token,
+        tracker,
+        settings,
+    })
 }
 
-fn spawn_server(tracker: &TaskTracker, listener: TcpListener, router: axum::Router, token: CancellationToken) {
+fn spawn_server(
+    tracker: &TaskTracker,
+    listener: TcpListener,
+    router: axum::Router,
+    token: CancellationToken,
+) {
     tracker.spawn(async move {
         if let Err(e) = api::serve(listener, router, async move { token.cancelled().await }).await {
             tracing::error!(error = %e, "server stopped with an error");
@@ -140,7 +183,10 @@ impl Running {
         tokio::time::sleep(self.settings.shutdown_delay).await;
         self.token.cancel();
         self.tracker.close();
-        if tokio::time::timeout(self.settings.shutdown_timeout, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(self.settings.shutdown_timeout, self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(timeout = ?self.settings.shutdown_timeout, "tasks still running at the shutdown deadline; exiting anyway");
         }
         tracing::info!("stopped");

@@ -38,26 +38,57 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
     for (name, source) in &config.sources {
         let timeout = schedule_of(config, source).timeout;
         match source {
-            SourceConfig::Redis(conn) => poll_once(RedisSource::new(name, conn, config)?, timeout, &store).await,
+            SourceConfig::Redis(conn) => {
+                poll_once(RedisSource::new(name, conn, config)?, timeout, &store).await
+            }
         }
     }
     let now = SystemTime::now();
-    let mut rows = vec![["METRIC".to_string(), "LABELS".into(), "VALUE".into(), "AGE".into(), "ERROR".into()]];
+    let mut rows = vec![[
+        "METRIC".to_string(),
+        "LABELS".into(),
+        "VALUE".into(),
+        "AGE".into(),
+        "ERROR".into(),
+    ]];
     let mut failed = 0;
     for m in &config.metrics {
-        let Some((_, state)) = store.state(&m.name) else { continue };
+        let Some((_, state)) = store.state(&m.name) else {
+            continue;
+        };
         if let Some(f) = &state.failure {
             failed += 1;
-            rows.push([m.name.clone(), "-".into(), "-".into(), "-".into(), f.message.clone()]);
+            rows.push([
+                m.name.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                f.message.clone(),
+            ]);
             continue;
         }
         if state.series.is_empty() {
-            rows.push([m.name.clone(), "-".into(), "-".into(), "-".into(), "(no series: the pattern matched no key)".into()]);
+            rows.push([
+                m.name.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "(no series: the pattern matched no key)".into(),
+            ]);
         }
         for s in &state.series {
-            let age = now.duration_since(s.observed_at).map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_default();
+            let age = now
+                .duration_since(s.observed_at)
+                .map(|d| format!("{:.1}s", d.as_secs_f64()))
+                .unwrap_or_default();
             let (value, error) = match &s.value {
-                Ok(v) => (format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string(), String::new()),
+                Ok(v) => (
+                    format!("{v:.3}")
+                        .trim_end_matches('0')
+                        .trim_end_matches('.')
+                        .to_string(),
+                    String::new(),
+                ),
                 Err(e) => {
                     failed += 1;
                     ("-".into(), e.to_string())
@@ -74,7 +105,11 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
     }
     let mut table = String::new();
     for r in &rows {
-        let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         let _ = writeln!(table, "{}", line.join("  ").trim_end());
     }
     let _ = writeln!(

@@ -198,7 +198,10 @@ pub enum ConfigError {
 
 impl ConfigError {
     pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError::Invalid { field: field.into(), message: message.into() }
+        ConfigError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -208,8 +211,10 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the field and what is wrong with it.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Read { path: path.to_path_buf(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         Config::from_yaml(&text, path)
     }
 
@@ -224,11 +229,16 @@ impl Config {
             let message = e.into_inner().to_string();
             // The YAML error often starts with a shorter path of its own; show ours alone.
             let message = match message.split_once(": ") {
-                Some((p, rest)) if !p.contains(' ') && field.starts_with(p) => format!("{field}: {rest}"),
+                Some((p, rest)) if !p.contains(' ') && field.starts_with(p) => {
+                    format!("{field}: {rest}")
+                }
                 _ if field == "." => message,
                 _ => format!("{field}: {message}"),
             };
-            ConfigError::Parse { path: origin.to_path_buf(), message }
+            ConfigError::Parse {
+                path: origin.to_path_buf(),
+                message,
+            }
         })?;
         config.validate()?;
         for (name, source) in &mut config.sources {
@@ -253,10 +263,17 @@ impl Config {
             }
         }
         if self.sources.is_empty() {
-            return Err(ConfigError::invalid("sources", "must name at least one source"));
+            return Err(ConfigError::invalid(
+                "sources",
+                "must name at least one source",
+            ));
         }
         for (name, source) in &self.sources {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            {
                 return Err(ConfigError::invalid(
                     format!("sources.{name}"),
                     "a source name uses letters, digits, '_', '-' and '.'",
@@ -267,21 +284,34 @@ impl Config {
             }
         }
         if self.metrics.is_empty() {
-            return Err(ConfigError::invalid("metrics", "must declare at least one metric"));
+            return Err(ConfigError::invalid(
+                "metrics",
+                "must declare at least one metric",
+            ));
         }
         let mut names = BTreeSet::new();
         for (i, m) in self.metrics.iter().enumerate() {
             let at = format!("metrics[{i}]");
-            validate_metric_name(&m.name)
-                .map_err(|e| ConfigError::invalid(format!("{at}.name"), format!("{:?} {e}", m.name)))?;
+            validate_metric_name(&m.name).map_err(|e| {
+                ConfigError::invalid(format!("{at}.name"), format!("{:?} {e}", m.name))
+            })?;
             if !names.insert(m.name.as_str()) {
-                return Err(ConfigError::invalid(format!("{at}.name"), format!("{:?} is declared twice", m.name)));
+                return Err(ConfigError::invalid(
+                    format!("{at}.name"),
+                    format!("{:?} is declared twice", m.name),
+                ));
             }
             let at = format!("metrics[{i}] ({})", m.name);
             for (k, v) in &m.labels {
-                validate_key(k).map_err(|e| ConfigError::invalid(format!("{at}.labels"), format!("label key {k:?} {e}")))?;
-                validate_value(v)
-                    .map_err(|e| ConfigError::invalid(format!("{at}.labels.{k}"), format!("label value {v:?} {e}")))?;
+                validate_key(k).map_err(|e| {
+                    ConfigError::invalid(format!("{at}.labels"), format!("label key {k:?} {e}"))
+                })?;
+                validate_value(v).map_err(|e| {
+                    ConfigError::invalid(
+                        format!("{at}.labels.{k}"),
+                        format!("label value {v:?} {e}"),
+                    )
+                })?;
             }
             if let Some(ns) = &m.namespaces
                 && ns.is_empty()
@@ -303,7 +333,10 @@ impl Config {
                     let Some(target) = &m.redis else {
                         return Err(ConfigError::invalid(
                             format!("{at}.redis"),
-                            format!("source {:?} is a redis source, so the metric needs a `redis:` block", m.source),
+                            format!(
+                                "source {:?} is a redis source, so the metric needs a `redis:` block",
+                                m.source
+                            ),
                         ));
                     };
                     target.validate(&format!("{at}.redis"), m.measure, &m.labels)?;
@@ -314,7 +347,10 @@ impl Config {
     }
 
     /// The metrics read from the named source.
-    pub fn metrics_of<'a>(&'a self, source: &'a str) -> impl Iterator<Item = &'a MetricConfig> + 'a {
+    pub fn metrics_of<'a>(
+        &'a self,
+        source: &'a str,
+    ) -> impl Iterator<Item = &'a MetricConfig> + 'a {
         self.metrics.iter().filter(move |m| m.source == source)
     }
 }
@@ -340,7 +376,11 @@ impl Secret {
     ///
     /// # Errors
     /// When both are given, the file cannot be read, or the variable is unset.
-    pub fn resolve(file: Option<&Path>, env: Option<&str>, field: &str) -> Result<Option<Secret>, ConfigError> {
+    pub fn resolve(
+        file: Option<&Path>,
+        env: Option<&str>,
+        field: &str,
+    ) -> Result<Option<Secret>, ConfigError> {
         match (file, env) {
             (Some(_), Some(_)) => Err(ConfigError::invalid(
                 field,
@@ -348,9 +388,14 @@ impl Secret {
             )),
             (Some(path), None) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError::invalid(format!("{field}.password_file"), format!("cannot read {}: {e}", path.display()))
+                    ConfigError::invalid(
+                        format!("{field}.password_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
                 })?;
-                Ok(Some(Secret(text.trim_end_matches(['\n', '\r']).to_string())))
+                Ok(Some(Secret(
+                    text.trim_end_matches(['\n', '\r']).to_string(),
+                )))
             }
             (None, Some(var)) => match std::env::var(var) {
                 Ok(v) => Ok(Some(Secret(v))),
@@ -380,7 +425,11 @@ impl HumanDuration {
     /// # Errors
     /// A message quoting the text and showing the accepted forms.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || format!("invalid duration {text:?}: write a number with a unit, e.g. 500ms, 2s, 1m30s, 1h");
+        let bad = || {
+            format!(
+                "invalid duration {text:?}: write a number with a unit, e.g. 500ms, 2s, 1m30s, 1h"
+            )
+        };
         let s = text.trim();
         if s.is_empty() {
             return Err(bad());
@@ -388,13 +437,17 @@ impl HumanDuration {
         let mut total = 0f64;
         let mut rest = s;
         while !rest.is_empty() {
-            let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+            let num_len = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .ok_or_else(bad)?;
             if num_len == 0 {
                 return Err(bad());
             }
             let number: f64 = rest[..num_len].parse().map_err(|_| bad())?;
             rest = &rest[num_len..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(rest.len());
             let scale = match &rest[..unit_len] {
                 "ms" => 0.001,
                 "s" => 1.0,
@@ -572,18 +625,35 @@ mod tests {
         for c in cases {
             let err = load(&c.yaml).expect_err(c.name).to_string();
             for want in c.mentions {
-                assert!(err.contains(want), "case {}: {err:?} should mention {want:?}", c.name);
+                assert!(
+                    err.contains(want),
+                    "case {}: {err:?} should mention {want:?}",
+                    c.name
+                );
             }
         }
     }
 
     #[test]
     fn durations_accept_common_forms() {
-        for (text, ms) in [("500ms", 500), ("2s", 2000), ("1.5s", 1500), ("1m30s", 90_000), ("1h", 3_600_000)] {
-            assert_eq!(HumanDuration::parse(text).map(|d| d.0.as_millis()), Ok(ms), "{text}");
+        for (text, ms) in [
+            ("500ms", 500),
+            ("2s", 2000),
+            ("1.5s", 1500),
+            ("1m30s", 90_000),
+            ("1h", 3_600_000),
+        ] {
+            assert_eq!(
+                HumanDuration::parse(text).map(|d| d.0.as_millis()),
+                Ok(ms),
+                "{text}"
+            );
         }
         for bad in ["", "2", "s", "2 sec", "-1s", "1d"] {
-            assert!(HumanDuration::parse(bad).is_err(), "{bad:?} should be refused");
+            assert!(
+                HumanDuration::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 
@@ -599,9 +669,15 @@ mod tests {
         );
         let config = load(&yaml).expect("loads");
         let debug = format!("{config:?}");
-        assert!(!debug.contains("hunter2-secret") && !debug.contains("inline-pass"), "{debug}");
+        assert!(
+            !debug.contains("hunter2-secret") && !debug.contains("inline-pass"),
+            "{debug}"
+        );
         let SourceConfig::Redis(r) = &config.sources["jobs"];
-        assert_eq!(r.password.as_ref().map(Secret::expose), Some("hunter2-secret"));
+        assert_eq!(
+            r.password.as_ref().map(Secret::expose),
+            Some("hunter2-secret")
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

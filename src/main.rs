@@ -11,12 +11,21 @@ use queue_metrics_adapter::telemetry::{LogFormat, init_logging};
 use queue_metrics_adapter::{app, check, shutdown};
 
 #[derive(Parser)]
-#[command(version, about = "Queue depth and age for Kubernetes autoscaling (external metrics API)")]
+#[command(
+    version,
+    about = "Queue depth and age for Kubernetes autoscaling (external metrics API)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "QMA_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "QMA_LOG_FORMAT"
+    )]
     log_format: LogFormat,
 }
 
@@ -63,7 +72,13 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve { config, listen, health_listen, shutdown_delay, shutdown_timeout } => {
+        Command::Serve {
+            config,
+            listen,
+            health_listen,
+            shutdown_delay,
+            shutdown_timeout,
+        } => {
             let cfg = Config::load(&config)?;
             let settings = app::Settings {
                 listen,
@@ -80,7 +95,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let cfg = Config::load(&config)?;
             let report = check::run(&cfg).await?;
             print!("{}", report.table);
-            Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }

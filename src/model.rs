@@ -73,9 +73,13 @@ pub fn validate_metric_name(name: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if name.len() > 253 {
-        return Err(format!("is {} characters long; the limit is 253", name.len()));
+        return Err(format!(
+            "is {} characters long; the limit is 253",
+            name.len()
+        ));
     }
-    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-');
+    let ok_char =
+        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-');
     if let Some(bad) = name.chars().find(|c| !ok_char(*c)) {
         return Err(format!(
             "contains {bad:?}; use lowercase letters, digits, '_', '.' and '-' (the HPA lowercases metric names)"
@@ -97,8 +101,21 @@ mod tests {
         for good in ["queue_length", "a", "embedding.queue-age_seconds", "q1"] {
             assert!(validate_metric_name(good).is_ok(), "{good} should be valid");
         }
-        for bad in ["", "Queue", "_x", "x_", "a/b", "a b", ".", "..", &"x".repeat(254)] {
-            assert!(validate_metric_name(bad).is_err(), "{bad:?} should be invalid");
+        for bad in [
+            "",
+            "Queue",
+            "_x",
+            "x_",
+            "a/b",
+            "a b",
+            ".",
+            "..",
+            &"x".repeat(254),
+        ] {
+            assert!(
+                validate_metric_name(bad).is_err(),
+                "{bad:?} should be invalid"
+            );
         }
     }
 }

@@ -38,7 +38,9 @@ impl Schedule {
             return self.interval;
         }
         let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-        self.interval.saturating_mul(factor).min(self.max_backoff.max(self.interval))
+        self.interval
+            .saturating_mul(factor)
+            .min(self.max_backoff.max(self.interval))
     }
 
     /// The longest a healthy loop may go without ticking: beyond it `/livez` fails.
@@ -65,7 +67,11 @@ impl Heartbeats {
         let Ok(b) = self.beats.lock() else {
             return vec!["<heartbeat lock poisoned>".into()];
         };
-        let mut v: Vec<String> = b.iter().filter(|(_, (at, dl))| at.elapsed() > *dl).map(|(s, _)| s.clone()).collect();
+        let mut v: Vec<String> = b
+            .iter()
+            .filter(|(_, (at, dl))| at.elapsed() > *dl)
+            .map(|(s, _)| s.clone())
+            .collect();
         v.sort();
         v
     }
@@ -152,7 +158,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_from_the_interval_up_to_the_cap() {
-        let s = Schedule { interval: Duration::from_secs(2), timeout: Duration::from_secs(5), max_backoff: Duration::from_secs(10) };
+        let s = Schedule {
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(10),
+        };
         let delays: Vec<u64> = (0..6).map(|n| s.delay(n).as_secs()).collect();
         assert_eq!(delays, vec![2, 2, 4, 8, 10, 10]);
         assert_eq!(s.delay(u32::MAX), Duration::from_secs(10));
@@ -162,8 +172,14 @@ mod tests {
     fn jitter_stays_within_half_and_whole_delay() {
         for _ in 0..100 {
             let d = jittered(Duration::from_secs(8), true);
-            assert!(d >= Duration::from_secs(4) && d <= Duration::from_secs(8), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(4) && d <= Duration::from_secs(8),
+                "{d:?}"
+            );
         }
-        assert_eq!(jittered(Duration::from_secs(2), false), Duration::from_secs(2));
+        assert_eq!(
+            jittered(Duration::from_secs(2), false),
+            Duration::from_secs(2)
+        );
     }
 }

@@ -41,7 +41,9 @@ pub enum LookupError {
         namespace: String,
     },
     /// The newest value is older than `max_staleness`.
-    #[error("metric {metric}: the newest value of series {series} is {age:.1?} old, older than max_staleness {limit:?}; refusing to serve it")]
+    #[error(
+        "metric {metric}: the newest value of series {series} is {age:.1?} old, older than max_staleness {limit:?}; refusing to serve it"
+    )]
     Stale {
         /// The metric.
         metric: String,
@@ -76,7 +78,13 @@ pub trait MetricsProvider: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`LookupError`] for an unknown metric, a stale value or an unavailable source or series.
-    fn get(&self, namespace: &str, metric: &str, selector: &Selector, now: SystemTime) -> Result<Vec<MetricValue>, LookupError>;
+    fn get(
+        &self,
+        namespace: &str,
+        metric: &str,
+        selector: &Selector,
+        now: SystemTime,
+    ) -> Result<Vec<MetricValue>, LookupError>;
 }
 
 /// One series as stored.
@@ -133,14 +141,33 @@ impl Store {
         let mut by_source: HashMap<String, Vec<String>> = HashMap::new();
         let mut polled = HashMap::new();
         for m in &metrics {
-            by_source.entry(m.source.clone()).or_default().push(m.name.clone());
-            polled.entry(m.source.clone()).or_insert_with(|| AtomicBool::new(false));
+            by_source
+                .entry(m.source.clone())
+                .or_default()
+                .push(m.name.clone());
+            polled
+                .entry(m.source.clone())
+                .or_insert_with(|| AtomicBool::new(false));
         }
         let metrics = metrics
             .into_iter()
-            .map(|info| (info.name.clone(), MetricSlot { info, state: ArcSwap::from_pointee(MetricState::default()) }))
+            .map(|info| {
+                (
+                    info.name.clone(),
+                    MetricSlot {
+                        info,
+                        state: ArcSwap::from_pointee(MetricState::default()),
+                    },
+                )
+            })
             .collect();
-        Store { metrics, by_source, max_staleness, changes: watch::channel(0).0, polled }
+        Store {
+            metrics,
+            by_source,
+            max_staleness,
+            changes: watch::channel(0).0,
+            polled,
+        }
     }
 
     /// The configured staleness limit.
@@ -154,26 +181,42 @@ impl Store {
     /// whose keys vanished loses them). A non-finite value becomes a series error. On failure the
     /// previous series are kept for diagnosis but each metric is marked failed, so nothing is
     /// served from them until a poll succeeds again.
-    pub fn record_poll(&self, source: &str, observed_at: SystemTime, outcome: Result<Vec<Sample>, String>) {
+    pub fn record_poll(
+        &self,
+        source: &str,
+        observed_at: SystemTime,
+        outcome: Result<Vec<Sample>, String>,
+    ) {
         let Some(names) = self.by_source.get(source) else {
             return;
         };
         match outcome {
             Ok(samples) => {
-                let mut per_metric: HashMap<&str, Vec<Series>> = names.iter().map(|n| (n.as_str(), Vec::new())).collect();
+                let mut per_metric: HashMap<&str, Vec<Series>> =
+                    names.iter().map(|n| (n.as_str(), Vec::new())).collect();
                 for s in samples {
                     let Some(list) = per_metric.get_mut(s.metric.as_str()) else {
                         continue;
                     };
                     let value = match s.value {
-                        Ok(v) if !v.is_finite() => Err(SeriesError::new(format!("the computed value {v} is not a finite number"))),
+                        Ok(v) if !v.is_finite() => Err(SeriesError::new(format!(
+                            "the computed value {v} is not a finite number"
+                        ))),
                         other => other,
                     };
-                    list.push(Series { labels: s.labels, value, observed_at });
+                    list.push(Series {
+                        labels: s.labels,
+                        value,
+                        observed_at,
+                    });
                 }
                 for (name, series) in per_metric {
                     if let Some(slot) = self.metrics.get(name) {
-                        slot.state.store(Arc::new(MetricState { series, failure: None, polled: true }));
+                        slot.state.store(Arc::new(MetricState {
+                            series,
+                            failure: None,
+                            polled: true,
+                        }));
                     }
                 }
             }
@@ -183,7 +226,10 @@ impl Store {
                         let old = slot.state.load();
                         slot.state.store(Arc::new(MetricState {
                             series: old.series.clone(),
-                            failure: Some(SourceFailure { message: message.clone(), at: observed_at }),
+                            failure: Some(SourceFailure {
+                                message: message.clone(),
+                                at: observed_at,
+                            }),
                             polled: true,
                         }));
                     }
@@ -203,15 +249,21 @@ impl Store {
 
     /// Sources that have not finished a poll yet (readiness waits for them).
     pub fn unpolled_sources(&self) -> Vec<String> {
-        let mut v: Vec<String> =
-            self.polled.iter().filter(|(_, f)| !f.load(Ordering::Acquire)).map(|(s, _)| s.clone()).collect();
+        let mut v: Vec<String> = self
+            .polled
+            .iter()
+            .filter(|(_, f)| !f.load(Ordering::Acquire))
+            .map(|(s, _)| s.clone())
+            .collect();
         v.sort();
         v
     }
 
     /// The current state of a metric, for telemetry and the `check` command.
     pub fn state(&self, metric: &str) -> Option<(MetricInfo, Arc<MetricState>)> {
-        self.metrics.get(metric).map(|slot| (slot.info.clone(), slot.state.load_full()))
+        self.metrics
+            .get(metric)
+            .map(|slot| (slot.info.clone(), slot.state.load_full()))
     }
 
     /// Every metric's name, sorted.
@@ -235,13 +287,24 @@ impl MetricsProvider for Store {
         v
     }
 
-    fn get(&self, namespace: &str, metric: &str, selector: &Selector, now: SystemTime) -> Result<Vec<MetricValue>, LookupError> {
+    fn get(
+        &self,
+        namespace: &str,
+        metric: &str,
+        selector: &Selector,
+        now: SystemTime,
+    ) -> Result<Vec<MetricValue>, LookupError> {
         let slot = match self.metrics.get(metric) {
             Some(slot) => Some(slot),
-            None if metric.bytes().any(|b| b.is_ascii_uppercase()) => self.metrics.get(&metric.to_ascii_lowercase()),
+            None if metric.bytes().any(|b| b.is_ascii_uppercase()) => {
+                self.metrics.get(&metric.to_ascii_lowercase())
+            }
             None => None,
         };
-        let unknown = || LookupError::UnknownMetric { metric: metric.to_string(), namespace: namespace.to_string() };
+        let unknown = || LookupError::UnknownMetric {
+            metric: metric.to_string(),
+            namespace: namespace.to_string(),
+        };
         let slot = slot.ok_or_else(unknown)?;
         if let Some(allowed) = &slot.info.namespaces
             && !allowed.iter().any(|n| n == namespace)
@@ -253,13 +316,19 @@ impl MetricsProvider for Store {
         if !state.polled {
             return Err(LookupError::Unavailable {
                 metric: name.clone(),
-                reason: format!("source {} has not completed its first poll yet", slot.info.source),
+                reason: format!(
+                    "source {} has not completed its first poll yet",
+                    slot.info.source
+                ),
             });
         }
         if let Some(failure) = &state.failure {
             return Err(LookupError::Unavailable {
                 metric: name.clone(),
-                reason: format!("source {} failed its last poll: {}", slot.info.source, failure.message),
+                reason: format!(
+                    "source {} failed its last poll: {}",
+                    slot.info.source, failure.message
+                ),
             });
         }
         let mut out = Vec::new();
@@ -273,7 +342,9 @@ impl MetricsProvider for Store {
                     });
                 }
             };
-            let age = now.duration_since(series.observed_at).unwrap_or(Duration::ZERO);
+            let age = now
+                .duration_since(series.observed_at)
+                .unwrap_or(Duration::ZERO);
             if age > self.max_staleness {
                 return Err(LookupError::Stale {
                     metric: name.clone(),
@@ -282,7 +353,12 @@ impl MetricsProvider for Store {
                     limit: self.max_staleness,
                 });
             }
-            out.push(MetricValue { metric: name.clone(), labels: series.labels.clone(), value, observed_at: series.observed_at });
+            out.push(MetricValue {
+                metric: name.clone(),
+                labels: series.labels.clone(),
+                value,
+                observed_at: series.observed_at,
+            });
         }
         Ok(out)
     }
@@ -293,11 +369,20 @@ mod tests {
     use super::*;
 
     fn info(name: &str, source: &str) -> MetricInfo {
-        MetricInfo { name: name.into(), source: source.into(), description: None, namespaces: None }
+        MetricInfo {
+            name: name.into(),
+            source: source.into(),
+            description: None,
+            namespaces: None,
+        }
     }
 
     fn sample(metric: &str, queue: &str, value: Result<f64, SeriesError>) -> Sample {
-        Sample { metric: metric.into(), labels: Labels::from([("queue".to_string(), queue.to_string())]), value }
+        Sample {
+            metric: metric.into(),
+            labels: Labels::from([("queue".to_string(), queue.to_string())]),
+            value,
+        }
     }
 
     fn t(secs: u64) -> SystemTime {
@@ -307,11 +392,24 @@ mod tests {
     #[test]
     fn fresh_values_are_served_with_their_observation_time() {
         let store = Store::new(vec![info("q", "redis")], Duration::from_secs(30));
-        store.record_poll("redis", t(0), Ok(vec![sample("q", "a", Ok(3.0)), sample("q", "b", Ok(0.0))]));
-        let got = store.get("default", "q", &Selector::everything(), t(10)).expect("fresh");
+        store.record_poll(
+            "redis",
+            t(0),
+            Ok(vec![sample("q", "a", Ok(3.0)), sample("q", "b", Ok(0.0))]),
+        );
+        let got = store
+            .get("default", "q", &Selector::everything(), t(10))
+            .expect("fresh");
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].observed_at, t(0));
-        let only_b = store.get("default", "q", &Selector::parse("queue=b").expect("parses"), t(10)).expect("fresh");
+        let only_b = store
+            .get(
+                "default",
+                "q",
+                &Selector::parse("queue=b").expect("parses"),
+                t(10),
+            )
+            .expect("fresh");
         assert_eq!(only_b.len(), 1);
         assert_eq!(only_b[0].value, 0.0, "an empty queue is served as 0");
     }
@@ -320,21 +418,29 @@ mod tests {
     fn stale_value_is_refused_with_unavailable() {
         let store = Store::new(vec![info("q", "redis")], Duration::from_secs(30));
         store.record_poll("redis", t(0), Ok(vec![sample("q", "a", Ok(3.0))]));
-        let err = store.get("default", "q", &Selector::everything(), t(31)).expect_err("stale");
+        let err = store
+            .get("default", "q", &Selector::everything(), t(31))
+            .expect_err("stale");
         assert!(matches!(err, LookupError::Stale { .. }), "{err:?}");
     }
 
     #[test]
     fn failed_source_is_unavailable_never_zero_and_recovers() {
         let store = Store::new(vec![info("q", "redis")], Duration::from_secs(30));
-        let err = store.get("default", "q", &Selector::everything(), t(0)).expect_err("not polled");
+        let err = store
+            .get("default", "q", &Selector::everything(), t(0))
+            .expect_err("not polled");
         assert!(err.to_string().contains("first poll"), "{err}");
         store.record_poll("redis", t(0), Ok(vec![sample("q", "a", Ok(3.0))]));
         store.record_poll("redis", t(2), Err("connection refused".into()));
-        let err = store.get("default", "q", &Selector::everything(), t(3)).expect_err("failing");
+        let err = store
+            .get("default", "q", &Selector::everything(), t(3))
+            .expect_err("failing");
         assert!(err.to_string().contains("connection refused"), "{err}");
         store.record_poll("redis", t(4), Ok(vec![sample("q", "a", Ok(5.0))]));
-        let got = store.get("default", "q", &Selector::everything(), t(5)).expect("recovered");
+        let got = store
+            .get("default", "q", &Selector::everything(), t(5))
+            .expect("recovered");
         assert_eq!(got[0].value, 5.0);
     }
 
@@ -344,11 +450,23 @@ mod tests {
         store.record_poll(
             "redis",
             t(0),
-            Ok(vec![sample("q", "a", Ok(1.0)), sample("q", "b", Err(SeriesError::new("key b is a hash")))]),
+            Ok(vec![
+                sample("q", "a", Ok(1.0)),
+                sample("q", "b", Err(SeriesError::new("key b is a hash"))),
+            ]),
         );
-        let err = store.get("default", "q", &Selector::everything(), t(1)).expect_err("b fails");
+        let err = store
+            .get("default", "q", &Selector::everything(), t(1))
+            .expect_err("b fails");
         assert!(err.to_string().contains("key b is a hash"), "{err}");
-        let ok = store.get("default", "q", &Selector::parse("queue=a").expect("parses"), t(1)).expect("a alone");
+        let ok = store
+            .get(
+                "default",
+                "q",
+                &Selector::parse("queue=a").expect("parses"),
+                t(1),
+            )
+            .expect("a alone");
         assert_eq!(ok.len(), 1);
     }
 
@@ -356,7 +474,11 @@ mod tests {
     fn non_finite_values_become_series_errors() {
         let store = Store::new(vec![info("q", "redis")], Duration::from_secs(30));
         store.record_poll("redis", t(0), Ok(vec![sample("q", "a", Ok(f64::NAN))]));
-        assert!(store.get("default", "q", &Selector::everything(), t(1)).is_err());
+        assert!(
+            store
+                .get("default", "q", &Selector::everything(), t(1))
+                .is_err()
+        );
     }
 
     #[test]
@@ -365,8 +487,17 @@ mod tests {
         m.namespaces = Some(vec!["ml".into()]);
         let store = Store::new(vec![m], Duration::from_secs(30));
         store.record_poll("redis", t(0), Ok(vec![sample("q", "a", Ok(1.0))]));
-        assert!(matches!(store.get("ml", "nope", &Selector::everything(), t(1)), Err(LookupError::UnknownMetric { .. })));
-        assert!(matches!(store.get("default", "q", &Selector::everything(), t(1)), Err(LookupError::UnknownMetric { .. })));
-        assert!(store.get("ml", "Q", &Selector::everything(), t(1)).is_ok(), "names match case-insensitively");
+        assert!(matches!(
+            store.get("ml", "nope", &Selector::everything(), t(1)),
+            Err(LookupError::UnknownMetric { .. })
+        ));
+        assert!(matches!(
+            store.get("default", "q", &Selector::everything(), t(1)),
+            Err(LookupError::UnknownMetric { .. })
+        ));
+        assert!(
+            store.get("ml", "Q", &Selector::everything(), t(1)).is_ok(),
+            "names match case-insensitively"
+        );
     }
 }

@@ -8,7 +8,9 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 use crate::store::Store;
 
@@ -26,7 +28,9 @@ pub enum LogFormat {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -55,24 +59,41 @@ impl AdapterMetrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let poll_duration = HistogramVec::new(
-            HistogramOpts::new("qma_poll_duration_seconds", "Duration of one poll of a source, successful or not.")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                "qma_poll_duration_seconds",
+                "Duration of one poll of a source, successful or not.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
             &["source"],
         )
         .expect("valid histogram");
         let poll_errors = IntCounterVec::new(
-            Opts::new("qma_poll_errors_total", "Polls that failed as a whole, by source and error kind."),
+            Opts::new(
+                "qma_poll_errors_total",
+                "Polls that failed as a whole, by source and error kind.",
+            ),
             &["source", "kind"],
         )
         .expect("valid counter");
         let requests = IntCounterVec::new(
-            Opts::new("qma_http_requests_total", "HTTP requests served, by endpoint and status code."),
+            Opts::new(
+                "qma_http_requests_total",
+                "HTTP requests served, by endpoint and status code.",
+            ),
             &["endpoint", "code"],
         )
         .expect("valid counter");
         let request_duration = HistogramVec::new(
-            HistogramOpts::new("qma_http_request_duration_seconds", "HTTP request latency, by endpoint.")
-                .buckets(vec![0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0]),
+            HistogramOpts::new(
+                "qma_http_request_duration_seconds",
+                "HTTP request latency, by endpoint.",
+            )
+            .buckets(vec![
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0,
+            ]),
             &["endpoint"],
         )
         .expect("valid histogram");
@@ -84,7 +105,13 @@ impl AdapterMetrics {
         ] {
             registry.register(c).expect("registered once");
         }
-        AdapterMetrics { registry, poll_duration, poll_errors, requests, request_duration }
+        AdapterMetrics {
+            registry,
+            poll_duration,
+            poll_errors,
+            requests,
+            request_duration,
+        }
     }
 
     /// The text exposition of every `qma_*` family, the store's values included.
@@ -107,12 +134,17 @@ impl Default for AdapterMetrics {
 /// Appends `qma_metric_value`, `qma_metric_series` and `qma_metric_data_age_seconds` for every
 /// configured metric. A series in error or of a failed source has no value line: absence, not 0.
 pub fn render_store(store: &Store, now: SystemTime, out: &mut String) {
-    let _ = writeln!(out, "# HELP qma_metric_value The value the adapter serves for each series (absent while unavailable).");
+    let _ = writeln!(
+        out,
+        "# HELP qma_metric_value The value the adapter serves for each series (absent while unavailable)."
+    );
     let _ = writeln!(out, "# TYPE qma_metric_value gauge");
     let mut ages = String::new();
     let mut counts = String::new();
     for name in store.metric_names() {
-        let Some((_, state)) = store.state(&name) else { continue };
+        let Some((_, state)) = store.state(&name) else {
+            continue;
+        };
         let mut oldest = None;
         let mut errors = 0;
         for s in &state.series {
@@ -129,17 +161,36 @@ pub fn render_store(store: &Store, now: SystemTime, out: &mut String) {
                 _ => errors += 1,
             }
         }
-        let _ = writeln!(counts, "qma_metric_series{{metric=\"{name}\",state=\"ok\"}} {}", state.series.len() - errors);
-        let _ = writeln!(counts, "qma_metric_series{{metric=\"{name}\",state=\"error\"}} {errors}");
+        let _ = writeln!(
+            counts,
+            "qma_metric_series{{metric=\"{name}\",state=\"ok\"}} {}",
+            state.series.len() - errors
+        );
+        let _ = writeln!(
+            counts,
+            "qma_metric_series{{metric=\"{name}\",state=\"error\"}} {errors}"
+        );
         if let Some(o) = oldest {
-            let age = now.duration_since(o).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-            let _ = writeln!(ages, "qma_metric_data_age_seconds{{metric=\"{name}\"}} {age}");
+            let age = now
+                .duration_since(o)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            let _ = writeln!(
+                ages,
+                "qma_metric_data_age_seconds{{metric=\"{name}\"}} {age}"
+            );
         }
     }
-    let _ = writeln!(out, "# HELP qma_metric_series Series per metric, by whether they can be served.");
+    let _ = writeln!(
+        out,
+        "# HELP qma_metric_series Series per metric, by whether they can be served."
+    );
     let _ = writeln!(out, "# TYPE qma_metric_series gauge");
     out.push_str(&counts);
-    let _ = writeln!(out, "# HELP qma_metric_data_age_seconds Age of the oldest observation held for each metric.");
+    let _ = writeln!(
+        out,
+        "# HELP qma_metric_data_age_seconds Age of the oldest observation held for each metric."
+    );
     let _ = writeln!(out, "# TYPE qma_metric_data_age_seconds gauge");
     out.push_str(&ages);
 }
@@ -147,7 +198,16 @@ pub fn render_store(store: &Store, now: SystemTime, out: &mut String) {
 /// A Kubernetes label key as a Prometheus label name: invalid characters become `_`, and names
 /// that would clash with our own (`metric`) or Prometheus' reserved `__` prefix get `label_`.
 fn prometheus_label_name(key: &str) -> String {
-    let mut s: String = key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    let mut s: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if s == "metric" || s.starts_with("__") || s.starts_with(|c: char| c.is_ascii_digit()) {
         s = format!("label_{s}");
     }
@@ -155,7 +215,9 @@ fn prometheus_label_name(key: &str) -> String {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -165,7 +227,10 @@ mod tests {
     #[test]
     fn label_keys_become_valid_prometheus_names() {
         assert_eq!(prometheus_label_name("queue"), "queue");
-        assert_eq!(prometheus_label_name("app.kubernetes.io/name"), "app_kubernetes_io_name");
+        assert_eq!(
+            prometheus_label_name("app.kubernetes.io/name"),
+            "app_kubernetes_io_name"
+        );
         assert_eq!(prometheus_label_name("metric"), "label_metric");
         assert_eq!(prometheus_label_name("1x"), "label_1x");
     }

@@ -37,8 +37,14 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/apis", get(api_group_list))
         .route("/apis/external.metrics.k8s.io", get(api_group))
-        .route("/apis/external.metrics.k8s.io/v1beta1", get(api_resource_list))
-        .route("/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}", get(metric_values))
+        .route(
+            "/apis/external.metrics.k8s.io/v1beta1",
+            get(api_resource_list),
+        )
+        .route(
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}",
+            get(metric_values),
+        )
 }
 
 fn group_document() -> serde_json::Value {
@@ -47,7 +53,8 @@ fn group_document() -> serde_json::Value {
 }
 
 async fn api_group_list() -> Response {
-    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group_document()]})).into_response()
+    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group_document()]}))
+        .into_response()
 }
 
 async fn api_group() -> Response {
@@ -120,12 +127,20 @@ pub fn value_list(values: Vec<MetricValue>) -> Result<ExternalMetricValueList, S
             value: quantity,
         });
     }
-    Ok(ExternalMetricValueList { kind: "ExternalMetricValueList", api_version: GROUP_VERSION, metadata: Empty {}, items })
+    Ok(ExternalMetricValueList {
+        kind: "ExternalMetricValueList",
+        api_version: GROUP_VERSION,
+        metadata: Empty {},
+        items,
+    })
 }
 
 /// `metav1.Time`: RFC 3339 in UTC with whole seconds.
 pub fn rfc3339_seconds(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     OffsetDateTime::from_unix_timestamp(secs)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
@@ -142,7 +157,10 @@ async fn metric_values(
         Some(Ok(s)) => s,
         Some(Err(e)) => return status_response(Status::bad_request(e.to_string())),
     };
-    match state.provider.get(&namespace, &metric, &selector, SystemTime::now()) {
+    match state
+        .provider
+        .get(&namespace, &metric, &selector, SystemTime::now())
+    {
         Ok(values) => match value_list(values) {
             Ok(list) => Json(list).into_response(),
             Err(status) => status_response(status),
@@ -155,7 +173,9 @@ async fn metric_values(
 pub fn lookup_status(e: &LookupError) -> Status {
     match e {
         LookupError::UnknownMetric { .. } => Status::not_found(e.to_string()),
-        LookupError::Stale { .. } | LookupError::Unavailable { .. } => Status::unavailable(e.to_string()),
+        LookupError::Stale { .. } | LookupError::Unavailable { .. } => {
+            Status::unavailable(e.to_string())
+        }
     }
 }
 

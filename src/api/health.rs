@@ -48,7 +48,8 @@ impl Health {
             return Some("servers not listening yet".into());
         }
         let pending = store.unpolled_sources();
-        (!pending.is_empty()).then(|| format!("waiting for the first poll of {}", pending.join(", ")))
+        (!pending.is_empty())
+            .then(|| format!("waiting for the first poll of {}", pending.join(", ")))
     }
 
     /// Why the adapter is not live, or `None` when it is.
@@ -88,7 +89,14 @@ async fn healthz(State(s): State<AppState>) -> Response {
 
 async fn metrics(State(s): State<AppState>) -> Response {
     let body = s.telemetry.render(&s.store, SystemTime::now());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Shared handle type used by `AppState`.

@@ -61,7 +61,10 @@ pub fn router(state: AppState, routes: Routes) -> Router {
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
-    external_metrics::status_response(Status::not_found(format!("the server could not find the requested resource {}", uri.path())))
+    external_metrics::status_response(Status::not_found(format!(
+        "the server could not find the requested resource {}",
+        uri.path()
+    )))
 }
 
 /// Counts and times each request by route template (bounded), never by raw path.
@@ -72,9 +75,20 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let started = Instant::now();
     let response = next.run(request).await;
-    state.telemetry.request_duration.with_label_values(&[&endpoint]).observe(started.elapsed().as_secs_f64());
-    state.telemetry.requests.with_label_values(&[endpoint.as_str(), response.status().as_str()]).inc();
-    if !matches!(endpoint.as_str(), "/livez" | "/readyz" | "/healthz" | "/metrics") {
+    state
+        .telemetry
+        .request_duration
+        .with_label_values(&[&endpoint])
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .telemetry
+        .requests
+        .with_label_values(&[endpoint.as_str(), response.status().as_str()])
+        .inc();
+    if !matches!(
+        endpoint.as_str(),
+        "/livez" | "/readyz" | "/healthz" | "/metrics"
+    ) {
         tracing::debug!(%endpoint, status = response.status().as_u16(), "served");
     }
     response
@@ -84,6 +98,12 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 ///
 /// # Errors
 /// When the server fails to accept connections.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

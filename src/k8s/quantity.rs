@@ -39,21 +39,74 @@ mod tests {
             want: Option<&'static str>,
         }
         let cases = [
-            Case { name: "zero", input: 0.0, want: Some("0") },
-            Case { name: "negative zero", input: -0.0, want: Some("0") },
-            Case { name: "integer", input: 92.0, want: Some("92") },
-            Case { name: "large integer", input: 1_000_000.0, want: Some("1000000") },
-            Case { name: "one and a half", input: 1.5, want: Some("1500m") },
-            Case { name: "sub-milli rounds", input: 0.0004, want: Some("0") },
-            Case { name: "half milli rounds away", input: 0.0005, want: Some("1m") },
-            Case { name: "negative fraction", input: -2.25, want: Some("-2250m") },
-            Case { name: "float noise", input: 0.1 + 0.2, want: Some("300m") },
-            Case { name: "nan", input: f64::NAN, want: None },
-            Case { name: "infinity", input: f64::INFINITY, want: None },
-            Case { name: "too large", input: 1e17, want: None },
+            Case {
+                name: "zero",
+                input: 0.0,
+                want: Some("0"),
+            },
+            Case {
+                name: "negative zero",
+                input: -0.0,
+                want: Some("0"),
+            },
+            Case {
+                name: "integer",
+                input: 92.0,
+                want: Some("92"),
+            },
+            Case {
+                name: "large integer",
+                input: 1_000_000.0,
+                want: Some("1000000"),
+            },
+            Case {
+                name: "one and a half",
+                input: 1.5,
+                want: Some("1500m"),
+            },
+            Case {
+                name: "sub-milli rounds",
+                input: 0.0004,
+                want: Some("0"),
+            },
+            Case {
+                name: "half milli rounds away",
+                input: 0.0005,
+                want: Some("1m"),
+            },
+            Case {
+                name: "negative fraction",
+                input: -2.25,
+                want: Some("-2250m"),
+            },
+            Case {
+                name: "float noise",
+                input: 0.1 + 0.2,
+                want: Some("300m"),
+            },
+            Case {
+                name: "nan",
+                input: f64::NAN,
+                want: None,
+            },
+            Case {
+                name: "infinity",
+                input: f64::INFINITY,
+                want: None,
+            },
+            Case {
+                name: "too large",
+                input: 1e17,
+                want: None,
+            },
         ];
         for c in cases {
-            assert_eq!(format_quantity(c.input).as_deref(), c.want, "case {}", c.name);
+            assert_eq!(
+                format_quantity(c.input).as_deref(),
+                c.want,
+                "case {}",
+                c.name
+            );
         }
     }
 }

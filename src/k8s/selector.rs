@@ -92,14 +92,15 @@ fn lex(input: &str) -> Vec<Token> {
         }
         if is_special(c) {
             chars.next();
-            let two = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>, t2: Token, t1: Token| {
-                if chars.peek() == Some(&'=') {
-                    chars.next();
-                    t2
-                } else {
-                    t1
-                }
-            };
+            let two =
+                |chars: &mut std::iter::Peekable<std::str::Chars<'_>>, t2: Token, t1: Token| {
+                    if chars.peek() == Some(&'=') {
+                        chars.next();
+                        t2
+                    } else {
+                        t1
+                    }
+                };
             tokens.push(match c {
                 '=' => two(&mut chars, Token::DoubleEq, Token::Eq),
                 '!' => two(&mut chars, Token::NotEq, Token::Bang),
@@ -146,7 +147,10 @@ impl Parser<'_> {
     }
 
     fn error(&self, reason: impl Into<String>) -> SelectorError {
-        SelectorError { selector: self.input.to_string(), reason: reason.into() }
+        SelectorError {
+            selector: self.input.to_string(),
+            reason: reason.into(),
+        }
     }
 
     fn requirement(&mut self) -> Result<Requirement, SelectorError> {
@@ -163,11 +167,19 @@ impl Parser<'_> {
         };
         validate_key(&key).map_err(|e| self.error(format!("label key {key:?} {e}")))?;
         if negated {
-            return Ok(Requirement { key, op: Operator::DoesNotExist, values: BTreeSet::new() });
+            return Ok(Requirement {
+                key,
+                op: Operator::DoesNotExist,
+                values: BTreeSet::new(),
+            });
         }
         let op = match self.peek() {
             None | Some(Token::Comma) => {
-                return Ok(Requirement { key, op: Operator::Exists, values: BTreeSet::new() });
+                return Ok(Requirement {
+                    key,
+                    op: Operator::Exists,
+                    values: BTreeSet::new(),
+                });
             }
             Some(_) => self.next(),
         };
@@ -181,12 +193,20 @@ impl Parser<'_> {
                 if let Some(v) = values.iter().next()
                     && v.parse::<i64>().is_err()
                 {
-                    return Err(self.error(format!("value {v:?} after {t} for {key:?} must be an integer")));
+                    return Err(self.error(format!(
+                        "value {v:?} after {t} for {key:?} must be an integer"
+                    )));
                 }
-                let op = if t == Token::Gt { Operator::GreaterThan } else { Operator::LessThan };
+                let op = if t == Token::Gt {
+                    Operator::GreaterThan
+                } else {
+                    Operator::LessThan
+                };
                 (op, values)
             }
-            Some(t) => return Err(self.error(format!("expected an operator after {key:?}, found {t}"))),
+            Some(t) => {
+                return Err(self.error(format!("expected an operator after {key:?}, found {t}")));
+            }
             None => unreachable!("peeked a token above"),
         };
         Ok(Requirement { key, op, values })
@@ -203,14 +223,19 @@ impl Parser<'_> {
             None | Some(Token::Comma) => String::new(),
             Some(t) => return Err(self.error(format!("expected a value for {key:?}, found {t}"))),
         };
-        validate_value(&value).map_err(|e| self.error(format!("value {value:?} for {key:?} {e}")))?;
+        validate_value(&value)
+            .map_err(|e| self.error(format!("value {value:?} for {key:?} {e}")))?;
         Ok(BTreeSet::from([value]))
     }
 
     fn value_set(&mut self, key: &str) -> Result<BTreeSet<String>, SelectorError> {
         match self.next() {
             Some(Token::Open) => {}
-            Some(t) => return Err(self.error(format!("expected '(' after 'in'/'notin' for {key:?}, found {t}"))),
+            Some(t) => {
+                return Err(self.error(format!(
+                    "expected '(' after 'in'/'notin' for {key:?}, found {t}"
+                )));
+            }
             None => return Err(self.error(format!("expected '(' after 'in'/'notin' for {key:?}"))),
         }
         let mut values = BTreeSet::new();
@@ -222,19 +247,39 @@ impl Parser<'_> {
                     v
                 }
                 Some(Token::Comma | Token::Close) => String::new(),
-                Some(t) => return Err(self.error(format!("expected a value in the set for {key:?}, found {t}"))),
-                None => return Err(self.error(format!("the value set for {key:?} is not closed with ')'"))),
+                Some(t) => {
+                    return Err(self.error(format!(
+                        "expected a value in the set for {key:?}, found {t}"
+                    )));
+                }
+                None => {
+                    return Err(
+                        self.error(format!("the value set for {key:?} is not closed with ')'"))
+                    );
+                }
             };
-            validate_value(&value).map_err(|e| self.error(format!("value {value:?} for {key:?} {e}")))?;
+            validate_value(&value)
+                .map_err(|e| self.error(format!("value {value:?} for {key:?} {e}")))?;
             values.insert(value);
             match self.next() {
                 Some(Token::Comma) => continue,
                 Some(Token::Close) => break,
-                Some(t) => return Err(self.error(format!("expected ',' or ')' in the set for {key:?}, found {t}"))),
-                None => return Err(self.error(format!("the value set for {key:?} is not closed with ')'"))),
+                Some(t) => {
+                    return Err(self.error(format!(
+                        "expected ',' or ')' in the set for {key:?}, found {t}"
+                    )));
+                }
+                None => {
+                    return Err(
+                        self.error(format!("the value set for {key:?} is not closed with ')'"))
+                    );
+                }
             }
         }
-        if values.len() == 1 && values.contains("") && self.tokens.get(self.pos - 2) == Some(&Token::Open) {
+        if values.len() == 1
+            && values.contains("")
+            && self.tokens.get(self.pos - 2) == Some(&Token::Open)
+        {
             return Err(self.error(format!("the value set for {key:?} must not be empty")));
         }
         Ok(values)
@@ -252,7 +297,11 @@ impl Selector {
     /// # Errors
     /// [`SelectorError`] naming the token, key or value that is wrong.
     pub fn parse(input: &str) -> Result<Self, SelectorError> {
-        let mut parser = Parser { tokens: lex(input), pos: 0, input };
+        let mut parser = Parser {
+            tokens: lex(input),
+            pos: 0,
+            input,
+        };
         let mut requirements = Vec::new();
         if parser.tokens.is_empty() {
             return Ok(Selector::everything());
@@ -263,10 +312,16 @@ impl Selector {
                 None => break,
                 Some(Token::Comma) => {
                     if parser.peek().is_none() {
-                        return Err(parser.error("a trailing ',' must be followed by a requirement"));
+                        return Err(
+                            parser.error("a trailing ',' must be followed by a requirement")
+                        );
                     }
                 }
-                Some(t) => return Err(parser.error(format!("expected ',' between requirements, found {t}"))),
+                Some(t) => {
+                    return Err(
+                        parser.error(format!("expected ',' between requirements, found {t}"))
+                    );
+                }
             }
         }
         Ok(Selector { requirements })
@@ -289,7 +344,11 @@ impl Selector {
                     ) else {
                         return false;
                     };
-                    if r.op == Operator::GreaterThan { have > want } else { have < want }
+                    if r.op == Operator::GreaterThan {
+                        have > want
+                    } else {
+                        have < want
+                    }
                 }
             }
         })
@@ -310,7 +369,10 @@ fn check_name_part(s: &str) -> Result<(), String> {
     let inner_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     let first = s.chars().next();
     let last = s.chars().last();
-    if !s.chars().all(inner_ok) || !first.is_some_and(|c| c.is_ascii_alphanumeric()) || !last.is_some_and(|c| c.is_ascii_alphanumeric()) {
+    if !s.chars().all(inner_ok)
+        || !first.is_some_and(|c| c.is_ascii_alphanumeric())
+        || !last.is_some_and(|c| c.is_ascii_alphanumeric())
+    {
         return Err("must consist of alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric".into());
     }
     Ok(())
@@ -328,7 +390,9 @@ pub fn validate_key(key: &str) -> Result<(), String> {
                 && prefix.len() <= 253
                 && prefix.split('.').all(|part| {
                     !part.is_empty()
-                        && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                        && part
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                         && !part.starts_with('-')
                         && !part.ends_with('-')
                 });
@@ -351,7 +415,11 @@ pub fn validate_key(key: &str) -> Result<(), String> {
 /// # Errors
 /// A message saying what is wrong (without the value, which the caller names).
 pub fn validate_value(value: &str) -> Result<(), String> {
-    if value.is_empty() { Ok(()) } else { check_name_part(value) }
+    if value.is_empty() {
+        Ok(())
+    } else {
+        check_name_part(value)
+    }
 }
 
 #[cfg(test)]
@@ -359,7 +427,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -371,37 +442,148 @@ mod tests {
             want: bool,
         }
         let cases = [
-            Case { name: "empty matches all", selector: "", labels: &[("a", "1")], want: true },
-            Case { name: "blank matches all", selector: "  ", labels: &[], want: true },
-            Case { name: "equals", selector: "queue=embed", labels: &[("queue", "embed")], want: true },
-            Case { name: "double equals", selector: "queue==embed", labels: &[("queue", "embed")], want: true },
-            Case { name: "equals other", selector: "queue=embed", labels: &[("queue", "other")], want: false },
-            Case { name: "equals missing", selector: "queue=embed", labels: &[], want: false },
-            Case { name: "not equals missing", selector: "queue!=embed", labels: &[], want: true },
-            Case { name: "not equals same", selector: "queue!=embed", labels: &[("queue", "embed")], want: false },
-            Case { name: "in", selector: "tier in (gpu, cpu)", labels: &[("tier", "cpu")], want: true },
-            Case { name: "in other", selector: "tier in (gpu,cpu)", labels: &[("tier", "tpu")], want: false },
-            Case { name: "notin missing", selector: "tier notin (gpu)", labels: &[], want: true },
-            Case { name: "notin hit", selector: "tier notin (gpu)", labels: &[("tier", "gpu")], want: false },
-            Case { name: "exists", selector: "canary", labels: &[("canary", "")], want: true },
-            Case { name: "exists missing", selector: "canary", labels: &[], want: false },
-            Case { name: "not exists", selector: "!canary", labels: &[], want: true },
-            Case { name: "not exists present", selector: "!canary", labels: &[("canary", "x")], want: false },
-            Case { name: "greater", selector: "prio>3", labels: &[("prio", "5")], want: true },
-            Case { name: "greater not", selector: "prio>3", labels: &[("prio", "3")], want: false },
-            Case { name: "less non-integer label", selector: "prio<3", labels: &[("prio", "x")], want: false },
+            Case {
+                name: "empty matches all",
+                selector: "",
+                labels: &[("a", "1")],
+                want: true,
+            },
+            Case {
+                name: "blank matches all",
+                selector: "  ",
+                labels: &[],
+                want: true,
+            },
+            Case {
+                name: "equals",
+                selector: "queue=embed",
+                labels: &[("queue", "embed")],
+                want: true,
+            },
+            Case {
+                name: "double equals",
+                selector: "queue==embed",
+                labels: &[("queue", "embed")],
+                want: true,
+            },
+            Case {
+                name: "equals other",
+                selector: "queue=embed",
+                labels: &[("queue", "other")],
+                want: false,
+            },
+            Case {
+                name: "equals missing",
+                selector: "queue=embed",
+                labels: &[],
+                want: false,
+            },
+            Case {
+                name: "not equals missing",
+                selector: "queue!=embed",
+                labels: &[],
+                want: true,
+            },
+            Case {
+                name: "not equals same",
+                selector: "queue!=embed",
+                labels: &[("queue", "embed")],
+                want: false,
+            },
+            Case {
+                name: "in",
+                selector: "tier in (gpu, cpu)",
+                labels: &[("tier", "cpu")],
+                want: true,
+            },
+            Case {
+                name: "in other",
+                selector: "tier in (gpu,cpu)",
+                labels: &[("tier", "tpu")],
+                want: false,
+            },
+            Case {
+                name: "notin missing",
+                selector: "tier notin (gpu)",
+                labels: &[],
+                want: true,
+            },
+            Case {
+                name: "notin hit",
+                selector: "tier notin (gpu)",
+                labels: &[("tier", "gpu")],
+                want: false,
+            },
+            Case {
+                name: "exists",
+                selector: "canary",
+                labels: &[("canary", "")],
+                want: true,
+            },
+            Case {
+                name: "exists missing",
+                selector: "canary",
+                labels: &[],
+                want: false,
+            },
+            Case {
+                name: "not exists",
+                selector: "!canary",
+                labels: &[],
+                want: true,
+            },
+            Case {
+                name: "not exists present",
+                selector: "!canary",
+                labels: &[("canary", "x")],
+                want: false,
+            },
+            Case {
+                name: "greater",
+                selector: "prio>3",
+                labels: &[("prio", "5")],
+                want: true,
+            },
+            Case {
+                name: "greater not",
+                selector: "prio>3",
+                labels: &[("prio", "3")],
+                want: false,
+            },
+            Case {
+                name: "less non-integer label",
+                selector: "prio<3",
+                labels: &[("prio", "x")],
+                want: false,
+            },
             Case {
                 name: "several anded",
                 selector: "queue=embed,tier in (gpu),!canary",
                 labels: &[("queue", "embed"), ("tier", "gpu")],
                 want: true,
             },
-            Case { name: "empty value", selector: "queue=", labels: &[("queue", "")], want: true },
-            Case { name: "prefixed key", selector: "app.kubernetes.io/name=x", labels: &[("app.kubernetes.io/name", "x")], want: true },
+            Case {
+                name: "empty value",
+                selector: "queue=",
+                labels: &[("queue", "")],
+                want: true,
+            },
+            Case {
+                name: "prefixed key",
+                selector: "app.kubernetes.io/name=x",
+                labels: &[("app.kubernetes.io/name", "x")],
+                want: true,
+            },
         ];
         for c in cases {
-            let selector = Selector::parse(c.selector).unwrap_or_else(|e| panic!("case {}: {e}", c.name));
-            assert_eq!(selector.matches(&labels(c.labels)), c.want, "case {}", c.name);
+            let selector =
+                Selector::parse(c.selector).unwrap_or_else(|e| panic!("case {}: {e}", c.name));
+            assert_eq!(
+                selector.matches(&labels(c.labels)),
+                c.want,
+                "case {}",
+                c.name
+            );
         }
     }
 
@@ -413,22 +595,75 @@ mod tests {
             mentions: &'static str,
         }
         let cases = [
-            Case { name: "bad key char", selector: "que:ue=x", mentions: "\"que:ue\"" },
-            Case { name: "bad value char", selector: "queue=a:b", mentions: "\"a:b\"" },
-            Case { name: "missing key", selector: "=x", mentions: "label key" },
-            Case { name: "trailing comma", selector: "a=b,", mentions: "trailing" },
-            Case { name: "unclosed set", selector: "a in (x,y", mentions: "not closed" },
-            Case { name: "in without parens", selector: "a in x", mentions: "'('" },
-            Case { name: "empty set", selector: "a in ()", mentions: "empty" },
-            Case { name: "non-integer gt", selector: "a>x", mentions: "integer" },
-            Case { name: "two values", selector: "a=b c", mentions: "between requirements" },
-            Case { name: "long value", selector: "a=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", mentions: "63" },
-            Case { name: "bad prefix", selector: "Foo/bar=x", mentions: "prefix" },
-            Case { name: "double bang", selector: "!!a", mentions: "label key" },
+            Case {
+                name: "bad key char",
+                selector: "que:ue=x",
+                mentions: "\"que:ue\"",
+            },
+            Case {
+                name: "bad value char",
+                selector: "queue=a:b",
+                mentions: "\"a:b\"",
+            },
+            Case {
+                name: "missing key",
+                selector: "=x",
+                mentions: "label key",
+            },
+            Case {
+                name: "trailing comma",
+                selector: "a=b,",
+                mentions: "trailing",
+            },
+            Case {
+                name: "unclosed set",
+                selector: "a in (x,y",
+                mentions: "not closed",
+            },
+            Case {
+                name: "in without parens",
+                selector: "a in x",
+                mentions: "'('",
+            },
+            Case {
+                name: "empty set",
+                selector: "a in ()",
+                mentions: "empty",
+            },
+            Case {
+                name: "non-integer gt",
+                selector: "a>x",
+                mentions: "integer",
+            },
+            Case {
+                name: "two values",
+                selector: "a=b c",
+                mentions: "between requirements",
+            },
+            Case {
+                name: "long value",
+                selector: "a=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+                mentions: "63",
+            },
+            Case {
+                name: "bad prefix",
+                selector: "Foo/bar=x",
+                mentions: "prefix",
+            },
+            Case {
+                name: "double bang",
+                selector: "!!a",
+                mentions: "label key",
+            },
         ];
         for c in cases {
             let err = Selector::parse(c.selector).expect_err(c.name).to_string();
-            assert!(err.contains(c.mentions), "case {}: {err:?} should mention {}", c.name, c.mentions);
+            assert!(
+                err.contains(c.mentions),
+                "case {}: {err:?} should mention {}",
+                c.name,
+                c.mentions
+            );
         }
     }
 

@@ -67,25 +67,41 @@ impl RedisSourceConfig {
         if !matches!(scheme, Some("redis" | "rediss")) {
             return Err(ConfigError::invalid(
                 format!("{at}.url"),
-                format!("{:?} must start with redis:// or rediss://", redact_url(&self.url)),
+                format!(
+                    "{:?} must start with redis:// or rediss://",
+                    redact_url(&self.url)
+                ),
             ));
         }
         redis::Client::open(self.url.as_str()).map_err(|e| {
-            ConfigError::invalid(format!("{at}.url"), format!("{:?} is not a valid Redis URL: {e}", redact_url(&self.url)))
+            ConfigError::invalid(
+                format!("{at}.url"),
+                format!("{:?} is not a valid Redis URL: {e}", redact_url(&self.url)),
+            )
         })?;
         if self.ca_file.is_some() && scheme != Some("rediss") {
-            return Err(ConfigError::invalid(format!("{at}.ca_file"), "only applies to rediss:// URLs"));
+            return Err(ConfigError::invalid(
+                format!("{at}.ca_file"),
+                "only applies to rediss:// URLs",
+            ));
         }
         if let Some(db) = self.db
             && db < 0
         {
-            return Err(ConfigError::invalid(format!("{at}.db"), "must not be negative"));
+            return Err(ConfigError::invalid(
+                format!("{at}.db"),
+                "must not be negative",
+            ));
         }
         Ok(())
     }
 
     pub(crate) fn resolve_secrets(&mut self, at: &str) -> Result<(), ConfigError> {
-        self.password = Secret::resolve(self.password_file.as_deref(), self.password_env.as_deref(), at)?;
+        self.password = Secret::resolve(
+            self.password_file.as_deref(),
+            self.password_env.as_deref(),
+            at,
+        )?;
         Ok(())
     }
 }
@@ -235,12 +251,32 @@ impl RedisTarget {
         self.key_label.as_deref().unwrap_or(DEFAULT_KEY_LABEL)
     }
 
-    pub(crate) fn validate(&self, at: &str, measure: Measure, labels: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    pub(crate) fn validate(
+        &self,
+        at: &str,
+        measure: Measure,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), ConfigError> {
         let kt = self.key_type.redis_name();
         match (&self.key, &self.pattern) {
-            (Some(_), Some(_)) => return Err(ConfigError::invalid(at, "give either key or pattern, not both")),
-            (None, None) => return Err(ConfigError::invalid(at, "needs key (one exact key) or pattern (a SCAN glob)")),
-            (Some(k), None) if k.is_empty() => return Err(ConfigError::invalid(format!("{at}.key"), "must not be empty")),
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    at,
+                    "give either key or pattern, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    at,
+                    "needs key (one exact key) or pattern (a SCAN glob)",
+                ));
+            }
+            (Some(k), None) if k.is_empty() => {
+                return Err(ConfigError::invalid(
+                    format!("{at}.key"),
+                    "must not be empty",
+                ));
+            }
             (None, Some(p)) if !p.contains(['*', '?', '[']) => {
                 return Err(ConfigError::invalid(
                     format!("{at}.pattern"),
@@ -250,22 +286,40 @@ impl RedisTarget {
             _ => {}
         }
         if self.key_label.is_some() && self.pattern.is_none() {
-            return Err(ConfigError::invalid(format!("{at}.key_label"), "only applies with pattern"));
+            return Err(ConfigError::invalid(
+                format!("{at}.key_label"),
+                "only applies with pattern",
+            ));
         }
         if self.pattern.is_some() {
             let label = self.key_label();
-            validate_key(label).map_err(|e| ConfigError::invalid(format!("{at}.key_label"), format!("{label:?} {e}")))?;
+            validate_key(label).map_err(|e| {
+                ConfigError::invalid(format!("{at}.key_label"), format!("{label:?} {e}"))
+            })?;
         }
-        for reserved in [Some(KEY_LABEL_FULL), self.pattern.as_ref().map(|_| self.key_label())].into_iter().flatten() {
+        for reserved in [
+            Some(KEY_LABEL_FULL),
+            self.pattern.as_ref().map(|_| self.key_label()),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if labels.contains_key(reserved) {
                 return Err(ConfigError::invalid(
-                    format!("{at}"),
-                    format!("the metric's labels must not set {reserved:?}: every series gets it from its key"),
+                    at,
+                    format!(
+                        "the metric's labels must not set {reserved:?}: every series gets it from its key"
+                    ),
                 ));
             }
         }
         if !self.key_type.measures().contains(&measure) {
-            let fits: Vec<&str> = self.key_type.measures().iter().map(|m| m.as_str()).collect();
+            let fits: Vec<&str> = self
+                .key_type
+                .measures()
+                .iter()
+                .map(|m| m.as_str())
+                .collect();
             return Err(ConfigError::invalid(
                 at,
                 format!("measure {measure} does not apply to type {kt}; a {kt} has {fits:?}"),
@@ -282,17 +336,27 @@ impl RedisTarget {
         };
         only_for("oldest_at", self.oldest_at.is_some(), KeyType::List)?;
         only_for("timestamp", self.timestamp.is_some(), KeyType::List)?;
-        only_for("kombu_priority_steps", self.kombu_priority_steps.is_some(), KeyType::List)?;
+        only_for(
+            "kombu_priority_steps",
+            self.kombu_priority_steps.is_some(),
+            KeyType::List,
+        )?;
         only_for("group", self.group.is_some(), KeyType::Stream)?;
         only_for("score_unit", self.score_unit.is_some(), KeyType::Zset)?;
-        if self.key_type == KeyType::List && measure == Measure::OldestAgeSeconds && self.timestamp.is_none() {
+        if self.key_type == KeyType::List
+            && measure == Measure::OldestAgeSeconds
+            && self.timestamp.is_none()
+        {
             return Err(ConfigError::invalid(
                 at,
                 "oldest_age_seconds on a list needs timestamp (json_pointer, or hash + field) to find the enqueue time",
             ));
         }
         if self.key_type == KeyType::Stream && measure != Measure::Length && self.group.is_none() {
-            return Err(ConfigError::invalid(at, format!("measure {measure} needs group (the consumer group)")));
+            return Err(ConfigError::invalid(
+                at,
+                format!("measure {measure} needs group (the consumer group)"),
+            ));
         }
         if let Some(ts) = &self.timestamp {
             let at = format!("{at}.timestamp");
@@ -309,14 +373,24 @@ impl RedisTarget {
                     if !h.contains("{id}") {
                         return Err(ConfigError::invalid(
                             format!("{at}.hash"),
-                            format!("{h:?} must contain {{id}}, replaced by the list element (e.g. rq:job:{{id}})"),
+                            format!(
+                                "{h:?} must contain {{id}}, replaced by the list element (e.g. rq:job:{{id}})"
+                            ),
                         ));
                     }
                     if f.is_empty() {
-                        return Err(ConfigError::invalid(format!("{at}.field"), "must not be empty"));
+                        return Err(ConfigError::invalid(
+                            format!("{at}.field"),
+                            "must not be empty",
+                        ));
                     }
                 }
-                (None, Some(_), None) => return Err(ConfigError::invalid(at, "hash needs field (e.g. enqueued_at)")),
+                (None, Some(_), None) => {
+                    return Err(ConfigError::invalid(
+                        at,
+                        "hash needs field (e.g. enqueued_at)",
+                    ));
+                }
                 _ => {
                     return Err(ConfigError::invalid(
                         at,
@@ -328,7 +402,10 @@ impl RedisTarget {
         if let Some(steps) = &self.kombu_priority_steps
             && steps.is_empty()
         {
-            return Err(ConfigError::invalid(format!("{at}.kombu_priority_steps"), "must not be empty; kombu's default is [3, 6, 9]"));
+            return Err(ConfigError::invalid(
+                format!("{at}.kombu_priority_steps"),
+                "must not be empty; kombu's default is [3, 6, 9]",
+            ));
         }
         Ok(())
     }

@@ -85,7 +85,10 @@ impl RedisSource {
             .client
             .get_multiplexed_async_connection_with_config(&cfg)
             .await
-            .map_err(|e| SourceError::Connect { target: self.display_url.clone(), message: describe(&e) })?;
+            .map_err(|e| SourceError::Connect {
+                target: self.display_url.clone(),
+                message: describe(&e),
+            })?;
         self.conn = Some(conn.clone());
         Ok(conn)
     }
@@ -94,7 +97,12 @@ impl RedisSource {
         let wanted: BTreeSet<(String, &'static str)> = self
             .metrics
             .iter()
-            .filter_map(|m| m.target.pattern.clone().map(|p| (p, m.target.key_type.redis_name())))
+            .filter_map(|m| {
+                m.target
+                    .pattern
+                    .clone()
+                    .map(|p| (p, m.target.key_type.redis_name()))
+            })
             .collect();
         let mut found = HashMap::new();
         for (pattern, ty) in wanted {
@@ -113,12 +121,21 @@ impl RedisSource {
                     .await
                     .map_err(|e| {
                         self.conn = None;
-                        SourceError::Io { target: self.display_url.clone(), message: format!("SCAN {pattern:?}: {}", describe(&e)) }
+                        SourceError::Io {
+                            target: self.display_url.clone(),
+                            message: format!("SCAN {pattern:?}: {}", describe(&e)),
+                        }
                     })?;
-                keys.extend(batch.into_iter().map(|k| String::from_utf8_lossy(&k).into_owned()));
+                keys.extend(
+                    batch
+                        .into_iter()
+                        .map(|k| String::from_utf8_lossy(&k).into_owned()),
+                );
                 if keys.len() > MAX_KEYS_PER_PATTERN {
                     return Err(SourceError::BadReply {
-                        what: format!("pattern {pattern:?} matches more than {MAX_KEYS_PER_PATTERN} {ty} keys; narrow it"),
+                        what: format!(
+                            "pattern {pattern:?} matches more than {MAX_KEYS_PER_PATTERN} {ty} keys; narrow it"
+                        ),
                     });
                 }
                 cursor = next;
@@ -135,7 +152,10 @@ impl RedisSource {
 
     fn discovery_due(&self) -> bool {
         let has_patterns = self.metrics.iter().any(|m| m.target.pattern.is_some());
-        has_patterns && self.last_discovery.is_none_or(|t| t.elapsed() >= self.discovery_interval)
+        has_patterns
+            && self
+                .last_discovery
+                .is_none_or(|t| t.elapsed() >= self.discovery_interval)
     }
 
     /// The series to read: (metric index, key, labels).
@@ -150,10 +170,18 @@ impl RedisSource {
                 }
                 (None, Some(pattern)) => {
                     let ty = m.target.key_type.redis_name();
-                    for key in self.discovered.get(&(pattern.clone(), ty)).into_iter().flatten() {
+                    for key in self
+                        .discovered
+                        .get(&(pattern.clone(), ty))
+                        .into_iter()
+                        .flatten()
+                    {
                         let mut labels = m.labels.clone();
                         labels.insert(KEY_LABEL_FULL.to_string(), key.clone());
-                        labels.insert(m.target.key_label().to_string(), wildcard_part(pattern, key));
+                        labels.insert(
+                            m.target.key_label().to_string(),
+                            wildcard_part(pattern, key),
+                        );
                         out.push((i, key.clone(), labels));
                     }
                 }
@@ -168,7 +196,12 @@ impl RedisSource {
         let mut batch = Batch::default();
         batch.add(&[b"TIME"]);
         for (i, key, _) in self.series() {
-            SeriesRead::plan(&self.metrics[i].target, self.metrics[i].measure, key, &mut batch);
+            SeriesRead::plan(
+                &self.metrics[i].target,
+                self.metrics[i].measure,
+                key,
+                &mut batch,
+            );
         }
         batch.command_names()
     }
@@ -205,46 +238,81 @@ impl RedisSource {
         let time_idx = first.add(&[b"TIME"]);
         let mut reads: Vec<SeriesRead<'_>> = series
             .iter()
-            .map(|(i, key, _)| SeriesRead::plan(&self.metrics[*i].target, self.metrics[*i].measure, key.clone(), &mut first))
+            .map(|(i, key, _)| {
+                SeriesRead::plan(
+                    &self.metrics[*i].target,
+                    self.metrics[*i].measure,
+                    key.clone(),
+                    &mut first,
+                )
+            })
             .collect();
         let replies = run(&first, conn, &self.display_url).await?;
-        let now_ms = reply::time_ms(&replies[time_idx]).map_err(|e| SourceError::BadReply { what: format!("TIME: {e}") })?;
+        let now_ms = reply::time_ms(&replies[time_idx]).map_err(|e| SourceError::BadReply {
+            what: format!("TIME: {e}"),
+        })?;
         let mut second = Batch::default();
         for r in &mut reads {
             r.after_round_one(&replies, now_ms, &mut second);
         }
-        let replies = if second.is_empty() { Vec::new() } else { run(&second, conn, &self.display_url).await? };
+        let replies = if second.is_empty() {
+            Vec::new()
+        } else {
+            run(&second, conn, &self.display_url).await?
+        };
         Ok(reads
             .into_iter()
             .zip(series)
-            .map(|(r, (i, _, labels))| Sample { metric: self.metrics[i].name.clone(), labels, value: r.finish(&replies, now_ms) })
+            .map(|(r, (i, _, labels))| Sample {
+                metric: self.metrics[i].name.clone(),
+                labels,
+                value: r.finish(&replies, now_ms),
+            })
             .collect())
     }
 }
 
 /// Sends one batch as one pipeline and checks that every command got a reply.
-async fn run(batch: &Batch, conn: &mut MultiplexedConnection, target: &str) -> Result<Vec<Value>, SourceError> {
-    let replies: Vec<Value> = batch
-        .pipeline()
-        .query_async(conn)
-        .await
-        .map_err(|e| SourceError::Io { target: target.to_string(), message: describe(&e) })?;
+async fn run(
+    batch: &Batch,
+    conn: &mut MultiplexedConnection,
+    target: &str,
+) -> Result<Vec<Value>, SourceError> {
+    let replies: Vec<Value> =
+        batch
+            .pipeline()
+            .query_async(conn)
+            .await
+            .map_err(|e| SourceError::Io {
+                target: target.to_string(),
+                message: describe(&e),
+            })?;
     if replies.len() != batch.len() {
         return Err(SourceError::BadReply {
-            what: format!("the pipeline of {} commands returned {} replies", batch.len(), replies.len()),
+            what: format!(
+                "the pipeline of {} commands returned {} replies",
+                batch.len(),
+                replies.len()
+            ),
         });
     }
     Ok(replies)
 }
 
 fn plan_of(m: &MetricConfig) -> Option<MetricPlan> {
-    Some(MetricPlan { name: m.name.clone(), labels: m.labels.clone().into_iter().collect(), target: m.redis.clone()?, measure: m.measure })
+    Some(MetricPlan {
+        name: m.name.clone(),
+        labels: m.labels.clone().into_iter().collect(),
+        target: m.redis.clone()?,
+        measure: m.measure,
+    })
 }
 
 fn client(conn: &RedisSourceConfig) -> Result<Client, SourceError> {
     let bad = |message: String| SourceError::Config { message };
-    let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(conn.url.as_str())
-        .map_err(|e| bad(format!("redis url {}: {e}", redact_url(&conn.url))))?;
+    let mut info: redis::ConnectionInfo =
+        redis::IntoConnectionInfo::into_connection_info(conn.url.as_str())
+            .map_err(|e| bad(format!("redis url {}: {e}", redact_url(&conn.url))))?;
     let mut settings = info.redis_settings().clone();
     if let Some(db) = conn.db {
         settings = settings.set_db(db);
@@ -257,11 +325,20 @@ fn client(conn: &RedisSourceConfig) -> Result<Client, SourceError> {
     }
     info = info.set_redis_settings(settings);
     match &conn.ca_file {
-        None => Client::open(info).map_err(|e| bad(format!("redis url {}: {e}", redact_url(&conn.url)))),
+        None => {
+            Client::open(info).map_err(|e| bad(format!("redis url {}: {e}", redact_url(&conn.url))))
+        }
         Some(ca) => {
-            let root_cert = std::fs::read(ca).map_err(|e| bad(format!("ca_file {}: {e}", ca.display())))?;
-            Client::build_with_tls(info, redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) })
-                .map_err(|e| bad(format!("TLS setup for {}: {e}", redact_url(&conn.url))))
+            let root_cert =
+                std::fs::read(ca).map_err(|e| bad(format!("ca_file {}: {e}", ca.display())))?;
+            Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )
+            .map_err(|e| bad(format!("TLS setup for {}: {e}", redact_url(&conn.url))))
         }
     }
 }
@@ -272,7 +349,9 @@ fn client(conn: &RedisSourceConfig) -> Result<Client, SourceError> {
 pub fn wildcard_part(pattern: &str, key: &str) -> String {
     let is_meta = |c: char| matches!(c, '*' | '?' | '[' | '\\');
     let prefix_len = pattern.find(is_meta).unwrap_or(pattern.len());
-    let suffix_start = pattern.rfind(|c: char| is_meta(c) || c == ']').map_or(pattern.len(), |i| i + 1);
+    let suffix_start = pattern
+        .rfind(|c: char| is_meta(c) || c == ']')
+        .map_or(pattern.len(), |i| i + 1);
     let prefix = &pattern[..prefix_len];
     let suffix = &pattern[suffix_start.max(prefix_len)..];
     let rest = key.strip_prefix(prefix).unwrap_or(key);
@@ -282,7 +361,11 @@ pub fn wildcard_part(pattern: &str, key: &str) -> String {
 /// A Redis client error as text with no URL (and so no password) in it.
 fn describe(e: &redis::RedisError) -> String {
     let text = e.to_string();
-    if e.is_timeout() { format!("timed out: {text}") } else { text }
+    if e.is_timeout() {
+        format!("timed out: {text}")
+    } else {
+        text
+    }
 }
 
 #[cfg(test)]

@@ -65,7 +65,10 @@ impl Batch {
 
     /// The command names queued, for the read-only audit in tests.
     pub fn command_names(&self) -> Vec<String> {
-        self.cmds.iter().map(|c| String::from_utf8_lossy(&c[0]).to_ascii_uppercase()).collect()
+        self.cmds
+            .iter()
+            .map(|c| String::from_utf8_lossy(&c[0]).to_ascii_uppercase())
+            .collect()
     }
 }
 
@@ -85,7 +88,11 @@ enum Stage {
     /// `LINDEX` of the oldest end of each list read.
     ListOldest(Vec<(usize, String)>),
     /// `TYPE`, `XINFO GROUPS` and, for ages, the `XPENDING` summary.
-    StreamGroup { type_idx: usize, groups_idx: usize, pending_idx: Option<usize> },
+    StreamGroup {
+        type_idx: usize,
+        groups_idx: usize,
+        pending_idx: Option<usize>,
+    },
     /// `ZRANGE key 0 0 WITHSCORES`.
     ZsetOldest(usize),
     /// Nothing in round one; `ZCOUNT` to the server's now in round two.
@@ -105,9 +112,12 @@ impl<'a> SeriesRead<'a> {
     pub fn plan(target: &'a RedisTarget, measure: Measure, key: String, batch: &mut Batch) -> Self {
         let k = key.as_bytes();
         let stage = match (target.key_type, measure) {
-            (KeyType::List, Measure::Length) => {
-                Stage::Sum(list_keys(target, &key).into_iter().map(|lk| (batch.add(&[b"LLEN", lk.as_bytes()]), lk)).collect())
-            }
+            (KeyType::List, Measure::Length) => Stage::Sum(
+                list_keys(target, &key)
+                    .into_iter()
+                    .map(|lk| (batch.add(&[b"LLEN", lk.as_bytes()]), lk))
+                    .collect(),
+            ),
             (KeyType::List, _) => {
                 let index: &[u8] = match target.oldest_at.unwrap_or(ListEnd::Tail) {
                     ListEnd::Head => b"0",
@@ -120,27 +130,44 @@ impl<'a> SeriesRead<'a> {
                         .collect(),
                 )
             }
-            (KeyType::Stream, Measure::Length) => Stage::Sum(vec![(batch.add(&[b"XLEN", k]), key.clone())]),
+            (KeyType::Stream, Measure::Length) => {
+                Stage::Sum(vec![(batch.add(&[b"XLEN", k]), key.clone())])
+            }
             (KeyType::Stream, _) => {
                 let group = target.group.as_deref().unwrap_or_default().as_bytes();
-                let pending_idx = matches!(measure, Measure::OldestPendingAgeSeconds | Measure::OldestUnprocessedAgeSeconds)
-                    .then(|| batch.add(&[b"XPENDING", k, group]));
+                let pending_idx = matches!(
+                    measure,
+                    Measure::OldestPendingAgeSeconds | Measure::OldestUnprocessedAgeSeconds
+                )
+                .then(|| batch.add(&[b"XPENDING", k, group]));
                 Stage::StreamGroup {
                     type_idx: batch.add(&[b"TYPE", k]),
                     groups_idx: batch.add(&[b"XINFO", b"GROUPS", k]),
                     pending_idx,
                 }
             }
-            (KeyType::Zset, Measure::Length) => Stage::Sum(vec![(batch.add(&[b"ZCARD", k]), key.clone())]),
+            (KeyType::Zset, Measure::Length) => {
+                Stage::Sum(vec![(batch.add(&[b"ZCARD", k]), key.clone())])
+            }
             (KeyType::Zset, Measure::Ready) => Stage::ZsetReady,
-            (KeyType::Zset, _) => Stage::ZsetOldest(batch.add(&[b"ZRANGE", k, b"0", b"0", b"WITHSCORES"])),
+            (KeyType::Zset, _) => {
+                Stage::ZsetOldest(batch.add(&[b"ZRANGE", k, b"0", b"0", b"WITHSCORES"]))
+            }
         };
-        SeriesRead { target, measure, key, stage }
+        SeriesRead {
+            target,
+            measure,
+            key,
+            stage,
+        }
     }
 
     /// Evaluates round one; queues round-two commands into `next` where a lookup is needed.
     pub fn after_round_one(&mut self, replies: &[Value], now_ms: f64, next: &mut Batch) {
-        let stage = std::mem::replace(&mut self.stage, Stage::Done(Err(SeriesError::new("not evaluated"))));
+        let stage = std::mem::replace(
+            &mut self.stage,
+            Stage::Done(Err(SeriesError::new("not evaluated"))),
+        );
         self.stage = match self.round_one(stage, replies, now_ms, next) {
             Ok(stage) => stage,
             Err(e) => Stage::Done(Err(SeriesError::new(e))),
@@ -152,38 +179,57 @@ impl<'a> SeriesRead<'a> {
         let key = self.key.clone();
         let result = match self.stage {
             Stage::Done(r) => return r,
-            Stage::HashTimes(lookups) => hash_times(&lookups, replies, self.target.timestamp.as_ref(), now_ms),
+            Stage::HashTimes(lookups) => {
+                hash_times(&lookups, replies, self.target.timestamp.as_ref(), now_ms)
+            }
             Stage::StreamFirstAfter(i) => get(replies, i, &key).and_then(|v| {
                 let entries = reply::array(v)?;
                 match entries.first() {
                     None => Ok(0.0),
                     Some(entry) => {
-                        let id = reply::text(reply::array(entry)?.first().unwrap_or(&Value::Nil))?.unwrap_or_default();
+                        let id = reply::text(reply::array(entry)?.first().unwrap_or(&Value::Nil))?
+                            .unwrap_or_default();
                         timestamp::age_seconds(reply::stream_id_ms(&id)?, now_ms)
                     }
                 }
             }),
-            Stage::ZsetCount(i) => get(replies, i, &key).and_then(|v| checked(v, &key, "a sorted set")).and_then(|v| reply::int(v).map(|n| n as f64)),
+            Stage::ZsetCount(i) => get(replies, i, &key)
+                .and_then(|v| checked(v, &key, "a sorted set"))
+                .and_then(|v| reply::int(v).map(|n| n as f64)),
             other => Err(format!("internal: stage {other:?} left after round two")),
         };
         result.map_err(SeriesError::new)
     }
 
-    fn round_one(&self, stage: Stage, replies: &[Value], now_ms: f64, next: &mut Batch) -> Result<Stage, String> {
+    fn round_one(
+        &self,
+        stage: Stage,
+        replies: &[Value],
+        now_ms: f64,
+        next: &mut Batch,
+    ) -> Result<Stage, String> {
         let key = &self.key;
         Ok(match stage {
             Stage::Sum(parts) => {
                 let mut total = 0i64;
                 for (i, part_key) in &parts {
-                    let v = checked(get(replies, *i, part_key)?, part_key, expected(self.target.key_type))?;
-                    total = total.saturating_add(reply::int(v).map_err(|e| format!("key {part_key:?}: {e}"))?);
+                    let v = checked(
+                        get(replies, *i, part_key)?,
+                        part_key,
+                        expected(self.target.key_type),
+                    )?;
+                    total = total.saturating_add(
+                        reply::int(v).map_err(|e| format!("key {part_key:?}: {e}"))?,
+                    );
                 }
                 Stage::Done(Ok(total as f64))
             }
             Stage::ListOldest(parts) => self.list_oldest(&parts, replies, now_ms, next)?,
-            Stage::StreamGroup { type_idx, groups_idx, pending_idx } => {
-                self.stream_group(type_idx, groups_idx, pending_idx, replies, now_ms, next)?
-            }
+            Stage::StreamGroup {
+                type_idx,
+                groups_idx,
+                pending_idx,
+            } => self.stream_group(type_idx, groups_idx, pending_idx, replies, now_ms, next)?,
             Stage::ZsetOldest(i) => {
                 let v = checked(get(replies, i, key)?, key, "a sorted set")?;
                 let items = reply::array(v)?;
@@ -191,10 +237,15 @@ impl<'a> SeriesRead<'a> {
                     None => Stage::Done(Ok(0.0)),
                     Some(score) => {
                         let score = reply::text(score)?.unwrap_or_default();
-                        let due_ms = score_to_ms(&score, self.target.score_unit.unwrap_or_default())
-                            .map_err(|e| format!("sorted set {key:?}: {e}"))?;
+                        let due_ms =
+                            score_to_ms(&score, self.target.score_unit.unwrap_or_default())
+                                .map_err(|e| format!("sorted set {key:?}: {e}"))?;
                         // Nothing is due before its run-at time: only overdue entries have an age.
-                        Stage::Done(Ok(if due_ms <= now_ms { (now_ms - due_ms) / 1000.0 } else { 0.0 }))
+                        Stage::Done(Ok(if due_ms <= now_ms {
+                            (now_ms - due_ms) / 1000.0
+                        } else {
+                            0.0
+                        }))
                     }
                 }
             }
@@ -207,7 +258,13 @@ impl<'a> SeriesRead<'a> {
         })
     }
 
-    fn list_oldest(&self, parts: &[(usize, String)], replies: &[Value], now_ms: f64, next: &mut Batch) -> Result<Stage, String> {
+    fn list_oldest(
+        &self,
+        parts: &[(usize, String)],
+        replies: &[Value],
+        now_ms: f64,
+        next: &mut Batch,
+    ) -> Result<Stage, String> {
         let Some(spec) = &self.target.timestamp else {
             return Err("no timestamp configured".into());
         };
@@ -216,7 +273,9 @@ impl<'a> SeriesRead<'a> {
         for (i, list_key) in parts {
             let v = checked(get(replies, *i, list_key)?, list_key, "a list")?;
             // An empty list does not exist in Redis: nil here means this list holds nothing.
-            let Some(element) = reply::bytes(v)? else { continue };
+            let Some(element) = reply::bytes(v)? else {
+                continue;
+            };
             match (&spec.json_pointer, &spec.hash, &spec.field) {
                 (Some(pointer), _, _) => {
                     let ms = timestamp::from_json(element, pointer, spec.unit)
@@ -238,7 +297,8 @@ impl<'a> SeriesRead<'a> {
         }
         Ok(Stage::Done(match oldest {
             None => Ok(0.0),
-            Some(ms) => timestamp::age_seconds(ms, now_ms).map_err(|e| SeriesError::new(format!("list {:?}: {e}", self.key))),
+            Some(ms) => timestamp::age_seconds(ms, now_ms)
+                .map_err(|e| SeriesError::new(format!("list {:?}: {e}", self.key))),
         }))
     }
 
@@ -264,7 +324,10 @@ impl<'a> SeriesRead<'a> {
         let mut found = None;
         for g in groups {
             let fields = reply::pairs(g)?;
-            let name = fields.iter().find(|(k, _)| k == "name").map(|(_, v)| reply::text(v));
+            let name = fields
+                .iter()
+                .find(|(k, _)| k == "name")
+                .map(|(_, v)| reply::text(v));
             if let Some(Ok(Some(name))) = name
                 && name == group
             {
@@ -273,7 +336,9 @@ impl<'a> SeriesRead<'a> {
             }
         }
         let Some(fields) = found else {
-            return Err(format!("consumer group {group:?} does not exist on stream {key:?}"));
+            return Err(format!(
+                "consumer group {group:?} does not exist on stream {key:?}"
+            ));
         };
         let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
         let pending = field("pending").map(reply::int).transpose()?.unwrap_or(0);
@@ -289,9 +354,14 @@ impl<'a> SeriesRead<'a> {
             Measure::Pending => Stage::Done(Ok(pending as f64)),
             _ if pending > 0 => {
                 let summary = reply::array(get(replies, pending_idx.unwrap_or(usize::MAX), key)?)?;
-                let min_id = reply::text(summary.get(1).unwrap_or(&Value::Nil))?
-                    .ok_or_else(|| format!("XPENDING on {key:?} reported {pending} pending but no oldest ID"))?;
-                Stage::Done(timestamp::age_seconds(reply::stream_id_ms(&min_id)?, now_ms).map_err(SeriesError::new))
+                let min_id =
+                    reply::text(summary.get(1).unwrap_or(&Value::Nil))?.ok_or_else(|| {
+                        format!("XPENDING on {key:?} reported {pending} pending but no oldest ID")
+                    })?;
+                Stage::Done(
+                    timestamp::age_seconds(reply::stream_id_ms(&min_id)?, now_ms)
+                        .map_err(SeriesError::new),
+                )
             }
             Measure::OldestPendingAgeSeconds => Stage::Done(Ok(0.0)),
             _ => {
@@ -300,9 +370,20 @@ impl<'a> SeriesRead<'a> {
                 if let Some(Value::Int(0)) = field("lag") {
                     return Ok(Stage::Done(Ok(0.0)));
                 }
-                let last = field("last-delivered-id").map(reply::text).transpose()?.flatten().unwrap_or_else(|| "0-0".into());
+                let last = field("last-delivered-id")
+                    .map(reply::text)
+                    .transpose()?
+                    .flatten()
+                    .unwrap_or_else(|| "0-0".into());
                 let from = format!("({last}");
-                Stage::StreamFirstAfter(next.add(&[b"XRANGE", key.as_bytes(), from.as_bytes(), b"+", b"COUNT", b"1"]))
+                Stage::StreamFirstAfter(next.add(&[
+                    b"XRANGE",
+                    key.as_bytes(),
+                    from.as_bytes(),
+                    b"+",
+                    b"COUNT",
+                    b"1",
+                ]))
             }
         })
     }
@@ -321,13 +402,20 @@ fn list_keys(target: &RedisTarget, key: &str) -> Vec<String> {
 }
 
 fn get<'r>(replies: &'r [Value], i: usize, key: &str) -> Result<&'r Value, String> {
-    replies.get(i).ok_or_else(|| format!("no reply for key {key:?} (the pipeline returned {} replies)", replies.len()))
+    replies.get(i).ok_or_else(|| {
+        format!(
+            "no reply for key {key:?} (the pipeline returned {} replies)",
+            replies.len()
+        )
+    })
 }
 
 /// Turns a server error reply into a message naming the key and what it should have been.
 fn checked<'r>(v: &'r Value, key: &str, should_be: &str) -> Result<&'r Value, String> {
     match reply::server_error(v) {
-        Some(e) if e.starts_with("WRONGTYPE") => Err(format!("key {key:?} is not {should_be} (Redis: {e})")),
+        Some(e) if e.starts_with("WRONGTYPE") => {
+            Err(format!("key {key:?} is not {should_be} (Redis: {e})"))
+        }
         Some(e) => Err(format!("key {key:?}: Redis replied {e}")),
         None => Ok(v),
     }
@@ -341,7 +429,12 @@ fn expected(kt: KeyType) -> &'static str {
     }
 }
 
-fn hash_times(lookups: &[(usize, String)], replies: &[Value], spec: Option<&TimestampSpec>, now_ms: f64) -> Result<f64, String> {
+fn hash_times(
+    lookups: &[(usize, String)],
+    replies: &[Value],
+    spec: Option<&TimestampSpec>,
+    now_ms: f64,
+) -> Result<f64, String> {
     let spec = spec.ok_or("no timestamp configured")?;
     let field = spec.field.as_deref().unwrap_or_default();
     let mut oldest: Option<f64> = None;
@@ -350,7 +443,8 @@ fn hash_times(lookups: &[(usize, String)], replies: &[Value], spec: Option<&Time
         let text = reply::text(v)?.ok_or_else(|| {
             format!("hash {hash_key:?} has no field {field:?} (the job it names is gone or was never written)")
         })?;
-        let ms = timestamp::parse_text(&text, spec.unit).map_err(|e| format!("hash {hash_key:?} field {field:?}: {e}"))?;
+        let ms = timestamp::parse_text(&text, spec.unit)
+            .map_err(|e| format!("hash {hash_key:?} field {field:?}: {e}"))?;
         oldest = Some(oldest.map_or(ms, |o: f64| o.min(ms)));
     }
     match oldest {
@@ -360,7 +454,9 @@ fn hash_times(lookups: &[(usize, String)], replies: &[Value], spec: Option<&Time
 }
 
 fn score_to_ms(score: &str, unit: ScoreUnit) -> Result<f64, String> {
-    let s: f64 = score.parse().map_err(|_| format!("score {score:?} is not a number"))?;
+    let s: f64 = score
+        .parse()
+        .map_err(|_| format!("score {score:?} is not a number"))?;
     Ok(match unit {
         ScoreUnit::S => s * 1000.0,
         ScoreUnit::Ms => s,
@@ -395,13 +491,31 @@ mod tests {
     #[test]
     fn kombu_sub_lists_are_named_like_kombu() {
         let target: RedisTarget =
-            yaml_serde::from_str("{type: list, key: celery, kombu_priority_steps: [0, 3, 6, 9]}").expect("parses");
-        assert_eq!(list_keys(&target, "celery"), vec!["celery", "celery\x06\x163", "celery\x06\x166", "celery\x06\x169"]);
+            yaml_serde::from_str("{type: list, key: celery, kombu_priority_steps: [0, 3, 6, 9]}")
+                .expect("parses");
+        assert_eq!(
+            list_keys(&target, "celery"),
+            vec![
+                "celery",
+                "celery\x06\x163",
+                "celery\x06\x166",
+                "celery\x06\x169"
+            ]
+        );
     }
 
     #[test]
     fn bullmq_scores_map_to_milliseconds() {
-        assert_eq!(score_to_ms(&(1_795_310_979_997.0 * 4096.0 + 7.0).to_string(), ScoreUnit::Bullmq), Ok(1_795_310_979_997.0));
-        assert_eq!(score_to_ms("1795310979.5", ScoreUnit::S), Ok(1_795_310_979_500.0));
+        assert_eq!(
+            score_to_ms(
+                &(1_795_310_979_997.0 * 4096.0 + 7.0).to_string(),
+                ScoreUnit::Bullmq
+            ),
+            Ok(1_795_310_979_997.0)
+        );
+        assert_eq!(
+            score_to_ms("1795310979.5", ScoreUnit::S),
+            Ok(1_795_310_979_500.0)
+        );
     }
 }

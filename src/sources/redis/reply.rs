@@ -11,7 +11,9 @@ pub fn int(v: &Value) -> Result<i64, String> {
             .ok()
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| format!("expected an integer, got {:?}", String::from_utf8_lossy(b))),
-        Value::SimpleString(s) => s.parse().map_err(|_| format!("expected an integer, got {s:?}")),
+        Value::SimpleString(s) => s
+            .parse()
+            .map_err(|_| format!("expected an integer, got {s:?}")),
         other => Err(format!("expected an integer, got {}", describe(other))),
     }
 }
@@ -59,7 +61,10 @@ pub fn pairs(v: &Value) -> Result<Vec<(String, &Value)>, String> {
             .chunks(2)
             .map(|kv| Ok((text(&kv[0])?.unwrap_or_default(), &kv[1])))
             .collect(),
-        other => Err(format!("expected field/value pairs, got {}", describe(other))),
+        other => Err(format!(
+            "expected field/value pairs, got {}",
+            describe(other)
+        )),
     }
 }
 
@@ -84,7 +89,11 @@ pub fn stream_id_ms(id: &str) -> Result<f64, String> {
 /// A server error reply, if that is what `v` is.
 pub fn server_error(v: &Value) -> Option<String> {
     match v {
-        Value::ServerError(e) => Some(format!("{} {}", e.code(), e.details().unwrap_or("")).trim().to_string()),
+        Value::ServerError(e) => Some(
+            format!("{} {}", e.code(), e.details().unwrap_or(""))
+                .trim()
+                .to_string(),
+        ),
         _ => None,
     }
 }
@@ -112,7 +121,10 @@ mod tests {
             Value::Nil,
         ]);
         let resp3 = Value::Map(vec![
-            (Value::BulkString(b"name".to_vec()), Value::BulkString(b"workers".to_vec())),
+            (
+                Value::BulkString(b"name".to_vec()),
+                Value::BulkString(b"workers".to_vec()),
+            ),
             (Value::BulkString(b"lag".to_vec()), Value::Nil),
         ]);
         for v in [resp2, resp3] {
@@ -126,7 +138,10 @@ mod tests {
     fn stream_ids_and_time_replies_are_read_as_milliseconds() {
         assert_eq!(stream_id_ms("1795311009997-0"), Ok(1_795_311_009_997.0));
         assert!(stream_id_ms("abc").is_err());
-        let t = Value::Array(vec![Value::BulkString(b"1795311069".to_vec()), Value::BulkString(b"997000".to_vec())]);
+        let t = Value::Array(vec![
+            Value::BulkString(b"1795311069".to_vec()),
+            Value::BulkString(b"997000".to_vec()),
+        ]);
         assert_eq!(time_ms(&t), Ok(1_795_311_069_997.0));
     }
 }

@@ -27,7 +27,8 @@ pub fn parse_text(text: &str, unit: TimeUnit) -> Result<f64, String> {
             if unit == TimeUnit::S { n * 1000.0 } else { n }
         }
         TimeUnit::Rfc3339 => {
-            let t = OffsetDateTime::parse(text, &Rfc3339).map_err(|e| format!("{text:?} is not an RFC 3339 time: {e}"))?;
+            let t = OffsetDateTime::parse(text, &Rfc3339)
+                .map_err(|e| format!("{text:?} is not an RFC 3339 time: {e}"))?;
             t.unix_timestamp_nanos() as f64 / 1e6
         }
     };
@@ -39,18 +40,23 @@ pub fn parse_text(text: &str, unit: TimeUnit) -> Result<f64, String> {
 /// # Errors
 /// When the payload is not JSON, the pointer finds nothing, or the value is not a time.
 pub fn from_json(payload: &[u8], pointer: &str, unit: TimeUnit) -> Result<f64, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(payload).map_err(|e| format!("the element is not JSON ({e}); cannot read {pointer}"))?;
+    let value: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| format!("the element is not JSON ({e}); cannot read {pointer}"))?;
     let found = value
         .pointer(pointer)
         .ok_or_else(|| format!("the element's JSON has nothing at {pointer}"))?;
     match found {
         serde_json::Value::Number(n) if unit != TimeUnit::Rfc3339 => {
-            let n = n.as_f64().ok_or_else(|| format!("{n} at {pointer} is not a usable number"))?;
+            let n = n
+                .as_f64()
+                .ok_or_else(|| format!("{n} at {pointer} is not a usable number"))?;
             plausible(if unit == TimeUnit::S { n * 1000.0 } else { n }, unit)
         }
         serde_json::Value::String(s) => parse_text(s, unit).map_err(|e| format!("{pointer}: {e}")),
-        other => Err(format!("{pointer} holds {other}, not a time in {}", unit_name(unit))),
+        other => Err(format!(
+            "{pointer} holds {other}, not a time in {}",
+            unit_name(unit)
+        )),
     }
 }
 
@@ -133,8 +139,14 @@ mod tests {
             },
         ];
         for c in cases {
-            let got = from_json(c.payload.as_bytes(), c.pointer, c.unit).unwrap_or_else(|e| panic!("case {}: {e}", c.name));
-            assert!((got - c.want_ms).abs() < 0.5, "case {}: got {got}, want {}", c.name, c.want_ms);
+            let got = from_json(c.payload.as_bytes(), c.pointer, c.unit)
+                .unwrap_or_else(|e| panic!("case {}: {e}", c.name));
+            assert!(
+                (got - c.want_ms).abs() < 0.5,
+                "case {}: got {got}, want {}",
+                c.name,
+                c.want_ms
+            );
         }
     }
 
@@ -147,23 +159,68 @@ mod tests {
             mentions: &'static str,
         }
         let cases = [
-            Case { name: "not json", payload: "job-17", unit: TimeUnit::Ms, mentions: "not JSON" },
-            Case { name: "missing field", payload: r#"{"other":1}"#, unit: TimeUnit::Ms, mentions: "nothing at /enqueued_at" },
-            Case { name: "seconds read as ms", payload: r#"{"enqueued_at":1795310979.5}"#, unit: TimeUnit::Ms, mentions: "before the year 2000" },
-            Case { name: "bool", payload: r#"{"enqueued_at":true}"#, unit: TimeUnit::S, mentions: "holds true" },
-            Case { name: "bad rfc3339", payload: r#"{"enqueued_at":"yesterday"}"#, unit: TimeUnit::Rfc3339, mentions: "RFC 3339" },
-            Case { name: "number for rfc3339", payload: r#"{"enqueued_at":5}"#, unit: TimeUnit::Rfc3339, mentions: "not a time" },
+            Case {
+                name: "not json",
+                payload: "job-17",
+                unit: TimeUnit::Ms,
+                mentions: "not JSON",
+            },
+            Case {
+                name: "missing field",
+                payload: r#"{"other":1}"#,
+                unit: TimeUnit::Ms,
+                mentions: "nothing at /enqueued_at",
+            },
+            Case {
+                name: "seconds read as ms",
+                payload: r#"{"enqueued_at":1795310979.5}"#,
+                unit: TimeUnit::Ms,
+                mentions: "before the year 2000",
+            },
+            Case {
+                name: "bool",
+                payload: r#"{"enqueued_at":true}"#,
+                unit: TimeUnit::S,
+                mentions: "holds true",
+            },
+            Case {
+                name: "bad rfc3339",
+                payload: r#"{"enqueued_at":"yesterday"}"#,
+                unit: TimeUnit::Rfc3339,
+                mentions: "RFC 3339",
+            },
+            Case {
+                name: "number for rfc3339",
+                payload: r#"{"enqueued_at":5}"#,
+                unit: TimeUnit::Rfc3339,
+                mentions: "not a time",
+            },
         ];
         for c in cases {
             let err = from_json(c.payload.as_bytes(), "/enqueued_at", c.unit).expect_err(c.name);
-            assert!(err.contains(c.mentions), "case {}: {err:?} should mention {:?}", c.name, c.mentions);
+            assert!(
+                err.contains(c.mentions),
+                "case {}: {err:?} should mention {:?}",
+                c.name,
+                c.mentions
+            );
         }
     }
 
     #[test]
     fn ages_clamp_small_skew_and_refuse_the_far_future() {
-        assert_eq!(age_seconds(1_000_000_000_000.0, 1_000_000_002_500.0), Ok(2.5));
-        assert_eq!(age_seconds(1_000_000_001_000.0, 1_000_000_000_000.0), Ok(0.0), "1 s of skew is age 0");
-        assert!(age_seconds(1_795_310_979_997_000.0, 1_795_310_979_997.0).is_err(), "ms read as s lies in the future");
+        assert_eq!(
+            age_seconds(1_000_000_000_000.0, 1_000_000_002_500.0),
+            Ok(2.5)
+        );
+        assert_eq!(
+            age_seconds(1_000_000_001_000.0, 1_000_000_000_000.0),
+            Ok(0.0),
+            "1 s of skew is age 0"
+        );
+        assert!(
+            age_seconds(1_795_310_979_997_000.0, 1_795_310_979_997.0).is_err(),
+            "ms read as s lies in the future"
+        );
     }
 }

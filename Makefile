@@ -1,0 +1,52 @@
+# Two commands matter: `make run` and `make test`. Both make sure Redis runs first.
+CARGO ?= cargo
+CONFIG ?= examples/local.yaml
+LISTEN ?= 127.0.0.1:8080
+
+.PHONY: run test unit lint fmt bench dist services check clean
+
+services:
+	@scripts/ensure-redis.sh
+
+## Build, make sure Redis runs, and serve examples/local.yaml in the foreground.
+run: services
+	$(CARGO) build --release
+	@echo
+	@echo "Serving $(CONFIG) on http://$(LISTEN) (Ctrl-C to stop). Try:"
+	@echo "  redis-cli LPUSH queue:embeddings '{\"enqueued_at\":'\$$(date +%s%3N)'}'"
+	@echo "  curl -s http://$(LISTEN)/apis/external.metrics.k8s.io/v1beta1/namespaces/default/embedding_queue_length"
+	@echo "  curl -s http://$(LISTEN)/apis/external.metrics.k8s.io/v1beta1/namespaces/default/embedding_queue_oldest_age_seconds"
+	@echo "  curl -s http://$(LISTEN)/metrics"
+	@echo
+	./target/release/queue-metrics-adapter serve --config $(CONFIG) --listen $(LISTEN) --shutdown-delay 0s
+
+## Poll every source of $(CONFIG) once and print what would be served.
+check: services
+	$(CARGO) run --quiet -- check --config $(CONFIG)
+
+## The whole suite: formatting, clippy, unit and integration tests against the local Redis.
+test: services lint
+	$(CARGO) test --all-targets
+	$(CARGO) test --doc
+
+unit:
+	$(CARGO) test --lib
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+## Criterion benchmarks (needs Redis for the poll bench). Numbers go in BENCHMARKS.md.
+bench: services
+	$(CARGO) bench --bench serve --bench poll
+
+## A release binary.
+dist:
+	$(CARGO) build --release --locked
+	@ls -l target/release/queue-metrics-adapter
+
+clean:
+	$(CARGO) clean

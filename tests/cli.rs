@@ -1,0 +1,174 @@
+//! The binary as an operator runs it: `check` exit codes and table, `serve` with SIGTERM
+//! (readiness turns 503 first, then the process exits cleanly).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Cleanup, cmd, connect, prefix, redis_url};
+
+const BIN: &str = env!("CARGO_BIN_EXE_queue-metrics-adapter");
+
+/// A config file in the temp dir, removed on drop.
+struct ConfigFile(std::path::PathBuf);
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn write_config(name: &str, text: &str) -> ConfigFile {
+    let p = std::env::temp_dir().join(format!("qma-cli-{}-{name}.yaml", std::process::id()));
+    std::fs::write(&p, text).expect("write config");
+    ConfigFile(p)
+}
+
+#[test]
+fn check_refuses_an_invalid_config_naming_the_field() {
+    let cfg = write_config("invalid", "poll_interval: soon\nsources: {}\nmetrics: []\n");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg.0)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("poll_interval") && stderr.contains("\"soon\""),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn check_prints_a_table_and_fails_when_a_metric_fails() {
+    let p = prefix("cli-check");
+    let _clean = Cleanup {
+        url: redis_url(),
+        prefix: p.clone(),
+    };
+    let mut c = connect(&redis_url()).await;
+    cmd::<i64>(&mut c, &["LPUSH", &format!("{p}q"), "a", "b"]).await;
+    cmd::<i64>(&mut c, &["HSET", &format!("{p}h"), "a", "1"]).await;
+    let base = format!(
+        "sources:\n  jobs:\n    redis: {{url: \"{}\"}}\nmetrics:\n  - {{name: good, source: jobs, measure: length, redis: {{type: list, key: \"{p}q\"}}}}\n",
+        redis_url()
+    );
+    let ok = write_config("ok", &base);
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&ok.0)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("METRIC") && stdout.contains("good") && stdout.contains("  2  "),
+        "{stdout}"
+    );
+
+    let bad = write_config(
+        "bad",
+        &format!(
+            "{base}  - {{name: bad, source: jobs, measure: length, redis: {{type: list, key: \"{p}h\"}}}}\n"
+        ),
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&bad.0)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("is not a list"), "{stdout}");
+}
+
+#[tokio::test]
+async fn serve_turns_unready_on_sigterm_then_exits_cleanly() {
+    let p = prefix("cli-serve");
+    let _clean = Cleanup {
+        url: redis_url(),
+        prefix: p.clone(),
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let cfg = write_config(
+        "serve",
+        &format!(
+            "poll_interval: 200ms\nsources:\n  jobs:\n    redis: {{url: \"{}\"}}\nmetrics:\n  - {{name: q, source: jobs, measure: length, redis: {{type: list, key: \"{p}q\"}}}}\n",
+            redis_url()
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--shutdown-delay",
+            "1s",
+            "--config",
+        ])
+        .arg(&cfg.0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let http = reqwest::Client::new();
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = http.get(&readyz).send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metric = http
+        .get(format!(
+            "http://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1/namespaces/default/q"
+        ))
+        .send()
+        .await
+        .expect("metric");
+    assert_eq!(metric.status(), 200);
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = http
+        .get(&readyz)
+        .send()
+        .await
+        .expect("still serving during the drain delay");
+    assert_eq!(r.status(), 503, "readiness is 503 while draining");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    assert!(exit.success(), "exit {exit:?}: {stderr}");
+    assert!(
+        stderr.contains("SIGTERM received") && stderr.contains("stopped"),
+        "{stderr}"
+    );
+}
