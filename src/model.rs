@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// Labels of one series: what `metricLabels` shows and what a `labelSelector` matches.
@@ -12,13 +13,17 @@ use std::time::SystemTime;
 /// A `BTreeMap` so that the JSON output and the `/metrics` output are in a stable order.
 pub type Labels = BTreeMap<String, String>;
 
+/// Labels shared between a source's plan, the store and responses: a series' labels only change
+/// when its keys do, so polls and reads pass a pointer instead of copying maps.
+pub type SharedLabels = Arc<Labels>;
+
 /// One reading of one series, as a source produced it in one poll.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     /// The configured metric this series belongs to.
-    pub metric: String,
+    pub metric: Arc<str>,
     /// The series' labels (configured labels plus what the source adds, such as `key`).
-    pub labels: Labels,
+    pub labels: SharedLabels,
     /// The value, or why this one series could not be read. An error is never turned into `0`.
     pub value: Result<f64, SeriesError>,
 }
@@ -52,7 +57,7 @@ pub struct MetricValue {
     /// The metric's configured name.
     pub metric: String,
     /// The series' labels.
-    pub labels: Labels,
+    pub labels: SharedLabels,
     /// The value. Always finite.
     pub value: f64,
     /// When the poll that produced the value completed (the adapter's clock), so a reader can see

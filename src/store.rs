@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::k8s::selector::Selector;
-use crate::model::{Labels, MetricValue, Sample, SeriesError};
+use crate::model::{Labels, MetricValue, Sample, SeriesError, SharedLabels};
 
 /// What the API surfaces know of a metric without reading its values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +91,7 @@ pub trait MetricsProvider: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     /// Its labels.
-    pub labels: Labels,
+    pub labels: SharedLabels,
     /// Its value or its error from the latest successful poll of the source.
     pub value: Result<f64, SeriesError>,
     /// When that poll completed.
@@ -112,6 +112,9 @@ pub struct SourceFailure {
 pub struct MetricState {
     /// Series from the latest successful poll; kept while the source fails, but not served.
     pub series: Vec<Series>,
+    /// label key -> label value -> indices into `series`, built when the poll is recorded so that
+    /// an equality selector on a metric with thousands of series is a lookup, not a scan.
+    index: HashMap<String, HashMap<String, Vec<usize>>>,
     /// Set while the source's latest poll failed.
     pub failure: Option<SourceFailure>,
     /// Whether any poll (successful or not) has finished for this metric's source.
@@ -195,7 +198,7 @@ impl Store {
                 let mut per_metric: HashMap<&str, Vec<Series>> =
                     names.iter().map(|n| (n.as_str(), Vec::new())).collect();
                 for s in samples {
-                    let Some(list) = per_metric.get_mut(s.metric.as_str()) else {
+                    let Some(list) = per_metric.get_mut(&*s.metric) else {
                         continue;
                     };
                     let value = match s.value {
@@ -212,8 +215,10 @@ impl Store {
                 }
                 for (name, series) in per_metric {
                     if let Some(slot) = self.metrics.get(name) {
+                        let index = index_of(&series);
                         slot.state.store(Arc::new(MetricState {
                             series,
+                            index,
                             failure: None,
                             polled: true,
                         }));
@@ -223,15 +228,13 @@ impl Store {
             Err(message) => {
                 for name in names {
                     if let Some(slot) = self.metrics.get(name) {
-                        let old = slot.state.load();
-                        slot.state.store(Arc::new(MetricState {
-                            series: old.series.clone(),
-                            failure: Some(SourceFailure {
-                                message: message.clone(),
-                                at: observed_at,
-                            }),
-                            polled: true,
-                        }));
+                        let mut next = MetricState::clone(&slot.state.load());
+                        next.failure = Some(SourceFailure {
+                            message: message.clone(),
+                            at: observed_at,
+                        });
+                        next.polled = true;
+                        slot.state.store(Arc::new(next));
                     }
                 }
             }
@@ -271,6 +274,44 @@ impl Store {
         let mut v: Vec<String> = self.metrics.keys().cloned().collect();
         v.sort();
         v
+    }
+}
+
+fn index_of(series: &[Series]) -> HashMap<String, HashMap<String, Vec<usize>>> {
+    let mut index: HashMap<String, HashMap<String, Vec<usize>>> = HashMap::new();
+    for (i, s) in series.iter().enumerate() {
+        for (k, v) in s.labels.iter() {
+            index
+                .entry(k.clone())
+                .or_default()
+                .entry(v.clone())
+                .or_default()
+                .push(i);
+        }
+    }
+    index
+}
+
+impl MetricState {
+    /// Indices of the series that may match `selector`, in order: an index lookup when the
+    /// selector has an equality requirement, else every series.
+    fn candidates(&self, selector: &Selector) -> Vec<usize> {
+        match selector.equality_requirement() {
+            Some((key, values)) => {
+                let Some(by_value) = self.index.get(key) else {
+                    return Vec::new();
+                };
+                let mut v: Vec<usize> = values
+                    .filter_map(|value| by_value.get(value))
+                    .flatten()
+                    .copied()
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            }
+            None => (0..self.series.len()).collect(),
+        }
     }
 }
 
@@ -332,7 +373,12 @@ impl MetricsProvider for Store {
             });
         }
         let mut out = Vec::new();
-        for series in state.series.iter().filter(|s| selector.matches(&s.labels)) {
+        let matched = state
+            .candidates(selector)
+            .into_iter()
+            .map(|i| &state.series[i])
+            .filter(|s| selector.matches(&s.labels));
+        for series in matched {
             let value = match &series.value {
                 Ok(v) => *v,
                 Err(e) => {
@@ -380,7 +426,7 @@ mod tests {
     fn sample(metric: &str, queue: &str, value: Result<f64, SeriesError>) -> Sample {
         Sample {
             metric: metric.into(),
-            labels: Labels::from([("queue".to_string(), queue.to_string())]),
+            labels: Labels::from([("queue".to_string(), queue.to_string())]).into(),
             value,
         }
     }
@@ -468,6 +514,39 @@ mod tests {
             )
             .expect("a alone");
         assert_eq!(ok.len(), 1);
+    }
+
+    #[test]
+    fn indexed_selector_lookups_match_a_full_scan() {
+        let store = Store::new(vec![info("q", "redis")], Duration::from_secs(30));
+        let samples = (0..50)
+            .map(|i| sample("q", &format!("q{i}"), Ok(i as f64)))
+            .collect();
+        store.record_poll("redis", t(0), Ok(samples));
+        for selector in [
+            "queue=q7",
+            "queue in (q1,q3,q49,nope)",
+            "queue in (q1,q3),queue!=q3",
+            "missing=x",
+            "queue!=q0",
+            "",
+        ] {
+            let sel = Selector::parse(selector).expect("parses");
+            let got: Vec<f64> = store
+                .get("default", "q", &sel, t(1))
+                .expect("fresh")
+                .iter()
+                .map(|v| v.value)
+                .collect();
+            let (_, state) = store.state("q").expect("metric");
+            let want: Vec<f64> = state
+                .series
+                .iter()
+                .filter(|s| sel.matches(&s.labels))
+                .map(|s| *s.value.as_ref().expect("value"))
+                .collect();
+            assert_eq!(got, want, "selector {selector:?}");
+        }
     }
 
     #[test]

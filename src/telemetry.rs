@@ -152,7 +152,7 @@ pub fn render_store(store: &Store, now: SystemTime, out: &mut String) {
             match (&s.value, &state.failure) {
                 (Ok(v), None) => {
                     let mut labels = format!("metric=\"{}\"", escape(&name));
-                    for (k, v) in &s.labels {
+                    for (k, v) in s.labels.iter() {
                         let k = prometheus_label_name(k);
                         let _ = write!(labels, ",{k}=\"{}\"", escape(v));
                     }

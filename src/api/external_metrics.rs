@@ -22,7 +22,7 @@ use super::AppState;
 use crate::k8s::quantity::format_quantity;
 use crate::k8s::selector::Selector;
 use crate::k8s::status::Status;
-use crate::model::{Labels, MetricValue};
+use crate::model::{MetricValue, SharedLabels};
 use crate::store::LookupError;
 
 /// The API group.
@@ -100,7 +100,7 @@ pub struct ExternalMetricValue {
     metric_name: String,
     /// Always present, `{}` when empty.
     #[serde(rename = "metricLabels")]
-    metric_labels: Labels,
+    metric_labels: SharedLabels,
     /// When the value was observed, RFC 3339 in whole seconds.
     timestamp: String,
     /// The quantity string.

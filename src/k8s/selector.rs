@@ -354,6 +354,16 @@ impl Selector {
         })
     }
 
+    /// The first `key in (values)` / `key=value` requirement, if any: every matching series has
+    /// `key` set to one of `values`, so a caller with an index on `key` can look up candidates
+    /// instead of scanning (it must still check [`Selector::matches`] on them).
+    pub fn equality_requirement(&self) -> Option<(&str, impl Iterator<Item = &str>)> {
+        self.requirements
+            .iter()
+            .find(|r| r.op == Operator::In)
+            .map(|r| (r.key.as_str(), r.values.iter().map(String::as_str)))
+    }
+
     /// Whether this selector has no requirements.
     pub fn is_everything(&self) -> bool {
         self.requirements.is_empty()

@@ -12,13 +12,14 @@ mod reply;
 mod timestamp;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
 
 use self::config::{KEY_LABEL_FULL, RedisSourceConfig, RedisTarget, redact_url};
-use self::reads::{Batch, SeriesRead};
+use self::reads::{Batch, Pending, Planned, SeriesRead};
 use super::{Source, SourceError};
 use crate::config::{Config, Measure, MetricConfig};
 use crate::model::{Labels, Sample};
@@ -50,6 +51,24 @@ pub struct RedisSource {
     /// Keys found per (pattern, type), and when they were found.
     discovered: HashMap<(String, &'static str), Vec<String>>,
     last_discovery: Option<Instant>,
+    /// The series and their round-one commands, planned once per set of keys and reused by
+    /// every poll until discovery changes the keys.
+    plan: Option<Plan>,
+}
+
+/// Every series of this source with its round-one plan, and the round-one batch itself.
+struct Plan {
+    series: Vec<PlannedSeries>,
+    first: Batch,
+    time_idx: usize,
+}
+
+struct PlannedSeries {
+    metric: usize,
+    metric_name: Arc<str>,
+    key: String,
+    labels: Arc<Labels>,
+    planned: Planned,
 }
 
 impl RedisSource {
@@ -71,6 +90,7 @@ impl RedisSource {
             discovery_interval: config.discovery_interval.0,
             discovered: HashMap::new(),
             last_discovery: None,
+            plan: None,
         })
     }
 
@@ -145,6 +165,9 @@ impl RedisSource {
             }
             found.insert((pattern, ty), keys.into_iter().collect());
         }
+        if found != self.discovered {
+            self.plan = None;
+        }
         self.discovered = found;
         self.last_discovery = Some(Instant::now());
         Ok(())
@@ -158,52 +181,59 @@ impl RedisSource {
                 .is_none_or(|t| t.elapsed() >= self.discovery_interval)
     }
 
-    /// The series to read: (metric index, key, labels).
-    fn series(&self) -> Vec<(usize, String, Labels)> {
-        let mut out = Vec::new();
+    /// Plans every series: exact keys, and the keys discovery found for each pattern.
+    fn make_plan(&self) -> Plan {
+        let mut first = Batch::new();
+        let time_idx = first.add(&[b"TIME"]);
+        let mut series = Vec::new();
         for (i, m) in self.metrics.iter().enumerate() {
-            match (&m.target.key, &m.target.pattern) {
+            let metric_name: Arc<str> = Arc::from(m.name.as_str());
+            let keys: Vec<(String, Labels)> = match (&m.target.key, &m.target.pattern) {
                 (Some(key), _) => {
                     let mut labels = m.labels.clone();
                     labels.insert(KEY_LABEL_FULL.to_string(), key.clone());
-                    out.push((i, key.clone(), labels));
+                    vec![(key.clone(), labels)]
                 }
                 (None, Some(pattern)) => {
                     let ty = m.target.key_type.redis_name();
-                    for key in self
-                        .discovered
+                    self.discovered
                         .get(&(pattern.clone(), ty))
                         .into_iter()
                         .flatten()
-                    {
-                        let mut labels = m.labels.clone();
-                        labels.insert(KEY_LABEL_FULL.to_string(), key.clone());
-                        labels.insert(
-                            m.target.key_label().to_string(),
-                            wildcard_part(pattern, key),
-                        );
-                        out.push((i, key.clone(), labels));
-                    }
+                        .map(|key| {
+                            let mut labels = m.labels.clone();
+                            labels.insert(KEY_LABEL_FULL.to_string(), key.clone());
+                            labels.insert(
+                                m.target.key_label().to_string(),
+                                wildcard_part(pattern, key),
+                            );
+                            (key.clone(), labels)
+                        })
+                        .collect()
                 }
-                (None, None) => {}
+                (None, None) => Vec::new(),
+            };
+            for (key, labels) in keys {
+                let read = SeriesRead {
+                    target: &m.target,
+                    measure: m.measure,
+                    key: &key,
+                };
+                let planned = read.plan(&mut first);
+                series.push(PlannedSeries {
+                    metric: i,
+                    metric_name: metric_name.clone(),
+                    key,
+                    labels: Arc::new(labels),
+                    planned,
+                });
             }
         }
-        out
-    }
-
-    /// The commands one poll sends in round one, for the read-only audit and benchmarks.
-    pub fn round_one_commands(&self) -> Vec<String> {
-        let mut batch = Batch::default();
-        batch.add(&[b"TIME"]);
-        for (i, key, _) in self.series() {
-            SeriesRead::plan(
-                &self.metrics[i].target,
-                self.metrics[i].measure,
-                key,
-                &mut batch,
-            );
+        Plan {
+            series,
+            first,
+            time_idx,
         }
-        batch.command_names()
     }
 }
 
@@ -232,43 +262,49 @@ impl Source for RedisSource {
 
 impl RedisSource {
     /// Reads every series: round one, then round two where a lookup needs it.
-    async fn read(&self, conn: &mut MultiplexedConnection) -> Result<Vec<Sample>, SourceError> {
-        let series = self.series();
-        let mut first = Batch::default();
-        let time_idx = first.add(&[b"TIME"]);
-        let mut reads: Vec<SeriesRead<'_>> = series
-            .iter()
-            .map(|(i, key, _)| {
-                SeriesRead::plan(
-                    &self.metrics[*i].target,
-                    self.metrics[*i].measure,
-                    key.clone(),
-                    &mut first,
-                )
-            })
-            .collect();
-        let replies = run(&first, conn, &self.display_url).await?;
-        let now_ms = reply::time_ms(&replies[time_idx]).map_err(|e| SourceError::BadReply {
-            what: format!("TIME: {e}"),
-        })?;
-        let mut second = Batch::default();
-        for r in &mut reads {
-            r.after_round_one(&replies, now_ms, &mut second);
+    async fn read(&mut self, conn: &mut MultiplexedConnection) -> Result<Vec<Sample>, SourceError> {
+        if self.plan.is_none() {
+            self.plan = Some(self.make_plan());
         }
+        let (Some(plan), metrics) = (&self.plan, &self.metrics) else {
+            unreachable!("planned above");
+        };
+        let replies = run(&plan.first, conn, &self.display_url).await?;
+        let now_ms =
+            reply::time_ms(&replies[plan.time_idx]).map_err(|e| SourceError::BadReply {
+                what: format!("TIME: {e}"),
+            })?;
+        let mut second = Batch::new();
+        let pending: Vec<Pending> = plan
+            .series
+            .iter()
+            .map(|s| read_of(metrics, s).after_round_one(&s.planned, &replies, now_ms, &mut second))
+            .collect();
+        drop(replies);
         let replies = if second.is_empty() {
             Vec::new()
         } else {
             run(&second, conn, &self.display_url).await?
         };
-        Ok(reads
-            .into_iter()
-            .zip(series)
-            .map(|(r, (i, _, labels))| Sample {
-                metric: self.metrics[i].name.clone(),
-                labels,
-                value: r.finish(&replies, now_ms),
+        Ok(plan
+            .series
+            .iter()
+            .zip(pending)
+            .map(|(s, p)| Sample {
+                metric: s.metric_name.clone(),
+                labels: s.labels.clone(),
+                value: read_of(metrics, s).finish(p, &replies, now_ms),
             })
             .collect())
+    }
+}
+
+fn read_of<'a>(metrics: &'a [MetricPlan], s: &'a PlannedSeries) -> SeriesRead<'a> {
+    let m = &metrics[s.metric];
+    SeriesRead {
+        target: &m.target,
+        measure: m.measure,
+        key: s.key.as_str(),
     }
 }
 

@@ -19,170 +19,204 @@ use crate::model::SeriesError;
 /// kombu's separator between a queue name and its priority step (`kombu/transport/redis.py`).
 const KOMBU_PRIORITY_SEP: &str = "\x06\x16";
 
-/// A deduplicated list of commands for one pipelined round trip.
-#[derive(Debug, Default)]
+/// A deduplicated, ready-to-send list of commands for one pipelined round trip.
 pub struct Batch {
-    cmds: Vec<Vec<Vec<u8>>>,
-    index: HashMap<Vec<Vec<u8>>, usize>,
+    pipeline: redis::Pipeline,
+    /// Command names, for `Debug` and the count.
+    names: Vec<String>,
+    /// Each command's arguments, length-prefixed into one buffer, to find duplicates.
+    index: HashMap<Vec<u8>, usize>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("commands", &self.names.len())
+            .finish()
+    }
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Batch {
+    /// An empty batch whose per-command errors come back as replies, not as a failed pipeline.
+    pub fn new() -> Self {
+        let mut pipeline = redis::pipe();
+        pipeline.ignore_errors();
+        Batch {
+            pipeline,
+            names: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
     /// Adds a command (name first) unless the same one is already queued; returns its reply index.
     pub fn add(&mut self, args: &[&[u8]]) -> usize {
-        let owned: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
-        if let Some(&i) = self.index.get(&owned) {
+        let mut flat = Vec::with_capacity(args.iter().map(|a| a.len() + 4).sum());
+        for a in args {
+            flat.extend_from_slice(&(a.len() as u32).to_le_bytes());
+            flat.extend_from_slice(a);
+        }
+        if let Some(&i) = self.index.get(&flat) {
             return i;
         }
-        let i = self.cmds.len();
-        self.cmds.push(owned.clone());
-        self.index.insert(owned, i);
+        let i = self.names.len();
+        let name = String::from_utf8_lossy(args[0]).into_owned();
+        let mut cmd = redis::cmd(&name);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        self.pipeline.add_command(cmd);
+        self.names.push(name.to_ascii_uppercase());
+        self.index.insert(flat, i);
         i
     }
 
     /// How many commands are queued.
     pub fn len(&self) -> usize {
-        self.cmds.len()
+        self.names.len()
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.cmds.is_empty()
+        self.names.is_empty()
     }
 
-    /// The queued commands as a pipeline whose per-command errors come back as replies.
-    pub fn pipeline(&self) -> redis::Pipeline {
-        let mut p = redis::pipe();
-        p.ignore_errors();
-        for args in &self.cmds {
-            let mut c = redis::cmd(&String::from_utf8_lossy(&args[0]));
-            for a in &args[1..] {
-                c.arg(a.as_slice());
-            }
-            p.add_command(c);
-        }
-        p
-    }
-
-    /// The command names queued, for the read-only audit in tests.
-    pub fn command_names(&self) -> Vec<String> {
-        self.cmds
-            .iter()
-            .map(|c| String::from_utf8_lossy(&c[0]).to_ascii_uppercase())
-            .collect()
+    /// The queued commands as one pipeline.
+    pub fn pipeline(&self) -> &redis::Pipeline {
+        &self.pipeline
     }
 }
 
-/// One series' read, between planning and its value.
-#[derive(Debug)]
+/// What one series reads: its target, measure and key. Cheap; made per evaluation.
+#[derive(Debug, Clone, Copy)]
 pub struct SeriesRead<'a> {
-    target: &'a RedisTarget,
-    measure: Measure,
-    key: String,
-    stage: Stage,
+    /// What the metric reads.
+    pub target: &'a RedisTarget,
+    /// What it computes.
+    pub measure: Measure,
+    /// The key of this series.
+    pub key: &'a str,
 }
 
-#[derive(Debug)]
-enum Stage {
+/// A series' round-one commands (reply indices into the round-one batch). Depends only on the
+/// key and target, so it is planned once per set of keys and reused by every poll.
+#[derive(Debug, Clone)]
+pub enum Planned {
     /// Sum of integer replies (lengths, including kombu sub-lists).
     Sum(Vec<(usize, String)>),
     /// `LINDEX` of the oldest end of each list read.
     ListOldest(Vec<(usize, String)>),
     /// `TYPE`, `XINFO GROUPS` and, for ages, the `XPENDING` summary.
     StreamGroup {
+        /// `TYPE key`.
         type_idx: usize,
+        /// `XINFO GROUPS key`.
         groups_idx: usize,
+        /// `XPENDING key group`, for the ages.
         pending_idx: Option<usize>,
     },
     /// `ZRANGE key 0 0 WITHSCORES`.
     ZsetOldest(usize),
     /// Nothing in round one; `ZCOUNT` to the server's now in round two.
     ZsetReady,
-    /// Round-two: `HGET`s of the hashes the oldest elements name; the oldest time wins.
-    HashTimes(Vec<(usize, String)>),
-    /// Round-two: `XRANGE key (last-delivered + COUNT 1`.
-    StreamFirstAfter(usize),
-    /// Round-two: `ZCOUNT`.
-    ZsetCount(usize),
-    /// Finished.
-    Done(Result<f64, SeriesError>),
 }
 
-impl<'a> SeriesRead<'a> {
-    /// Plans the round-one commands of the series at `key` into `batch`.
-    pub fn plan(target: &'a RedisTarget, measure: Measure, key: String, batch: &mut Batch) -> Self {
+/// A series after round one: its value, or the round-two lookup it waits for.
+#[derive(Debug)]
+pub enum Pending {
+    /// Finished.
+    Done(Result<f64, SeriesError>),
+    /// `HGET`s of the hashes the oldest elements name; the oldest time wins.
+    HashTimes(Vec<(usize, String)>),
+    /// `XRANGE key (last-delivered + COUNT 1`.
+    StreamFirstAfter(usize),
+    /// `ZCOUNT key -inf now`.
+    ZsetCount(usize),
+}
+
+impl SeriesRead<'_> {
+    /// Plans the round-one commands of this series into `batch`.
+    pub fn plan(&self, batch: &mut Batch) -> Planned {
+        let key = self.key;
         let k = key.as_bytes();
-        let stage = match (target.key_type, measure) {
-            (KeyType::List, Measure::Length) => Stage::Sum(
-                list_keys(target, &key)
+        match (self.target.key_type, self.measure) {
+            (KeyType::List, Measure::Length) => Planned::Sum(
+                list_keys(self.target, key)
                     .into_iter()
                     .map(|lk| (batch.add(&[b"LLEN", lk.as_bytes()]), lk))
                     .collect(),
             ),
             (KeyType::List, _) => {
-                let index: &[u8] = match target.oldest_at.unwrap_or(ListEnd::Tail) {
+                let index: &[u8] = match self.target.oldest_at.unwrap_or(ListEnd::Tail) {
                     ListEnd::Head => b"0",
                     ListEnd::Tail => b"-1",
                 };
-                Stage::ListOldest(
-                    list_keys(target, &key)
+                Planned::ListOldest(
+                    list_keys(self.target, key)
                         .into_iter()
                         .map(|lk| (batch.add(&[b"LINDEX", lk.as_bytes(), index]), lk))
                         .collect(),
                 )
             }
             (KeyType::Stream, Measure::Length) => {
-                Stage::Sum(vec![(batch.add(&[b"XLEN", k]), key.clone())])
+                Planned::Sum(vec![(batch.add(&[b"XLEN", k]), key.to_string())])
             }
             (KeyType::Stream, _) => {
-                let group = target.group.as_deref().unwrap_or_default().as_bytes();
+                let group = self.target.group.as_deref().unwrap_or_default().as_bytes();
                 let pending_idx = matches!(
-                    measure,
+                    self.measure,
                     Measure::OldestPendingAgeSeconds | Measure::OldestUnprocessedAgeSeconds
                 )
                 .then(|| batch.add(&[b"XPENDING", k, group]));
-                Stage::StreamGroup {
+                Planned::StreamGroup {
                     type_idx: batch.add(&[b"TYPE", k]),
                     groups_idx: batch.add(&[b"XINFO", b"GROUPS", k]),
                     pending_idx,
                 }
             }
             (KeyType::Zset, Measure::Length) => {
-                Stage::Sum(vec![(batch.add(&[b"ZCARD", k]), key.clone())])
+                Planned::Sum(vec![(batch.add(&[b"ZCARD", k]), key.to_string())])
             }
-            (KeyType::Zset, Measure::Ready) => Stage::ZsetReady,
+            (KeyType::Zset, Measure::Ready) => Planned::ZsetReady,
             (KeyType::Zset, _) => {
-                Stage::ZsetOldest(batch.add(&[b"ZRANGE", k, b"0", b"0", b"WITHSCORES"]))
+                Planned::ZsetOldest(batch.add(&[b"ZRANGE", k, b"0", b"0", b"WITHSCORES"]))
             }
-        };
-        SeriesRead {
-            target,
-            measure,
-            key,
-            stage,
         }
     }
 
     /// Evaluates round one; queues round-two commands into `next` where a lookup is needed.
-    pub fn after_round_one(&mut self, replies: &[Value], now_ms: f64, next: &mut Batch) {
-        let stage = std::mem::replace(
-            &mut self.stage,
-            Stage::Done(Err(SeriesError::new("not evaluated"))),
-        );
-        self.stage = match self.round_one(stage, replies, now_ms, next) {
-            Ok(stage) => stage,
-            Err(e) => Stage::Done(Err(SeriesError::new(e))),
-        };
+    pub fn after_round_one(
+        &self,
+        planned: &Planned,
+        replies: &[Value],
+        now_ms: f64,
+        next: &mut Batch,
+    ) -> Pending {
+        match self.round_one(planned, replies, now_ms, next) {
+            Ok(p) => p,
+            Err(e) => Pending::Done(Err(SeriesError::new(e))),
+        }
     }
 
-    /// Evaluates round two (if this series took part in it) and returns the value.
-    pub fn finish(self, replies: &[Value], now_ms: f64) -> Result<f64, SeriesError> {
-        let key = self.key.clone();
-        let result = match self.stage {
-            Stage::Done(r) => return r,
-            Stage::HashTimes(lookups) => {
+    /// Evaluates round two (where this series took part in it) and returns the value.
+    pub fn finish(
+        &self,
+        pending: Pending,
+        replies: &[Value],
+        now_ms: f64,
+    ) -> Result<f64, SeriesError> {
+        let key = self.key;
+        let result = match pending {
+            Pending::Done(r) => return r,
+            Pending::HashTimes(lookups) => {
                 hash_times(&lookups, replies, self.target.timestamp.as_ref(), now_ms)
             }
-            Stage::StreamFirstAfter(i) => get(replies, i, &key).and_then(|v| {
+            Pending::StreamFirstAfter(i) => get(replies, i, key).and_then(|v| {
                 let entries = reply::array(v)?;
                 match entries.first() {
                     None => Ok(0.0),
@@ -193,26 +227,25 @@ impl<'a> SeriesRead<'a> {
                     }
                 }
             }),
-            Stage::ZsetCount(i) => get(replies, i, &key)
-                .and_then(|v| checked(v, &key, "a sorted set"))
+            Pending::ZsetCount(i) => get(replies, i, key)
+                .and_then(|v| checked(v, key, "a sorted set"))
                 .and_then(|v| reply::int(v).map(|n| n as f64)),
-            other => Err(format!("internal: stage {other:?} left after round two")),
         };
         result.map_err(SeriesError::new)
     }
 
     fn round_one(
         &self,
-        stage: Stage,
+        stage: &Planned,
         replies: &[Value],
         now_ms: f64,
         next: &mut Batch,
-    ) -> Result<Stage, String> {
-        let key = &self.key;
+    ) -> Result<Pending, String> {
+        let key = self.key;
         Ok(match stage {
-            Stage::Sum(parts) => {
+            Planned::Sum(parts) => {
                 let mut total = 0i64;
-                for (i, part_key) in &parts {
+                for (i, part_key) in parts {
                     let v = checked(
                         get(replies, *i, part_key)?,
                         part_key,
@@ -222,26 +255,26 @@ impl<'a> SeriesRead<'a> {
                         reply::int(v).map_err(|e| format!("key {part_key:?}: {e}"))?,
                     );
                 }
-                Stage::Done(Ok(total as f64))
+                Pending::Done(Ok(total as f64))
             }
-            Stage::ListOldest(parts) => self.list_oldest(&parts, replies, now_ms, next)?,
-            Stage::StreamGroup {
+            Planned::ListOldest(parts) => self.list_oldest(parts, replies, now_ms, next)?,
+            Planned::StreamGroup {
                 type_idx,
                 groups_idx,
                 pending_idx,
-            } => self.stream_group(type_idx, groups_idx, pending_idx, replies, now_ms, next)?,
-            Stage::ZsetOldest(i) => {
-                let v = checked(get(replies, i, key)?, key, "a sorted set")?;
+            } => self.stream_group(*type_idx, *groups_idx, *pending_idx, replies, now_ms, next)?,
+            Planned::ZsetOldest(i) => {
+                let v = checked(get(replies, *i, key)?, key, "a sorted set")?;
                 let items = reply::array(v)?;
                 match items.get(1) {
-                    None => Stage::Done(Ok(0.0)),
+                    None => Pending::Done(Ok(0.0)),
                     Some(score) => {
                         let score = reply::text(score)?.unwrap_or_default();
                         let due_ms =
                             score_to_ms(&score, self.target.score_unit.unwrap_or_default())
                                 .map_err(|e| format!("sorted set {key:?}: {e}"))?;
                         // Nothing is due before its run-at time: only overdue entries have an age.
-                        Stage::Done(Ok(if due_ms <= now_ms {
+                        Pending::Done(Ok(if due_ms <= now_ms {
                             (now_ms - due_ms) / 1000.0
                         } else {
                             0.0
@@ -249,12 +282,15 @@ impl<'a> SeriesRead<'a> {
                     }
                 }
             }
-            Stage::ZsetReady => {
+            Planned::ZsetReady => {
                 let bound = ms_to_score(now_ms, self.target.score_unit.unwrap_or_default());
-                Stage::ZsetCount(next.add(&[b"ZCOUNT", key.as_bytes(), b"-inf", bound.as_bytes()]))
+                Pending::ZsetCount(next.add(&[
+                    b"ZCOUNT",
+                    key.as_bytes(),
+                    b"-inf",
+                    bound.as_bytes(),
+                ]))
             }
-            done @ Stage::Done(_) => done,
-            other => return Err(format!("internal: stage {other:?} in round one")),
         })
     }
 
@@ -264,7 +300,7 @@ impl<'a> SeriesRead<'a> {
         replies: &[Value],
         now_ms: f64,
         next: &mut Batch,
-    ) -> Result<Stage, String> {
+    ) -> Result<Pending, String> {
         let Some(spec) = &self.target.timestamp else {
             return Err("no timestamp configured".into());
         };
@@ -293,12 +329,12 @@ impl<'a> SeriesRead<'a> {
         }
         if !lookups.is_empty() {
             // json_pointer and hash are exclusive (config validation), so lookups decide alone.
-            return Ok(Stage::HashTimes(lookups));
+            return Ok(Pending::HashTimes(lookups));
         }
-        Ok(Stage::Done(match oldest {
+        Ok(Pending::Done(match oldest {
             None => Ok(0.0),
             Some(ms) => timestamp::age_seconds(ms, now_ms)
-                .map_err(|e| SeriesError::new(format!("list {:?}: {e}", self.key))),
+                .map_err(|e| SeriesError::new(format!("list {key:?}: {e}", key = self.key))),
         }))
     }
 
@@ -310,13 +346,13 @@ impl<'a> SeriesRead<'a> {
         replies: &[Value],
         now_ms: f64,
         next: &mut Batch,
-    ) -> Result<Stage, String> {
-        let key = &self.key;
+    ) -> Result<Pending, String> {
+        let key = self.key;
         let group = self.target.group.as_deref().unwrap_or_default();
         let ty = reply::text(get(replies, type_idx, key)?)?.unwrap_or_default();
         match ty.as_str() {
             // No stream: nothing was ever added, or it was deleted. Nothing waits.
-            "none" => return Ok(Stage::Done(Ok(0.0))),
+            "none" => return Ok(Pending::Done(Ok(0.0))),
             "stream" => {}
             other => return Err(format!("key {key:?} is a {other}, not a stream")),
         }
@@ -349,26 +385,26 @@ impl<'a> SeriesRead<'a> {
                         "Redis cannot tell the lag of group {group:?} on stream {key:?} (it reports nil after XDEL or when the group's position is unknown); refusing to guess"
                     ));
                 }
-                Some(v) => Stage::Done(Ok(reply::int(v)? as f64)),
+                Some(v) => Pending::Done(Ok(reply::int(v)? as f64)),
             },
-            Measure::Pending => Stage::Done(Ok(pending as f64)),
+            Measure::Pending => Pending::Done(Ok(pending as f64)),
             _ if pending > 0 => {
                 let summary = reply::array(get(replies, pending_idx.unwrap_or(usize::MAX), key)?)?;
                 let min_id =
                     reply::text(summary.get(1).unwrap_or(&Value::Nil))?.ok_or_else(|| {
                         format!("XPENDING on {key:?} reported {pending} pending but no oldest ID")
                     })?;
-                Stage::Done(
+                Pending::Done(
                     timestamp::age_seconds(reply::stream_id_ms(&min_id)?, now_ms)
                         .map_err(SeriesError::new),
                 )
             }
-            Measure::OldestPendingAgeSeconds => Stage::Done(Ok(0.0)),
+            Measure::OldestPendingAgeSeconds => Pending::Done(Ok(0.0)),
             _ => {
                 // Nothing pending: the oldest unfinished entry is the first one after the group's
                 // last-delivered ID (delivery is in ID order). A known lag of 0 means there is none.
                 if let Some(Value::Int(0)) = field("lag") {
-                    return Ok(Stage::Done(Ok(0.0)));
+                    return Ok(Pending::Done(Ok(0.0)));
                 }
                 let last = field("last-delivered-id")
                     .map(reply::text)
@@ -376,7 +412,7 @@ impl<'a> SeriesRead<'a> {
                     .flatten()
                     .unwrap_or_else(|| "0-0".into());
                 let from = format!("({last}");
-                Stage::StreamFirstAfter(next.add(&[
+                Pending::StreamFirstAfter(next.add(&[
                     b"XRANGE",
                     key.as_bytes(),
                     from.as_bytes(),
