@@ -24,10 +24,12 @@ run: services
 check: services
 	$(CARGO) run --quiet -- check --config $(CONFIG)
 
-## The whole suite: formatting, clippy, unit and integration tests against the local Redis.
+## The whole suite: formatting, clippy, unit and integration tests against the local Redis,
+## benchmarks run once as tests, and `kubectl get --raw` against the adapter.
 test: services lint
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
+	scripts/kubectl-raw-check.sh
 
 unit:
 	$(CARGO) test --lib

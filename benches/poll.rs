@@ -91,20 +91,17 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("poll_10000_queues");
     group.sample_size(30);
     group.bench_function("raw_pipeline_baseline", |b| {
-        b.to_async(&rt).iter(|| {
-            let mut conn = raw.clone();
-            let p = baseline.clone();
-            async move {
-                let v: Vec<redis::Value> = p.query_async(&mut conn).await.expect("pipeline");
-                v
-            }
+        b.iter(|| {
+            let v: Vec<redis::Value> = rt
+                .block_on(baseline.query_async(&mut raw))
+                .expect("pipeline");
+            v
         });
     });
     group.bench_function("adapter_poll", |b| {
         b.iter(|| rt.block_on(source.poll()).expect("poll"));
     });
     group.finish();
-    let _ = &mut raw;
     rt.block_on(unload(&prefix));
 }
 

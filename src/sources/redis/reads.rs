@@ -540,6 +540,126 @@ mod tests {
         );
     }
 
+    /// A captured JSON rendering of a reply as the `redis::Value` the client would give
+    /// (objects are RESP3 maps).
+    fn value_of(j: &serde_json::Value) -> Value {
+        match j {
+            serde_json::Value::Null => Value::Nil,
+            serde_json::Value::Bool(b) => Value::Int(i64::from(*b)),
+            serde_json::Value::Number(n) => Value::Int(n.as_i64().expect("integer")),
+            serde_json::Value::String(s) => Value::BulkString(s.as_bytes().to_vec()),
+            serde_json::Value::Array(a) => Value::Array(a.iter().map(value_of).collect()),
+            serde_json::Value::Object(o) => Value::Map(
+                o.iter()
+                    .map(|(k, v)| (Value::BulkString(k.as_bytes().to_vec()), value_of(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Evaluates one stream measure over captured replies, answering each planned command from
+    /// `answer` by its name.
+    fn stream_measure(
+        measure: Measure,
+        answer: impl Fn(&str) -> Value,
+        now_ms: f64,
+    ) -> Result<f64, SeriesError> {
+        let target: RedisTarget =
+            yaml_serde::from_str("{type: stream, key: \"embed:stream\", group: workers}")
+                .expect("parses");
+        let read = SeriesRead {
+            target: &target,
+            measure,
+            key: "embed:stream",
+        };
+        let mut first = Batch::new();
+        let planned = read.plan(&mut first);
+        let replies: Vec<Value> = first.names.iter().map(|n| answer(n)).collect();
+        let mut second = Batch::new();
+        let pending = read.after_round_one(&planned, &replies, now_ms, &mut second);
+        let replies: Vec<Value> = second.names.iter().map(|n| answer(n)).collect();
+        read.finish(pending, &replies, now_ms)
+    }
+
+    #[test]
+    fn captured_stream_replies_give_lag_pending_and_ages() {
+        let fixture: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/redis-7.0.15-queue-idioms.json"
+        ))
+        .expect("fixture");
+        let stream = &fixture["stream"];
+        let now_ms = fixture["now_ms"].as_f64().expect("now_ms");
+        let answer = |groups: &'static str| {
+            let stream = stream.clone();
+            move |name: &str| match name {
+                "TYPE" => Value::SimpleString("stream".into()),
+                "XINFO" => value_of(&stream[groups]),
+                "XPENDING" => value_of(&stream["XPENDING_summary"]),
+                "XRANGE" => value_of(&stream["XRANGE_first_undelivered"]),
+                other => panic!("unexpected command {other}"),
+            }
+        };
+        assert_eq!(
+            stream_measure(Measure::Lag, answer("XINFO_GROUPS"), now_ms),
+            Ok(4.0)
+        );
+        assert_eq!(
+            stream_measure(Measure::Pending, answer("XINFO_GROUPS"), now_ms),
+            Ok(2.0)
+        );
+        // Oldest pending is 1795311009997-0; the capture's clock read 1795311069997: 60 s.
+        assert_eq!(
+            stream_measure(
+                Measure::OldestPendingAgeSeconds,
+                answer("XINFO_GROUPS"),
+                now_ms
+            ),
+            Ok(60.0)
+        );
+        assert_eq!(
+            stream_measure(
+                Measure::OldestUnprocessedAgeSeconds,
+                answer("XINFO_GROUPS"),
+                now_ms
+            ),
+            Ok(60.0)
+        );
+        let err = stream_measure(
+            Measure::Lag,
+            answer("XINFO_GROUPS_after_XDEL_of_undelivered_entry"),
+            now_ms,
+        )
+        .expect_err("nil lag after XDEL");
+        assert!(err.0.contains("refusing to guess"), "{err}");
+    }
+
+    #[test]
+    fn resp2_flat_group_replies_read_the_same_as_resp3_maps() {
+        let text = include_str!("../../../tests/fixtures/redis-7.0.15-streams-resp2-resp3.txt");
+        let mut lines = text.lines();
+        let mut groups = Vec::new();
+        while let Some(line) = lines.next() {
+            if line == "> XINFO GROUPS embed:stream" {
+                let reply: serde_json::Value =
+                    serde_json::from_str(lines.next().expect("reply line")).expect("json");
+                groups.push(value_of(&reply));
+            }
+        }
+        assert_eq!(groups.len(), 2, "one RESP2 and one RESP3 rendering");
+        for g in groups {
+            let answer = |name: &str| match name {
+                "TYPE" => Value::SimpleString("stream".into()),
+                "XINFO" => g.clone(),
+                other => panic!("unexpected command {other}"),
+            };
+            assert_eq!(stream_measure(Measure::Pending, answer, 0.0), Ok(2.0));
+            assert!(
+                stream_measure(Measure::Lag, answer, 0.0).is_err(),
+                "lag is null in this capture"
+            );
+        }
+    }
+
     #[test]
     fn bullmq_scores_map_to_milliseconds() {
         assert_eq!(
