@@ -60,6 +60,8 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One TLS crypto provider for the whole process (rustls is built with ring only).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     init_logging(cli.log_format);
     match run(cli.command).await {
         Ok(code) => code,

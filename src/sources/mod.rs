@@ -54,6 +54,14 @@ pub enum SourceError {
         /// The client's error.
         message: String,
     },
+    /// The server refused the poll as a whole (`NOAUTH`, `NOPERM` on `TIME`, `LOADING`).
+    #[error("{target} refused the poll: {message}")]
+    Refused {
+        /// The redacted address.
+        target: String,
+        /// The server's error.
+        message: String,
+    },
     /// The poll took longer than `poll_timeout`.
     #[error("the poll did not finish within {after:?}")]
     Timeout {
@@ -75,6 +83,7 @@ impl SourceError {
             SourceError::Config { .. } => "config",
             SourceError::Connect { .. } => "connect",
             SourceError::Io { .. } => "io",
+            SourceError::Refused { .. } => "refused",
             SourceError::Timeout { .. } => "timeout",
             SourceError::BadReply { .. } => "bad_reply",
         }

@@ -232,13 +232,21 @@ pub fn quantity(q: &str) -> f64 {
 /// A private `redis-server` on a free port, for tests that stop it or audit its command stats.
 pub struct RedisProcess {
     pub port: u16,
-    dir: PathBuf,
+    pub dir: PathBuf,
     child: Option<Child>,
+    /// Extra server arguments (TLS, a password); with them, readiness is a TCP connect.
+    extra: Vec<String>,
 }
 
 impl RedisProcess {
     /// Starts a server on a free port and waits until it answers.
     pub async fn start() -> RedisProcess {
+        Self::start_with(|_| Vec::new()).await
+    }
+
+    /// Starts a server with extra arguments made from its scratch directory; `{port}` in them
+    /// is the free port, and they must then name the port themselves.
+    pub async fn start_with(extra: impl FnOnce(&std::path::Path) -> Vec<String>) -> RedisProcess {
         let port = StdListener::bind("127.0.0.1:0")
             .expect("free port")
             .local_addr()
@@ -246,27 +254,31 @@ impl RedisProcess {
             .port();
         let dir = std::env::temp_dir().join(format!("qma-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
+        let extra = extra(&dir)
+            .into_iter()
+            .map(|a| a.replace("{port}", &port.to_string()))
+            .collect();
         let mut p = RedisProcess {
             port,
             dir,
             child: None,
+            extra,
         };
         p.spawn().await;
         p
     }
 
     async fn spawn(&mut self) {
+        let mut args: Vec<String> = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if self.extra.is_empty() {
+            args.extend(["--port".to_string(), self.port.to_string()]);
+        }
+        args.extend(self.extra.iter().cloned());
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(&args)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -275,7 +287,14 @@ impl RedisProcess {
             .expect("redis-server is installed (make test installs it)");
         self.child = Some(child);
         for _ in 0..100 {
-            if let Ok(client) = redis::Client::open(self.url().as_str())
+            if !self.extra.is_empty() {
+                if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            } else if let Ok(client) = redis::Client::open(self.url().as_str())
                 && let Ok(mut c) = client.get_multiplexed_async_connection().await
                 && redis::cmd("PING")
                     .query_async::<String>(&mut c)

@@ -270,6 +270,12 @@ impl RedisSource {
             unreachable!("planned above");
         };
         let replies = run(&plan.first, conn, &self.display_url).await?;
+        if let Some(message) = reply::server_error(&replies[plan.time_idx]) {
+            return Err(SourceError::Refused {
+                target: self.display_url.clone(),
+                message,
+            });
+        }
         let now_ms =
             reply::time_ms(&replies[plan.time_idx]).map_err(|e| SourceError::BadReply {
                 what: format!("TIME: {e}"),

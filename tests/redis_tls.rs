@@ -1,0 +1,123 @@
+//! `rediss://` with a private CA and a password from a file, against a private TLS `redis-server`
+//! whose certificates the test makes. A wrong password is a 503 that names the refusal and never
+//! shows a password.
+
+mod common;
+
+use common::{Adapter, RedisProcess, single_value};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+struct Pki {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn pki() -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "qma-test-ca");
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
+    let key = KeyPair::generate().expect("server key");
+    let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .expect("params");
+    let cert = params.signed_by(&key, &ca).expect("server cert");
+    Pki {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca_and_a_password_file_reads_values() {
+    let pki = pki();
+    let redis = RedisProcess::start_with(|dir| {
+        std::fs::write(dir.join("ca.crt"), &pki.ca_pem).expect("ca");
+        std::fs::write(dir.join("server.crt"), &pki.cert_pem).expect("cert");
+        std::fs::write(dir.join("server.key"), &pki.key_pem).expect("key");
+        let f = |n: &str| dir.join(n).display().to_string();
+        vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            "{port}".into(),
+            "--tls-cert-file".into(),
+            f("server.crt"),
+            "--tls-key-file".into(),
+            f("server.key"),
+            "--tls-ca-cert-file".into(),
+            f("ca.crt"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--requirepass".into(),
+            "tls-test-secret".into(),
+        ]
+    })
+    .await;
+    std::fs::write(redis.dir.join("password"), "tls-test-secret\n").expect("password file");
+    std::fs::write(redis.dir.join("wrong"), "not-the-password\n").expect("password file");
+    let ca = redis.dir.join("ca.crt").display().to_string();
+
+    // Put data in through TLS as a producer would.
+    let info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(
+        format!("rediss://localhost:{}/0", redis.port).as_str(),
+    )
+    .expect("url");
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_password("tls-test-secret");
+    let info = info.set_redis_settings(settings);
+    let client = redis::Client::build_with_tls(
+        info,
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pki.ca_pem.clone().into_bytes()),
+        },
+    )
+    .expect("tls client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("tls connect");
+    let _: i64 = redis::cmd("LPUSH")
+        .arg("jobs")
+        .arg("a")
+        .arg("b")
+        .query_async(&mut c)
+        .await
+        .expect("lpush");
+
+    let config = |password_file: &str| {
+        format!(
+            "poll_interval: 200ms\nsources:\n  secure:\n    redis: {{url: \"rediss://localhost:{}/0\", password_file: \"{}\", ca_file: \"{ca}\"}}\nmetrics:\n  - {{name: q, source: secure, measure: length, redis: {{type: list, key: jobs}}}}\n",
+            redis.port,
+            redis.dir.join(password_file).display()
+        )
+    };
+    let a = Adapter::start(&config("password")).await;
+    a.polls(1).await;
+    let (status, body) = a.metric("q", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(single_value(&body), 2.0);
+    a.stop().await;
+
+    let a = Adapter::start(&config("wrong")).await;
+    a.polls(1).await;
+    let (status, body) = a.metric("q", None).await;
+    assert_eq!(status, 503, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.to_lowercase().contains("authentication failed"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("not-the-password") && !message.contains("tls-test-secret"),
+        "{message}"
+    );
+    a.stop().await;
+}
