@@ -147,6 +147,17 @@ async fn errors_are_metav1_status_with_the_right_codes() {
         "{body}"
     );
 
+    let (status, body) = a
+        .get_json(&format!(
+            "{API}/namespaces/default/queues?labelSelector=%ZZ"
+        ))
+        .await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (400, Some("Status")),
+        "{body}"
+    );
+
     // Namespace-restricted metric: unknown elsewhere.
     assert_eq!(a.metric("ml_only", None).await.0, 404);
     let (status, _) = a.get_json(&format!("{API}/namespaces/ml/ml_only")).await;
@@ -203,19 +214,18 @@ async fn probes_and_prometheus_metrics_say_what_they_mean() {
 async fn readiness_waits_for_the_first_poll_and_an_unreachable_source_never_serves_zero() {
     // Nothing listens on port 1: every poll fails to connect.
     let a = Adapter::start(
-        "poll_interval: 200ms\nsources:\n  down:\n    redis: {url: \"redis://127.0.0.1:1/0\"}\nmetrics:\n  - {name: q, source: down, measure: length, redis: {type: list, key: q}}\n",
+        "poll_interval: 200ms\nsources:\n  down:\n    redis: {url: \"redis://:url-secret@127.0.0.1:1/0\"}\nmetrics:\n  - {name: q, source: down, measure: length, redis: {type: list, key: q}}\n",
     )
     .await;
     a.polls(1).await;
     let (status, body) = a.metric("q", None).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["reason"], "ServiceUnavailable");
+    let message = body["message"].as_str().expect("message");
+    assert!(message.contains("cannot connect"), "{body}");
     assert!(
-        body["message"]
-            .as_str()
-            .expect("message")
-            .contains("cannot connect"),
-        "{body}"
+        !message.contains("url-secret"),
+        "no password in errors: {message}"
     );
     // Ready: the adapter serves, and says per metric that this source is down.
     assert_eq!(a.get_text("/readyz").await.0, 200);
@@ -224,6 +234,7 @@ async fn readiness_waits_for_the_first_poll_and_an_unreachable_source_never_serv
         !text.contains("qma_metric_value{metric=\"q\""),
         "no value line while unavailable"
     );
+    assert!(!text.contains("url-secret"), "no password in /metrics");
     assert!(
         text.contains("qma_poll_errors_total{kind=\"connect\",source=\"down\"}"),
         "{text}"

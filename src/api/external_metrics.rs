@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use axum::Json;
 use axum::Router;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -149,9 +150,16 @@ pub fn rfc3339_seconds(t: SystemTime) -> String {
 
 async fn metric_values(
     State(state): State<AppState>,
-    Path((namespace, metric)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
+    let (Path((namespace, metric)), Query(query)) = match (path, query) {
+        (Ok(p), Ok(q)) => (p, q),
+        (Err(e), _) => return status_response(Status::bad_request(format!("invalid path: {e}"))),
+        (_, Err(e)) => {
+            return status_response(Status::bad_request(format!("invalid query string: {e}")));
+        }
+    };
     let selector = match query.get("labelSelector").map(|s| Selector::parse(s)) {
         None => Selector::everything(),
         Some(Ok(s)) => s,
