@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, AppState, Routes, health::Health};
 use crate::config::{Config, SourceConfig};
 use crate::poller::{self, Heartbeats, Schedule};
+use crate::sources::rabbitmq::RabbitMqSource;
 use crate::sources::redis::RedisSource;
 use crate::store::{MetricInfo, Store};
 use crate::telemetry::AdapterMetrics;
@@ -100,6 +101,19 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
         match source {
             SourceConfig::Redis(conn) => {
                 let s = RedisSource::new(name, conn, &config)
+                    .with_context(|| format!("source {name}"))?;
+                poller::spawn(
+                    s,
+                    schedule,
+                    store.clone(),
+                    telemetry.clone(),
+                    heartbeats.clone(),
+                    token.clone(),
+                    &tracker,
+                );
+            }
+            SourceConfig::Rabbitmq(conn) => {
+                let s = RabbitMqSource::new(name, conn, &config)
                     .with_context(|| format!("source {name}"))?;
                 poller::spawn(
                     s,

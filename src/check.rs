@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::app::{schedule_of, store_for};
 use crate::config::{Config, SourceConfig};
+use crate::sources::rabbitmq::RabbitMqSource;
 use crate::sources::redis::RedisSource;
 use crate::sources::{Source, SourceError};
 use crate::store::{Store, render_labels};
@@ -40,6 +41,9 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
         match source {
             SourceConfig::Redis(conn) => {
                 poll_once(RedisSource::new(name, conn, config)?, timeout, &store).await
+            }
+            SourceConfig::Rabbitmq(conn) => {
+                poll_once(RabbitMqSource::new(name, conn, config)?, timeout, &store).await
             }
         }
     }

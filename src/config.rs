@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::k8s::selector::{validate_key, validate_value};
 use crate::model::validate_metric_name;
+use crate::sources::rabbitmq::config::{RabbitMqSourceConfig, RabbitMqTarget};
 use crate::sources::redis::config::{RedisSourceConfig, RedisTarget};
 
 /// Default time between two polls of a source: 2 s, well inside the HPA's 15 s sync period.
@@ -58,6 +59,8 @@ pub struct Config {
 pub enum SourceConfig {
     /// A Redis server (standalone, or the address of a primary).
     Redis(RedisSourceConfig),
+    /// A RabbitMQ broker.
+    Rabbitmq(RabbitMqSourceConfig),
 }
 
 /// The YAML shape of a source: one key naming the kind.
@@ -66,15 +69,18 @@ pub enum SourceConfig {
 struct SourceEntry {
     #[serde(default)]
     redis: Option<RedisSourceConfig>,
+    #[serde(default)]
+    rabbitmq: Option<RabbitMqSourceConfig>,
 }
 
 impl TryFrom<SourceEntry> for SourceConfig {
     type Error = String;
 
     fn try_from(entry: SourceEntry) -> Result<Self, String> {
-        match entry.redis {
-            Some(r) => Ok(SourceConfig::Redis(r)),
-            None => Err("a source needs exactly one kind: redis".into()),
+        match (entry.redis, entry.rabbitmq) {
+            (Some(r), None) => Ok(SourceConfig::Redis(r)),
+            (None, Some(r)) => Ok(SourceConfig::Rabbitmq(r)),
+            _ => Err("a source needs exactly one kind: redis or rabbitmq".into()),
         }
     }
 }
@@ -84,6 +90,7 @@ impl SourceConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Redis(_) => "redis",
+            SourceConfig::Rabbitmq(_) => "rabbitmq",
         }
     }
 
@@ -91,6 +98,7 @@ impl SourceConfig {
     pub fn poll_interval(&self, global: Duration) -> Duration {
         match self {
             SourceConfig::Redis(r) => r.poll_interval.map_or(global, |d| d.0),
+            SourceConfig::Rabbitmq(r) => r.poll_interval.map_or(global, |d| d.0),
         }
     }
 
@@ -98,6 +106,7 @@ impl SourceConfig {
     pub fn poll_timeout(&self, global: Duration) -> Duration {
         match self {
             SourceConfig::Redis(r) => r.poll_timeout.map_or(global, |d| d.0),
+            SourceConfig::Rabbitmq(r) => r.poll_timeout.map_or(global, |d| d.0),
         }
     }
 }
@@ -124,6 +133,9 @@ pub struct MetricConfig {
     /// What to read, for a metric whose source is Redis.
     #[serde(default)]
     pub redis: Option<RedisTarget>,
+    /// What to read, for a metric whose source is RabbitMQ.
+    #[serde(default)]
+    pub rabbitmq: Option<RabbitMqTarget>,
 }
 
 /// What a metric computes from what it reads.
@@ -142,8 +154,22 @@ pub enum Measure {
     OldestPendingAgeSeconds,
     /// Age of the oldest stream entry the group has not finished (pending, else undelivered).
     OldestUnprocessedAgeSeconds,
-    /// Sorted-set entries whose score (run-at time) has passed.
+    /// Sorted-set entries whose score (run-at time) has passed; RabbitMQ messages ready for delivery.
     Ready,
+    /// RabbitMQ: delivered, not yet acknowledged.
+    Unacked,
+    /// RabbitMQ: ready + unacknowledged.
+    Total,
+    /// RabbitMQ: consumers attached.
+    Consumers,
+    /// RabbitMQ: messages published per second.
+    PublishRate,
+    /// RabbitMQ: messages delivered per second.
+    DeliverRate,
+    /// RabbitMQ: messages acknowledged per second.
+    AckRate,
+    /// RabbitMQ: backlog / ack rate, seconds to drain at the current pace.
+    DrainSeconds,
 }
 
 impl Measure {
@@ -157,6 +183,13 @@ impl Measure {
             Measure::OldestPendingAgeSeconds => "oldest_pending_age_seconds",
             Measure::OldestUnprocessedAgeSeconds => "oldest_unprocessed_age_seconds",
             Measure::Ready => "ready",
+            Measure::Unacked => "unacked",
+            Measure::Total => "total",
+            Measure::Consumers => "consumers",
+            Measure::PublishRate => "publish_rate",
+            Measure::DeliverRate => "deliver_rate",
+            Measure::AckRate => "ack_rate",
+            Measure::DrainSeconds => "drain_seconds",
         }
     }
 }
@@ -244,6 +277,9 @@ impl Config {
         for (name, source) in &mut config.sources {
             match source {
                 SourceConfig::Redis(r) => r.resolve_secrets(&format!("sources.{name}.redis"))?,
+                SourceConfig::Rabbitmq(r) => {
+                    r.resolve_secrets(&format!("sources.{name}.rabbitmq"))?
+                }
             }
         }
         Ok(config)
@@ -281,6 +317,7 @@ impl Config {
             }
             match source {
                 SourceConfig::Redis(r) => r.validate(&format!("sources.{name}.redis"))?,
+                SourceConfig::Rabbitmq(r) => r.validate(&format!("sources.{name}.rabbitmq"))?,
             }
         }
         if self.metrics.is_empty() {
@@ -341,6 +378,45 @@ impl Config {
                     };
                     target.validate(&format!("{at}.redis"), m.measure, &m.labels)?;
                 }
+                SourceConfig::Rabbitmq(conn) => {
+                    let Some(target) = &m.rabbitmq else {
+                        return Err(ConfigError::invalid(
+                            format!("{at}.rabbitmq"),
+                            format!(
+                                "source {:?} is a rabbitmq source, so the metric needs a `rabbitmq:` block",
+                                m.source
+                            ),
+                        ));
+                    };
+                    for reserved in [
+                        crate::sources::rabbitmq::QUEUE_LABEL,
+                        crate::sources::rabbitmq::VHOST_LABEL,
+                    ] {
+                        if m.labels.contains_key(reserved) {
+                            return Err(ConfigError::invalid(
+                                format!("{at}.labels"),
+                                format!(
+                                    "must not set {reserved:?}: every RabbitMQ series gets it from its queue"
+                                ),
+                            ));
+                        }
+                    }
+                    target.validate(&format!("{at}.rabbitmq"), m.measure, conn.read_via())?;
+                }
+            }
+            let other_block = match source {
+                SourceConfig::Redis(_) => m.rabbitmq.is_some().then_some("rabbitmq"),
+                SourceConfig::Rabbitmq(_) => m.redis.is_some().then_some("redis"),
+            };
+            if let Some(block) = other_block {
+                return Err(ConfigError::invalid(
+                    format!("{at}.{block}"),
+                    format!(
+                        "source {:?} is a {} source; remove the `{block}:` block",
+                        m.source,
+                        source.kind()
+                    ),
+                ));
             }
         }
         Ok(())
@@ -673,7 +749,9 @@ mod tests {
             !debug.contains("hunter2-secret") && !debug.contains("inline-pass"),
             "{debug}"
         );
-        let SourceConfig::Redis(r) = &config.sources["jobs"];
+        let SourceConfig::Redis(r) = &config.sources["jobs"] else {
+            panic!("jobs is a redis source");
+        };
         assert_eq!(
             r.password.as_ref().map(Secret::expose),
             Some("hunter2-secret")

@@ -1,0 +1,237 @@
+//! The `rabbitmq:` blocks of the configuration: the connection (under `sources`) and which queues
+//! a metric reads (under `metrics`).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::config::{ConfigError, HumanDuration, Measure, Secret};
+use crate::sources::redis::config::redact_url;
+
+/// Drain time served for a backlog that nothing acknowledges: one day (see README).
+pub const DEFAULT_MAX_DRAIN_SECONDS: f64 = 86_400.0;
+
+/// How a RabbitMQ source reads queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadVia {
+    /// The management HTTP API: every measure, one paged call per vhost.
+    Management,
+    /// AMQP passive `queue.declare`: `ready` and `consumers` only, for brokers without the plugin.
+    Amqp,
+}
+
+/// A RabbitMQ broker (`sources.<name>.rabbitmq`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitMqSourceConfig {
+    /// `http(s)://host:15672`, the management API.
+    #[serde(default)]
+    pub management_url: Option<String>,
+    /// `amqp(s)://host:5672/vhost`, for `read_via: amqp`.
+    #[serde(default)]
+    pub amqp_url: Option<String>,
+    /// Which of the two to read. Default: `management` when `management_url` is set, else `amqp`.
+    #[serde(default)]
+    pub read_via: Option<ReadVia>,
+    /// User name (management API basic auth, and AMQP when the URL has none).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// PEM CA for `https://` / `amqps://` with a private CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Drain time served when a backlog has no acknowledgements at all. Default 86400 (1 day).
+    #[serde(default)]
+    pub max_drain_seconds: Option<f64>,
+    /// Overrides the global `poll_interval`.
+    #[serde(default)]
+    pub poll_interval: Option<HumanDuration>,
+    /// Overrides the global `poll_timeout`.
+    #[serde(default)]
+    pub poll_timeout: Option<HumanDuration>,
+    /// The password, read at load.
+    #[serde(skip)]
+    pub password: Option<Secret>,
+}
+
+impl std::fmt::Debug for RabbitMqSourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitMqSourceConfig")
+            .field(
+                "management_url",
+                &self.management_url.as_deref().map(redact_url),
+            )
+            .field("amqp_url", &self.amqp_url.as_deref().map(redact_url))
+            .field("read_via", &self.read_via())
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+impl RabbitMqSourceConfig {
+    /// How this source reads.
+    pub fn read_via(&self) -> ReadVia {
+        self.read_via.unwrap_or(if self.management_url.is_some() {
+            ReadVia::Management
+        } else {
+            ReadVia::Amqp
+        })
+    }
+
+    /// The drain time served for an unacknowledged backlog.
+    pub fn max_drain_seconds(&self) -> f64 {
+        self.max_drain_seconds.unwrap_or(DEFAULT_MAX_DRAIN_SECONDS)
+    }
+
+    pub(crate) fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        match self.read_via() {
+            ReadVia::Management => {
+                let Some(url) = &self.management_url else {
+                    return Err(ConfigError::invalid(
+                        at,
+                        "read_via: management needs management_url",
+                    ));
+                };
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.management_url"),
+                        format!("{:?} must start with http:// or https://", redact_url(url)),
+                    ));
+                }
+            }
+            ReadVia::Amqp => {
+                let Some(url) = &self.amqp_url else {
+                    return Err(ConfigError::invalid(at, "needs management_url or amqp_url"));
+                };
+                if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.amqp_url"),
+                        format!("{:?} must start with amqp:// or amqps://", redact_url(url)),
+                    ));
+                }
+            }
+        }
+        if let Some(d) = self.max_drain_seconds
+            && !(d.is_finite() && d > 0.0)
+        {
+            return Err(ConfigError::invalid(
+                format!("{at}.max_drain_seconds"),
+                "must be a positive number",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn resolve_secrets(&mut self, at: &str) -> Result<(), ConfigError> {
+        self.password = Secret::resolve(
+            self.password_file.as_deref(),
+            self.password_env.as_deref(),
+            at,
+        )?;
+        Ok(())
+    }
+}
+
+/// Which queues a metric reads (`metrics[].rabbitmq`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitMqTarget {
+    /// The virtual host. Default `/`.
+    #[serde(default = "default_vhost")]
+    pub vhost: String,
+    /// One queue by name.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// A regular expression (Rust `regex` syntax) over queue names: one series per match.
+    /// Management API only.
+    #[serde(default)]
+    pub queue_pattern: Option<String>,
+}
+
+fn default_vhost() -> String {
+    "/".into()
+}
+
+/// Measures a RabbitMQ queue has, and which of them AMQP can serve.
+pub const MANAGEMENT_MEASURES: &[Measure] = &[
+    Measure::Ready,
+    Measure::Unacked,
+    Measure::Total,
+    Measure::Consumers,
+    Measure::PublishRate,
+    Measure::DeliverRate,
+    Measure::AckRate,
+    Measure::OldestAgeSeconds,
+    Measure::DrainSeconds,
+];
+/// What a passive `queue.declare` tells: ready messages and consumers.
+pub const AMQP_MEASURES: &[Measure] = &[Measure::Ready, Measure::Consumers];
+
+impl RabbitMqTarget {
+    pub(crate) fn validate(
+        &self,
+        at: &str,
+        measure: Measure,
+        via: ReadVia,
+    ) -> Result<(), ConfigError> {
+        match (&self.queue, &self.queue_pattern) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    at,
+                    "give either queue or queue_pattern, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    at,
+                    "needs queue (a name) or queue_pattern (a regex)",
+                ));
+            }
+            (None, Some(p)) => {
+                regex::Regex::new(p).map_err(|e| {
+                    ConfigError::invalid(
+                        format!("{at}.queue_pattern"),
+                        format!("{p:?} is not a valid regex: {e}"),
+                    )
+                })?;
+                if via == ReadVia::Amqp {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.queue_pattern"),
+                        "AMQP cannot list queues; use the management API (management_url) for patterns",
+                    ));
+                }
+            }
+            (Some(q), None) if q.is_empty() => {
+                return Err(ConfigError::invalid(
+                    format!("{at}.queue"),
+                    "must not be empty",
+                ));
+            }
+            _ => {}
+        }
+        let allowed = match via {
+            ReadVia::Management => MANAGEMENT_MEASURES,
+            ReadVia::Amqp => AMQP_MEASURES,
+        };
+        if !allowed.contains(&measure) {
+            let names: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
+            let how = if via == ReadVia::Amqp {
+                "over AMQP"
+            } else {
+                "from RabbitMQ"
+            };
+            return Err(ConfigError::invalid(
+                at,
+                format!("measure {measure} is not available {how}; the measures are {names:?}"),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,293 @@
+//! The RabbitMQ source: queue depth, consumers, rates, oldest-message age and drain time, read
+//! strictly without touching messages.
+//!
+//! Through the management API (default) a poll is one paged `GET /api/queues/{vhost}` per vhost
+//! (500 queues a page) with only the columns we use; through AMQP it is a passive
+//! `queue.declare` per queue. Neither consumes, gets, acknowledges or requeues anything:
+//! `basic.get` + requeue would set `redelivered`, reorder quorum queues and count toward
+//! delivery limits (sources.md §3.4).
+
+pub mod amqp;
+pub mod config;
+pub mod management;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use regex::Regex;
+
+use self::amqp::{Amqp, DeclareOutcome};
+use self::config::{RabbitMqSourceConfig, RabbitMqTarget, ReadVia};
+use self::management::{ListError, Management, QueueInfo};
+use super::{Source, SourceError};
+use crate::config::{Config, Measure};
+use crate::model::{Labels, Sample, SeriesError};
+
+/// Label naming the queue of a series.
+pub const QUEUE_LABEL: &str = "queue";
+/// Label naming the vhost of a series.
+pub const VHOST_LABEL: &str = "vhost";
+
+struct MetricPlan {
+    name: Arc<str>,
+    labels: Labels,
+    target: RabbitMqTarget,
+    pattern: Option<Regex>,
+    measure: Measure,
+}
+
+enum Reader {
+    Management(Management),
+    Amqp(Amqp),
+}
+
+/// A RabbitMQ broker and the metrics read from it.
+pub struct RabbitMqSource {
+    name: String,
+    reader: Reader,
+    metrics: Vec<MetricPlan>,
+    max_drain_seconds: f64,
+    /// Management calls made by the last poll, for tests and benchmarks.
+    last_calls: u32,
+}
+
+impl RabbitMqSource {
+    /// Builds the source named `name`. Does not connect: the first poll does.
+    ///
+    /// # Errors
+    /// [`SourceError::Config`] when the CA file cannot be read or a client cannot be built.
+    pub fn new(
+        name: &str,
+        conn: &RabbitMqSourceConfig,
+        config: &Config,
+    ) -> Result<Self, SourceError> {
+        let bad = |message: String| SourceError::Config { message };
+        let ca = match &conn.ca_file {
+            Some(path) => Some(
+                std::fs::read(path).map_err(|e| bad(format!("ca_file {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        let timeout = config.sources[name].poll_timeout(config.poll_timeout.0);
+        let reader = match conn.read_via() {
+            ReadVia::Management => Reader::Management(
+                Management::new(
+                    conn.management_url.as_deref().unwrap_or_default(),
+                    conn.username.as_deref(),
+                    conn.password.clone(),
+                    ca.as_deref(),
+                    timeout,
+                )
+                .map_err(bad)?,
+            ),
+            ReadVia::Amqp => Reader::Amqp(
+                Amqp::new(
+                    conn.amqp_url.as_deref().unwrap_or_default(),
+                    conn.username.as_deref(),
+                    conn.password.clone(),
+                    ca.map(|c| String::from_utf8_lossy(&c).into_owned()),
+                    name,
+                )
+                .map_err(bad)?,
+            ),
+        };
+        let metrics = config
+            .metrics_of(name)
+            .filter_map(|m| {
+                let target = m.rabbitmq.clone()?;
+                let pattern = target
+                    .queue_pattern
+                    .as_deref()
+                    .and_then(|p| Regex::new(p).ok());
+                Some(MetricPlan {
+                    name: Arc::from(m.name.as_str()),
+                    labels: m.labels.clone(),
+                    target,
+                    pattern,
+                    measure: m.measure,
+                })
+            })
+            .collect();
+        Ok(RabbitMqSource {
+            name: name.to_string(),
+            reader,
+            metrics,
+            max_drain_seconds: conn.max_drain_seconds(),
+            last_calls: 0,
+        })
+    }
+
+    /// How many management API calls the last poll made.
+    pub fn last_calls(&self) -> u32 {
+        self.last_calls
+    }
+
+    fn vhosts(&self) -> BTreeSet<String> {
+        self.metrics
+            .iter()
+            .map(|m| m.target.vhost.clone())
+            .collect()
+    }
+
+    fn labels(&self, m: &MetricPlan, vhost: &str, queue: &str) -> Arc<Labels> {
+        let mut labels = m.labels.clone();
+        labels.insert(QUEUE_LABEL.into(), queue.into());
+        labels.insert(VHOST_LABEL.into(), vhost.into());
+        Arc::new(labels)
+    }
+
+    async fn poll_management(&mut self) -> Result<Vec<Sample>, SourceError> {
+        let Reader::Management(client) = &self.reader else {
+            unreachable!("management reader")
+        };
+        let mut listings: HashMap<String, Result<BTreeMap<String, QueueInfo>, ()>> = HashMap::new();
+        let mut calls = 0;
+        for vhost in self.vhosts() {
+            match client.list_queues(&vhost).await {
+                Ok((queues, n)) => {
+                    calls += n;
+                    listings.insert(
+                        vhost,
+                        Ok(queues.into_iter().map(|q| (q.name.clone(), q)).collect()),
+                    );
+                }
+                Err(ListError::VhostMissing) => {
+                    calls += 1;
+                    listings.insert(vhost, Err(()));
+                }
+                Err(ListError::Failed(message)) => {
+                    return Err(SourceError::Io {
+                        target: "management API".into(),
+                        message,
+                    });
+                }
+            }
+        }
+        self.last_calls = calls;
+        let now_s = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs_f64();
+        let mut samples = Vec::new();
+        for m in &self.metrics {
+            let vhost = &m.target.vhost;
+            let listing = match listings.get(vhost) {
+                Some(Ok(l)) => l,
+                _ => {
+                    if let Some(q) = &m.target.queue {
+                        samples.push(Sample {
+                            metric: m.name.clone(),
+                            labels: self.labels(m, vhost, q),
+                            value: Err(SeriesError::new(format!("vhost {vhost:?} does not exist"))),
+                        });
+                    }
+                    continue;
+                }
+            };
+            match (&m.target.queue, &m.pattern) {
+                (Some(q), _) => samples.push(Sample {
+                    metric: m.name.clone(),
+                    labels: self.labels(m, vhost, q),
+                    value: match listing.get(q) {
+                        Some(info) => {
+                            management::value(info, m.measure, now_s, self.max_drain_seconds)
+                        }
+                        None => Err(SeriesError::new(format!(
+                            "queue {q:?} not found in vhost {vhost:?}"
+                        ))),
+                    },
+                }),
+                (None, Some(re)) => {
+                    for (q, info) in listing.iter().filter(|(q, _)| re.is_match(q)) {
+                        samples.push(Sample {
+                            metric: m.name.clone(),
+                            labels: self.labels(m, vhost, q),
+                            value: management::value(
+                                info,
+                                m.measure,
+                                now_s,
+                                self.max_drain_seconds,
+                            ),
+                        });
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        Ok(samples)
+    }
+
+    async fn poll_amqp(&mut self) -> Result<Vec<Sample>, SourceError> {
+        let mut per_vhost: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for m in &self.metrics {
+            if let Some(q) = &m.target.queue {
+                per_vhost
+                    .entry(m.target.vhost.clone())
+                    .or_default()
+                    .push(q.clone());
+            }
+        }
+        let Reader::Amqp(amqp) = &mut self.reader else {
+            unreachable!("amqp reader")
+        };
+        let mut outcomes: HashMap<(String, String), DeclareOutcome> = HashMap::new();
+        for (vhost, mut queues) in per_vhost {
+            queues.sort();
+            queues.dedup();
+            let results = amqp.declare_all(&vhost, &queues).await.map_err(|message| {
+                SourceError::Connect {
+                    target: "AMQP".into(),
+                    message,
+                }
+            })?;
+            for (q, r) in queues.into_iter().zip(results) {
+                outcomes.insert((vhost.clone(), q), r);
+            }
+        }
+        let mut samples = Vec::new();
+        for m in &self.metrics {
+            let Some(q) = &m.target.queue else { continue };
+            let vhost = &m.target.vhost;
+            let value = match outcomes.get(&(vhost.clone(), q.clone())) {
+                Some(DeclareOutcome::Found(d)) => match m.measure {
+                    Measure::Ready => Ok(f64::from(d.ready)),
+                    Measure::Consumers => Ok(f64::from(d.consumers)),
+                    other => Err(SeriesError::new(format!(
+                        "measure {other} is not available over AMQP"
+                    ))),
+                },
+                Some(DeclareOutcome::NotFound) => Err(SeriesError::new(format!(
+                    "queue {q:?} not found in vhost {vhost:?}"
+                ))),
+                Some(DeclareOutcome::Refused(e)) => {
+                    Err(SeriesError::new(format!("queue {q:?}: {e}")))
+                }
+                None => Err(SeriesError::new(format!("queue {q:?} was not read"))),
+            };
+            samples.push(Sample {
+                metric: m.name.clone(),
+                labels: self.labels(m, vhost, q),
+                value,
+            });
+        }
+        Ok(samples)
+    }
+}
+
+impl Source for RabbitMqSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "rabbitmq"
+    }
+
+    async fn poll(&mut self) -> Result<Vec<Sample>, SourceError> {
+        match self.reader {
+            Reader::Management(_) => self.poll_management().await,
+            Reader::Amqp(_) => self.poll_amqp().await,
+        }
+    }
+}
