@@ -1,4 +1,5 @@
-# Two commands matter: `make run` and `make test`. Both make sure Redis runs first.
+# Two commands matter: `make run` and `make test`. Both make sure Redis and RabbitMQ (with its
+# management plugin) run first.
 CARGO ?= cargo
 CONFIG ?= examples/local.yaml
 LISTEN ?= 127.0.0.1:8080
@@ -7,6 +8,7 @@ LISTEN ?= 127.0.0.1:8080
 
 services:
 	@scripts/ensure-redis.sh
+	@scripts/ensure-rabbitmq.sh
 
 ## Build, make sure Redis runs, and serve examples/local.yaml in the foreground.
 run: services

@@ -119,7 +119,10 @@ fn bench(c: &mut Criterion) {
         // The same two servers over loopback TCP with a keep-alive client: what an HPA sees.
         let adapter_addr = rt.block_on(listen(router.clone()));
         let baseline_addr = rt.block_on(listen(baseline));
-        let client = reqwest::Client::new();
+        let client = {
+            queue_metrics_adapter::tls::ensure_crypto_provider();
+            reqwest::Client::new()
+        };
         let mut group = c.benchmark_group(format!("metric_get_tcp/{name}"));
         for (label, addr) in [
             ("static_bytes_baseline", baseline_addr),

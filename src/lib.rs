@@ -6,7 +6,7 @@
 //! the latest snapshot -> [`api`] serves it. [`model`] is the vocabulary they share; [`k8s`] holds
 //! Kubernetes wire details (quantities, selectors, `Status`); [`config`] is the YAML schema;
 //! [`app`] wires it all for `serve`, [`check`] for `check`; [`telemetry`] is logging and our own
-//! metrics; [`shutdown`] owns the signal.
+//! metrics; [`shutdown`] owns the signal; [`tls`] the crypto provider.
 //!
 //! The rules every module keeps: no API handler does backend I/O; no source knows about HTTP;
 //! a failure is an error to the caller, never a `0`.
@@ -24,3 +24,4 @@ pub mod shutdown;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -60,8 +60,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // One TLS crypto provider for the whole process (rustls is built with ring only).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    queue_metrics_adapter::tls::ensure_crypto_provider();
     init_logging(cli.log_format);
     match run(cli.command).await {
         Ok(code) => code,

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod rabbit;
+
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -144,7 +146,10 @@ impl Adapter {
         Adapter {
             running: Some(running),
             base,
-            http: reqwest::Client::new(),
+            http: {
+                queue_metrics_adapter::tls::ensure_crypto_provider();
+                reqwest::Client::new()
+            },
         }
     }
 

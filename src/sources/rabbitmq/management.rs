@@ -113,6 +113,7 @@ impl Management {
         ca_pem: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Self, String> {
+        crate::tls::ensure_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)

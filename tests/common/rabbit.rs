@@ -1,0 +1,185 @@
+//! RabbitMQ test helpers: a vhost per test (created and deleted through the management API),
+//! publishing with or without the AMQP timestamp property, and a consumer that holds messages
+//! unacknowledged. Tests talk to the real broker on 127.0.0.1 (5672, management 15672) as
+//! guest/guest; `make test` starts it and enables the management plugin.
+
+use std::time::Duration;
+
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+
+/// The management API the tests use.
+pub const MANAGEMENT: &str = "http://127.0.0.1:15672";
+
+/// A vhost that exists for the life of this value and is deleted (with its queues) after.
+pub struct TestVhost {
+    pub name: String,
+}
+
+impl TestVhost {
+    /// Creates `qma-test-<name>-<pid>-<n>` and gives guest full permissions on it.
+    pub async fn new(name: &str) -> TestVhost {
+        let vhost = super::prefix(name).trim_end_matches(':').replace(':', "-");
+        let http = {
+            queue_metrics_adapter::tls::ensure_crypto_provider();
+            reqwest::Client::new()
+        };
+        let enc = encode(&vhost);
+        let r = http
+            .put(format!("{MANAGEMENT}/api/vhosts/{enc}"))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "RabbitMQ management API unreachable ({e}); run `make test`, which starts it"
+                )
+            });
+        assert!(
+            r.status().is_success(),
+            "creating vhost {vhost}: {}",
+            r.status()
+        );
+        let r = http
+            .put(format!("{MANAGEMENT}/api/permissions/{enc}/guest"))
+            .basic_auth("guest", Some("guest"))
+            .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
+            .send()
+            .await
+            .expect("permissions");
+        assert!(
+            r.status().is_success(),
+            "permissions on {vhost}: {}",
+            r.status()
+        );
+        TestVhost { name: vhost }
+    }
+
+    /// An AMQP connection to this vhost.
+    pub async fn connect(&self) -> Connection {
+        let uri = format!("amqp://guest:guest@127.0.0.1:5672/{}", encode(&self.name));
+        Connection::connect(&uri, ConnectionProperties::default())
+            .await
+            .expect("AMQP connect")
+    }
+
+    /// Declares `queue` (`classic` or `quorum`) and publishes `bodies`, each with the AMQP
+    /// timestamp `Some(epoch seconds)` or none; waits for the broker's confirms.
+    pub async fn publish(
+        &self,
+        conn: &Connection,
+        queue: &str,
+        kind: &str,
+        messages: &[(&str, Option<u64>)],
+    ) -> Channel {
+        let ch = conn.create_channel().await.expect("channel");
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+        let durable = kind == "quorum";
+        ch.queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .expect("declare");
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        for (body, ts) in messages {
+            let mut props = BasicProperties::default();
+            if let Some(ts) = ts {
+                props = props.with_timestamp(*ts);
+            }
+            ch.basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                props,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        }
+        ch
+    }
+
+    /// A consumer with prefetch `n` that receives (and holds, unacknowledged) up to `n` messages.
+    pub async fn hold_unacked(
+        &self,
+        conn: &Connection,
+        queue: &str,
+        n: u16,
+    ) -> (Channel, Consumer) {
+        let ch = conn.create_channel().await.expect("channel");
+        ch.basic_qos(n, BasicQosOptions::default())
+            .await
+            .expect("qos");
+        let consumer = ch
+            .basic_consume(
+                queue.into(),
+                "qma-test-holder".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        (ch, consumer)
+    }
+}
+
+impl Drop for TestVhost {
+    fn drop(&mut self) {
+        let url = format!("{MANAGEMENT}/api/vhosts/{}", encode(&self.name));
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let _ = {
+                    queue_metrics_adapter::tls::ensure_crypto_provider();
+                    reqwest::Client::new()
+                }
+                .delete(url)
+                .basic_auth("guest", Some("guest"))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Percent-encodes a vhost for URLs.
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Seconds since the epoch on this machine (the broker runs here too).
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

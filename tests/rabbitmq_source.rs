@@ -1,0 +1,357 @@
+//! The RabbitMQ source against the real broker: each test in its own vhost. Management
+//! statistics lag the broker by up to `collect_statistics_interval` (5 s by default), so tests
+//! wait (bounded) for the value they expect rather than sleeping.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::rabbit::{MANAGEMENT, TestVhost, now_s};
+use common::{Adapter, quantity};
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicGetOptions};
+
+fn config(vhost: &str, metrics: &[(&str, &str, &str)]) -> String {
+    let mut out = format!(
+        "poll_interval: 250ms\nsources:\n  rabbit:\n    rabbitmq: {{management_url: \"{MANAGEMENT}\", username: guest, password_env: QMA_TEST_RABBIT_PASSWORD}}\nmetrics:\n"
+    );
+    for (name, measure, target) in metrics {
+        out.push_str(&format!("  - {{name: {name}, source: rabbit, measure: {measure}, rabbitmq: {{vhost: \"{vhost}\", {target}}}}}\n"));
+    }
+    out
+}
+
+/// Polls the adapter until `metric` (with `selector`) satisfies `ok`, for up to 30 s.
+async fn wait_for(
+    a: &Adapter,
+    metric: &str,
+    selector: Option<&str>,
+    ok: impl Fn(u16, &serde_json::Value) -> bool,
+) -> (u16, serde_json::Value) {
+    let start = Instant::now();
+    loop {
+        let (status, body) = a.metric(metric, selector).await;
+        if ok(status, &body) {
+            return (status, body);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{metric}: still {status} {body} after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn value_is(want: f64) -> impl Fn(u16, &serde_json::Value) -> bool {
+    move |status, body| {
+        status == 200
+            && body["items"].as_array().is_some_and(|i| i.len() == 1)
+            && quantity(body["items"][0]["value"].as_str().unwrap_or("x")) == want
+    }
+}
+
+fn set_password() {
+    // SAFETY: every test sets the same value before any thread reads it; no test removes it.
+    unsafe { std::env::set_var("QMA_TEST_RABBIT_PASSWORD", "guest") };
+}
+
+#[tokio::test]
+async fn classic_queue_with_timestamps_reports_depth_and_age() {
+    set_password();
+    let vh = TestVhost::new("rmq-ts").await;
+    let conn = vh.connect().await;
+    let t0 = now_s() - 90;
+    let msgs: Vec<(String, Option<u64>)> =
+        (0..5).map(|i| (format!("job-{i}"), Some(t0 + i))).collect();
+    let refs: Vec<(&str, Option<u64>)> = msgs.iter().map(|(b, t)| (b.as_str(), *t)).collect();
+    vh.publish(&conn, "embed.classic", "classic", &refs).await;
+    let a = Adapter::start(&config(
+        &vh.name,
+        &[
+            ("ready", "ready", "queue: embed.classic"),
+            ("total", "total", "queue: embed.classic"),
+            ("age", "oldest_age_seconds", "queue: embed.classic"),
+        ],
+    ))
+    .await;
+    wait_for(&a, "ready", None, value_is(5.0)).await;
+    let (_, body) = a.metric("total", None).await;
+    assert_eq!(
+        body["items"][0]["metricLabels"],
+        serde_json::json!({"queue": "embed.classic", "vhost": vh.name})
+    );
+    let (status, body) = a.metric("age", None).await;
+    assert_eq!(status, 200, "{body}");
+    let age = quantity(body["items"][0]["value"].as_str().expect("value"));
+    let truth = (now_s() - t0) as f64;
+    assert!(
+        (age - truth).abs() <= 1.0,
+        "age {age} within 1 s of {truth}"
+    );
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn age_is_unavailable_without_timestamps_and_on_quorum_queues() {
+    set_password();
+    let vh = TestVhost::new("rmq-nots").await;
+    let conn = vh.connect().await;
+    vh.publish(&conn, "nots", "classic", &[("a", None), ("b", None)])
+        .await;
+    vh.publish(
+        &conn,
+        "quorum",
+        "quorum",
+        &[("a", Some(now_s())), ("b", Some(now_s()))],
+    )
+    .await;
+    let a = Adapter::start(&config(
+        &vh.name,
+        &[
+            ("nots-age", "oldest_age_seconds", "queue: nots"),
+            ("nots-ready", "ready", "queue: nots"),
+            ("q-age", "oldest_age_seconds", "queue: quorum"),
+            ("q-ready", "ready", "queue: quorum"),
+        ],
+    ))
+    .await;
+    wait_for(&a, "nots-ready", None, value_is(2.0)).await;
+    wait_for(&a, "q-ready", None, value_is(2.0)).await;
+    let (status, body) = a.metric("nots-age", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("timestamp property"),
+        "{body}"
+    );
+    let (status, body) = a.metric("q-age", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("quorum queue"),
+        "{body}"
+    );
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn unacked_messages_count_and_age_includes_the_oldest_unacked() {
+    set_password();
+    let vh = TestVhost::new("rmq-unacked").await;
+    let conn = vh.connect().await;
+    let t0 = now_s() - 300;
+    let msgs: Vec<(String, Option<u64>)> = (0..5)
+        .map(|i| (format!("m{i}"), Some(t0 + i * 60)))
+        .collect();
+    let refs: Vec<(&str, Option<u64>)> = msgs.iter().map(|(b, t)| (b.as_str(), *t)).collect();
+    vh.publish(&conn, "work", "classic", &refs).await;
+    let (_ch, mut consumer) = vh.hold_unacked(&conn, "work", 1).await;
+    let held = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("a delivery")
+        .expect("stream")
+        .expect("delivery");
+    assert_eq!(held.data, b"m0");
+    let a = Adapter::start(&config(
+        &vh.name,
+        &[
+            ("ready", "ready", "queue: work"),
+            ("unacked", "unacked", "queue: work"),
+            ("consumers", "consumers", "queue: work"),
+            ("age", "oldest_age_seconds", "queue: work"),
+        ],
+    ))
+    .await;
+    wait_for(&a, "unacked", None, value_is(1.0)).await;
+    wait_for(&a, "ready", None, value_is(4.0)).await;
+    wait_for(&a, "consumers", None, value_is(1.0)).await;
+    // head_message_timestamp counts the oldest unacknowledged message (sources.md §3.3).
+    let (_, body) = a.metric("age", None).await;
+    let age = quantity(body["items"][0]["value"].as_str().expect("value"));
+    let truth = (now_s() - t0) as f64;
+    assert!(
+        (age - truth).abs() <= 1.0,
+        "age {age} is the held message's, {truth}"
+    );
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn rates_appear_after_publishing() {
+    set_password();
+    let vh = TestVhost::new("rmq-rates").await;
+    let conn = vh.connect().await;
+    let a = Adapter::start(&config(
+        &vh.name,
+        &[
+            ("pub", "publish_rate", "queue: rates"),
+            ("drain", "drain_seconds", "queue: rates"),
+        ],
+    ))
+    .await;
+    let ch = vh.publish(&conn, "rates", "classic", &[("x", None)]).await;
+    let start = Instant::now();
+    // Keep publishing until the statistics show a positive rate.
+    let found = loop {
+        vh.publish(&conn, "rates", "classic", &[("x", None), ("y", None)])
+            .await;
+        let (status, body) = a.metric("pub", None).await;
+        if status == 200 && quantity(body["items"][0]["value"].as_str().unwrap_or("0")) > 0.0 {
+            break true;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(found, "publish_rate became positive");
+    // Nothing acknowledges: the backlog never drains, which is served as max_drain_seconds.
+    wait_for(&a, "drain", None, value_is(86_400.0)).await;
+    drop(ch);
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_pattern_selects_queues_by_regex_and_a_missing_queue_is_an_error() {
+    set_password();
+    let vh = TestVhost::new("rmq-regex").await;
+    let conn = vh.connect().await;
+    vh.publish(&conn, "embed.a", "classic", &[("1", None)])
+        .await;
+    vh.publish(&conn, "embed.b", "classic", &[("1", None), ("2", None)])
+        .await;
+    vh.publish(&conn, "rerank", "classic", &[("1", None)]).await;
+    let a = Adapter::start(&config(
+        &vh.name,
+        &[
+            ("embeds", "total", "queue_pattern: \"^embed\\\\.\""),
+            ("gone", "ready", "queue: no-such-queue"),
+        ],
+    ))
+    .await;
+    let (_, body) = wait_for(&a, "embeds", None, |s, b| {
+        s == 200
+            && b["items"]
+                .as_array()
+                .is_some_and(|i| i.len() == 2 && i.iter().all(|x| x["value"] != "0"))
+    })
+    .await;
+    let names: Vec<&str> = body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["metricLabels"]["queue"].as_str().expect("queue"))
+        .collect();
+    assert_eq!(names, vec!["embed.a", "embed.b"]);
+    wait_for(&a, "embeds", Some("queue=embed.b"), value_is(2.0)).await;
+    let (status, body) = a.metric("gone", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("\"no-such-queue\" not found"),
+        "{body}"
+    );
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn amqp_passive_declare_reads_ready_and_consumers_and_survives_a_missing_queue() {
+    set_password();
+    let vh = TestVhost::new("rmq-amqp").await;
+    let conn = vh.connect().await;
+    vh.publish(
+        &conn,
+        "a-present",
+        "classic",
+        &[("1", None), ("2", None), ("3", None)],
+    )
+    .await;
+    vh.publish(&conn, "c-present", "classic", &[("1", None)])
+        .await;
+    let amqp = format!("amqp://127.0.0.1:5672/{}", common::rabbit::encode(&vh.name));
+    let a = Adapter::start(&format!(
+        "poll_interval: 250ms\nsources:\n  rabbit:\n    rabbitmq: {{amqp_url: \"{amqp}\", username: guest, password_env: QMA_TEST_RABBIT_PASSWORD}}\nmetrics:\n  - {{name: a, source: rabbit, measure: ready, rabbitmq: {{vhost: \"{v}\", queue: a-present}}}}\n  - {{name: b, source: rabbit, measure: ready, rabbitmq: {{vhost: \"{v}\", queue: b-missing}}}}\n  - {{name: c, source: rabbit, measure: ready, rabbitmq: {{vhost: \"{v}\", queue: c-present}}}}\n  - {{name: c-consumers, source: rabbit, measure: consumers, rabbitmq: {{vhost: \"{v}\", queue: c-present}}}}\n",
+        v = vh.name
+    ))
+    .await;
+    a.polls(2).await;
+    // Passive declare is exact and immediate: no statistics lag.
+    assert_eq!(a.metric("a", None).await.1["items"][0]["value"], "3");
+    let (status, body) = a.metric("b", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("not found"),
+        "{body}"
+    );
+    assert_eq!(
+        a.metric("c", None).await.1["items"][0]["value"],
+        "1",
+        "the queue after a 404 is still read"
+    );
+    assert_eq!(
+        a.metric("c-consumers", None).await.1["items"][0]["value"],
+        "0"
+    );
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn polling_never_changes_messages_order_or_redelivered_flags() {
+    set_password();
+    let vh = TestVhost::new("rmq-readonly").await;
+    let conn = vh.connect().await;
+    let bodies: Vec<String> = (0..20).map(|i| format!("msg-{i:02}")).collect();
+    let refs: Vec<(&str, Option<u64>)> =
+        bodies.iter().map(|b| (b.as_str(), Some(now_s()))).collect();
+    vh.publish(&conn, "classic", "classic", &refs).await;
+    vh.publish(&conn, "quorum", "quorum", &refs).await;
+    let amqp = format!("amqp://127.0.0.1:5672/{}", common::rabbit::encode(&vh.name));
+    // Both readers at once, polling fast.
+    let mut yaml = config(
+        &vh.name,
+        &[
+            ("m1", "total", "queue: classic"),
+            ("m2", "oldest_age_seconds", "queue: classic"),
+            ("m3", "total", "queue: quorum"),
+            ("m4", "drain_seconds", "queue_pattern: \".*\""),
+        ],
+    );
+    yaml = yaml.replace("sources:\n", &format!("sources:\n  amqp:\n    rabbitmq: {{amqp_url: \"{amqp}\", username: guest, password_env: QMA_TEST_RABBIT_PASSWORD}}\n"));
+    yaml.push_str(&format!("  - {{name: m5, source: amqp, measure: ready, rabbitmq: {{vhost: \"{}\", queue: classic}}}}\n", vh.name));
+    yaml.push_str(&format!("  - {{name: m6, source: amqp, measure: ready, rabbitmq: {{vhost: \"{}\", queue: quorum}}}}\n", vh.name));
+    let a = Adapter::start(&yaml.replace("poll_interval: 250ms", "poll_interval: 100ms")).await;
+    a.polls(40).await;
+    wait_for(&a, "m1", None, value_is(20.0)).await;
+    a.stop().await;
+
+    let ch = conn.create_channel().await.expect("channel");
+    for queue in ["classic", "quorum"] {
+        for want in &bodies {
+            let got = ch
+                .basic_get(queue.into(), BasicGetOptions::default())
+                .await
+                .expect("get")
+                .unwrap_or_else(|| panic!("{queue}: message {want} missing"));
+            assert_eq!(
+                std::str::from_utf8(&got.delivery.data).expect("utf8"),
+                want,
+                "{queue}: order and body unchanged"
+            );
+            assert!(
+                !got.delivery.redelivered,
+                "{queue}: {want} was never redelivered"
+            );
+            got.delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .expect("ack");
+        }
+    }
+}
