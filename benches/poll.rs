@@ -11,6 +11,7 @@ use std::path::Path;
 use criterion::{Criterion, criterion_group, criterion_main};
 use queue_metrics_adapter::config::{Config, SourceConfig};
 use queue_metrics_adapter::sources::Source;
+use queue_metrics_adapter::sources::rabbitmq::RabbitMqSource;
 use queue_metrics_adapter::sources::redis::RedisSource;
 
 const QUEUES: usize = 10_000;
@@ -66,7 +67,9 @@ fn bench(c: &mut Criterion) {
         redis_url()
     );
     let config = Config::from_yaml(&yaml, Path::new("bench.yaml")).expect("config");
-    let SourceConfig::Redis(conn) = &config.sources["jobs"];
+    let SourceConfig::Redis(conn) = &config.sources["jobs"] else {
+        panic!("jobs is a redis source");
+    };
     let mut source = RedisSource::new("jobs", conn, &config).expect("source");
     // The first poll discovers the keys (SCAN); the measured polls are the steady state.
     let samples = rt.block_on(source.poll()).expect("poll");
@@ -105,5 +108,116 @@ fn bench(c: &mut Criterion) {
     rt.block_on(unload(&prefix));
 }
 
-criterion_group!(benches, bench);
+const RABBIT_QUEUES: usize = 1000;
+const MANAGEMENT: &str = "http://127.0.0.1:15672";
+
+/// A poll of 1,000 RabbitMQ queues in one vhost through the management API (two pages of 500),
+/// against a baseline in the same run: the same two GETs with `reqwest`, bodies read, not parsed.
+fn bench_rabbitmq(c: &mut Criterion) {
+    queue_metrics_adapter::tls::ensure_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let vhost = format!("qma-bench-{}", std::process::id());
+    let http = reqwest::Client::new();
+    rt.block_on(async {
+        let r = http
+            .put(format!("{MANAGEMENT}/api/vhosts/{vhost}"))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await;
+        assert!(
+            r.is_ok_and(|r| r.status().is_success()),
+            "RabbitMQ management on :15672 (run `make bench`)"
+        );
+        http.put(format!("{MANAGEMENT}/api/permissions/{vhost}/guest"))
+            .basic_auth("guest", Some("guest"))
+            .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
+            .send()
+            .await
+            .expect("permissions");
+        let conn = lapin::Connection::connect(
+            &format!("amqp://guest:guest@127.0.0.1:5672/{vhost}"),
+            lapin::ConnectionProperties::default(),
+        )
+        .await
+        .expect("amqp");
+        let ch = conn.create_channel().await.expect("channel");
+        for i in 0..RABBIT_QUEUES {
+            let q = format!("embed.{i:04}");
+            ch.queue_declare(
+                q.as_str().into(),
+                lapin::options::QueueDeclareOptions::default(),
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .expect("declare");
+            ch.basic_publish(
+                "".into(),
+                q.as_str().into(),
+                lapin::options::BasicPublishOptions::default(),
+                b"job",
+                lapin::BasicProperties::default().with_timestamp(1_800_000_000),
+            )
+            .await
+            .expect("publish");
+        }
+    });
+    let yaml = format!(
+        "poll_timeout: 30s\nsources:\n  rabbit:\n    rabbitmq: {{management_url: \"{MANAGEMENT}\", username: guest, password_env: QMA_BENCH_RABBIT_PASSWORD}}\nmetrics:\n  - {{name: ready, source: rabbit, measure: ready, rabbitmq: {{vhost: \"{vhost}\", queue_pattern: \"^embed\\\\.\"}}}}\n  - {{name: age, source: rabbit, measure: drain_seconds, rabbitmq: {{vhost: \"{vhost}\", queue_pattern: \"^embed\\\\.\"}}}}\n"
+    );
+    // SAFETY: set once, before any other thread of this benchmark reads the environment.
+    unsafe { std::env::set_var("QMA_BENCH_RABBIT_PASSWORD", "guest") };
+    let config = Config::from_yaml(&yaml, Path::new("bench.yaml")).expect("config");
+    let SourceConfig::Rabbitmq(conn) = &config.sources["rabbit"] else {
+        panic!("rabbit is a rabbitmq source");
+    };
+    let mut source = RabbitMqSource::new("rabbit", conn, &config).expect("source");
+    let samples = rt.block_on(source.poll()).expect("poll");
+    assert_eq!(samples.len(), 2 * RABBIT_QUEUES);
+    assert_eq!(
+        source.last_calls(),
+        2,
+        "1,000 queues take two management calls"
+    );
+
+    let mut group = c.benchmark_group("poll_1000_rabbitmq_queues");
+    group.sample_size(20);
+    group.bench_function("raw_two_gets_baseline", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                for page in 1..=2 {
+                    let url = format!(
+                        "{MANAGEMENT}/api/queues/{vhost}?page={page}&page_size=500&columns={}",
+                        queue_metrics_adapter::sources::rabbitmq::management::COLUMNS
+                    );
+                    let body = http
+                        .get(url)
+                        .basic_auth("guest", Some("guest"))
+                        .send()
+                        .await
+                        .expect("get")
+                        .bytes()
+                        .await
+                        .expect("body");
+                    assert!(!body.is_empty());
+                }
+            })
+        });
+    });
+    group.bench_function("adapter_poll", |b| {
+        b.iter(|| rt.block_on(source.poll()).expect("poll"));
+    });
+    group.finish();
+    rt.block_on(async {
+        let _ = http
+            .delete(format!("{MANAGEMENT}/api/vhosts/{vhost}"))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await;
+    });
+}
+
+criterion_group!(benches, bench, bench_rabbitmq);
 criterion_main!(benches);

@@ -39,7 +39,7 @@ struct MetricPlan {
 
 enum Reader {
     Management(Management),
-    Amqp(Amqp),
+    Amqp(Box<Amqp>),
 }
 
 /// A RabbitMQ broker and the metrics read from it.
@@ -81,7 +81,7 @@ impl RabbitMqSource {
                 )
                 .map_err(bad)?,
             ),
-            ReadVia::Amqp => Reader::Amqp(
+            ReadVia::Amqp => Reader::Amqp(Box::new(
                 Amqp::new(
                     conn.amqp_url.as_deref().unwrap_or_default(),
                     conn.username.as_deref(),
@@ -90,7 +90,7 @@ impl RabbitMqSource {
                     name,
                 )
                 .map_err(bad)?,
-            ),
+            )),
         };
         let metrics = config
             .metrics_of(name)
