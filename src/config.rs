@@ -693,6 +693,46 @@ mod tests {
                 mentions: &["password_env", "QMA_TEST_UNSET_VARIABLE is not set"],
             },
             Case {
+                name: "rabbitmq source without urls",
+                yaml: "sources:\n  r:\n    rabbitmq: {username: guest}\nmetrics:\n  - {name: a, source: r, measure: ready, rabbitmq: {queue: q}}\n".into(),
+                mentions: &["sources.r.rabbitmq", "management_url or amqp_url"],
+            },
+            Case {
+                name: "rabbitmq measure not over amqp",
+                yaml: "sources:\n  r:\n    rabbitmq: {amqp_url: \"amqp://127.0.0.1:5672/%2f\"}\nmetrics:\n  - {name: a, source: r, measure: oldest_age_seconds, rabbitmq: {queue: q}}\n".into(),
+                mentions: &["metrics[0] (a).rabbitmq", "not available over AMQP"],
+            },
+            Case {
+                name: "rabbitmq pattern over amqp",
+                yaml: "sources:\n  r:\n    rabbitmq: {amqp_url: \"amqp://127.0.0.1:5672/%2f\"}\nmetrics:\n  - {name: a, source: r, measure: ready, rabbitmq: {queue_pattern: \"^x\"}}\n".into(),
+                mentions: &["queue_pattern", "AMQP cannot list queues"],
+            },
+            Case {
+                name: "rabbitmq bad regex",
+                yaml: "sources:\n  r:\n    rabbitmq: {management_url: \"http://127.0.0.1:15672\"}\nmetrics:\n  - {name: a, source: r, measure: ready, rabbitmq: {queue_pattern: \"(\"}}\n".into(),
+                mentions: &["queue_pattern", "not a valid regex"],
+            },
+            Case {
+                name: "redis measure on rabbitmq",
+                yaml: "sources:\n  r:\n    rabbitmq: {management_url: \"http://127.0.0.1:15672\"}\nmetrics:\n  - {name: a, source: r, measure: lag, rabbitmq: {queue: q}}\n".into(),
+                mentions: &["measure lag is not available from RabbitMQ"],
+            },
+            Case {
+                name: "redis block on a rabbitmq metric",
+                yaml: "sources:\n  r:\n    rabbitmq: {management_url: \"http://127.0.0.1:15672\"}\nmetrics:\n  - {name: a, source: r, measure: ready, rabbitmq: {queue: q}, redis: {type: list, key: q}}\n".into(),
+                mentions: &["metrics[0] (a).redis", "remove the `redis:` block"],
+            },
+            Case {
+                name: "reserved rabbitmq label",
+                yaml: "sources:\n  r:\n    rabbitmq: {management_url: \"http://127.0.0.1:15672\"}\nmetrics:\n  - {name: a, source: r, measure: ready, labels: {vhost: x}, rabbitmq: {queue: q}}\n".into(),
+                mentions: &["must not set \"vhost\""],
+            },
+            Case {
+                name: "two kinds in one source",
+                yaml: "sources:\n  r:\n    rabbitmq: {management_url: \"http://x\"}\n    redis: {url: \"redis://x\"}\nmetrics:\n  - {name: a, source: r, measure: ready, rabbitmq: {queue: q}}\n".into(),
+                mentions: &["exactly one kind"],
+            },
+            Case {
                 name: "zero interval",
                 yaml: format!("poll_interval: 0s\n{}", m("{name: a, source: jobs, measure: length, redis: {type: list, key: q}}")),
                 mentions: &["poll_interval", "greater than zero"],

@@ -183,3 +183,140 @@ pub fn now_s() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// A private RabbitMQ node (its own name, ports and data directory, owned by the `rabbitmq`
+/// user that Debian's wrapper runs it as), for tests that stop the broker without disturbing the
+/// shared one.
+pub struct RabbitNode {
+    pub name: String,
+    pub amqp_port: u16,
+    pub management_port: u16,
+    dist_port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl RabbitNode {
+    /// Boots a node with the management plugin and waits (up to 90 s) for its API.
+    pub async fn start() -> RabbitNode {
+        let name = format!("qmatest{}x{}@localhost", std::process::id(), free_port());
+        let dir = std::env::temp_dir().join(format!("qma-rabbit-{}", name.replace('@', "-")));
+        std::fs::create_dir_all(dir.join("mnesia")).expect("dir");
+        std::fs::create_dir_all(dir.join("log")).expect("dir");
+        let (amqp_port, management_port, dist_port) = (free_port(), free_port(), free_port());
+        std::fs::write(dir.join("enabled_plugins"), "[rabbitmq_management].\n").expect("plugins");
+        std::fs::write(
+            dir.join("rabbitmq.conf"),
+            format!("listeners.tcp.default = 127.0.0.1:{amqp_port}\nmanagement.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {management_port}\n"),
+        )
+        .expect("conf");
+        let status = std::process::Command::new("chown")
+            .args(["-R", "rabbitmq:rabbitmq"])
+            .arg(&dir)
+            .status()
+            .expect("chown");
+        assert!(
+            status.success(),
+            "chown of the node's directory to rabbitmq"
+        );
+        let mut node = RabbitNode {
+            name,
+            amqp_port,
+            management_port,
+            dist_port,
+            dir,
+            child: None,
+        };
+        node.boot().await;
+        node
+    }
+
+    /// Starts the node (again) and waits for its management API.
+    pub async fn boot(&mut self) {
+        let d = |p: &str| self.dir.join(p).display().to_string();
+        let child = std::process::Command::new("rabbitmq-server")
+            .env("RABBITMQ_NODENAME", &self.name)
+            .env("RABBITMQ_NODE_PORT", self.amqp_port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", d("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d("log"))
+            .env("RABBITMQ_CONFIG_FILE", d("rabbitmq"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d("enabled_plugins"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("rabbitmq-server is installed (make test installs it)");
+        self.child = Some(child);
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(90) {
+            let ok = reqwest::Client::new()
+                .get(format!("{}/api/overview", self.management_url()))
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!(
+            "private RabbitMQ node {} did not boot in 90 s (logs in {})",
+            self.name,
+            self.dir.display()
+        );
+    }
+
+    /// Stops the node and waits until its ports are closed.
+    pub async fn stop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["-n", &self.name, "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for _ in 0..120 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.management_port))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub fn management_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.management_port)
+    }
+
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port)
+    }
+}
+
+impl Drop for RabbitNode {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["-n", &self.name, "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
