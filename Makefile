@@ -18,6 +18,9 @@ run: services
 	@echo "  redis-cli LPUSH queue:embeddings '{\"enqueued_at\":'\$$(date +%s%3N)'}'"
 	@echo "  curl -s http://$(LISTEN)/apis/external.metrics.k8s.io/v1beta1/namespaces/default/embedding_queue_length"
 	@echo "  curl -s http://$(LISTEN)/apis/external.metrics.k8s.io/v1beta1/namespaces/default/embedding_queue_oldest_age_seconds"
+	@echo "  curl -s -u guest:guest -X PUT -H 'content-type: application/json' -d '{\"durable\":true}' http://127.0.0.1:15672/api/queues/%2F/embeddings"
+	@echo "  curl -s -u guest:guest -H 'content-type: application/json' -d '{\"routing_key\":\"embeddings\",\"payload\":\"job\",\"payload_encoding\":\"string\",\"properties\":{\"timestamp\":'\$$(date +%s)'}}' http://127.0.0.1:15672/api/exchanges/%2F/amq.default/publish"
+	@echo "  curl -s http://$(LISTEN)/apis/external.metrics.k8s.io/v1beta1/namespaces/default/rabbit_embeddings_ready"
 	@echo "  curl -s http://$(LISTEN)/metrics"
 	@echo
 	./target/release/queue-metrics-adapter serve --config $(CONFIG) --listen $(LISTEN) --shutdown-delay 0s

@@ -77,7 +77,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
                 "-".into(),
                 "-".into(),
                 "-".into(),
-                "(no series: the pattern matched no key)".into(),
+                "(no series: the pattern matched nothing)".into(),
             ]);
         }
         for s in &state.series {
