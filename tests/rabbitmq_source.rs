@@ -80,8 +80,8 @@ async fn classic_queue_with_timestamps_reports_depth_and_age() {
         body["items"][0]["metricLabels"],
         serde_json::json!({"queue": "embed.classic", "vhost": vh.name})
     );
-    let (status, body) = a.metric("age", None).await;
-    assert_eq!(status, 200, "{body}");
+    // RabbitMQ reports head_message_timestamp only for paged-in messages: wait for it (bounded).
+    let (_, body) = wait_for(&a, "age", None, |status, _| status == 200).await;
     let age = quantity(body["items"][0]["value"].as_str().expect("value"));
     let truth = (now_s() - t0) as f64;
     assert!(
@@ -170,7 +170,7 @@ async fn unacked_messages_count_and_age_includes_the_oldest_unacked() {
     wait_for(&a, "ready", None, value_is(4.0)).await;
     wait_for(&a, "consumers", None, value_is(1.0)).await;
     // head_message_timestamp counts the oldest unacknowledged message (sources.md §3.3).
-    let (_, body) = a.metric("age", None).await;
+    let (_, body) = wait_for(&a, "age", None, |status, _| status == 200).await;
     let age = quantity(body["items"][0]["value"].as_str().expect("value"));
     let truth = (now_s() - t0) as f64;
     assert!(

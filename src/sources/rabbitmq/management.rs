@@ -263,7 +263,7 @@ pub fn value(
                     q.name
                 ))),
                 _ => Err(SeriesError::new(format!(
-                    "age unavailable: the head message of queue {:?} has no timestamp (publishers must set the AMQP timestamp property)",
+                    "age unavailable: RabbitMQ reports no timestamp for the head message of queue {:?} (publishers must set the AMQP timestamp property, and RabbitMQ reports it only once the message is paged in)",
                     q.name
                 ))),
             }
