@@ -191,6 +191,9 @@ pub struct RabbitNode {
     pub name: String,
     pub amqp_port: u16,
     pub management_port: u16,
+    /// A free port the extra configuration may use (for `listeners.ssl.default`).
+    pub tls_port: u16,
+    management_tls: bool,
     dist_port: u16,
     dir: std::path::PathBuf,
     child: Option<std::process::Child>,
@@ -207,15 +210,30 @@ fn free_port() -> u16 {
 impl RabbitNode {
     /// Boots a node with the management plugin and waits (up to 90 s) for its API.
     pub async fn start() -> RabbitNode {
+        Self::start_with(|_, _| (String::new(), false)).await
+    }
+
+    /// Like [`RabbitNode::start`], with extra `rabbitmq.conf` lines made from the node's directory
+    /// and a fresh free port; `true` if the management API is served over TLS on that port.
+    pub async fn start_with(
+        extra: impl FnOnce(&std::path::Path, u16) -> (String, bool),
+    ) -> RabbitNode {
         let name = format!("qmatest{}x{}@localhost", std::process::id(), free_port());
         let dir = std::env::temp_dir().join(format!("qma-rabbit-{}", name.replace('@', "-")));
         std::fs::create_dir_all(dir.join("mnesia")).expect("dir");
         std::fs::create_dir_all(dir.join("log")).expect("dir");
         let (amqp_port, management_port, dist_port) = (free_port(), free_port(), free_port());
+        let tls_port = free_port();
+        let (extra_conf, management_tls) = extra(&dir, tls_port);
         std::fs::write(dir.join("enabled_plugins"), "[rabbitmq_management].\n").expect("plugins");
+        let management = if management_tls {
+            format!("management.ssl.ip = 127.0.0.1\nmanagement.ssl.port = {management_port}\n")
+        } else {
+            format!("management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {management_port}\n")
+        };
         std::fs::write(
             dir.join("rabbitmq.conf"),
-            format!("listeners.tcp.default = 127.0.0.1:{amqp_port}\nmanagement.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {management_port}\n"),
+            format!("listeners.tcp.default = 127.0.0.1:{amqp_port}\n{management}{extra_conf}"),
         )
         .expect("conf");
         let status = std::process::Command::new("chown")
@@ -231,6 +249,8 @@ impl RabbitNode {
             name,
             amqp_port,
             management_port,
+            tls_port,
+            management_tls,
             dist_port,
             dir,
             child: None,
@@ -257,6 +277,16 @@ impl RabbitNode {
         self.child = Some(child);
         let start = std::time::Instant::now();
         while start.elapsed() < Duration::from_secs(90) {
+            if self.management_tls {
+                if tokio::net::TcpStream::connect(("127.0.0.1", self.management_port))
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
             let ok = reqwest::Client::new()
                 .get(format!("{}/api/overview", self.management_url()))
                 .basic_auth("guest", Some("guest"))
@@ -298,7 +328,17 @@ impl RabbitNode {
     }
 
     pub fn management_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.management_port)
+        // Over TLS the name must match the certificate (localhost); plain HTTP uses the address.
+        if self.management_tls {
+            format!("https://localhost:{}", self.management_port)
+        } else {
+            format!("http://127.0.0.1:{}", self.management_port)
+        }
+    }
+
+    /// The node's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     pub fn amqp_url(&self) -> String {
