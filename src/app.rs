@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, AppState, Routes, health::Health};
 use crate::config::{Config, SourceConfig};
-use crate::poller::{self, Heartbeats, Schedule};
+use crate::poller::{Heartbeats, Pollers, Schedule};
 use crate::sources::rabbitmq::RabbitMqSource;
 use crate::sources::redis::RedisSource;
 use crate::store::{MetricInfo, Store};
@@ -96,35 +96,25 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
         None => None,
     };
 
+    let pollers = Pollers {
+        store: store.clone(),
+        metrics: telemetry.clone(),
+        heartbeats: heartbeats.clone(),
+        token: token.clone(),
+        tracker: tracker.clone(),
+    };
     for (name, source) in &config.sources {
         let schedule = schedule_of(&config, source);
+        let context = || format!("source {name}");
         match source {
-            SourceConfig::Redis(conn) => {
-                let s = RedisSource::new(name, conn, &config)
-                    .with_context(|| format!("source {name}"))?;
-                poller::spawn(
-                    s,
-                    schedule,
-                    store.clone(),
-                    telemetry.clone(),
-                    heartbeats.clone(),
-                    token.clone(),
-                    &tracker,
-                );
-            }
-            SourceConfig::Rabbitmq(conn) => {
-                let s = RabbitMqSource::new(name, conn, &config)
-                    .with_context(|| format!("source {name}"))?;
-                poller::spawn(
-                    s,
-                    schedule,
-                    store.clone(),
-                    telemetry.clone(),
-                    heartbeats.clone(),
-                    token.clone(),
-                    &tracker,
-                );
-            }
+            SourceConfig::Redis(conn) => pollers.spawn(
+                RedisSource::new(name, conn, &config).with_context(context)?,
+                schedule,
+            ),
+            SourceConfig::Rabbitmq(conn) => pollers.spawn(
+                RabbitMqSource::new(name, conn, &config).with_context(context)?,
+                schedule,
+            ),
         }
     }
 

@@ -77,67 +77,99 @@ impl Heartbeats {
     }
 }
 
-/// Starts the poll loop of `source` on `tracker`; it stops when `token` is cancelled.
-pub fn spawn<S: Source>(
+/// What every poll loop shares: where to record, what to report to, and how to stop.
+#[derive(Clone)]
+pub struct Pollers {
+    /// Where outcomes go.
+    pub store: Arc<Store>,
+    /// Poll telemetry.
+    pub metrics: AdapterMetrics,
+    /// Liveness heartbeats.
+    pub heartbeats: Arc<Heartbeats>,
+    /// Cancelled at shutdown.
+    pub token: CancellationToken,
+    /// Tracks the loops so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+impl Pollers {
+    /// Starts the poll loop of `source`; it stops when the token is cancelled.
+    pub fn spawn<S: Source>(&self, source: S, schedule: Schedule) {
+        let Pollers {
+            store,
+            metrics,
+            heartbeats,
+            token,
+            tracker,
+        } = self.clone();
+        tracker.spawn(run(source, schedule, store, metrics, heartbeats, token));
+    }
+}
+
+async fn run<S: Source>(
     mut source: S,
     schedule: Schedule,
     store: Arc<Store>,
     metrics: AdapterMetrics,
     heartbeats: Arc<Heartbeats>,
     token: CancellationToken,
-    tracker: &TaskTracker,
 ) {
-    tracker.spawn(async move {
-        let name = source.name().to_string();
-        let kind = source.kind();
-        let mut failures = 0u32;
-        let mut last_error: Option<String> = None;
-        loop {
-            heartbeats.beat(&name, schedule.liveness_deadline());
-            let started = Instant::now();
-            let outcome = tokio::select! {
-                () = token.cancelled() => break,
-                r = tokio::time::timeout(schedule.timeout, source.poll()) => {
-                    r.unwrap_or(Err(SourceError::Timeout { after: schedule.timeout }))
-                }
-            };
-            metrics.poll_duration.with_label_values(&[&name]).observe(started.elapsed().as_secs_f64());
-            let observed_at = SystemTime::now();
-            match outcome {
-                Ok(samples) => {
-                    if let Some(previous) = last_error.take() {
-                        tracing::info!(source = %name, kind, after_failures = failures, previous_error = %previous, "source recovered");
-                    } else {
-                        tracing::debug!(source = %name, series = samples.len(), "polled");
-                    }
-                    failures = 0;
-                    store.record_poll(&name, observed_at, Ok(samples));
-                }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    metrics.poll_errors.with_label_values(&[name.as_str(), e.kind()]).inc();
-                    let message = e.to_string();
-                    if last_error.as_deref() != Some(message.as_str()) {
-                        tracing::warn!(source = %name, kind, error = %message, failures, "poll failed; its metrics answer 503 until a poll succeeds");
-                    } else {
-                        tracing::debug!(source = %name, error = %message, failures, "poll failed again");
-                    }
-                    last_error = Some(message.clone());
-                    store.record_poll(&name, observed_at, Err(message));
-                }
+    let name = source.name().to_string();
+    let kind = source.kind();
+    let mut failures = 0u32;
+    let mut last_error: Option<String> = None;
+    loop {
+        heartbeats.beat(&name, schedule.liveness_deadline());
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            () = token.cancelled() => break,
+            r = tokio::time::timeout(schedule.timeout, source.poll()) => {
+                r.unwrap_or(Err(SourceError::Timeout { after: schedule.timeout }))
             }
-            let delay = jittered(schedule.delay(failures), failures > 0).saturating_sub(if failures == 0 {
+        };
+        metrics
+            .poll_duration
+            .with_label_values(&[&name])
+            .observe(started.elapsed().as_secs_f64());
+        let observed_at = SystemTime::now();
+        match outcome {
+            Ok(samples) => {
+                if let Some(previous) = last_error.take() {
+                    tracing::info!(source = %name, kind, after_failures = failures, previous_error = %previous, "source recovered");
+                } else {
+                    tracing::debug!(source = %name, series = samples.len(), "polled");
+                }
+                failures = 0;
+                store.record_poll(&name, observed_at, Ok(samples));
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                metrics
+                    .poll_errors
+                    .with_label_values(&[name.as_str(), e.kind()])
+                    .inc();
+                let message = e.to_string();
+                if last_error.as_deref() != Some(message.as_str()) {
+                    tracing::warn!(source = %name, kind, error = %message, failures, "poll failed; its metrics answer 503 until a poll succeeds");
+                } else {
+                    tracing::debug!(source = %name, error = %message, failures, "poll failed again");
+                }
+                last_error = Some(message.clone());
+                store.record_poll(&name, observed_at, Err(message));
+            }
+        }
+        let delay =
+            jittered(schedule.delay(failures), failures > 0).saturating_sub(if failures == 0 {
                 started.elapsed()
             } else {
                 Duration::ZERO
             });
-            tokio::select! {
-                () = token.cancelled() => break,
-                () = tokio::time::sleep(delay) => {}
-            }
+        tokio::select! {
+            () = token.cancelled() => break,
+            () = tokio::time::sleep(delay) => {}
         }
-        tracing::debug!(source = %name, "poll loop stopped");
-    });
+    }
+    tracing::debug!(source = %name, "poll loop stopped");
 }
 
 /// Equal jitter for retries: half the delay fixed, half random. Healthy polls keep the plain

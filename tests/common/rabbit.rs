@@ -307,15 +307,7 @@ impl RabbitNode {
 
     /// Stops the node and waits until its ports are closed.
     pub async fn stop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl")
-            .args(["-n", &self.name, "stop"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.halt();
         for _ in 0..120 {
             if tokio::net::TcpStream::connect(("127.0.0.1", self.management_port))
                 .await
@@ -336,6 +328,19 @@ impl RabbitNode {
         }
     }
 
+    /// Stops the node (`rabbitmqctl stop`, then the process) without waiting for its ports.
+    fn halt(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["-n", &self.name, "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// The node's directory.
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
@@ -348,15 +353,7 @@ impl RabbitNode {
 
 impl Drop for RabbitNode {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl")
-            .args(["-n", &self.name, "stop"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.halt();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
