@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::keda::KedaScaler;
 use crate::api::{self, AppState, Routes, health::Health};
 use crate::config::{Config, SourceConfig};
 use crate::poller::{Heartbeats, Pollers, Schedule};
@@ -27,6 +28,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// A separate port for probes and `/metrics`, if wanted.
     pub health_listen: Option<SocketAddr>,
+    /// The KEDA external scaler (gRPC), if wanted.
+    pub grpc_listen: Option<SocketAddr>,
     /// How long readiness reports 503 before the servers stop, so endpoints drop the pod first.
     pub shutdown_delay: Duration,
     /// Limit on waiting for in-flight requests and poll loops after that.
@@ -39,6 +42,8 @@ pub struct Running {
     pub api_addr: SocketAddr,
     /// Where the probes listen (the same as `api_addr` without a separate port).
     pub health_addr: SocketAddr,
+    /// Where the KEDA external scaler listens, if it does.
+    pub grpc_addr: Option<SocketAddr>,
     /// The store, for tests and the `check` command.
     pub store: Arc<Store>,
     health: Arc<Health>,
@@ -152,11 +157,34 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
             api_addr
         }
     };
+    let grpc_addr = match settings.grpc_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            let bound = listener.local_addr()?;
+            let service = KedaScaler::new(store.clone(), token.clone()).into_service();
+            let stop = token.clone();
+            tracker.spawn(async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let served = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled())
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "gRPC server stopped with an error");
+                }
+            });
+            Some(bound)
+        }
+        None => None,
+    };
     health.set_listening();
     tracing::info!(%api_addr, %health_addr, sources = config.sources.len(), metrics = config.metrics.len(), "serving");
     Ok(Running {
         api_addr,
         health_addr,
+        grpc_addr,
         store,
         health,
         token,

@@ -42,6 +42,9 @@ enum Command {
         /// Separate address for /livez, /readyz, /healthz and /metrics (default: on --listen).
         #[arg(long, env = "QMA_HEALTH_LISTEN")]
         health_listen: Option<SocketAddr>,
+        /// Address of the KEDA external scaler (gRPC), or `off`.
+        #[arg(long, default_value = "0.0.0.0:9090", env = "QMA_GRPC_LISTEN", value_parser = parse_optional_addr)]
+        grpc_listen: Option<SocketAddr>,
         /// After SIGTERM, how long /readyz answers 503 before the servers stop.
         #[arg(long, default_value = "5s", value_parser = HumanDuration::parse)]
         shutdown_delay: HumanDuration,
@@ -77,6 +80,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             config,
             listen,
             health_listen,
+            grpc_listen,
             shutdown_delay,
             shutdown_timeout,
         } => {
@@ -84,6 +88,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let settings = app::Settings {
                 listen,
                 health_listen,
+                grpc_listen,
                 shutdown_delay: shutdown_delay.0,
                 shutdown_timeout: shutdown_timeout.0,
             };
@@ -103,4 +108,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// `off`, or a socket address.
+fn parse_optional_addr(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|e| format!("{text:?}: {e} (an address such as 0.0.0.0:9090, or off)"))
 }

@@ -110,6 +110,8 @@ async fn serve_turns_unready_on_sigterm_then_exits_cleanly() {
             &format!("127.0.0.1:{port}"),
             "--shutdown-delay",
             "1s",
+            "--grpc-listen",
+            "127.0.0.1:0",
             "--config",
         ])
         .arg(&cfg.0)

@@ -6,6 +6,9 @@
 
 pub mod external_metrics;
 pub mod health;
+pub mod keda;
+pub mod metrics_api;
+pub mod trigger;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -51,8 +54,10 @@ pub enum Routes {
 /// Builds the router for `routes` over `state`, with request telemetry.
 pub fn router(state: AppState, routes: Routes) -> Router {
     let r = match routes {
-        Routes::All => external_metrics::routes().merge(health::routes()),
-        Routes::Api => external_metrics::routes(),
+        Routes::All => external_metrics::routes()
+            .merge(metrics_api::routes())
+            .merge(health::routes()),
+        Routes::Api => external_metrics::routes().merge(metrics_api::routes()),
         Routes::Health => health::routes(),
     };
     r.fallback(not_found)

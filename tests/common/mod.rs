@@ -138,6 +138,7 @@ impl Adapter {
         let settings = Settings {
             listen: "127.0.0.1:0".parse().expect("addr"),
             health_listen: None,
+            grpc_listen: Some("127.0.0.1:0".parse().expect("addr")),
             shutdown_delay: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(5),
         };
@@ -163,6 +164,15 @@ impl Adapter {
                 .await
                 .expect("no poll recorded within 20 s")
                 .expect("store alive");
+        }
+    }
+
+    /// Waits until `/readyz` is 200: every source has finished a poll (bounded: 20 s).
+    pub async fn ready(&self) {
+        let start = std::time::Instant::now();
+        while self.get_text("/readyz").await.0 != 200 {
+            assert!(start.elapsed() < Duration::from_secs(20), "not ready within 20 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

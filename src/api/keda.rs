@@ -1,0 +1,211 @@
+//! KEDA's external scaler (gRPC `externalscaler.ExternalScaler`), answered from the store.
+//!
+//! KEDA calls `GetMetricSpec`, `GetMetrics` and `IsActive` on every poll and every HPA fetch
+//! (keda.md §1.4), so all of them are in-memory lookups. `StreamIsActive` sends the current state
+//! when it opens and then a message whenever activity changes, woken by the store's change signal
+//! after each poll: a job pushed into an empty queue wakes a deployment at zero within one poll
+//! interval, and any number of streams costs no polling beyond the shared poller.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use super::trigger::{Trigger, TriggerLookupError};
+use crate::store::{LookupError, MetricsProvider, Store};
+
+/// Code generated from `proto/externalscaler.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("externalscaler");
+}
+
+use pb::external_scaler_server::{ExternalScaler, ExternalScalerServer};
+use pb::{
+    GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
+    MetricValue, ScaledObjectRef,
+};
+
+/// The external scaler service.
+#[derive(Clone)]
+pub struct KedaScaler {
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+}
+
+impl KedaScaler {
+    /// A scaler over `store`; open streams end when `shutdown` is cancelled.
+    pub fn new(store: Arc<Store>, shutdown: CancellationToken) -> Self {
+        KedaScaler { store, shutdown }
+    }
+
+    /// The tonic service to mount on a server.
+    pub fn into_service(self) -> ExternalScalerServer<KedaScaler> {
+        ExternalScalerServer::new(self)
+    }
+
+    fn value(&self, trigger: &Trigger, namespace: &str) -> Result<f64, Status> {
+        trigger
+            .value(
+                self.store.as_ref() as &dyn MetricsProvider,
+                namespace,
+                SystemTime::now(),
+            )
+            .map_err(|e| lookup_status(&e))
+    }
+}
+
+/// The one mapping of lookup errors to gRPC statuses: never a value for a failure.
+pub fn lookup_status(e: &TriggerLookupError) -> Status {
+    match e {
+        TriggerLookupError::Lookup(LookupError::UnknownMetric { .. })
+        | TriggerLookupError::NoSeries { .. } => Status::not_found(e.to_string()),
+        TriggerLookupError::Lookup(LookupError::Stale { .. } | LookupError::Unavailable { .. }) => {
+            Status::unavailable(e.to_string())
+        }
+    }
+}
+
+fn trigger_of(r: &ScaledObjectRef, need_target: bool) -> Result<Trigger, Status> {
+    Trigger::parse(&r.scaler_metadata, need_target)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// `int64` fields for KEDA before 2.17, which had no float fields: rounded, saturating.
+fn as_int(v: f64) -> i64 {
+    v.round().clamp(i64::MIN as f64, i64::MAX as f64) as i64
+}
+
+type ActiveStream = Pin<Box<dyn Stream<Item = Result<IsActiveResponse, Status>> + Send + 'static>>;
+type SpecStream =
+    Pin<Box<dyn Stream<Item = Result<GetMetricSpecResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl ExternalScaler for KedaScaler {
+    async fn is_active(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<IsActiveResponse>, Status> {
+        let r = request.into_inner();
+        let trigger = trigger_of(&r, false)?;
+        let value = self.value(&trigger, &r.namespace)?;
+        Ok(Response::new(IsActiveResponse {
+            result: trigger.is_active(value),
+        }))
+    }
+
+    type StreamIsActiveStream = ActiveStream;
+
+    async fn stream_is_active(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<ActiveStream>, Status> {
+        let r = request.into_inner();
+        let trigger = trigger_of(&r, false)?;
+        let (tx, rx) = mpsc::channel(4);
+        let store = self.store.clone();
+        let shutdown = self.shutdown.clone();
+        let mut changes = store.subscribe();
+        tokio::spawn(async move {
+            let mut last: Option<bool> = None;
+            loop {
+                // Failures send nothing: KEDA keeps its state rather than act on a guess.
+                let now = trigger.value(
+                    store.as_ref() as &dyn MetricsProvider,
+                    &r.namespace,
+                    SystemTime::now(),
+                );
+                if let Ok(value) = now {
+                    let active = trigger.is_active(value);
+                    if last != Some(active) {
+                        if tx
+                            .send(Ok(IsActiveResponse { result: active }))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        last = Some(active);
+                    }
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tx.closed() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_metric_spec(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<GetMetricSpecResponse>, Status> {
+        let r = request.into_inner();
+        let trigger = trigger_of(&r, true)?;
+        if !self.store.metric_names().contains(&trigger.metric) {
+            return Err(Status::not_found(format!(
+                "no metric {} is configured",
+                trigger.metric
+            )));
+        }
+        let target = trigger.target.unwrap_or(1.0);
+        Ok(Response::new(GetMetricSpecResponse {
+            metric_specs: vec![MetricSpec {
+                metric_name: trigger.metric,
+                target_size: as_int(target).max(1),
+                target_size_float: target,
+            }],
+        }))
+    }
+
+    async fn get_metrics(
+        &self,
+        request: Request<GetMetricsRequest>,
+    ) -> Result<Response<GetMetricsResponse>, Status> {
+        let r = request.into_inner();
+        let object = r.scaled_object_ref.unwrap_or_default();
+        let trigger = trigger_of(&object, false)?;
+        let value = self.value(&trigger, &object.namespace)?;
+        // KEDA labels the value with the name it asked for; answer with that name too.
+        let name = if r.metric_name.is_empty() {
+            trigger.metric.clone()
+        } else {
+            r.metric_name
+        };
+        Ok(Response::new(GetMetricsResponse {
+            metric_values: vec![MetricValue {
+                metric_name: name,
+                metric_value: as_int(value),
+                metric_value_float: value,
+            }],
+        }))
+    }
+
+    type StreamMetricSpecStream = SpecStream;
+
+    async fn stream_metric_spec(
+        &self,
+        _request: Request<ScaledObjectRef>,
+    ) -> Result<Response<SpecStream>, Status> {
+        // KEDA falls back to GetMetricSpec on UNIMPLEMENTED (keda.md §1.2); targets come from metadata.
+        Err(Status::unimplemented(
+            "targets come from trigger metadata; use GetMetricSpec",
+        ))
+    }
+}
+
+/// Reads trigger metadata from a plain map (for tests and the HTTP surface).
+pub fn metadata(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}

@@ -1,0 +1,59 @@
+//! A plain JSON endpoint for KEDA's `metrics-api` scaler, for clusters that prefer it to gRPC:
+//! `GET /keda/v1/namespaces/{ns}/{metric}?labelSelector=...&aggregate=sum|max|mean&activationValue=N`
+//! answers `{"metric": ..., "value": 12.5, "active": true, "series": 2, "timestamp": ...}`; point the
+//! trigger's `valueLocation` at `value`. Same semantics as the gRPC scaler: 404 unknown metric or no
+//! matching series, 400 bad parameters, 503 stale or unavailable, never a value for a failure.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use super::AppState;
+use super::external_metrics::{lookup_status, rfc3339_seconds, status_response};
+use super::trigger::{Trigger, TriggerLookupError};
+use crate::k8s::status::Status;
+
+/// The route.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/keda/v1/namespaces/{namespace}/{metric}", get(value))
+}
+
+async fn value(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let (Path((namespace, metric)), Query(mut query)) = match (path, query) {
+        (Ok(p), Ok(q)) => (p, q),
+        (Err(e), _) => return status_response(Status::bad_request(format!("invalid path: {e}"))),
+        (_, Err(e)) => {
+            return status_response(Status::bad_request(format!("invalid query string: {e}")));
+        }
+    };
+    query.insert("metricName".into(), metric);
+    let trigger = match Trigger::parse(&query, false) {
+        Ok(t) => t,
+        Err(e) => return status_response(Status::bad_request(e.to_string())),
+    };
+    match trigger.reading(state.provider.as_ref(), &namespace, SystemTime::now()) {
+        Ok(r) => Json(json!({
+            "metric": trigger.metric,
+            "value": r.value,
+            "active": trigger.is_active(r.value),
+            "series": r.series,
+            "timestamp": rfc3339_seconds(r.observed_at),
+        }))
+        .into_response(),
+        Err(TriggerLookupError::Lookup(e)) => status_response(lookup_status(&e)),
+        Err(e @ TriggerLookupError::NoSeries { .. }) => {
+            status_response(Status::not_found(e.to_string()))
+        }
+    }
+}
