@@ -171,7 +171,10 @@ impl Adapter {
     pub async fn ready(&self) {
         let start = std::time::Instant::now();
         while self.get_text("/readyz").await.0 != 200 {
-            assert!(start.elapsed() < Duration::from_secs(20), "not ready within 20 s");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "not ready within 20 s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
