@@ -4,6 +4,7 @@
 //! tests exercise the real wiring on ephemeral ports.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,10 +31,37 @@ pub struct Settings {
     pub health_listen: Option<SocketAddr>,
     /// The KEDA external scaler (gRPC), if wanted.
     pub grpc_listen: Option<SocketAddr>,
+    /// TLS for the gRPC server (KEDA's `enableTLS`/`caCert`/`tlsClientCert`); plaintext without.
+    pub grpc_tls: Option<GrpcTls>,
     /// How long readiness reports 503 before the servers stop, so endpoints drop the pod first.
     pub shutdown_delay: Duration,
     /// Limit on waiting for in-flight requests and poll loops after that.
     pub shutdown_timeout: Duration,
+}
+
+/// TLS for the KEDA gRPC server: a serving certificate, and optionally a CA that client
+/// certificates must chain to (mutual TLS, KEDA's `tlsClientCert`/`tlsClientKey`).
+#[derive(Debug, Clone)]
+pub struct GrpcTls {
+    /// PEM certificate chain file.
+    pub cert: PathBuf,
+    /// PEM private key file.
+    pub key: PathBuf,
+    /// PEM CA file for client certificates; `None` accepts clients without one.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl GrpcTls {
+    fn server_config(&self) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let identity = tonic::transport::Identity::from_pem(read(&self.cert)?, read(&self.key)?);
+        let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.client_ca {
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+        }
+        Ok(config)
+    }
 }
 
 /// A started adapter.
@@ -164,10 +192,17 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
                 .with_context(|| format!("binding {addr}"))?;
             let bound = listener.local_addr()?;
             let service = KedaScaler::new(store.clone(), token.clone()).into_service();
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(tls) = &settings.grpc_tls {
+                crate::tls::ensure_crypto_provider();
+                builder = builder
+                    .tls_config(tls.server_config()?)
+                    .context("gRPC TLS configuration")?;
+            }
             let stop = token.clone();
             tracker.spawn(async move {
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                let served = tonic::transport::Server::builder()
+                let served = builder
                     .add_service(service)
                     .serve_with_incoming_shutdown(incoming, stop.cancelled())
                     .await;

@@ -45,6 +45,15 @@ enum Command {
         /// Address of the KEDA external scaler (gRPC), or `off`.
         #[arg(long, default_value = "0.0.0.0:9090", env = "QMA_GRPC_LISTEN", value_parser = parse_optional_addr)]
         grpc_listen: Option<SocketAddr>,
+        /// PEM certificate for the gRPC server (TLS); with --grpc-tls-key.
+        #[arg(long, env = "QMA_GRPC_TLS_CERT", requires = "grpc_tls_key")]
+        grpc_tls_cert: Option<PathBuf>,
+        /// PEM private key for the gRPC server.
+        #[arg(long, env = "QMA_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+        grpc_tls_key: Option<PathBuf>,
+        /// PEM CA that gRPC client certificates must chain to (mutual TLS).
+        #[arg(long, env = "QMA_GRPC_CLIENT_CA", requires = "grpc_tls_cert")]
+        grpc_client_ca: Option<PathBuf>,
         /// After SIGTERM, how long /readyz answers 503 before the servers stop.
         #[arg(long, default_value = "5s", value_parser = HumanDuration::parse)]
         shutdown_delay: HumanDuration,
@@ -81,6 +90,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             health_listen,
             grpc_listen,
+            grpc_tls_cert,
+            grpc_tls_key,
+            grpc_client_ca,
             shutdown_delay,
             shutdown_timeout,
         } => {
@@ -89,6 +101,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 listen,
                 health_listen,
                 grpc_listen,
+                grpc_tls: grpc_tls_cert
+                    .zip(grpc_tls_key)
+                    .map(|(cert, key)| app::GrpcTls {
+                        cert,
+                        key,
+                        client_ca: grpc_client_ca,
+                    }),
                 shutdown_delay: shutdown_delay.0,
                 shutdown_timeout: shutdown_timeout.0,
             };

@@ -128,6 +128,11 @@ pub struct Adapter {
 impl Adapter {
     /// Starts the adapter on 127.0.0.1:0 with the YAML `config`.
     pub async fn start(config: &str) -> Adapter {
+        Self::start_with(config, |_| {}).await
+    }
+
+    /// Like [`Adapter::start`], letting `adjust` change the settings first (TLS, ports).
+    pub async fn start_with(config: &str, adjust: impl FnOnce(&mut Settings)) -> Adapter {
         if std::env::var_os("RUST_LOG").is_some() {
             queue_metrics_adapter::telemetry::init_logging(
                 queue_metrics_adapter::telemetry::LogFormat::Text,
@@ -135,13 +140,15 @@ impl Adapter {
         }
         let config = Config::from_yaml(config, std::path::Path::new("test.yaml"))
             .expect("test config is valid");
-        let settings = Settings {
+        let mut settings = Settings {
             listen: "127.0.0.1:0".parse().expect("addr"),
             health_listen: None,
             grpc_listen: Some("127.0.0.1:0".parse().expect("addr")),
+            grpc_tls: None,
             shutdown_delay: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(5),
         };
+        adjust(&mut settings);
         let running = app::start(config, settings).await.expect("adapter starts");
         let base = format!("http://{}", running.api_addr);
         Adapter {
