@@ -48,7 +48,7 @@ fmt:
 
 ## Criterion benchmarks (needs Redis for the poll bench). Numbers go in BENCHMARKS.md.
 bench: services
-	$(CARGO) bench --bench serve --bench poll --bench keda
+	$(CARGO) bench --bench serve --bench poll --bench keda --bench dcgm
 
 ## A release binary.
 dist:

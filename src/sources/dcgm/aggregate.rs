@@ -1,0 +1,206 @@
+//! GPU readings aggregated per pod, then per workload. No I/O here.
+//!
+//! A multi-GPU pod is one pod: its GPUs are averaged first, so the HPA's per-pod view is not skewed
+//! by how many GPUs a pod has. GPUs attributed to no pod are never averaged in. A group whose GPUs
+//! all lack the signal is an error, never 0.
+
+use std::collections::BTreeMap;
+
+use super::gpus::{GpuReading, PodRef};
+
+/// How pods combine into one workload value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadAggregate {
+    /// Mean over pods (of each pod's mean over its GPUs): "keep GPUs at 70 % busy".
+    Mean,
+    /// The busiest pod.
+    Max,
+    /// Sum over pods.
+    Sum,
+    /// How many GPUs (or MIG instances) the workload holds.
+    Gpus,
+}
+
+/// One pod's value of a signal, and how many of its GPUs reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodValue {
+    /// Mean over the GPUs that reported the signal; `None` if none did.
+    pub value: Option<f64>,
+    /// GPUs attributed to the pod.
+    pub gpus: usize,
+}
+
+/// Per-pod values of `signal` (e.g. [`GpuReading::utilization`]); unattributed GPUs are skipped.
+pub fn per_pod(
+    readings: &[GpuReading],
+    signal: impl Fn(&GpuReading) -> Option<f64>,
+) -> BTreeMap<PodRef, PodValue> {
+    let mut acc: BTreeMap<PodRef, (f64, usize, usize)> = BTreeMap::new();
+    for r in readings {
+        let Some(pod) = &r.pod else { continue };
+        let e = acc.entry(pod.clone()).or_insert((0.0, 0, 0));
+        e.2 += 1;
+        if let Some(v) = signal(r) {
+            e.0 += v;
+            e.1 += 1;
+        }
+    }
+    acc.into_iter()
+        .map(|(pod, (sum, known, gpus))| {
+            (
+                pod,
+                PodValue {
+                    value: (known > 0).then(|| sum / known as f64),
+                    gpus,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Combines the pods of each group (`group_of` returns `None` for pods that belong to no group yet,
+/// e.g. whose owner is not resolved: they are left out, not guessed).
+///
+/// # Errors
+/// Per group: when none of its pods has a value.
+pub fn per_group<G: Ord + Clone>(
+    pods: &BTreeMap<PodRef, PodValue>,
+    group_of: impl Fn(&PodRef) -> Option<G>,
+    aggregate: WorkloadAggregate,
+) -> BTreeMap<G, Result<f64, String>> {
+    let mut groups: BTreeMap<G, Vec<&PodValue>> = BTreeMap::new();
+    for (pod, v) in pods {
+        if let Some(g) = group_of(pod) {
+            groups.entry(g).or_default().push(v);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(g, members)| {
+            let known: Vec<f64> = members.iter().filter_map(|m| m.value).collect();
+            let value = match aggregate {
+                WorkloadAggregate::Gpus => Ok(members.iter().map(|m| m.gpus).sum::<usize>() as f64),
+                _ if known.is_empty() => Err(format!(
+                    "none of the {} pod(s) reported the signal",
+                    members.len()
+                )),
+                WorkloadAggregate::Mean => Ok(known.iter().sum::<f64>() / known.len() as f64),
+                WorkloadAggregate::Max => {
+                    Ok(known.iter().copied().fold(f64::NEG_INFINITY, f64::max))
+                }
+                WorkloadAggregate::Sum => Ok(known.iter().sum()),
+            };
+            (g, value)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::sources::dcgm::gpus::{Field, GpuKey};
+
+    fn gpu(uuid: &str, pod: Option<(&str, &str)>, util: Option<f64>) -> GpuReading {
+        GpuReading {
+            key: Some(GpuKey {
+                uuid: uuid.into(),
+                instance: String::new(),
+            }),
+            node: None,
+            pod: pod.map(|(ns, name)| PodRef {
+                namespace: ns.into(),
+                name: name.into(),
+            }),
+            values: util
+                .map(|u| HashMap::from([(Field::EngineActive, u)]))
+                .unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn multi_gpu_pods_count_once_and_unattributed_gpus_never() {
+        let readings = vec![
+            gpu("a", Some(("ml", "infer-1")), Some(90.0)),
+            gpu("b", Some(("ml", "infer-1")), Some(70.0)),
+            gpu("c", Some(("ml", "infer-2")), Some(20.0)),
+            gpu("d", None, Some(0.0)),
+        ];
+        let pods = per_pod(&readings, GpuReading::utilization);
+        assert_eq!(pods.len(), 2);
+        let workload = |_: &PodRef| Some("infer");
+        assert_eq!(
+            per_group(&pods, workload, WorkloadAggregate::Mean)["infer"],
+            Ok(50.0),
+            "(80 + 20) / 2, not (90+70+20)/3"
+        );
+        assert_eq!(
+            per_group(&pods, workload, WorkloadAggregate::Max)["infer"],
+            Ok(80.0)
+        );
+        assert_eq!(
+            per_group(&pods, workload, WorkloadAggregate::Gpus)["infer"],
+            Ok(3.0)
+        );
+    }
+
+    #[test]
+    fn a_generated_4000_gpu_payload_parses_and_aggregates() {
+        let body = crate::sources::dcgm::synthetic::payload(4000);
+        let parsed = crate::sources::dcgm::parse::parse(&body);
+        assert_eq!(parsed.malformed, 0);
+        let readings = crate::sources::dcgm::gpus::readings(
+            &parsed.samples,
+            &crate::sources::dcgm::gpus::builtin_aliases(),
+        );
+        assert_eq!(readings.len(), 4000);
+        let pods = per_pod(&readings, GpuReading::utilization);
+        assert_eq!(
+            pods.len(),
+            2000,
+            "GPUs 4k and 4k+1 share a pod, 4k+2 has one alone, 4k+3 is idle"
+        );
+        let groups = per_group(
+            &pods,
+            |p| {
+                p.name
+                    .split('-')
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join("-")
+                    .into()
+            },
+            WorkloadAggregate::Gpus,
+        );
+        assert_eq!(groups.len(), 10);
+        assert_eq!(
+            groups
+                .values()
+                .map(|g| g.as_ref().map_or(0.0, |v| *v))
+                .sum::<f64>(),
+            3000.0,
+            "idle GPUs are no one's"
+        );
+    }
+
+    #[test]
+    fn a_workload_with_no_known_gpu_is_an_error_and_unresolved_pods_are_left_out() {
+        let readings = vec![
+            gpu("a", Some(("ml", "w-1")), None),
+            gpu("b", Some(("ml", "new-pod")), Some(50.0)),
+        ];
+        let pods = per_pod(&readings, GpuReading::utilization);
+        let groups = per_group(
+            &pods,
+            |p| (p.name != "new-pod").then_some("w"),
+            WorkloadAggregate::Mean,
+        );
+        assert_eq!(
+            groups.len(),
+            1,
+            "the unresolved pod is not guessed into a workload"
+        );
+        assert!(groups["w"].is_err());
+    }
+}
