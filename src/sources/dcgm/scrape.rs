@@ -1,0 +1,158 @@
+//! Scraping dcgm-exporter endpoints: all at once, each with a timeout. A failed endpoint makes
+//! only its own GPUs unknown; the others are read. Only `GET /metrics`.
+
+use std::time::Duration;
+
+use super::gpus::{Alias, GpuReading, readings};
+use super::parse::parse;
+
+/// What one endpoint gave.
+#[derive(Debug)]
+pub struct EndpointScrape {
+    /// The endpoint's URL.
+    pub endpoint: String,
+    /// Its GPUs, or why it could not be read.
+    pub outcome: Result<Vec<GpuReading>, String>,
+    /// Lines that could not be read (skipped), and the first few of them.
+    pub malformed: usize,
+    /// The first malformed lines with their line numbers, for the log.
+    pub first_malformed: Vec<(usize, String)>,
+}
+
+/// Scrapes every endpoint concurrently with `timeout` each.
+pub async fn scrape_all(
+    client: &reqwest::Client,
+    endpoints: &[String],
+    timeout: Duration,
+    aliases: &[Alias],
+) -> Vec<EndpointScrape> {
+    let calls = endpoints
+        .iter()
+        .map(|e| scrape_one(client, e, timeout, aliases));
+    futures_util::future::join_all(calls).await
+}
+
+async fn scrape_one(
+    client: &reqwest::Client,
+    endpoint: &str,
+    timeout: Duration,
+    aliases: &[Alias],
+) -> EndpointScrape {
+    let fetched = async {
+        let response = client
+            .get(endpoint)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        response.text().await.map_err(|e| describe(&e))
+    }
+    .await;
+    match fetched {
+        Ok(body) => {
+            let parsed = parse(&body);
+            EndpointScrape {
+                endpoint: endpoint.to_string(),
+                outcome: Ok(readings(&parsed.samples, aliases)),
+                malformed: parsed.malformed,
+                first_malformed: parsed.first_malformed,
+            }
+        }
+        Err(e) => EndpointScrape {
+            endpoint: endpoint.to_string(),
+            outcome: Err(e),
+            malformed: 0,
+            first_malformed: Vec::new(),
+        },
+    }
+}
+
+/// A reqwest error as text without its URL (endpoints may carry credentials).
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    if e.is_connect() {
+        return "connection failed".into();
+    }
+    let text = e.to_string();
+    match e.url() {
+        Some(url) => text.replace(url.as_str(), "<endpoint>"),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::dcgm::gpus::builtin_aliases;
+
+    #[tokio::test]
+    async fn a_failed_endpoint_leaves_the_others_readable() {
+        crate::tls::ensure_crypto_provider();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(|| async {
+                    include_str!("../../../tests/fixtures/synthetic-4.8-k8s-mig.prom")
+                }),
+            )
+            .route(
+                "/broken",
+                axum::routing::get(|| async {
+                    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "no")
+                }),
+            )
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let endpoints = vec![
+            format!("http://{addr}/metrics"),
+            format!("http://{addr}/broken"),
+            format!("http://{addr}/slow"),
+            "http://127.0.0.1:1/metrics".to_string(),
+        ];
+        let client = reqwest::Client::new();
+        let started = std::time::Instant::now();
+        let out = scrape_all(
+            &client,
+            &endpoints,
+            Duration::from_millis(300),
+            &builtin_aliases(),
+        )
+        .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "concurrent, bounded by the timeout"
+        );
+        assert_eq!(
+            out[0].outcome.as_ref().map(Vec::len),
+            Ok(4),
+            "GPU0, two MIG instances of GPU1, GPU2"
+        );
+        assert_eq!(
+            out[1].outcome.as_ref().map(Vec::len),
+            Err(&"HTTP 500 Internal Server Error".to_string())
+        );
+        assert_eq!(
+            out[2].outcome.as_ref().map(Vec::len),
+            Err(&"timed out".to_string())
+        );
+        assert_eq!(
+            out[3].outcome.as_ref().map(Vec::len),
+            Err(&"connection failed".to_string())
+        );
+    }
+}
