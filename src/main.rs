@@ -44,7 +44,7 @@ enum Command {
         health_listen: Option<SocketAddr>,
         /// Address of the KEDA external scaler (gRPC), or `off`.
         #[arg(long, default_value = "0.0.0.0:9090", env = "QMA_GRPC_LISTEN", value_parser = parse_optional_addr)]
-        grpc_listen: Option<SocketAddr>,
+        grpc_listen: OptionalAddr,
         /// PEM certificate for the gRPC server (TLS); with --grpc-tls-key.
         #[arg(long, env = "QMA_GRPC_TLS_CERT", requires = "grpc_tls_key")]
         grpc_tls_cert: Option<PathBuf>,
@@ -100,7 +100,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let settings = app::Settings {
                 listen,
                 health_listen,
-                grpc_listen,
+                grpc_listen: grpc_listen.0,
                 grpc_tls: grpc_tls_cert
                     .zip(grpc_tls_key)
                     .map(|(cert, key)| app::GrpcTls {
@@ -129,12 +129,89 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A listen address, or `off`.
+#[derive(Debug, Clone, Copy)]
+struct OptionalAddr(Option<SocketAddr>);
+
 /// `off`, or a socket address.
-fn parse_optional_addr(text: &str) -> Result<Option<SocketAddr>, String> {
+fn parse_optional_addr(text: &str) -> Result<OptionalAddr, String> {
     if text == "off" {
-        return Ok(None);
+        return Ok(OptionalAddr(None));
     }
     text.parse()
-        .map(Some)
+        .map(|a| OptionalAddr(Some(a)))
         .map_err(|e| format!("{text:?}: {e} (an address such as 0.0.0.0:9090, or off)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn every_serve_flag_parses_into_its_type() {
+        let cli = Cli::try_parse_from([
+            "queue-metrics-adapter",
+            "serve",
+            "--config",
+            "c.yaml",
+            "--listen",
+            "127.0.0.1:1",
+            "--health-listen",
+            "127.0.0.1:2",
+            "--grpc-listen",
+            "off",
+            "--grpc-tls-cert",
+            "c.pem",
+            "--grpc-tls-key",
+            "k.pem",
+            "--grpc-client-ca",
+            "ca.pem",
+            "--shutdown-delay",
+            "1s",
+        ])
+        .expect("parses");
+        let Command::Serve {
+            grpc_listen,
+            shutdown_delay,
+            grpc_client_ca,
+            ..
+        } = cli.command
+        else {
+            panic!("serve");
+        };
+        assert!(grpc_listen.0.is_none());
+        assert_eq!(shutdown_delay.0, std::time::Duration::from_secs(1));
+        assert!(grpc_client_ca.is_some());
+        let cli = Cli::try_parse_from(["queue-metrics-adapter", "serve", "--config", "c.yaml"])
+            .expect("defaults");
+        let Command::Serve { grpc_listen, .. } = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(grpc_listen.0, Some("0.0.0.0:9090".parse().expect("addr")));
+        assert!(
+            Cli::try_parse_from([
+                "queue-metrics-adapter",
+                "serve",
+                "--config",
+                "c",
+                "--grpc-listen",
+                "nowhere"
+            ])
+            .is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "queue-metrics-adapter",
+                "serve",
+                "--config",
+                "c",
+                "--grpc-tls-key",
+                "k"
+            ])
+            .is_err(),
+            "key needs cert"
+        );
+    }
 }

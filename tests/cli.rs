@@ -131,10 +131,21 @@ async fn serve_turns_unready_on_sigterm_then_exits_cleanly() {
         {
             break;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "never became ready"
-        );
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+            }
+            panic!("serve exited with {status} before becoming ready:\n{stderr}");
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+            }
+            panic!("never became ready within 20 s:\n{stderr}");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let metric = http
