@@ -46,7 +46,12 @@ fn bench(c: &mut Criterion) {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let service = KedaScaler::new(store, CancellationToken::new()).into_service();
+        let service = KedaScaler::new(
+            store,
+            CancellationToken::new(),
+            queue_metrics_adapter::telemetry::AdapterMetrics::new(),
+        )
+        .into_service();
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)

@@ -154,7 +154,7 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
     let state = AppState {
         provider: store.clone(),
         store: store.clone(),
-        telemetry,
+        telemetry: telemetry.clone(),
         health: health.clone(),
         heartbeats,
     };
@@ -191,7 +191,8 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
                 .await
                 .with_context(|| format!("binding {addr}"))?;
             let bound = listener.local_addr()?;
-            let service = KedaScaler::new(store.clone(), token.clone()).into_service();
+            let service =
+                KedaScaler::new(store.clone(), token.clone(), telemetry.clone()).into_service();
             let mut builder = tonic::transport::Server::builder();
             if let Some(tls) = &settings.grpc_tls {
                 crate::tls::ensure_crypto_provider();

@@ -49,6 +49,8 @@ pub struct AdapterMetrics {
     pub requests: IntCounterVec,
     /// Request latency, by endpoint.
     pub request_duration: HistogramVec,
+    /// KEDA gRPC calls, by method and status code.
+    pub grpc_requests: IntCounterVec,
 }
 
 impl AdapterMetrics {
@@ -97,11 +99,20 @@ impl AdapterMetrics {
             &["endpoint"],
         )
         .expect("valid histogram");
+        let grpc_requests = IntCounterVec::new(
+            Opts::new(
+                "qma_grpc_requests_total",
+                "KEDA external scaler calls, by method and gRPC status code.",
+            ),
+            &["method", "code"],
+        )
+        .expect("valid counter");
         for c in [
             Box::new(poll_duration.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(poll_errors.clone()),
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
+            Box::new(grpc_requests.clone()),
         ] {
             registry.register(c).expect("registered once");
         }
@@ -111,6 +122,7 @@ impl AdapterMetrics {
             poll_errors,
             requests,
             request_duration,
+            grpc_requests,
         }
     }
 

@@ -204,6 +204,14 @@ async fn failures_are_grpc_errors_never_zero() {
         .await
         .expect_err("unimplemented");
     assert_eq!(e.code(), Code::Unimplemented);
+    let (_, metrics) = a.get_text("/metrics").await;
+    for want in [
+        "qma_grpc_requests_total{code=\"NotFound\",method=\"IsActive\"}",
+        "qma_grpc_requests_total{code=\"Unavailable\",method=\"IsActive\"} 1",
+        "qma_grpc_requests_total{code=\"InvalidArgument\",method=\"GetMetricSpec\"} 1",
+    ] {
+        assert!(metrics.contains(want), "/metrics lacks {want}:\n{metrics}");
+    }
     // An empty queue is 0, and inactive: that is a value, not a failure.
     let r = g
         .get_metrics(GetMetricsRequest {

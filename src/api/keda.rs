@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 
 use super::trigger::{Trigger, TriggerLookupError};
 use crate::store::{LookupError, MetricsProvider, Store};
+use crate::telemetry::AdapterMetrics;
 
 /// Code generated from `proto/externalscaler.proto`.
 #[allow(missing_docs, clippy::all)]
@@ -37,12 +38,88 @@ use pb::{
 pub struct KedaScaler {
     store: Arc<Store>,
     shutdown: CancellationToken,
+    telemetry: AdapterMetrics,
 }
 
 impl KedaScaler {
-    /// A scaler over `store`; open streams end when `shutdown` is cancelled.
-    pub fn new(store: Arc<Store>, shutdown: CancellationToken) -> Self {
-        KedaScaler { store, shutdown }
+    /// A scaler over `store`, counting calls in `telemetry`; open streams end when `shutdown`
+    /// is cancelled.
+    pub fn new(store: Arc<Store>, shutdown: CancellationToken, telemetry: AdapterMetrics) -> Self {
+        KedaScaler {
+            store,
+            shutdown,
+            telemetry,
+        }
+    }
+
+    fn is_active_uncounted(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<IsActiveResponse>, Status> {
+        let r = request.into_inner();
+        let trigger = trigger_of(&r, false)?;
+        let value = self.value(&trigger, &r.namespace)?;
+        Ok(Response::new(IsActiveResponse {
+            result: trigger.is_active(value),
+        }))
+    }
+
+    fn get_metric_spec_uncounted(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<GetMetricSpecResponse>, Status> {
+        let r = request.into_inner();
+        let trigger = trigger_of(&r, true)?;
+        if !self.store.metric_names().contains(&trigger.metric) {
+            return Err(Status::not_found(format!(
+                "no metric {} is configured",
+                trigger.metric
+            )));
+        }
+        let target = trigger.target.unwrap_or(1.0);
+        Ok(Response::new(GetMetricSpecResponse {
+            metric_specs: vec![MetricSpec {
+                metric_name: trigger.metric,
+                target_size: as_int(target).max(1),
+                target_size_float: target,
+            }],
+        }))
+    }
+
+    fn get_metrics_uncounted(
+        &self,
+        request: Request<GetMetricsRequest>,
+    ) -> Result<Response<GetMetricsResponse>, Status> {
+        let r = request.into_inner();
+        let object = r.scaled_object_ref.unwrap_or_default();
+        let trigger = trigger_of(&object, false)?;
+        let value = self.value(&trigger, &object.namespace)?;
+        // KEDA labels the value with the name it asked for; answer with that name too.
+        let name = if r.metric_name.is_empty() {
+            trigger.metric.clone()
+        } else {
+            r.metric_name
+        };
+        Ok(Response::new(GetMetricsResponse {
+            metric_values: vec![MetricValue {
+                metric_name: name,
+                metric_value: as_int(value),
+                metric_value_float: value,
+            }],
+        }))
+    }
+
+    /// Counts a finished call by method and status code, and passes its result on.
+    fn counted<T>(&self, method: &str, result: Result<T, Status>) -> Result<T, Status> {
+        let code = match &result {
+            Ok(_) => "OK".to_string(),
+            Err(s) => format!("{:?}", s.code()),
+        };
+        self.telemetry
+            .grpc_requests
+            .with_label_values(&[method, code.as_str()])
+            .inc();
+        result
     }
 
     /// The tonic service to mount on a server.
@@ -92,12 +169,7 @@ impl ExternalScaler for KedaScaler {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<IsActiveResponse>, Status> {
-        let r = request.into_inner();
-        let trigger = trigger_of(&r, false)?;
-        let value = self.value(&trigger, &r.namespace)?;
-        Ok(Response::new(IsActiveResponse {
-            result: trigger.is_active(value),
-        }))
+        self.counted("IsActive", self.is_active_uncounted(request))
     }
 
     type StreamIsActiveStream = ActiveStream;
@@ -107,7 +179,7 @@ impl ExternalScaler for KedaScaler {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<ActiveStream>, Status> {
         let r = request.into_inner();
-        let trigger = trigger_of(&r, false)?;
+        let trigger = self.counted("StreamIsActive", trigger_of(&r, false))?;
         let (tx, rx) = mpsc::channel(4);
         let store = self.store.clone();
         let shutdown = self.shutdown.clone();
@@ -148,45 +220,14 @@ impl ExternalScaler for KedaScaler {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
-        let r = request.into_inner();
-        let trigger = trigger_of(&r, true)?;
-        if !self.store.metric_names().contains(&trigger.metric) {
-            return Err(Status::not_found(format!(
-                "no metric {} is configured",
-                trigger.metric
-            )));
-        }
-        let target = trigger.target.unwrap_or(1.0);
-        Ok(Response::new(GetMetricSpecResponse {
-            metric_specs: vec![MetricSpec {
-                metric_name: trigger.metric,
-                target_size: as_int(target).max(1),
-                target_size_float: target,
-            }],
-        }))
+        self.counted("GetMetricSpec", self.get_metric_spec_uncounted(request))
     }
 
     async fn get_metrics(
         &self,
         request: Request<GetMetricsRequest>,
     ) -> Result<Response<GetMetricsResponse>, Status> {
-        let r = request.into_inner();
-        let object = r.scaled_object_ref.unwrap_or_default();
-        let trigger = trigger_of(&object, false)?;
-        let value = self.value(&trigger, &object.namespace)?;
-        // KEDA labels the value with the name it asked for; answer with that name too.
-        let name = if r.metric_name.is_empty() {
-            trigger.metric.clone()
-        } else {
-            r.metric_name
-        };
-        Ok(Response::new(GetMetricsResponse {
-            metric_values: vec![MetricValue {
-                metric_name: name,
-                metric_value: as_int(value),
-                metric_value_float: value,
-            }],
-        }))
+        self.counted("GetMetrics", self.get_metrics_uncounted(request))
     }
 
     type StreamMetricSpecStream = SpecStream;
@@ -202,7 +243,7 @@ impl ExternalScaler for KedaScaler {
     }
 }
 
-/// Reads trigger metadata from a plain map (for tests and the HTTP surface).
+/// Trigger metadata from pairs, as KEDA would send it (for tests, benchmarks and tools).
 pub fn metadata(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
         .iter()
