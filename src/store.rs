@@ -269,6 +269,20 @@ impl Store {
             .map(|slot| (slot.info.clone(), slot.state.load_full()))
     }
 
+    /// Whether `metric` (any case) is configured and served in `namespace`.
+    pub fn serves(&self, namespace: &str, metric: &str) -> bool {
+        let slot = self
+            .metrics
+            .get(metric)
+            .or_else(|| self.metrics.get(&metric.to_ascii_lowercase()));
+        slot.is_some_and(|s| {
+            s.info
+                .namespaces
+                .as_ref()
+                .is_none_or(|ns| ns.iter().any(|n| n == namespace))
+        })
+    }
+
     /// Every metric's name, sorted.
     pub fn metric_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.metrics.keys().cloned().collect();

@@ -70,10 +70,10 @@ impl KedaScaler {
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
         let r = request.into_inner();
         let trigger = trigger_of(&r, true)?;
-        if !self.store.metric_names().contains(&trigger.metric) {
+        if !self.store.serves(&r.namespace, &trigger.metric) {
             return Err(Status::not_found(format!(
-                "no metric {} is configured",
-                trigger.metric
+                "no metric {} is served in namespace {}",
+                trigger.metric, r.namespace
             )));
         }
         let target = trigger.target.unwrap_or(1.0);
