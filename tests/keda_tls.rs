@@ -4,30 +4,12 @@
 mod common;
 
 use common::Adapter;
+use common::pki::{ca, leaf};
 use queue_metrics_adapter::api::keda::metadata;
 use queue_metrics_adapter::api::keda::pb::ScaledObjectRef;
 use queue_metrics_adapter::api::keda::pb::external_scaler_client::ExternalScalerClient;
 use queue_metrics_adapter::app::GrpcTls;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("ca")
-}
-
-fn leaf(ca: &CertifiedIssuer<'static, KeyPair>, name: &str) -> (String, String) {
-    let key = KeyPair::generate().expect("key");
-    let cert = CertificateParams::new(vec![name.to_string()])
-        .expect("params")
-        .signed_by(&key, ca)
-        .expect("cert");
-    (cert.pem(), key.serialize_pem())
-}
 
 async fn connect(
     port: u16,
@@ -56,9 +38,9 @@ async fn grpc_over_mutual_tls_accepts_only_clients_of_the_configured_ca() {
     let server_ca = ca("qma-test-server-ca");
     let client_ca = ca("qma-test-client-ca");
     let other_ca = ca("qma-test-other-ca");
-    let server = leaf(&server_ca, "localhost");
-    let keda = leaf(&client_ca, "keda-operator");
-    let stranger = leaf(&other_ca, "keda-operator");
+    let server = leaf(&server_ca, &["localhost"]);
+    let keda = leaf(&client_ca, &["keda-operator"]);
+    let stranger = leaf(&other_ca, &["keda-operator"]);
     let dir = std::env::temp_dir().join(format!("qma-grpc-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(dir.join("server.crt"), &server.0).expect("write");

@@ -6,31 +6,21 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Adapter;
+use common::pki::{ca, leaf};
 use common::rabbit::RabbitNode;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 #[tokio::test]
 async fn https_management_and_amqps_with_a_private_ca() {
     queue_metrics_adapter::tls::ensure_crypto_provider();
     // SAFETY: set before the adapter (the only reader) starts; nothing removes it.
     unsafe { std::env::set_var("QMA_TEST_RABBIT_PASSWORD", "guest") };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "qma-test-ca");
-    let ca =
-        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
-    let key = KeyPair::generate().expect("server key");
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .expect("params")
-        .signed_by(&key, &ca)
-        .expect("cert");
+    let ca = ca("qma-test-ca");
+    let (cert_pem, key_pem) = leaf(&ca, &["localhost"]);
 
     let node = RabbitNode::start_with(|dir, tls_port| {
         std::fs::write(dir.join("ca.pem"), ca.pem()).expect("ca");
-        std::fs::write(dir.join("cert.pem"), cert.pem()).expect("cert");
-        std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("key");
+        std::fs::write(dir.join("cert.pem"), &cert_pem).expect("cert");
+        std::fs::write(dir.join("key.pem"), &key_pem).expect("key");
         let f = |n: &str| dir.join(n).display().to_string();
         let conf = format!(
             "listeners.ssl.default = 127.0.0.1:{tls_port}\nssl_options.cacertfile = {ca}\nssl_options.certfile = {cert}\nssl_options.keyfile = {key}\nssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\nmanagement.ssl.cacertfile = {ca}\nmanagement.ssl.certfile = {cert}\nmanagement.ssl.keyfile = {key}\n",

@@ -4,41 +4,18 @@
 
 mod common;
 
+use common::pki::{ca, leaf};
 use common::{Adapter, RedisProcess, single_value};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-
-struct Pki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn pki() -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "qma-test-ca");
-    let ca =
-        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
-    let key = KeyPair::generate().expect("server key");
-    let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .expect("params");
-    let cert = params.signed_by(&key, &ca).expect("server cert");
-    Pki {
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
 
 #[tokio::test]
 async fn rediss_with_a_private_ca_and_a_password_file_reads_values() {
-    let pki = pki();
+    let ca = ca("qma-test-ca");
+    let (cert_pem, key_pem) = leaf(&ca, &["localhost", "127.0.0.1"]);
+    let ca_pem = ca.pem();
     let redis = RedisProcess::start_with(|dir| {
-        std::fs::write(dir.join("ca.crt"), &pki.ca_pem).expect("ca");
-        std::fs::write(dir.join("server.crt"), &pki.cert_pem).expect("cert");
-        std::fs::write(dir.join("server.key"), &pki.key_pem).expect("key");
+        std::fs::write(dir.join("ca.crt"), &ca_pem).expect("ca");
+        std::fs::write(dir.join("server.crt"), &cert_pem).expect("cert");
+        std::fs::write(dir.join("server.key"), &key_pem).expect("key");
         let f = |n: &str| dir.join(n).display().to_string();
         vec![
             "--port".into(),
@@ -76,7 +53,7 @@ async fn rediss_with_a_private_ca_and_a_password_file_reads_values() {
         info,
         redis::TlsCertificates {
             client_tls: None,
-            root_cert: Some(pki.ca_pem.clone().into_bytes()),
+            root_cert: Some(ca_pem.clone().into_bytes()),
         },
     )
     .expect("tls client");

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod rabbit;
 
 use std::net::TcpListener as StdListener;
