@@ -115,7 +115,8 @@ fn first<'a>(s: &'a PromSample<'_>, keys: &[&str]) -> Option<&'a str> {
 /// a non-finite value are ignored (a missing value stays unknown, never 0).
 pub fn readings(samples: &[PromSample<'_>], aliases: &[Alias]) -> Vec<GpuReading> {
     let table: HashMap<&str, &Alias> = aliases.iter().map(|a| (a.metric.as_str(), a)).collect();
-    let mut by_gpu: HashMap<GpuKey, GpuReading> = HashMap::new();
+    // Keyed by borrowed label values while grouping; owned keys are made once per GPU at the end.
+    let mut by_gpu: HashMap<(&str, &str), GpuReading> = HashMap::new();
     for s in samples {
         let Some(alias) = table.get(s.name) else {
             continue;
@@ -126,14 +127,8 @@ pub fn readings(samples: &[PromSample<'_>], aliases: &[Alias]) -> Vec<GpuReading
         if !s.value.is_finite() {
             continue;
         }
-        let key = GpuKey {
-            uuid: uuid.to_string(),
-            instance: s.label("GPU_I_ID").unwrap_or("").to_string(),
-        };
-        let r = by_gpu.entry(key.clone()).or_insert_with(|| GpuReading {
-            key: Some(key),
-            ..GpuReading::default()
-        });
+        let instance = s.label("GPU_I_ID").unwrap_or("");
+        let r = by_gpu.entry((uuid, instance)).or_default();
         if r.node.is_none() {
             r.node = first(s, &["Hostname", "hostname"]).map(str::to_string);
         }
@@ -150,7 +145,16 @@ pub fn readings(samples: &[PromSample<'_>], aliases: &[Alias]) -> Vec<GpuReading
         }
         r.values.insert(alias.field, s.value * alias.scale);
     }
-    let mut v: Vec<GpuReading> = by_gpu.into_values().collect();
+    let mut v: Vec<GpuReading> = by_gpu
+        .into_iter()
+        .map(|((uuid, instance), mut r)| {
+            r.key = Some(GpuKey {
+                uuid: uuid.to_string(),
+                instance: instance.to_string(),
+            });
+            r
+        })
+        .collect();
     v.sort_by(|a, b| a.key.cmp(&b.key));
     v
 }
