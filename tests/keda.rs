@@ -200,6 +200,16 @@ async fn failures_are_grpc_errors_never_zero() {
         .expect_err("unknown");
     assert_eq!(e.code(), Code::NotFound);
     let e = g
+        .stream_is_active(object(&[("metricName", "nope")]))
+        .await
+        .map(|_| ())
+        .expect_err("unknown");
+    assert_eq!(
+        e.code(),
+        Code::NotFound,
+        "a stream for an unknown metric is refused, not left silent"
+    );
+    let e = g
         .stream_metric_spec(object(&[("metricName", "jobs")]))
         .await
         .expect_err("unimplemented");

@@ -179,7 +179,17 @@ impl ExternalScaler for KedaScaler {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<ActiveStream>, Status> {
         let r = request.into_inner();
-        let trigger = self.counted("StreamIsActive", trigger_of(&r, false))?;
+        let checked = trigger_of(&r, false).and_then(|t| {
+            if self.store.serves(&r.namespace, &t.metric) {
+                Ok(t)
+            } else {
+                Err(Status::not_found(format!(
+                    "no metric {} is served in namespace {}",
+                    t.metric, r.namespace
+                )))
+            }
+        });
+        let trigger = self.counted("StreamIsActive", checked)?;
         let (tx, rx) = mpsc::channel(4);
         let store = self.store.clone();
         let shutdown = self.shutdown.clone();
