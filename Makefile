@@ -3,6 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= examples/local.yaml
 LISTEN ?= 127.0.0.1:8080
+GRPC ?= 127.0.0.1:9090
 
 .PHONY: run test unit lint fmt bench dist services check clean
 
@@ -14,7 +15,7 @@ services:
 run: services
 	$(CARGO) build --release
 	@echo
-	@echo "Serving $(CONFIG) on http://$(LISTEN) (Ctrl-C to stop). Try:"
+	@echo "Serving $(CONFIG) on http://$(LISTEN), KEDA external scaler (gRPC) on $(GRPC) (Ctrl-C to stop). Try:"
 	@echo "  redis-cli LPUSH queue:embeddings '{\"enqueued_at\":'\$$(date +%s%3N)'}'"
 	@echo "  curl -s http://$(LISTEN)/apis/external.metrics.k8s.io/v1beta1/namespaces/default/embedding_queue_length"
 	@echo "  curl -s http://$(LISTEN)/apis/external.metrics.k8s.io/v1beta1/namespaces/default/embedding_queue_oldest_age_seconds"
@@ -23,7 +24,7 @@ run: services
 	@echo "  curl -s http://$(LISTEN)/apis/external.metrics.k8s.io/v1beta1/namespaces/default/rabbit_embeddings_ready"
 	@echo "  curl -s http://$(LISTEN)/metrics"
 	@echo
-	./target/release/queue-metrics-adapter serve --config $(CONFIG) --listen $(LISTEN) --shutdown-delay 0s
+	./target/release/queue-metrics-adapter serve --config $(CONFIG) --listen $(LISTEN) --grpc-listen $(GRPC) --shutdown-delay 0s
 
 ## Poll every source of $(CONFIG) once and print what would be served.
 check: services
