@@ -119,10 +119,7 @@ async fn serve_turns_unready_on_sigterm_then_exits_cleanly() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starts");
-    let http = {
-        queue_metrics_adapter::tls::ensure_crypto_provider();
-        reqwest::Client::new()
-    };
+    let http = common::http_client();
     let readyz = format!("http://127.0.0.1:{port}/readyz");
     let start = Instant::now();
     loop {

@@ -153,12 +153,13 @@ async fn metric_values(
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
-    let (Path((namespace, metric)), Query(query)) = match (path, query) {
-        (Ok(p), Ok(q)) => (p, q),
-        (Err(e), _) => return status_response(Status::bad_request(format!("invalid path: {e}"))),
-        (_, Err(e)) => {
-            return status_response(Status::bad_request(format!("invalid query string: {e}")));
-        }
+    let NamespacedRequest {
+        namespace,
+        metric,
+        query,
+    } = match namespaced_request(path, query) {
+        Ok(r) => r,
+        Err(status) => return status_response(status),
     };
     let selector = match query.get("labelSelector").map(|s| Selector::parse(s)) {
         None => Selector::everything(),
@@ -174,6 +175,36 @@ async fn metric_values(
             Err(status) => status_response(status),
         },
         Err(e) => status_response(lookup_status(&e)),
+    }
+}
+
+/// The parts of a namespaced metric request: `{namespace}/{metric}` and the query parameters.
+pub struct NamespacedRequest {
+    /// The namespace in the path.
+    pub namespace: String,
+    /// The metric name in the path.
+    pub metric: String,
+    /// The query parameters.
+    pub query: HashMap<String, String>,
+}
+
+/// Reads a namespaced metric request, or the 400 `Status` naming what could not be read.
+/// Shared by every namespaced metric route.
+///
+/// # Errors
+/// A `Status` 400 for an unreadable path or query string.
+pub fn namespaced_request(
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<NamespacedRequest, Status> {
+    match (path, query) {
+        (Ok(Path((namespace, metric))), Ok(Query(query))) => Ok(NamespacedRequest {
+            namespace,
+            metric,
+            query,
+        }),
+        (Err(e), _) => Err(Status::bad_request(format!("invalid path: {e}"))),
+        (_, Err(e)) => Err(Status::bad_request(format!("invalid query string: {e}"))),
     }
 }
 

@@ -16,7 +16,9 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::AppState;
-use super::external_metrics::{lookup_status, rfc3339_seconds, status_response};
+use super::external_metrics::{
+    NamespacedRequest, lookup_status, namespaced_request, rfc3339_seconds, status_response,
+};
 use super::trigger::{Trigger, TriggerLookupError};
 use crate::k8s::status::Status;
 
@@ -30,12 +32,13 @@ async fn value(
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
-    let (Path((namespace, metric)), Query(mut query)) = match (path, query) {
-        (Ok(p), Ok(q)) => (p, q),
-        (Err(e), _) => return status_response(Status::bad_request(format!("invalid path: {e}"))),
-        (_, Err(e)) => {
-            return status_response(Status::bad_request(format!("invalid query string: {e}")));
-        }
+    let NamespacedRequest {
+        namespace,
+        metric,
+        mut query,
+    } = match namespaced_request(path, query) {
+        Ok(r) => r,
+        Err(status) => return status_response(status),
     };
     query.insert("metricName".into(), metric);
     let trigger = match Trigger::parse(&query, false) {

@@ -65,6 +65,26 @@ pub async fn server_now_ms(conn: &mut MultiplexedConnection) -> i64 {
     secs * 1000 + micros / 1000
 }
 
+/// A reqwest client, with the process's TLS crypto provider in place (reqwest is built without one).
+pub fn http_client() -> reqwest::Client {
+    queue_metrics_adapter::tls::ensure_crypto_provider();
+    reqwest::Client::new()
+}
+
+/// Runs `work` to completion on a thread with a runtime of its own: `Drop` may run inside a
+/// runtime, where blocking on another future is not allowed.
+pub fn on_own_runtime(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(work);
+        }
+    })
+    .join();
+}
+
 /// Deletes every key under `prefix` when dropped, so tests leave nothing behind.
 pub struct Cleanup {
     pub url: String,
@@ -75,47 +95,36 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let url = self.url.clone();
         let pattern = format!("{}*", self.prefix);
-        // Drop may run inside a runtime: clean up on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+        on_own_runtime(async move {
+            let Ok(client) = redis::Client::open(url.as_str()) else {
                 return;
             };
-            rt.block_on(async {
-                let Ok(client) = redis::Client::open(url.as_str()) else {
+            let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                return;
+            };
+            let mut cursor = 0u64;
+            loop {
+                let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await
+                else {
                     return;
                 };
-                let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-                    return;
-                };
-                let mut cursor = 0u64;
-                loop {
-                    let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> =
-                        redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(&pattern)
-                            .arg("COUNT")
-                            .arg(1000)
-                            .query_async(&mut conn)
-                            .await
-                    else {
-                        return;
-                    };
-                    if !keys.is_empty() {
-                        let _: redis::RedisResult<i64> =
-                            redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
-                    }
-                    cursor = next;
-                    if cursor == 0 {
-                        break;
-                    }
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<i64> =
+                        redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
                 }
-            });
-        })
-        .join();
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        });
     }
 }
 
@@ -155,10 +164,7 @@ impl Adapter {
         Adapter {
             running: Some(running),
             base,
-            http: {
-                queue_metrics_adapter::tls::ensure_crypto_provider();
-                reqwest::Client::new()
-            },
+            http: http_client(),
         }
     }
 
@@ -187,16 +193,9 @@ impl Adapter {
         }
     }
 
-    /// GET `path`, returning status and JSON body.
+    /// GET `path`, returning status and JSON body (a body that is not JSON comes back as a string).
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        let body = r.text().await.expect("body");
+        let (status, body) = self.get_text(path).await;
         let json = match serde_json::from_str(&body) {
             Ok(v) => v,
             Err(_) => serde_json::Value::String(body),

@@ -24,10 +24,7 @@ impl TestVhost {
     /// Creates `qma-test-<name>-<pid>-<n>` and gives guest full permissions on it.
     pub async fn new(name: &str) -> TestVhost {
         let vhost = super::prefix(name).trim_end_matches(':').replace(':', "-");
-        let http = {
-            queue_metrics_adapter::tls::ensure_crypto_provider();
-            reqwest::Client::new()
-        };
+        let http = super::http_client();
         let enc = encode(&vhost);
         let r = http
             .put(format!("{MANAGEMENT}/api/vhosts/{enc}"))
@@ -140,26 +137,14 @@ impl TestVhost {
 impl Drop for TestVhost {
     fn drop(&mut self) {
         let url = format!("{MANAGEMENT}/api/vhosts/{}", encode(&self.name));
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                let _ = {
-                    queue_metrics_adapter::tls::ensure_crypto_provider();
-                    reqwest::Client::new()
-                }
+        super::on_own_runtime(async move {
+            let _ = super::http_client()
                 .delete(url)
                 .basic_auth("guest", Some("guest"))
                 .timeout(Duration::from_secs(10))
                 .send()
                 .await;
-            });
-        })
-        .join();
+        });
     }
 }
 
