@@ -25,11 +25,11 @@ fn bench(c: &mut Criterion) {
     group.bench_function("parse_and_aggregate", |b| {
         b.iter(|| {
             let parsed = parse::parse(&body);
-            let r = readings(&parsed.samples, &aliases);
-            let pods = per_pod(&r, GpuReading::utilization);
+            let r = readings(&parsed.samples, &aliases, &[]);
+            let pods = per_pod(&r, GpuReading::utilization, WorkloadAggregate::Mean);
             per_group(
                 &pods,
-                |p| p.name.rsplitn(3, '-').nth(2).map(str::to_string),
+                |p| p.pod.name.rsplitn(3, '-').nth(2).map(str::to_string),
                 WorkloadAggregate::Mean,
             )
         });

@@ -24,6 +24,7 @@ fn bench(c: &mut Criterion) {
         .expect("runtime");
     let store = Store::new(
         vec![MetricInfo {
+            namespace_label: None,
             name: "jobs".into(),
             source: "jobs".into(),
             description: None,

@@ -26,6 +26,7 @@ const PATH_SELECT: &str =
 
 fn store() -> Arc<Store> {
     let info = |name: &str| MetricInfo {
+        namespace_label: None,
         name: name.into(),
         source: "jobs".into(),
         description: None,

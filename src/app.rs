@@ -16,7 +16,11 @@ use tokio_util::task::TaskTracker;
 use crate::api::keda::KedaScaler;
 use crate::api::{self, AppState, Routes, health::Health};
 use crate::config::{Config, SourceConfig};
+use crate::k8s::endpoint_slices::ServiceEndpoints;
+use crate::k8s::owners::Owners;
 use crate::poller::{Heartbeats, Pollers, Schedule};
+use crate::sources::dcgm::config::DcgmSourceConfig;
+use crate::sources::dcgm::{DcgmSource, Endpoints};
 use crate::sources::rabbitmq::RabbitMqSource;
 use crate::sources::redis::RedisSource;
 use crate::store::{MetricInfo, Store};
@@ -90,6 +94,10 @@ pub fn store_for(config: &Config) -> Store {
             source: m.source.clone(),
             description: m.description.clone(),
             namespaces: m.namespaces.clone(),
+            namespace_label: match config.sources.get(&m.source) {
+                Some(SourceConfig::Dcgm(_)) => Some(crate::sources::dcgm::config::NAMESPACE_LABEL),
+                _ => None,
+            },
         })
         .collect();
     Store::new(infos, config.max_staleness.0)
@@ -136,6 +144,7 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
         token: token.clone(),
         tracker: tracker.clone(),
     };
+    let mut kube: Option<KubeWatches> = None;
     for (name, source) in &config.sources {
         let schedule = schedule_of(&config, source);
         let context = || format!("source {name}");
@@ -148,6 +157,17 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
                 RabbitMqSource::new(name, conn, &config).with_context(context)?,
                 schedule,
             ),
+            SourceConfig::Dcgm(conn) => {
+                let watches = match kube.take() {
+                    Some(k) => k,
+                    None => KubeWatches::start(&config, &token, &tracker).await?,
+                };
+                let source = watches
+                    .dcgm_source(name, conn, &config)
+                    .with_context(context)?;
+                kube = Some(watches);
+                pollers.spawn(source, schedule);
+            }
         }
     }
 
@@ -227,6 +247,69 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
         tracker,
         settings,
     })
+}
+
+/// The Kubernetes client and the pod owner cache, shared by every `dcgm` source; started when
+/// the first one is built, so a config without GPU metrics never talks to the Kubernetes API.
+pub struct KubeWatches {
+    client: kube::Client,
+    owners: Arc<Owners>,
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl KubeWatches {
+    /// Builds the client from `config.kubernetes` and starts the pod/ReplicaSet watches.
+    ///
+    /// # Errors
+    /// When no Kubernetes configuration can be found or read.
+    pub async fn start(
+        config: &Config,
+        token: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> anyhow::Result<Self> {
+        let client = crate::k8s::client::client(&config.kubernetes).await?;
+        let owners = Arc::new(Owners::watch(client.clone(), token, tracker));
+        Ok(KubeWatches {
+            client,
+            owners,
+            token: token.clone(),
+            tracker: tracker.clone(),
+        })
+    }
+
+    /// Builds a dcgm source, starting its EndpointSlice watch when it discovers endpoints.
+    ///
+    /// # Errors
+    /// When the source's settings cannot be used (CA file).
+    pub fn dcgm_source(
+        &self,
+        name: &str,
+        conn: &DcgmSourceConfig,
+        config: &Config,
+    ) -> anyhow::Result<DcgmSource> {
+        let endpoints = match (&conn.endpoints, &conn.discover) {
+            (_, Some(d)) => Endpoints::Discovered {
+                service: ServiceEndpoints::watch(
+                    self.client.clone(),
+                    &d.namespace,
+                    &d.service,
+                    &self.token,
+                    &self.tracker,
+                ),
+                discover: d.clone(),
+            },
+            (Some(list), None) => Endpoints::Static(list.clone()),
+            (None, None) => anyhow::bail!("needs endpoints or discover"),
+        };
+        Ok(DcgmSource::new(
+            name,
+            conn,
+            config,
+            endpoints,
+            self.owners.clone(),
+        )?)
+    }
 }
 
 fn spawn_server(

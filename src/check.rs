@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use crate::app::{schedule_of, store_for};
+use crate::app::{KubeWatches, schedule_of, store_for};
 use crate::config::{Config, SourceConfig};
 use crate::sources::rabbitmq::RabbitMqSource;
 use crate::sources::redis::RedisSource;
@@ -36,6 +36,10 @@ async fn poll_once<S: Source>(mut source: S, timeout: std::time::Duration, store
 pub async fn run(config: &Config) -> anyhow::Result<Report> {
     let store = Arc::new(store_for(config));
     let started = Instant::now();
+    let token = tokio_util::sync::CancellationToken::new();
+    let _stop_watches = token.clone().drop_guard();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let mut kube: Option<KubeWatches> = None;
     for (name, source) in &config.sources {
         let timeout = schedule_of(config, source).timeout;
         match source {
@@ -44,6 +48,15 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
             }
             SourceConfig::Rabbitmq(conn) => {
                 poll_once(RabbitMqSource::new(name, conn, config)?, timeout, &store).await
+            }
+            SourceConfig::Dcgm(conn) => {
+                let watches = match kube.take() {
+                    Some(k) => k,
+                    None => KubeWatches::start(config, &token, &tracker).await?,
+                };
+                let dcgm = watches.dcgm_source(name, conn, config)?;
+                kube = Some(watches);
+                poll_once(dcgm, timeout, &store).await
             }
         }
     }

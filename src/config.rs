@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::k8s::selector::{validate_key, validate_value};
 use crate::model::validate_metric_name;
+use crate::sources::dcgm::config::{DcgmSourceConfig, DcgmTarget};
 use crate::sources::rabbitmq::config::{RabbitMqSourceConfig, RabbitMqTarget};
 use crate::sources::redis::config::{RedisSourceConfig, RedisTarget};
 
@@ -51,6 +52,22 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
     /// What to serve.
     pub metrics: Vec<MetricConfig>,
+    /// How to reach the Kubernetes API (for `dcgm` sources). Default: in-cluster, else
+    /// `$KUBECONFIG` or `~/.kube/config`.
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+}
+
+/// The `kubernetes:` block: only needed to run outside a cluster with a specific kubeconfig.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// A kubeconfig file to use instead of the in-cluster service account.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context. Default: its current context.
+    #[serde(default)]
+    pub context: Option<String>,
 }
 
 /// One connection; the key names its kind (`jobs: {redis: {...}}`).
@@ -61,6 +78,8 @@ pub enum SourceConfig {
     Redis(RedisSourceConfig),
     /// A RabbitMQ broker.
     Rabbitmq(RabbitMqSourceConfig),
+    /// NVIDIA dcgm-exporter endpoints.
+    Dcgm(DcgmSourceConfig),
 }
 
 /// The YAML shape of a source: one key naming the kind.
@@ -71,16 +90,19 @@ struct SourceEntry {
     redis: Option<RedisSourceConfig>,
     #[serde(default)]
     rabbitmq: Option<RabbitMqSourceConfig>,
+    #[serde(default)]
+    dcgm: Option<DcgmSourceConfig>,
 }
 
 impl TryFrom<SourceEntry> for SourceConfig {
     type Error = String;
 
     fn try_from(entry: SourceEntry) -> Result<Self, String> {
-        match (entry.redis, entry.rabbitmq) {
-            (Some(r), None) => Ok(SourceConfig::Redis(r)),
-            (None, Some(r)) => Ok(SourceConfig::Rabbitmq(r)),
-            _ => Err("a source needs exactly one kind: redis or rabbitmq".into()),
+        match (entry.redis, entry.rabbitmq, entry.dcgm) {
+            (Some(r), None, None) => Ok(SourceConfig::Redis(r)),
+            (None, Some(r), None) => Ok(SourceConfig::Rabbitmq(r)),
+            (None, None, Some(d)) => Ok(SourceConfig::Dcgm(d)),
+            _ => Err("a source needs exactly one kind: redis, rabbitmq or dcgm".into()),
         }
     }
 }
@@ -91,6 +113,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Redis(_) => "redis",
             SourceConfig::Rabbitmq(_) => "rabbitmq",
+            SourceConfig::Dcgm(_) => "dcgm",
         }
     }
 
@@ -99,6 +122,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Redis(r) => r.poll_interval.map_or(global, |d| d.0),
             SourceConfig::Rabbitmq(r) => r.poll_interval.map_or(global, |d| d.0),
+            SourceConfig::Dcgm(d) => d.poll_interval.map_or(global, |d| d.0),
         }
     }
 
@@ -107,6 +131,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Redis(r) => r.poll_timeout.map_or(global, |d| d.0),
             SourceConfig::Rabbitmq(r) => r.poll_timeout.map_or(global, |d| d.0),
+            SourceConfig::Dcgm(d) => d.poll_timeout.map_or(global, |d| d.0),
         }
     }
 }
@@ -136,6 +161,9 @@ pub struct MetricConfig {
     /// What to read, for a metric whose source is RabbitMQ.
     #[serde(default)]
     pub rabbitmq: Option<RabbitMqTarget>,
+    /// For a `dcgm` source: how the workload's GPUs combine (optional; mean by default).
+    #[serde(default)]
+    pub dcgm: Option<DcgmTarget>,
 }
 
 /// What a metric computes from what it reads.
@@ -170,6 +198,12 @@ pub enum Measure {
     AckRate,
     /// RabbitMQ: backlog / ack rate, seconds to drain at the current pace.
     DrainSeconds,
+    /// GPU utilization in percent 0–100 (engine activity, else GPU_UTIL).
+    GpuUtilization,
+    /// Frame buffer used / (used + free), 0–1.
+    MemoryUsedRatio,
+    /// Power draw in watts.
+    PowerWatts,
 }
 
 impl Measure {
@@ -190,6 +224,9 @@ impl Measure {
             Measure::DeliverRate => "deliver_rate",
             Measure::AckRate => "ack_rate",
             Measure::DrainSeconds => "drain_seconds",
+            Measure::GpuUtilization => "gpu_utilization",
+            Measure::MemoryUsedRatio => "memory_used_ratio",
+            Measure::PowerWatts => "power_watts",
         }
     }
 }
@@ -280,6 +317,7 @@ impl Config {
                 SourceConfig::Rabbitmq(r) => {
                     r.resolve_secrets(&format!("sources.{name}.rabbitmq"))?
                 }
+                SourceConfig::Dcgm(_) => {}
             }
         }
         Ok(config)
@@ -318,6 +356,10 @@ impl Config {
             match source {
                 SourceConfig::Redis(r) => r.validate(&format!("sources.{name}.redis"))?,
                 SourceConfig::Rabbitmq(r) => r.validate(&format!("sources.{name}.rabbitmq"))?,
+                SourceConfig::Dcgm(d) => d.validate(
+                    &format!("sources.{name}.dcgm"),
+                    source.poll_timeout(self.poll_timeout.0),
+                )?,
             }
         }
         if self.metrics.is_empty() {
@@ -403,11 +445,41 @@ impl Config {
                     }
                     target.validate(&format!("{at}.rabbitmq"), m.measure, conn.read_via())?;
                 }
+                SourceConfig::Dcgm(conn) => {
+                    use crate::sources::dcgm::config::{MEASURES, RESERVED_LABELS};
+                    if !MEASURES.contains(&m.measure) {
+                        return Err(ConfigError::invalid(
+                            format!("{at}.measure"),
+                            format!(
+                                "{} does not apply to a dcgm source; it has {:?}",
+                                m.measure,
+                                MEASURES.iter().map(|m| m.as_str()).collect::<Vec<_>>()
+                            ),
+                        ));
+                    }
+                    for key in m.labels.keys() {
+                        if RESERVED_LABELS.contains(&key.as_str())
+                            || conn.extra_labels.contains_key(key)
+                        {
+                            return Err(ConfigError::invalid(
+                                format!("{at}.labels"),
+                                format!(
+                                    "must not set {key:?}: every GPU series gets it from its workload"
+                                ),
+                            ));
+                        }
+                    }
+                }
             }
-            let other_block = match source {
-                SourceConfig::Redis(_) => m.rabbitmq.is_some().then_some("rabbitmq"),
-                SourceConfig::Rabbitmq(_) => m.redis.is_some().then_some("redis"),
-            };
+            let blocks = [
+                ("redis", m.redis.is_some()),
+                ("rabbitmq", m.rabbitmq.is_some()),
+                ("dcgm", m.dcgm.is_some()),
+            ];
+            let other_block = blocks
+                .into_iter()
+                .find(|(kind, present)| *present && *kind != source.kind())
+                .map(|(kind, _)| kind);
             if let Some(block) = other_block {
                 return Err(ConfigError::invalid(
                     format!("{at}.{block}"),

@@ -27,6 +27,10 @@ pub struct MetricInfo {
     pub description: Option<String>,
     /// Namespaces it is served in; `None` means all.
     pub namespaces: Option<Vec<String>>,
+    /// The label naming the namespace each series belongs to, for metrics about namespaced
+    /// things (GPU workloads): a request then sees only its own namespace's series, so an HPA in
+    /// one team's namespace cannot read another's. `None`: every series is served everywhere.
+    pub namespace_label: Option<&'static str>,
 }
 
 /// Why a lookup produced no values. Each surface maps these to its own error (HTTP status, gRPC).
@@ -391,7 +395,12 @@ impl MetricsProvider for Store {
             .candidates(selector)
             .into_iter()
             .map(|i| &state.series[i])
-            .filter(|s| selector.matches(&s.labels));
+            .filter(|s| selector.matches(&s.labels))
+            .filter(|s| {
+                slot.info
+                    .namespace_label
+                    .is_none_or(|l| s.labels.get(l).is_some_and(|n| n == namespace))
+            });
         for series in matched {
             let value = match &series.value {
                 Ok(v) => *v,
@@ -430,6 +439,7 @@ mod tests {
 
     fn info(name: &str, source: &str) -> MetricInfo {
         MetricInfo {
+            namespace_label: None,
             name: name.into(),
             source: source.into(),
             description: None,

@@ -78,6 +78,23 @@ pub enum SourceError {
     },
 }
 
+/// A reqwest error as text without its URL (URLs can carry credentials), saying first whether
+/// it timed out or could not connect: shared by the HTTP sources so their messages read alike.
+pub(crate) fn http_error_text(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "<url>");
+    }
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        return text;
+    };
+    format!("{kind}: {text}")
+}
+
 impl SourceError {
     /// A short, bounded label for telemetry (`qma_poll_errors_total{kind=...}`).
     pub fn kind(&self) -> &'static str {

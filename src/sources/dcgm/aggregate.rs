@@ -15,10 +15,20 @@ pub enum WorkloadAggregate {
     Mean,
     /// The busiest pod.
     Max,
-    /// Sum over pods.
+    /// Sum over pods; unknown while any pod's value is unknown (a partial sum would be invented).
     Sum,
     /// How many GPUs (or MIG instances) the workload holds.
     Gpus,
+}
+
+/// A pod and the values of the configured extra labels of its GPUs (e.g. the GPU model): pods
+/// are aggregated per key, so a workload spread over two GPU models gives one series per model.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PodKey {
+    /// The pod.
+    pub pod: PodRef,
+    /// Extra label values, in the configured order.
+    pub extra: Vec<String>,
 }
 
 /// One pod's value of a signal, and how many of its GPUs reported it.
@@ -30,30 +40,39 @@ pub struct PodValue {
     pub gpus: usize,
 }
 
-/// Per-pod values of `signal` (e.g. [`GpuReading::utilization`]); unattributed GPUs are skipped.
+/// Per-pod values of `signal` (e.g. [`GpuReading::utilization`]), combined over the pod's GPUs
+/// the way `aggregate` combines pods: mean (and `gpus`) average them, max takes the busiest, sum
+/// adds them (unknown if any GPU lacks the signal). Unattributed GPUs are skipped.
 pub fn per_pod(
     readings: &[GpuReading],
     signal: impl Fn(&GpuReading) -> Option<f64>,
-) -> BTreeMap<PodRef, PodValue> {
-    let mut acc: BTreeMap<PodRef, (f64, usize, usize)> = BTreeMap::new();
+    aggregate: WorkloadAggregate,
+) -> BTreeMap<PodKey, PodValue> {
+    // (sum, known GPUs, all GPUs, max)
+    let mut acc: BTreeMap<PodKey, (f64, usize, usize, f64)> = BTreeMap::new();
     for r in readings {
         let Some(pod) = &r.pod else { continue };
-        let e = acc.entry(pod.clone()).or_insert((0.0, 0, 0));
+        let key = PodKey {
+            pod: pod.clone(),
+            extra: r.extra.clone(),
+        };
+        let e = acc.entry(key).or_insert((0.0, 0, 0, f64::NEG_INFINITY));
         e.2 += 1;
         if let Some(v) = signal(r) {
             e.0 += v;
             e.1 += 1;
+            e.3 = e.3.max(v);
         }
     }
     acc.into_iter()
-        .map(|(pod, (sum, known, gpus))| {
-            (
-                pod,
-                PodValue {
-                    value: (known > 0).then(|| sum / known as f64),
-                    gpus,
-                },
-            )
+        .map(|(pod, (sum, known, gpus, max))| {
+            let value = match aggregate {
+                _ if known == 0 => None,
+                WorkloadAggregate::Mean | WorkloadAggregate::Gpus => Some(sum / known as f64),
+                WorkloadAggregate::Max => Some(max),
+                WorkloadAggregate::Sum => (known == gpus).then_some(sum),
+            };
+            (pod, PodValue { value, gpus })
         })
         .collect()
 }
@@ -64,8 +83,8 @@ pub fn per_pod(
 /// # Errors
 /// Per group: when none of its pods has a value.
 pub fn per_group<G: Ord + Clone>(
-    pods: &BTreeMap<PodRef, PodValue>,
-    group_of: impl Fn(&PodRef) -> Option<G>,
+    pods: &BTreeMap<PodKey, PodValue>,
+    group_of: impl Fn(&PodKey) -> Option<G>,
     aggregate: WorkloadAggregate,
 ) -> BTreeMap<G, Result<f64, String>> {
     let mut groups: BTreeMap<G, Vec<&PodValue>> = BTreeMap::new();
@@ -88,6 +107,11 @@ pub fn per_group<G: Ord + Clone>(
                 WorkloadAggregate::Max => {
                     Ok(known.iter().copied().fold(f64::NEG_INFINITY, f64::max))
                 }
+                WorkloadAggregate::Sum if known.len() < members.len() => Err(format!(
+                    "{} of the {} pod(s) did not report the signal, so their sum is unknown",
+                    members.len() - known.len(),
+                    members.len()
+                )),
                 WorkloadAggregate::Sum => Ok(known.iter().sum()),
             };
             (g, value)
@@ -116,6 +140,7 @@ mod tests {
             values: util
                 .map(|u| HashMap::from([(Field::EngineActive, u)]))
                 .unwrap_or_default(),
+            extra: Vec::new(),
         }
     }
 
@@ -127,22 +152,24 @@ mod tests {
             gpu("c", Some(("ml", "infer-2")), Some(20.0)),
             gpu("d", None, Some(0.0)),
         ];
-        let pods = per_pod(&readings, GpuReading::utilization);
+        let pods = per_pod(&readings, GpuReading::utilization, WorkloadAggregate::Mean);
         assert_eq!(pods.len(), 2);
-        let workload = |_: &PodRef| Some("infer");
+        let workload = |_: &PodKey| Some("infer");
         assert_eq!(
             per_group(&pods, workload, WorkloadAggregate::Mean)["infer"],
             Ok(50.0),
             "(80 + 20) / 2, not (90+70+20)/3"
         );
         assert_eq!(
-            per_group(&pods, workload, WorkloadAggregate::Max)["infer"],
-            Ok(80.0)
-        );
-        assert_eq!(
             per_group(&pods, workload, WorkloadAggregate::Gpus)["infer"],
             Ok(3.0)
         );
+        let with = |aggregate| {
+            let pods = per_pod(&readings, GpuReading::utilization, aggregate);
+            per_group(&pods, workload, aggregate)["infer"].clone()
+        };
+        assert_eq!(with(WorkloadAggregate::Max), Ok(90.0), "the busiest GPU");
+        assert_eq!(with(WorkloadAggregate::Sum), Ok(180.0), "every GPU counted");
     }
 
     #[test]
@@ -153,9 +180,10 @@ mod tests {
         let readings = crate::sources::dcgm::gpus::readings(
             &parsed.samples,
             &crate::sources::dcgm::gpus::builtin_aliases(),
+            &[],
         );
         assert_eq!(readings.len(), 4000);
-        let pods = per_pod(&readings, GpuReading::utilization);
+        let pods = per_pod(&readings, GpuReading::utilization, WorkloadAggregate::Mean);
         assert_eq!(
             pods.len(),
             2000,
@@ -164,7 +192,8 @@ mod tests {
         let groups = per_group(
             &pods,
             |p| {
-                p.name
+                p.pod
+                    .name
                     .split('-')
                     .take(2)
                     .collect::<Vec<_>>()
@@ -185,15 +214,46 @@ mod tests {
     }
 
     #[test]
+    fn a_sum_with_an_unknown_pod_is_unknown_but_mean_and_max_use_the_known_pods() {
+        let mut pods = per_pod(
+            &[gpu("a", Some(("ml", "w-1")), Some(40.0))],
+            GpuReading::utilization,
+            WorkloadAggregate::Mean,
+        );
+        // A pod whose exporter did not answer this poll.
+        pods.insert(
+            PodKey {
+                pod: PodRef {
+                    namespace: "ml".into(),
+                    name: "w-2".into(),
+                },
+                extra: Vec::new(),
+            },
+            PodValue {
+                value: None,
+                gpus: 2,
+            },
+        );
+        let all = |_: &PodKey| Some("w");
+        assert!(per_group(&pods, all, WorkloadAggregate::Sum)["w"].is_err());
+        assert_eq!(
+            per_group(&pods, all, WorkloadAggregate::Mean)["w"],
+            Ok(40.0)
+        );
+        assert_eq!(per_group(&pods, all, WorkloadAggregate::Max)["w"], Ok(40.0));
+        assert_eq!(per_group(&pods, all, WorkloadAggregate::Gpus)["w"], Ok(3.0));
+    }
+
+    #[test]
     fn a_workload_with_no_known_gpu_is_an_error_and_unresolved_pods_are_left_out() {
         let readings = vec![
             gpu("a", Some(("ml", "w-1")), None),
             gpu("b", Some(("ml", "new-pod")), Some(50.0)),
         ];
-        let pods = per_pod(&readings, GpuReading::utilization);
+        let pods = per_pod(&readings, GpuReading::utilization, WorkloadAggregate::Mean);
         let groups = per_group(
             &pods,
-            |p| (p.name != "new-pod").then_some("w"),
+            |p| (p.pod.name != "new-pod").then_some("w"),
             WorkloadAggregate::Mean,
         );
         assert_eq!(

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use super::parse::PromSample;
 
 /// What a dcgm-exporter metric measures, in the unit the adapter serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Field {
     /// Graphics-engine activity (`PROF_GR_ENGINE_ACTIVE`): works per MIG instance; preferred.
     EngineActive,
@@ -23,7 +24,8 @@ pub enum Field {
 
 /// One alias: a metric name, what it measures, and the factor that brings it to the served unit
 /// (utilization in percent 0–100, memory in the exporter's unit, power in W).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Alias {
     /// The exporter's metric name.
     pub metric: String,
@@ -86,6 +88,8 @@ pub struct GpuReading {
     pub pod: Option<PodRef>,
     /// Values by field, already scaled.
     pub values: HashMap<Field, f64>,
+    /// Values of the configured extra labels (e.g. `modelName`), in their order; `""` if unset.
+    pub extra: Vec<String>,
 }
 
 impl GpuReading {
@@ -113,7 +117,13 @@ fn first<'a>(s: &'a PromSample<'_>, keys: &[&str]) -> Option<&'a str> {
 
 /// Groups samples into one reading per GPU. Samples of unknown metrics, without a GPU UUID, or with
 /// a non-finite value are ignored (a missing value stays unknown, never 0).
-pub fn readings(samples: &[PromSample<'_>], aliases: &[Alias]) -> Vec<GpuReading> {
+///
+/// `extra_labels` names exporter labels copied onto each reading (first non-empty value wins).
+pub fn readings(
+    samples: &[PromSample<'_>],
+    aliases: &[Alias],
+    extra_labels: &[String],
+) -> Vec<GpuReading> {
     let table: HashMap<&str, &Alias> = aliases.iter().map(|a| (a.metric.as_str(), a)).collect();
     // Keyed by borrowed label values while grouping; owned keys are made once per GPU at the end.
     let mut by_gpu: HashMap<(&str, &str), GpuReading> = HashMap::new();
@@ -128,7 +138,12 @@ pub fn readings(samples: &[PromSample<'_>], aliases: &[Alias]) -> Vec<GpuReading
             continue;
         }
         let instance = s.label("GPU_I_ID").unwrap_or("");
-        let r = by_gpu.entry((uuid, instance)).or_default();
+        let r = by_gpu
+            .entry((uuid, instance))
+            .or_insert_with(|| GpuReading {
+                extra: vec![String::new(); extra_labels.len()],
+                ..GpuReading::default()
+            });
         if r.node.is_none() {
             r.node = first(s, &["Hostname", "hostname"]).map(str::to_string);
         }
@@ -141,6 +156,13 @@ pub fn readings(samples: &[PromSample<'_>], aliases: &[Alias]) -> Vec<GpuReading
                     namespace: namespace.to_string(),
                     name: name.to_string(),
                 });
+            }
+        }
+        for (slot, label) in r.extra.iter_mut().zip(extra_labels) {
+            if slot.is_empty()
+                && let Some(v) = s.label(label)
+            {
+                slot.push_str(v);
             }
         }
         r.values.insert(alias.field, s.value * alias.scale);
@@ -168,7 +190,7 @@ mod tests {
     fn synthetic_mig_node_gives_one_reading_per_gpu_instance() {
         let body = include_str!("../../../tests/fixtures/synthetic-4.8-k8s-mig.prom");
         let parsed = parse(body);
-        let r = readings(&parsed.samples, &builtin_aliases());
+        let r = readings(&parsed.samples, &builtin_aliases(), &[]);
         let by = |uuid_prefix: &str, gi: &str| {
             r.iter()
                 .find(|g| {
@@ -211,7 +233,7 @@ mod tests {
     fn old_exporters_and_relayed_labels_are_understood() {
         let body = "DCGM_FI_DEV_GPU_UTIL{gpu=\"0\",uuid=\"GPU-a\",exported_pod=\"p\",exported_namespace=\"ns\",hostname=\"n1\"} 55\n";
         let parsed = parse(body);
-        let r = readings(&parsed.samples, &builtin_aliases());
+        let r = readings(&parsed.samples, &builtin_aliases(), &[]);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].utilization(), Some(55.0));
         assert_eq!(
@@ -234,7 +256,7 @@ mod tests {
             field: Field::EngineActive,
             scale: 100.0,
         });
-        let r = readings(&parsed.samples, &aliases);
+        let r = readings(&parsed.samples, &aliases, &[]);
         assert_eq!(
             r.iter().map(|g| g.utilization()).collect::<Vec<_>>(),
             vec![Some(50.0), Some(25.0)]

@@ -1,13 +1,381 @@
 //! NVIDIA dcgm-exporter: GPU utilization per workload, for GPU inference HPAs.
 //!
-//! This module holds the pure parts so far: the lenient exposition reader ([`parse`]), per-GPU
-//! readings with pod attribution and the metric alias table ([`gpus`]), per-pod then per-workload
-//! aggregation ([`aggregate`]), and concurrent scraping of a static list of endpoints ([`scrape`]).
-//! Resolving pods to their owning workloads through the Kubernetes API, endpoint discovery from
-//! EndpointSlices and the `dcgm` source in the configuration build on them.
+//! One poll scrapes every exporter endpoint concurrently ([`scrape`]), reads each payload
+//! leniently ([`parse`]) into per-GPU readings attributed to pods ([`gpus`]), resolves pods to
+//! their workloads through the Kubernetes owner cache ([`crate::k8s::owners`]) and combines them
+//! per pod, then per workload ([`aggregate`]). Endpoints come from the config or from a
+//! Service's EndpointSlices ([`crate::k8s::endpoint_slices`]).
+//!
+//! Unknown is never 0: an endpoint that fails keeps the pods it reported last as unknown
+//! members of their workloads, a workload whose GPUs are all unknown is an error series, and a
+//! poll that reaches no endpoint at all fails as a whole.
 
 pub mod aggregate;
+pub mod config;
 pub mod gpus;
 pub mod parse;
 pub mod scrape;
 pub mod synthetic;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use self::aggregate::{PodKey, PodValue, WorkloadAggregate, per_group, per_pod};
+use self::config::{
+    DcgmSourceConfig, Discover, NAMESPACE_LABEL, WORKLOAD_KIND_LABEL, WORKLOAD_LABEL,
+};
+use self::gpus::{Alias, GpuReading, PodRef, builtin_aliases};
+use self::scrape::scrape_all;
+use super::{Source, SourceError};
+use crate::config::{Config, Measure};
+use crate::k8s::endpoint_slices::ServiceEndpoints;
+use crate::k8s::owners::{Owners, Workload};
+use crate::model::{Labels, Sample, SeriesError};
+use crate::sources::redis::config::redact_url;
+
+/// Where the exporters are.
+pub enum Endpoints {
+    /// A fixed list from the config.
+    Static(Vec<String>),
+    /// A Service's ready endpoints, followed through its EndpointSlices.
+    Discovered {
+        /// The watched slices.
+        service: ServiceEndpoints,
+        /// Which port, scheme and path to scrape.
+        discover: Discover,
+    },
+}
+
+impl Endpoints {
+    fn list(&self) -> Result<Vec<String>, SourceError> {
+        match self {
+            Endpoints::Static(list) => Ok(list.clone()),
+            Endpoints::Discovered { service, discover } => {
+                let urls = service
+                    .urls(&discover.port, &discover.scheme, &discover.path)
+                    .map_err(|message| SourceError::Connect {
+                        target: "the Kubernetes API".into(),
+                        message,
+                    })?;
+                if urls.is_empty() {
+                    return Err(SourceError::Connect {
+                        target: format!("service {}", service.describe()),
+                        message: format!("no ready endpoint serves port {:?}", discover.port),
+                    });
+                }
+                Ok(urls)
+            }
+        }
+    }
+}
+
+struct MetricPlan {
+    name: Arc<str>,
+    labels: Labels,
+    measure: Measure,
+    aggregate: WorkloadAggregate,
+}
+
+/// A set of dcgm-exporter endpoints and the GPU metrics read from them.
+pub struct DcgmSource {
+    name: String,
+    endpoints: Endpoints,
+    owners: Arc<Owners>,
+    client: reqwest::Client,
+    scrape_timeout: Duration,
+    aliases: Vec<Alias>,
+    extra_names: Vec<String>,
+    extra_from: Vec<String>,
+    metrics: Vec<MetricPlan>,
+    /// Pods (and their GPU counts) each endpoint reported at its last successful scrape: when it
+    /// fails, these are the GPUs that become unknown.
+    last_pods: HashMap<String, Vec<(PodKey, usize)>>,
+    /// Malformed-line counts per endpoint at the last scrape, to log only changes.
+    malformed: HashMap<String, usize>,
+}
+
+impl DcgmSource {
+    /// Builds the source named `name`. Does not connect: the first poll scrapes.
+    ///
+    /// # Errors
+    /// [`SourceError::Config`] when the CA file cannot be read or the HTTP client not built.
+    pub fn new(
+        name: &str,
+        conn: &DcgmSourceConfig,
+        config: &Config,
+        endpoints: Endpoints,
+        owners: Arc<Owners>,
+    ) -> Result<Self, SourceError> {
+        let bad = |message: String| SourceError::Config { message };
+        crate::tls::ensure_crypto_provider();
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("queue-metrics-adapter/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(1);
+        if let Some(path) = &conn.ca_file {
+            let pem =
+                std::fs::read(path).map_err(|e| bad(format!("ca_file {}: {e}", path.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| bad(format!("ca_file {}: {e}", path.display())))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder.build().map_err(|e| bad(e.to_string()))?;
+        let poll_timeout = config.sources[name].poll_timeout(config.poll_timeout.0);
+        let mut aliases = builtin_aliases();
+        aliases.extend(conn.aliases.iter().cloned());
+        let (extra_names, extra_from) = conn.extra_labels();
+        let metrics = config
+            .metrics_of(name)
+            .map(|m| MetricPlan {
+                name: Arc::from(m.name.as_str()),
+                labels: m.labels.clone(),
+                measure: m.measure,
+                aggregate: m.dcgm.clone().unwrap_or_default().aggregate.into(),
+            })
+            .collect();
+        Ok(DcgmSource {
+            name: name.to_string(),
+            endpoints,
+            owners,
+            client,
+            scrape_timeout: conn.scrape_timeout(poll_timeout),
+            aliases,
+            extra_names,
+            extra_from,
+            metrics,
+            last_pods: HashMap::new(),
+            malformed: HashMap::new(),
+        })
+    }
+
+    /// Whether the Kubernetes caches this source reads (owners, discovered endpoints) have
+    /// completed their first list: polls before that fail with "not listed yet".
+    pub fn caches_ready(&self) -> bool {
+        let endpoints = match &self.endpoints {
+            Endpoints::Static(_) => true,
+            Endpoints::Discovered { service, .. } => service.is_listed(),
+        };
+        endpoints && self.owners.is_ready()
+    }
+
+    /// Logs malformed lines when an endpoint's count changes (not on every poll).
+    fn note_malformed(&mut self, endpoint: &str, count: usize, first: &[(usize, String)]) {
+        let before = self.malformed.insert(endpoint.to_string(), count);
+        if count > 0 && before != Some(count) {
+            tracing::warn!(
+                source = %self.name,
+                endpoint = %redact_url(endpoint),
+                malformed = count,
+                first = ?first,
+                "skipped malformed exporter lines"
+            );
+        }
+    }
+}
+
+/// The signal a measure reads from one GPU.
+fn signal(measure: Measure) -> fn(&GpuReading) -> Option<f64> {
+    match measure {
+        Measure::MemoryUsedRatio => GpuReading::memory_used_ratio,
+        Measure::PowerWatts => |g| g.values.get(&gpus::Field::PowerWatts).copied(),
+        _ => GpuReading::utilization,
+    }
+}
+
+/// Makes an exporter label value usable as a Kubernetes label value (selectable by an HPA):
+/// characters outside `[A-Za-z0-9._-]` become `-`, the ends are trimmed to alphanumerics and
+/// the length is capped at 63. `NVIDIA H100 80GB HBM3` -> `NVIDIA-H100-80GB-HBM3`.
+pub fn label_value(raw: &str) -> String {
+    let mapped: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let capped: String = mapped.chars().take(63).collect();
+    capped
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+/// A workload and the extra label values it is split by: one series each.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct SeriesKey {
+    workload: Workload,
+    extra: Vec<String>,
+}
+
+impl Source for DcgmSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "dcgm"
+    }
+
+    async fn poll(&mut self) -> Result<Vec<Sample>, SourceError> {
+        // At start-up the caches list while the first poll begins: give them the scrape
+        // timeout rather than failing a poll that a moment's wait would have served.
+        let deadline = tokio::time::Instant::now() + self.scrape_timeout;
+        while !self.caches_ready() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let endpoints = self.endpoints.list()?;
+        if !self.owners.is_ready() {
+            return Err(SourceError::Connect {
+                target: "the Kubernetes API".into(),
+                message: "the pod and ReplicaSet caches have not been listed yet".into(),
+            });
+        }
+        let scrapes = scrape_all(
+            &self.client,
+            &endpoints,
+            self.scrape_timeout,
+            &self.aliases,
+            &self.extra_from,
+        )
+        .await;
+
+        let mut readings: Vec<GpuReading> = Vec::new();
+        let mut unknown: BTreeMap<PodKey, usize> = BTreeMap::new();
+        let mut failures: Vec<(String, String)> = Vec::new();
+        for s in scrapes {
+            self.note_malformed(&s.endpoint, s.malformed, &s.first_malformed);
+            match s.outcome {
+                Ok(r) => {
+                    self.last_pods.insert(s.endpoint, pods_of(&r));
+                    readings.extend(r);
+                }
+                Err(e) => {
+                    for (key, gpus) in self.last_pods.get(&s.endpoint).into_iter().flatten() {
+                        // A pod that is gone from the cluster is no workload's any more.
+                        if self
+                            .owners
+                            .resolve(&key.pod.namespace, &key.pod.name)
+                            .is_ok()
+                        {
+                            unknown.insert(key.clone(), *gpus);
+                        }
+                    }
+                    failures.push((s.endpoint, e));
+                }
+            }
+        }
+        self.last_pods.retain(|e, _| endpoints.contains(e));
+        self.malformed.retain(|e, _| endpoints.contains(e));
+        if !failures.is_empty() {
+            tracing::warn!(
+                source = %self.name,
+                failed = failures.len(),
+                endpoints = endpoints.len(),
+                first = %format!("{}: {}", redact_url(&failures[0].0), failures[0].1),
+                "dcgm-exporter endpoints failed; their GPUs are unknown this poll"
+            );
+        }
+        if failures.len() == endpoints.len() {
+            let (endpoint, message) = &failures[0];
+            return Err(SourceError::Connect {
+                target: format!("all {} dcgm-exporter endpoint(s)", endpoints.len()),
+                message: format!("{}: {message}", redact_url(endpoint)),
+            });
+        }
+
+        // Resolve each pod once per poll, for every metric.
+        let mut owners: HashMap<PodRef, Option<Workload>> = HashMap::new();
+        let pods = readings
+            .iter()
+            .filter_map(|r| r.pod.as_ref())
+            .chain(unknown.keys().map(|k| &k.pod));
+        let mut unresolved = 0usize;
+        for pod in pods {
+            owners.entry(pod.clone()).or_insert_with(|| {
+                let w = self.owners.resolve(&pod.namespace, &pod.name).ok();
+                unresolved += usize::from(w.is_none());
+                w
+            });
+        }
+        if unresolved > 0 {
+            tracing::debug!(source = %self.name, unresolved, "pods not in the owner cache yet; left out until the next poll");
+        }
+        let group_of = |key: &PodKey| {
+            let workload = owners.get(&key.pod)?.clone()?;
+            Some(SeriesKey {
+                workload,
+                extra: key.extra.iter().map(|v| label_value(v)).collect(),
+            })
+        };
+
+        let mut samples = Vec::new();
+        for plan in &self.metrics {
+            let mut per = per_pod(&readings, signal(plan.measure), plan.aggregate);
+            for (key, gpus) in &unknown {
+                per.entry(key.clone()).or_insert(PodValue {
+                    value: None,
+                    gpus: *gpus,
+                });
+            }
+            for (key, value) in per_group(&per, group_of, plan.aggregate) {
+                let mut labels = plan.labels.clone();
+                labels.insert(NAMESPACE_LABEL.into(), key.workload.namespace);
+                labels.insert(WORKLOAD_LABEL.into(), key.workload.name);
+                labels.insert(WORKLOAD_KIND_LABEL.into(), key.workload.kind);
+                for (name, v) in self.extra_names.iter().zip(key.extra) {
+                    labels.insert(name.clone(), v);
+                }
+                samples.push(Sample {
+                    metric: plan.name.clone(),
+                    labels: Arc::new(labels),
+                    value: value.map_err(|e| {
+                        SeriesError::new(format!("{} of the workload's GPUs: {e}", plan.measure))
+                    }),
+                });
+            }
+        }
+        Ok(samples)
+    }
+}
+
+/// The pods in a scrape with their GPU counts.
+fn pods_of(readings: &[GpuReading]) -> Vec<(PodKey, usize)> {
+    let mut pods: BTreeMap<PodKey, usize> = BTreeMap::new();
+    for r in readings {
+        if let Some(pod) = &r.pod {
+            *pods
+                .entry(PodKey {
+                    pod: pod.clone(),
+                    extra: r.extra.clone(),
+                })
+                .or_default() += 1;
+        }
+    }
+    pods.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exporter_values_become_selectable_label_values() {
+        assert_eq!(
+            label_value("NVIDIA H100 80GB HBM3"),
+            "NVIDIA-H100-80GB-HBM3"
+        );
+        assert_eq!(label_value("3g.40gb"), "3g.40gb");
+        assert_eq!(label_value(" (x) "), "x");
+        assert_eq!(label_value(""), "");
+        assert_eq!(label_value(&"a".repeat(80)).len(), 63);
+        for v in ["NVIDIA H100 80GB HBM3", " (x) ", "-a-", "ä"] {
+            let out = label_value(v);
+            assert!(
+                crate::k8s::selector::validate_value(&out).is_ok(),
+                "{v:?} -> {out:?}"
+            );
+        }
+    }
+}

@@ -25,10 +25,11 @@ pub async fn scrape_all(
     endpoints: &[String],
     timeout: Duration,
     aliases: &[Alias],
+    extra_labels: &[String],
 ) -> Vec<EndpointScrape> {
     let calls = endpoints
         .iter()
-        .map(|e| scrape_one(client, e, timeout, aliases));
+        .map(|e| scrape_one(client, e, timeout, aliases, extra_labels));
     futures_util::future::join_all(calls).await
 }
 
@@ -37,6 +38,7 @@ async fn scrape_one(
     endpoint: &str,
     timeout: Duration,
     aliases: &[Alias],
+    extra_labels: &[String],
 ) -> EndpointScrape {
     let fetched = async {
         let response = client
@@ -44,11 +46,14 @@ async fn scrape_one(
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| crate::sources::http_error_text(&e))?;
         if !response.status().is_success() {
             return Err(format!("HTTP {}", response.status()));
         }
-        response.text().await.map_err(|e| describe(&e))
+        response
+            .text()
+            .await
+            .map_err(|e| crate::sources::http_error_text(&e))
     }
     .await;
     match fetched {
@@ -56,7 +61,7 @@ async fn scrape_one(
             let parsed = parse(&body);
             EndpointScrape {
                 endpoint: endpoint.to_string(),
-                outcome: Ok(readings(&parsed.samples, aliases)),
+                outcome: Ok(readings(&parsed.samples, aliases, extra_labels)),
                 malformed: parsed.malformed,
                 first_malformed: parsed.first_malformed,
             }
@@ -67,21 +72,6 @@ async fn scrape_one(
             malformed: 0,
             first_malformed: Vec::new(),
         },
-    }
-}
-
-/// A reqwest error as text without its URL (endpoints may carry credentials).
-fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "timed out".into();
-    }
-    if e.is_connect() {
-        return "connection failed".into();
-    }
-    let text = e.to_string();
-    match e.url() {
-        Some(url) => text.replace(url.as_str(), "<endpoint>"),
-        None => text,
     }
 }
 
@@ -131,6 +121,7 @@ mod tests {
             &endpoints,
             Duration::from_millis(300),
             &builtin_aliases(),
+            &[],
         )
         .await;
         assert!(
@@ -146,13 +137,13 @@ mod tests {
             out[1].outcome.as_ref().map(Vec::len),
             Err(&"HTTP 500 Internal Server Error".to_string())
         );
-        assert_eq!(
-            out[2].outcome.as_ref().map(Vec::len),
-            Err(&"timed out".to_string())
-        );
-        assert_eq!(
-            out[3].outcome.as_ref().map(Vec::len),
-            Err(&"connection failed".to_string())
+        let error = |i: usize| out[i].outcome.as_ref().err().cloned().unwrap_or_default();
+        assert!(error(2).starts_with("timed out"), "{}", error(2));
+        assert!(error(3).starts_with("connection failed"), "{}", error(3));
+        assert!(
+            !error(3).contains("127.0.0.1:1"),
+            "URLs are left out of messages: {}",
+            error(3)
         );
     }
 }

@@ -157,7 +157,7 @@ impl Management {
                     ListError::Failed(format!(
                         "GET /api/queues/{}: {}",
                         encode(vhost),
-                        without_url(&e)
+                        crate::sources::http_error_text(&e)
                     ))
                 })?;
             let status = response.status();
@@ -179,7 +179,7 @@ impl Management {
                 ListError::Failed(format!(
                     "GET /api/queues/{}: unreadable reply: {}",
                     encode(vhost),
-                    without_url(&e)
+                    crate::sources::http_error_text(&e)
                 ))
             })?;
             queues.extend(body.items);
@@ -203,26 +203,6 @@ pub fn encode(segment: &str) -> String {
         }
     }
     out
-}
-
-/// A reqwest error without its URL (URLs can carry credentials).
-fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(url.as_str(), "<url>");
-    }
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        ""
-    };
-    if kind.is_empty() {
-        text
-    } else {
-        format!("{kind}: {text}")
-    }
 }
 
 /// The value of `measure` for a listed queue at `now_s` (the adapter's clock, epoch seconds).

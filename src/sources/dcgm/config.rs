@@ -1,0 +1,238 @@
+//! The `dcgm:` blocks of the configuration: where the exporters are (under `sources`) and how a
+//! metric combines a workload's GPUs (under `metrics`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::aggregate::WorkloadAggregate;
+use super::gpus::Alias;
+use crate::config::{ConfigError, HumanDuration, Measure};
+use crate::k8s::selector::validate_key;
+use crate::sources::redis::config::redact_url;
+
+/// Series label: the workload's namespace. A request sees only its own namespace's series.
+pub const NAMESPACE_LABEL: &str = "namespace";
+/// Series label: the workload's name (the Deployment, StatefulSet, Job, ... that owns the pods).
+pub const WORKLOAD_LABEL: &str = "workload";
+/// Series label: the workload's kind (`Deployment`, `StatefulSet`, `Job`, ...).
+pub const WORKLOAD_KIND_LABEL: &str = "workload_kind";
+/// Labels every dcgm series sets itself; configuration cannot use them.
+pub const RESERVED_LABELS: [&str; 3] = [NAMESPACE_LABEL, WORKLOAD_LABEL, WORKLOAD_KIND_LABEL];
+
+/// The measures a `dcgm` source serves, each in one declared unit (README).
+pub const MEASURES: &[Measure] = &[
+    Measure::GpuUtilization,
+    Measure::MemoryUsedRatio,
+    Measure::PowerWatts,
+];
+
+/// dcgm-exporter endpoints (`sources.<name>.dcgm`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DcgmSourceConfig {
+    /// A static list of `http(s)://host:9400/metrics` URLs.
+    #[serde(default)]
+    pub endpoints: Option<Vec<String>>,
+    /// Or: the exporter Service whose EndpointSlices list the endpoints, followed as they change.
+    #[serde(default)]
+    pub discover: Option<Discover>,
+    /// Time allowed to each endpoint's scrape. Default: 80 % of the poll timeout, so one slow
+    /// node fails alone instead of taking the whole poll with it.
+    #[serde(default)]
+    pub scrape_timeout: Option<HumanDuration>,
+    /// Extra series labels copied from exporter labels: `model_name: modelName`.
+    #[serde(default)]
+    pub extra_labels: BTreeMap<String, String>,
+    /// More exporter metric names, on top of the built-in table (exporter renames, custom names).
+    #[serde(default)]
+    pub aliases: Vec<Alias>,
+    /// PEM CA for `https://` exporters with a private CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Overrides the global `poll_interval`.
+    #[serde(default)]
+    pub poll_interval: Option<HumanDuration>,
+    /// Overrides the global `poll_timeout`.
+    #[serde(default)]
+    pub poll_timeout: Option<HumanDuration>,
+}
+
+/// An exporter Service to discover endpoints from (`discover:`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discover {
+    /// The Service's namespace.
+    pub namespace: String,
+    /// The Service's name (EndpointSlices carry it as `kubernetes.io/service-name`).
+    pub service: String,
+    /// The port's name in the Service (dcgm-exporter's chart calls it `metrics`).
+    pub port: String,
+    /// `http` (default) or `https`.
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+    /// The path scraped. Default `/metrics`.
+    #[serde(default = "default_path")]
+    pub path: String,
+}
+
+fn default_scheme() -> String {
+    "http".into()
+}
+
+fn default_path() -> String {
+    "/metrics".into()
+}
+
+impl DcgmSourceConfig {
+    /// The per-endpoint scrape timeout, given the source's poll timeout.
+    pub fn scrape_timeout(&self, poll_timeout: Duration) -> Duration {
+        self.scrape_timeout
+            .map_or(poll_timeout.mul_f64(0.8), |d| d.0)
+    }
+
+    /// The extra labels as (series label, exporter label) pairs, in a stable order.
+    pub fn extra_labels(&self) -> (Vec<String>, Vec<String>) {
+        self.extra_labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .unzip()
+    }
+
+    pub(crate) fn validate(&self, at: &str, poll_timeout: Duration) -> Result<(), ConfigError> {
+        match (&self.endpoints, &self.discover) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    at,
+                    "give either endpoints or discover, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    at,
+                    "needs endpoints (a list of URLs) or discover (namespace, service, port)",
+                ));
+            }
+            (Some(list), None) => {
+                if list.is_empty() {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.endpoints"),
+                        "must list at least one URL",
+                    ));
+                }
+                for (i, url) in list.iter().enumerate() {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(ConfigError::invalid(
+                            format!("{at}.endpoints[{i}]"),
+                            format!("{:?} must start with http:// or https://", redact_url(url)),
+                        ));
+                    }
+                }
+            }
+            (None, Some(d)) => {
+                for (field, value) in [
+                    ("namespace", &d.namespace),
+                    ("service", &d.service),
+                    ("port", &d.port),
+                ] {
+                    if value.is_empty() {
+                        return Err(ConfigError::invalid(
+                            format!("{at}.discover.{field}"),
+                            "must not be empty",
+                        ));
+                    }
+                }
+                if !matches!(d.scheme.as_str(), "http" | "https") {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.discover.scheme"),
+                        format!("{:?} must be http or https", d.scheme),
+                    ));
+                }
+                if !d.path.starts_with('/') {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.discover.path"),
+                        format!("{:?} must start with '/'", d.path),
+                    ));
+                }
+            }
+        }
+        let scrape = self.scrape_timeout(poll_timeout);
+        if scrape.is_zero() || scrape > poll_timeout {
+            return Err(ConfigError::invalid(
+                format!("{at}.scrape_timeout"),
+                format!(
+                    "must be greater than zero and at most the poll timeout ({poll_timeout:?})"
+                ),
+            ));
+        }
+        for (label, from) in &self.extra_labels {
+            validate_key(label).map_err(|e| {
+                ConfigError::invalid(format!("{at}.extra_labels"), format!("{label:?} {e}"))
+            })?;
+            if RESERVED_LABELS.contains(&label.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.extra_labels.{label}"),
+                    "is set by the adapter itself; pick another name",
+                ));
+            }
+            if from.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{at}.extra_labels.{label}"),
+                    "needs the exporter label to copy, e.g. modelName",
+                ));
+            }
+        }
+        for (i, alias) in self.aliases.iter().enumerate() {
+            if alias.metric.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{at}.aliases[{i}].metric"),
+                    "must not be empty",
+                ));
+            }
+            if !(alias.scale.is_finite() && alias.scale > 0.0) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.aliases[{i}].scale"),
+                    format!("{} must be a positive number", alias.scale),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a metric combines a workload's GPUs (`metrics[].dcgm`). The block is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DcgmTarget {
+    /// `mean` (default), `max`, `sum` or `gpus`.
+    #[serde(default)]
+    pub aggregate: Aggregate,
+}
+
+/// The configured spelling of [`WorkloadAggregate`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregate {
+    /// Mean over the workload's pods.
+    #[default]
+    Mean,
+    /// The busiest pod.
+    Max,
+    /// Sum over pods.
+    Sum,
+    /// GPUs (or MIG instances) held.
+    Gpus,
+}
+
+impl From<Aggregate> for WorkloadAggregate {
+    fn from(a: Aggregate) -> Self {
+        match a {
+            Aggregate::Mean => WorkloadAggregate::Mean,
+            Aggregate::Max => WorkloadAggregate::Max,
+            Aggregate::Sum => WorkloadAggregate::Sum,
+            Aggregate::Gpus => WorkloadAggregate::Gpus,
+        }
+    }
+}
