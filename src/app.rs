@@ -144,31 +144,11 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
         token: token.clone(),
         tracker: tracker.clone(),
     };
-    let mut kube: Option<KubeWatches> = None;
-    for (name, source) in &config.sources {
-        let schedule = schedule_of(&config, source);
-        let context = || format!("source {name}");
-        match source {
-            SourceConfig::Redis(conn) => pollers.spawn(
-                RedisSource::new(name, conn, &config).with_context(context)?,
-                schedule,
-            ),
-            SourceConfig::Rabbitmq(conn) => pollers.spawn(
-                RabbitMqSource::new(name, conn, &config).with_context(context)?,
-                schedule,
-            ),
-            SourceConfig::Dcgm(conn) => {
-                let watches = match kube.take() {
-                    Some(k) => k,
-                    None => KubeWatches::start(&config, &token, &tracker).await?,
-                };
-                let source = watches
-                    .dcgm_source(name, conn, &config)
-                    .with_context(context)?;
-                kube = Some(watches);
-                pollers.spawn(source, schedule);
-            }
-        }
+    let spawned = spawn_sources(&config, &pollers, &token, &tracker).await;
+    if let Err(e) = spawned {
+        // Stop whatever started before the failing source, so nothing outlives the error.
+        token.cancel();
+        return Err(e);
     }
 
     let state = AppState {
@@ -247,6 +227,42 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
         tracker,
         settings,
     })
+}
+
+/// Builds every source of `config` and starts its poll loop.
+async fn spawn_sources(
+    config: &Config,
+    pollers: &Pollers,
+    token: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
+    let mut kube: Option<KubeWatches> = None;
+    for (name, source) in &config.sources {
+        let schedule = schedule_of(config, source);
+        let context = || format!("source {name}");
+        match source {
+            SourceConfig::Redis(conn) => pollers.spawn(
+                RedisSource::new(name, conn, config).with_context(context)?,
+                schedule,
+            ),
+            SourceConfig::Rabbitmq(conn) => pollers.spawn(
+                RabbitMqSource::new(name, conn, config).with_context(context)?,
+                schedule,
+            ),
+            SourceConfig::Dcgm(conn) => {
+                let watches = match kube.take() {
+                    Some(k) => k,
+                    None => KubeWatches::start(config, token, tracker).await?,
+                };
+                let source = watches
+                    .dcgm_source(name, conn, config)
+                    .with_context(context)?;
+                kube = Some(watches);
+                pollers.spawn(source, schedule);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The Kubernetes client and the pod owner cache, shared by every `dcgm` source; started when

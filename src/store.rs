@@ -515,6 +515,39 @@ mod tests {
     }
 
     #[test]
+    fn namespaced_series_are_served_only_to_their_own_namespace() {
+        let mut gpus = info("gpu", "dcgm");
+        gpus.namespace_label = Some("namespace");
+        let store = Store::new(vec![gpus], Duration::from_secs(30));
+        let series = |ns: &str, value: Result<f64, SeriesError>| Sample {
+            metric: "gpu".into(),
+            labels: Labels::from([
+                ("namespace".to_string(), ns.to_string()),
+                ("workload".to_string(), "infer".to_string()),
+            ])
+            .into(),
+            value,
+        };
+        store.record_poll(
+            "dcgm",
+            t(0),
+            Ok(vec![
+                series("team-a", Ok(70.0)),
+                series("team-b", Err(SeriesError::new("unknown"))),
+            ]),
+        );
+        let got = store
+            .get("team-a", "gpu", &Selector::everything(), t(1))
+            .expect("team-b's failing series is not team-a's concern");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].value, 70.0);
+        let other = store
+            .get("team-c", "gpu", &Selector::everything(), t(1))
+            .expect("served");
+        assert!(other.is_empty(), "{other:?}");
+    }
+
+    #[test]
     fn a_matched_series_error_fails_the_lookup_but_unmatched_ones_do_not() {
         let store = Store::new(vec![info("q", "redis")], Duration::from_secs(30));
         store.record_poll(

@@ -478,3 +478,29 @@ async fn endpoints_follow_the_exporter_service() {
     );
     adapter.stop().await;
 }
+
+#[tokio::test]
+async fn an_unreadable_kubeconfig_stops_start_up_with_its_name() {
+    let yaml = "kubernetes: {kubeconfig: /nonexistent/qma-kubeconfig}\nsources:\n  gpus:\n    dcgm: {endpoints: [\"http://127.0.0.1:1/metrics\"]}\nmetrics:\n  - {name: g, source: gpus, measure: gpu_utilization}\n";
+    let config =
+        queue_metrics_adapter::config::Config::from_yaml(yaml, std::path::Path::new("t.yaml"))
+            .expect("valid config");
+    let settings = queue_metrics_adapter::app::Settings {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        health_listen: None,
+        grpc_listen: None,
+        grpc_tls: None,
+        shutdown_delay: Duration::ZERO,
+        shutdown_timeout: Duration::from_secs(1),
+    };
+    match queue_metrics_adapter::app::start(config, settings).await {
+        Ok(_) => panic!("started without a readable kubeconfig"),
+        Err(e) => {
+            let text = format!("{e:#}");
+            assert!(
+                text.contains("kubernetes.kubeconfig /nonexistent/qma-kubeconfig"),
+                "{text}"
+            );
+        }
+    }
+}

@@ -236,3 +236,166 @@ impl From<Aggregate> for WorkloadAggregate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, SourceConfig};
+
+    const GPUS: &str =
+        "sources:\n  gpus:\n    dcgm:\n      endpoints: [\"http://10.0.0.1:9400/metrics\"]\n";
+
+    fn load(yaml: &str) -> Result<Config, String> {
+        Config::from_yaml(yaml, Path::new("test.yaml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_dcgm_source_and_its_metrics_load() {
+        let yaml = "kubernetes: {kubeconfig: /tmp/kc}\nsources:\n  gpus:\n    dcgm:\n      discover: {namespace: gpu-operator, service: dcgm-exporter, port: metrics}\n      extra_labels: {model_name: modelName}\n      aliases: [{metric: MY_UTIL, field: engine_active, scale: 100}]\nmetrics:\n  - {name: gpu_utilization, source: gpus, measure: gpu_utilization}\n  - {name: gpus_held, source: gpus, measure: gpu_utilization, dcgm: {aggregate: gpus}}\n";
+        let config = load(yaml).expect("valid");
+        let Some(SourceConfig::Dcgm(d)) = config.sources.get("gpus") else {
+            panic!("a dcgm source")
+        };
+        let discover = d.discover.as_ref().expect("discover");
+        assert_eq!(
+            (discover.scheme.as_str(), discover.path.as_str()),
+            ("http", "/metrics")
+        );
+        assert_eq!(
+            d.scrape_timeout(std::time::Duration::from_secs(5)),
+            std::time::Duration::from_secs(4)
+        );
+        assert_eq!(
+            config.metrics[1].dcgm.as_ref().map(|t| t.aggregate),
+            Some(super::Aggregate::Gpus)
+        );
+    }
+
+    #[test]
+    fn invalid_dcgm_configs_are_refused_naming_the_field() {
+        let metric = "metrics:\n  - {name: g, source: gpus, measure: gpu_utilization}\n";
+        let cases: &[(&str, String, &[&str])] = &[
+            (
+                "no endpoints",
+                format!("sources:\n  gpus:\n    dcgm: {{}}\n{metric}"),
+                &["sources.gpus.dcgm", "needs endpoints"],
+            ),
+            (
+                "both",
+                format!("sources:\n  gpus:\n    dcgm:\n      endpoints: [\"http://a\"]\n      discover: {{namespace: n, service: s, port: p}}\n{metric}"),
+                &["either endpoints or discover"],
+            ),
+            (
+                "not a URL",
+                format!("sources:\n  gpus:\n    dcgm:\n      endpoints: [\"10.0.0.1:9400\"]\n{metric}"),
+                &["sources.gpus.dcgm.endpoints[0]", "http://"],
+            ),
+            (
+                "discover without port",
+                format!("sources:\n  gpus:\n    dcgm:\n      discover: {{namespace: n, service: s}}\n{metric}"),
+                &["missing field `port`"],
+            ),
+            (
+                "bad scheme",
+                format!("sources:\n  gpus:\n    dcgm:\n      discover: {{namespace: n, service: s, port: p, scheme: ftp}}\n{metric}"),
+                &["sources.gpus.dcgm.discover.scheme", "ftp"],
+            ),
+            (
+                "scrape timeout above poll timeout",
+                format!("poll_timeout: 2s\n{GPUS}      scrape_timeout: 3s\n{metric}"),
+                &["scrape_timeout", "at most the poll timeout"],
+            ),
+            (
+                "reserved extra label",
+                format!("{GPUS}      extra_labels: {{workload: modelName}}\n{metric}"),
+                &["extra_labels.workload", "set by the adapter"],
+            ),
+            (
+                "unknown alias field",
+                format!("{GPUS}      aliases: [{{metric: X, field: temperature, scale: 1}}]\n{metric}"),
+                &["aliases[0].field", "temperature"],
+            ),
+            (
+                "zero scale",
+                format!("{GPUS}      aliases: [{{metric: X, field: gpu_util, scale: 0}}]\n{metric}"),
+                &["aliases[0].scale", "positive"],
+            ),
+            (
+                "a queue measure on a GPU source",
+                format!("{GPUS}metrics:\n  - {{name: g, source: gpus, measure: length}}\n"),
+                &["metrics[0] (g).measure", "does not apply to a dcgm source"],
+            ),
+            (
+                "a GPU measure on a Redis source",
+                "sources:\n  r:\n    redis: {url: \"redis://127.0.0.1\"}\nmetrics:\n  - {name: g, source: r, measure: gpu_utilization, redis: {type: list, key: q}}\n".into(),
+                &["metrics[0] (g).redis", "gpu_utilization"],
+            ),
+            (
+                "a reserved static label",
+                format!("{GPUS}metrics:\n  - {{name: g, source: gpus, measure: gpu_utilization, labels: {{namespace: x}}}}\n"),
+                &["metrics[0] (g).labels", "\"namespace\""],
+            ),
+            (
+                "unknown aggregate",
+                format!("{GPUS}metrics:\n  - {{name: g, source: gpus, measure: gpu_utilization, dcgm: {{aggregate: median}}}}\n"),
+                &["dcgm.aggregate", "median"],
+            ),
+            (
+                "a dcgm block on a redis metric",
+                "sources:\n  r:\n    redis: {url: \"redis://127.0.0.1\"}\nmetrics:\n  - {name: g, source: r, measure: length, redis: {type: list, key: q}, dcgm: {aggregate: max}}\n".into(),
+                &["metrics[0] (g).dcgm", "remove the `dcgm:` block"],
+            ),
+        ];
+        for (name, yaml, mentions) in cases {
+            let err = load(yaml).expect_err(name);
+            for want in *mentions {
+                assert!(
+                    err.contains(want),
+                    "case {name}: {err:?} should mention {want:?}"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod shipped_examples {
+    use std::path::Path;
+
+    /// The config inside a ConfigMap manifest, with secret-file lines dropped (the files exist
+    /// only in a cluster).
+    fn embedded_config(manifest: &str) -> String {
+        let doc: yaml_serde::Value = yaml_serde::from_str(manifest).expect("manifest is YAML");
+        doc["data"]["config.yaml"]
+            .as_str()
+            .expect("data.config.yaml")
+            .lines()
+            .filter(|l| !l.contains("password_file"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_gpu_inference_example_config_loads() {
+        let manifest = include_str!("../../../deploy/examples/gpu-inference/adapter-config.yaml");
+        let config = crate::config::Config::from_yaml(
+            &embedded_config(manifest),
+            Path::new("deploy/examples/gpu-inference/adapter-config.yaml"),
+        )
+        .expect("the example config is valid");
+        // Every metric the example HPA asks for is served by the example config.
+        let hpa: yaml_serde::Value = yaml_serde::from_str(include_str!(
+            "../../../deploy/examples/gpu-inference/hpa.yaml"
+        ))
+        .expect("hpa.yaml is YAML");
+        let asked = hpa["spec"]["metrics"].as_sequence().expect("metrics");
+        assert_eq!(asked.len(), 2);
+        for m in asked {
+            let name = m["external"]["metric"]["name"].as_str().expect("name");
+            let served = config.metrics.iter().find(|c| c.name == name);
+            assert!(served.is_some(), "{name} is not in the example config");
+            assert_eq!(m["external"]["target"]["type"].as_str(), Some("Value"));
+        }
+    }
+}
