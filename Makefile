@@ -24,7 +24,7 @@ run: services
 	@echo "  curl -s http://$(LISTEN)/apis/external.metrics.k8s.io/v1beta1/namespaces/default/rabbit_embeddings_ready"
 	@echo "  curl -s http://$(LISTEN)/metrics"
 	@echo
-	./target/release/queue-metrics-adapter serve --config $(CONFIG) --listen $(LISTEN) --grpc-listen $(GRPC) --shutdown-delay 0s
+	./target/release/queue-metrics-adapter serve --config $(CONFIG) --listen $(LISTEN) --grpc-listen $(GRPC) --insecure-http --disable-auth --shutdown-delay 0s
 
 ## Poll every source of $(CONFIG) once and print what would be served.
 check: services

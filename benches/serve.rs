@@ -64,6 +64,7 @@ fn adapter_router(store: Arc<Store>) -> Router {
     let health = Arc::new(Health::default());
     health.set_listening();
     let state = AppState {
+        guard: None,
         provider: store.clone(),
         store,
         telemetry: AdapterMetrics::new(),

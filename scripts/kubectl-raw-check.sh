@@ -51,7 +51,7 @@ contexts: [{name: adapter, context: {cluster: adapter, user: none}}]
 current-context: adapter
 YAML
 
-"$BIN" serve --config "$WORK/config.yaml" --listen "127.0.0.1:${PORT}" --grpc-listen off --shutdown-delay 0s 2>"$WORK/log" &
+"$BIN" serve --config "$WORK/config.yaml" --listen "127.0.0.1:${PORT}" --grpc-listen off --insecure-http --disable-auth --shutdown-delay 0s 2>"$WORK/log" &
 PID=$!
 for _ in $(seq 1 100); do
   curl -fs "http://127.0.0.1:${PORT}/readyz" >/dev/null 2>&1 && break

@@ -19,6 +19,7 @@ use crate::config::{Config, SourceConfig};
 use crate::k8s::endpoint_slices::ServiceEndpoints;
 use crate::k8s::owners::Owners;
 use crate::poller::{Heartbeats, Pollers, Schedule};
+use crate::security::setup::{ApiTls, AuthSettings, secure};
 use crate::sources::dcgm::config::DcgmSourceConfig;
 use crate::sources::dcgm::{DcgmSource, Endpoints};
 use crate::sources::rabbitmq::RabbitMqSource;
@@ -41,6 +42,11 @@ pub struct Settings {
     pub shutdown_delay: Duration,
     /// Limit on waiting for in-flight requests and poll loops after that.
     pub shutdown_timeout: Duration,
+    /// HTTPS for the API port; `None` serves plain HTTP (`--insecure-http`, local development).
+    pub api_tls: Option<ApiTls>,
+    /// Authentication and authorization of metric requests; `None` turns them off
+    /// (`--disable-auth`, local development).
+    pub auth: Option<AuthSettings>,
 }
 
 /// TLS for the KEDA gRPC server: a serving certificate, and optionally a CA that client
@@ -144,7 +150,32 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
         token: token.clone(),
         tracker: tracker.clone(),
     };
-    let spawned = spawn_sources(&config, &pollers, &token, &tracker).await;
+    let needs_kube = settings.auth.is_some()
+        || config
+            .sources
+            .values()
+            .any(|s| matches!(s, SourceConfig::Dcgm(_)));
+    let kube_client = if needs_kube {
+        Some(crate::k8s::client::client(&config.kubernetes).await?)
+    } else {
+        None
+    };
+    let secured = secure(
+        settings.api_tls.as_ref(),
+        settings.auth.as_ref(),
+        kube_client.clone(),
+        &token,
+        &tracker,
+    )
+    .await;
+    let secured = match secured {
+        Ok(s) => s,
+        Err(e) => {
+            token.cancel();
+            return Err(e);
+        }
+    };
+    let spawned = spawn_sources(&config, kube_client.as_ref(), &pollers, &token, &tracker);
     if let Err(e) = spawned {
         // Stop whatever started before the failing source, so nothing outlives the error.
         token.cancel();
@@ -157,6 +188,7 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
         telemetry: telemetry.clone(),
         health: health.clone(),
         heartbeats,
+        guard: secured.guard,
     };
     let health_addr = match health_listener {
         Some(l) => {
@@ -165,12 +197,14 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
                 &tracker,
                 l,
                 api::router(state.clone(), Routes::Health),
+                None,
                 token.clone(),
             );
             spawn_server(
                 &tracker,
                 api_listener,
                 api::router(state, Routes::Api),
+                secured.tls,
                 token.clone(),
             );
             addr
@@ -180,6 +214,7 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
                 &tracker,
                 api_listener,
                 api::router(state, Routes::All),
+                secured.tls,
                 token.clone(),
             );
             api_addr
@@ -230,8 +265,9 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
 }
 
 /// Builds every source of `config` and starts its poll loop.
-async fn spawn_sources(
+fn spawn_sources(
     config: &Config,
+    client: Option<&kube::Client>,
     pollers: &Pollers,
     token: &CancellationToken,
     tracker: &TaskTracker,
@@ -252,7 +288,13 @@ async fn spawn_sources(
             SourceConfig::Dcgm(conn) => {
                 let watches = match kube.take() {
                     Some(k) => k,
-                    None => KubeWatches::start(config, token, tracker).await?,
+                    None => KubeWatches::start(
+                        client
+                            .context("a dcgm source needs a Kubernetes client")?
+                            .clone(),
+                        token,
+                        tracker,
+                    ),
                 };
                 let source = watches
                     .dcgm_source(name, conn, config)
@@ -275,23 +317,15 @@ pub struct KubeWatches {
 }
 
 impl KubeWatches {
-    /// Builds the client from `config.kubernetes` and starts the pod/ReplicaSet watches.
-    ///
-    /// # Errors
-    /// When no Kubernetes configuration can be found or read.
-    pub async fn start(
-        config: &Config,
-        token: &CancellationToken,
-        tracker: &TaskTracker,
-    ) -> anyhow::Result<Self> {
-        let client = crate::k8s::client::client(&config.kubernetes).await?;
+    /// Starts the pod/ReplicaSet watches through `client`.
+    pub fn start(client: kube::Client, token: &CancellationToken, tracker: &TaskTracker) -> Self {
         let owners = Arc::new(Owners::watch(client.clone(), token, tracker));
-        Ok(KubeWatches {
+        KubeWatches {
             client,
             owners,
             token: token.clone(),
             tracker: tracker.clone(),
-        })
+        }
     }
 
     /// Builds a dcgm source, starting its EndpointSlice watch when it discovers endpoints.
@@ -332,10 +366,16 @@ fn spawn_server(
     tracker: &TaskTracker,
     listener: TcpListener,
     router: axum::Router,
+    tls: Option<Arc<crate::security::serving::ServingTls>>,
     token: CancellationToken,
 ) {
     tracker.spawn(async move {
-        if let Err(e) = api::serve(listener, router, async move { token.cancelled().await }).await {
+        let stop = async move { token.cancelled().await };
+        let served = match tls {
+            Some(tls) => crate::security::serving::serve_tls(listener, router, tls, stop).await,
+            None => api::serve(listener, router, stop).await,
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "server stopped with an error");
         }
     });

@@ -52,7 +52,11 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
             SourceConfig::Dcgm(conn) => {
                 let watches = match kube.take() {
                     Some(k) => k,
-                    None => KubeWatches::start(config, &token, &tracker).await?,
+                    None => KubeWatches::start(
+                        crate::k8s::client::client(&config.kubernetes).await?,
+                        &token,
+                        &tracker,
+                    ),
                 };
                 let dcgm = watches.dcgm_source(name, conn, config)?;
                 kube = Some(watches);

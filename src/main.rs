@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use queue_metrics_adapter::config::{Config, HumanDuration};
+use queue_metrics_adapter::security::serving::CertSource;
+use queue_metrics_adapter::security::setup::{ApiTls, AuthSettings, RequestHeaderFiles};
 use queue_metrics_adapter::telemetry::{LogFormat, init_logging};
 use queue_metrics_adapter::{app, check, shutdown};
 
@@ -29,38 +31,44 @@ struct Cli {
     log_format: LogFormat,
 }
 
+/// `serve`'s flags.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The YAML config file.
+    #[arg(long, env = "QMA_CONFIG")]
+    config: PathBuf,
+    /// Address of the external metrics API (plain HTTP).
+    #[arg(long, default_value = "0.0.0.0:6443", env = "QMA_LISTEN")]
+    listen: SocketAddr,
+    /// Separate address for /livez, /readyz, /healthz and /metrics (default: on --listen).
+    #[arg(long, env = "QMA_HEALTH_LISTEN")]
+    health_listen: Option<SocketAddr>,
+    /// Address of the KEDA external scaler (gRPC), or `off`.
+    #[arg(long, default_value = "0.0.0.0:9090", env = "QMA_GRPC_LISTEN", value_parser = parse_optional_addr)]
+    grpc_listen: OptionalAddr,
+    /// PEM certificate for the gRPC server (TLS); with --grpc-tls-key.
+    #[arg(long, env = "QMA_GRPC_TLS_CERT", requires = "grpc_tls_key")]
+    grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key for the gRPC server.
+    #[arg(long, env = "QMA_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+    grpc_tls_key: Option<PathBuf>,
+    /// PEM CA that gRPC client certificates must chain to (mutual TLS).
+    #[arg(long, env = "QMA_GRPC_CLIENT_CA", requires = "grpc_tls_cert")]
+    grpc_client_ca: Option<PathBuf>,
+    /// After SIGTERM, how long /readyz answers 503 before the servers stop.
+    #[arg(long, default_value = "5s", value_parser = HumanDuration::parse)]
+    shutdown_delay: HumanDuration,
+    #[command(flatten)]
+    security: SecurityFlags,
+    /// Limit on finishing in-flight work after that.
+    #[arg(long, default_value = "10s", value_parser = HumanDuration::parse)]
+    shutdown_timeout: HumanDuration,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Poll the configured sources and serve their metrics until SIGTERM.
-    Serve {
-        /// The YAML config file.
-        #[arg(long, env = "QMA_CONFIG")]
-        config: PathBuf,
-        /// Address of the external metrics API (plain HTTP).
-        #[arg(long, default_value = "0.0.0.0:8080", env = "QMA_LISTEN")]
-        listen: SocketAddr,
-        /// Separate address for /livez, /readyz, /healthz and /metrics (default: on --listen).
-        #[arg(long, env = "QMA_HEALTH_LISTEN")]
-        health_listen: Option<SocketAddr>,
-        /// Address of the KEDA external scaler (gRPC), or `off`.
-        #[arg(long, default_value = "0.0.0.0:9090", env = "QMA_GRPC_LISTEN", value_parser = parse_optional_addr)]
-        grpc_listen: OptionalAddr,
-        /// PEM certificate for the gRPC server (TLS); with --grpc-tls-key.
-        #[arg(long, env = "QMA_GRPC_TLS_CERT", requires = "grpc_tls_key")]
-        grpc_tls_cert: Option<PathBuf>,
-        /// PEM private key for the gRPC server.
-        #[arg(long, env = "QMA_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
-        grpc_tls_key: Option<PathBuf>,
-        /// PEM CA that gRPC client certificates must chain to (mutual TLS).
-        #[arg(long, env = "QMA_GRPC_CLIENT_CA", requires = "grpc_tls_cert")]
-        grpc_client_ca: Option<PathBuf>,
-        /// After SIGTERM, how long /readyz answers 503 before the servers stop.
-        #[arg(long, default_value = "5s", value_parser = HumanDuration::parse)]
-        shutdown_delay: HumanDuration,
-        /// Limit on finishing in-flight work after that.
-        #[arg(long, default_value = "10s", value_parser = HumanDuration::parse)]
-        shutdown_timeout: HumanDuration,
-    },
+    Serve(Box<ServeArgs>),
     /// Validate the config, poll every source once and print a table; exit 1 if any metric failed.
     Check {
         /// The YAML config file.
@@ -85,17 +93,19 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve {
-            config,
-            listen,
-            health_listen,
-            grpc_listen,
-            grpc_tls_cert,
-            grpc_tls_key,
-            grpc_client_ca,
-            shutdown_delay,
-            shutdown_timeout,
-        } => {
+        Command::Serve(args) => {
+            let ServeArgs {
+                config,
+                listen,
+                security,
+                health_listen,
+                grpc_listen,
+                grpc_tls_cert,
+                grpc_tls_key,
+                grpc_client_ca,
+                shutdown_delay,
+                shutdown_timeout,
+            } = *args;
             let cfg = Config::load(&config)?;
             let settings = app::Settings {
                 listen,
@@ -110,6 +120,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     }),
                 shutdown_delay: shutdown_delay.0,
                 shutdown_timeout: shutdown_timeout.0,
+                api_tls: security.api_tls(),
+                auth: security.auth(),
             };
             let running = app::start(cfg, settings).await.context("starting")?;
             shutdown::signal().await;
@@ -130,6 +142,98 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// A listen address, or `off`.
+/// How the API port is secured (README "Security"). Defaults are for a cluster: HTTPS, the
+/// front-proxy CA from kube-apiserver's ConfigMap, and a SubjectAccessReview per request.
+#[derive(clap::Args, Debug)]
+struct SecurityFlags {
+    /// Serving certificate (PEM chain); re-read when it changes. Without it, a self-signed one.
+    #[arg(long, env = "QMA_TLS_CERT_FILE", requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// Private key of --tls-cert-file.
+    #[arg(long, env = "QMA_TLS_PRIVATE_KEY_FILE", requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// How often the certificate files are checked for a new pair.
+    #[arg(long, default_value = "10s", value_parser = HumanDuration::parse)]
+    tls_reload_interval: HumanDuration,
+    /// The Service name, for the self-signed certificate's `<service>.<namespace>.svc` name.
+    #[arg(
+        long,
+        default_value = "queue-metrics-adapter",
+        env = "QMA_SERVICE_NAME"
+    )]
+    service_name: String,
+    /// The Service namespace (the pod's namespace), for the same.
+    #[arg(long, default_value = "queue-metrics-adapter", env = "POD_NAMESPACE")]
+    service_namespace: String,
+    /// CA of the front proxy's client certificate. Without it, read from
+    /// kube-system/extension-apiserver-authentication (and refreshed).
+    #[arg(long, env = "QMA_REQUESTHEADER_CLIENT_CA_FILE")]
+    requestheader_client_ca_file: Option<PathBuf>,
+    /// Common names the front proxy's certificate may have (comma-separated; empty: any).
+    #[arg(long, value_delimiter = ',', requires = "requestheader_client_ca_file")]
+    requestheader_allowed_names: Vec<String>,
+    /// How long TokenReview and SubjectAccessReview answers are reused.
+    #[arg(long, default_value = "10s", value_parser = HumanDuration::parse)]
+    review_cache_ttl: HumanDuration,
+    /// How often the cluster's front-proxy settings are re-read.
+    #[arg(long, default_value = "1m", value_parser = HumanDuration::parse)]
+    requestheader_refresh_interval: HumanDuration,
+    /// Serve the API over plain HTTP. Local development only.
+    #[arg(long, conflicts_with_all = ["tls_cert_file"])]
+    insecure_http: bool,
+    /// Serve metrics to anyone, without authentication or authorization. Local development only.
+    #[arg(long)]
+    disable_auth: bool,
+}
+
+impl SecurityFlags {
+    fn api_tls(&self) -> Option<ApiTls> {
+        if self.insecure_http {
+            return None;
+        }
+        let cert = match (&self.tls_cert_file, &self.tls_private_key_file) {
+            (Some(cert), Some(key)) => CertSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => CertSource::SelfSigned {
+                names: vec![
+                    format!("{}.{}.svc", self.service_name, self.service_namespace),
+                    format!(
+                        "{}.{}.svc.cluster.local",
+                        self.service_name, self.service_namespace
+                    ),
+                ],
+            },
+        };
+        Some(ApiTls {
+            cert,
+            reload_every: self.tls_reload_interval.0,
+        })
+    }
+
+    fn auth(&self) -> Option<AuthSettings> {
+        if self.disable_auth {
+            return None;
+        }
+        Some(AuthSettings {
+            request_header: self.requestheader_client_ca_file.clone().map(|client_ca| {
+                RequestHeaderFiles {
+                    client_ca,
+                    allowed_names: self
+                        .requestheader_allowed_names
+                        .iter()
+                        .filter(|n| !n.is_empty())
+                        .cloned()
+                        .collect(),
+                }
+            }),
+            review_ttl: self.review_cache_ttl.0,
+            configmap_refresh: self.requestheader_refresh_interval.0,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct OptionalAddr(Option<SocketAddr>);
 
@@ -172,23 +276,24 @@ mod tests {
             "1s",
         ])
         .expect("parses");
-        let Command::Serve {
+        let Command::Serve(args) = cli.command else {
+            panic!("serve");
+        };
+        let ServeArgs {
             grpc_listen,
             shutdown_delay,
             grpc_client_ca,
             ..
-        } = cli.command
-        else {
-            panic!("serve");
-        };
+        } = *args;
         assert!(grpc_listen.0.is_none());
         assert_eq!(shutdown_delay.0, std::time::Duration::from_secs(1));
         assert!(grpc_client_ca.is_some());
         let cli = Cli::try_parse_from(["queue-metrics-adapter", "serve", "--config", "c.yaml"])
             .expect("defaults");
-        let Command::Serve { grpc_listen, .. } = cli.command else {
+        let Command::Serve(args) = cli.command else {
             panic!("serve")
         };
+        let grpc_listen = args.grpc_listen;
         assert_eq!(grpc_listen.0, Some("0.0.0.0:9090".parse().expect("addr")));
         assert!(
             Cli::try_parse_from([
@@ -212,6 +317,73 @@ mod tests {
             ])
             .is_err(),
             "key needs cert"
+        );
+    }
+
+    fn serve(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let mut argv = vec!["queue-metrics-adapter", "serve", "--config", "c.yaml"];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv)?;
+        match cli.command {
+            Command::Serve(args) => Ok(*args),
+            Command::Check { .. } => panic!("serve"),
+        }
+    }
+
+    #[test]
+    fn security_defaults_to_https_with_authentication() {
+        let args = serve(&[]).expect("defaults");
+        assert_eq!(args.listen, "0.0.0.0:6443".parse().expect("addr"));
+        let Some(tls) = args.security.api_tls() else {
+            panic!("HTTPS by default")
+        };
+        let CertSource::SelfSigned { names } = tls.cert else {
+            panic!("self-signed without files")
+        };
+        assert!(names.contains(&"queue-metrics-adapter.queue-metrics-adapter.svc".to_string()));
+        let auth = args.security.auth().expect("authentication by default");
+        assert!(
+            auth.request_header.is_none(),
+            "front-proxy CA from the cluster"
+        );
+
+        let args = serve(&[
+            "--tls-cert-file",
+            "c.pem",
+            "--tls-private-key-file",
+            "k.pem",
+            "--requestheader-client-ca-file",
+            "ca.pem",
+            "--requestheader-allowed-names",
+            "front-proxy-client,aggregator",
+        ])
+        .expect("files");
+        let files = args
+            .security
+            .auth()
+            .and_then(|a| a.request_header)
+            .expect("files");
+        assert_eq!(
+            files.allowed_names,
+            vec!["front-proxy-client", "aggregator"]
+        );
+
+        let args = serve(&["--insecure-http", "--disable-auth"]).expect("dev mode");
+        assert!(args.security.api_tls().is_none() && args.security.auth().is_none());
+        assert!(
+            serve(&["--tls-cert-file", "c.pem"]).is_err(),
+            "cert needs key"
+        );
+        assert!(
+            serve(&[
+                "--insecure-http",
+                "--tls-cert-file",
+                "c",
+                "--tls-private-key-file",
+                "k"
+            ])
+            .is_err(),
+            "plain HTTP with a certificate is a mistake"
         );
     }
 }

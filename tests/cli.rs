@@ -112,6 +112,8 @@ async fn serve_turns_unready_on_sigterm_then_exits_cleanly() {
             "1s",
             "--grpc-listen",
             "127.0.0.1:0",
+            "--insecure-http",
+            "--disable-auth",
             "--config",
         ])
         .arg(&cfg.0)

@@ -492,6 +492,8 @@ async fn an_unreadable_kubeconfig_stops_start_up_with_its_name() {
         grpc_tls: None,
         shutdown_delay: Duration::ZERO,
         shutdown_timeout: Duration::from_secs(1),
+        api_tls: None,
+        auth: None,
     };
     match queue_metrics_adapter::app::start(config, settings).await {
         Ok(_) => panic!("started without a readable kubeconfig"),

@@ -22,6 +22,8 @@ use tokio::net::TcpListener;
 
 use crate::k8s::status::Status;
 use crate::poller::Heartbeats;
+use crate::security::Guard;
+use crate::security::serving::PeerCertificate;
 use crate::store::{MetricsProvider, Store};
 use crate::telemetry::AdapterMetrics;
 
@@ -38,6 +40,9 @@ pub struct AppState {
     pub health: health::SharedHealth,
     /// Poll-loop heartbeats, for liveness.
     pub heartbeats: Arc<Heartbeats>,
+    /// Authentication and authorization of the metric routes; `None` when disabled
+    /// (`--disable-auth`, local development).
+    pub guard: Option<Arc<Guard>>,
 }
 
 /// Which routes a router serves.
@@ -53,11 +58,13 @@ pub enum Routes {
 
 /// Builds the router for `routes` over `state`, with request telemetry.
 pub fn router(state: AppState, routes: Routes) -> Router {
+    // Only the metric routes are guarded: probes and /metrics need no identity.
+    let api = external_metrics::routes()
+        .merge(metrics_api::routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard));
     let r = match routes {
-        Routes::All => external_metrics::routes()
-            .merge(metrics_api::routes())
-            .merge(health::routes()),
-        Routes::Api => external_metrics::routes().merge(metrics_api::routes()),
+        Routes::All => api.merge(health::routes()),
+        Routes::Api => api,
         Routes::Health => health::routes(),
     };
     r.fallback(not_found)
@@ -73,6 +80,28 @@ async fn not_found(uri: axum::http::Uri) -> Response {
 }
 
 /// Counts and times each request by route template (bounded), never by raw path.
+/// Refuses a metric request that the [`Guard`] does not let through.
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(guard) = &state.guard else {
+        return next.run(request).await;
+    };
+    let peer = request
+        .extensions()
+        .get::<PeerCertificate>()
+        .cloned()
+        .unwrap_or_default();
+    match guard
+        .check(&peer, request.headers(), request.uri().path())
+        .await
+    {
+        Ok(_) => next.run(request).await,
+        Err(refusal) => {
+            tracing::debug!(path = %request.uri().path(), ?refusal, "refused");
+            external_metrics::status_response(refusal.status())
+        }
+    }
+}
+
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let endpoint = request
         .extensions()

@@ -2,7 +2,8 @@
 //! tests that need pods, ReplicaSets and EndpointSlices talk to this, through a kubeconfig,
 //! with the same client code the adapter uses in a cluster.
 //!
-//! What it does, and no more: list (with a `resourceVersion` on the list and on every object),
+//! What it does, and no more: `POST` of TokenReviews and SubjectAccessReviews answered by
+//! closures the test sets (and counted), `GET` of one object by name, list (with a `resourceVersion` on the list and on every object),
 //! watch (newline-delimited `ADDED`/`MODIFIED`/`DELETED` events, replayed from the requested
 //! resourceVersion so nothing between list and watch is lost), namespaced and cluster-wide
 //! collections, and `labelSelector` with `key=value` terms. It serves whole objects whatever the
@@ -24,8 +25,9 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 /// The collections the stub serves: (URL prefix before `namespaces/`, resource, list kind).
-const COLLECTIONS: [(&str, &str, &str); 3] = [
+const COLLECTIONS: [(&str, &str, &str); 4] = [
     ("/api/v1", "pods", "PodList"),
+    ("/api/v1", "configmaps", "ConfigMapList"),
     ("/apis/apps/v1", "replicasets", "ReplicaSetList"),
     (
         "/apis/discovery.k8s.io/v1",
@@ -51,9 +53,16 @@ struct Inner {
     requests: Vec<String>,
 }
 
+/// Answers a TokenReview's token with a `status.user` object, or `None` to reject it.
+pub type TokenReviewer = Arc<dyn Fn(&str) -> Option<Value> + Send + Sync>;
+/// Answers a SubjectAccessReview's `spec` with (allowed, reason).
+pub type AccessReviewer = Arc<dyn Fn(&Value) -> (bool, String) + Send + Sync>;
+
 struct Shared {
     inner: Mutex<Inner>,
     events: broadcast::Sender<Event>,
+    token_reviewer: Mutex<Option<TokenReviewer>>,
+    access_reviewer: Mutex<Option<AccessReviewer>>,
 }
 
 /// One recorded request: `GET <path>?<query> accept=<Accept>`.
@@ -74,6 +83,8 @@ impl KubeStub {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::default()),
             events,
+            token_reviewer: Mutex::new(None),
+            access_reviewer: Mutex::new(None),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -169,6 +180,27 @@ impl KubeStub {
         let _ = self.shared.events.send(event);
     }
 
+    /// Sets how TokenReviews are answered.
+    pub fn review_tokens(&self, reviewer: impl Fn(&str) -> Option<Value> + Send + Sync + 'static) {
+        *self.shared.token_reviewer.lock().expect("lock") = Some(Arc::new(reviewer));
+    }
+
+    /// Sets how SubjectAccessReviews are answered.
+    pub fn review_access(
+        &self,
+        reviewer: impl Fn(&Value) -> (bool, String) + Send + Sync + 'static,
+    ) {
+        *self.shared.access_reviewer.lock().expect("lock") = Some(Arc::new(reviewer));
+    }
+
+    /// How many requests so far started with `prefix` (e.g. `POST /apis/authorization`).
+    pub fn count(&self, prefix: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.starts_with(prefix))
+            .count()
+    }
+
     /// The requests served so far.
     pub fn requests(&self) -> Vec<RequestLine> {
         self.shared.inner.lock().expect("lock").requests.clone()
@@ -257,6 +289,41 @@ fn status(code: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// `/api/v1/namespaces/{ns}/{resource}/{name}`: one object.
+fn single(path: &str) -> Option<(&'static str, String, String)> {
+    for (prefix, resource, _) in COLLECTIONS {
+        let Some(rest) = path.strip_prefix(prefix) else {
+            continue;
+        };
+        let parts: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+        if let ["namespaces", ns, r, name] = parts.as_slice()
+            && *r == resource
+        {
+            return Some((resource, ns.to_string(), name.to_string()));
+        }
+    }
+    None
+}
+
+async fn review(shared: &Shared, path: &str, body: Value) -> Response {
+    let mut answer = body.clone();
+    if path == "/apis/authentication.k8s.io/v1/tokenreviews" {
+        let reviewer = shared.token_reviewer.lock().expect("lock").clone();
+        let token = body["spec"]["token"].as_str().unwrap_or_default();
+        let user = reviewer.and_then(|r| r(token));
+        answer["status"] = match user {
+            Some(user) => json!({"authenticated": true, "user": user}),
+            None => json!({"authenticated": false, "error": "invalid token"}),
+        };
+    } else {
+        let reviewer = shared.access_reviewer.lock().expect("lock").clone();
+        let (allowed, reason) =
+            reviewer.map_or((false, "no reviewer set".to_string()), |r| r(&body["spec"]));
+        answer["status"] = json!({"allowed": allowed, "reason": reason});
+    }
+    (StatusCode::CREATED, axum::Json(answer)).into_response()
+}
+
 async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
@@ -271,6 +338,29 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, req: Requ
         .expect("lock")
         .requests
         .push(format!("{} {path}?{query} accept={accept}", req.method()));
+    if req.method() == axum::http::Method::POST
+        && matches!(
+            path.as_str(),
+            "/apis/authentication.k8s.io/v1/tokenreviews"
+                | "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+        )
+    {
+        let bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        return review(&shared, &path, body).await;
+    }
+    if let Some((resource, ns, name)) = single(&path) {
+        let inner = shared.inner.lock().expect("lock");
+        return match inner.objects.get(&(resource.to_string(), ns, name.clone())) {
+            Some(o) => axum::Json(o.clone()).into_response(),
+            None => status(
+                StatusCode::NOT_FOUND,
+                &format!("{resource} \"{name}\" not found"),
+            ),
+        };
+    }
     let Some((resource, list_kind, namespace)) = route(&path) else {
         return status(
             StatusCode::NOT_FOUND,

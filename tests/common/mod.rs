@@ -158,6 +158,8 @@ impl Adapter {
             grpc_tls: None,
             shutdown_delay: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(5),
+            api_tls: None,
+            auth: None,
         };
         adjust(&mut settings);
         let running = app::start(config, settings).await.expect("adapter starts");
