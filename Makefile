@@ -31,11 +31,13 @@ check: services
 	$(CARGO) run --quiet -- check --config $(CONFIG)
 
 ## The whole suite: formatting, clippy, unit and integration tests against the local Redis,
-## benchmarks run once as tests, and `kubectl get --raw` against the adapter.
+## benchmarks run once as tests, `kubectl get --raw` against the adapter, and curl over HTTPS
+## with and without a front-proxy client certificate.
 test: services lint
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 	scripts/kubectl-raw-check.sh
+	scripts/curl-tls-check.sh
 
 unit:
 	$(CARGO) test --lib
@@ -49,7 +51,7 @@ fmt:
 
 ## Criterion benchmarks (needs Redis for the poll bench). Numbers go in BENCHMARKS.md.
 bench: services
-	$(CARGO) bench --bench serve --bench poll --bench keda --bench dcgm
+	$(CARGO) bench --bench serve --bench poll --bench keda --bench dcgm --bench tls
 
 ## A release binary.
 dist:
