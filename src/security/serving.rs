@@ -308,6 +308,10 @@ pub async fn serve_tls(
                 }
             },
         };
+        // Small TLS records must not wait for delayed ACKs (Nagle): a handshake would stall ~40 ms.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%remote, error = %e, "TCP_NODELAY not set");
+        }
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
         let router = router.clone();
         let watcher = graceful.watcher();
