@@ -19,11 +19,10 @@ use crate::config::{Config, SourceConfig};
 use crate::k8s::endpoint_slices::ServiceEndpoints;
 use crate::k8s::owners::Owners;
 use crate::poller::{Heartbeats, Pollers, Schedule};
+use crate::reload::{SourceSet, spawn_watch};
 use crate::security::setup::{ApiTls, AuthSettings, secure};
 use crate::sources::dcgm::config::DcgmSourceConfig;
 use crate::sources::dcgm::{DcgmSource, Endpoints};
-use crate::sources::rabbitmq::RabbitMqSource;
-use crate::sources::redis::RedisSource;
 use crate::store::{MetricInfo, Store};
 use crate::telemetry::AdapterMetrics;
 
@@ -47,6 +46,10 @@ pub struct Settings {
     /// Authentication and authorization of metric requests; `None` turns them off
     /// (`--disable-auth`, local development).
     pub auth: Option<AuthSettings>,
+    /// The config file to watch for changes (a mounted ConfigMap); `None`: no reload.
+    pub config_path: Option<PathBuf>,
+    /// How often that file is checked.
+    pub config_reload_interval: Duration,
 }
 
 /// TLS for the KEDA gRPC server: a serving certificate, and optionally a CA that client
@@ -92,7 +95,12 @@ pub struct Running {
 
 /// Builds the store for `config`'s metrics.
 pub fn store_for(config: &Config) -> Store {
-    let infos = config
+    Store::new(metric_infos(config), config.max_staleness.0)
+}
+
+/// What the store and the API surfaces know of each configured metric.
+pub fn metric_infos(config: &Config) -> Vec<MetricInfo> {
+    config
         .metrics
         .iter()
         .map(|m| MetricInfo {
@@ -105,8 +113,7 @@ pub fn store_for(config: &Config) -> Store {
                 _ => None,
             },
         })
-        .collect();
-    Store::new(infos, config.max_staleness.0)
+        .collect()
 }
 
 /// The schedule of source `name`.
@@ -175,11 +182,22 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
             return Err(e);
         }
     };
-    let spawned = spawn_sources(&config, kube_client.as_ref(), &pollers, &token, &tracker);
-    if let Err(e) = spawned {
-        // Stop whatever started before the failing source, so nothing outlives the error.
+    let mut sources = SourceSet::new(pollers.clone(), kube_client.clone());
+    if let Err(e) = sources.apply(&config).await {
+        // Stop whatever started (watches), so nothing outlives the error.
         token.cancel();
         return Err(e);
+    }
+    if let Some(path) = &settings.config_path {
+        spawn_watch(
+            path.clone(),
+            settings.config_reload_interval,
+            config.clone(),
+            sources,
+            telemetry.clone(),
+            token.clone(),
+            &tracker,
+        );
     }
 
     let state = AppState {
@@ -262,49 +280,6 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
         tracker,
         settings,
     })
-}
-
-/// Builds every source of `config` and starts its poll loop.
-fn spawn_sources(
-    config: &Config,
-    client: Option<&kube::Client>,
-    pollers: &Pollers,
-    token: &CancellationToken,
-    tracker: &TaskTracker,
-) -> anyhow::Result<()> {
-    let mut kube: Option<KubeWatches> = None;
-    for (name, source) in &config.sources {
-        let schedule = schedule_of(config, source);
-        let context = || format!("source {name}");
-        match source {
-            SourceConfig::Redis(conn) => pollers.spawn(
-                RedisSource::new(name, conn, config).with_context(context)?,
-                schedule,
-            ),
-            SourceConfig::Rabbitmq(conn) => pollers.spawn(
-                RabbitMqSource::new(name, conn, config).with_context(context)?,
-                schedule,
-            ),
-            SourceConfig::Dcgm(conn) => {
-                let watches = match kube.take() {
-                    Some(k) => k,
-                    None => KubeWatches::start(
-                        client
-                            .context("a dcgm source needs a Kubernetes client")?
-                            .clone(),
-                        token,
-                        tracker,
-                    ),
-                };
-                let source = watches
-                    .dcgm_source(name, conn, config)
-                    .with_context(context)?;
-                kube = Some(watches);
-                pollers.spawn(source, schedule);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The Kubernetes client and the pod owner cache, shared by every `dcgm` source; started when

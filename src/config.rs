@@ -30,7 +30,7 @@ pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Time between polls of each source (a source may override it). Default 2s.
@@ -59,7 +59,7 @@ pub struct Config {
 }
 
 /// The `kubernetes:` block: only needed to run outside a cluster with a specific kubeconfig.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesConfig {
     /// A kubeconfig file to use instead of the in-cluster service account.
@@ -71,7 +71,7 @@ pub struct KubernetesConfig {
 }
 
 /// One connection; the key names its kind (`jobs: {redis: {...}}`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "SourceEntry")]
 pub enum SourceConfig {
     /// A Redis server (standalone, or the address of a primary).
@@ -137,7 +137,7 @@ impl SourceConfig {
 }
 
 /// One served metric.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricConfig {
     /// What the HPA names: lowercase letters, digits, `_`, `.`, `-`.

@@ -20,6 +20,7 @@ pub mod config;
 pub mod k8s;
 pub mod model;
 pub mod poller;
+pub mod reload;
 pub mod security;
 pub mod shutdown;
 pub mod sources;

@@ -58,6 +58,9 @@ struct ServeArgs {
     /// After SIGTERM, how long /readyz answers 503 before the servers stop.
     #[arg(long, default_value = "5s", value_parser = HumanDuration::parse)]
     shutdown_delay: HumanDuration,
+    /// How often the config file is checked for changes (0s: never reload).
+    #[arg(long, default_value = "10s", value_parser = HumanDuration::parse)]
+    config_reload_interval: HumanDuration,
     #[command(flatten)]
     security: SecurityFlags,
     /// Limit on finishing in-flight work after that.
@@ -105,6 +108,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 grpc_client_ca,
                 shutdown_delay,
                 shutdown_timeout,
+                config_reload_interval,
             } = *args;
             let cfg = Config::load(&config)?;
             let settings = app::Settings {
@@ -122,6 +126,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 shutdown_timeout: shutdown_timeout.0,
                 api_tls: security.api_tls(),
                 auth: security.auth(),
+                config_path: (!config_reload_interval.0.is_zero()).then(|| config.clone()),
+                config_reload_interval: config_reload_interval.0,
             };
             let running = app::start(cfg, settings).await.context("starting")?;
             shutdown::signal().await;

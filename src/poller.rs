@@ -62,6 +62,14 @@ impl Heartbeats {
         }
     }
 
+    /// Forgets a source that no longer exists (removed by a reload), so liveness stops
+    /// waiting for it.
+    pub fn forget(&self, source: &str) {
+        if let Ok(mut b) = self.beats.lock() {
+            b.remove(source);
+        }
+    }
+
     /// Sources whose loop has not ticked within its deadline.
     pub fn stuck(&self) -> Vec<String> {
         let Ok(b) = self.beats.lock() else {
@@ -94,7 +102,7 @@ pub struct Pollers {
 
 impl Pollers {
     /// Starts the poll loop of `source`; it stops when the token is cancelled.
-    pub fn spawn<S: Source>(&self, source: S, schedule: Schedule) {
+    pub fn spawn<S: Source>(&self, source: S, schedule: Schedule) -> PollerHandle {
         let Pollers {
             store,
             metrics,
@@ -102,7 +110,32 @@ impl Pollers {
             token,
             tracker,
         } = self.clone();
-        tracker.spawn(run(source, schedule, store, metrics, heartbeats, token));
+        // A token of its own, so a config reload can stop this source alone.
+        let token = token.child_token();
+        let task = tracker.spawn(run(
+            source,
+            schedule,
+            store,
+            metrics,
+            heartbeats,
+            token.clone(),
+        ));
+        PollerHandle { token, task }
+    }
+}
+
+/// One source's poll loop, as a reload stops it.
+pub struct PollerHandle {
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PollerHandle {
+    /// Stops the loop and waits until it has ended, so no poll of the old configuration is
+    /// recorded after this returns. An in-flight poll is dropped.
+    pub async fn stop(self) {
+        self.token.cancel();
+        let _ = self.task.await;
     }
 }
 

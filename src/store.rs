@@ -5,7 +5,7 @@
 //! filter over a few series. Freshness is judged at read time against a caller-given `now`, so the
 //! rule "older than `max_staleness` is refused" is checked on every read, and tests need no clock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -132,54 +132,55 @@ struct MetricSlot {
 
 /// The store. Cheap to share (`Arc<Store>`); all methods take `&self`.
 pub struct Store {
-    metrics: HashMap<String, MetricSlot>,
-    /// Metric names per source, in config order.
+    layout: ArcSwap<Layout>,
+    changes: watch::Sender<u64>,
+}
+
+/// Which metrics exist, by name and by source: replaced whole when the config is reloaded, read
+/// with one atomic load per request.
+struct Layout {
+    metrics: HashMap<String, Arc<MetricSlot>>,
     by_source: HashMap<String, Vec<String>>,
     max_staleness: Duration,
-    /// Bumped after every recorded poll; lets subscribers (KEDA push, tests) wake on new data.
-    changes: watch::Sender<u64>,
-    /// Per source: has a poll finished yet (readiness).
-    polled: HashMap<String, AtomicBool>,
+    polled: HashMap<String, Arc<AtomicBool>>,
 }
 
 impl Store {
     /// A store for `metrics`, refusing values older than `max_staleness`.
     pub fn new(metrics: Vec<MetricInfo>, max_staleness: Duration) -> Self {
-        let mut by_source: HashMap<String, Vec<String>> = HashMap::new();
-        let mut polled = HashMap::new();
-        for m in &metrics {
-            by_source
-                .entry(m.source.clone())
-                .or_default()
-                .push(m.name.clone());
-            polled
-                .entry(m.source.clone())
-                .or_insert_with(|| AtomicBool::new(false));
-        }
-        let metrics = metrics
-            .into_iter()
-            .map(|info| {
-                (
-                    info.name.clone(),
-                    MetricSlot {
-                        info,
-                        state: ArcSwap::from_pointee(MetricState::default()),
-                    },
-                )
-            })
-            .collect();
         Store {
-            metrics,
-            by_source,
-            max_staleness,
+            layout: ArcSwap::from_pointee(Layout::new(
+                metrics,
+                max_staleness,
+                None,
+                &HashSet::new(),
+            )),
             changes: watch::channel(0).0,
-            polled,
         }
+    }
+
+    /// Switches to a new set of metrics (a reloaded config). A metric whose [`MetricInfo`] is
+    /// unchanged and whose source is not in `restarted` keeps its values; every other metric
+    /// starts unpolled (503 until its source's first poll).
+    pub fn reconfigure(
+        &self,
+        metrics: Vec<MetricInfo>,
+        max_staleness: Duration,
+        restarted: &HashSet<String>,
+    ) {
+        let current = self.layout.load();
+        self.layout.store(Arc::new(Layout::new(
+            metrics,
+            max_staleness,
+            Some(&current),
+            restarted,
+        )));
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The configured staleness limit.
     pub fn max_staleness(&self) -> Duration {
-        self.max_staleness
+        self.layout.load().max_staleness
     }
 
     /// Records the outcome of one poll of `source`, completed at `observed_at`.
@@ -194,7 +195,8 @@ impl Store {
         observed_at: SystemTime,
         outcome: Result<Vec<Sample>, String>,
     ) {
-        let Some(names) = self.by_source.get(source) else {
+        let layout = self.layout.load();
+        let Some(names) = layout.by_source.get(source) else {
             return;
         };
         match outcome {
@@ -218,7 +220,7 @@ impl Store {
                     });
                 }
                 for (name, series) in per_metric {
-                    if let Some(slot) = self.metrics.get(name) {
+                    if let Some(slot) = layout.metrics.get(name) {
                         let index = index_of(&series);
                         slot.state.store(Arc::new(MetricState {
                             series,
@@ -231,7 +233,7 @@ impl Store {
             }
             Err(message) => {
                 for name in names {
-                    if let Some(slot) = self.metrics.get(name) {
+                    if let Some(slot) = layout.metrics.get(name) {
                         let mut next = MetricState::clone(&slot.state.load());
                         next.failure = Some(SourceFailure {
                             message: message.clone(),
@@ -243,7 +245,7 @@ impl Store {
                 }
             }
         }
-        if let Some(flag) = self.polled.get(source) {
+        if let Some(flag) = layout.polled.get(source) {
             flag.store(true, Ordering::Release);
         }
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
@@ -256,7 +258,8 @@ impl Store {
 
     /// Sources that have not finished a poll yet (readiness waits for them).
     pub fn unpolled_sources(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
+        let layout = self.layout.load();
+        let mut v: Vec<String> = layout
             .polled
             .iter()
             .filter(|(_, f)| !f.load(Ordering::Acquire))
@@ -268,17 +271,20 @@ impl Store {
 
     /// The current state of a metric, for telemetry and the `check` command.
     pub fn state(&self, metric: &str) -> Option<(MetricInfo, Arc<MetricState>)> {
-        self.metrics
+        self.layout
+            .load()
+            .metrics
             .get(metric)
             .map(|slot| (slot.info.clone(), slot.state.load_full()))
     }
 
     /// Whether `metric` (any case) is configured and served in `namespace`.
     pub fn serves(&self, namespace: &str, metric: &str) -> bool {
-        let slot = self
+        let layout = self.layout.load();
+        let slot = layout
             .metrics
             .get(metric)
-            .or_else(|| self.metrics.get(&metric.to_ascii_lowercase()));
+            .or_else(|| layout.metrics.get(&metric.to_ascii_lowercase()));
         slot.is_some_and(|s| {
             s.info
                 .namespaces
@@ -289,9 +295,56 @@ impl Store {
 
     /// Every metric's name, sorted.
     pub fn metric_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.metrics.keys().cloned().collect();
+        let mut v: Vec<String> = self.layout.load().metrics.keys().cloned().collect();
         v.sort();
         v
+    }
+}
+
+impl Layout {
+    fn new(
+        metrics: Vec<MetricInfo>,
+        max_staleness: Duration,
+        previous: Option<&Layout>,
+        restarted: &HashSet<String>,
+    ) -> Self {
+        let mut by_source: HashMap<String, Vec<String>> = HashMap::new();
+        let mut polled = HashMap::new();
+        for m in &metrics {
+            by_source
+                .entry(m.source.clone())
+                .or_default()
+                .push(m.name.clone());
+            let kept = previous
+                .filter(|_| !restarted.contains(&m.source))
+                .and_then(|p| p.polled.get(&m.source).cloned());
+            polled
+                .entry(m.source.clone())
+                .or_insert_with(|| kept.unwrap_or_else(|| Arc::new(AtomicBool::new(false))));
+        }
+        let metrics = metrics
+            .into_iter()
+            .map(|info| {
+                let kept = previous
+                    .filter(|_| !restarted.contains(&info.source))
+                    .and_then(|p| p.metrics.get(&info.name))
+                    .filter(|slot| slot.info == info)
+                    .cloned();
+                let slot = kept.unwrap_or_else(|| {
+                    Arc::new(MetricSlot {
+                        info: info.clone(),
+                        state: ArcSwap::from_pointee(MetricState::default()),
+                    })
+                });
+                (info.name, slot)
+            })
+            .collect();
+        Layout {
+            metrics,
+            by_source,
+            max_staleness,
+            polled,
+        }
     }
 }
 
@@ -341,7 +394,13 @@ pub fn render_labels(labels: &Labels) -> String {
 
 impl MetricsProvider for Store {
     fn list_metrics(&self) -> Vec<MetricInfo> {
-        let mut v: Vec<MetricInfo> = self.metrics.values().map(|s| s.info.clone()).collect();
+        let mut v: Vec<MetricInfo> = self
+            .layout
+            .load()
+            .metrics
+            .values()
+            .map(|s| s.info.clone())
+            .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
@@ -353,10 +412,11 @@ impl MetricsProvider for Store {
         selector: &Selector,
         now: SystemTime,
     ) -> Result<Vec<MetricValue>, LookupError> {
-        let slot = match self.metrics.get(metric) {
+        let layout = self.layout.load();
+        let slot = match layout.metrics.get(metric) {
             Some(slot) => Some(slot),
             None if metric.bytes().any(|b| b.is_ascii_uppercase()) => {
-                self.metrics.get(&metric.to_ascii_lowercase())
+                layout.metrics.get(&metric.to_ascii_lowercase())
             }
             None => None,
         };
@@ -414,12 +474,12 @@ impl MetricsProvider for Store {
             let age = now
                 .duration_since(series.observed_at)
                 .unwrap_or(Duration::ZERO);
-            if age > self.max_staleness {
+            if age > layout.max_staleness {
                 return Err(LookupError::Stale {
                     metric: name.clone(),
                     series: render_labels(&series.labels),
                     age,
-                    limit: self.max_staleness,
+                    limit: layout.max_staleness,
                 });
             }
             out.push(MetricValue {
@@ -512,6 +572,53 @@ mod tests {
             .get("default", "q", &Selector::everything(), t(5))
             .expect("recovered");
         assert_eq!(got[0].value, 5.0);
+    }
+
+    #[test]
+    fn a_reload_keeps_unchanged_metrics_and_resets_the_rest() {
+        let store = Store::new(
+            vec![
+                info("q", "redis"),
+                info("r", "rabbit"),
+                info("gone", "redis"),
+            ],
+            Duration::from_secs(30),
+        );
+        store.record_poll("redis", t(0), Ok(vec![sample("q", "a", Ok(3.0))]));
+        store.record_poll("rabbit", t(0), Ok(vec![sample("r", "a", Ok(4.0))]));
+        let mut described = info("q", "redis");
+        described.description = Some("changed".into());
+        store.reconfigure(
+            vec![
+                info("q", "redis"),
+                info("r", "rabbit"),
+                info("new", "redis"),
+            ],
+            Duration::from_secs(60),
+            &HashSet::from(["rabbit".to_string()]),
+        );
+        let q = store
+            .get("default", "q", &Selector::everything(), t(40))
+            .expect("kept, and the new staleness limit applies");
+        assert_eq!(q[0].value, 3.0);
+        let err = store
+            .get("default", "r", &Selector::everything(), t(1))
+            .expect_err("its source restarted");
+        assert!(err.to_string().contains("first poll"), "{err}");
+        assert!(!store.serves("default", "gone"));
+        assert!(store.serves("default", "new"));
+        assert_eq!(store.unpolled_sources(), vec!["rabbit".to_string()]);
+        store.reconfigure(
+            vec![described, info("r", "rabbit")],
+            Duration::from_secs(60),
+            &HashSet::new(),
+        );
+        assert!(
+            store
+                .get("default", "q", &Selector::everything(), t(1))
+                .is_err(),
+            "a changed metric starts over"
+        );
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct AdapterMetrics {
     pub request_duration: HistogramVec,
     /// KEDA gRPC calls, by method and status code.
     pub grpc_requests: IntCounterVec,
+    /// Config file reloads, by result (`applied`, `invalid`, `unchanged`).
+    pub config_reloads: IntCounterVec,
 }
 
 impl AdapterMetrics {
@@ -107,12 +109,21 @@ impl AdapterMetrics {
             &["method", "code"],
         )
         .expect("valid counter");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "qma_config_reloads_total",
+                "Changes of the config file seen, by result: applied, or invalid (the previous config keeps serving).",
+            ),
+            &["result"],
+        )
+        .expect("valid counter");
         for c in [
             Box::new(poll_duration.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(poll_errors.clone()),
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(grpc_requests.clone()),
+            Box::new(config_reloads.clone()),
         ] {
             registry.register(c).expect("registered once");
         }
@@ -123,6 +134,7 @@ impl AdapterMetrics {
             requests,
             request_duration,
             grpc_requests,
+            config_reloads,
         }
     }
 

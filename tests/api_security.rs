@@ -138,6 +138,8 @@ async fn start(name: &str, from_cluster: bool) -> Secure {
             review_ttl: Duration::from_secs(10),
             configmap_refresh: Duration::from_millis(100),
         }),
+        config_path: None,
+        config_reload_interval: Duration::from_secs(10),
     };
     let running = app::start(config, settings).await.expect("starts");
     let secure = Secure {
@@ -508,6 +510,8 @@ async fn without_files_a_self_signed_certificate_names_the_service() {
             reload_every: Duration::from_secs(10),
         }),
         auth: None,
+        config_path: None,
+        config_reload_interval: Duration::from_secs(10),
     };
     let running = app::start(config, settings).await.expect("starts");
     queue_metrics_adapter::tls::ensure_crypto_provider();

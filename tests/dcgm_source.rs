@@ -494,6 +494,8 @@ async fn an_unreadable_kubeconfig_stops_start_up_with_its_name() {
         shutdown_timeout: Duration::from_secs(1),
         api_tls: None,
         auth: None,
+        config_path: None,
+        config_reload_interval: Duration::from_secs(10),
     };
     match queue_metrics_adapter::app::start(config, settings).await {
         Ok(_) => panic!("started without a readable kubeconfig"),

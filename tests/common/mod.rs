@@ -160,6 +160,8 @@ impl Adapter {
             shutdown_timeout: Duration::from_secs(5),
             api_tls: None,
             auth: None,
+            config_path: None,
+            config_reload_interval: Duration::from_secs(10),
         };
         adjust(&mut settings);
         let running = app::start(config, settings).await.expect("adapter starts");

@@ -30,7 +30,7 @@ pub const MEASURES: &[Measure] = &[
 ];
 
 /// dcgm-exporter endpoints (`sources.<name>.dcgm`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DcgmSourceConfig {
     /// A static list of `http(s)://host:9400/metrics` URLs.
@@ -203,7 +203,7 @@ impl DcgmSourceConfig {
 }
 
 /// How a metric combines a workload's GPUs (`metrics[].dcgm`). The block is optional.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DcgmTarget {
     /// `mean` (default), `max`, `sum` or `gpus`.

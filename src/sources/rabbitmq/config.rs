@@ -22,7 +22,7 @@ pub enum ReadVia {
 }
 
 /// A RabbitMQ broker (`sources.<name>.rabbitmq`).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RabbitMqSourceConfig {
     /// `http(s)://host:15672`, the management API.

@@ -15,7 +15,7 @@ pub const DEFAULT_KEY_LABEL: &str = "queue";
 pub const KEY_LABEL_FULL: &str = "key";
 
 /// A Redis connection (`sources.<name>.redis`).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSourceConfig {
     /// `redis://host:port/db` or `rediss://` for TLS. A password written in the URL works but

@@ -1,0 +1,247 @@
+//! The running sources and how a changed config file replaces them.
+//!
+//! [`SourceSet::apply`] is used at start and on every reload: sources whose settings, metrics
+//! and schedule are unchanged keep polling (and their metrics keep their values); changed ones
+//! are rebuilt, removed ones stopped, new ones started. Everything that can fail (building a
+//! source) happens before anything running is touched, so a reload that fails leaves the old
+//! configuration serving. [`spawn_watch`] re-reads the file (a mounted ConfigMap changes in
+//! place, by a symlink swap) and applies a valid new config; an invalid one is logged and
+//! counted.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::{KubeWatches, metric_infos, schedule_of};
+use crate::config::{Config, MetricConfig, SourceConfig};
+use crate::poller::{PollerHandle, Pollers, Schedule};
+use crate::sources::dcgm::DcgmSource;
+use crate::sources::rabbitmq::RabbitMqSource;
+use crate::sources::redis::RedisSource;
+use crate::telemetry::AdapterMetrics;
+
+/// Everything a source's poll loop was built from: equal fingerprints, nothing to restart.
+#[derive(Debug, Clone, PartialEq)]
+struct Fingerprint {
+    source: SourceConfig,
+    metrics: Vec<MetricConfig>,
+    schedule: Schedule,
+    discovery_interval: Duration,
+}
+
+impl Fingerprint {
+    fn of(config: &Config, name: &str, source: &SourceConfig) -> Self {
+        Fingerprint {
+            source: source.clone(),
+            metrics: config.metrics_of(name).cloned().collect(),
+            schedule: schedule_of(config, source),
+            discovery_interval: config.discovery_interval.0,
+        }
+    }
+}
+
+/// A source built and ready to poll.
+enum Built {
+    Redis(Box<RedisSource>),
+    Rabbitmq(Box<RabbitMqSource>),
+    Dcgm(Box<DcgmSource>),
+}
+
+/// The running poll loops, by source name.
+pub struct SourceSet {
+    pollers: Pollers,
+    client: Option<kube::Client>,
+    kube: Option<KubeWatches>,
+    running: HashMap<String, (Fingerprint, PollerHandle)>,
+}
+
+/// What a reload changed, for the log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Sources (re)started.
+    pub started: Vec<String>,
+    /// Sources stopped for good.
+    pub stopped: Vec<String>,
+    /// Sources left running.
+    pub kept: usize,
+}
+
+impl SourceSet {
+    /// An empty set; `client` is the Kubernetes client, when one was needed at start.
+    pub fn new(pollers: Pollers, client: Option<kube::Client>) -> Self {
+        SourceSet {
+            pollers,
+            client,
+            kube: None,
+            running: HashMap::new(),
+        }
+    }
+
+    /// Makes the running sources match `config`, and the store its metrics.
+    ///
+    /// # Errors
+    /// When a new or changed source cannot be built; nothing running has been changed then.
+    pub async fn apply(&mut self, config: &Config) -> anyhow::Result<Applied> {
+        let mut built = Vec::new();
+        for (name, source) in &config.sources {
+            let fingerprint = Fingerprint::of(config, name, source);
+            if self
+                .running
+                .get(name)
+                .is_some_and(|(f, _)| *f == fingerprint)
+            {
+                continue;
+            }
+            let context = || format!("source {name}");
+            let source_built = match source {
+                SourceConfig::Redis(conn) => Built::Redis(Box::new(
+                    RedisSource::new(name, conn, config).with_context(context)?,
+                )),
+                SourceConfig::Rabbitmq(conn) => Built::Rabbitmq(Box::new(
+                    RabbitMqSource::new(name, conn, config).with_context(context)?,
+                )),
+                SourceConfig::Dcgm(conn) => {
+                    let watches = self.kube_watches(config).await?;
+                    Built::Dcgm(Box::new(
+                        watches
+                            .dcgm_source(name, conn, config)
+                            .with_context(context)?,
+                    ))
+                }
+            };
+            built.push((
+                name.clone(),
+                fingerprint,
+                source_built,
+                schedule_of(config, source),
+            ));
+        }
+
+        // From here on nothing fails: stop what changes, switch the store, start the new.
+        let restarted: HashSet<String> = built.iter().map(|(n, ..)| n.clone()).collect();
+        // Values survive a restart caused by the metric list or schedule alone (same backend,
+        // same reads: the new loop's first poll refreshes them); a changed connection resets
+        // its metrics, so nothing read from the old backend is served as the new one's.
+        let reset: HashSet<String> = built
+            .iter()
+            .filter(|(name, fingerprint, ..)| {
+                self.running
+                    .get(name)
+                    .is_none_or(|(old, _)| old.source != fingerprint.source)
+            })
+            .map(|(n, ..)| n.clone())
+            .collect();
+        let mut applied = Applied::default();
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        for name in names {
+            let removed = !config.sources.contains_key(&name);
+            if removed || restarted.contains(&name) {
+                if let Some((_, handle)) = self.running.remove(&name) {
+                    handle.stop().await;
+                }
+                if removed {
+                    self.pollers.heartbeats.forget(&name);
+                    applied.stopped.push(name);
+                }
+            }
+        }
+        self.pollers
+            .store
+            .reconfigure(metric_infos(config), config.max_staleness.0, &reset);
+        applied.kept = self.running.len();
+        for (name, fingerprint, source, schedule) in built {
+            let handle = match source {
+                Built::Redis(s) => self.pollers.spawn(*s, schedule),
+                Built::Rabbitmq(s) => self.pollers.spawn(*s, schedule),
+                Built::Dcgm(s) => self.pollers.spawn(*s, schedule),
+            };
+            applied.started.push(name.clone());
+            self.running.insert(name, (fingerprint, handle));
+        }
+        applied.started.sort();
+        applied.stopped.sort();
+        Ok(applied)
+    }
+
+    /// The pod owner cache, started on first need (with a client built then if needed).
+    async fn kube_watches(&mut self, config: &Config) -> anyhow::Result<&KubeWatches> {
+        if self.kube.is_none() {
+            let client = match &self.client {
+                Some(c) => c.clone(),
+                None => {
+                    let c = crate::k8s::client::client(&config.kubernetes).await?;
+                    self.client = Some(c.clone());
+                    c
+                }
+            };
+            self.kube = Some(KubeWatches::start(
+                client,
+                &self.pollers.token,
+                &self.pollers.tracker,
+            ));
+        }
+        self.kube
+            .as_ref()
+            .context("the Kubernetes watches could not be started")
+    }
+}
+
+/// Re-reads `path` every `every`; when its contents change, loads and applies the new config.
+/// An invalid config (or one that changes what needs a restart: the `kubernetes` block) is
+/// logged with the reason and counted, and the running config keeps serving.
+pub fn spawn_watch(
+    path: PathBuf,
+    every: Duration,
+    mut current: Config,
+    mut sources: SourceSet,
+    telemetry: AdapterMetrics,
+    token: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    tracker.spawn(async move {
+        let mut last = std::fs::read(&path).ok();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = std::fs::read(&path).ok();
+            if now.is_none() || now == last {
+                continue;
+            }
+            last = now;
+            let result = match Config::load(&path) {
+                Ok(next) if next == current => "unchanged",
+                Ok(next) if next.kubernetes != current.kubernetes => {
+                    tracing::error!(config = %path.display(), "config not reloaded: the kubernetes block changed, which needs a restart; the previous config keeps serving");
+                    "invalid"
+                }
+                Ok(next) => match sources.apply(&next).await {
+                    Ok(applied) => {
+                        tracing::info!(config = %path.display(), started = ?applied.started, stopped = ?applied.stopped, kept = applied.kept, metrics = next.metrics.len(), "config reloaded");
+                        current = next;
+                        "applied"
+                    }
+                    Err(e) => {
+                        tracing::error!(config = %path.display(), error = %format!("{e:#}"), "config not reloaded; the previous config keeps serving");
+                        "invalid"
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(config = %path.display(), error = %e, "config not reloaded; the previous config keeps serving");
+                    "invalid"
+                }
+            };
+            telemetry
+                .config_reloads
+                .with_label_values(&[result])
+                .inc();
+        }
+    });
+}

@@ -1,0 +1,145 @@
+//! A mounted ConfigMap changes in place: the adapter applies a valid new config without dropping
+//! the API or the values of unchanged metrics, and keeps the old one when the new one is invalid.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Adapter, Cleanup, cmd, connect, prefix, redis_url, single_value};
+
+fn config(p: &str, metrics: &[&str]) -> String {
+    let mut yaml = format!(
+        "poll_interval: 200ms\nsources:\n  jobs:\n    redis: {{url: \"{}\"}}\nmetrics:\n",
+        redis_url()
+    );
+    for m in metrics {
+        yaml.push_str(&format!(
+            "  - {{name: {m}, source: jobs, measure: length, redis: {{type: list, key: \"{p}{m}\"}}}}\n"
+        ));
+    }
+    yaml
+}
+
+/// Writes the file the way the kubelet updates a ConfigMap volume: a new file renamed over.
+fn write(path: &PathBuf, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "timed out: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn reloads(adapter: &Adapter, result: &str) -> u64 {
+    let (_, text) = adapter.get_text("/metrics").await;
+    let line = format!("qma_config_reloads_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_config_file_is_applied_and_an_invalid_one_is_not() {
+    let p = prefix("reload");
+    let _clean = Cleanup {
+        url: redis_url(),
+        prefix: p.clone(),
+    };
+    let mut conn = connect(&redis_url()).await;
+    let _: i64 = cmd(&mut conn, &["RPUSH", &format!("{p}q1"), "a", "b", "c"]).await;
+    let _: i64 = cmd(
+        &mut conn,
+        &["RPUSH", &format!("{p}q2"), "a", "b", "c", "d", "e"],
+    )
+    .await;
+    let dir = std::env::temp_dir().join(format!("qma-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("config.yaml");
+    let first = config(&p, &["q1"]);
+    write(&path, &first);
+    let watched = path.clone();
+    let adapter = Arc::new(
+        Adapter::start_with(&first, move |s| {
+            s.config_path = Some(watched);
+            s.config_reload_interval = Duration::from_millis(100);
+        })
+        .await,
+    );
+    adapter.ready().await;
+    assert_eq!(single_value(&adapter.metric("q1", None).await.1), 3.0);
+
+    // While the config changes, q1 is read continuously: it must never fail.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (adapter, stop, failures) = (adapter.clone(), stop.clone(), failures.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if adapter.metric("q1", None).await.0 != 200 {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+
+    // A metric is added: served after the reload, q1 keeps its value throughout.
+    write(&path, &config(&p, &["q1", "q2"]));
+    eventually("q2 to be served", async || {
+        adapter.metric("q2", None).await.0 == 200
+    })
+    .await;
+    assert_eq!(single_value(&adapter.metric("q2", None).await.1), 5.0);
+    assert_eq!(reloads(&adapter, "applied").await, 1);
+
+    // An invalid file is refused; both metrics keep serving.
+    write(&path, "sources: [this is not a config\n");
+    eventually("the invalid config to be counted", async || {
+        reloads(&adapter, "invalid").await == 1
+    })
+    .await;
+    write(
+        &path,
+        &config(&p, &["q1", "q2"]).replace("measure: length", "measure: lag"),
+    );
+    eventually("the second invalid config to be counted", async || {
+        reloads(&adapter, "invalid").await == 2
+    })
+    .await;
+    assert_eq!(single_value(&adapter.metric("q1", None).await.1), 3.0);
+    assert_eq!(single_value(&adapter.metric("q2", None).await.1), 5.0);
+    stop.store(true, Ordering::Relaxed);
+    reader.await.expect("reader");
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "q1 failed during reloads"
+    );
+
+    // A metric is removed: gone from the API.
+    write(&path, &config(&p, &["q2"]));
+    eventually("q1 to be gone", async || {
+        adapter.metric("q1", None).await.0 == 404
+    })
+    .await;
+    assert_eq!(single_value(&adapter.metric("q2", None).await.1), 5.0);
+    assert_eq!(reloads(&adapter, "applied").await, 2);
+
+    let _ = std::fs::remove_dir_all(&dir);
+    match Arc::try_unwrap(adapter) {
+        Ok(a) => a.stop().await,
+        Err(_) => panic!("adapter still shared"),
+    }
+}
