@@ -5,7 +5,7 @@ CONFIG ?= examples/local.yaml
 LISTEN ?= 127.0.0.1:8080
 GRPC ?= 127.0.0.1:9090
 
-.PHONY: run test unit lint fmt bench dist services check clean
+.PHONY: run test unit lint fmt bench dist services check clean demo
 
 services:
 	@scripts/ensure-redis.sh
@@ -26,6 +26,12 @@ run: services
 	@echo
 	./target/release/queue-metrics-adapter serve --config $(CONFIG) --listen $(LISTEN) --grpc-listen $(GRPC) --insecure-http --disable-auth --shutdown-delay 0s
 
+## Autoscaling end to end on the local Redis and RabbitMQ: a burst of jobs, simulated workers, the
+## HPA formula and KEDA activation applied to the adapter's answers; ends at zero replicas and
+## writes target/demo/autoscaling.svg. Cleans up its keys and vhost.
+demo: services
+	$(CARGO) run --quiet --example demo
+
 ## Poll every source of $(CONFIG) once and print what would be served.
 check: services
 	$(CARGO) run --quiet -- check --config $(CONFIG)
@@ -33,13 +39,14 @@ check: services
 ## The whole suite: formatting, clippy, unit and integration tests against the local Redis,
 ## benchmarks run once as tests, `kubectl get --raw` against the adapter, and curl over HTTPS
 ## with and without a front-proxy client certificate, and every manifest under deploy/ validated
-## offline (Kubernetes schemas + checkov).
+## offline (Kubernetes schemas + checkov), and `make demo` to zero replicas.
 test: services lint
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 	scripts/kubectl-raw-check.sh
 	scripts/curl-tls-check.sh
 	scripts/validate-manifests.sh
+	$(CARGO) run --quiet --example demo
 
 unit:
 	$(CARGO) test --lib

@@ -65,3 +65,47 @@ fn every_example_hpa_asks_for_metrics_its_config_serves() {
         assert_eq!(kind, "Value", "{name}: a mean or an age is compared as is");
     }
 }
+
+/// Docker cannot run here, so the Dockerfile's build stage is checked against what the build
+/// reads: a path it forgets to copy would fail only on the first real image build.
+#[test]
+fn the_dockerfile_copies_everything_the_build_reads() {
+    let dockerfile = std::fs::read_to_string("Dockerfile").expect("Dockerfile");
+    let copied: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--from"))
+        .flat_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words[..words.len().saturating_sub(1)].to_vec()
+        })
+        .collect();
+    let manifest = std::fs::read_to_string("Cargo.toml").expect("Cargo.toml");
+    let mut needed = vec!["Cargo.toml", "Cargo.lock", "src", "build.rs", "benches"];
+    // build.rs compiles the KEDA proto.
+    let build = std::fs::read_to_string("build.rs").expect("build.rs");
+    if build.contains("proto/") {
+        needed.push("proto");
+    }
+    assert!(manifest.contains("[[bench]]"), "bench targets are declared");
+    for path in needed {
+        assert!(
+            copied.contains(&path),
+            "the Dockerfile's build stage does not COPY {path} (copies {copied:?})"
+        );
+    }
+    assert!(
+        dockerfile.contains("--locked"),
+        "the image builds the locked dependencies"
+    );
+    assert!(
+        dockerfile.contains("USER 65532:65532"),
+        "a numeric non-root user"
+    );
+    assert!(
+        !dockerfile
+            .lines()
+            .any(|l| l.trim_start().starts_with("HEALTHCHECK")),
+        "Kubernetes probes do that"
+    );
+}
