@@ -351,22 +351,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(q: &mut Queues) -> anyhow::Result<()> {
     let config = Config::from_yaml(&config(q), Path::new("demo.yaml"))?;
-    let running = app::start(
-        config,
-        Settings {
-            listen: "127.0.0.1:0".parse()?,
-            health_listen: None,
-            grpc_listen: None,
-            grpc_tls: None,
-            shutdown_delay: Duration::ZERO,
-            shutdown_timeout: Duration::from_secs(5),
-            api_tls: None,
-            auth: None,
-            config_path: None,
-            config_reload_interval: Duration::from_secs(10),
-        },
-    )
-    .await?;
+    let running = app::start(config, Settings::local()).await?;
     let base = format!("http://{}", running.api_addr);
     println!("adapter serving on {base} (plain HTTP, local demo)");
     println!(

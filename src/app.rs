@@ -52,6 +52,26 @@ pub struct Settings {
     pub config_reload_interval: Duration,
 }
 
+impl Settings {
+    /// Loopback on ephemeral ports, plain HTTP without authentication, no gRPC, no reload, no
+    /// shutdown delay: for tests, the demo and local tools, never for a cluster. Override
+    /// fields with struct update syntax.
+    pub fn local() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            health_listen: None,
+            grpc_listen: None,
+            grpc_tls: None,
+            shutdown_delay: Duration::ZERO,
+            shutdown_timeout: Duration::from_secs(5),
+            api_tls: None,
+            auth: None,
+            config_path: None,
+            config_reload_interval: Duration::from_secs(10),
+        }
+    }
+}
+
 /// TLS for the KEDA gRPC server: a serving certificate, and optionally a CA that client
 /// certificates must chain to (mutual TLS, KEDA's `tlsClientCert`/`tlsClientKey`).
 #[derive(Debug, Clone)]

@@ -17,6 +17,7 @@ pub mod api;
 pub mod app;
 pub mod check;
 pub mod config;
+pub mod file_watch;
 pub mod k8s;
 pub mod model;
 pub mod poller;

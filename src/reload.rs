@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::{KubeWatches, metric_infos, schedule_of};
 use crate::config::{Config, MetricConfig, SourceConfig};
+use crate::file_watch::FileWatch;
 use crate::poller::{PollerHandle, Pollers, Schedule};
 use crate::sources::dcgm::DcgmSource;
 use crate::sources::rabbitmq::RabbitMqSource;
@@ -203,19 +204,10 @@ pub fn spawn_watch(
     tracker: &TaskTracker,
 ) {
     tracker.spawn(async move {
-        let mut last = std::fs::read(&path).ok();
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = token.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let now = std::fs::read(&path).ok();
-            if now.is_none() || now == last {
-                continue;
-            }
-            last = now;
+        let mut watch = FileWatch::new(vec![path.clone()], every);
+        while let Some(contents) = watch.changed(&token).await {
+            // An invalid file is reported once, not on every tick.
+            watch.accept(contents);
             let result = match Config::load(&path) {
                 Ok(next) if next == current => "unchanged",
                 Ok(next) if next.kubernetes != current.kubernetes => {

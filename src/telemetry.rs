@@ -112,7 +112,7 @@ impl AdapterMetrics {
         let config_reloads = IntCounterVec::new(
             Opts::new(
                 "qma_config_reloads_total",
-                "Changes of the config file seen, by result: applied, or invalid (the previous config keeps serving).",
+                "Changes of the config file seen, by result: applied, unchanged (same config), or invalid (the previous config keeps serving).",
             ),
             &["result"],
         )

@@ -117,12 +117,7 @@ async fn start(name: &str, from_cluster: bool) -> Secure {
     );
     let config = Config::from_yaml(&yaml, Path::new("test.yaml")).expect("config");
     let settings = Settings {
-        listen: "127.0.0.1:0".parse().expect("addr"),
         health_listen: Some("127.0.0.1:0".parse().expect("addr")),
-        grpc_listen: None,
-        grpc_tls: None,
-        shutdown_delay: Duration::ZERO,
-        shutdown_timeout: Duration::from_secs(5),
         api_tls: Some(ApiTls {
             cert: CertSource::Files {
                 cert: cert_file,
@@ -138,8 +133,7 @@ async fn start(name: &str, from_cluster: bool) -> Secure {
             review_ttl: Duration::from_secs(10),
             configmap_refresh: Duration::from_millis(100),
         }),
-        config_path: None,
-        config_reload_interval: Duration::from_secs(10),
+        ..Settings::local()
     };
     let running = app::start(config, settings).await.expect("starts");
     let secure = Secure {
@@ -497,21 +491,13 @@ async fn without_files_a_self_signed_certificate_names_the_service() {
     );
     let config = Config::from_yaml(&yaml, Path::new("test.yaml")).expect("config");
     let settings = Settings {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        health_listen: None,
-        grpc_listen: None,
-        grpc_tls: None,
-        shutdown_delay: Duration::ZERO,
-        shutdown_timeout: Duration::from_secs(5),
         api_tls: Some(ApiTls {
             cert: CertSource::SelfSigned {
                 names: vec!["queue-metrics-adapter.monitoring.svc".into()],
             },
             reload_every: Duration::from_secs(10),
         }),
-        auth: None,
-        config_path: None,
-        config_reload_interval: Duration::from_secs(10),
+        ..Settings::local()
     };
     let running = app::start(config, settings).await.expect("starts");
     queue_metrics_adapter::tls::ensure_crypto_provider();

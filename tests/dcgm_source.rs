@@ -485,18 +485,7 @@ async fn an_unreadable_kubeconfig_stops_start_up_with_its_name() {
     let config =
         queue_metrics_adapter::config::Config::from_yaml(yaml, std::path::Path::new("t.yaml"))
             .expect("valid config");
-    let settings = queue_metrics_adapter::app::Settings {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        health_listen: None,
-        grpc_listen: None,
-        grpc_tls: None,
-        shutdown_delay: Duration::ZERO,
-        shutdown_timeout: Duration::from_secs(1),
-        api_tls: None,
-        auth: None,
-        config_path: None,
-        config_reload_interval: Duration::from_secs(10),
-    };
+    let settings = queue_metrics_adapter::app::Settings::local();
     match queue_metrics_adapter::app::start(config, settings).await {
         Ok(_) => panic!("started without a readable kubeconfig"),
         Err(e) => {

@@ -23,6 +23,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+use crate::file_watch::FileWatch;
+
 /// Where the serving certificate comes from.
 #[derive(Debug, Clone)]
 pub enum CertSource {
@@ -146,22 +148,12 @@ impl ServingTls {
     ) {
         let tls = self.clone();
         tracker.spawn(async move {
-            let mut last = (std::fs::read(&cert).ok(), std::fs::read(&key).ok());
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = token.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let now = (std::fs::read(&cert).ok(), std::fs::read(&key).ok());
-                if now == last {
-                    continue;
-                }
+            let mut watch = FileWatch::new(vec![cert.clone(), key.clone()], every);
+            while let Some(contents) = watch.changed(&token).await {
                 match load_pair(&cert, &key).and_then(|c| tls.set_cert(c)) {
                     Ok(()) => {
                         tracing::info!(cert = %cert.display(), "serving certificate reloaded");
-                        last = now;
+                        watch.accept(contents);
                     }
                     Err(e) => tracing::warn!(
                         cert = %cert.display(),

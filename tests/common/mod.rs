@@ -152,16 +152,8 @@ impl Adapter {
         let config = Config::from_yaml(config, std::path::Path::new("test.yaml"))
             .expect("test config is valid");
         let mut settings = Settings {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            health_listen: None,
             grpc_listen: Some("127.0.0.1:0".parse().expect("addr")),
-            grpc_tls: None,
-            shutdown_delay: Duration::ZERO,
-            shutdown_timeout: Duration::from_secs(5),
-            api_tls: None,
-            auth: None,
-            config_path: None,
-            config_reload_interval: Duration::from_secs(10),
+            ..Settings::local()
         };
         adjust(&mut settings);
         let running = app::start(config, settings).await.expect("adapter starts");
