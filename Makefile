@@ -41,6 +41,7 @@ check: services
 ## with and without a front-proxy client certificate, and every manifest under deploy/ validated
 ## offline (Kubernetes schemas + checkov), and `make demo` to zero replicas.
 test: services lint
+	@scripts/ensure-prometheus.sh
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 	scripts/kubectl-raw-check.sh

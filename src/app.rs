@@ -345,7 +345,16 @@ impl KubeWatches {
                 discover: d.clone(),
             },
             (Some(list), None) => Endpoints::Static(list.clone()),
-            (None, None) => anyhow::bail!("needs endpoints or discover"),
+            (None, None) => match &conn.prometheus {
+                Some(p) => Endpoints::Prometheus {
+                    url: p.url.clone(),
+                    promql: crate::sources::dcgm::prometheus::query(
+                        &conn.all_aliases(),
+                        p.matchers.as_deref(),
+                    ),
+                },
+                None => anyhow::bail!("needs endpoints, discover or prometheus"),
+            },
         };
         Ok(DcgmSource::new(
             name,

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod gpu;
 pub mod kube_stub;
 pub mod pki;
 pub mod rabbit;

@@ -39,6 +39,9 @@ pub struct DcgmSourceConfig {
     /// Or: the exporter Service whose EndpointSlices list the endpoints, followed as they change.
     #[serde(default)]
     pub discover: Option<Discover>,
+    /// Or: a Prometheus that already scrapes the exporters, asked once per poll.
+    #[serde(default)]
+    pub prometheus: Option<PrometheusQuery>,
     /// Time allowed to each endpoint's scrape. Default: 80 % of the poll timeout, so one slow
     /// node fails alone instead of taking the whole poll with it.
     #[serde(default)]
@@ -78,6 +81,17 @@ pub struct Discover {
     pub path: String,
 }
 
+/// Reading the exporters' metrics through Prometheus (`prometheus:`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusQuery {
+    /// `http(s)://prometheus:9090` (the HTTP API's base).
+    pub url: String,
+    /// PromQL label matchers that pick the exporter's series, e.g. `job="dcgm-exporter"`.
+    #[serde(default)]
+    pub matchers: Option<String>,
+}
+
 fn default_scheme() -> String {
     "http".into()
 }
@@ -93,6 +107,13 @@ impl DcgmSourceConfig {
             .map_or(poll_timeout.mul_f64(0.8), |d| d.0)
     }
 
+    /// The built-in alias table with this source's additions.
+    pub fn all_aliases(&self) -> Vec<Alias> {
+        let mut aliases = super::gpus::builtin_aliases();
+        aliases.extend(self.aliases.iter().cloned());
+        aliases
+    }
+
     /// The extra labels as (series label, exporter label) pairs, in a stable order.
     pub fn extra_labels(&self) -> (Vec<String>, Vec<String>) {
         self.extra_labels
@@ -102,19 +123,39 @@ impl DcgmSourceConfig {
     }
 
     pub(crate) fn validate(&self, at: &str, poll_timeout: Duration) -> Result<(), ConfigError> {
+        let given = [
+            self.endpoints.is_some(),
+            self.discover.is_some(),
+            self.prometheus.is_some(),
+        ];
+        match given.iter().filter(|g| **g).count() {
+            0 => {
+                return Err(ConfigError::invalid(
+                    at,
+                    "needs endpoints (a list of URLs), discover (namespace, service, port) or prometheus (url)",
+                ));
+            }
+            1 => {}
+            _ => {
+                return Err(ConfigError::invalid(
+                    at,
+                    "give one of endpoints, discover or prometheus",
+                ));
+            }
+        }
+        if let Some(p) = &self.prometheus
+            && !(p.url.starts_with("http://") || p.url.starts_with("https://"))
+        {
+            return Err(ConfigError::invalid(
+                format!("{at}.prometheus.url"),
+                format!(
+                    "{:?} must start with http:// or https://",
+                    redact_url(&p.url)
+                ),
+            ));
+        }
         match (&self.endpoints, &self.discover) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::invalid(
-                    at,
-                    "give either endpoints or discover, not both",
-                ));
-            }
-            (None, None) => {
-                return Err(ConfigError::invalid(
-                    at,
-                    "needs endpoints (a list of URLs) or discover (namespace, service, port)",
-                ));
-            }
+            (Some(_), Some(_)) | (None, None) => {}
             (Some(list), None) => {
                 if list.is_empty() {
                     return Err(ConfigError::invalid(
@@ -185,10 +226,16 @@ impl DcgmSourceConfig {
             }
         }
         for (i, alias) in self.aliases.iter().enumerate() {
-            if alias.metric.is_empty() {
+            let name_ok = alias.metric.chars().enumerate().all(|(i, c)| {
+                c.is_ascii_alphabetic() || matches!(c, '_' | ':') || (i > 0 && c.is_ascii_digit())
+            });
+            if alias.metric.is_empty() || !name_ok {
                 return Err(ConfigError::invalid(
                     format!("{at}.aliases[{i}].metric"),
-                    "must not be empty",
+                    format!(
+                        "{:?} is not a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)",
+                        alias.metric
+                    ),
                 ));
             }
             if !(alias.scale.is_finite() && alias.scale > 0.0) {
@@ -284,7 +331,7 @@ mod tests {
             (
                 "both",
                 format!("sources:\n  gpus:\n    dcgm:\n      endpoints: [\"http://a\"]\n      discover: {{namespace: n, service: s, port: p}}\n{metric}"),
-                &["either endpoints or discover"],
+                &["one of endpoints, discover or prometheus"],
             ),
             (
                 "not a URL",
@@ -295,6 +342,16 @@ mod tests {
                 "discover without port",
                 format!("sources:\n  gpus:\n    dcgm:\n      discover: {{namespace: n, service: s}}\n{metric}"),
                 &["missing field `port`"],
+            ),
+            (
+                "prometheus without a scheme",
+                format!("sources:\n  gpus:\n    dcgm:\n      prometheus: {{url: \"prometheus:9090\"}}\n{metric}"),
+                &["sources.gpus.dcgm.prometheus.url", "http://"],
+            ),
+            (
+                "an alias that is not a metric name",
+                format!("{GPUS}      aliases: [{{metric: \"a-b\", field: gpu_util, scale: 1}}]\n{metric}"),
+                &["aliases[0].metric", "not a Prometheus metric name"],
             ),
             (
                 "bad scheme",

@@ -148,10 +148,16 @@ pub fn readings(
             r.node = first(s, &["Hostname", "hostname"]).map(str::to_string);
         }
         if r.pod.is_none() {
-            // Relayed through Prometheus with honorLabels: false, the exporter's labels become exported_*.
-            let pod = first(s, &["pod", "exported_pod", "pod_name"]);
-            let ns = first(s, &["namespace", "exported_namespace", "pod_namespace"]);
-            if let (Some(name), Some(namespace)) = (pod, ns) {
+            // Relayed through Prometheus with honorLabels: false, the exporter's own labels become
+            // exported_* and `pod`/`namespace` then name the exporter's pod: exported_* win.
+            let pair = [
+                ("exported_pod", "exported_namespace"),
+                ("pod", "namespace"),
+                ("pod_name", "pod_namespace"),
+            ]
+            .into_iter()
+            .find_map(|(p, n)| Some((first(s, &[p])?, first(s, &[n])?)));
+            if let Some((name, namespace)) = pair {
                 r.pod = Some(PodRef {
                     namespace: namespace.to_string(),
                     name: name.to_string(),
@@ -231,7 +237,8 @@ mod tests {
 
     #[test]
     fn old_exporters_and_relayed_labels_are_understood() {
-        let body = "DCGM_FI_DEV_GPU_UTIL{gpu=\"0\",uuid=\"GPU-a\",exported_pod=\"p\",exported_namespace=\"ns\",hostname=\"n1\"} 55\n";
+        // Scraped by Prometheus from the exporter pod: `pod`/`namespace` name the exporter.
+        let body = "DCGM_FI_DEV_GPU_UTIL{gpu=\"0\",uuid=\"GPU-a\",exported_pod=\"p\",exported_namespace=\"ns\",pod=\"dcgm-exporter-x\",namespace=\"gpu-operator\",hostname=\"n1\"} 55\n";
         let parsed = parse(body);
         let r = readings(&parsed.samples, &builtin_aliases(), &[]);
         assert_eq!(r.len(), 1);

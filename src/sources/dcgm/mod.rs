@@ -14,6 +14,7 @@ pub mod aggregate;
 pub mod config;
 pub mod gpus;
 pub mod parse;
+pub mod prometheus;
 pub mod scrape;
 pub mod synthetic;
 
@@ -25,7 +26,7 @@ use self::aggregate::{PodKey, PodValue, WorkloadAggregate, per_group, per_pod};
 use self::config::{
     DcgmSourceConfig, Discover, NAMESPACE_LABEL, WORKLOAD_KIND_LABEL, WORKLOAD_LABEL,
 };
-use self::gpus::{Alias, GpuReading, PodRef, builtin_aliases};
+use self::gpus::{Alias, GpuReading, PodRef};
 use self::scrape::scrape_all;
 use super::{Source, SourceError};
 use crate::config::{Config, Measure};
@@ -45,12 +46,20 @@ pub enum Endpoints {
         /// Which port, scheme and path to scrape.
         discover: Discover,
     },
+    /// A Prometheus that scrapes the exporters: one query per poll.
+    Prometheus {
+        /// The HTTP API's base URL.
+        url: String,
+        /// The PromQL selector (every alias's metric and `up`).
+        promql: String,
+    },
 }
 
 impl Endpoints {
     fn list(&self) -> Result<Vec<String>, SourceError> {
         match self {
             Endpoints::Static(list) => Ok(list.clone()),
+            Endpoints::Prometheus { url, .. } => Ok(vec![url.clone()]),
             Endpoints::Discovered { service, discover } => {
                 let urls = service
                     .urls(&discover.port, &discover.scheme, &discover.path)
@@ -121,8 +130,7 @@ impl DcgmSource {
         }
         let client = builder.build().map_err(|e| bad(e.to_string()))?;
         let poll_timeout = config.sources[name].poll_timeout(config.poll_timeout.0);
-        let mut aliases = builtin_aliases();
-        aliases.extend(conn.aliases.iter().cloned());
+        let aliases = conn.all_aliases();
         let (extra_names, extra_from) = conn.extra_labels();
         let metrics = config
             .metrics_of(name)
@@ -152,7 +160,7 @@ impl DcgmSource {
     /// completed their first list: polls before that fail with "not listed yet".
     pub fn caches_ready(&self) -> bool {
         let endpoints = match &self.endpoints {
-            Endpoints::Static(_) => true,
+            Endpoints::Static(_) | Endpoints::Prometheus { .. } => true,
             Endpoints::Discovered { service, .. } => service.is_listed(),
         };
         endpoints && self.owners.is_ready()
@@ -225,21 +233,51 @@ impl Source for DcgmSource {
         while !self.caches_ready() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let endpoints = self.endpoints.list()?;
+        let mut endpoints = self.endpoints.list()?;
         if !self.owners.is_ready() {
             return Err(SourceError::Connect {
                 target: "the Kubernetes API".into(),
                 message: "the pod and ReplicaSet caches have not been listed yet".into(),
             });
         }
-        let scrapes = scrape_all(
-            &self.client,
-            &endpoints,
-            self.scrape_timeout,
-            &self.aliases,
-            &self.extra_from,
-        )
-        .await;
+        let scrapes = match &self.endpoints {
+            Endpoints::Prometheus { url, promql } => {
+                let targets = prometheus::query_targets(
+                    &self.client,
+                    url,
+                    promql,
+                    self.scrape_timeout,
+                    &self.aliases,
+                    &self.extra_from,
+                )
+                .await
+                .map_err(|message| SourceError::Connect {
+                    target: format!("Prometheus {}", redact_url(url)),
+                    message,
+                })?;
+                // Each exporter target Prometheus knows counts as one endpoint.
+                endpoints = targets.iter().map(|t| t.endpoint.clone()).collect();
+                if endpoints.is_empty() {
+                    return Err(SourceError::BadReply {
+                        what: format!(
+                            "Prometheus {} has no dcgm-exporter series for the query {promql}",
+                            redact_url(url)
+                        ),
+                    });
+                }
+                targets
+            }
+            _ => {
+                scrape_all(
+                    &self.client,
+                    &endpoints,
+                    self.scrape_timeout,
+                    &self.aliases,
+                    &self.extra_from,
+                )
+                .await
+            }
+        };
 
         let mut readings: Vec<GpuReading> = Vec::new();
         let mut unknown: BTreeMap<PodKey, usize> = BTreeMap::new();

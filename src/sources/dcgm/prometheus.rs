@@ -1,0 +1,213 @@
+//! The same GPU signals from a Prometheus that already scrapes dcgm-exporter: one instant query
+//! per poll (`GET /api/v1/query`), instead of scraping every node.
+//!
+//! The query asks for every metric of the alias table and for `up` of the same targets, so each
+//! exporter target (`instance`) still counts as one endpoint: a target Prometheus reports down
+//! (`up == 0`) makes only its GPUs unknown, exactly as a failed direct scrape does. Relayed
+//! labels (`exported_pod`, `exported_namespace`) are understood by [`super::gpus`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::gpus::{Alias, readings};
+use super::parse::PromSample;
+use super::scrape::EndpointScrape;
+
+/// The PromQL selector for the aliases' metrics and `up`, with `matchers` (e.g.
+/// `job="dcgm-exporter"`) added to both.
+pub fn query(aliases: &[Alias], matchers: Option<&str>) -> String {
+    let mut names: Vec<&str> = aliases.iter().map(|a| a.metric.as_str()).collect();
+    names.push("up");
+    names.sort_unstable();
+    names.dedup();
+    let mut selector = format!("__name__=~\"{}\"", names.join("|"));
+    if let Some(m) = matchers.map(str::trim).filter(|m| !m.is_empty()) {
+        selector.push(',');
+        selector.push_str(m);
+    }
+    format!("{{{selector}}}")
+}
+
+#[derive(Deserialize)]
+struct Response {
+    status: String,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    data: Option<Data>,
+}
+
+#[derive(Deserialize)]
+struct Data {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    result: Vec<VectorSample>,
+}
+
+#[derive(Deserialize)]
+struct VectorSample {
+    metric: BTreeMap<String, String>,
+    /// `[unix seconds, "value"]`.
+    value: (f64, String),
+}
+
+/// One exporter target in a query answer.
+#[derive(Default)]
+struct Target<'a> {
+    /// Its `up` value, if the answer has one.
+    up: Option<bool>,
+    /// Its GPU samples.
+    samples: Vec<PromSample<'a>>,
+    /// Samples whose value did not parse.
+    unreadable: Vec<String>,
+}
+
+/// Runs the query and splits the answer per exporter target.
+///
+/// # Errors
+/// When Prometheus cannot be reached or answers an error or something else than a vector: the
+/// source as a whole is down then.
+pub async fn query_targets(
+    client: &reqwest::Client,
+    url: &str,
+    promql: &str,
+    timeout: Duration,
+    aliases: &[Alias],
+    extra_labels: &[String],
+) -> Result<Vec<EndpointScrape>, String> {
+    let mut endpoint = reqwest::Url::parse(&format!("{}/api/v1/query", url.trim_end_matches('/')))
+        .map_err(|e| format!("bad Prometheus URL: {e}"))?;
+    endpoint.query_pairs_mut().append_pair("query", promql);
+    let response = client
+        .get(endpoint)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| crate::sources::http_error_text(&e))?;
+    let status = response.status();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| crate::sources::http_error_text(&e))?;
+    split(&body, aliases, extra_labels).map_err(|e| format!("{e} (HTTP {status})"))
+}
+
+/// Reads a `/api/v1/query` answer into one [`EndpointScrape`] per `instance`.
+///
+/// # Errors
+/// When the body is not a successful vector answer.
+pub fn split(
+    body: &str,
+    aliases: &[Alias],
+    extra_labels: &[String],
+) -> Result<Vec<EndpointScrape>, String> {
+    let response: Response =
+        serde_json::from_str(body).map_err(|e| format!("Prometheus answer is not JSON: {e}"))?;
+    if response.status != "success" {
+        return Err(format!(
+            "Prometheus answered {}: {}",
+            response.status,
+            response.error.unwrap_or_default()
+        ));
+    }
+    let data = response.data.ok_or("Prometheus answer has no data")?;
+    if data.result_type != "vector" {
+        return Err(format!(
+            "Prometheus answered a {}, not a vector",
+            data.result_type
+        ));
+    }
+    let mut targets: BTreeMap<&str, Target<'_>> = BTreeMap::new();
+    for s in &data.result {
+        let instance = s.metric.get("instance").map_or("", String::as_str);
+        let name = s.metric.get("__name__").map_or("", String::as_str);
+        let target = targets.entry(instance).or_default();
+        let Ok(value) = s.value.1.parse::<f64>() else {
+            target
+                .unreadable
+                .push(format!("{name}: value {:?}", s.value.1));
+            continue;
+        };
+        if name == "up" {
+            target.up = Some(value >= 1.0);
+            continue;
+        }
+        target.samples.push(PromSample {
+            name,
+            labels: s
+                .metric
+                .iter()
+                .filter(|(k, _)| k.as_str() != "__name__")
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            value,
+        });
+    }
+    Ok(targets
+        .into_iter()
+        .map(|(instance, t)| EndpointScrape {
+            endpoint: format!("prometheus target {instance}"),
+            outcome: match t.up {
+                Some(false) => Err("Prometheus reports the exporter down (up == 0)".into()),
+                _ => Ok(readings(&t.samples, aliases, extra_labels)),
+            },
+            malformed: t.unreadable.len(),
+            first_malformed: t.unreadable.into_iter().take(3).enumerate().collect(),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::dcgm::gpus::builtin_aliases;
+
+    #[test]
+    fn the_query_names_every_alias_and_up() {
+        let q = query(&builtin_aliases(), Some("job=\"dcgm\""));
+        assert!(q.starts_with("{__name__=~\""), "{q}");
+        assert!(q.contains("DCGM_FI_PROF_GR_ENGINE_ACTIVE|"), "{q}");
+        assert!(q.contains("|up\""), "{q}");
+        assert!(q.ends_with(",job=\"dcgm\"}"), "{q}");
+    }
+
+    #[test]
+    fn answers_split_per_target_and_a_down_target_is_unknown() {
+        let body = r#"{"status":"success","data":{"resultType":"vector","result":[
+          {"metric":{"__name__":"up","instance":"10.0.0.1:9400","job":"dcgm"},"value":[1,"1"]},
+          {"metric":{"__name__":"up","instance":"10.0.0.2:9400","job":"dcgm"},"value":[1,"0"]},
+          {"metric":{"__name__":"DCGM_FI_DEV_GPU_UTIL","instance":"10.0.0.1:9400","UUID":"GPU-a","exported_pod":"p","exported_namespace":"ml","pod":"dcgm-exporter-1","namespace":"gpu"},"value":[1,"42"]},
+          {"metric":{"__name__":"DCGM_FI_DEV_GPU_UTIL","instance":"10.0.0.1:9400","UUID":"GPU-b"},"value":[1,"NaN"]},
+          {"metric":{"__name__":"DCGM_FI_DEV_GPU_UTIL","instance":"10.0.0.1:9400","UUID":"GPU-c"},"value":[1,"x"]}
+        ]}}"#;
+        let targets = split(body, &builtin_aliases(), &[]).expect("valid");
+        assert_eq!(targets.len(), 2);
+        let up = &targets[0];
+        let gpus = up.outcome.as_ref().expect("up");
+        assert_eq!(
+            gpus.len(),
+            1,
+            "the NaN and unparsable samples are no readings"
+        );
+        assert_eq!(gpus[0].utilization(), Some(42.0));
+        assert_eq!(
+            gpus[0]
+                .pod
+                .as_ref()
+                .map(|p| (p.namespace.as_str(), p.name.as_str())),
+            Some(("ml", "p")),
+            "relayed labels name the GPU's pod, not the exporter's"
+        );
+        assert_eq!(up.malformed, 1);
+        assert!(targets[1].outcome.is_err(), "up == 0");
+        for bad in [
+            r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#,
+            r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+            "<html>",
+        ] {
+            assert!(split(bad, &builtin_aliases(), &[]).is_err(), "{bad}");
+        }
+    }
+}

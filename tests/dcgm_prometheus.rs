@@ -1,0 +1,171 @@
+//! The dcgm source's Prometheus mode against a real Prometheus (Debian's, installed by
+//! `make test`; run here as a private process on a free port) that scrapes two dcgm-exporter
+//! stand-ins: one instant query per poll, relayed labels understood, a target Prometheus reports
+//! down makes only its GPUs unknown, and Prometheus down is a 503. Pods come from the
+//! Kubernetes API stub.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Adapter;
+use common::gpu::{Exporter, NODE_A, NODE_B, by_workload, close, eventually, get, populate};
+use common::kube_stub::KubeStub;
+
+/// A private Prometheus scraping `targets` every second.
+struct Prometheus {
+    child: Child,
+    url: String,
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    async fn start(targets: &[u16]) -> Prometheus {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("qma-prometheus-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let targets: Vec<String> = targets
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect();
+        // The target labels pod/namespace clash with the exporter's own, as with a
+        // ServiceMonitor: Prometheus renames the exporter's to exported_pod/exported_namespace.
+        let config = format!(
+            "global: {{scrape_interval: 1s, scrape_timeout: 900ms}}\nscrape_configs:\n  - job_name: dcgm\n    static_configs:\n      - targets: [{}]\n        labels: {{namespace: gpu-operator, pod: dcgm-exporter-x}}\n",
+            targets.join(", ")
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).expect("config");
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus runs (make test installs it: scripts/ensure-prometheus.sh)");
+        let p = Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+        };
+        let http = common::http_client();
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = http.get(format!("{}/-/ready", p.url)).send().await
+                && r.status() == 200
+            {
+                return p;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "Prometheus not ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn gpu_utilization_per_workload_through_prometheus() {
+    let stub = KubeStub::start().await;
+    populate(&stub);
+    let a = Exporter::start(NODE_A).await;
+    // Prometheus refuses a whole scrape over one malformed line (our reader skips it); the
+    // Prometheus path gets node B without it.
+    let b = Exporter::start(&NODE_B.replace("this line is not exposition format\n", "")).await;
+    let mut prometheus = Prometheus::start(&[a.port, b.port]).await;
+    let config = format!(
+        "poll_interval: 300ms\npoll_timeout: 3s\nkubernetes: {{kubeconfig: {}}}\nsources:\n  gpus:\n    dcgm:\n      prometheus: {{url: \"{}\", matchers: 'job=\"dcgm\"'}}\n      extra_labels: {{model_name: modelName}}\nmetrics:\n  - {{name: gpu_utilization, source: gpus, measure: gpu_utilization}}\n  - {{name: gpus_held, source: gpus, measure: gpu_utilization, dcgm: {{aggregate: gpus}}}}\n",
+        stub.kubeconfig().display(),
+        prometheus.url
+    );
+    let adapter = Adapter::start(&config).await;
+
+    // Prometheus needs a scrape or two before both targets are in.
+    let body = eventually("both exporters through Prometheus", || async {
+        let (status, body) = get(&adapter, "inference", "gpu_utilization", "").await;
+        (status == 200 && by_workload(&body).len() == 3).then_some(body)
+    })
+    .await;
+    let values = by_workload(&body);
+    assert!(
+        values.contains(&("vllm".into(), "StatefulSet".into(), 50.0)),
+        "{values:?}"
+    );
+    let (_, body) = get(
+        &adapter,
+        "inference",
+        "gpu_utilization",
+        "workload=llm-infer,model_name=NVIDIA-L4",
+    )
+    .await;
+    assert_eq!(
+        by_workload(&body),
+        vec![("llm-infer".into(), "Deployment".into(), 70.0)]
+    );
+    let (_, body) = get(&adapter, "batch", "gpu_utilization", "").await;
+    let values = by_workload(&body);
+    assert_eq!(
+        values.len(),
+        1,
+        "the exporter's own pod (target label) is not a workload: {body}"
+    );
+    assert!(close(values[0].2, 81.235), "{values:?}");
+
+    // Node B's exporter fails: Prometheus reports it down, only its GPUs become unknown.
+    b.set(None);
+    let body = eventually("node B to be reported down", || async {
+        let (status, body) = get(&adapter, "inference", "gpu_utilization", "workload=vllm").await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("none of the 1 pod(s)"),
+        "{body}"
+    );
+    let (status, _) = get(&adapter, "batch", "gpu_utilization", "").await;
+    assert_eq!(status, 200, "node A still serves");
+
+    // Prometheus itself goes away: the source is down.
+    prometheus.kill();
+    let body = eventually("the source to fail", || async {
+        let (status, body) = get(&adapter, "batch", "gpu_utilization", "").await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Prometheus"),
+        "{body}"
+    );
+    adapter.stop().await;
+}
