@@ -4,7 +4,8 @@
 //! leniently ([`parse`]) into per-GPU readings attributed to pods ([`gpus`]), resolves pods to
 //! their workloads through the Kubernetes owner cache ([`crate::k8s::owners`]) and combines them
 //! per pod, then per workload ([`aggregate`]). Endpoints come from the config or from a
-//! Service's EndpointSlices ([`crate::k8s::endpoint_slices`]).
+//! Service's EndpointSlices ([`crate::k8s::endpoint_slices`]); or a Prometheus that scrapes
+//! the exporters answers one query instead ([`prometheus`]), each of its targets an endpoint.
 //!
 //! Unknown is never 0: an endpoint that fails keeps the pods it reported last as unknown
 //! members of their workloads, a workload whose GPUs are all unknown is an error series, and a

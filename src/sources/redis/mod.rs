@@ -1,7 +1,7 @@
 //! The Redis source: lists, streams and sorted sets used as queues, read-only.
 //!
 //! One poll is one pipelined round trip (plus a second only where a lookup needs the first's
-//! answer, see [`reads`]), on one multiplexed connection that is dropped and re-made after a
+//! answer, see the `reads` module), on one multiplexed connection that is dropped and re-made after a
 //! failure. Pattern metrics find their keys with `SCAN ... MATCH ... TYPE` on their own, slower
 //! interval (`discovery_interval`), never with `KEYS`. Only read commands are sent; the
 //! `read_only` integration test audits that against the server's command statistics.
