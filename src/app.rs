@@ -183,7 +183,16 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
             .values()
             .any(|s| matches!(s, SourceConfig::Dcgm(_)));
     let kube_client = if needs_kube {
-        Some(crate::k8s::client::client(&config.kubernetes).await?)
+        let client = crate::k8s::client::client(&config.kubernetes).await;
+        Some(client.with_context(|| {
+            if settings.auth.is_some() {
+                "authentication and authorization ask the Kubernetes API (TokenReview, \
+                 SubjectAccessReview); outside a cluster, for local development, pass \
+                 --disable-auth (and --insecure-http)"
+            } else {
+                "dcgm sources read pods through the Kubernetes API"
+            }
+        })?)
     } else {
         None
     };
