@@ -10,7 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Adapter;
-use common::gpu::{Exporter, NODE_A, NODE_B, by_workload, close, eventually, get, populate};
+use common::gpu::{
+    Exporter, NODE_A, NODE_B, by_workload, close, eventually, get, populate, until_unavailable,
+};
 use common::kube_stub::KubeStub;
 
 /// A private Prometheus scraping `targets` every second.
@@ -138,34 +140,15 @@ async fn gpu_utilization_per_workload_through_prometheus() {
 
     // Node B's exporter fails: Prometheus reports it down, only its GPUs become unknown.
     b.set(None);
-    let body = eventually("node B to be reported down", || async {
-        let (status, body) = get(&adapter, "inference", "gpu_utilization", "workload=vllm").await;
-        (status == 503).then_some(body)
-    })
-    .await;
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("none of the 1 pod(s)"),
-        "{body}"
-    );
+    let message =
+        until_unavailable(&adapter, "inference", "gpu_utilization", "workload=vllm").await;
+    assert!(message.contains("none of the 1 pod(s)"), "{message}");
     let (status, _) = get(&adapter, "batch", "gpu_utilization", "").await;
     assert_eq!(status, 200, "node A still serves");
 
     // Prometheus itself goes away: the source is down.
     prometheus.kill();
-    let body = eventually("the source to fail", || async {
-        let (status, body) = get(&adapter, "batch", "gpu_utilization", "").await;
-        (status == 503).then_some(body)
-    })
-    .await;
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Prometheus"),
-        "{body}"
-    );
+    let message = until_unavailable(&adapter, "batch", "gpu_utilization", "").await;
+    assert!(message.contains("Prometheus"), "{message}");
     adapter.stop().await;
 }

@@ -6,7 +6,9 @@
 mod common;
 
 use common::Adapter;
-use common::gpu::{Exporter, NODE_A, NODE_B, by_workload, close, eventually, get, populate};
+use common::gpu::{
+    Exporter, NODE_A, NODE_B, by_workload, close, eventually, get, populate, until_unavailable,
+};
 use common::kube_stub::{KubeStub, endpoint_slice, pod};
 
 fn config(stub: &KubeStub, endpoints: &str) -> String {
@@ -164,17 +166,11 @@ async fn gpu_utilization_per_workload_from_two_nodes() {
 
     // Node B's exporter breaks: only its GPUs become unknown.
     b.set(None);
-    let body = eventually("node B's GPUs to become unknown", || async {
-        let (status, body) = get(&adapter, "inference", "gpu_utilization", "workload=vllm").await;
-        (status == 503).then_some(body)
-    })
-    .await;
+    let message =
+        until_unavailable(&adapter, "inference", "gpu_utilization", "workload=vllm").await;
     assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("none of the 1 pod(s) reported"),
-        "{body}"
+        message.contains("none of the 1 pod(s) reported"),
+        "{message}"
     );
     let (status, body) = get(&adapter, "batch", "gpu_utilization", "").await;
     assert_eq!(status, 200, "node A still serves: {body}");
@@ -198,18 +194,8 @@ async fn gpu_utilization_per_workload_from_two_nodes() {
 
     // Both break: the source is down, every metric answers 503.
     a.set(None);
-    let body = eventually("the source to fail", || async {
-        let (status, body) = get(&adapter, "batch", "gpu_utilization", "").await;
-        (status == 503).then_some(body)
-    })
-    .await;
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("dcgm-exporter endpoint"),
-        "{body}"
-    );
+    let message = until_unavailable(&adapter, "batch", "gpu_utilization", "").await;
+    assert!(message.contains("dcgm-exporter endpoint"), "{message}");
 
     // And recover.
     a.set(Some(NODE_A));
@@ -309,18 +295,8 @@ async fn endpoints_follow_the_exporter_service() {
 
     // No ready endpoint at all: an error, not an empty answer.
     stub.delete("endpointslices", "gpu-operator", "dcgm-a");
-    let body = eventually("no endpoints", || async {
-        let (status, body) = get(&adapter, "inference", "gpus_held", "").await;
-        (status == 503).then_some(body)
-    })
-    .await;
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("no ready endpoint"),
-        "{body}"
-    );
+    let message = until_unavailable(&adapter, "inference", "gpus_held", "").await;
+    assert!(message.contains("no ready endpoint"), "{message}");
     adapter.stop().await;
 }
 

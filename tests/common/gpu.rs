@@ -161,3 +161,21 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
 pub fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 0.001
 }
+
+/// Waits until the metric answers 503 (bounded: 15 s) and returns the Status message.
+pub async fn until_unavailable(
+    adapter: &Adapter,
+    namespace: &str,
+    metric: &str,
+    selector: &str,
+) -> String {
+    let body = eventually(
+        &format!("{metric} in {namespace} to answer 503"),
+        || async {
+            let (status, body) = get(adapter, namespace, metric, selector).await;
+            (status == 503).then_some(body)
+        },
+    )
+    .await;
+    body["message"].as_str().unwrap_or_default().to_string()
+}
