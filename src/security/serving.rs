@@ -278,7 +278,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// [`PeerCertificate`] as an extension.
 ///
 /// # Errors
-/// Never for a bad client (logged at debug); only when the listener itself fails.
+/// None so far: a bad client is logged at debug and dropped, a failed `accept` is logged and
+/// retried; the `Result` keeps the signature of [`crate::api::serve`].
 pub async fn serve_tls(
     listener: TcpListener,
     router: Router,
