@@ -356,7 +356,7 @@ async fn only_the_front_proxy_or_a_reviewed_token_reads_metrics() {
         "tokens never echoed: {body}"
     );
 
-    // Probes and /metrics need no identity.
+    // Probes and /metrics need no identity, and /metrics shows no secret.
     let http = common::http_client();
     for path in ["/livez", "/readyz", "/healthz", "/metrics"] {
         let r = http
@@ -365,6 +365,10 @@ async fn only_the_front_proxy_or_a_reviewed_token_reads_metrics() {
             .await
             .expect("probe");
         assert_eq!(r.status(), 200, "{path}");
+        let text = r.text().await.expect("body");
+        for secret in ["good-token", "stolen-token", "PRIVATE KEY"] {
+            assert!(!text.contains(secret), "{path} shows {secret}");
+        }
     }
     s.stop().await;
 }
