@@ -11,15 +11,7 @@ say() { echo "[curl-tls-check] $*"; }
 
 cargo build --quiet
 BIN=target/debug/queue-metrics-adapter
-PREFIX="qma-curl-check:$$:"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-WORK=$(mktemp -d)
-cleanup() {
-  [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
-  redis-cli --scan --pattern "${PREFIX}*" | xargs -r redis-cli del >/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. scripts/lib/adapter-harness.sh curl-check
 cd "$WORK"
 
 # A serving CA and certificate for localhost, a front-proxy CA and its client certificate.
@@ -62,10 +54,7 @@ YAML
   --shutdown-delay 0s 2>log &
 PID=$!
 URL="https://localhost:${PORT}/apis/external.metrics.k8s.io/v1beta1/namespaces/default/q"
-for _ in $(seq 1 100); do
-  curl -fs --cacert serving-ca.crt "https://localhost:${PORT}/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+wait_ready "https://localhost:${PORT}/readyz" --cacert serving-ca.crt || { cat log; exit 1; }
 
 fail() { say "FAILED: $*"; cat log; exit 1; }
 

@@ -13,15 +13,7 @@ say "using $("$KUBECTL" version --client 2>/dev/null | head -1)"
 
 cargo build --quiet
 BIN=target/debug/queue-metrics-adapter
-PREFIX="qma-kubectl-check:$$:"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-WORK=$(mktemp -d)
-cleanup() {
-  [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
-  redis-cli --scan --pattern "${PREFIX}*" | xargs -r redis-cli del >/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. scripts/lib/adapter-harness.sh kubectl-check
 
 redis-cli lpush "${PREFIX}queue:embeddings" '{"enqueued_at":1}' '{"enqueued_at":2}' '{"enqueued_at":3}' >/dev/null
 cat >"$WORK/config.yaml" <<YAML
@@ -47,10 +39,7 @@ YAML
 
 "$BIN" serve --config "$WORK/config.yaml" --listen "127.0.0.1:${PORT}" --grpc-listen off --insecure-http --disable-auth --shutdown-delay 0s 2>"$WORK/log" &
 PID=$!
-for _ in $(seq 1 100); do
-  curl -fs "http://127.0.0.1:${PORT}/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+wait_ready "http://127.0.0.1:${PORT}/readyz" || { cat "$WORK/log"; exit 1; }
 
 compare() {
   local path=$1

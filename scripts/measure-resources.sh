@@ -11,15 +11,7 @@ say() { echo "[measure-resources] $*"; }
 
 cargo build --release --quiet --bin queue-metrics-adapter
 BIN=target/release/queue-metrics-adapter
-PREFIX="qma-measure:$$:"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-WORK=$(mktemp -d)
-cleanup() {
-  [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
-  redis-cli --scan --pattern "${PREFIX}*" | xargs -r -n 500 redis-cli del >/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. scripts/lib/adapter-harness.sh measure
 
 for i in $(seq 1 1000); do echo "RPUSH ${PREFIX}q:$i a b c"; done | redis-cli >/dev/null
 cat >"$WORK/config.yaml" <<YAML
@@ -32,7 +24,7 @@ YAML
 "$BIN" serve --config "$WORK/config.yaml" --listen "127.0.0.1:$PORT" --grpc-listen off \
   --insecure-http --disable-auth --shutdown-delay 0s 2>"$WORK/log" &
 PID=$!
-for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+wait_ready "http://127.0.0.1:$PORT/readyz"
 sleep 5   # past start-up and the first discovery
 
 ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
