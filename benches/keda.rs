@@ -4,16 +4,15 @@
 //!
 //! `make bench` (or `cargo bench --bench keda`); results in BENCHMARKS.md.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use queue_metrics_adapter::api::keda::pb::external_scaler_client::ExternalScalerClient;
 use queue_metrics_adapter::api::keda::pb::{GetMetricsRequest, ScaledObjectRef};
 use queue_metrics_adapter::api::keda::{KedaScaler, metadata};
-use queue_metrics_adapter::model::{Labels, Sample};
-use queue_metrics_adapter::store::{MetricInfo, Store};
 use tokio_util::sync::CancellationToken;
+
+mod support;
 
 const CONCURRENT: usize = 1000;
 
@@ -22,26 +21,10 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let store = Store::new(
-        vec![MetricInfo {
-            namespace_label: None,
-            name: "jobs".into(),
-            source: "jobs".into(),
-            description: None,
-            namespaces: None,
-        }],
-        Duration::from_secs(3600),
+    let store = support::polled_store(
+        &["jobs"],
+        vec![support::sample("jobs", &[("queue", "embed")], 42.0)],
     );
-    store.record_poll(
-        "jobs",
-        SystemTime::now(),
-        Ok(vec![Sample {
-            metric: "jobs".into(),
-            labels: Labels::from([("queue".into(), "embed".into())]).into(),
-            value: Ok(42.0),
-        }]),
-    );
-    let store = Arc::new(store);
     let addr = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

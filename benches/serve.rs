@@ -5,19 +5,17 @@
 //! `make bench` (or `cargo bench --bench serve`); results in BENCHMARKS.md.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::{Body, Bytes, to_bytes};
 use axum::http::Request;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
-use queue_metrics_adapter::api::{self, AppState, Routes, health::Health};
-use queue_metrics_adapter::model::{Labels, Sample};
-use queue_metrics_adapter::poller::Heartbeats;
-use queue_metrics_adapter::store::{MetricInfo, Store};
-use queue_metrics_adapter::telemetry::AdapterMetrics;
+use queue_metrics_adapter::api::{self, Routes};
+use queue_metrics_adapter::store::Store;
 use tower::ServiceExt;
+
+mod support;
 
 const PATH_ONE: &str =
     "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/embedding_queue_length";
@@ -25,53 +23,25 @@ const PATH_SELECT: &str =
     "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/queues?labelSelector=queue%3Dq-0500";
 
 fn store() -> Arc<Store> {
-    let info = |name: &str| MetricInfo {
-        namespace_label: None,
-        name: name.into(),
-        source: "jobs".into(),
-        description: None,
-        namespaces: None,
-    };
-    let store = Store::new(
-        vec![info("embedding_queue_length"), info("queues")],
-        Duration::from_secs(3600),
-    );
-    let mut samples = vec![Sample {
-        metric: "embedding_queue_length".into(),
-        labels: Labels::from([
-            ("queue".into(), "embeddings".into()),
-            ("key".into(), "queue:embeddings".into()),
-        ])
-        .into(),
-        value: Ok(1234.0),
-    }];
+    let mut samples = vec![support::sample(
+        "embedding_queue_length",
+        &[("queue", "embeddings"), ("key", "queue:embeddings")],
+        1234.0,
+    )];
     for i in 0..1000 {
-        samples.push(Sample {
-            metric: "queues".into(),
-            labels: Labels::from([
-                ("queue".into(), format!("q-{i:04}")),
-                ("key".into(), format!("queue:q-{i:04}")),
-            ])
-            .into(),
-            value: Ok(i as f64 + 0.5),
-        });
+        let queue = format!("q-{i:04}");
+        let key = format!("queue:{queue}");
+        samples.push(support::sample(
+            "queues",
+            &[("queue", &queue), ("key", &key)],
+            i as f64 + 0.5,
+        ));
     }
-    store.record_poll("jobs", SystemTime::now(), Ok(samples));
-    Arc::new(store)
+    support::polled_store(&["embedding_queue_length", "queues"], samples)
 }
 
 fn adapter_router(store: Arc<Store>) -> Router {
-    let health = Arc::new(Health::default());
-    health.set_listening();
-    let state = AppState {
-        guard: None,
-        provider: store.clone(),
-        store,
-        telemetry: AdapterMetrics::new(),
-        health,
-        heartbeats: Arc::new(Heartbeats::default()),
-    };
-    api::router(state, Routes::All)
+    api::router(support::app_state(store, None), Routes::All)
 }
 
 async fn body_of(router: &Router, path: &str) -> Bytes {

@@ -9,75 +9,33 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use queue_metrics_adapter::api::{self, AppState, Routes, health::Health};
-use queue_metrics_adapter::model::{Labels, Sample};
-use queue_metrics_adapter::poller::Heartbeats;
+use queue_metrics_adapter::api::{self, AppState, Routes};
 use queue_metrics_adapter::security::Guard;
 use queue_metrics_adapter::security::identity::RequestHeader;
 use queue_metrics_adapter::security::reviews::Reviews;
 use queue_metrics_adapter::security::serving::{CertSource, ServingTls, serve_tls};
-use queue_metrics_adapter::store::{MetricInfo, Store};
-use queue_metrics_adapter::telemetry::AdapterMetrics;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+// The tests' certificate helpers (rcgen only), shared rather than copied.
+#[path = "../tests/common/pki.rs"]
+mod pki;
+mod support;
 
 const PATH: &str =
     "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/embedding_queue_length";
 
 fn state(guard: Option<Arc<Guard>>) -> AppState {
-    let store = Store::new(
-        vec![MetricInfo {
-            namespace_label: None,
-            name: "embedding_queue_length".into(),
-            source: "jobs".into(),
-            description: None,
-            namespaces: None,
-        }],
-        Duration::from_secs(3600),
+    let store = support::polled_store(
+        &["embedding_queue_length"],
+        vec![support::sample(
+            "embedding_queue_length",
+            &[("queue", "embeddings")],
+            1234.0,
+        )],
     );
-    store.record_poll(
-        "jobs",
-        SystemTime::now(),
-        Ok(vec![Sample {
-            metric: "embedding_queue_length".into(),
-            labels: Labels::from([("queue".into(), "embeddings".into())]).into(),
-            value: Ok(1234.0),
-        }]),
-    );
-    let store = Arc::new(store);
-    let health = Arc::new(Health::default());
-    health.set_listening();
-    AppState {
-        guard,
-        provider: store.clone(),
-        store,
-        telemetry: AdapterMetrics::new(),
-        health,
-        heartbeats: Arc::new(Heartbeats::default()),
-    }
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("ca")
-}
-
-fn signed(ca: &CertifiedIssuer<'static, KeyPair>, names: &[&str], cn: &str) -> (String, String) {
-    let key = KeyPair::generate().expect("key");
-    let mut params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .expect("params");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, cn);
-    let cert = params.signed_by(&key, ca).expect("cert");
-    (cert.pem(), key.serialize_pem())
+    support::app_state(store, guard)
 }
 
 async fn listener() -> (tokio::net::TcpListener, SocketAddr) {
@@ -96,16 +54,16 @@ fn bench(c: &mut Criterion) {
         .expect("runtime");
     let dir = std::env::temp_dir().join(format!("qma-bench-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let server_ca = ca("server-ca");
-    let proxy_ca = ca("front-proxy-ca");
-    let (cert, key) = signed(&server_ca, &["localhost"], "localhost");
+    let server_ca = pki::ca("server-ca");
+    let proxy_ca = pki::ca("front-proxy-ca");
+    let (cert, key) = pki::leaf(&server_ca, &["localhost"]);
     std::fs::write(dir.join("tls.crt"), &cert).expect("write");
     std::fs::write(dir.join("tls.key"), &key).expect("write");
     let source = CertSource::Files {
         cert: dir.join("tls.crt"),
         key: dir.join("tls.key"),
     };
-    let (proxy_cert, proxy_key) = signed(&proxy_ca, &[], "front-proxy-client");
+    let (proxy_cert, proxy_key) = pki::valid_client(&proxy_ca, "front-proxy-client");
 
     let (plain, tls, guarded) = rt.block_on(async {
         let (l, plain) = listener().await;
