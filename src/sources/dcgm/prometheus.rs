@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::gpus::{Alias, readings};
 use super::parse::PromSample;
-use super::scrape::EndpointScrape;
+use super::scrape::{EndpointScrape, get_text};
 
 /// The PromQL selector for the aliases' metrics and `up`, with `matchers` (e.g.
 /// `job="dcgm-exporter"`) added to both.
@@ -80,17 +80,8 @@ pub async fn query_targets(
     let mut endpoint = reqwest::Url::parse(&format!("{}/api/v1/query", url.trim_end_matches('/')))
         .map_err(|e| format!("bad Prometheus URL: {e}"))?;
     endpoint.query_pairs_mut().append_pair("query", promql);
-    let response = client
-        .get(endpoint)
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|e| crate::sources::http_error_text(&e))?;
-    let status = response.status();
-    let body = response
-        .text()
-        .await
-        .map_err(|e| crate::sources::http_error_text(&e))?;
+    // Prometheus explains a bad query in a JSON body with a 4xx status: read it either way.
+    let (status, body) = get_text(client.get(endpoint).timeout(timeout)).await?;
     split(&body, aliases, extra_labels).map_err(|e| format!("{e} (HTTP {status})"))
 }
 

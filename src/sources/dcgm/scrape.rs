@@ -40,22 +40,11 @@ async fn scrape_one(
     aliases: &[Alias],
     extra_labels: &[String],
 ) -> EndpointScrape {
-    let fetched = async {
-        let response = client
-            .get(endpoint)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| crate::sources::http_error_text(&e))?;
-        if !response.status().is_success() {
-            return Err(format!("HTTP {}", response.status()));
-        }
-        response
-            .text()
-            .await
-            .map_err(|e| crate::sources::http_error_text(&e))
-    }
-    .await;
+    let fetched = match get_text(client.get(endpoint).timeout(timeout)).await {
+        Ok((status, _)) if !status.is_success() => Err(format!("HTTP {status}")),
+        Ok((_, body)) => Ok(body),
+        Err(e) => Err(e),
+    };
     match fetched {
         Ok(body) => {
             let parsed = parse(&body);
@@ -73,6 +62,23 @@ async fn scrape_one(
             first_malformed: Vec::new(),
         },
     }
+}
+
+/// Sends a GET and reads the whole body as text, whatever the status (the caller decides what
+/// a status means); transport errors come back as URL-free text.
+pub(super) async fn get_text(
+    request: reqwest::RequestBuilder,
+) -> Result<(reqwest::StatusCode, String), String> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| crate::sources::http_error_text(&e))?;
+    let status = response.status();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| crate::sources::http_error_text(&e))?;
+    Ok((status, body))
 }
 
 #[cfg(test)]
