@@ -10,12 +10,6 @@ if command -v prometheus >/dev/null 2>&1; then
   say "prometheus is installed ($(prometheus --version 2>&1 | head -1 | awk '{print $3}'))"
   exit 0
 fi
-if [ "$(id -u)" -ne 0 ]; then
-  say "prometheus is not installed and we are not root: install it (apt-get install prometheus) and retry" >&2
-  exit 1
-fi
-say "prometheus is not installed: installing Debian's prometheus with apt-get (its service is not started)"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-say "installed $(prometheus --version 2>&1 | head -1 | awk '{print $3}')"
+. "$(dirname "$0")/lib/apt.sh"
+apt_install_missing prometheus prometheus --no-install-recommends
+say "installed (its service is not started) $(prometheus --version 2>&1 | head -1 | awk '{print $3}')"

@@ -17,16 +17,8 @@ wait_port() {
   return 1
 }
 
-if ! command -v rabbitmq-server >/dev/null 2>&1; then
-  if [ "$(id -u)" -ne 0 ]; then
-    say "rabbitmq-server is not installed and we are not root: install it (apt-get install rabbitmq-server) and retry" >&2
-    exit 1
-  fi
-  say "rabbitmq-server is not installed: installing Debian's rabbitmq-server with apt-get"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq rabbitmq-server >/dev/null
-fi
+. "$(dirname "$0")/lib/apt.sh"
+apt_install_missing rabbitmq-server rabbitmq-server
 
 if port_open 5672; then
   say "RabbitMQ is already running on 127.0.0.1:5672"

@@ -24,15 +24,9 @@ if ping; then
   exit 0
 fi
 
+. "$(dirname "$0")/lib/apt.sh"
 if ! command -v redis-server >/dev/null 2>&1; then
-  if [ "$(id -u)" -ne 0 ]; then
-    say "redis-server is not installed and we are not root: install it (apt-get install redis-server) and retry" >&2
-    exit 1
-  fi
-  say "redis-server is not installed: installing Debian's redis-server with apt-get"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq redis-server >/dev/null
+  apt_install_missing redis-server redis-server
   say "installed $(redis-server --version | awk '{print $3}')"
 fi
 
