@@ -57,10 +57,11 @@ pub enum Endpoints {
 }
 
 impl Endpoints {
-    fn list(&self) -> Result<Vec<String>, SourceError> {
+    /// The exporter URLs to scrape; none in Prometheus mode, whose answer names its targets.
+    fn urls(&self) -> Result<Vec<String>, SourceError> {
         match self {
             Endpoints::Static(list) => Ok(list.clone()),
-            Endpoints::Prometheus { url, .. } => Ok(vec![url.clone()]),
+            Endpoints::Prometheus { .. } => Ok(Vec::new()),
             Endpoints::Discovered { service, discover } => {
                 let urls = service
                     .urls(&discover.port, &discover.scheme, &discover.path)
@@ -234,7 +235,7 @@ impl Source for DcgmSource {
         while !self.caches_ready() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let mut endpoints = self.endpoints.list()?;
+        let urls = self.endpoints.urls()?;
         if !self.owners.is_ready() {
             return Err(SourceError::Connect {
                 target: "the Kubernetes API".into(),
@@ -256,9 +257,7 @@ impl Source for DcgmSource {
                     target: format!("Prometheus {}", redact_url(url)),
                     message,
                 })?;
-                // Each exporter target Prometheus knows counts as one endpoint.
-                endpoints = targets.iter().map(|t| t.endpoint.clone()).collect();
-                if endpoints.is_empty() {
+                if targets.is_empty() {
                     return Err(SourceError::BadReply {
                         what: format!(
                             "Prometheus {} has no dcgm-exporter series for the query {promql}",
@@ -271,7 +270,7 @@ impl Source for DcgmSource {
             _ => {
                 scrape_all(
                     &self.client,
-                    &endpoints,
+                    &urls,
                     self.scrape_timeout,
                     &self.aliases,
                     &self.extra_from,
@@ -279,6 +278,8 @@ impl Source for DcgmSource {
                 .await
             }
         };
+        // One scrape per endpoint: each exporter, or each target Prometheus knows.
+        let endpoints: Vec<String> = scrapes.iter().map(|s| s.endpoint.clone()).collect();
 
         let mut readings: Vec<GpuReading> = Vec::new();
         let mut unknown: BTreeMap<PodKey, usize> = BTreeMap::new();
@@ -291,15 +292,10 @@ impl Source for DcgmSource {
                     readings.extend(r);
                 }
                 Err(e) => {
+                    // Its last pods stay as unknown members; one gone from the cluster does not
+                    // resolve below and so belongs to no workload any more.
                     for (key, gpus) in self.last_pods.get(&s.endpoint).into_iter().flatten() {
-                        // A pod that is gone from the cluster is no workload's any more.
-                        if self
-                            .owners
-                            .resolve(&key.pod.namespace, &key.pod.name)
-                            .is_ok()
-                        {
-                            unknown.insert(key.clone(), *gpus);
-                        }
+                        unknown.insert(key.clone(), *gpus);
                     }
                     failures.push((s.endpoint, e));
                 }
