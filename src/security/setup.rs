@@ -66,6 +66,9 @@ pub async fn secure(
     token: &CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<Secured> {
+    // What the cluster's ConfigMap said at start, when it is the source: the refresh compares
+    // against it instead of applying the same settings again.
+    let mut from_cluster: Option<(RequestHeader, String)> = None;
     let (request_header, client_ca) = match auth {
         None => (None, None),
         Some(a) => match &a.request_header {
@@ -87,6 +90,7 @@ pub async fn secure(
                     .clone()
                     .context("authentication needs a Kubernetes client")?;
                 let (header, ca) = read_configmap(&client).await?;
+                from_cluster = Some((header.clone(), ca.clone()));
                 (Some(header), Some(ca.into_bytes()))
             }
         },
@@ -120,9 +124,10 @@ pub async fn secure(
                 header,
                 Reviews::new(client.clone(), a.review_ttl),
             ));
-            if a.request_header.is_none() {
+            if let Some(current) = from_cluster {
                 spawn_configmap_refresh(
                     client,
+                    current,
                     guard.clone(),
                     serving.clone(),
                     a.configmap_refresh,
@@ -160,6 +165,7 @@ async fn read_configmap(client: &kube::Client) -> anyhow::Result<(RequestHeader,
 /// bad new value keeps the current ones (logged).
 fn spawn_configmap_refresh(
     client: kube::Client,
+    current: (RequestHeader, String),
     guard: Arc<Guard>,
     tls: Option<Arc<ServingTls>>,
     every: Duration,
@@ -167,7 +173,7 @@ fn spawn_configmap_refresh(
     tracker: &TaskTracker,
 ) {
     tracker.spawn(async move {
-        let mut last: Option<(RequestHeader, String)> = None;
+        let mut last = current;
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
         loop {
@@ -182,7 +188,7 @@ fn spawn_configmap_refresh(
                     continue;
                 }
             };
-            if last.as_ref() == Some(&(header.clone(), ca.clone())) {
+            if last.0 == header && last.1 == ca {
                 continue;
             }
             if let Some(tls) = &tls
@@ -192,10 +198,8 @@ fn spawn_configmap_refresh(
                 continue;
             }
             guard.set_request_header(header.clone());
-            if last.is_some() {
-                tracing::info!("front-proxy settings refreshed from the cluster");
-            }
-            last = Some((header, ca));
+            tracing::info!("front-proxy settings refreshed from the cluster");
+            last = (header, ca);
         }
     });
 }
