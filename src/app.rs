@@ -18,11 +18,13 @@ use crate::api::{self, AppState, Routes, health::Health};
 use crate::config::{Config, SourceConfig};
 use crate::k8s::endpoint_slices::ServiceEndpoints;
 use crate::k8s::owners::Owners;
-use crate::poller::{Heartbeats, Pollers, Schedule};
+use crate::poller::{Heartbeats, PollerHandle, Pollers, Schedule};
 use crate::reload::{SourceSet, spawn_watch};
 use crate::security::setup::{ApiTls, AuthSettings, secure};
 use crate::sources::dcgm::config::DcgmSourceConfig;
 use crate::sources::dcgm::{DcgmSource, Endpoints};
+use crate::sources::rabbitmq::RabbitMqSource;
+use crate::sources::redis::RedisSource;
 use crate::store::{MetricInfo, Store};
 use crate::telemetry::AdapterMetrics;
 
@@ -211,7 +213,8 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
             return Err(e);
         }
     };
-    let mut sources = SourceSet::new(pollers.clone(), kube_client.clone());
+    let builder = SourceBuilder::new(kube_client.clone(), &token, &tracker);
+    let mut sources = SourceSet::new(pollers.clone(), builder);
     if let Err(e) = sources.apply(&config).await {
         // Stop whatever started (watches), so nothing outlives the error.
         token.cancel();
@@ -311,9 +314,103 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
     })
 }
 
-/// The Kubernetes client and the pod owner cache, shared by every `dcgm` source; started when
-/// the first one is built, so a config without GPU metrics never talks to the Kubernetes API.
-pub struct KubeWatches {
+/// A source built from its config, ready to poll.
+pub enum Built {
+    /// A Redis server.
+    Redis(Box<RedisSource>),
+    /// A RabbitMQ broker.
+    Rabbitmq(Box<RabbitMqSource>),
+    /// dcgm-exporter endpoints.
+    Dcgm(Box<DcgmSource>),
+}
+
+impl Built {
+    /// Starts its poll loop.
+    pub fn spawn(self, pollers: &Pollers, schedule: Schedule) -> PollerHandle {
+        match self {
+            Built::Redis(s) => pollers.spawn(*s, schedule),
+            Built::Rabbitmq(s) => pollers.spawn(*s, schedule),
+            Built::Dcgm(s) => pollers.spawn(*s, schedule),
+        }
+    }
+}
+
+/// Builds sources from their config, for `serve` (at start and on reload) and `check` alike.
+/// Holds the Kubernetes client and the pod owner cache that `dcgm` sources share, started
+/// when the first one is built, so a config without GPU metrics never talks to Kubernetes.
+pub struct SourceBuilder {
+    client: Option<kube::Client>,
+    watches: Option<KubeWatches>,
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl SourceBuilder {
+    /// A builder using `client` when one exists already (else one is made when needed); the
+    /// watches it starts stop with `token`.
+    pub fn new(
+        client: Option<kube::Client>,
+        token: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Self {
+        SourceBuilder {
+            client,
+            watches: None,
+            token: token.clone(),
+            tracker: tracker.clone(),
+        }
+    }
+
+    /// Builds the source `name`.
+    ///
+    /// # Errors
+    /// When its settings cannot be used (a CA file, no Kubernetes configuration for a dcgm
+    /// source); the message names the source.
+    pub async fn build(
+        &mut self,
+        config: &Config,
+        name: &str,
+        source: &SourceConfig,
+    ) -> anyhow::Result<Built> {
+        let context = || format!("source {name}");
+        Ok(match source {
+            SourceConfig::Redis(conn) => Built::Redis(Box::new(
+                RedisSource::new(name, conn, config).with_context(context)?,
+            )),
+            SourceConfig::Rabbitmq(conn) => Built::Rabbitmq(Box::new(
+                RabbitMqSource::new(name, conn, config).with_context(context)?,
+            )),
+            SourceConfig::Dcgm(conn) => {
+                let watches = self.watches(config).await.with_context(context)?;
+                Built::Dcgm(Box::new(
+                    watches
+                        .dcgm_source(name, conn, config)
+                        .with_context(context)?,
+                ))
+            }
+        })
+    }
+
+    async fn watches(&mut self, config: &Config) -> anyhow::Result<&KubeWatches> {
+        if self.watches.is_none() {
+            let client = match &self.client {
+                Some(c) => c.clone(),
+                None => {
+                    let c = crate::k8s::client::client(&config.kubernetes).await?;
+                    self.client = Some(c.clone());
+                    c
+                }
+            };
+            self.watches = Some(KubeWatches::start(client, &self.token, &self.tracker));
+        }
+        self.watches
+            .as_ref()
+            .context("the Kubernetes watches could not be started")
+    }
+}
+
+/// The Kubernetes client and the pod owner cache, shared by every `dcgm` source.
+struct KubeWatches {
     client: kube::Client,
     owners: Arc<Owners>,
     token: CancellationToken,
@@ -322,7 +419,7 @@ pub struct KubeWatches {
 
 impl KubeWatches {
     /// Starts the pod/ReplicaSet watches through `client`.
-    pub fn start(client: kube::Client, token: &CancellationToken, tracker: &TaskTracker) -> Self {
+    fn start(client: kube::Client, token: &CancellationToken, tracker: &TaskTracker) -> Self {
         let owners = Arc::new(Owners::watch(client.clone(), token, tracker));
         KubeWatches {
             client,
@@ -336,7 +433,7 @@ impl KubeWatches {
     ///
     /// # Errors
     /// When the source's settings cannot be used (CA file).
-    pub fn dcgm_source(
+    fn dcgm_source(
         &self,
         name: &str,
         conn: &DcgmSourceConfig,

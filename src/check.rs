@@ -6,10 +6,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use crate::app::{KubeWatches, schedule_of, store_for};
-use crate::config::{Config, SourceConfig};
-use crate::sources::rabbitmq::RabbitMqSource;
-use crate::sources::redis::RedisSource;
+use crate::app::{Built, SourceBuilder, schedule_of, store_for};
+use crate::config::Config;
 use crate::sources::{Source, SourceError};
 use crate::store::{Store, render_labels};
 
@@ -39,29 +37,13 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
     let token = tokio_util::sync::CancellationToken::new();
     let _stop_watches = token.clone().drop_guard();
     let tracker = tokio_util::task::TaskTracker::new();
-    let mut kube: Option<KubeWatches> = None;
+    let mut builder = SourceBuilder::new(None, &token, &tracker);
     for (name, source) in &config.sources {
         let timeout = schedule_of(config, source).timeout;
-        match source {
-            SourceConfig::Redis(conn) => {
-                poll_once(RedisSource::new(name, conn, config)?, timeout, &store).await
-            }
-            SourceConfig::Rabbitmq(conn) => {
-                poll_once(RabbitMqSource::new(name, conn, config)?, timeout, &store).await
-            }
-            SourceConfig::Dcgm(conn) => {
-                let watches = match kube.take() {
-                    Some(k) => k,
-                    None => KubeWatches::start(
-                        crate::k8s::client::client(&config.kubernetes).await?,
-                        &token,
-                        &tracker,
-                    ),
-                };
-                let dcgm = watches.dcgm_source(name, conn, config)?;
-                kube = Some(watches);
-                poll_once(dcgm, timeout, &store).await
-            }
+        match builder.build(config, name, source).await? {
+            Built::Redis(s) => poll_once(*s, timeout, &store).await,
+            Built::Rabbitmq(s) => poll_once(*s, timeout, &store).await,
+            Built::Dcgm(s) => poll_once(*s, timeout, &store).await,
         }
     }
     let now = SystemTime::now();

@@ -12,17 +12,13 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::{KubeWatches, metric_infos, schedule_of};
+use crate::app::{SourceBuilder, metric_infos, schedule_of};
 use crate::config::{Config, MetricConfig, SourceConfig};
 use crate::file_watch::FileWatch;
 use crate::poller::{PollerHandle, Pollers, Schedule};
-use crate::sources::dcgm::DcgmSource;
-use crate::sources::rabbitmq::RabbitMqSource;
-use crate::sources::redis::RedisSource;
 use crate::telemetry::AdapterMetrics;
 
 /// Everything a source's poll loop was built from: equal fingerprints, nothing to restart.
@@ -45,18 +41,10 @@ impl Fingerprint {
     }
 }
 
-/// A source built and ready to poll.
-enum Built {
-    Redis(Box<RedisSource>),
-    Rabbitmq(Box<RabbitMqSource>),
-    Dcgm(Box<DcgmSource>),
-}
-
 /// The running poll loops, by source name.
 pub struct SourceSet {
     pollers: Pollers,
-    client: Option<kube::Client>,
-    kube: Option<KubeWatches>,
+    builder: SourceBuilder,
     running: HashMap<String, (Fingerprint, PollerHandle)>,
 }
 
@@ -72,12 +60,11 @@ pub struct Applied {
 }
 
 impl SourceSet {
-    /// An empty set; `client` is the Kubernetes client, when one was needed at start.
-    pub fn new(pollers: Pollers, client: Option<kube::Client>) -> Self {
+    /// An empty set, building its sources with `builder`.
+    pub fn new(pollers: Pollers, builder: SourceBuilder) -> Self {
         SourceSet {
             pollers,
-            client,
-            kube: None,
+            builder,
             running: HashMap::new(),
         }
     }
@@ -97,23 +84,7 @@ impl SourceSet {
             {
                 continue;
             }
-            let context = || format!("source {name}");
-            let source_built = match source {
-                SourceConfig::Redis(conn) => Built::Redis(Box::new(
-                    RedisSource::new(name, conn, config).with_context(context)?,
-                )),
-                SourceConfig::Rabbitmq(conn) => Built::Rabbitmq(Box::new(
-                    RabbitMqSource::new(name, conn, config).with_context(context)?,
-                )),
-                SourceConfig::Dcgm(conn) => {
-                    let watches = self.kube_watches(config).await?;
-                    Built::Dcgm(Box::new(
-                        watches
-                            .dcgm_source(name, conn, config)
-                            .with_context(context)?,
-                    ))
-                }
-            };
+            let source_built = self.builder.build(config, name, source).await?;
             built.push((
                 name.clone(),
                 fingerprint,
@@ -155,39 +126,13 @@ impl SourceSet {
             .reconfigure(metric_infos(config), config.max_staleness.0, &reset);
         applied.kept = self.running.len();
         for (name, fingerprint, source, schedule) in built {
-            let handle = match source {
-                Built::Redis(s) => self.pollers.spawn(*s, schedule),
-                Built::Rabbitmq(s) => self.pollers.spawn(*s, schedule),
-                Built::Dcgm(s) => self.pollers.spawn(*s, schedule),
-            };
+            let handle = source.spawn(&self.pollers, schedule);
             applied.started.push(name.clone());
             self.running.insert(name, (fingerprint, handle));
         }
         applied.started.sort();
         applied.stopped.sort();
         Ok(applied)
-    }
-
-    /// The pod owner cache, started on first need (with a client built then if needed).
-    async fn kube_watches(&mut self, config: &Config) -> anyhow::Result<&KubeWatches> {
-        if self.kube.is_none() {
-            let client = match &self.client {
-                Some(c) => c.clone(),
-                None => {
-                    let c = crate::k8s::client::client(&config.kubernetes).await?;
-                    self.client = Some(c.clone());
-                    c
-                }
-            };
-            self.kube = Some(KubeWatches::start(
-                client,
-                &self.pollers.token,
-                &self.pollers.tracker,
-            ));
-        }
-        self.kube
-            .as_ref()
-            .context("the Kubernetes watches could not be started")
     }
 }
 
