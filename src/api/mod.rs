@@ -58,10 +58,12 @@ pub enum Routes {
 
 /// Builds the router for `routes` over `state`, with request telemetry.
 pub fn router(state: AppState, routes: Routes) -> Router {
-    // Only the metric routes are guarded: probes and /metrics need no identity.
-    let api = external_metrics::routes()
-        .merge(metrics_api::routes())
-        .route_layer(middleware::from_fn_with_state(state.clone(), guard));
+    // Only the metric routes are guarded: probes and /metrics need no identity. Without a guard
+    // (`--disable-auth`) no layer is added at all, rather than one that lets everything by.
+    let mut api = external_metrics::routes().merge(metrics_api::routes());
+    if let Some(g) = &state.guard {
+        api = api.route_layer(middleware::from_fn_with_state(g.clone(), guard));
+    }
     let r = match routes {
         Routes::All => api.merge(health::routes()),
         Routes::Api => api,
@@ -81,10 +83,7 @@ async fn not_found(uri: axum::http::Uri) -> Response {
 
 /// Counts and times each request by route template (bounded), never by raw path.
 /// Refuses a metric request that the [`Guard`] does not let through.
-async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(guard) = &state.guard else {
-        return next.run(request).await;
-    };
+async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
     let peer = request
         .extensions()
         .get::<PeerCertificate>()
