@@ -134,6 +134,10 @@ pub fn metric_infos(config: &Config) -> Vec<MetricInfo> {
                 Some(SourceConfig::Dcgm(_)) => Some(crate::sources::dcgm::config::NAMESPACE_LABEL),
                 _ => None,
             },
+            empty_means_zero: m
+                .redis
+                .as_ref()
+                .is_some_and(|t| t.pattern.is_some() && t.key_type.deleted_when_empty()),
         })
         .collect()
 }

@@ -11,6 +11,10 @@ use crate::config::Config;
 use crate::sources::{Source, SourceError};
 use crate::store::{Store, render_labels};
 
+/// What `check` prints beside the `0` of an exact key that does not exist: Redis deletes an
+/// empty list, so it may be empty, or its name may be wrong.
+pub const UNSEEN_NOTE: &str = "missing: empty, or a typo?";
+
 /// The outcome of a check: the printed table and whether every series had a value.
 pub struct Report {
     /// The table, one row per series (or per failed source's metric).
@@ -52,7 +56,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
         "LABELS".into(),
         "VALUE".into(),
         "AGE".into(),
-        "ERROR".into(),
+        "ERROR / NOTE".into(),
     ]];
     let mut failed = 0;
     for m in &config.metrics {
@@ -90,7 +94,11 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
                         .trim_end_matches('0')
                         .trim_end_matches('.')
                         .to_string(),
-                    String::new(),
+                    if s.unseen {
+                        UNSEEN_NOTE.to_string()
+                    } else {
+                        String::new()
+                    },
                 ),
                 Err(e) => {
                     failed += 1;

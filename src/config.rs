@@ -28,6 +28,10 @@ pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Default time between two key discoveries (`SCAN`) for pattern metrics: 30 s.
 pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
+/// Default time a list or sorted-set key found by a pattern stays in the poll set after Redis
+/// deleted it (it emptied): 6 h, so a queue that is empty overnight keeps its series (served as
+/// 0) and a job pushed into it is seen on the next poll, not the next discovery.
+pub const DEFAULT_PATTERN_KEY_RETENTION: Duration = Duration::from_secs(6 * 3600);
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -48,6 +52,10 @@ pub struct Config {
     /// Time between key discoveries for `pattern` metrics. Default 30s.
     #[serde(default = "default_discovery_interval")]
     pub discovery_interval: HumanDuration,
+    /// How long a list or sorted-set key found by a `pattern` stays polled (and served as 0)
+    /// after it stopped existing. Default 6h.
+    #[serde(default = "default_pattern_key_retention")]
+    pub pattern_key_retention: HumanDuration,
     /// Connections, by name.
     pub sources: BTreeMap<String, SourceConfig>,
     /// What to serve.
@@ -330,6 +338,7 @@ impl Config {
             ("max_staleness", self.max_staleness),
             ("max_backoff", self.max_backoff),
             ("discovery_interval", self.discovery_interval),
+            ("pattern_key_retention", self.pattern_key_retention),
         ];
         for (field, d) in positive {
             if d.0.is_zero() {
@@ -634,6 +643,9 @@ fn default_max_backoff() -> HumanDuration {
 }
 fn default_discovery_interval() -> HumanDuration {
     HumanDuration(DEFAULT_DISCOVERY_INTERVAL)
+}
+fn default_pattern_key_retention() -> HumanDuration {
+    HumanDuration(DEFAULT_PATTERN_KEY_RETENTION)
 }
 
 #[cfg(test)]

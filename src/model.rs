@@ -26,6 +26,28 @@ pub struct Sample {
     pub labels: SharedLabels,
     /// The value, or why this one series could not be read. An error is never turned into `0`.
     pub value: Result<f64, SeriesError>,
+    /// When the backend itself observed the value, where it says so (a Prometheus sample's
+    /// timestamp); `None` means "now", the end of the poll. The store keeps the earlier of the
+    /// two, so a value the backend last saw minutes ago ages out under `max_staleness` instead
+    /// of passing as fresh.
+    pub observed_at: Option<SystemTime>,
+    /// The thing this series reads has not existed at any poll since the source started (an
+    /// exact Redis key): its `0` is honest, because Redis deletes an empty list, but a key that
+    /// never appears is as likely a typo. `check` marks such series and `/metrics` counts them.
+    pub unseen: bool,
+}
+
+impl Sample {
+    /// A sample observed at the end of the poll, of a thing that exists.
+    pub fn new(metric: Arc<str>, labels: SharedLabels, value: Result<f64, SeriesError>) -> Self {
+        Sample {
+            metric,
+            labels,
+            value,
+            observed_at: None,
+            unseen: false,
+        }
+    }
 }
 
 /// Why one series has no value in a poll whose connection otherwise worked

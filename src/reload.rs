@@ -28,6 +28,7 @@ struct Fingerprint {
     metrics: Vec<MetricConfig>,
     schedule: Schedule,
     discovery_interval: Duration,
+    pattern_key_retention: Duration,
 }
 
 impl Fingerprint {
@@ -37,6 +38,7 @@ impl Fingerprint {
             metrics: config.metrics_of(name).cloned().collect(),
             schedule: schedule_of(config, source),
             discovery_interval: config.discovery_interval.0,
+            pattern_key_retention: config.pattern_key_retention.0,
         }
     }
 }
@@ -107,6 +109,18 @@ impl SourceSet {
             })
             .map(|(n, ..)| n.clone())
             .collect();
+        // A metric that now reads another key, pattern, queue or measure drops its series: the
+        // old key's values must not be served under the new settings until the first poll.
+        let changed: HashSet<String> = config
+            .metrics
+            .iter()
+            .filter(|m| {
+                self.running
+                    .get(&m.source)
+                    .is_some_and(|(old, _)| old.metrics.iter().any(|o| o.name == m.name && o != *m))
+            })
+            .map(|m| m.name.clone())
+            .collect();
         let mut applied = Applied::default();
         let names: Vec<String> = self.running.keys().cloned().collect();
         for name in names {
@@ -121,9 +135,12 @@ impl SourceSet {
                 }
             }
         }
-        self.pollers
-            .store
-            .reconfigure(metric_infos(config), config.max_staleness.0, &reset);
+        self.pollers.store.reconfigure(
+            metric_infos(config),
+            config.max_staleness.0,
+            &reset,
+            &changed,
+        );
         applied.kept = self.running.len();
         for (name, fingerprint, source, schedule) in built {
             let handle = source.spawn(&self.pollers, schedule);

@@ -31,6 +31,10 @@ pub struct MetricInfo {
     /// things (GPU workloads): a request then sees only its own namespace's series, so an HPA in
     /// one team's namespace cannot read another's. `None`: every series is served everywhere.
     pub namespace_label: Option<&'static str>,
+    /// Whether having no series is itself an observation of an empty backlog: a Redis list or
+    /// sorted-set pattern, whose keys Redis deletes when they empty. KEDA then answers `0` for
+    /// a trigger that matches nothing; for any other metric no series means nothing to report.
+    pub empty_means_zero: bool,
 }
 
 /// Why a lookup produced no values. Each surface maps these to its own error (HTTP status, gRPC).
@@ -89,6 +93,12 @@ pub trait MetricsProvider: Send + Sync + 'static {
         selector: &Selector,
         now: SystemTime,
     ) -> Result<Vec<MetricValue>, LookupError>;
+
+    /// For a lookup of `metric` in `namespace` that matched no series: when that emptiness is
+    /// itself an observed empty backlog ([`MetricInfo::empty_means_zero`], the source's last
+    /// poll succeeded within `max_staleness`), the time of that poll; otherwise `None`, and
+    /// no series means nothing to report.
+    fn observed_empty(&self, namespace: &str, metric: &str, now: SystemTime) -> Option<SystemTime>;
 }
 
 /// One series as stored.
@@ -98,8 +108,11 @@ pub struct Series {
     pub labels: SharedLabels,
     /// Its value or its error from the latest successful poll of the source.
     pub value: Result<f64, SeriesError>,
-    /// When that poll completed.
+    /// When the value was observed: the end of that poll, or the backend's own earlier
+    /// timestamp for it.
     pub observed_at: SystemTime,
+    /// The key it reads has not existed since the source started (see [`Sample::unseen`]).
+    pub unseen: bool,
 }
 
 /// A source-wide failure, as recorded by the poller.
@@ -123,6 +136,8 @@ pub struct MetricState {
     pub failure: Option<SourceFailure>,
     /// Whether any poll (successful or not) has finished for this metric's source.
     pub polled: bool,
+    /// When the latest successful poll completed: what an empty answer was observed at.
+    pub polled_at: Option<SystemTime>,
 }
 
 struct MetricSlot {
@@ -160,19 +175,22 @@ impl Store {
     }
 
     /// Switches to a new set of metrics (a reloaded config). A metric whose [`MetricInfo`] is
-    /// unchanged and whose source is not in `restarted` keeps its values; every other metric
-    /// starts unpolled (503 until its source's first poll).
+    /// unchanged, whose source is not in `restarted` and whose name is not in `changed` (it
+    /// reads another key, pattern or queue now) keeps its values; every other metric starts
+    /// unpolled (503 until its source's first poll), so nothing read under the old settings is
+    /// served as the new ones'.
     pub fn reconfigure(
         &self,
         metrics: Vec<MetricInfo>,
         max_staleness: Duration,
         restarted: &HashSet<String>,
+        changed: &HashSet<String>,
     ) {
         let current = self.layout.load();
         self.layout.store(Arc::new(Layout::new(
             metrics,
             max_staleness,
-            Some(&current),
+            Some((&current, changed)),
             restarted,
         )));
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
@@ -216,7 +234,10 @@ impl Store {
                     list.push(Series {
                         labels: s.labels,
                         value,
-                        observed_at,
+                        // A backend time after the poll ended is a skewed clock: never fresher
+                        // than the poll itself.
+                        observed_at: s.observed_at.map_or(observed_at, |t| t.min(observed_at)),
+                        unseen: s.unseen,
                     });
                 }
                 for (name, series) in per_metric {
@@ -227,6 +248,7 @@ impl Store {
                             index,
                             failure: None,
                             polled: true,
+                            polled_at: Some(observed_at),
                         }));
                     }
                 }
@@ -280,17 +302,7 @@ impl Store {
 
     /// Whether `metric` (any case) is configured and served in `namespace`.
     pub fn serves(&self, namespace: &str, metric: &str) -> bool {
-        let layout = self.layout.load();
-        let slot = layout
-            .metrics
-            .get(metric)
-            .or_else(|| layout.metrics.get(&metric.to_ascii_lowercase()));
-        slot.is_some_and(|s| {
-            s.info
-                .namespaces
-                .as_ref()
-                .is_none_or(|ns| ns.iter().any(|n| n == namespace))
-        })
+        self.layout.load().slot(namespace, metric).is_some()
     }
 
     /// Every metric's name, sorted.
@@ -305,7 +317,7 @@ impl Layout {
     fn new(
         metrics: Vec<MetricInfo>,
         max_staleness: Duration,
-        previous: Option<&Layout>,
+        previous: Option<(&Layout, &HashSet<String>)>,
         restarted: &HashSet<String>,
     ) -> Self {
         let mut by_source: HashMap<String, Vec<String>> = HashMap::new();
@@ -317,7 +329,7 @@ impl Layout {
                 .push(m.name.clone());
             let kept = previous
                 .filter(|_| !restarted.contains(&m.source))
-                .and_then(|p| p.polled.get(&m.source).cloned());
+                .and_then(|(p, _)| p.polled.get(&m.source).cloned());
             polled
                 .entry(m.source.clone())
                 .or_insert_with(|| kept.unwrap_or_else(|| Arc::new(AtomicBool::new(false))));
@@ -326,8 +338,10 @@ impl Layout {
             .into_iter()
             .map(|info| {
                 let kept = previous
-                    .filter(|_| !restarted.contains(&info.source))
-                    .and_then(|p| p.metrics.get(&info.name))
+                    .filter(|(_, changed)| {
+                        !restarted.contains(&info.source) && !changed.contains(&info.name)
+                    })
+                    .and_then(|(p, _)| p.metrics.get(&info.name))
                     .filter(|slot| slot.info == info)
                     .cloned();
                 let slot = kept.unwrap_or_else(|| {
@@ -392,7 +406,37 @@ pub fn render_labels(labels: &Labels) -> String {
     format!("{{{}}}", inner.join(","))
 }
 
+impl Layout {
+    /// The slot of `metric` (any case) if it is served in `namespace`.
+    fn slot(&self, namespace: &str, metric: &str) -> Option<&Arc<MetricSlot>> {
+        let slot = match self.metrics.get(metric) {
+            Some(slot) => slot,
+            None if metric.bytes().any(|b| b.is_ascii_uppercase()) => {
+                self.metrics.get(&metric.to_ascii_lowercase())?
+            }
+            None => return None,
+        };
+        slot.info
+            .namespaces
+            .as_ref()
+            .is_none_or(|ns| ns.iter().any(|n| n == namespace))
+            .then_some(slot)
+    }
+}
+
 impl MetricsProvider for Store {
+    fn observed_empty(&self, namespace: &str, metric: &str, now: SystemTime) -> Option<SystemTime> {
+        let layout = self.layout.load();
+        let slot = layout.slot(namespace, metric)?;
+        if !slot.info.empty_means_zero {
+            return None;
+        }
+        let state = slot.state.load();
+        let at = state.polled_at.filter(|_| state.failure.is_none())?;
+        let age = now.duration_since(at).unwrap_or(Duration::ZERO);
+        (age <= layout.max_staleness).then_some(at)
+    }
+
     fn list_metrics(&self) -> Vec<MetricInfo> {
         let mut v: Vec<MetricInfo> = self
             .layout
@@ -413,23 +457,12 @@ impl MetricsProvider for Store {
         now: SystemTime,
     ) -> Result<Vec<MetricValue>, LookupError> {
         let layout = self.layout.load();
-        let slot = match layout.metrics.get(metric) {
-            Some(slot) => Some(slot),
-            None if metric.bytes().any(|b| b.is_ascii_uppercase()) => {
-                layout.metrics.get(&metric.to_ascii_lowercase())
-            }
-            None => None,
-        };
-        let unknown = || LookupError::UnknownMetric {
-            metric: metric.to_string(),
-            namespace: namespace.to_string(),
-        };
-        let slot = slot.ok_or_else(unknown)?;
-        if let Some(allowed) = &slot.info.namespaces
-            && !allowed.iter().any(|n| n == namespace)
-        {
-            return Err(unknown());
-        }
+        let slot = layout
+            .slot(namespace, metric)
+            .ok_or_else(|| LookupError::UnknownMetric {
+                metric: metric.to_string(),
+                namespace: namespace.to_string(),
+            })?;
         let name = &slot.info.name;
         let state = slot.state.load();
         if !state.polled {
@@ -500,6 +533,7 @@ mod tests {
     fn info(name: &str, source: &str) -> MetricInfo {
         MetricInfo {
             namespace_label: None,
+            empty_means_zero: false,
             name: name.into(),
             source: source.into(),
             description: None,
@@ -508,11 +542,11 @@ mod tests {
     }
 
     fn sample(metric: &str, queue: &str, value: Result<f64, SeriesError>) -> Sample {
-        Sample {
-            metric: metric.into(),
-            labels: Labels::from([("queue".to_string(), queue.to_string())]).into(),
+        Sample::new(
+            metric.into(),
+            Labels::from([("queue".to_string(), queue.to_string())]).into(),
             value,
-        }
+        )
     }
 
     fn t(secs: u64) -> SystemTime {
@@ -542,6 +576,56 @@ mod tests {
             .expect("fresh");
         assert_eq!(only_b.len(), 1);
         assert_eq!(only_b[0].value, 0.0, "an empty queue is served as 0");
+    }
+
+    #[test]
+    fn a_backend_timestamp_ages_the_value_and_never_makes_it_fresher() {
+        let store = Store::new(vec![info("q", "prom")], Duration::from_secs(30));
+        let mut old = sample("q", "a", Ok(1.0));
+        old.observed_at = Some(t(0));
+        let mut future = sample("q", "b", Ok(2.0));
+        future.observed_at = Some(t(500));
+        store.record_poll("prom", t(20), Ok(vec![old, future]));
+        let b = store
+            .get(
+                "default",
+                "q",
+                &Selector::parse("queue=b").expect("parses"),
+                t(21),
+            )
+            .expect("fresh");
+        assert_eq!(
+            b[0].observed_at,
+            t(20),
+            "a future timestamp counts as the poll's"
+        );
+        let err = store
+            .get(
+                "default",
+                "q",
+                &Selector::parse("queue=a").expect("parses"),
+                t(31),
+            )
+            .expect_err("seen by the backend 31 s ago");
+        assert!(matches!(err, LookupError::Stale { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn an_empty_answer_is_an_observation_only_for_backlogs_whose_keys_vanish() {
+        let mut pattern = info("p", "redis");
+        pattern.empty_means_zero = true;
+        let store = Store::new(vec![pattern, info("q", "redis")], Duration::from_secs(30));
+        assert_eq!(
+            store.observed_empty("default", "p", t(0)),
+            None,
+            "not polled"
+        );
+        store.record_poll("redis", t(0), Ok(vec![]));
+        assert_eq!(store.observed_empty("default", "p", t(1)), Some(t(0)));
+        assert_eq!(store.observed_empty("default", "q", t(1)), None);
+        assert_eq!(store.observed_empty("default", "p", t(31)), None, "stale");
+        store.record_poll("redis", t(2), Err("down".into()));
+        assert_eq!(store.observed_empty("default", "p", t(3)), None, "failing");
     }
 
     #[test]
@@ -596,6 +680,7 @@ mod tests {
             ],
             Duration::from_secs(60),
             &HashSet::from(["rabbit".to_string()]),
+            &HashSet::new(),
         );
         let q = store
             .get("default", "q", &Selector::everything(), t(40))
@@ -609,8 +694,9 @@ mod tests {
         assert!(store.serves("default", "new"));
         assert_eq!(store.unpolled_sources(), vec!["rabbit".to_string()]);
         store.reconfigure(
-            vec![described, info("r", "rabbit")],
+            vec![described.clone(), info("r", "rabbit")],
             Duration::from_secs(60),
+            &HashSet::new(),
             &HashSet::new(),
         );
         assert!(
@@ -619,6 +705,17 @@ mod tests {
                 .is_err(),
             "a changed metric starts over"
         );
+        store.record_poll("redis", t(2), Ok(vec![sample("q", "a", Ok(3.0))]));
+        store.reconfigure(
+            vec![described, info("r", "rabbit")],
+            Duration::from_secs(60),
+            &HashSet::new(),
+            &HashSet::from(["q".to_string()]),
+        );
+        let err = store
+            .get("default", "q", &Selector::everything(), t(3))
+            .expect_err("a metric that reads another key now starts over");
+        assert!(err.to_string().contains("first poll"), "{err}");
     }
 
     #[test]
@@ -626,14 +723,16 @@ mod tests {
         let mut gpus = info("gpu", "dcgm");
         gpus.namespace_label = Some("namespace");
         let store = Store::new(vec![gpus], Duration::from_secs(30));
-        let series = |ns: &str, value: Result<f64, SeriesError>| Sample {
-            metric: "gpu".into(),
-            labels: Labels::from([
-                ("namespace".to_string(), ns.to_string()),
-                ("workload".to_string(), "infer".to_string()),
-            ])
-            .into(),
-            value,
+        let series = |ns: &str, value: Result<f64, SeriesError>| {
+            Sample::new(
+                "gpu".into(),
+                Labels::from([
+                    ("namespace".to_string(), ns.to_string()),
+                    ("workload".to_string(), "infer".to_string()),
+                ])
+                .into(),
+                value,
+            )
         };
         store.record_poll(
             "dcgm",

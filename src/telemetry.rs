@@ -165,13 +165,16 @@ pub fn render_store(store: &Store, now: SystemTime, out: &mut String) {
     let _ = writeln!(out, "# TYPE qma_metric_value gauge");
     let mut ages = String::new();
     let mut counts = String::new();
+    let mut unseen = String::new();
     for name in store.metric_names() {
         let Some((_, state)) = store.state(&name) else {
             continue;
         };
         let mut oldest = None;
         let mut errors = 0;
+        let mut unseen_keys = 0;
         for s in &state.series {
+            unseen_keys += usize::from(s.unseen);
             oldest = Some(oldest.map_or(s.observed_at, |o: SystemTime| o.min(s.observed_at)));
             match (&s.value, &state.failure) {
                 (Ok(v), None) => {
@@ -193,6 +196,10 @@ pub fn render_store(store: &Store, now: SystemTime, out: &mut String) {
         let _ = writeln!(
             counts,
             "qma_metric_series{{metric=\"{name}\",state=\"error\"}} {errors}"
+        );
+        let _ = writeln!(
+            unseen,
+            "qma_metric_unseen_keys{{metric=\"{name}\"}} {unseen_keys}"
         );
         if let Some(o) = oldest {
             let age = now
@@ -217,6 +224,12 @@ pub fn render_store(store: &Store, now: SystemTime, out: &mut String) {
     );
     let _ = writeln!(out, "# TYPE qma_metric_data_age_seconds gauge");
     out.push_str(&ages);
+    let _ = writeln!(
+        out,
+        "# HELP qma_metric_unseen_keys Exact keys of each metric that have not existed since the source started: served as 0 (Redis deletes an empty list or sorted set), but possibly a typo or the wrong db."
+    );
+    let _ = writeln!(out, "# TYPE qma_metric_unseen_keys gauge");
+    out.push_str(&unseen);
 }
 
 /// A Kubernetes label key as a Prometheus label name: invalid characters become `_`, and names

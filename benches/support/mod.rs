@@ -16,15 +16,15 @@ use queue_metrics_adapter::telemetry::AdapterMetrics;
 
 /// A sample of `metric` with `labels` and `value`.
 pub fn sample(metric: &str, labels: &[(&str, &str)], value: f64) -> Sample {
-    Sample {
-        metric: metric.into(),
-        labels: labels
+    Sample::new(
+        metric.into(),
+        labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<Labels>()
             .into(),
-        value: Ok(value),
-    }
+        Ok(value),
+    )
 }
 
 /// A store serving `metrics` (all from source `jobs`, values fresh for an hour), polled once
@@ -34,6 +34,7 @@ pub fn polled_store(metrics: &[&str], samples: Vec<Sample>) -> Arc<Store> {
         .iter()
         .map(|name| MetricInfo {
             namespace_label: None,
+            empty_means_zero: false,
             name: name.to_string(),
             source: "jobs".into(),
             description: None,

@@ -182,6 +182,15 @@ impl Trigger {
     ) -> Result<Reading, TriggerLookupError> {
         let values = provider.get(namespace, &self.metric, &self.selector, now)?;
         let Some(observed_at) = values.iter().map(|v| v.observed_at).min() else {
+            // A list or sorted-set pattern that matches nothing on a healthy source is an empty
+            // backlog (Redis deleted the keys as they emptied): 0, and inactive.
+            if let Some(observed_at) = provider.observed_empty(namespace, &self.metric, now) {
+                return Ok(Reading {
+                    value: 0.0,
+                    series: 0,
+                    observed_at,
+                });
+            }
             return Err(TriggerLookupError::NoSeries {
                 metric: self.metric.clone(),
                 selector: format!("{:?}", self.selector),

@@ -4,6 +4,7 @@
 //! nothing of HTTP, the store or schedules: the poller calls [`Source::poll`] on an interval and
 //! records the outcome. Sources only read; none sends a command that changes a queue.
 
+pub mod age;
 pub mod dcgm;
 pub mod rabbitmq;
 pub mod redis;

@@ -21,7 +21,7 @@ pub mod synthetic;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use self::aggregate::{PodKey, PodValue, WorkloadAggregate, per_group, per_pod};
 use self::config::{
@@ -284,11 +284,20 @@ impl Source for DcgmSource {
         let mut readings: Vec<GpuReading> = Vec::new();
         let mut unknown: BTreeMap<PodKey, usize> = BTreeMap::new();
         let mut failures: Vec<(String, String)> = Vec::new();
+        // Pods whose readings are older than this poll (relayed by Prometheus), and how old.
+        let mut seen_at: BTreeMap<PodKey, SystemTime> = BTreeMap::new();
         for s in scrapes {
             self.note_malformed(&s.endpoint, s.malformed, &s.first_malformed);
             match s.outcome {
                 Ok(r) => {
-                    self.last_pods.insert(s.endpoint, pods_of(&r));
+                    let pods = pods_of(&r);
+                    if let Some(at) = s.observed_at {
+                        for (key, _) in &pods {
+                            let t = seen_at.entry(key.clone()).or_insert(at);
+                            *t = (*t).min(at);
+                        }
+                    }
+                    self.last_pods.insert(s.endpoint, pods);
                     readings.extend(r);
                 }
                 Err(e) => {
@@ -345,6 +354,14 @@ impl Source for DcgmSource {
             })
         };
 
+        let mut group_seen_at: BTreeMap<SeriesKey, SystemTime> = BTreeMap::new();
+        for (key, at) in &seen_at {
+            if let Some(group) = group_of(key) {
+                let t = group_seen_at.entry(group).or_insert(*at);
+                *t = (*t).min(*at);
+            }
+        }
+
         let mut samples = Vec::new();
         for plan in &self.metrics {
             let mut per = per_pod(&readings, signal(plan.measure), plan.aggregate);
@@ -355,6 +372,7 @@ impl Source for DcgmSource {
                 });
             }
             for (key, value) in per_group(&per, group_of, plan.aggregate) {
+                let observed_at = group_seen_at.get(&key).copied();
                 let mut labels = plan.labels.clone();
                 labels.insert(NAMESPACE_LABEL.into(), key.workload.namespace);
                 labels.insert(WORKLOAD_LABEL.into(), key.workload.name);
@@ -363,11 +381,17 @@ impl Source for DcgmSource {
                     labels.insert(name.clone(), v);
                 }
                 samples.push(Sample {
-                    metric: plan.name.clone(),
-                    labels: Arc::new(labels),
-                    value: value.map_err(|e| {
-                        SeriesError::new(format!("{} of the workload's GPUs: {e}", plan.measure))
-                    }),
+                    observed_at,
+                    ..Sample::new(
+                        plan.name.clone(),
+                        Arc::new(labels),
+                        value.map_err(|e| {
+                            SeriesError::new(format!(
+                                "{} of the workload's GPUs: {e}",
+                                plan.measure
+                            ))
+                        }),
+                    )
                 });
             }
         }

@@ -4,10 +4,13 @@
 //! The query asks for every metric of the alias table and for `up` of the same targets, so each
 //! exporter target (`instance`) still counts as one endpoint: a target Prometheus reports down
 //! (`up == 0`) makes only its GPUs unknown, exactly as a failed direct scrape does. Relayed
-//! labels (`exported_pod`, `exported_namespace`) are understood by [`super::gpus`].
+//! labels (`exported_pod`, `exported_namespace`) are understood by [`super::gpus`]. An instant
+//! query answers the newest sample within Prometheus' lookback (5 minutes by default), so each
+//! target's readings carry the oldest sample timestamp it answered with: a GPU Prometheus last
+//! saw minutes ago ages out under `max_staleness` instead of passing as fresh.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
@@ -62,6 +65,8 @@ struct Target<'a> {
     samples: Vec<PromSample<'a>>,
     /// Samples whose value did not parse.
     unreadable: Vec<String>,
+    /// The oldest sample timestamp (unix seconds) among `up` and the samples read.
+    oldest: Option<f64>,
 }
 
 /// Runs the query and splits the answer per exporter target.
@@ -121,6 +126,10 @@ pub fn split(
                 .push(format!("{name}: value {:?}", s.value.1));
             continue;
         };
+        let at = s.value.0;
+        if at.is_finite() {
+            target.oldest = Some(target.oldest.map_or(at, |o: f64| o.min(at)));
+        }
         if name == "up" {
             target.up = Some(value >= 1.0);
             continue;
@@ -146,8 +155,16 @@ pub fn split(
             },
             malformed: t.unreadable.len(),
             first_malformed: t.unreadable.into_iter().take(3).enumerate().collect(),
+            observed_at: t.oldest.and_then(unix_time),
         })
         .collect())
+}
+
+/// A Prometheus sample timestamp (unix seconds, fractional) as a time; `None` before the epoch.
+fn unix_time(secs: f64) -> Option<SystemTime> {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d))
 }
 
 #[cfg(test)]
@@ -192,6 +209,11 @@ mod tests {
             "relayed labels name the GPU's pod, not the exporter's"
         );
         assert_eq!(up.malformed, 1);
+        assert_eq!(
+            up.observed_at,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1)),
+            "readings carry the sample timestamps Prometheus answered with"
+        );
         assert!(targets[1].outcome.is_err(), "up == 0");
         for bad in [
             r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#,

@@ -17,6 +17,9 @@ pub struct EndpointScrape {
     pub malformed: usize,
     /// The first malformed lines with their line numbers, for the log.
     pub first_malformed: Vec<(usize, String)>,
+    /// When the readings were taken, where that is earlier than now: the oldest sample
+    /// timestamp of a target that Prometheus relays. `None` for a direct scrape (now).
+    pub observed_at: Option<std::time::SystemTime>,
 }
 
 /// Scrapes every endpoint concurrently with `timeout` each.
@@ -53,6 +56,7 @@ async fn scrape_one(
                 outcome: Ok(readings(&parsed.samples, aliases, extra_labels)),
                 malformed: parsed.malformed,
                 first_malformed: parsed.first_malformed,
+                observed_at: None,
             }
         }
         Err(e) => EndpointScrape {
@@ -60,6 +64,7 @@ async fn scrape_one(
             outcome: Err(e),
             malformed: 0,
             first_malformed: Vec::new(),
+            observed_at: None,
         },
     }
 }

@@ -153,6 +153,22 @@ pub struct RabbitMqTarget {
     /// Management API only.
     #[serde(default)]
     pub queue_pattern: Option<String>,
+    /// For `oldest_age_seconds`: how publishers write the AMQP `timestamp` property. Default
+    /// `s` (POSIX seconds, as AMQP 0-9-1 defines it); `ms` for publishers that write
+    /// milliseconds (JavaScript `Date.now()`, many Java clients).
+    #[serde(default)]
+    pub timestamp_unit: Option<HeadTimestampUnit>,
+}
+
+/// The unit of the AMQP `timestamp` property that RabbitMQ reports as `head_message_timestamp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadTimestampUnit {
+    /// Seconds since the epoch (the AMQP 0-9-1 definition).
+    #[default]
+    S,
+    /// Milliseconds since the epoch.
+    Ms,
 }
 
 fn default_vhost() -> String {
@@ -215,6 +231,12 @@ impl RabbitMqTarget {
                 ));
             }
             _ => {}
+        }
+        if self.timestamp_unit.is_some() && measure != Measure::OldestAgeSeconds {
+            return Err(ConfigError::invalid(
+                format!("{at}.timestamp_unit"),
+                format!("only applies to measure oldest_age_seconds, not {measure}"),
+            ));
         }
         let allowed = match via {
             ReadVia::Management => MANAGEMENT_MEASURES,

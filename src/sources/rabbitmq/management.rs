@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use super::config::HeadTimestampUnit;
 use crate::config::{Measure, Secret};
 use crate::model::SeriesError;
 
@@ -15,7 +16,11 @@ pub const PAGE_SIZE: u32 = 500;
 /// The columns we read; asking for them keeps responses small (and, on 3.13+, detailed).
 pub const COLUMNS: &str = "name,vhost,type,messages,messages_ready,messages_unacknowledged,consumers,\
 head_message_timestamp,message_stats.publish_details.rate,message_stats.deliver_get_details.rate,\
-message_stats.ack_details.rate";
+message_stats.ack_details.rate,message_stats.deliver_no_ack_details.rate,\
+message_stats.get_no_ack_details.rate";
+
+/// What `/api/overview` is asked for: whether the broker collects message rates at all.
+pub const OVERVIEW_COLUMNS: &str = "rates_mode,disable_stats";
 
 /// One queue as the listing reports it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -49,18 +54,25 @@ pub struct QueueInfo {
     pub message_stats: Option<MessageStats>,
 }
 
-/// The rate part of `message_stats`.
+/// The rate part of `message_stats`. Where the object is there, RabbitMQ sends every one of
+/// these; one that is missing is an error naming it, never a rate of 0.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 pub struct MessageStats {
     /// Publishes into the queue.
     #[serde(default)]
     pub publish_details: Option<Rate>,
-    /// Deliveries (consume + get).
+    /// Deliveries (consume + get, with and without acknowledgement).
     #[serde(default)]
     pub deliver_get_details: Option<Rate>,
     /// Acknowledgements.
     #[serde(default)]
     pub ack_details: Option<Rate>,
+    /// Deliveries to consumers in automatic-acknowledgement mode, which never ack.
+    #[serde(default)]
+    pub deliver_no_ack_details: Option<Rate>,
+    /// `basic.get`s without acknowledgement.
+    #[serde(default)]
+    pub get_no_ack_details: Option<Rate>,
 }
 
 /// A `*_details` object.
@@ -72,6 +84,33 @@ pub struct Rate {
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
     Option::<f64>::deserialize(d).map(Some)
+}
+
+/// What `/api/overview?columns=rates_mode,disable_stats` answers.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Overview {
+    /// `basic` or `detailed` when the broker computes message rates, `none` when it does not
+    /// (`management.rates_mode = none`).
+    #[serde(default)]
+    pub rates_mode: Option<String>,
+    /// True when the broker keeps no statistics (`management.disable_stats`,
+    /// `management_agent.disable_metrics_collector`): no `message_stats` anywhere.
+    #[serde(default)]
+    pub disable_stats: Option<bool>,
+}
+
+impl Overview {
+    /// `Ok` when the broker collects message rates; otherwise why not, for every rate measure.
+    pub fn rates(&self) -> Result<(), String> {
+        if self.disable_stats == Some(true) {
+            return Err("RabbitMQ collects no statistics on this broker (/api/overview reports disable_stats: true: management.disable_stats or management_agent.disable_metrics_collector is set), so it reports no message rates".into());
+        }
+        match self.rates_mode.as_deref() {
+            Some("none") => Err("RabbitMQ collects no message rates on this broker (/api/overview reports rates_mode: none)".into()),
+            Some(_) => Ok(()),
+            None => Err("RabbitMQ's /api/overview did not report rates_mode, so whether it collects message rates is unknown".into()),
+        }
+    }
 }
 
 /// The paged envelope of `/api/queues/{vhost}?page=...`.
@@ -132,6 +171,59 @@ impl Management {
         })
     }
 
+    /// Whether the broker collects message rates (one `GET /api/overview`, two columns).
+    ///
+    /// # Errors
+    /// When the call fails or the answer is not an overview.
+    pub async fn overview(&self) -> Result<Overview, String> {
+        self.get_json("/api/overview", &format!("columns={OVERVIEW_COLUMNS}"))
+            .await
+            .map_err(|e| match e {
+                ListError::VhostMissing => "GET /api/overview: HTTP 404".to_string(),
+                ListError::Failed(message) => message,
+            })
+    }
+
+    /// `GET path?query`, read as JSON; a 404 is [`ListError::VhostMissing`].
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &str,
+    ) -> Result<T, ListError> {
+        let response = self
+            .http
+            .get(format!("{}{path}?{query}", self.base))
+            .basic_auth(&self.username, self.password.as_ref().map(Secret::expose))
+            .send()
+            .await
+            .map_err(|e| {
+                ListError::Failed(format!(
+                    "GET {path}: {}",
+                    crate::sources::http_error_text(&e)
+                ))
+            })?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(ListError::VhostMissing);
+        }
+        if !status.is_success() {
+            let hint = match status.as_u16() {
+                401 => " (check username and password)",
+                403 => " (the user lacks the monitoring tag or permission on this vhost)",
+                _ => "",
+            };
+            return Err(ListError::Failed(format!(
+                "GET {path}: HTTP {status}{hint}"
+            )));
+        }
+        response.json().await.map_err(|e| {
+            ListError::Failed(format!(
+                "GET {path}: unreadable reply: {}",
+                crate::sources::http_error_text(&e)
+            ))
+        })
+    }
+
     /// Every queue of `vhost`, one page of [`PAGE_SIZE`] per call.
     ///
     /// # Errors
@@ -140,48 +232,15 @@ impl Management {
         let mut queues = Vec::new();
         let mut page = 1u64;
         let mut calls = 0;
+        let path = format!("/api/queues/{}", encode(vhost));
         loop {
-            let url = format!(
-                "{}/api/queues/{}?page={page}&page_size={PAGE_SIZE}&columns={COLUMNS}",
-                self.base,
-                encode(vhost)
-            );
             calls += 1;
-            let response = self
-                .http
-                .get(&url)
-                .basic_auth(&self.username, self.password.as_ref().map(Secret::expose))
-                .send()
-                .await
-                .map_err(|e| {
-                    ListError::Failed(format!(
-                        "GET /api/queues/{}: {}",
-                        encode(vhost),
-                        crate::sources::http_error_text(&e)
-                    ))
-                })?;
-            let status = response.status();
-            if status == reqwest::StatusCode::NOT_FOUND {
-                return Err(ListError::VhostMissing);
-            }
-            if !status.is_success() {
-                let hint = match status.as_u16() {
-                    401 => " (check username and password)",
-                    403 => " (the user lacks the monitoring tag or permission on this vhost)",
-                    _ => "",
-                };
-                return Err(ListError::Failed(format!(
-                    "GET /api/queues/{}: HTTP {status}{hint}",
-                    encode(vhost)
-                )));
-            }
-            let body: Page = response.json().await.map_err(|e| {
-                ListError::Failed(format!(
-                    "GET /api/queues/{}: unreadable reply: {}",
-                    encode(vhost),
-                    crate::sources::http_error_text(&e)
-                ))
-            })?;
+            let body: Page = self
+                .get_json(
+                    &path,
+                    &format!("page={page}&page_size={PAGE_SIZE}&columns={COLUMNS}"),
+                )
+                .await?;
             queues.extend(body.items);
             if page >= body.page_count {
                 break;
@@ -205,39 +264,69 @@ pub fn encode(segment: &str) -> String {
     out
 }
 
-/// The value of `measure` for a listed queue at `now_s` (the adapter's clock, epoch seconds).
+/// What a queue's value is judged against besides the queue itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading<'a> {
+    /// The adapter's clock, epoch milliseconds.
+    pub now_ms: f64,
+    /// Drain time served for a backlog that nothing takes.
+    pub max_drain_seconds: f64,
+    /// `Ok` when the broker collects message rates, else why not ([`Overview::rates`]).
+    pub rates: &'a Result<(), String>,
+    /// How publishers write the AMQP `timestamp` property.
+    pub timestamp_unit: HeadTimestampUnit,
+}
+
+/// Earliest plausible enqueue time, 2000-01-01, in epoch ms: an earlier one is a unit mix-up.
+const EARLIEST_PLAUSIBLE_MS: f64 = 946_684_800_000.0;
+
+/// The value of `measure` for a listed queue.
+///
+/// Rates are messages per second over RabbitMQ's last sample interval. `drain_seconds` is the
+/// backlog (`messages`) over the rate at which messages leave the queue: acknowledgements plus
+/// deliveries and gets in automatic-acknowledgement mode (`ack + deliver_no_ack + get_no_ack`),
+/// capped at `max_drain_seconds`, which is also served when nothing leaves; an empty queue
+/// drains in 0 s.
 ///
 /// # Errors
 /// When RabbitMQ did not report what the measure needs: never a guess.
-pub fn value(
-    q: &QueueInfo,
-    measure: Measure,
-    now_s: f64,
-    max_drain_seconds: f64,
-) -> Result<f64, SeriesError> {
+pub fn value(q: &QueueInfo, measure: Measure, at: &Reading<'_>) -> Result<f64, SeriesError> {
     let count = |v: Option<u64>, field: &str| {
         v.map(|n| n as f64).ok_or_else(|| {
-            SeriesError::new(format!("RabbitMQ has not reported {field} for queue {:?} yet (statistics lag behind new queues)", q.name))
+            SeriesError::new(format!("RabbitMQ did not report {field} for queue {:?} (statistics lag behind new queues; some versions drop counts of quorum queues)", q.name))
         })
     };
-    let rate = |r: Option<Rate>| r.map_or(0.0, |r| r.rate);
-    let stats = q.message_stats.clone().unwrap_or_default();
+    // A queue without traffic has no message_stats: no messages moved, a rate of 0, where the
+    // broker collects rates at all.
+    let rate = |pick: fn(&MessageStats) -> Option<Rate>, field: &str| {
+        at.rates
+            .clone()
+            .map_err(|why| SeriesError::new(format!("{measure} of queue {:?}: {why}", q.name)))?;
+        match &q.message_stats {
+            None => Ok(0.0),
+            Some(stats) => pick(stats).map(|r| r.rate).ok_or_else(|| {
+                SeriesError::new(format!(
+                    "RabbitMQ sent message_stats without {field}.rate for queue {:?}",
+                    q.name
+                ))
+            }),
+        }
+    };
     match measure {
         Measure::Ready => count(q.messages_ready, "messages_ready"),
         Measure::Unacked => count(q.messages_unacknowledged, "messages_unacknowledged"),
         Measure::Total => count(q.messages, "messages"),
         Measure::Consumers => count(q.consumers, "consumers"),
-        // A queue without traffic has no message_stats: no messages moved, a rate of 0.
-        Measure::PublishRate => Ok(rate(stats.publish_details)),
-        Measure::DeliverRate => Ok(rate(stats.deliver_get_details)),
-        Measure::AckRate => Ok(rate(stats.ack_details)),
+        Measure::PublishRate => rate(|s| s.publish_details, "publish_details"),
+        Measure::DeliverRate => rate(|s| s.deliver_get_details, "deliver_get_details"),
+        Measure::AckRate => rate(|s| s.ack_details, "ack_details"),
         Measure::OldestAgeSeconds => {
             if count(q.messages, "messages")? == 0.0 {
                 return Ok(0.0);
             }
             let kind = q.kind.as_deref().unwrap_or("classic");
             match q.head_message_timestamp {
-                Some(Some(ts)) => Ok((now_s - ts).max(0.0)),
+                Some(Some(ts)) => head_age(&q.name, ts, at),
                 _ if kind != "classic" => Err(SeriesError::new(format!(
                     "age unavailable: queue {:?} is a {kind} queue, and only classic queues report head_message_timestamp",
                     q.name
@@ -250,13 +339,16 @@ pub fn value(
         }
         Measure::DrainSeconds => {
             let backlog = count(q.messages, "messages")?;
-            let acks = rate(stats.ack_details);
-            Ok(if backlog == 0.0 {
-                0.0
-            } else if acks > 0.0 {
-                (backlog / acks).min(max_drain_seconds)
+            if backlog == 0.0 {
+                return Ok(0.0);
+            }
+            let leaving = rate(|s| s.ack_details, "ack_details")?
+                + rate(|s| s.deliver_no_ack_details, "deliver_no_ack_details")?
+                + rate(|s| s.get_no_ack_details, "get_no_ack_details")?;
+            Ok(if leaving > 0.0 {
+                (backlog / leaving).min(at.max_drain_seconds)
             } else {
-                max_drain_seconds
+                at.max_drain_seconds
             })
         }
         other => Err(SeriesError::new(format!(
@@ -265,9 +357,40 @@ pub fn value(
     }
 }
 
+/// The age of a head message whose AMQP `timestamp` is `ts` in the configured unit.
+fn head_age(queue: &str, ts: f64, at: &Reading<'_>) -> Result<f64, SeriesError> {
+    let (enqueued_ms, unit_hint) = match at.timestamp_unit {
+        HeadTimestampUnit::S => (
+            ts * 1000.0,
+            "AMQP timestamps are seconds; for publishers that write milliseconds (JavaScript Date.now(), many Java clients) set timestamp_unit: ms",
+        ),
+        HeadTimestampUnit::Ms => (ts, "timestamp_unit is ms"),
+    };
+    let bad = |e: String| {
+        SeriesError::new(format!(
+            "queue {queue:?}: head_message_timestamp {ts}: {e} ({unit_hint})"
+        ))
+    };
+    if enqueued_ms.is_nan() || enqueued_ms < EARLIEST_PLAUSIBLE_MS {
+        return Err(bad("that is before the year 2000".into()));
+    }
+    crate::sources::age::age_seconds(enqueued_ms, at.now_ms, "the adapter's clock").map_err(bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const COLLECTED: Result<(), String> = Ok(());
+
+    fn at(now_s: f64, max_drain_seconds: f64) -> Reading<'static> {
+        Reading {
+            now_ms: now_s * 1000.0,
+            max_drain_seconds,
+            rates: &COLLECTED,
+            timestamp_unit: HeadTimestampUnit::S,
+        }
+    }
 
     fn fixture(name: &str) -> QueueInfo {
         let text = match name {
@@ -288,18 +411,18 @@ mod tests {
     fn classic_queue_with_timestamps_has_counts_and_age() {
         let q = fixture("ts");
         let ts = q.head_message_timestamp.flatten().expect("timestamp");
-        assert_eq!(value(&q, Measure::Ready, ts, 100.0), Ok(4.0));
-        assert_eq!(value(&q, Measure::Unacked, ts, 100.0), Ok(1.0));
-        assert_eq!(value(&q, Measure::Total, ts, 100.0), Ok(5.0));
+        assert_eq!(value(&q, Measure::Ready, &at(ts, 100.0)), Ok(4.0));
+        assert_eq!(value(&q, Measure::Unacked, &at(ts, 100.0)), Ok(1.0));
+        assert_eq!(value(&q, Measure::Total, &at(ts, 100.0)), Ok(5.0));
         assert_eq!(
-            value(&q, Measure::OldestAgeSeconds, ts + 42.0, 100.0),
+            value(&q, Measure::OldestAgeSeconds, &at(ts + 42.0, 100.0)),
             Ok(42.0)
         );
     }
 
     #[test]
     fn age_is_unavailable_without_timestamps_and_on_quorum_queues() {
-        let err = value(&fixture("nots"), Measure::OldestAgeSeconds, 0.0, 100.0)
+        let err = value(&fixture("nots"), Measure::OldestAgeSeconds, &at(0.0, 100.0))
             .expect_err("no timestamp");
         assert!(err.0.contains("timestamp property"), "{err}");
         let q = fixture("quorum");
@@ -307,7 +430,7 @@ mod tests {
             q.head_message_timestamp, None,
             "quorum queues have no such field"
         );
-        let err = value(&q, Measure::OldestAgeSeconds, 0.0, 100.0).expect_err("quorum");
+        let err = value(&q, Measure::OldestAgeSeconds, &at(0.0, 100.0)).expect_err("quorum");
         assert!(err.0.contains("quorum queue"), "{err}");
     }
 
@@ -320,31 +443,129 @@ mod tests {
         assert!(!page.items.is_empty());
         assert!(page.page_count >= 1);
         for q in &page.items {
-            assert!(value(q, Measure::Total, 0.0, 1.0).is_ok(), "{q:?}");
+            assert!(value(q, Measure::Total, &at(0.0, 1.0)).is_ok(), "{q:?}");
         }
     }
 
+    fn stats(ack: f64, deliver_no_ack: f64, get_no_ack: f64) -> Option<MessageStats> {
+        Some(MessageStats {
+            publish_details: Some(Rate { rate: 9.0 }),
+            deliver_get_details: Some(Rate { rate: 9.0 }),
+            ack_details: Some(Rate { rate: ack }),
+            deliver_no_ack_details: Some(Rate {
+                rate: deliver_no_ack,
+            }),
+            get_no_ack_details: Some(Rate { rate: get_no_ack }),
+        })
+    }
+
     #[test]
-    fn drain_time_is_backlog_over_ack_rate_capped() {
+    fn drain_time_is_backlog_over_the_rate_messages_leave_capped() {
         let mut q = fixture("ts");
-        q.message_stats = Some(MessageStats {
-            ack_details: Some(Rate { rate: 2.5 }),
-            ..Default::default()
-        });
-        assert_eq!(value(&q, Measure::DrainSeconds, 0.0, 100.0), Ok(2.0));
+        q.message_stats = stats(2.5, 0.0, 0.0);
+        assert_eq!(value(&q, Measure::DrainSeconds, &at(0.0, 100.0)), Ok(2.0));
+        q.message_stats = stats(0.0, 2.0, 0.5);
+        assert_eq!(
+            value(&q, Measure::DrainSeconds, &at(0.0, 100.0)),
+            Ok(2.0),
+            "automatic-acknowledgement consumers drain without acks"
+        );
+        q.message_stats = stats(1.0, 1.0, 0.5);
+        assert_eq!(value(&q, Measure::DrainSeconds, &at(0.0, 100.0)), Ok(2.0));
+        let mut partial = stats(1.0, 1.0, 0.5);
+        if let Some(s) = partial.as_mut() {
+            s.deliver_no_ack_details = None;
+        }
+        q.message_stats = partial;
+        let err = value(&q, Measure::DrainSeconds, &at(0.0, 100.0)).expect_err("field missing");
+        assert!(err.0.contains("deliver_no_ack_details"), "{err}");
         q.message_stats = None;
         assert_eq!(
-            value(&q, Measure::DrainSeconds, 0.0, 100.0),
+            value(&q, Measure::DrainSeconds, &at(0.0, 100.0)),
             Ok(100.0),
             "no acks: the cap"
         );
         q.messages = Some(0);
-        assert_eq!(value(&q, Measure::DrainSeconds, 0.0, 100.0), Ok(0.0));
+        assert_eq!(value(&q, Measure::DrainSeconds, &at(0.0, 100.0)), Ok(0.0));
         q.messages = None;
         assert!(
-            value(&q, Measure::DrainSeconds, 0.0, 100.0).is_err(),
+            value(&q, Measure::DrainSeconds, &at(0.0, 100.0)).is_err(),
             "unknown backlog is an error"
         );
+    }
+
+    #[test]
+    fn a_broker_without_rates_makes_every_rate_measure_an_error_but_counts_stay() {
+        let overview: Overview =
+            serde_json::from_str(r#"{"rates_mode":"none","disable_stats":false}"#).expect("json");
+        let off = overview.rates();
+        assert!(off.as_ref().expect_err("none").contains("rates_mode: none"));
+        let disabled: Overview =
+            serde_json::from_str(r#"{"rates_mode":"basic","disable_stats":true}"#).expect("json");
+        assert!(disabled.rates().expect_err("off").contains("disable_stats"));
+        let silent: Overview = serde_json::from_str("{}").expect("json");
+        assert!(silent.rates().expect_err("unknown").contains("rates_mode"));
+        let basic: Overview = serde_json::from_str(r#"{"rates_mode":"basic"}"#).expect("json");
+        assert_eq!(basic.rates(), Ok(()));
+
+        let q = fixture("ts");
+        let reading = Reading {
+            rates: &off,
+            ..at(0.0, 100.0)
+        };
+        for m in [
+            Measure::PublishRate,
+            Measure::DeliverRate,
+            Measure::AckRate,
+            Measure::DrainSeconds,
+        ] {
+            let err = value(&q, m, &reading).expect_err("no rates");
+            assert!(err.0.contains("rates_mode: none"), "{m}: {err}");
+        }
+        assert_eq!(value(&q, Measure::Ready, &reading), Ok(4.0));
+        let mut empty = q.clone();
+        empty.messages = Some(0);
+        assert_eq!(
+            value(&empty, Measure::DrainSeconds, &reading),
+            Ok(0.0),
+            "an empty queue has nothing to drain"
+        );
+        let mut idle = q;
+        idle.message_stats = None;
+        assert_eq!(
+            value(&idle, Measure::PublishRate, &at(0.0, 100.0)),
+            Ok(0.0),
+            "no traffic, no message_stats: an honest 0 where rates are collected"
+        );
+    }
+
+    #[test]
+    fn a_head_timestamp_in_the_future_is_an_error_and_ms_is_a_unit() {
+        let mut q = fixture("ts");
+        let now_s = 1_795_310_000.0;
+        q.head_message_timestamp = Some(Some(now_s * 1000.0 - 120_000.0));
+        let err = value(&q, Measure::OldestAgeSeconds, &at(now_s, 100.0))
+            .expect_err("milliseconds read as seconds");
+        assert!(
+            err.0.contains("milliseconds") && err.0.contains("timestamp_unit: ms"),
+            "{err}"
+        );
+        let ms = Reading {
+            timestamp_unit: HeadTimestampUnit::Ms,
+            ..at(now_s, 100.0)
+        };
+        assert_eq!(value(&q, Measure::OldestAgeSeconds, &ms), Ok(120.0));
+        q.head_message_timestamp = Some(Some(now_s + 30.0));
+        assert_eq!(
+            value(&q, Measure::OldestAgeSeconds, &at(now_s, 100.0)),
+            Ok(0.0),
+            "30 s ahead is clock skew"
+        );
+        q.head_message_timestamp = Some(Some(now_s + 600.0));
+        assert!(value(&q, Measure::OldestAgeSeconds, &at(now_s, 100.0)).is_err());
+        q.head_message_timestamp = Some(Some(now_s - 120.0));
+        let err = value(&q, Measure::OldestAgeSeconds, &ms).expect_err("seconds read as ms");
+        assert!(err.0.contains("before the year 2000"), "{err}");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! strictly without touching messages.
 //!
 //! Through the management API (default) a poll is one paged `GET /api/queues/{vhost}` per vhost
-//! (500 queues a page) with only the columns we use; through AMQP it is a passive
+//! (500 queues a page) with only the columns we use, plus, where a rate measure is configured,
+//! a `GET /api/overview` of two columns once a minute to learn whether the broker collects
+//! message rates at all (without them every rate is an error, not 0); through AMQP it is a passive
 //! `queue.declare` per queue. Neither consumes, gets, acknowledges or requeues anything:
 //! `basic.get` + requeue would set `redelivered`, reorder quorum queues and count toward
 //! delivery limits (sources.md §3.4).
@@ -13,13 +15,13 @@ pub mod management;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use regex::Regex;
 
 use self::amqp::{Amqp, DeclareOutcome};
 use self::config::{RabbitMqSourceConfig, RabbitMqTarget, ReadVia};
-use self::management::{ListError, Management, QueueInfo};
+use self::management::{ListError, Management, QueueInfo, Reading};
 use super::{Source, SourceError};
 use crate::config::{Config, Measure};
 use crate::model::{Labels, Sample, SeriesError};
@@ -28,6 +30,8 @@ use crate::model::{Labels, Sample, SeriesError};
 pub const QUEUE_LABEL: &str = "queue";
 /// Label naming the vhost of a series.
 pub const VHOST_LABEL: &str = "vhost";
+/// How often the broker's rate collection is re-checked: it changes only with its config.
+const OVERVIEW_EVERY: Duration = Duration::from_secs(60);
 
 struct MetricPlan {
     name: Arc<str>,
@@ -48,6 +52,8 @@ pub struct RabbitMqSource {
     reader: Reader,
     metrics: Vec<MetricPlan>,
     max_drain_seconds: f64,
+    /// Whether the broker collects message rates, and when that was last asked.
+    rates: Option<(Instant, Result<(), String>)>,
     /// Management calls made by the last poll, for tests and benchmarks.
     last_calls: u32,
 }
@@ -114,6 +120,7 @@ impl RabbitMqSource {
             reader,
             metrics,
             max_drain_seconds: conn.max_drain_seconds(),
+            rates: None,
             last_calls: 0,
         })
     }
@@ -164,11 +171,35 @@ impl RabbitMqSource {
                 }
             }
         }
+        let uses_rates = self.metrics.iter().any(|m| {
+            matches!(
+                m.measure,
+                Measure::PublishRate
+                    | Measure::DeliverRate
+                    | Measure::AckRate
+                    | Measure::DrainSeconds
+            )
+        });
+        let rates_due = self
+            .rates
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= OVERVIEW_EVERY);
+        if uses_rates && rates_due {
+            calls += 1;
+            let overview = client.overview().await.map_err(|message| SourceError::Io {
+                target: "management API".into(),
+                message,
+            })?;
+            self.rates = Some((Instant::now(), overview.rates()));
+        }
         self.last_calls = calls;
-        let now_s = SystemTime::now()
+        let unknown = Err("the broker's rate collection has not been read".to_string());
+        let rates = self.rates.as_ref().map_or(&unknown, |(_, r)| r);
+        let now_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
-            .as_secs_f64();
+            .as_secs_f64()
+            * 1000.0;
         let mut samples = Vec::new();
         for m in &self.metrics {
             let vhost = &m.target.vhost;
@@ -176,40 +207,39 @@ impl RabbitMqSource {
                 Some(Ok(l)) => l,
                 _ => {
                     if let Some(q) = &m.target.queue {
-                        samples.push(Sample {
-                            metric: m.name.clone(),
-                            labels: self.labels(m, vhost, q),
-                            value: Err(SeriesError::new(format!("vhost {vhost:?} does not exist"))),
-                        });
+                        samples.push(Sample::new(
+                            m.name.clone(),
+                            self.labels(m, vhost, q),
+                            Err(SeriesError::new(format!("vhost {vhost:?} does not exist"))),
+                        ));
                     }
                     continue;
                 }
             };
+            let at = Reading {
+                now_ms,
+                max_drain_seconds: self.max_drain_seconds,
+                rates,
+                timestamp_unit: m.target.timestamp_unit.unwrap_or_default(),
+            };
             match (&m.target.queue, &m.pattern) {
-                (Some(q), _) => samples.push(Sample {
-                    metric: m.name.clone(),
-                    labels: self.labels(m, vhost, q),
-                    value: match listing.get(q) {
-                        Some(info) => {
-                            management::value(info, m.measure, now_s, self.max_drain_seconds)
-                        }
+                (Some(q), _) => samples.push(Sample::new(
+                    m.name.clone(),
+                    self.labels(m, vhost, q),
+                    match listing.get(q) {
+                        Some(info) => management::value(info, m.measure, &at),
                         None => Err(SeriesError::new(format!(
                             "queue {q:?} not found in vhost {vhost:?}"
                         ))),
                     },
-                }),
+                )),
                 (None, Some(re)) => {
                     for (q, info) in listing.iter().filter(|(q, _)| re.is_match(q)) {
-                        samples.push(Sample {
-                            metric: m.name.clone(),
-                            labels: self.labels(m, vhost, q),
-                            value: management::value(
-                                info,
-                                m.measure,
-                                now_s,
-                                self.max_drain_seconds,
-                            ),
-                        });
+                        samples.push(Sample::new(
+                            m.name.clone(),
+                            self.labels(m, vhost, q),
+                            management::value(info, m.measure, &at),
+                        ));
                     }
                 }
                 (None, None) => {}
@@ -265,11 +295,7 @@ impl RabbitMqSource {
                 }
                 None => Err(SeriesError::new(format!("queue {q:?} was not read"))),
             };
-            samples.push(Sample {
-                metric: m.name.clone(),
-                labels: self.labels(m, vhost, q),
-                value,
-            });
+            samples.push(Sample::new(m.name.clone(), self.labels(m, vhost, q), value));
         }
         Ok(samples)
     }

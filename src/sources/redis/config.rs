@@ -122,7 +122,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Which Redis type a metric reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyType {
     /// A list used as a queue (Sidekiq, RQ, BullMQ `wait`, Celery/kombu).
@@ -141,6 +141,13 @@ impl KeyType {
             KeyType::Stream => "stream",
             KeyType::Zset => "zset",
         }
+    }
+
+    /// Whether Redis deletes a key of this type when its last element goes (lists and sorted
+    /// sets), so that a missing key is an empty queue. A stream is never deleted by Redis
+    /// itself: a missing stream is a typo, the wrong `db`, or a deliberate `DEL`.
+    pub fn deleted_when_empty(self) -> bool {
+        !matches!(self, KeyType::Stream)
     }
 
     fn measures(self) -> &'static [Measure] {

@@ -5,20 +5,28 @@
 //! failure. Pattern metrics find their keys with `SCAN ... MATCH ... TYPE` on their own, slower
 //! interval (`discovery_interval`), never with `KEYS`. Only read commands are sent; the
 //! `read_only` integration test audits that against the server's command statistics.
+//!
+//! What a missing key means depends on its type. Redis deletes a list or sorted set when its
+//! last element goes, so a missing one is an empty queue: `0`. A list or sorted-set key found
+//! by a pattern therefore stays in the poll set after it empties (served as `0`, and a job
+//! pushed into it is seen on the next poll) until it has been missing for
+//! `pattern_key_retention`. An exact key that has never existed since start is served as `0`
+//! too, but logged once and counted, because it is as likely a typo. Redis never deletes a
+//! stream by itself, so a missing stream is an error for every stream measure.
 
 pub mod config;
 mod reads;
 mod reply;
 mod timestamp;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
 
-use self::config::{KEY_LABEL_FULL, RedisSourceConfig, RedisTarget, redact_url};
+use self::config::{KEY_LABEL_FULL, KeyType, RedisSourceConfig, RedisTarget, redact_url};
 use self::reads::{Batch, Pending, Planned, SeriesRead};
 use super::{Source, SourceError};
 use crate::config::{Config, Measure, MetricConfig};
@@ -44,13 +52,24 @@ pub struct RedisSource {
     name: String,
     client: Client,
     display_url: String,
+    /// The database the keys are read in, for messages.
+    db: i64,
     conn: Option<MultiplexedConnection>,
     connect_timeout: Duration,
     metrics: Vec<MetricPlan>,
     discovery_interval: Duration,
-    /// Keys found per (pattern, type), and when they were found.
-    discovered: HashMap<(String, &'static str), Vec<String>>,
+    /// Keys polled per (pattern, type): what the last discovery found, plus list and
+    /// sorted-set keys that have been missing for less than `key_retention`.
+    discovered: HashMap<(String, KeyType), Vec<String>>,
     last_discovery: Option<Instant>,
+    /// How long a pattern key that stopped existing stays polled.
+    key_retention: Duration,
+    /// Pattern keys a poll found missing, and since when.
+    missing_since: HashMap<String, Instant>,
+    /// Exact keys that have existed at some poll since the source started.
+    seen: HashSet<String>,
+    /// Exact keys already logged as never seen, so each is logged once.
+    warned: HashSet<String>,
     /// The series and their round-one commands, planned once per set of keys and reused by
     /// every poll until discovery changes the keys.
     plan: Option<Plan>,
@@ -80,16 +99,22 @@ impl RedisSource {
     /// [`SourceError::Config`] when the URL or CA file cannot be used.
     pub fn new(name: &str, conn: &RedisSourceConfig, config: &Config) -> Result<Self, SourceError> {
         let metrics = config.metrics_of(name).filter_map(plan_of).collect();
+        let (client, db) = client(conn)?;
         Ok(RedisSource {
             name: name.to_string(),
-            client: client(conn)?,
+            client,
             display_url: redact_url(&conn.url),
+            db,
             conn: None,
             connect_timeout: config.sources[name].poll_timeout(config.poll_timeout.0),
             metrics,
             discovery_interval: config.discovery_interval.0,
             discovered: HashMap::new(),
             last_discovery: None,
+            key_retention: config.pattern_key_retention.0,
+            missing_since: HashMap::new(),
+            seen: HashSet::new(),
+            warned: HashSet::new(),
             plan: None,
         })
     }
@@ -114,18 +139,14 @@ impl RedisSource {
     }
 
     async fn discover(&mut self, conn: &mut MultiplexedConnection) -> Result<(), SourceError> {
-        let wanted: BTreeSet<(String, &'static str)> = self
+        let wanted: BTreeSet<(String, KeyType)> = self
             .metrics
             .iter()
-            .filter_map(|m| {
-                m.target
-                    .pattern
-                    .clone()
-                    .map(|p| (p, m.target.key_type.redis_name()))
-            })
+            .filter_map(|m| m.target.pattern.clone().map(|p| (p, m.target.key_type)))
             .collect();
         let mut found = HashMap::new();
-        for (pattern, ty) in wanted {
+        for (pattern, key_type) in wanted {
+            let ty = key_type.redis_name();
             let mut keys = BTreeSet::new();
             let mut cursor = "0".to_string();
             loop {
@@ -163,8 +184,27 @@ impl RedisSource {
                     break;
                 }
             }
-            found.insert((pattern, ty), keys.into_iter().collect());
+            for key in &keys {
+                self.missing_since.remove(key);
+            }
+            let polled = self.discovered.remove(&(pattern.clone(), key_type));
+            if key_type.deleted_when_empty() {
+                // Keys Redis deleted because they emptied stay until missing for too long.
+                let now = Instant::now();
+                for key in polled.into_iter().flatten() {
+                    if keys.len() >= MAX_KEYS_PER_PATTERN || keys.contains(&key) {
+                        continue;
+                    }
+                    let since = *self.missing_since.entry(key.clone()).or_insert(now);
+                    if since.elapsed() < self.key_retention {
+                        keys.insert(key);
+                    }
+                }
+            }
+            found.insert((pattern, key_type), keys.into_iter().collect());
         }
+        let polled: HashSet<&String> = found.values().flatten().collect();
+        self.missing_since.retain(|key, _| polled.contains(key));
         if found != self.discovered {
             self.plan = None;
         }
@@ -194,23 +234,21 @@ impl RedisSource {
                     labels.insert(KEY_LABEL_FULL.to_string(), key.clone());
                     vec![(key.clone(), labels)]
                 }
-                (None, Some(pattern)) => {
-                    let ty = m.target.key_type.redis_name();
-                    self.discovered
-                        .get(&(pattern.clone(), ty))
-                        .into_iter()
-                        .flatten()
-                        .map(|key| {
-                            let mut labels = m.labels.clone();
-                            labels.insert(KEY_LABEL_FULL.to_string(), key.clone());
-                            labels.insert(
-                                m.target.key_label().to_string(),
-                                wildcard_part(pattern, key),
-                            );
-                            (key.clone(), labels)
-                        })
-                        .collect()
-                }
+                (None, Some(pattern)) => self
+                    .discovered
+                    .get(&(pattern.clone(), m.target.key_type))
+                    .into_iter()
+                    .flatten()
+                    .map(|key| {
+                        let mut labels = m.labels.clone();
+                        labels.insert(KEY_LABEL_FULL.to_string(), key.clone());
+                        labels.insert(
+                            m.target.key_label().to_string(),
+                            wildcard_part(pattern, key),
+                        );
+                        (key.clone(), labels)
+                    })
+                    .collect(),
                 (None, None) => Vec::new(),
             };
             for (key, labels) in keys {
@@ -218,6 +256,7 @@ impl RedisSource {
                     target: &m.target,
                     measure: m.measure,
                     key: &key,
+                    db: self.db,
                 };
                 let planned = read.plan(&mut first);
                 series.push(PlannedSeries {
@@ -281,10 +320,34 @@ impl RedisSource {
                 what: format!("TIME: {e}"),
             })?;
         let mut second = Batch::new();
+        let mut unseen = Vec::with_capacity(plan.series.len());
+        let polled_at = Instant::now();
         let pending: Vec<Pending> = plan
             .series
             .iter()
-            .map(|s| read_of(metrics, s).after_round_one(&s.planned, &replies, now_ms, &mut second))
+            .map(|s| {
+                let read = read_of(metrics, s, self.db);
+                let exists = read.exists(&s.planned, &replies);
+                let target = &metrics[s.metric].target;
+                let never_seen = if target.key.is_some() {
+                    if exists {
+                        self.seen.insert(s.key.clone());
+                    }
+                    target.key_type.deleted_when_empty() && !self.seen.contains(&s.key)
+                } else {
+                    if exists {
+                        self.missing_since.remove(&s.key);
+                    } else {
+                        self.missing_since.entry(s.key.clone()).or_insert(polled_at);
+                    }
+                    false
+                };
+                if never_seen && self.warned.insert(s.key.clone()) {
+                    tracing::warn!(source = %self.name, metric = %s.metric_name, key = %s.key, db = self.db, "key does not exist and has not since start: served as 0, because Redis deletes an empty list or sorted set; if it should hold jobs, check the key for a typo and the db");
+                }
+                unseen.push(never_seen);
+                read.after_round_one(&s.planned, &replies, now_ms, &mut second)
+            })
             .collect();
         drop(replies);
         let replies = if second.is_empty() {
@@ -296,21 +359,26 @@ impl RedisSource {
             .series
             .iter()
             .zip(pending)
-            .map(|(s, p)| Sample {
-                metric: s.metric_name.clone(),
-                labels: s.labels.clone(),
-                value: read_of(metrics, s).finish(p, &replies, now_ms),
+            .zip(unseen)
+            .map(|((s, p), unseen)| Sample {
+                unseen,
+                ..Sample::new(
+                    s.metric_name.clone(),
+                    s.labels.clone(),
+                    read_of(metrics, s, self.db).finish(p, &replies, now_ms),
+                )
             })
             .collect())
     }
 }
 
-fn read_of<'a>(metrics: &'a [MetricPlan], s: &'a PlannedSeries) -> SeriesRead<'a> {
+fn read_of<'a>(metrics: &'a [MetricPlan], s: &'a PlannedSeries, db: i64) -> SeriesRead<'a> {
     let m = &metrics[s.metric];
     SeriesRead {
         target: &m.target,
         measure: m.measure,
         key: s.key.as_str(),
+        db,
     }
 }
 
@@ -350,7 +418,8 @@ fn plan_of(m: &MetricConfig) -> Option<MetricPlan> {
     })
 }
 
-fn client(conn: &RedisSourceConfig) -> Result<Client, SourceError> {
+/// The client for `conn`, and the database it reads.
+fn client(conn: &RedisSourceConfig) -> Result<(Client, i64), SourceError> {
     let bad = |message: String| SourceError::Config { message };
     let mut info: redis::ConnectionInfo =
         redis::IntoConnectionInfo::into_connection_info(conn.url.as_str())
@@ -365,8 +434,9 @@ fn client(conn: &RedisSourceConfig) -> Result<Client, SourceError> {
     if let Some(password) = &conn.password {
         settings = settings.set_password(password.expose());
     }
+    let db = settings.db();
     info = info.set_redis_settings(settings);
-    match &conn.ca_file {
+    let client = match &conn.ca_file {
         None => {
             Client::open(info).map_err(|e| bad(format!("redis url {}: {e}", redact_url(&conn.url))))
         }
@@ -382,7 +452,8 @@ fn client(conn: &RedisSourceConfig) -> Result<Client, SourceError> {
             )
             .map_err(|e| bad(format!("TLS setup for {}: {e}", redact_url(&conn.url))))
         }
-    }
+    }?;
+    Ok((client, db))
 }
 
 /// The part of `key` that `pattern`'s wildcards matched: the key less the pattern's literal

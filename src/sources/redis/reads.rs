@@ -101,6 +101,8 @@ pub struct SeriesRead<'a> {
     pub measure: Measure,
     /// The key of this series.
     pub key: &'a str,
+    /// The database the key is read in, for messages about a missing key.
+    pub db: i64,
 }
 
 /// A series' round-one commands (reply indices into the round-one batch). Depends only on the
@@ -111,6 +113,13 @@ pub enum Planned {
     Sum(Vec<(usize, String)>),
     /// `LINDEX` of the oldest end of each list read.
     ListOldest(Vec<(usize, String)>),
+    /// `TYPE` and `XLEN`: a missing stream is an error, which `XLEN` alone would call 0.
+    StreamLength {
+        /// `TYPE key`.
+        type_idx: usize,
+        /// `XLEN key`.
+        len_idx: usize,
+    },
     /// `TYPE`, `XINFO GROUPS` and, for ages, the `XPENDING` summary.
     StreamGroup {
         /// `TYPE key`.
@@ -122,8 +131,8 @@ pub enum Planned {
     },
     /// `ZRANGE key 0 0 WITHSCORES`.
     ZsetOldest(usize),
-    /// Nothing in round one; `ZCOUNT` to the server's now in round two.
-    ZsetReady,
+    /// `ZCARD` in round one; where it is not 0, `ZCOUNT` to the server's now in round two.
+    ZsetReady(usize),
 }
 
 /// A series after round one: its value, or the round-two lookup it waits for.
@@ -163,9 +172,10 @@ impl SeriesRead<'_> {
                         .collect(),
                 )
             }
-            (KeyType::Stream, Measure::Length) => {
-                Planned::Sum(vec![(batch.add(&[b"XLEN", k]), key.to_string())])
-            }
+            (KeyType::Stream, Measure::Length) => Planned::StreamLength {
+                type_idx: batch.add(&[b"TYPE", k]),
+                len_idx: batch.add(&[b"XLEN", k]),
+            },
             (KeyType::Stream, _) => {
                 let group = self.target.group.as_deref().unwrap_or_default().as_bytes();
                 let pending_idx = matches!(
@@ -182,10 +192,49 @@ impl SeriesRead<'_> {
             (KeyType::Zset, Measure::Length) => {
                 Planned::Sum(vec![(batch.add(&[b"ZCARD", k]), key.to_string())])
             }
-            (KeyType::Zset, Measure::Ready) => Planned::ZsetReady,
+            (KeyType::Zset, Measure::Ready) => Planned::ZsetReady(batch.add(&[b"ZCARD", k])),
             (KeyType::Zset, _) => {
                 Planned::ZsetOldest(batch.add(&[b"ZRANGE", k, b"0", b"0", b"WITHSCORES"]))
             }
+        }
+    }
+
+    /// Whether the key this series reads exists, from its round-one replies. Redis deletes an
+    /// empty list or sorted set, so for them existing and holding something are the same; an
+    /// error reply (a key of another type) means the key exists.
+    pub fn exists(&self, planned: &Planned, replies: &[Value]) -> bool {
+        let holds = |i: &usize| match replies.get(*i) {
+            None | Some(Value::Nil) | Some(Value::Int(0)) => false,
+            Some(Value::Array(items)) => !items.is_empty(),
+            Some(_) => true,
+        };
+        match planned {
+            Planned::Sum(parts) | Planned::ListOldest(parts) => parts.iter().any(|(i, _)| holds(i)),
+            Planned::StreamLength { type_idx, .. } | Planned::StreamGroup { type_idx, .. } => {
+                replies
+                    .get(*type_idx)
+                    .is_some_and(|v| !matches!(reply::text(v), Ok(Some(t)) if t == "none"))
+            }
+            Planned::ZsetOldest(i) | Planned::ZsetReady(i) => holds(i),
+        }
+    }
+
+    /// The error for a stream key that does not exist.
+    fn missing_stream(&self) -> String {
+        format!(
+            "stream {:?} does not exist in db {} (Redis never deletes a stream by itself: a typo in the key, the wrong db, or the stream was deleted)",
+            self.key, self.db
+        )
+    }
+
+    /// Reads a `TYPE` reply of a key that must be a stream.
+    fn stream_type(&self, replies: &[Value], type_idx: usize) -> Result<(), String> {
+        let key = self.key;
+        let ty = reply::text(get(replies, type_idx, key)?)?.unwrap_or_default();
+        match ty.as_str() {
+            "stream" => Ok(()),
+            "none" => Err(self.missing_stream()),
+            other => Err(format!("key {key:?} is a {other}, not a stream")),
         }
     }
 
@@ -258,6 +307,11 @@ impl SeriesRead<'_> {
                 Pending::Done(Ok(total as f64))
             }
             Planned::ListOldest(parts) => self.list_oldest(parts, replies, now_ms, next)?,
+            Planned::StreamLength { type_idx, len_idx } => {
+                self.stream_type(replies, *type_idx)?;
+                let v = checked(get(replies, *len_idx, key)?, key, "a stream")?;
+                Pending::Done(Ok(reply::int(v)? as f64))
+            }
             Planned::StreamGroup {
                 type_idx,
                 groups_idx,
@@ -265,11 +319,9 @@ impl SeriesRead<'_> {
             } => self.stream_group(*type_idx, *groups_idx, *pending_idx, replies, now_ms, next)?,
             Planned::ZsetOldest(i) => {
                 let v = checked(get(replies, *i, key)?, key, "a sorted set")?;
-                let items = reply::array(v)?;
-                match items.get(1) {
+                match reply::first_score(v)? {
                     None => Pending::Done(Ok(0.0)),
                     Some(score) => {
-                        let score = reply::text(score)?.unwrap_or_default();
                         let due_ms =
                             score_to_ms(&score, self.target.score_unit.unwrap_or_default())
                                 .map_err(|e| format!("sorted set {key:?}: {e}"))?;
@@ -282,7 +334,12 @@ impl SeriesRead<'_> {
                     }
                 }
             }
-            Planned::ZsetReady => {
+            Planned::ZsetReady(card_idx) => {
+                let card = checked(get(replies, *card_idx, key)?, key, "a sorted set")?;
+                if reply::int(card)? == 0 {
+                    // No such key: Redis deleted the emptied set. Nothing is due.
+                    return Ok(Pending::Done(Ok(0.0)));
+                }
                 let bound = ms_to_score(now_ms, self.target.score_unit.unwrap_or_default());
                 Pending::ZsetCount(next.add(&[
                     b"ZCOUNT",
@@ -349,13 +406,7 @@ impl SeriesRead<'_> {
     ) -> Result<Pending, String> {
         let key = self.key;
         let group = self.target.group.as_deref().unwrap_or_default();
-        let ty = reply::text(get(replies, type_idx, key)?)?.unwrap_or_default();
-        match ty.as_str() {
-            // No stream: nothing was ever added, or it was deleted. Nothing waits.
-            "none" => return Ok(Pending::Done(Ok(0.0))),
-            "stream" => {}
-            other => return Err(format!("key {key:?} is a {other}, not a stream")),
-        }
+        self.stream_type(replies, type_idx)?;
         let groups = reply::array(get(replies, groups_idx, key)?)?;
         let mut found = None;
         for g in groups {
@@ -571,6 +622,7 @@ mod tests {
             target: &target,
             measure,
             key: "embed:stream",
+            db: 3,
         };
         let mut first = Batch::new();
         let planned = read.plan(&mut first);
@@ -658,6 +710,48 @@ mod tests {
                 "lag is null in this capture"
             );
         }
+    }
+
+    #[test]
+    fn a_missing_stream_is_an_error_for_every_stream_measure() {
+        for measure in [
+            Measure::Length,
+            Measure::Lag,
+            Measure::Pending,
+            Measure::OldestPendingAgeSeconds,
+            Measure::OldestUnprocessedAgeSeconds,
+        ] {
+            let answer = |name: &str| match name {
+                "TYPE" => Value::SimpleString("none".into()),
+                "XLEN" => Value::Int(0),
+                _ => Value::Nil,
+            };
+            let err = stream_measure(measure, answer, 0.0).expect_err("missing stream");
+            assert!(
+                err.0.contains("\"embed:stream\" does not exist in db 3"),
+                "{measure}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn existence_follows_from_the_round_one_replies() {
+        let target: RedisTarget = yaml_serde::from_str("{type: zset, key: z}").expect("parses");
+        let read = SeriesRead {
+            target: &target,
+            measure: Measure::Ready,
+            key: "z",
+            db: 0,
+        };
+        let mut first = Batch::new();
+        let planned = read.plan(&mut first);
+        assert_eq!(first.names, vec!["ZCARD"]);
+        assert!(!read.exists(&planned, &[Value::Int(0)]));
+        assert!(read.exists(&planned, &[Value::Int(2)]));
+        let mut second = Batch::new();
+        let pending = read.after_round_one(&planned, &[Value::Int(0)], 0.0, &mut second);
+        assert!(second.is_empty(), "an absent set needs no ZCOUNT");
+        assert_eq!(read.finish(pending, &[], 0.0), Ok(0.0));
     }
 
     #[test]

@@ -68,6 +68,25 @@ pub fn pairs(v: &Value) -> Result<Vec<(String, &Value)>, String> {
     }
 }
 
+/// The score of the first entry of a `ZRANGE ... WITHSCORES` reply, or `None` when it is empty.
+/// RESP2 answers a flat `[member, score, ...]` with the score as text; RESP3 answers
+/// `[[member, score], ...]` with the score a double.
+pub fn first_score(v: &Value) -> Result<Option<String>, String> {
+    let items = array(v)?;
+    let score = match items.first() {
+        None => return Ok(None),
+        Some(Value::Array(pair)) => pair.get(1),
+        Some(_) => items.get(1),
+    };
+    match score {
+        Some(score) => text(score),
+        None => Err(format!(
+            "ZRANGE WITHSCORES: expected a member and its score, got {}",
+            describe(v)
+        )),
+    }
+}
+
 /// The server's clock from a `TIME` reply, in epoch milliseconds.
 pub fn time_ms(v: &Value) -> Result<f64, String> {
     let parts = array(v)?;
@@ -132,6 +151,34 @@ mod tests {
             assert_eq!(p[0].0, "name");
             assert_eq!(p[1], ("lag".to_string(), &Value::Nil));
         }
+    }
+
+    #[test]
+    fn first_score_reads_resp2_flat_and_resp3_nested_replies() {
+        let resp2 = Value::Array(vec![
+            Value::BulkString(b"job-1".to_vec()),
+            Value::BulkString(b"1795310979.5".to_vec()),
+        ]);
+        let resp3 = Value::Array(vec![Value::Array(vec![
+            Value::BulkString(b"job-1".to_vec()),
+            Value::Double(1_795_310_979.5),
+        ])]);
+        for v in [resp2, resp3] {
+            assert_eq!(
+                first_score(&v),
+                Ok(Some("1795310979.5".to_string())),
+                "{v:?}"
+            );
+        }
+        assert_eq!(first_score(&Value::Array(vec![])), Ok(None));
+        let lone = Value::Array(vec![Value::BulkString(b"job-1".to_vec())]);
+        assert!(first_score(&lone).is_err(), "a member without a score");
+        // BullMQ scores (ms × 4096) stay exact in a double and print without an exponent.
+        let bull = Value::Array(vec![Value::Array(vec![
+            Value::BulkString(b"j".to_vec()),
+            Value::Double(7_353_592_772_067_335.0),
+        ])]);
+        assert_eq!(first_score(&bull), Ok(Some("7353592772067335".to_string())));
     }
 
     #[test]

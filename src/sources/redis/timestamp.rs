@@ -9,9 +9,6 @@ use super::config::TimeUnit;
 /// 2000-01-01T00:00:00Z in milliseconds. An enqueue time before it is a unit mix-up (seconds
 /// read as milliseconds), not a job that old.
 const EARLIEST_PLAUSIBLE_MS: f64 = 946_684_800_000.0;
-/// How far in the future (server clock) an enqueue time may be before it is called wrong
-/// rather than clock skew: 60 s. Within it, the age is 0.
-const FUTURE_TOLERANCE_MS: f64 = 60_000.0;
 
 /// Parses a textual time in `unit` into epoch milliseconds.
 ///
@@ -61,20 +58,13 @@ pub fn from_json(payload: &[u8], pointer: &str, unit: TimeUnit) -> Result<f64, S
 }
 
 /// Age in seconds of an item enqueued at `enqueued_ms`, seen at `now_ms` (both epoch ms, `now`
-/// from the Redis server's clock).
+/// from the Redis server's clock), by the rule every source shares ([`crate::sources::age`]).
 ///
 /// # Errors
 /// When the time lies further in the future than clock skew explains: a wrong unit or a
 /// producer's wrong clock, which must not be served as "age 0".
 pub fn age_seconds(enqueued_ms: f64, now_ms: f64) -> Result<f64, String> {
-    let age_ms = now_ms - enqueued_ms;
-    if age_ms < -FUTURE_TOLERANCE_MS {
-        return Err(format!(
-            "the enqueue time lies {:.0} s in the future of the Redis server's clock; check the timestamp unit and the producers' clocks",
-            -age_ms / 1000.0
-        ));
-    }
-    Ok(age_ms.max(0.0) / 1000.0)
+    crate::sources::age::age_seconds(enqueued_ms, now_ms, "the Redis server's clock")
 }
 
 fn plausible(ms: f64, unit: TimeUnit) -> Result<f64, String> {
