@@ -178,6 +178,12 @@ fn bench_rabbitmq(c: &mut Criterion) {
     assert_eq!(samples.len(), 2 * RABBIT_QUEUES);
     assert_eq!(
         source.last_calls(),
+        3,
+        "1,000 queues take two listing calls, and the first poll reads the broker's rate mode"
+    );
+    rt.block_on(source.poll()).expect("poll");
+    assert_eq!(
+        source.last_calls(),
         2,
         "1,000 queues take two management calls"
     );
@@ -189,7 +195,7 @@ fn bench_rabbitmq(c: &mut Criterion) {
             rt.block_on(async {
                 for page in 1..=2 {
                     let url = format!(
-                        "{MANAGEMENT}/api/queues/{vhost}?page={page}&page_size=500&columns={}",
+                        "{MANAGEMENT}/api/queues/{vhost}?page={page}&page_size=500&enable_queue_totals=true&columns={}",
                         queue_metrics_adapter::sources::rabbitmq::management::COLUMNS
                     );
                     let body = http

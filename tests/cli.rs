@@ -1,5 +1,6 @@
 //! The binary as an operator runs it: `check` exit codes and table, `serve` with SIGTERM
-//! (readiness turns 503 first, then the process exits cleanly).
+//! (readiness turns 503 first, then the process exits cleanly) and its log of a key that has
+//! never existed.
 
 mod common;
 
@@ -186,4 +187,11 @@ async fn serve_turns_unready_on_sigterm_then_exits_cleanly() {
         stderr.contains("SIGTERM received") && stderr.contains("stopped"),
         "{stderr}"
     );
+    // The key was never written: served as 0 (an empty list), and said so once, not per poll.
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("has not since start"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains(&format!("{p}q")), "{stderr}");
 }

@@ -1,5 +1,6 @@
 //! A mounted ConfigMap changes in place: the adapter applies a valid new config without dropping
-//! the API or the values of unchanged metrics, and keeps the old one when the new one is invalid.
+//! the API or the values of unchanged metrics, keeps the old one when the new one is invalid, and
+//! never serves a changed metric's old values as its new ones.
 
 mod common;
 
@@ -142,4 +143,52 @@ async fn a_changed_config_file_is_applied_and_an_invalid_one_is_not() {
         Ok(a) => a.stop().await,
         Err(_) => panic!("adapter still shared"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metric_that_reads_another_key_after_a_reload_never_serves_the_old_keys_value() {
+    // A private server, so that pausing it disturbs no other test.
+    let redis = common::RedisProcess::start().await;
+    let mut conn = connect(&redis.url()).await;
+    let _: i64 = cmd(&mut conn, &["RPUSH", "old", "a", "b", "c"]).await;
+    let _: i64 = cmd(&mut conn, &["RPUSH", "new", "a", "b", "c", "d", "e"]).await;
+    let yaml = |key: &str| {
+        format!(
+            "poll_interval: 200ms\nsources:\n  jobs:\n    redis: {{url: \"{}\"}}\nmetrics:\n  - {{name: q, source: jobs, measure: length, redis: {{type: list, key: {key}}}}}\n",
+            redis.url()
+        )
+    };
+    let dir = std::env::temp_dir().join(format!("qma-reload-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("config.yaml");
+    write(&path, &yaml("old"));
+    let watched = path.clone();
+    let adapter = Adapter::start_with(&yaml("old"), move |s| {
+        s.config_path = Some(watched);
+        s.config_reload_interval = Duration::from_millis(100);
+    })
+    .await;
+    adapter.ready().await;
+    assert_eq!(single_value(&adapter.metric("q", None).await.1), 3.0);
+
+    // Hold the new config's first poll back, so the moment between the reload and that poll
+    // is long enough to look at.
+    let _: String = cmd(&mut conn, &["CLIENT", "PAUSE", "2000", "ALL"]).await;
+    write(&path, &yaml("new"));
+    eventually("the new config to be applied", async || {
+        reloads(&adapter, "applied").await == 1
+    })
+    .await;
+    let (status, body) = adapter.metric("q", None).await;
+    assert_eq!(
+        status, 503,
+        "the old key's 3 must not be served as the new key's value: {body}"
+    );
+    eventually("the new key to be read", async || {
+        let (status, body) = adapter.metric("q", None).await;
+        status == 200 && single_value(&body) == 5.0
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    adapter.stop().await;
 }

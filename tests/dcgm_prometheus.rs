@@ -1,8 +1,8 @@
 //! The dcgm source's Prometheus mode against a real Prometheus (Debian's, installed by
 //! `make test`; run here as a private process on a free port) that scrapes two dcgm-exporter
 //! stand-ins: one instant query per poll, relayed labels understood, a target Prometheus reports
-//! down makes only its GPUs unknown, and Prometheus down is a 503. Pods come from the
-//! Kubernetes API stub.
+//! down makes only its GPUs unknown, Prometheus down is a 503, and a sample Prometheus last
+//! saw long ago is stale, not fresh. Pods come from the Kubernetes API stub.
 
 mod common;
 
@@ -150,5 +150,46 @@ async fn gpu_utilization_per_workload_through_prometheus() {
     prometheus.kill();
     let message = until_unavailable(&adapter, "batch", "gpu_utilization", "").await;
     assert!(message.contains("Prometheus"), "{message}");
+    adapter.stop().await;
+}
+
+#[tokio::test]
+async fn a_sample_prometheus_last_saw_long_ago_ages_out_instead_of_passing_as_fresh() {
+    let stub = KubeStub::start().await;
+    populate(&stub);
+    let a = Exporter::start(NODE_A).await;
+    // Node B's exporter writes its own sample times, two minutes old: Prometheus keeps them
+    // (honor_timestamps) and an instant query still answers them, inside its 5-minute lookback.
+    let two_minutes_ago_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        - 120_000;
+    let node_b = NODE_B
+        .replace("this line is not exposition format\n", "")
+        .replace(
+            "pod=\"vllm-0\"} 0.5",
+            &format!("pod=\"vllm-0\"}} 0.5 {two_minutes_ago_ms}"),
+        );
+    let b = Exporter::start(&node_b).await;
+    let prometheus = Prometheus::start(&[a.port, b.port]).await;
+    let config = format!(
+        "poll_interval: 300ms\npoll_timeout: 3s\nmax_staleness: 30s\nkubernetes: {{kubeconfig: {}}}\nsources:\n  gpus:\n    dcgm:\n      prometheus: {{url: \"{}\", matchers: 'job=\"dcgm\"'}}\nmetrics:\n  - {{name: gpu_utilization, source: gpus, measure: gpu_utilization}}\n",
+        stub.kubeconfig().display(),
+        prometheus.url
+    );
+    let adapter = Adapter::start(&config).await;
+    // Node A's fresh samples are served; the workload read from node B's old sample is stale.
+    eventually("node A through Prometheus", || async {
+        let (status, _) = get(&adapter, "batch", "gpu_utilization", "").await;
+        (status == 200).then_some(())
+    })
+    .await;
+    let message =
+        until_unavailable(&adapter, "inference", "gpu_utilization", "workload=vllm").await;
+    assert!(
+        message.contains("older than max_staleness"),
+        "the 2-minute-old sample is refused as stale: {message}"
+    );
     adapter.stop().await;
 }

@@ -170,12 +170,29 @@ async fn failures_are_grpc_errors_never_zero() {
     assert!(e.message().contains("cannot connect"), "{e}");
     let e = code(
         g.is_active(object(&[
-            ("metricName", "queues"),
+            ("metricName", "jobs"),
             ("labelSelector", "queue=none"),
         ]))
         .await,
     );
     assert_eq!(e.code(), Code::NotFound, "no matching series: {e}");
+    // A list pattern that matches nothing is an empty backlog, not an unknown: 0, inactive.
+    let r = g
+        .is_active(object(&[
+            ("metricName", "queues"),
+            ("labelSelector", "queue=none"),
+        ]))
+        .await
+        .expect("an empty backlog");
+    assert!(!r.into_inner().result);
+    let r = g
+        .get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(object(&[("metricName", "queues")])),
+            metric_name: "queues".into(),
+        })
+        .await
+        .expect("nothing matches the pattern yet");
+    assert_eq!(r.into_inner().metric_values[0].metric_value_float, 0.0);
     let e = code(g.is_active(object(&[("labelSelector", "a=b")])).await);
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("metricName"), "{e}");
@@ -331,11 +348,20 @@ async fn metrics_api_endpoint_answers_like_the_grpc_scaler() {
         .await;
     assert_eq!(body["value"], 2.0);
     assert_eq!(a.get_json("/keda/v1/namespaces/default/nope").await.0, 404);
+    let (status, body) = a
+        .get_json("/keda/v1/namespaces/default/queues?labelSelector=queue%3Dnone")
+        .await;
     assert_eq!(
-        a.get_json("/keda/v1/namespaces/default/queues?labelSelector=queue%3Dnone")
+        (status, body["value"].as_f64(), body["active"].as_bool()),
+        (200, Some(0.0), Some(false)),
+        "a list pattern matching nothing is an empty backlog: {body}"
+    );
+    assert_eq!(
+        a.get_json("/keda/v1/namespaces/default/jobs?labelSelector=queue%3Dnone")
             .await
             .0,
-        404
+        404,
+        "an exact key's selector that matches nothing is a mistake, not a 0"
     );
     let (status, body) = a
         .get_json("/keda/v1/namespaces/default/queues?aggregate=median")

@@ -38,7 +38,9 @@ fn flags_of(doc: &redis::Value, name: &str) -> Option<Vec<String>> {
             _ => continue,
         };
         if this == name {
-            let Some(redis::Value::Array(flags)) = fields.get(2) else {
+            // Flags are an array under RESP2 and a set under RESP3.
+            let (Some(redis::Value::Array(flags)) | Some(redis::Value::Set(flags))) = fields.get(2)
+            else {
                 return Some(vec![]);
             };
             return Some(

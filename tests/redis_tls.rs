@@ -71,8 +71,8 @@ async fn rediss_with_a_private_ca_and_a_password_file_reads_values() {
 
     let config = |password_file: &str| {
         format!(
-            "poll_interval: 200ms\nsources:\n  secure:\n    redis: {{url: \"rediss://localhost:{}/0\", password_file: \"{}\", ca_file: \"{ca}\"}}\nmetrics:\n  - {{name: q, source: secure, measure: length, redis: {{type: list, key: jobs}}}}\n",
-            redis.port,
+            "poll_interval: 200ms\nsources:\n  secure:\n    redis: {{url: \"{}\", password_file: \"{}\", ca_file: \"{ca}\"}}\nmetrics:\n  - {{name: q, source: secure, measure: length, redis: {{type: list, key: jobs}}}}\n",
+            common::with_protocol(&format!("rediss://localhost:{}/0", redis.port)),
             redis.dir.join(password_file).display()
         )
     };

@@ -2,7 +2,8 @@
 //! `GET /keda/v1/namespaces/{ns}/{metric}?labelSelector=...&aggregate=sum|max|mean&activationValue=N`
 //! answers `{"metric": ..., "value": 12.5, "active": true, "series": 2, "timestamp": ...}`; point the
 //! trigger's `valueLocation` at `value`. Same semantics as the gRPC scaler: 404 unknown metric or no
-//! matching series, 400 bad parameters, 503 stale or unavailable, never a value for a failure.
+//! matching series (except for a Redis list or sorted-set pattern, where no series is an observed
+//! empty backlog: `0`), 400 bad parameters, 503 stale or unavailable, never a value for a failure.
 
 use std::collections::HashMap;
 use std::time::SystemTime;

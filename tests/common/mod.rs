@@ -3,6 +3,8 @@
 //!
 //! Tests talk to the real Redis on 127.0.0.1:6379 (`QMA_TEST_REDIS_URL` overrides it);
 //! `make test` starts it. An unreachable Redis fails the test, it never skips.
+//! `QMA_TEST_REDIS_PROTOCOL=resp3` makes every Redis URL here ask for RESP3 (`make test` runs
+//! the Redis tests under both protocols).
 
 #![allow(dead_code)]
 
@@ -23,7 +25,20 @@ use redis::aio::MultiplexedConnection;
 
 /// The shared Redis every test may use, each under its own prefix.
 pub fn redis_url() -> String {
-    std::env::var("QMA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+    let url =
+        std::env::var("QMA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    with_protocol(&url)
+}
+
+/// `url` with `protocol=resp3` added when `QMA_TEST_REDIS_PROTOCOL` says so.
+pub fn with_protocol(url: &str) -> String {
+    match std::env::var("QMA_TEST_REDIS_PROTOCOL").as_deref() {
+        Ok("resp3" | "3") if !url.contains("protocol=") => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}protocol=resp3")
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// A prefix no other test (or run) uses: `qma-test:<name>:<pid>-<n>:`.
@@ -332,7 +347,7 @@ impl RedisProcess {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        with_protocol(&format!("redis://127.0.0.1:{}/0", self.port))
     }
 
     /// Kills the server (SIGKILL: no goodbye to clients) and waits for it to exit.

@@ -342,3 +342,127 @@ impl Drop for RabbitNode {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// An AMQP 0-9-1 consumer in automatic-acknowledgement mode (`no_ack`) that reads its socket
+/// slowly, as a busy worker does: RabbitMQ then keeps a backlog in the queue (it holds at most
+/// a few hundred unsent messages per channel) while messages leave at the worker's pace, and
+/// never sees an acknowledgement. Written on the raw protocol because client libraries read
+/// their socket as fast as it fills. Reading stops when this value is dropped.
+pub struct SlowAutoAckConsumer {
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl SlowAutoAckConsumer {
+    /// Consumes `queue` in `vhost` as guest, reading `bytes` from the socket every `every`.
+    pub async fn start(vhost: &str, queue: &str, bytes: usize, every: Duration) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        // A small receive window, so the broker cannot push far ahead of the reads.
+        socket.set_recv_buffer_size(8192).expect("rcvbuf");
+        let mut s = socket
+            .connect("127.0.0.1:5672".parse().expect("addr"))
+            .await
+            .expect("AMQP connect");
+        s.write_all(b"AMQP\x00\x00\x09\x01").await.expect("header");
+        expect_method(&mut s, 10, 10).await; // connection.start
+        let mut start_ok = method(10, 11);
+        start_ok.extend_from_slice(&0u32.to_be_bytes()); // client-properties: empty table
+        short_str(&mut start_ok, "PLAIN");
+        long_str(&mut start_ok, b"\0guest\0guest");
+        short_str(&mut start_ok, "en_US");
+        send_frame(&mut s, 0, &start_ok).await;
+        expect_method(&mut s, 10, 30).await; // connection.tune
+        let mut tune_ok = method(10, 31);
+        tune_ok.extend_from_slice(&1u16.to_be_bytes()); // channel-max
+        tune_ok.extend_from_slice(&131_072u32.to_be_bytes()); // frame-max
+        tune_ok.extend_from_slice(&0u16.to_be_bytes()); // no heartbeats
+        send_frame(&mut s, 0, &tune_ok).await;
+        let mut open = method(10, 40);
+        short_str(&mut open, vhost);
+        short_str(&mut open, "");
+        open.push(0);
+        send_frame(&mut s, 0, &open).await;
+        expect_method(&mut s, 10, 41).await; // connection.open-ok
+        let mut channel_open = method(20, 10);
+        short_str(&mut channel_open, "");
+        send_frame(&mut s, 1, &channel_open).await;
+        expect_method(&mut s, 20, 11).await; // channel.open-ok
+        let mut consume = method(60, 20);
+        consume.extend_from_slice(&0u16.to_be_bytes()); // reserved
+        short_str(&mut consume, queue);
+        short_str(&mut consume, "qma-test-slow-auto-ack");
+        consume.push(0b0000_0010); // no-ack
+        consume.extend_from_slice(&0u32.to_be_bytes()); // arguments: empty table
+        send_frame(&mut s, 1, &consume).await;
+        expect_method(&mut s, 60, 21).await; // basic.consume-ok
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; bytes];
+            loop {
+                tokio::time::sleep(every).await;
+                let mut got = 0;
+                while got < bytes {
+                    match s.read(&mut buf[got..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got += n,
+                    }
+                }
+            }
+        });
+        SlowAutoAckConsumer { reader }
+    }
+}
+
+impl Drop for SlowAutoAckConsumer {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+fn method(class: u16, method: u16) -> Vec<u8> {
+    let mut v = class.to_be_bytes().to_vec();
+    v.extend_from_slice(&method.to_be_bytes());
+    v
+}
+
+fn short_str(out: &mut Vec<u8>, s: &str) {
+    out.push(u8::try_from(s.len()).expect("short string"));
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn long_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&u32::try_from(s.len()).expect("long string").to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+async fn send_frame(s: &mut tokio::net::TcpStream, channel: u16, payload: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let mut frame = vec![1u8]; // method frame
+    frame.extend_from_slice(&channel.to_be_bytes());
+    frame.extend_from_slice(&u32::try_from(payload.len()).expect("size").to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame.push(0xCE);
+    s.write_all(&frame).await.expect("send frame");
+}
+
+/// Reads one frame and checks that it is the method `class.method`.
+async fn expect_method(s: &mut tokio::net::TcpStream, class: u16, method: u16) {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 7];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head))
+        .await
+        .expect("broker answers within 10 s")
+        .expect("frame header");
+    let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
+    let mut payload = vec![0u8; size + 1];
+    s.read_exact(&mut payload).await.expect("frame payload");
+    let got = (
+        u16::from_be_bytes([payload[0], payload[1]]),
+        u16::from_be_bytes([payload[2], payload[3]]),
+    );
+    assert_eq!(
+        (head[0], got),
+        (1, (class, method)),
+        "expected method {class}.{method}, got frame type {} method {got:?}",
+        head[0]
+    );
+}

@@ -4,10 +4,14 @@
 //! The query asks for every metric of the alias table and for `up` of the same targets, so each
 //! exporter target (`instance`) still counts as one endpoint: a target Prometheus reports down
 //! (`up == 0`) makes only its GPUs unknown, exactly as a failed direct scrape does. Relayed
-//! labels (`exported_pod`, `exported_namespace`) are understood by [`super::gpus`]. An instant
-//! query answers the newest sample within Prometheus' lookback (5 minutes by default), so each
-//! target's readings carry the oldest sample timestamp it answered with: a GPU Prometheus last
-//! saw minutes ago ages out under `max_staleness` instead of passing as fresh.
+//! labels (`exported_pod`, `exported_namespace`) are understood by [`super::gpus`].
+//!
+//! An instant query answers the newest sample within Prometheus' lookback (5 minutes by
+//! default) but stamps it with the evaluation time, so the same query also asks, per metric
+//! name, for `timestamp(...)` of the samples (tagged with a `qma_sample_of` label; per name,
+//! because the function drops `__name__` and two names would clash). Each target's readings
+//! carry the oldest sample time among them: a GPU Prometheus last saw minutes ago ages out
+//! under `max_staleness` instead of passing as fresh.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -18,19 +22,32 @@ use super::gpus::{Alias, readings};
 use super::parse::PromSample;
 use super::scrape::{EndpointScrape, get_text};
 
-/// The PromQL selector for the aliases' metrics and `up`, with `matchers` (e.g.
-/// `job="dcgm-exporter"`) added to both.
+/// The label that tags a `timestamp(...)` answer with the metric it is the sample time of.
+const SAMPLE_OF: &str = "qma_sample_of";
+
+/// The PromQL query: the aliases' metrics and `up`, with `matchers` (e.g.
+/// `job="dcgm-exporter"`) added, and the sample times of the aliases' metrics.
 pub fn query(aliases: &[Alias], matchers: Option<&str>) -> String {
     let mut names: Vec<&str> = aliases.iter().map(|a| a.metric.as_str()).collect();
-    names.push("up");
     names.sort_unstable();
     names.dedup();
-    let mut selector = format!("__name__=~\"{}\"", names.join("|"));
-    if let Some(m) = matchers.map(str::trim).filter(|m| !m.is_empty()) {
+    let matchers = matchers.map(str::trim).filter(|m| !m.is_empty());
+    let mut selector = format!("__name__=~\"{}|up\"", names.join("|"));
+    if let Some(m) = matchers {
         selector.push(',');
         selector.push_str(m);
     }
-    format!("{{{selector}}}")
+    let mut promql = format!("{{{selector}}}");
+    for name in names {
+        let series = match matchers {
+            Some(m) => format!("{name}{{{m}}}"),
+            None => name.to_string(),
+        };
+        promql.push_str(&format!(
+            " or label_replace(timestamp({series}), \"{SAMPLE_OF}\", \"{name}\", \"__name__\", \".*\")"
+        ));
+    }
+    promql
 }
 
 #[derive(Deserialize)]
@@ -65,7 +82,7 @@ struct Target<'a> {
     samples: Vec<PromSample<'a>>,
     /// Samples whose value did not parse.
     unreadable: Vec<String>,
-    /// The oldest sample timestamp (unix seconds) among `up` and the samples read.
+    /// The oldest sample time (unix seconds) of the target's samples, from `timestamp(...)`.
     oldest: Option<f64>,
 }
 
@@ -126,9 +143,12 @@ pub fn split(
                 .push(format!("{name}: value {:?}", s.value.1));
             continue;
         };
-        let at = s.value.0;
-        if at.is_finite() {
-            target.oldest = Some(target.oldest.map_or(at, |o: f64| o.min(at)));
+        if s.metric.contains_key(SAMPLE_OF) {
+            // The time Prometheus observed one of this target's samples, in unix seconds.
+            if value.is_finite() {
+                target.oldest = Some(target.oldest.map_or(value, |o: f64| o.min(value)));
+            }
+            continue;
         }
         if name == "up" {
             target.up = Some(value >= 1.0);
@@ -173,18 +193,27 @@ mod tests {
     use crate::sources::dcgm::gpus::builtin_aliases;
 
     #[test]
-    fn the_query_names_every_alias_and_up() {
+    fn the_query_names_every_alias_and_up_and_asks_for_sample_times_per_name() {
         let q = query(&builtin_aliases(), Some("job=\"dcgm\""));
         assert!(q.starts_with("{__name__=~\""), "{q}");
         assert!(q.contains("DCGM_FI_PROF_GR_ENGINE_ACTIVE|"), "{q}");
-        assert!(q.contains("|up\""), "{q}");
-        assert!(q.ends_with(",job=\"dcgm\"}"), "{q}");
+        assert!(q.contains("|up\",job=\"dcgm\"} or "), "{q}");
+        assert!(
+            q.contains(
+                " or label_replace(timestamp(DCGM_FI_PROF_GR_ENGINE_ACTIVE{job=\"dcgm\"}), \"qma_sample_of\", \"DCGM_FI_PROF_GR_ENGINE_ACTIVE\", \"__name__\", \".*\")"
+            ),
+            "{q}"
+        );
+        assert!(!q.contains("timestamp(up"), "{q}");
+        let bare = query(&builtin_aliases(), None);
+        assert!(bare.contains("timestamp(DCGM_FI_DEV_GPU_UTIL)"), "{bare}");
     }
 
     #[test]
     fn answers_split_per_target_and_a_down_target_is_unknown() {
         let body = r#"{"status":"success","data":{"resultType":"vector","result":[
           {"metric":{"__name__":"up","instance":"10.0.0.1:9400","job":"dcgm"},"value":[1,"1"]},
+          {"metric":{"qma_sample_of":"DCGM_FI_DEV_GPU_UTIL","instance":"10.0.0.1:9400","UUID":"GPU-a"},"value":[9,"1.5"]},
           {"metric":{"__name__":"up","instance":"10.0.0.2:9400","job":"dcgm"},"value":[1,"0"]},
           {"metric":{"__name__":"DCGM_FI_DEV_GPU_UTIL","instance":"10.0.0.1:9400","UUID":"GPU-a","exported_pod":"p","exported_namespace":"ml","pod":"dcgm-exporter-1","namespace":"gpu"},"value":[1,"42"]},
           {"metric":{"__name__":"DCGM_FI_DEV_GPU_UTIL","instance":"10.0.0.1:9400","UUID":"GPU-b"},"value":[1,"NaN"]},
@@ -211,8 +240,8 @@ mod tests {
         assert_eq!(up.malformed, 1);
         assert_eq!(
             up.observed_at,
-            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1)),
-            "readings carry the sample timestamps Prometheus answered with"
+            Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1500)),
+            "readings carry the sample times, not the evaluation time"
         );
         assert!(targets[1].outcome.is_err(), "up == 0");
         for bad in [

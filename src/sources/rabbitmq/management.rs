@@ -54,8 +54,10 @@ pub struct QueueInfo {
     pub message_stats: Option<MessageStats>,
 }
 
-/// The rate part of `message_stats`. Where the object is there, RabbitMQ sends every one of
-/// these; one that is missing is an error naming it, never a rate of 0.
+/// The rate part of `message_stats`. RabbitMQ keeps two groups of per-queue counters that
+/// appear independently: publishes, and deliveries (`deliver_get`, `ack`, `deliver_no_ack`,
+/// `get_no_ack`, ... always all together). A group that is absent has counted nothing: a rate
+/// of 0. A field missing from a group that is there is an error naming it.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 pub struct MessageStats {
     /// Publishes into the queue.
@@ -84,6 +86,17 @@ pub struct Rate {
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
     Option::<f64>::deserialize(d).map(Some)
+}
+
+/// Queue objects read through a JSON map, so that a key sent twice (RabbitMQ 4.0.0–4.0.2 sent
+/// a quorum queue's `messages*` twice, rabbitmq-server #12374) takes its last value instead of
+/// failing the whole listing.
+fn lenient_items<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<QueueInfo>, D::Error> {
+    Vec::<serde_json::Map<String, serde_json::Value>>::deserialize(d)?
+        .into_iter()
+        .map(|item| QueueInfo::deserialize(serde_json::Value::Object(item)))
+        .collect::<Result<_, _>>()
+        .map_err(serde::de::Error::custom)
 }
 
 /// What `/api/overview?columns=rates_mode,disable_stats` answers.
@@ -117,6 +130,7 @@ impl Overview {
 #[derive(Debug, Deserialize)]
 pub struct Page {
     /// The queues of this page.
+    #[serde(deserialize_with = "lenient_items")]
     pub items: Vec<QueueInfo>,
     /// How many pages there are.
     #[serde(default)]
@@ -238,7 +252,11 @@ impl Management {
             let body: Page = self
                 .get_json(
                     &path,
-                    &format!("page={page}&page_size={PAGE_SIZE}&columns={COLUMNS}"),
+                    // enable_queue_totals keeps the three counts on a broker whose statistics
+                    // are disabled; where they are enabled it changes nothing.
+                    &format!(
+                        "page={page}&page_size={PAGE_SIZE}&enable_queue_totals=true&columns={COLUMNS}"
+                    ),
                 )
                 .await?;
             queues.extend(body.items);
@@ -293,23 +311,41 @@ const EARLIEST_PLAUSIBLE_MS: f64 = 946_684_800_000.0;
 pub fn value(q: &QueueInfo, measure: Measure, at: &Reading<'_>) -> Result<f64, SeriesError> {
     let count = |v: Option<u64>, field: &str| {
         v.map(|n| n as f64).ok_or_else(|| {
-            SeriesError::new(format!("RabbitMQ did not report {field} for queue {:?} (statistics lag behind new queues; some versions drop counts of quorum queues)", q.name))
+            let why = match at.rates {
+                Err(off) if off.contains("disable_stats") => off.as_str(),
+                _ => "statistics lag behind new queues by up to collect_statistics_interval; RabbitMQ 4.3 before 4.3.4 drops the counts of upgraded quorum queues",
+            };
+            SeriesError::new(format!(
+                "RabbitMQ did not report {field} for queue {:?} ({why})",
+                q.name
+            ))
         })
     };
-    // A queue without traffic has no message_stats: no messages moved, a rate of 0, where the
-    // broker collects rates at all.
+    // A queue without AMQP 0-9-1 traffic has no message_stats, and a group of counters that
+    // has counted nothing is absent: no messages moved, a rate of 0, where the broker collects
+    // rates at all.
     let rate = |pick: fn(&MessageStats) -> Option<Rate>, field: &str| {
         at.rates
             .clone()
             .map_err(|why| SeriesError::new(format!("{measure} of queue {:?}: {why}", q.name)))?;
-        match &q.message_stats {
-            None => Ok(0.0),
-            Some(stats) => pick(stats).map(|r| r.rate).ok_or_else(|| {
-                SeriesError::new(format!(
-                    "RabbitMQ sent message_stats without {field}.rate for queue {:?}",
-                    q.name
-                ))
-            }),
+        let Some(stats) = &q.message_stats else {
+            return Ok(0.0);
+        };
+        let group_present = if field == "publish_details" {
+            stats.publish_details.is_some()
+        } else {
+            stats.deliver_get_details.is_some()
+                || stats.ack_details.is_some()
+                || stats.deliver_no_ack_details.is_some()
+                || stats.get_no_ack_details.is_some()
+        };
+        match pick(stats) {
+            Some(r) => Ok(r.rate),
+            None if !group_present => Ok(0.0),
+            None => Err(SeriesError::new(format!(
+                "RabbitMQ sent the delivery statistics of queue {:?} without {field}.rate",
+                q.name
+            ))),
         }
     };
     match measure {
@@ -379,6 +415,8 @@ fn head_age(queue: &str, ts: f64, at: &Reading<'_>) -> Result<f64, SeriesError> 
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     const COLLECTED: Result<(), String> = Ok(());
@@ -566,6 +604,120 @@ mod tests {
         q.head_message_timestamp = Some(Some(now_s - 120.0));
         let err = value(&q, Measure::OldestAgeSeconds, &ms).expect_err("seconds read as ms");
         assert!(err.0.contains("before the year 2000"), "{err}");
+    }
+
+    fn page(text: &str) -> BTreeMap<String, QueueInfo> {
+        let page: Page = serde_json::from_str(text).expect("page parses");
+        page.items
+            .into_iter()
+            .map(|q| (q.name.clone(), q))
+            .collect()
+    }
+
+    #[test]
+    fn rabbitmq_4_listings_read_as_3_10_ones_and_duplicate_keys_do_not_fail_them() {
+        let queues = page(include_str!(
+            "../../../tests/fixtures/rabbitmq-4.x-api-queues-columns.derived.json"
+        ));
+        assert_eq!(queues.len(), 8);
+        let now_s = 1_767_225_700.0;
+        let orders = &queues["orders"];
+        assert_eq!(value(orders, Measure::Ready, &at(now_s, 100.0)), Ok(40.0));
+        assert_eq!(
+            value(orders, Measure::OldestAgeSeconds, &at(now_s, 100.0)),
+            Ok(100.0)
+        );
+        assert_eq!(value(orders, Measure::AckRate, &at(now_s, 100.0)), Ok(9.8));
+
+        let ms = &queues["orders.ms-publisher"];
+        let err = value(ms, Measure::OldestAgeSeconds, &at(now_s, 100.0)).expect_err("ms");
+        assert!(err.0.contains("timestamp_unit: ms"), "{err}");
+        let in_ms = Reading {
+            timestamp_unit: HeadTimestampUnit::Ms,
+            ..at(now_s, 100.0)
+        };
+        let age = value(ms, Measure::OldestAgeSeconds, &in_ms).expect("age in ms");
+        assert!((age - 99.877).abs() < 1e-6, "{age}");
+
+        let idle = &queues["idle"];
+        assert_eq!(
+            value(idle, Measure::PublishRate, &at(now_s, 100.0)),
+            Ok(0.0)
+        );
+        assert_eq!(
+            value(idle, Measure::OldestAgeSeconds, &at(now_s, 100.0)),
+            Ok(0.0)
+        );
+
+        let consumed = &queues["consumed-only"];
+        assert_eq!(
+            value(consumed, Measure::PublishRate, &at(now_s, 100.0)),
+            Ok(0.0),
+            "the publish group is absent: nothing was published over AMQP 0-9-1"
+        );
+        assert_eq!(
+            value(consumed, Measure::DeliverRate, &at(now_s, 100.0)),
+            Ok(3.0)
+        );
+        assert_eq!(
+            value(consumed, Measure::DrainSeconds, &at(now_s, 100.0)),
+            Ok(0.0)
+        );
+
+        let err = value(
+            &queues["qq.orders"],
+            Measure::OldestAgeSeconds,
+            &at(now_s, 1.0),
+        )
+        .expect_err("quorum");
+        assert!(err.0.contains("quorum queue"), "{err}");
+        let err = value(&queues["just-declared"], Measure::Ready, &at(now_s, 1.0))
+            .expect_err("no counts yet");
+        assert!(err.0.contains("messages_ready"), "{err}");
+        assert_eq!(
+            value(
+                &queues["qq.dup-keys-4.0.2"],
+                Measure::Total,
+                &at(now_s, 1.0)
+            ),
+            Ok(3.0)
+        );
+    }
+
+    #[test]
+    fn a_broker_with_statistics_disabled_serves_counts_only_where_it_reports_them() {
+        let overview: Overview = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/rabbitmq-4.3-api-overview-stats-disabled.derived.json"
+        ))
+        .expect("overview parses");
+        let off = overview.rates();
+        assert!(off.is_err());
+        let reading = Reading {
+            rates: &off,
+            ..at(0.0, 100.0)
+        };
+        let bare = page(include_str!(
+            "../../../tests/fixtures/rabbitmq-4.x-api-queues-columns-stats-disabled.derived.json"
+        ));
+        let err = value(&bare["orders"], Measure::Ready, &reading).expect_err("no counts");
+        assert!(
+            err.0.contains("messages_ready") && err.0.contains("disable_stats"),
+            "{err}"
+        );
+        let totals = page(include_str!(
+            "../../../tests/fixtures/rabbitmq-4.x-api-queues-columns-stats-disabled-queue-totals.derived.json"
+        ));
+        assert_eq!(value(&totals["orders"], Measure::Ready, &reading), Ok(40.0));
+        let err = value(&totals["orders"], Measure::PublishRate, &reading).expect_err("no rates");
+        assert!(err.0.contains("disable_stats"), "{err}");
+        let err = value(&totals["orders"], Measure::Consumers, &reading).expect_err("not sent");
+        assert!(err.0.contains("consumers"), "{err}");
+
+        let on: Overview = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/rabbitmq-4.3-api-overview.derived.json"
+        ))
+        .expect("overview parses");
+        assert_eq!(on.rates(), Ok(()));
     }
 
     #[test]

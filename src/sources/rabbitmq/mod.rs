@@ -164,6 +164,8 @@ impl RabbitMqSource {
                     listings.insert(vhost, Err(()));
                 }
                 Err(ListError::Failed(message)) => {
+                    // A broker that comes back may have restarted with other settings.
+                    self.rates = None;
                     return Err(SourceError::Io {
                         target: "management API".into(),
                         message,
