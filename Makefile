@@ -19,6 +19,7 @@ run: services
 	@echo "  redis-cli LPUSH queue:embeddings '{\"enqueued_at\":'\$$(date +%s%3N)'}'"
 	@echo "  curl -s http://$(LISTEN)/apis/external.metrics.k8s.io/v1beta1/namespaces/default/embedding_queue_length"
 	@echo "  curl -s http://$(LISTEN)/apis/external.metrics.k8s.io/v1beta1/namespaces/default/embedding_queue_oldest_age_seconds"
+	@echo "  redis-cli XGROUP CREATE inference:requests workers '\$$' MKSTREAM   # the stream metrics answer 503 until it exists"
 	@echo "  curl -s -u guest:guest -X PUT -H 'content-type: application/json' -d '{\"durable\":true}' http://127.0.0.1:15672/api/queues/%2F/embeddings"
 	@echo "  curl -s -u guest:guest -H 'content-type: application/json' -d '{\"routing_key\":\"embeddings\",\"payload\":\"job\",\"payload_encoding\":\"string\",\"properties\":{\"timestamp\":'\$$(date +%s)'}}' http://127.0.0.1:15672/api/exchanges/%2F/amq.default/publish"
 	@echo "  curl -s http://$(LISTEN)/apis/external.metrics.k8s.io/v1beta1/namespaces/default/rabbit_embeddings_ready"
@@ -37,12 +38,14 @@ check: services
 	$(CARGO) run --quiet -- check --config $(CONFIG)
 
 ## The whole suite: formatting, clippy, unit and integration tests against the local Redis,
-## benchmarks run once as tests, `kubectl get --raw` against the adapter, and curl over HTTPS
+## the Redis tests a second time over RESP3, benchmarks run once as tests, `kubectl get --raw` against the adapter, and curl over HTTPS
 ## with and without a front-proxy client certificate, and every manifest under deploy/ validated
 ## offline (Kubernetes schemas + checkov), and `make demo` to zero replicas.
 test: services lint
 	@scripts/ensure-prometheus.sh
 	$(CARGO) test --all-targets
+	@echo "[make test] the Redis tests again over RESP3 (protocol=resp3)"
+	QMA_TEST_REDIS_PROTOCOL=resp3 $(CARGO) test --test redis_source --test redis_missing_keys --test read_only --test redis_restart --test redis_tls --test keda
 	$(CARGO) test --doc
 	scripts/kubectl-raw-check.sh
 	scripts/curl-tls-check.sh

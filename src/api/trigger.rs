@@ -65,7 +65,9 @@ pub enum TriggerLookupError {
     /// Unknown metric, stale value or failing source.
     #[error(transparent)]
     Lookup(#[from] LookupError),
-    /// The selector matched no series: there is nothing to report, and 0 would be made up.
+    /// The selector matched no series of a metric for which that is not an observed empty
+    /// backlog ([`crate::store::MetricInfo::empty_means_zero`]): there is nothing to report,
+    /// and 0 would be made up.
     #[error("no series of metric {metric} matches the label selector {selector:?}")]
     NoSeries {
         /// The metric.

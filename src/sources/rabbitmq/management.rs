@@ -363,6 +363,17 @@ pub fn value(q: &QueueInfo, measure: Measure, at: &Reading<'_>) -> Result<f64, S
             let kind = q.kind.as_deref().unwrap_or("classic");
             match q.head_message_timestamp {
                 Some(Some(ts)) => head_age(&q.name, ts, at),
+                None if at
+                    .rates
+                    .as_ref()
+                    .is_err_and(|off| off.contains("disable_stats")) =>
+                {
+                    Err(SeriesError::new(format!(
+                        "age unavailable for queue {:?}: {}",
+                        q.name,
+                        at.rates.as_ref().err().map_or("", String::as_str)
+                    )))
+                }
                 _ if kind != "classic" => Err(SeriesError::new(format!(
                     "age unavailable: queue {:?} is a {kind} queue, and only classic queues report head_message_timestamp",
                     q.name
@@ -712,6 +723,9 @@ mod tests {
         assert!(err.0.contains("disable_stats"), "{err}");
         let err = value(&totals["orders"], Measure::Consumers, &reading).expect_err("not sent");
         assert!(err.0.contains("consumers"), "{err}");
+        let err =
+            value(&totals["orders"], Measure::OldestAgeSeconds, &reading).expect_err("no age");
+        assert!(err.0.contains("disable_stats"), "{err}");
 
         let on: Overview = serde_json::from_str(include_str!(
             "../../../tests/fixtures/rabbitmq-4.3-api-overview.derived.json"
