@@ -330,7 +330,7 @@ impl RedisSource {
                 let exists = read.exists(&s.planned, &replies);
                 let target = &metrics[s.metric].target;
                 let never_seen = if target.key.is_some() {
-                    if exists {
+                    if exists && !self.seen.contains(&s.key) {
                         self.seen.insert(s.key.clone());
                     }
                     target.key_type.deleted_when_empty() && !self.seen.contains(&s.key)
