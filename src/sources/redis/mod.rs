@@ -335,8 +335,11 @@ impl RedisSource {
                     }
                     target.key_type.deleted_when_empty() && !self.seen.contains(&s.key)
                 } else {
+                    // Steady state (every key there) costs no hashing.
                     if exists {
-                        self.missing_since.remove(&s.key);
+                        if !self.missing_since.is_empty() {
+                            self.missing_since.remove(&s.key);
+                        }
                     } else {
                         self.missing_since.entry(s.key.clone()).or_insert(polled_at);
                     }
