@@ -5,11 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::rabbit::RabbitNode;
+use common::rabbit::{RabbitNode, publish_persistent, set_guest_password_env};
 use common::{Adapter, quantity};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 async fn value(a: &Adapter) -> (u16, Option<f64>) {
     let (status, body) = a.metric("total", None).await;
@@ -19,41 +16,9 @@ async fn value(a: &Adapter) -> (u16, Option<f64>) {
 #[tokio::test]
 async fn broker_down_answers_503_and_values_return_after_restart() {
     queue_metrics_adapter::tls::ensure_crypto_provider();
-    // SAFETY: set before the adapter (the only reader) starts; nothing removes it.
-    unsafe { std::env::set_var("QMA_TEST_RABBIT_PASSWORD", "guest") };
+    set_guest_password_env();
     let mut node = RabbitNode::start().await;
-    let conn = Connection::connect(&node.amqp_url(), ConnectionProperties::default())
-        .await
-        .expect("amqp");
-    let ch = conn.create_channel().await.expect("channel");
-    ch.queue_declare(
-        "jobs".into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare");
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
-    for body in ["a", "b", "c"] {
-        ch.basic_publish(
-            "".into(),
-            "jobs".into(),
-            BasicPublishOptions::default(),
-            body.as_bytes(),
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
-    }
-    drop(ch);
-    let _ = conn.close(200, "done".into()).await;
+    publish_persistent(&node.amqp_url(), "jobs", &["a", "b", "c"]).await;
 
     let a = Adapter::start(&format!(
         "poll_interval: 250ms\npoll_timeout: 2s\nmax_backoff: 2s\nsources:\n  rabbit:\n    rabbitmq: {{management_url: \"{}\", username: guest, password_env: QMA_TEST_RABBIT_PASSWORD}}\nmetrics:\n  - {{name: total, source: rabbit, measure: total, rabbitmq: {{queue: jobs}}}}\n",

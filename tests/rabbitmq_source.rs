@@ -6,58 +6,21 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::rabbit::{MANAGEMENT, TestVhost, now_s};
-use common::{Adapter, quantity};
+use common::rabbit::{MANAGEMENT, TestVhost, now_s, set_guest_password_env};
+use common::{Adapter, quantity, value_is};
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 
 fn config(vhost: &str, metrics: &[(&str, &str, &str)]) -> String {
-    let mut out = format!(
-        "poll_interval: 250ms\nsources:\n  rabbit:\n    rabbitmq: {{management_url: \"{MANAGEMENT}\", username: guest, password_env: QMA_TEST_RABBIT_PASSWORD}}\nmetrics:\n"
-    );
-    for (name, measure, target) in metrics {
-        out.push_str(&format!("  - {{name: {name}, source: rabbit, measure: {measure}, rabbitmq: {{vhost: \"{vhost}\", {target}}}}}\n"));
-    }
-    out
+    common::rabbit::config(MANAGEMENT, vhost, metrics)
 }
 
-/// Polls the adapter until `metric` (with `selector`) satisfies `ok`, for up to 30 s.
-async fn wait_for(
-    a: &Adapter,
-    metric: &str,
-    selector: Option<&str>,
-    ok: impl Fn(u16, &serde_json::Value) -> bool,
-) -> (u16, serde_json::Value) {
-    let start = Instant::now();
-    loop {
-        let (status, body) = a.metric(metric, selector).await;
-        if ok(status, &body) {
-            return (status, body);
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{metric}: still {status} {body} after 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn value_is(want: f64) -> impl Fn(u16, &serde_json::Value) -> bool {
-    move |status, body| {
-        status == 200
-            && body["items"].as_array().is_some_and(|i| i.len() == 1)
-            && quantity(body["items"][0]["value"].as_str().unwrap_or("x")) == want
-    }
-}
-
-fn set_password() {
-    // SAFETY: every test sets the same value before any thread reads it; no test removes it.
-    unsafe { std::env::set_var("QMA_TEST_RABBIT_PASSWORD", "guest") };
-}
+/// How long the broker's statistics may take to show a change.
+const STATS: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn classic_queue_with_timestamps_reports_depth_and_age() {
-    set_password();
+    set_guest_password_env();
     let vh = TestVhost::new("rmq-ts").await;
     let conn = vh.connect().await;
     let t0 = now_s() - 90;
@@ -74,14 +37,16 @@ async fn classic_queue_with_timestamps_reports_depth_and_age() {
         ],
     ))
     .await;
-    wait_for(&a, "ready", None, value_is(5.0)).await;
+    a.wait_for("ready", None, STATS, value_is(5.0)).await;
     let (_, body) = a.metric("total", None).await;
     assert_eq!(
         body["items"][0]["metricLabels"],
         serde_json::json!({"queue": "embed.classic", "vhost": vh.name})
     );
     // RabbitMQ reports head_message_timestamp only for paged-in messages: wait for it (bounded).
-    let (_, body) = wait_for(&a, "age", None, |status, _| status == 200).await;
+    let (_, body) = a
+        .wait_for("age", None, STATS, |status, _| status == 200)
+        .await;
     let age = quantity(body["items"][0]["value"].as_str().expect("value"));
     let truth = (now_s() - t0) as f64;
     assert!(
@@ -93,7 +58,7 @@ async fn classic_queue_with_timestamps_reports_depth_and_age() {
 
 #[tokio::test]
 async fn age_is_unavailable_without_timestamps_and_on_quorum_queues() {
-    set_password();
+    set_guest_password_env();
     let vh = TestVhost::new("rmq-nots").await;
     let conn = vh.connect().await;
     vh.publish(&conn, "nots", "classic", &[("a", None), ("b", None)])
@@ -115,8 +80,8 @@ async fn age_is_unavailable_without_timestamps_and_on_quorum_queues() {
         ],
     ))
     .await;
-    wait_for(&a, "nots-ready", None, value_is(2.0)).await;
-    wait_for(&a, "q-ready", None, value_is(2.0)).await;
+    a.wait_for("nots-ready", None, STATS, value_is(2.0)).await;
+    a.wait_for("q-ready", None, STATS, value_is(2.0)).await;
     let (status, body) = a.metric("nots-age", None).await;
     assert_eq!(status, 503, "{body}");
     assert!(
@@ -140,7 +105,7 @@ async fn age_is_unavailable_without_timestamps_and_on_quorum_queues() {
 
 #[tokio::test]
 async fn unacked_messages_count_and_age_includes_the_oldest_unacked() {
-    set_password();
+    set_guest_password_env();
     let vh = TestVhost::new("rmq-unacked").await;
     let conn = vh.connect().await;
     let t0 = now_s() - 300;
@@ -166,11 +131,13 @@ async fn unacked_messages_count_and_age_includes_the_oldest_unacked() {
         ],
     ))
     .await;
-    wait_for(&a, "unacked", None, value_is(1.0)).await;
-    wait_for(&a, "ready", None, value_is(4.0)).await;
-    wait_for(&a, "consumers", None, value_is(1.0)).await;
+    a.wait_for("unacked", None, STATS, value_is(1.0)).await;
+    a.wait_for("ready", None, STATS, value_is(4.0)).await;
+    a.wait_for("consumers", None, STATS, value_is(1.0)).await;
     // head_message_timestamp counts the oldest unacknowledged message (sources.md §3.3).
-    let (_, body) = wait_for(&a, "age", None, |status, _| status == 200).await;
+    let (_, body) = a
+        .wait_for("age", None, STATS, |status, _| status == 200)
+        .await;
     let age = quantity(body["items"][0]["value"].as_str().expect("value"));
     let truth = (now_s() - t0) as f64;
     assert!(
@@ -182,7 +149,7 @@ async fn unacked_messages_count_and_age_includes_the_oldest_unacked() {
 
 #[tokio::test]
 async fn rates_appear_after_publishing() {
-    set_password();
+    set_guest_password_env();
     let vh = TestVhost::new("rmq-rates").await;
     let conn = vh.connect().await;
     let a = Adapter::start(&config(
@@ -210,14 +177,14 @@ async fn rates_appear_after_publishing() {
     };
     assert!(found, "publish_rate became positive");
     // Nothing acknowledges: the backlog never drains, which is served as max_drain_seconds.
-    wait_for(&a, "drain", None, value_is(86_400.0)).await;
+    a.wait_for("drain", None, STATS, value_is(86_400.0)).await;
     drop(ch);
     a.stop().await;
 }
 
 #[tokio::test]
 async fn a_pattern_selects_queues_by_regex_and_a_missing_queue_is_an_error() {
-    set_password();
+    set_guest_password_env();
     let vh = TestVhost::new("rmq-regex").await;
     let conn = vh.connect().await;
     vh.publish(&conn, "embed.a", "classic", &[("1", None)])
@@ -233,13 +200,14 @@ async fn a_pattern_selects_queues_by_regex_and_a_missing_queue_is_an_error() {
         ],
     ))
     .await;
-    let (_, body) = wait_for(&a, "embeds", None, |s, b| {
-        s == 200
-            && b["items"]
-                .as_array()
-                .is_some_and(|i| i.len() == 2 && i.iter().all(|x| x["value"] != "0"))
-    })
-    .await;
+    let (_, body) = a
+        .wait_for("embeds", None, STATS, |s, b| {
+            s == 200
+                && b["items"]
+                    .as_array()
+                    .is_some_and(|i| i.len() == 2 && i.iter().all(|x| x["value"] != "0"))
+        })
+        .await;
     let names: Vec<&str> = body["items"]
         .as_array()
         .expect("items")
@@ -247,7 +215,8 @@ async fn a_pattern_selects_queues_by_regex_and_a_missing_queue_is_an_error() {
         .map(|i| i["metricLabels"]["queue"].as_str().expect("queue"))
         .collect();
     assert_eq!(names, vec!["embed.a", "embed.b"]);
-    wait_for(&a, "embeds", Some("queue=embed.b"), value_is(2.0)).await;
+    a.wait_for("embeds", Some("queue=embed.b"), STATS, value_is(2.0))
+        .await;
     let (status, body) = a.metric("gone", None).await;
     assert_eq!(status, 503, "{body}");
     assert!(
@@ -262,7 +231,7 @@ async fn a_pattern_selects_queues_by_regex_and_a_missing_queue_is_an_error() {
 
 #[tokio::test]
 async fn amqp_passive_declare_reads_ready_and_consumers_and_survives_a_missing_queue() {
-    set_password();
+    set_guest_password_env();
     let vh = TestVhost::new("rmq-amqp").await;
     let conn = vh.connect().await;
     vh.publish(
@@ -303,7 +272,7 @@ async fn amqp_passive_declare_reads_ready_and_consumers_and_survives_a_missing_q
 
 #[tokio::test]
 async fn polling_never_changes_messages_order_or_redelivered_flags() {
-    set_password();
+    set_guest_password_env();
     let vh = TestVhost::new("rmq-readonly").await;
     let conn = vh.connect().await;
     let bodies: Vec<String> = (0..20).map(|i| format!("msg-{i:02}")).collect();
@@ -327,7 +296,7 @@ async fn polling_never_changes_messages_order_or_redelivered_flags() {
     yaml.push_str(&format!("  - {{name: m6, source: amqp, measure: ready, rabbitmq: {{vhost: \"{}\", queue: quorum}}}}\n", vh.name));
     let a = Adapter::start(&yaml.replace("poll_interval: 250ms", "poll_interval: 100ms")).await;
     a.polls(40).await;
-    wait_for(&a, "m1", None, value_is(20.0)).await;
+    a.wait_for("m1", None, STATS, value_is(20.0)).await;
     a.stop().await;
 
     let ch = conn.create_channel().await.expect("channel");

@@ -7,49 +7,16 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::rabbit::{MANAGEMENT, RabbitNode, SlowAutoAckConsumer, TestVhost};
+use common::rabbit::{
+    MANAGEMENT, RabbitNode, SlowAutoAckConsumer, TestVhost, config, publish_persistent,
+    set_guest_password_env,
+};
 use common::{Adapter, quantity};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
-
-fn set_password() {
-    // SAFETY: every test sets the same value before any thread reads it; no test removes it.
-    unsafe { std::env::set_var("QMA_TEST_RABBIT_PASSWORD", "guest") };
-}
-
-fn config(management: &str, vhost: &str, metrics: &[(&str, &str, &str)]) -> String {
-    let mut out = format!(
-        "poll_interval: 250ms\npoll_timeout: 2s\nmax_backoff: 1s\nsources:\n  rabbit:\n    rabbitmq: {{management_url: \"{management}\", username: guest, password_env: QMA_TEST_RABBIT_PASSWORD}}\nmetrics:\n"
-    );
-    for (name, measure, target) in metrics {
-        out.push_str(&format!("  - {{name: {name}, source: rabbit, measure: {measure}, rabbitmq: {{vhost: \"{vhost}\", {target}}}}}\n"));
-    }
-    out
-}
-
-/// Polls `metric` until `ok` holds, for up to `limit`.
-async fn wait_for(
-    a: &Adapter,
-    metric: &str,
-    limit: Duration,
-    ok: impl Fn(u16, &serde_json::Value) -> bool,
-) -> (u16, serde_json::Value) {
-    let start = Instant::now();
-    loop {
-        let (status, body) = a.metric(metric, None).await;
-        if ok(status, &body) {
-            return (status, body);
-        }
-        assert!(
-            start.elapsed() < limit,
-            "{metric}: still {status} {body} after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use lapin::BasicProperties;
 
 fn value_of(body: &serde_json::Value) -> Option<f64> {
     body["items"][0]["value"].as_str().map(quantity)
@@ -68,7 +35,7 @@ fn now_ms() -> u64 {
 
 #[tokio::test]
 async fn a_millisecond_or_future_head_timestamp_is_an_error_not_zero() {
-    set_password();
+    set_guest_password_env();
     let vh = TestVhost::new("rmq-ms-ts").await;
     let conn = vh.connect().await;
     // A JavaScript-style publisher: Date.now() in the AMQP timestamp, two minutes ago.
@@ -93,20 +60,23 @@ async fn a_millisecond_or_future_head_timestamp_is_an_error_not_zero() {
     ))
     .await;
     let limit = Duration::from_secs(30);
-    let (_, body) = wait_for(&a, "age", limit, error_saying("milliseconds")).await;
+    let (_, body) = a
+        .wait_for("age", None, limit, error_saying("milliseconds"))
+        .await;
     assert!(
         body["message"]
             .as_str()
             .is_some_and(|m| m.contains("timestamp_unit: ms")),
         "the error says what to configure: {body}"
     );
-    wait_for(&a, "age-future", limit, error_saying("in the future")).await;
+    a.wait_for("age-future", None, limit, error_saying("in the future"))
+        .await;
     a.stop().await;
 }
 
 #[tokio::test]
 async fn timestamp_unit_ms_reads_the_age_of_millisecond_publishers() {
-    set_password();
+    set_guest_password_env();
     let vh = TestVhost::new("rmq-ms-unit").await;
     let conn = vh.connect().await;
     let _ms = vh
@@ -122,10 +92,11 @@ async fn timestamp_unit_ms_reads_the_age_of_millisecond_publishers() {
         )],
     ))
     .await;
-    let (_, body) = wait_for(&a, "age-ms", Duration::from_secs(30), |status, _| {
-        status == 200
-    })
-    .await;
+    let (_, body) = a
+        .wait_for("age-ms", None, Duration::from_secs(30), |status, _| {
+            status == 200
+        })
+        .await;
     let age = value_of(&body).expect("a value");
     assert!((119.0..130.0).contains(&age), "two minutes old: {body}");
     a.stop().await;
@@ -133,7 +104,7 @@ async fn timestamp_unit_ms_reads_the_age_of_millisecond_publishers() {
 
 #[tokio::test]
 async fn drain_time_counts_messages_an_automatic_ack_consumer_takes() {
-    set_password();
+    set_guest_password_env();
     let vh = TestVhost::new("rmq-auto-ack").await;
     let conn = vh.connect().await;
     let ch = conn.create_channel().await.expect("channel");
@@ -179,10 +150,11 @@ async fn drain_time_counts_messages_an_automatic_ack_consumer_takes() {
     let _worker =
         SlowAutoAckConsumer::start(&vh.name, "drain", 320 * 1024, Duration::from_millis(1000))
             .await;
-    let (_, body) = wait_for(&a, "drain", Duration::from_secs(40), |status, body| {
-        status == 200 && value_of(body).is_some_and(|d| d > 0.0 && d < 86_400.0)
-    })
-    .await;
+    let (_, body) = a
+        .wait_for("drain", None, Duration::from_secs(40), |status, body| {
+            status == 200 && value_of(body).is_some_and(|d| d > 0.0 && d < 86_400.0)
+        })
+        .await;
     let drain = value_of(&body).expect("value");
     let (status, total) = a.metric("total", None).await;
     let backlog = value_of(&total).expect("total");
@@ -207,42 +179,11 @@ async fn drain_time_counts_messages_an_automatic_ack_consumer_takes() {
 
 #[tokio::test]
 async fn a_broker_that_collects_no_rates_makes_rates_errors_and_keeps_counts() {
-    set_password();
+    set_guest_password_env();
     queue_metrics_adapter::tls::ensure_crypto_provider();
     let mut node =
         RabbitNode::start_with(|_, _| ("management.rates_mode = none\n".into(), false)).await;
-    let conn = Connection::connect(&node.amqp_url(), ConnectionProperties::default())
-        .await
-        .expect("amqp");
-    let ch = conn.create_channel().await.expect("channel");
-    ch.queue_declare(
-        "jobs".into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare");
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
-    for _ in 0..3 {
-        ch.basic_publish(
-            "".into(),
-            "jobs".into(),
-            BasicPublishOptions::default(),
-            b"job",
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
-    }
-    drop(ch);
-    let _ = conn.close(200, "done".into()).await;
+    publish_persistent(&node.amqp_url(), "jobs", &["job", "job", "job"]).await;
     let a = Adapter::start(&config(
         &node.management_url(),
         "/",
@@ -255,12 +196,13 @@ async fn a_broker_that_collects_no_rates_makes_rates_errors_and_keeps_counts() {
     ))
     .await;
     let limit = Duration::from_secs(30);
-    wait_for(&a, "ready", limit, |s, b| {
+    a.wait_for("ready", None, limit, |s, b| {
         s == 200 && value_of(b) == Some(3.0)
     })
     .await;
     for metric in ["publishing", "acks", "drain"] {
-        wait_for(&a, metric, limit, error_saying("rates_mode: none")).await;
+        a.wait_for(metric, None, limit, error_saying("rates_mode: none"))
+            .await;
     }
 
     // The same broker with its metrics collector off: no statistics at all.
@@ -278,12 +220,14 @@ async fn a_broker_that_collects_no_rates_makes_rates_errors_and_keeps_counts() {
     node.boot().await;
     let limit = Duration::from_secs(60);
     for metric in ["publishing", "drain"] {
-        wait_for(&a, metric, limit, error_saying("disable_stats")).await;
+        a.wait_for(metric, None, limit, error_saying("disable_stats"))
+            .await;
     }
-    let (status, body) = wait_for(&a, "ready", limit, |s, b| {
-        s == 200 && value_of(b) == Some(3.0)
-    })
-    .await;
+    let (status, body) = a
+        .wait_for("ready", None, limit, |s, b| {
+            s == 200 && value_of(b) == Some(3.0)
+        })
+        .await;
     assert_eq!(status, 200, "counts stay served without statistics: {body}");
     a.stop().await;
 }

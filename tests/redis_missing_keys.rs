@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Adapter, Cleanup, cmd, connect, prefix, redis_url, single_value};
+use common::{Adapter, Cleanup, cmd, connect, prefix, redis_url, single_value, value_is};
 use queue_metrics_adapter::check;
 use queue_metrics_adapter::config::Config;
 
@@ -19,34 +19,8 @@ fn config(head: &str, metrics: &str) -> String {
     )
 }
 
-/// Polls `metric` with `selector` until `ok` holds, for up to 10 s.
-async fn wait_for(
-    a: &Adapter,
-    metric: &str,
-    selector: Option<&str>,
-    ok: impl Fn(u16, &serde_json::Value) -> bool,
-) -> (u16, serde_json::Value) {
-    let start = Instant::now();
-    loop {
-        let (status, body) = a.metric(metric, selector).await;
-        if ok(status, &body) {
-            return (status, body);
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{metric} {selector:?}: still {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn one_value(want: f64) -> impl Fn(u16, &serde_json::Value) -> bool {
-    move |status, body| {
-        status == 200
-            && body["items"].as_array().is_some_and(|i| i.len() == 1)
-            && single_value(body) == want
-    }
-}
+/// How long a value may take to follow a change (polls are 200 ms apart).
+const LIMIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn a_missing_stream_is_an_error_for_every_stream_measure_naming_key_and_db() {
@@ -156,9 +130,9 @@ async fn an_exact_key_that_never_existed_is_zero_but_flagged_in_check_and_metric
     }
     // Once the key has existed, its emptiness is what Redis says it is: no longer flagged.
     cmd::<i64>(&mut c, &["LPUSH", &typo, "job"]).await;
-    wait_for(&a, "typo", None, one_value(1.0)).await;
+    a.wait_for("typo", None, LIMIT, value_is(1.0)).await;
     cmd::<i64>(&mut c, &["DEL", &typo]).await;
-    wait_for(&a, "typo", None, one_value(0.0)).await;
+    a.wait_for("typo", None, LIMIT, value_is(0.0)).await;
     let (_, metrics) = a.get_text("/metrics").await;
     assert!(
         metrics.contains("qma_metric_unseen_keys{metric=\"typo\"} 0"),
@@ -187,9 +161,11 @@ async fn a_pattern_key_that_empties_keeps_its_series_and_a_refill_is_seen_on_the
     .await;
     a.polls(1).await;
     let sel = Some("queue=embeddings");
-    wait_for(&a, "sidekiq_queue_length", sel, one_value(1.0)).await;
+    a.wait_for("sidekiq_queue_length", sel, LIMIT, value_is(1.0))
+        .await;
     cmd::<i64>(&mut c, &["DEL", &embed]).await;
-    wait_for(&a, "sidekiq_queue_length", sel, one_value(0.0)).await;
+    a.wait_for("sidekiq_queue_length", sel, LIMIT, value_is(0.0))
+        .await;
     // A discovery runs meanwhile; its SCAN no longer finds the deleted key.
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let (status, body) = a.metric("sidekiq_queue_length", sel).await;
@@ -201,7 +177,8 @@ async fn a_pattern_key_that_empties_keeps_its_series_and_a_refill_is_seen_on_the
     assert_eq!(single_value(&body), 0.0, "as 0: {body}");
     let refilled = Instant::now();
     cmd::<i64>(&mut c, &["LPUSH", &embed, "job"]).await;
-    wait_for(&a, "sidekiq_queue_length", sel, one_value(1.0)).await;
+    a.wait_for("sidekiq_queue_length", sel, LIMIT, value_is(1.0))
+        .await;
     assert!(
         refilled.elapsed() < Duration::from_millis(1500),
         "seen by the next poll (200 ms), not by the next discovery (3 s)"
@@ -226,14 +203,15 @@ async fn a_pattern_key_missing_longer_than_the_retention_is_dropped_and_keda_rea
         ),
     ))
     .await;
-    wait_for(&a, "queues", None, one_value(1.0)).await;
+    a.wait_for("queues", None, LIMIT, value_is(1.0)).await;
     cmd::<i64>(&mut c, &["DEL", &only]).await;
     let deleted = Instant::now();
-    wait_for(&a, "queues", None, one_value(0.0)).await;
-    let (status, body) = wait_for(&a, "queues", None, |status, body| {
-        status == 200 && body["items"].as_array().is_some_and(Vec::is_empty)
-    })
-    .await;
+    a.wait_for("queues", None, LIMIT, value_is(0.0)).await;
+    let (status, body) = a
+        .wait_for("queues", None, LIMIT, |status, body| {
+            status == 200 && body["items"].as_array().is_some_and(Vec::is_empty)
+        })
+        .await;
     assert!(
         deleted.elapsed() >= Duration::from_secs(1),
         "kept for the retention first: {status} {body}"

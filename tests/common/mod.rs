@@ -242,6 +242,29 @@ impl Adapter {
         self.get_json(&path).await
     }
 
+    /// Reads `metric` (with `selector`) until `ok` holds, for up to `limit`, and returns that
+    /// answer: for values that appear after a poll or a broker's statistics interval.
+    pub async fn wait_for(
+        &self,
+        metric: &str,
+        selector: Option<&str>,
+        limit: Duration,
+        ok: impl Fn(u16, &serde_json::Value) -> bool,
+    ) -> (u16, serde_json::Value) {
+        let start = std::time::Instant::now();
+        loop {
+            let (status, body) = self.metric(metric, selector).await;
+            if ok(status, &body) {
+                return (status, body);
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{metric} {selector:?}: still {status} {body} after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Stops the adapter.
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
@@ -257,6 +280,15 @@ pub fn single_value(body: &serde_json::Value) -> f64 {
         .unwrap_or_else(|| panic!("no items in {body}"));
     assert_eq!(items.len(), 1, "expected one item in {body}");
     quantity(items[0]["value"].as_str().expect("value is a string"))
+}
+
+/// For [`Adapter::wait_for`]: a 200 with exactly one item whose value is `want`.
+pub fn value_is(want: f64) -> impl Fn(u16, &serde_json::Value) -> bool {
+    move |status, body| {
+        status == 200
+            && body["items"].as_array().is_some_and(|i| i.len() == 1)
+            && quantity(body["items"][0]["value"].as_str().unwrap_or("x")) == want
+    }
 }
 
 /// Parses the quantity strings we emit (`"12"`, `"1500m"`).

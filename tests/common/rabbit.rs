@@ -148,6 +148,61 @@ impl Drop for TestVhost {
     }
 }
 
+/// Sets `QMA_TEST_RABBIT_PASSWORD` (guest's password), which the test configs read.
+pub fn set_guest_password_env() {
+    // SAFETY: every test sets the same value before any thread reads it; no test removes it.
+    unsafe { std::env::set_var("QMA_TEST_RABBIT_PASSWORD", "guest") };
+}
+
+/// An adapter config with one RabbitMQ source (`management`, as guest) and `metrics` given as
+/// `(name, measure, target)` in `vhost`; `target` is the rest of the `rabbitmq:` block.
+pub fn config(management: &str, vhost: &str, metrics: &[(&str, &str, &str)]) -> String {
+    let mut out = format!(
+        "poll_interval: 250ms\npoll_timeout: 2s\nmax_backoff: 1s\nsources:\n  rabbit:\n    rabbitmq: {{management_url: \"{management}\", username: guest, password_env: QMA_TEST_RABBIT_PASSWORD}}\nmetrics:\n"
+    );
+    for (name, measure, target) in metrics {
+        out.push_str(&format!("  - {{name: {name}, source: rabbit, measure: {measure}, rabbitmq: {{vhost: \"{vhost}\", {target}}}}}\n"));
+    }
+    out
+}
+
+/// Declares the durable queue `queue` at `amqp_url` and publishes `bodies` as persistent
+/// messages, waiting for each confirm: data that survives a broker restart.
+pub async fn publish_persistent(amqp_url: &str, queue: &str, bodies: &[&str]) {
+    let conn = Connection::connect(amqp_url, ConnectionProperties::default())
+        .await
+        .expect("amqp");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    for body in bodies {
+        ch.basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    }
+    drop(ch);
+    let _ = conn.close(200, "done".into()).await;
+}
+
 /// Percent-encodes a vhost for URLs.
 pub fn encode(s: &str) -> String {
     s.bytes()
