@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 
 fn config(p: &str) -> String {
     format!(
-        "poll_interval: 200ms\ndiscovery_interval: 200ms\nsources:\n  jobs:\n    redis: {{url: \"{}\"}}\n  down:\n    redis: {{url: \"redis://127.0.0.1:1/0\"}}\nmetrics:\n  - {{name: jobs, source: jobs, measure: length, redis: {{type: list, key: \"{p}jobs\"}}}}\n  - {{name: queues, source: jobs, measure: length, redis: {{type: list, pattern: \"{p}q:*\"}}}}\n  - {{name: broken, source: down, measure: length, redis: {{type: list, key: x}}}}\n",
+        "poll_interval: 200ms\ndiscovery_interval: 200ms\nsources:\n  jobs:\n    redis: {{url: \"{}\"}}\n  down:\n    redis: {{url: \"redis://127.0.0.1:1/0\"}}\nmetrics:\n  - {{name: jobs, source: jobs, measure: length, redis: {{type: list, key: \"{p}jobs\"}}}}\n  - {{name: queues, source: jobs, measure: length, redis: {{type: list, pattern: \"{p}q:*\"}}}}\n  - {{name: broken, source: down, measure: length, redis: {{type: list, key: x}}}}\n  - {{name: absent-stream, source: jobs, measure: lag, redis: {{type: stream, key: \"{p}no-stream\", group: g}}}}\n",
         redis_url()
     )
 }
@@ -168,6 +168,9 @@ async fn failures_are_grpc_errors_never_zero() {
     let e = code(g.is_active(object(&[("metricName", "broken")])).await);
     assert_eq!(e.code(), Code::Unavailable, "{e}");
     assert!(e.message().contains("cannot connect"), "{e}");
+    let e = code(g.is_active(object(&[("metricName", "absent-stream")])).await);
+    assert_eq!(e.code(), Code::Unavailable, "a missing stream is not 0: {e}");
+    assert!(e.message().contains("does not exist in db 0"), "{e}");
     let e = code(
         g.is_active(object(&[
             ("metricName", "jobs"),
@@ -234,7 +237,7 @@ async fn failures_are_grpc_errors_never_zero() {
     let (_, metrics) = a.get_text("/metrics").await;
     for want in [
         "qma_grpc_requests_total{code=\"NotFound\",method=\"IsActive\"}",
-        "qma_grpc_requests_total{code=\"Unavailable\",method=\"IsActive\"} 1",
+        "qma_grpc_requests_total{code=\"Unavailable\",method=\"IsActive\"} 2",
         "qma_grpc_requests_total{code=\"InvalidArgument\",method=\"GetMetricSpec\"} 1",
     ] {
         assert!(metrics.contains(want), "/metrics lacks {want}:\n{metrics}");
