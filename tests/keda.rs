@@ -168,8 +168,15 @@ async fn failures_are_grpc_errors_never_zero() {
     let e = code(g.is_active(object(&[("metricName", "broken")])).await);
     assert_eq!(e.code(), Code::Unavailable, "{e}");
     assert!(e.message().contains("cannot connect"), "{e}");
-    let e = code(g.is_active(object(&[("metricName", "absent-stream")])).await);
-    assert_eq!(e.code(), Code::Unavailable, "a missing stream is not 0: {e}");
+    let e = code(
+        g.is_active(object(&[("metricName", "absent-stream")]))
+            .await,
+    );
+    assert_eq!(
+        e.code(),
+        Code::Unavailable,
+        "a missing stream is not 0: {e}"
+    );
     assert!(e.message().contains("does not exist in db 0"), "{e}");
     let e = code(
         g.is_active(object(&[

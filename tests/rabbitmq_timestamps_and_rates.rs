@@ -14,9 +14,9 @@ use common::rabbit::{
     set_guest_password_env,
 };
 use common::{Adapter, quantity};
+use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::BasicProperties;
 
 fn value_of(body: &serde_json::Value) -> Option<f64> {
     body["items"][0]["value"].as_str().map(quantity)
