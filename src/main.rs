@@ -158,8 +158,8 @@ struct SecurityFlags {
     /// Private key of --tls-cert-file.
     #[arg(long, env = "QMA_TLS_PRIVATE_KEY_FILE", requires = "tls_cert_file")]
     tls_private_key_file: Option<PathBuf>,
-    /// How often the certificate files are checked for a new pair.
-    #[arg(long, default_value = "10s", value_parser = HumanDuration::parse)]
+    /// How often the certificate files are checked for a new pair (greater than zero).
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     tls_reload_interval: HumanDuration,
     /// The Service name, for the self-signed certificate's `<service>.<namespace>.svc` name.
     #[arg(
@@ -181,8 +181,8 @@ struct SecurityFlags {
     /// How long TokenReview and SubjectAccessReview answers are reused.
     #[arg(long, default_value = "10s", value_parser = HumanDuration::parse)]
     review_cache_ttl: HumanDuration,
-    /// How often the cluster's front-proxy settings are re-read.
-    #[arg(long, default_value = "1m", value_parser = HumanDuration::parse)]
+    /// How often the cluster's front-proxy settings are re-read (greater than zero).
+    #[arg(long, default_value = "1m", value_parser = positive_duration)]
     requestheader_refresh_interval: HumanDuration,
     /// Serve the API over plain HTTP. Local development only.
     #[arg(long, conflicts_with_all = ["tls_cert_file"])]
@@ -238,6 +238,18 @@ impl SecurityFlags {
             configmap_refresh: self.requestheader_refresh_interval.0,
         })
     }
+}
+
+/// A duration that must not be zero: a refresh every 0 s would spin (tokio's interval panics on
+/// it, which would leave certificate or CA rotation silently dead), so it is refused at start.
+fn positive_duration(text: &str) -> Result<HumanDuration, String> {
+    let d = HumanDuration::parse(text)?;
+    if d.0.is_zero() {
+        return Err(format!(
+            "{text:?} must be greater than zero (it is how often something is re-read)"
+        ));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -324,6 +336,39 @@ mod tests {
             .is_err(),
             "key needs cert"
         );
+    }
+
+    #[test]
+    fn zero_refresh_intervals_are_refused_at_start_naming_the_flag() {
+        for flag in ["--tls-reload-interval", "--requestheader-refresh-interval"] {
+            let err = Cli::try_parse_from([
+                "queue-metrics-adapter",
+                "serve",
+                "--config",
+                "c",
+                flag,
+                "0s",
+            ])
+            .map(|_| ())
+            .expect_err("0s is refused");
+            let text = err.to_string();
+            assert!(
+                text.contains(flag) && text.contains("greater than zero"),
+                "{text}"
+            );
+            assert_eq!(err.exit_code(), 2, "{text}");
+            assert!(
+                Cli::try_parse_from([
+                    "queue-metrics-adapter",
+                    "serve",
+                    "--config",
+                    "c",
+                    flag,
+                    "1s"
+                ])
+                .is_ok()
+            );
+        }
     }
 
     fn serve(extra: &[&str]) -> Result<ServeArgs, clap::Error> {

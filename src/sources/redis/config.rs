@@ -107,18 +107,26 @@ impl RedisSourceConfig {
 }
 
 /// Replaces the password in a URL's user-info with `***`, so URLs can be logged.
+///
+/// The user-info ends at the **last** `@` of the URL, not at the first `/`: a password with an
+/// unescaped `/`, `?` or `#` (invalid in a URL, but typed that way) must not end the search
+/// early and be printed whole. Only the user name before the first `:` is kept, and only when
+/// it holds no path characters; an `@` in a path or query over-redacts, which is harmless.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let (prefix, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let Some(at) = rest.rfind('@') else {
         return url.to_string();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
-        }
-        None => url.to_string(),
-    }
+    let user = rest[..at].split(':').next().unwrap_or("");
+    let user = if user.contains(['/', '?', '#']) {
+        ""
+    } else {
+        user
+    };
+    format!("{prefix}{user}:***@{}", &rest[at + 1..])
 }
 
 /// Which Redis type a metric reads.
@@ -415,5 +423,75 @@ impl RedisTarget {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// Passwords of printable ASCII, including everything that confuses a URL reader.
+    fn password() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop::sample::select(
+                "abcXYZ0189/@:?#%&=+!$'()*,;[]~-._ \"\\"
+                    .chars()
+                    .collect::<Vec<_>>(),
+            ),
+            4..24,
+        )
+        .prop_map(|chars| chars.into_iter().collect())
+    }
+
+    fn yaml_quoted(text: &str) -> String {
+        text.replace('\\', "\\\\").replace('"', "\\\"")
+    }
+
+    #[test]
+    fn a_password_with_a_slash_is_redacted() {
+        assert_eq!(
+            redact_url("redis://u:pa/ss@host:6379/0"),
+            "redis://u:***@host:6379/0"
+        );
+        assert_eq!(redact_url("rediss://:s3cr?t@h/1"), "rediss://:***@h/1");
+        assert_eq!(redact_url("redis://h:6379/0"), "redis://h:6379/0");
+        assert_eq!(redact_url("u:p@h"), "u:***@h", "no scheme");
+    }
+
+    proptest! {
+        /// Whatever the password, neither the redacted URL, nor a config's `Debug`, nor the
+        /// error that refuses the config, shows it.
+        #[test]
+        fn no_password_reaches_a_redacted_url_debug_output_or_config_error(
+            user in "[a-z]{0,6}",
+            password in password(),
+            db in 0u8..16,
+        ) {
+            let url = format!("redis://{user}:{password}@cache.internal:6379/{db}");
+            let without = format!("redis://{user}:@cache.internal:6379/{db}");
+            // A password that happens to be part of the rest of the URL proves nothing.
+            prop_assume!(!without.contains(&password));
+            let redacted = redact_url(&url);
+            prop_assert!(!redacted.contains(&password), "{redacted}");
+            let yaml = format!(
+                "sources:\n  jobs:\n    redis: {{url: \"{}\"}}\nmetrics:\n  - {{name: q, source: jobs, measure: length, redis: {{type: list, key: q}}}}\n",
+                yaml_quoted(&url)
+            );
+            match Config::from_yaml(&yaml, Path::new("p.yaml")) {
+                Ok(config) => {
+                    let debug = format!("{config:?}");
+                    prop_assert!(!debug.contains(&password), "{debug}");
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    prop_assert!(!text.contains(&password), "{text}");
+                }
+            }
+        }
     }
 }
