@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use queue_metrics_adapter::api::listener::{Limits, serve};
 use queue_metrics_adapter::api::{self, AppState, Routes};
 use queue_metrics_adapter::security::Guard;
 use queue_metrics_adapter::security::identity::RequestHeader;
 use queue_metrics_adapter::security::reviews::Reviews;
-use queue_metrics_adapter::security::serving::{CertSource, ServingTls, serve_tls};
+use queue_metrics_adapter::security::serving::{CertSource, ServingTls};
+use tokio_util::sync::CancellationToken;
 
 // The tests' certificate helpers (rcgen only), shared rather than copied.
 #[path = "../tests/common/pki.rs"]
@@ -68,12 +70,24 @@ fn bench(c: &mut Criterion) {
     let (plain, tls, guarded) = rt.block_on(async {
         let (l, plain) = listener().await;
         let router = api::router(state(None), Routes::All);
-        tokio::spawn(api::serve(l, router, std::future::pending()));
+        tokio::spawn(serve(
+            l,
+            router,
+            None,
+            Limits::default(),
+            CancellationToken::new(),
+        ));
 
         let (l, tls) = listener().await;
         let serving = Arc::new(ServingTls::new(&source, None).expect("tls"));
         let router = api::router(state(None), Routes::All);
-        tokio::spawn(serve_tls(l, router, serving, std::future::pending()));
+        tokio::spawn(serve(
+            l,
+            router,
+            Some(serving),
+            Limits::default(),
+            CancellationToken::new(),
+        ));
 
         let (l, guarded) = listener().await;
         let serving =
@@ -89,7 +103,13 @@ fn bench(c: &mut Criterion) {
             Reviews::new(client, Duration::from_secs(10)),
         ));
         let router = api::router(state(Some(guard)), Routes::All);
-        tokio::spawn(serve_tls(l, router, serving, std::future::pending()));
+        tokio::spawn(serve(
+            l,
+            router,
+            Some(serving),
+            Limits::default(),
+            CancellationToken::new(),
+        ));
         (plain, tls, guarded)
     });
 

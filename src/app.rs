@@ -52,6 +52,8 @@ pub struct Settings {
     pub config_path: Option<PathBuf>,
     /// How often that file is checked.
     pub config_reload_interval: Duration,
+    /// The bounds every HTTP listener keeps (timeouts, connections, sizes).
+    pub limits: crate::api::listener::Limits,
 }
 
 impl Settings {
@@ -70,6 +72,7 @@ impl Settings {
             auth: None,
             config_path: None,
             config_reload_interval: Duration::from_secs(10),
+            limits: crate::api::listener::Limits::default(),
         }
     }
 }
@@ -252,6 +255,7 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
                 l,
                 api::router(state.clone(), Routes::Health),
                 None,
+                settings.limits,
                 token.clone(),
             );
             spawn_server(
@@ -259,6 +263,7 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
                 api_listener,
                 api::router(state, Routes::Api),
                 secured.tls,
+                settings.limits,
                 token.clone(),
             );
             addr
@@ -269,6 +274,7 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
                 api_listener,
                 api::router(state, Routes::All),
                 secured.tls,
+                settings.limits,
                 token.clone(),
             );
             api_addr
@@ -481,18 +487,10 @@ fn spawn_server(
     listener: TcpListener,
     router: axum::Router,
     tls: Option<Arc<crate::security::serving::ServingTls>>,
+    limits: crate::api::listener::Limits,
     token: CancellationToken,
 ) {
-    tracker.spawn(async move {
-        let stop = async move { token.cancelled().await };
-        let served = match tls {
-            Some(tls) => crate::security::serving::serve_tls(listener, router, tls, stop).await,
-            None => api::serve(listener, router, stop).await,
-        };
-        if let Err(e) = served {
-            tracing::error!(error = %e, "server stopped with an error");
-        }
-    });
+    tracker.spawn(api::listener::serve(listener, router, tls, limits, token));
 }
 
 impl Running {

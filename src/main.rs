@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use queue_metrics_adapter::api::listener::Limits;
 use queue_metrics_adapter::config::{Config, HumanDuration};
 use queue_metrics_adapter::security::serving::CertSource;
 use queue_metrics_adapter::security::setup::{ApiTls, AuthSettings, RequestHeaderFiles};
@@ -63,6 +64,8 @@ struct ServeArgs {
     config_reload_interval: HumanDuration,
     #[command(flatten)]
     security: SecurityFlags,
+    #[command(flatten)]
+    limits: LimitFlags,
     /// Limit on finishing in-flight work after that.
     #[arg(long, default_value = "10s", value_parser = HumanDuration::parse)]
     shutdown_timeout: HumanDuration,
@@ -109,6 +112,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 shutdown_delay,
                 shutdown_timeout,
                 config_reload_interval,
+                limits,
             } = *args;
             let cfg = Config::load(&config)?;
             let settings = app::Settings {
@@ -128,6 +132,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 auth: security.auth(),
                 config_path: (!config_reload_interval.0.is_zero()).then(|| config.clone()),
                 config_reload_interval: config_reload_interval.0,
+                limits: limits.limits(),
             };
             let running = app::start(cfg, settings).await.context("starting")?;
             shutdown::signal().await;
@@ -143,6 +148,44 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+    }
+}
+
+/// The bounds every HTTP listener keeps (README "Limits"); the defaults are
+/// [`Limits::default`]'s.
+#[derive(clap::Args, Debug)]
+struct LimitFlags {
+    /// Time for a TLS handshake and a whole request head; also the longest an HTTP/1
+    /// keep-alive connection waits for its next request.
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    header_read_timeout: HumanDuration,
+    /// A connection that moves no byte for this long is closed.
+    #[arg(long, default_value = "90s", value_parser = positive_duration)]
+    idle_timeout: HumanDuration,
+    /// Connections served at once per listener; more are closed at accept.
+    #[arg(long, default_value = "1024", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, default_value = "65536")]
+    max_request_body_bytes: usize,
+    /// Longest request URI in bytes (414 beyond).
+    #[arg(long, default_value = "16384")]
+    max_uri_bytes: usize,
+    /// Largest total of request header names and values in bytes (431 beyond).
+    #[arg(long, default_value = "65536")]
+    max_header_bytes: usize,
+}
+
+impl LimitFlags {
+    fn limits(&self) -> Limits {
+        Limits {
+            header_read_timeout: self.header_read_timeout.0,
+            idle_timeout: self.idle_timeout.0,
+            max_connections: self.max_connections as usize,
+            max_body_bytes: self.max_request_body_bytes,
+            max_uri_bytes: self.max_uri_bytes,
+            max_header_bytes: self.max_header_bytes,
         }
     }
 }

@@ -1,16 +1,16 @@
 //! The HTTP surfaces, reading from the store only. No handler does backend I/O.
 //!
 //! [`router`] builds the routes without binding anything, so tests and benchmarks can drive them
-//! in memory and a TLS listener can wrap them later; [`serve`] runs them on a listener until a
-//! shutdown future resolves, letting in-flight requests finish.
+//! in memory; [`listener::serve`] runs them on a listener, over TLS or not, within the bounds
+//! every listener keeps, until shutdown, letting in-flight requests finish.
 
 pub mod external_metrics;
 pub mod health;
 pub mod keda;
+pub mod listener;
 pub mod metrics_api;
 pub mod trigger;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,7 +18,6 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use tokio::net::TcpListener;
 
 use crate::k8s::status::Status;
 use crate::poller::Heartbeats;
@@ -70,6 +69,7 @@ pub fn router(state: AppState, routes: Routes) -> Router {
         Routes::Health => health::routes(),
     };
     r.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -79,6 +79,17 @@ async fn not_found(uri: axum::http::Uri) -> Response {
         "the server could not find the requested resource {}",
         uri.path()
     )))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    external_metrics::status_response(Status::failure(
+        405,
+        "MethodNotAllowed",
+        format!(
+            "the server does not allow {method} on {}; use GET",
+            uri.path()
+        ),
+    ))
 }
 
 /// Counts and times each request by route template (bounded), never by raw path.
@@ -125,18 +136,4 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         tracing::debug!(%endpoint, status = response.status().as_u16(), "served");
     }
     response
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
-///
-/// # Errors
-/// When the server fails to accept connections.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

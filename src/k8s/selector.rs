@@ -35,12 +35,24 @@ enum Operator {
     LessThan,
 }
 
-/// Why a selector string could not be parsed; the message quotes the part that is wrong.
+/// Why a selector string could not be parsed; the message quotes the part that is wrong, and
+/// of a long selector only its start, so a 64 KB selector is not echoed back in the error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid label selector {selector:?}: {reason}")]
+#[error("invalid label selector {}: {}", quoted_prefix(selector), reason)]
 pub struct SelectorError {
     selector: String,
     reason: String,
+}
+
+/// How much of a long selector or token an error message quotes.
+const QUOTED_CHARS: usize = 64;
+
+/// `text` quoted, or its first [`QUOTED_CHARS`] characters and its length when it is longer.
+fn quoted_prefix(text: &str) -> String {
+    match text.char_indices().nth(QUOTED_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +74,7 @@ enum Token {
 impl fmt::Display for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Token::Ident(s) => write!(f, "{s:?}"),
+            Token::Ident(s) => f.write_str(&quoted_prefix(s)),
             Token::Comma => f.write_str("','"),
             Token::Open => f.write_str("'('"),
             Token::Close => f.write_str("')'"),
@@ -147,9 +159,15 @@ impl Parser<'_> {
     }
 
     fn error(&self, reason: impl Into<String>) -> SelectorError {
+        let mut reason = reason.into();
+        // A reason quotes keys and values, which can be as long as the selector.
+        if let Some((cut, _)) = reason.char_indices().nth(4 * QUOTED_CHARS) {
+            reason.truncate(cut);
+            reason.push_str("...");
+        }
         SelectorError {
             selector: self.input.to_string(),
-            reason: reason.into(),
+            reason,
         }
     }
 
@@ -441,6 +459,17 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_huge_selector_is_quoted_by_its_start_only() {
+        let huge = format!("a={}", "x".repeat(64 * 1024));
+        let err = Selector::parse(&format!("{huge} {huge}"))
+            .expect_err("two requirements without a comma");
+        let text = err.to_string();
+        assert!(text.len() < 600, "{} bytes: {}", text.len(), &text[..200]);
+        assert!(text.contains("bytes)"), "{text}");
+        assert!(text.starts_with("invalid label selector \"a=xxx"), "{text}");
     }
 
     #[test]

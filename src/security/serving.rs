@@ -1,27 +1,23 @@
 //! HTTPS for the API port: the serving certificate (from files, reloaded when they change, or
 //! self-signed at start), the optional client-certificate check against the front-proxy CA,
-//! and the accept loop that hands each connection's verified client identity to the handlers.
+//! and the verified client identity each connection hands to the handlers (the accept loop is
+//! [`crate::api::listener`]'s).
 //!
 //! A certificate or CA change builds a new rustls `ServerConfig` for the connections that come
 //! after it; connections already open keep theirs, so a cert-manager rotation drops nothing.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt as _;
 
 use crate::file_watch::FileWatch;
 
@@ -252,7 +248,8 @@ fn self_signed(names: &[String]) -> anyhow::Result<CertifiedKey> {
 }
 
 /// The verified client certificate of a handshake.
-fn peer_of(conn: &rustls::ServerConnection) -> PeerCertificate {
+/// The verified client certificate of a TLS connection, for the handlers.
+pub(crate) fn peer_of(conn: &rustls::ServerConnection) -> PeerCertificate {
     let Some(leaf) = conn.peer_certificates().and_then(|c| c.first()) else {
         return PeerCertificate::default();
     };
@@ -268,75 +265,4 @@ fn peer_of(conn: &rustls::ServerConnection) -> PeerCertificate {
         common_name,
         presented: true,
     }
-}
-
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves `router` over HTTPS (HTTP/1.1 and HTTP/2) until `shutdown` resolves, then waits for
-/// open connections to finish their requests. Each request carries the connection's
-/// [`PeerCertificate`] as an extension.
-///
-/// # Errors
-/// None so far: a bad client is logged at debug and dropped, a failed `accept` is logged and
-/// retried; the `Result` keeps the signature of [`crate::api::serve`].
-pub async fn serve_tls(
-    listener: TcpListener,
-    router: Router,
-    tls: Arc<ServingTls>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (tcp, remote) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        // Small TLS records must not wait for delayed ACKs (Nagle): a handshake would stall ~40 ms.
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(%remote, error = %e, "TCP_NODELAY not set");
-        }
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
-        let router = router.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let peer = peer_of(stream.get_ref().1);
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(peer.clone());
-                    router.clone().oneshot(req.map(axum::body::Body::new))
-                },
-            );
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
 }
