@@ -54,6 +54,8 @@ pub struct Settings {
     pub config_reload_interval: Duration,
     /// The bounds every HTTP listener keeps (timeouts, connections, sizes).
     pub limits: crate::api::listener::Limits,
+    /// Open `StreamIsActive` streams the gRPC server allows at once.
+    pub grpc_max_streams: usize,
 }
 
 impl Settings {
@@ -73,6 +75,7 @@ impl Settings {
             config_path: None,
             config_reload_interval: Duration::from_secs(10),
             limits: crate::api::listener::Limits::default(),
+            grpc_max_streams: crate::api::keda::DEFAULT_MAX_STREAMS,
         }
     }
 }
@@ -286,9 +289,14 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
                 .await
                 .with_context(|| format!("binding {addr}"))?;
             let bound = listener.local_addr()?;
-            let service =
-                KedaScaler::new(store.clone(), token.clone(), telemetry.clone()).into_service();
-            let mut builder = tonic::transport::Server::builder();
+            let service = KedaScaler::new(store.clone(), token.clone(), telemetry.clone())
+                .with_max_streams(settings.grpc_max_streams)
+                .into_service();
+            // Pings find KEDA pods that vanished without closing their streams (their permits
+            // come back), at the HTTP listeners' idle and header timeouts.
+            let mut builder = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(settings.limits.idle_timeout / 3))
+                .http2_keepalive_timeout(Some(settings.limits.header_read_timeout));
             if let Some(tls) = &settings.grpc_tls {
                 crate::tls::ensure_crypto_provider();
                 builder = builder

@@ -133,6 +133,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 config_path: (!config_reload_interval.0.is_zero()).then(|| config.clone()),
                 config_reload_interval: config_reload_interval.0,
                 limits: limits.limits(),
+                grpc_max_streams: limits.grpc_max_streams as usize,
             };
             let running = app::start(cfg, settings).await.context("starting")?;
             shutdown::signal().await;
@@ -175,6 +176,9 @@ struct LimitFlags {
     /// Largest total of request header names and values in bytes (431 beyond).
     #[arg(long, default_value = "65536")]
     max_header_bytes: usize,
+    /// KEDA StreamIsActive streams open at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value = "4096", value_parser = clap::value_parser!(u32).range(1..))]
+    grpc_max_streams: u32,
 }
 
 impl LimitFlags {

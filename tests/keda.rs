@@ -387,3 +387,69 @@ async fn metrics_api_endpoint_answers_like_the_grpc_scaler() {
     );
     a.stop().await;
 }
+
+#[tokio::test]
+async fn streams_beyond_the_cap_and_huge_messages_are_refused() {
+    let p = prefix("keda-bounds");
+    let _clean = Cleanup {
+        url: redis_url(),
+        prefix: p.clone(),
+    };
+    let a = Adapter::start_with(&config(&p), |s| s.grpc_max_streams = 3).await;
+    a.ready().await;
+    let g = client(&a).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut g = g.clone();
+        let mut s = g
+            .stream_is_active(object(&[("metricName", "jobs")]))
+            .await
+            .expect("within the cap")
+            .into_inner();
+        s.message().await.expect("first state").expect("some");
+        open.push(s);
+    }
+    let mut g4 = g.clone();
+    let e = g4
+        .stream_is_active(object(&[("metricName", "jobs")]))
+        .await
+        .map(|_| ())
+        .expect_err("a fourth stream");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    assert!(e.message().contains("limit"), "{e}");
+    // A stream that closes gives its slot back.
+    drop(open.pop());
+    let start = Instant::now();
+    loop {
+        let mut g = g.clone();
+        match g.stream_is_active(object(&[("metricName", "jobs")])).await {
+            Ok(_) => break,
+            Err(e) if e.code() == Code::ResourceExhausted => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "the slot of a closed stream came back"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // A selector of a megabyte is refused before it is parsed.
+    let huge = format!("queue in ({})", "q,".repeat(512 * 1024));
+    let e = g
+        .clone()
+        .is_active(object(&[("metricName", "jobs"), ("labelSelector", &huge)]))
+        .await
+        .map(|_| ())
+        .expect_err("too large");
+    assert!(
+        matches!(e.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{e}"
+    );
+    assert!(
+        e.message().len() < 1000,
+        "not echoed: {} bytes",
+        e.message().len()
+    );
+    a.stop().await;
+}

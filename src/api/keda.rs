@@ -33,23 +33,43 @@ use pb::{
     MetricValue, ScaledObjectRef,
 };
 
+/// Default cap on open `StreamIsActive` streams: KEDA opens one per `external-push` trigger
+/// and operator replica, so thousands are plenty and a flood of them is refused.
+pub const DEFAULT_MAX_STREAMS: usize = 4096;
+/// Largest request message accepted: trigger metadata is a few hundred bytes; a selector of
+/// megabytes is refused before it is parsed.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
 /// The external scaler service.
 #[derive(Clone)]
 pub struct KedaScaler {
     store: Arc<Store>,
     shutdown: CancellationToken,
     telemetry: AdapterMetrics,
+    /// One permit per open `StreamIsActive` stream.
+    streams: Arc<tokio::sync::Semaphore>,
+    max_streams: usize,
 }
 
 impl KedaScaler {
     /// A scaler over `store`, counting calls in `telemetry`; open streams end when `shutdown`
-    /// is cancelled.
+    /// is cancelled. At most [`DEFAULT_MAX_STREAMS`] streams are open at once.
     pub fn new(store: Arc<Store>, shutdown: CancellationToken, telemetry: AdapterMetrics) -> Self {
         KedaScaler {
             store,
             shutdown,
             telemetry,
+            streams: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_STREAMS)),
+            max_streams: DEFAULT_MAX_STREAMS,
         }
+    }
+
+    /// The same with another cap on open `StreamIsActive` streams; one more is refused with
+    /// `RESOURCE_EXHAUSTED` (KEDA retries it) until one closes.
+    pub fn with_max_streams(mut self, max_streams: usize) -> Self {
+        self.streams = Arc::new(tokio::sync::Semaphore::new(max_streams));
+        self.max_streams = max_streams;
+        self
     }
 
     fn is_active_uncounted(
@@ -122,9 +142,9 @@ impl KedaScaler {
         result
     }
 
-    /// The tonic service to mount on a server.
+    /// The tonic service to mount on a server, refusing messages over [`MAX_MESSAGE_BYTES`].
     pub fn into_service(self) -> ExternalScalerServer<KedaScaler> {
-        ExternalScalerServer::new(self)
+        ExternalScalerServer::new(self).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     fn value(&self, trigger: &Trigger, namespace: &str) -> Result<f64, Status> {
@@ -189,12 +209,23 @@ impl ExternalScaler for KedaScaler {
                 )))
             }
         });
-        let trigger = self.counted("StreamIsActive", checked)?;
+        let permitted = checked.and_then(|t| {
+            let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "{} StreamIsActive streams are open, the limit (--grpc-max-streams); try again when one closes",
+                    self.max_streams
+                ))
+            })?;
+            Ok((t, permit))
+        });
+        let (trigger, permit) = self.counted("StreamIsActive", permitted)?;
         let (tx, rx) = mpsc::channel(4);
         let store = self.store.clone();
         let shutdown = self.shutdown.clone();
         let mut changes = store.subscribe();
         tokio::spawn(async move {
+            // Held while the stream is open.
+            let _permit = permit;
             let mut last: Option<bool> = None;
             loop {
                 // Failures send nothing: KEDA keeps its state rather than act on a guess.
