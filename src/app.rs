@@ -56,6 +56,9 @@ pub struct Settings {
     pub limits: crate::api::listener::Limits,
     /// Open `StreamIsActive` streams the gRPC server allows at once.
     pub grpc_max_streams: usize,
+    /// Show every series' value with its labels in `/metrics` (`qma_metric_value`). Off by
+    /// default: `/metrics` is unauthenticated.
+    pub metrics_show_values: bool,
 }
 
 impl Settings {
@@ -76,6 +79,7 @@ impl Settings {
             config_reload_interval: Duration::from_secs(10),
             limits: crate::api::listener::Limits::default(),
             grpc_max_streams: crate::api::keda::DEFAULT_MAX_STREAMS,
+            metrics_show_values: false,
         }
     }
 }
@@ -163,7 +167,7 @@ pub fn schedule_of(config: &Config, source: &SourceConfig) -> Schedule {
 /// When a listener cannot be bound or a source cannot be built from its config.
 pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running> {
     let store = Arc::new(store_for(&config));
-    let telemetry = AdapterMetrics::new();
+    let telemetry = AdapterMetrics::new().with_values(settings.metrics_show_values);
     let heartbeats = Arc::new(Heartbeats::default());
     let health = Arc::new(Health::default());
     let token = CancellationToken::new();

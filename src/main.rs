@@ -59,6 +59,11 @@ struct ServeArgs {
     /// After SIGTERM, how long /readyz answers 503 before the servers stop.
     #[arg(long, default_value = "5s", value_parser = HumanDuration::parse)]
     shutdown_delay: HumanDuration,
+    /// Show every series' value with all its labels in /metrics (qma_metric_value). /metrics
+    /// needs no identity: any pod that reaches it then reads every team's queues and GPU
+    /// workloads, past authorization. Only where a NetworkPolicy limits it to Prometheus.
+    #[arg(long, env = "QMA_METRICS_SHOW_VALUES")]
+    metrics_show_values: bool,
     /// How often the config file is checked for changes (0s: never reload).
     #[arg(long, default_value = "10s", value_parser = HumanDuration::parse)]
     config_reload_interval: HumanDuration,
@@ -113,6 +118,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 shutdown_timeout,
                 config_reload_interval,
                 limits,
+                metrics_show_values,
             } = *args;
             let cfg = Config::load(&config)?;
             let settings = app::Settings {
@@ -134,6 +140,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 config_reload_interval: config_reload_interval.0,
                 limits: limits.limits(),
                 grpc_max_streams: limits.grpc_max_streams as usize,
+                metrics_show_values,
             };
             let running = app::start(cfg, settings).await.context("starting")?;
             shutdown::signal().await;

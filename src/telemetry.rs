@@ -53,6 +53,10 @@ pub struct AdapterMetrics {
     pub grpc_requests: IntCounterVec,
     /// Config file reloads, by result (`applied`, `invalid`, `unchanged`).
     pub config_reloads: IntCounterVec,
+    /// Whether `/metrics` shows every series' value with its labels (`qma_metric_value`). Off
+    /// by default: `/metrics` needs no identity, so values there would reach any pod past the
+    /// API's authorization and namespace rules.
+    serve_values: bool,
 }
 
 impl AdapterMetrics {
@@ -135,7 +139,15 @@ impl AdapterMetrics {
             request_duration,
             grpc_requests,
             config_reloads,
+            serve_values: false,
         }
+    }
+
+    /// The same, showing series values in `/metrics` when `serve_values` (opt-in,
+    /// `--metrics-show-values`).
+    pub fn with_values(mut self, serve_values: bool) -> Self {
+        self.serve_values = serve_values;
+        self
     }
 
     /// The text exposition of every `qma_*` family, the store's values included.
@@ -144,7 +156,7 @@ impl AdapterMetrics {
         // Encoding into a Vec cannot fail for families we built ourselves.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         let mut text = String::from_utf8(buf).unwrap_or_default();
-        render_store(store, now, &mut text);
+        render_store(store, now, self.serve_values, &mut text);
         text
     }
 }
@@ -155,14 +167,17 @@ impl Default for AdapterMetrics {
     }
 }
 
-/// Appends `qma_metric_value`, `qma_metric_series` and `qma_metric_data_age_seconds` for every
-/// configured metric. A series in error or of a failed source has no value line: absence, not 0.
-pub fn render_store(store: &Store, now: SystemTime, out: &mut String) {
-    let _ = writeln!(
-        out,
-        "# HELP qma_metric_value The value the adapter serves for each series (absent while unavailable)."
-    );
-    let _ = writeln!(out, "# TYPE qma_metric_value gauge");
+/// Appends `qma_metric_series`, `qma_metric_data_age_seconds` and `qma_metric_unseen_keys` for
+/// every configured metric, and with `values` also `qma_metric_value`. A series in error or of
+/// a failed source has no value line: absence, not 0.
+pub fn render_store(store: &Store, now: SystemTime, values: bool, out: &mut String) {
+    if values {
+        let _ = writeln!(
+            out,
+            "# HELP qma_metric_value The value the adapter serves for each series (absent while unavailable)."
+        );
+        let _ = writeln!(out, "# TYPE qma_metric_value gauge");
+    }
     let mut ages = String::new();
     let mut counts = String::new();
     let mut unseen = String::new();
@@ -178,12 +193,13 @@ pub fn render_store(store: &Store, now: SystemTime, out: &mut String) {
             oldest = Some(oldest.map_or(s.observed_at, |o: SystemTime| o.min(s.observed_at)));
             match (&s.value, &state.failure) {
                 (Ok(v), None) => {
-                    let mut labels = format!("metric=\"{}\"", escape(&name));
-                    for (k, v) in s.labels.iter() {
-                        let k = prometheus_label_name(k);
-                        let _ = write!(labels, ",{k}=\"{}\"", escape(v));
+                    if values {
+                        let _ = writeln!(
+                            out,
+                            "qma_metric_value{{{}}} {v}",
+                            value_labels(&name, &s.labels)
+                        );
                     }
-                    let _ = writeln!(out, "qma_metric_value{{{labels}}} {v}");
                 }
                 _ => errors += 1,
             }
@@ -232,6 +248,25 @@ pub fn render_store(store: &Store, now: SystemTime, out: &mut String) {
     out.push_str(&unseen);
 }
 
+/// `metric="…"` and the series' labels as Prometheus label pairs. Two keys that become the same
+/// name (`a.b` and `a_b`) get `_2`, `_3`, ... on the later ones: Prometheus refuses a whole
+/// scrape over one duplicate label.
+fn value_labels(metric: &str, labels: &crate::model::Labels) -> String {
+    let mut out = format!("metric=\"{}\"", escape(metric));
+    let mut used = std::collections::HashSet::from(["metric".to_string()]);
+    for (k, v) in labels.iter() {
+        let base = prometheus_label_name(k);
+        let mut name = base.clone();
+        let mut n = 2;
+        while !used.insert(name.clone()) {
+            name = format!("{base}_{n}");
+            n += 1;
+        }
+        let _ = write!(out, ",{name}=\"{}\"", escape(v));
+    }
+    out
+}
+
 /// A Kubernetes label key as a Prometheus label name: invalid characters become `_`, and names
 /// that would clash with our own (`metric`) or Prometheus' reserved `__` prefix get `label_`.
 fn prometheus_label_name(key: &str) -> String {
@@ -270,5 +305,26 @@ mod tests {
         );
         assert_eq!(prometheus_label_name("metric"), "label_metric");
         assert_eq!(prometheus_label_name("1x"), "label_1x");
+    }
+
+    #[test]
+    fn label_keys_that_clash_once_converted_are_made_unique() {
+        let labels: crate::model::Labels = [
+            ("a.b", "1"),
+            ("a_b", "2"),
+            ("metric", "3"),
+            ("label_metric", "4"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let rendered = value_labels("m", &labels);
+        let names: Vec<&str> = rendered
+            .split(',')
+            .map(|pair| pair.split('=').next().unwrap_or_default())
+            .collect();
+        let unique: std::collections::HashSet<&str> = names.iter().copied().collect();
+        assert_eq!(unique.len(), names.len(), "{rendered}");
+        assert_eq!(names.len(), 5, "{rendered}");
     }
 }

@@ -198,15 +198,49 @@ async fn probes_and_prometheus_metrics_say_what_they_mean() {
     a.metric("embedding_queue_length", None).await;
     let (status, text) = a.get_text("/metrics").await;
     assert_eq!(status, 200);
+    assert!(
+        !text.contains("qma_metric_value"),
+        "no values on the unauthenticated port by default:\n{text}"
+    );
     for want in [
         "qma_poll_duration_seconds_bucket{source=\"jobs\"",
-        "qma_metric_value{metric=\"embedding_queue_length\",key=",
         "qma_metric_data_age_seconds{metric=\"queues\"}",
         "qma_http_requests_total{code=\"200\",endpoint=\"/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}\"}",
         "qma_metric_series{metric=\"queues\",state=\"ok\"} 2",
     ] {
         assert!(text.contains(want), "/metrics lacks {want:?}:\n{text}");
     }
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn values_reach_metrics_only_when_opted_in_with_unique_label_names() {
+    let p = prefix("metrics-values");
+    let _clean = Cleanup {
+        url: redis_url(),
+        prefix: p.clone(),
+    };
+    let mut c = connect(&redis_url()).await;
+    cmd::<i64>(&mut c, &["LPUSH", &format!("{p}q"), "a", "b"]).await;
+    let a = Adapter::start_with(
+        &format!(
+            "poll_interval: 200ms\nsources:\n  jobs:\n    redis: {{url: \"{}\"}}\nmetrics:\n  - {{name: embedding_queue_length, source: jobs, measure: length, labels: {{team.name: ml, team_name: search}}, redis: {{type: list, key: \"{p}q\"}}}}\n",
+            redis_url()
+        ),
+        |s| s.metrics_show_values = true,
+    )
+    .await;
+    a.polls(1).await;
+    let (_, text) = a.get_text("/metrics").await;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("qma_metric_value{metric=\"embedding_queue_length\",key="))
+        .unwrap_or_else(|| panic!("no value line:\n{text}"));
+    assert!(line.ends_with(" 2"), "{line}");
+    assert!(
+        line.contains("team_name=\"ml\"") && line.contains("team_name_2=\"search\""),
+        "two keys that become one Prometheus name stay two labels: {line}"
+    );
     a.stop().await;
 }
 
