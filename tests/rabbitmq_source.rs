@@ -324,3 +324,25 @@ async fn polling_never_changes_messages_order_or_redelivered_flags() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_management_answer_over_max_response_bytes_fails_the_poll_not_the_process() {
+    set_guest_password_env();
+    let vh = TestVhost::new("rmq-max-bytes").await;
+    let conn = vh.connect().await;
+    let _ch = vh.publish(&conn, "big", "classic", &[("x", None)]).await;
+    let yaml = config(&vh.name, &[("ready", "ready", "queue: big")]).replace(
+        "password_env: QMA_TEST_RABBIT_PASSWORD}",
+        "password_env: QMA_TEST_RABBIT_PASSWORD, max_response_bytes: 100}",
+    );
+    let a = Adapter::start(&yaml).await;
+    a.polls(1).await;
+    let (status, body) = a.metric("ready", None).await;
+    assert_eq!(status, 503, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("larger than the limit of 100 bytes (max_response_bytes)"),
+        "{body}"
+    );
+    a.stop().await;
+}

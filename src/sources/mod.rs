@@ -96,6 +96,32 @@ pub(crate) fn http_error_text(e: &reqwest::Error) -> String {
     format!("{kind}: {text}")
 }
 
+/// Default limit on one HTTP answer from an upstream (a dcgm-exporter scrape, a Prometheus
+/// query, a page of RabbitMQ's queue listing): 32 MiB, far above any real one.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Reads an HTTP response body of at most `limit` bytes: an upstream that answers more (an
+/// exporter gone wrong, a listing far larger than expected) fails this read, with a message
+/// naming the setting, instead of growing the adapter until it is killed for memory.
+pub(crate) async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
+    let too_large =
+        || format!("the answer is larger than the limit of {limit} bytes (max_response_bytes)");
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| http_error_text(&e))? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 impl SourceError {
     /// A short, bounded label for telemetry (`qma_poll_errors_total{kind=...}`).
     pub fn kind(&self) -> &'static str {

@@ -55,6 +55,9 @@ pub struct DcgmSourceConfig {
     /// PEM CA for `https://` exporters with a private CA.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Largest answer read from one exporter or from Prometheus, in bytes. Default 32 MiB.
+    #[serde(default)]
+    pub max_response_bytes: Option<usize>,
     /// Overrides the global `poll_interval`.
     #[serde(default)]
     pub poll_interval: Option<HumanDuration>,
@@ -198,6 +201,12 @@ impl DcgmSourceConfig {
                     ));
                 }
             }
+        }
+        if self.max_response_bytes == Some(0) {
+            return Err(ConfigError::invalid(
+                format!("{at}.max_response_bytes"),
+                "must be greater than zero",
+            ));
         }
         let scrape = self.scrape_timeout(poll_timeout);
         if scrape.is_zero() || scrape > poll_timeout {

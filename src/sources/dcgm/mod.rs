@@ -28,7 +28,7 @@ use self::config::{
     DcgmSourceConfig, Discover, NAMESPACE_LABEL, WORKLOAD_KIND_LABEL, WORKLOAD_LABEL,
 };
 use self::gpus::{Alias, GpuReading, PodRef};
-use self::scrape::scrape_all;
+use self::scrape::{Fetch, scrape_all};
 use super::{Source, SourceError};
 use crate::config::{Config, Measure};
 use crate::k8s::endpoint_slices::ServiceEndpoints;
@@ -94,7 +94,8 @@ pub struct DcgmSource {
     endpoints: Endpoints,
     owners: Arc<Owners>,
     client: reqwest::Client,
-    scrape_timeout: Duration,
+    /// Time and size allowed to each scrape or query.
+    fetch: Fetch,
     aliases: Vec<Alias>,
     extra_names: Vec<String>,
     extra_from: Vec<String>,
@@ -148,7 +149,12 @@ impl DcgmSource {
             endpoints,
             owners,
             client,
-            scrape_timeout: conn.scrape_timeout(poll_timeout),
+            fetch: Fetch {
+                timeout: conn.scrape_timeout(poll_timeout),
+                max_bytes: conn
+                    .max_response_bytes
+                    .unwrap_or(crate::sources::DEFAULT_MAX_RESPONSE_BYTES),
+            },
             aliases,
             extra_names,
             extra_from,
@@ -231,7 +237,7 @@ impl Source for DcgmSource {
     async fn poll(&mut self) -> Result<Vec<Sample>, SourceError> {
         // At start-up the caches list while the first poll begins: give them the scrape
         // timeout rather than failing a poll that a moment's wait would have served.
-        let deadline = tokio::time::Instant::now() + self.scrape_timeout;
+        let deadline = tokio::time::Instant::now() + self.fetch.timeout;
         while !self.caches_ready() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -248,7 +254,7 @@ impl Source for DcgmSource {
                     &self.client,
                     url,
                     promql,
-                    self.scrape_timeout,
+                    self.fetch,
                     &self.aliases,
                     &self.extra_from,
                 )
@@ -271,7 +277,7 @@ impl Source for DcgmSource {
                 scrape_all(
                     &self.client,
                     &urls,
-                    self.scrape_timeout,
+                    self.fetch,
                     &self.aliases,
                     &self.extra_from,
                 )

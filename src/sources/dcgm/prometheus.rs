@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::gpus::{Alias, readings};
 use super::parse::PromSample;
-use super::scrape::{EndpointScrape, get_text};
+use super::scrape::{EndpointScrape, Fetch, get_text};
 
 /// The label that tags a `timestamp(...)` answer with the metric it is the sample time of.
 const SAMPLE_OF: &str = "qma_sample_of";
@@ -95,7 +95,7 @@ pub async fn query_targets(
     client: &reqwest::Client,
     url: &str,
     promql: &str,
-    timeout: Duration,
+    fetch: Fetch,
     aliases: &[Alias],
     extra_labels: &[String],
 ) -> Result<Vec<EndpointScrape>, String> {
@@ -103,7 +103,7 @@ pub async fn query_targets(
         .map_err(|e| format!("bad Prometheus URL: {e}"))?;
     endpoint.query_pairs_mut().append_pair("query", promql);
     // Prometheus explains a bad query in a JSON body with a 4xx status: read it either way.
-    let (status, body) = get_text(client.get(endpoint).timeout(timeout)).await?;
+    let (status, body) = get_text(client.get(endpoint), fetch).await?;
     split(&body, aliases, extra_labels).map_err(|e| format!("{e} (HTTP {status})"))
 }
 

@@ -22,28 +22,37 @@ pub struct EndpointScrape {
     pub observed_at: Option<std::time::SystemTime>,
 }
 
-/// Scrapes every endpoint concurrently with `timeout` each.
+/// How one HTTP read of an upstream is bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct Fetch {
+    /// Time allowed for the whole request.
+    pub timeout: Duration,
+    /// Largest body read ([`crate::sources::read_body`]).
+    pub max_bytes: usize,
+}
+
+/// Scrapes every endpoint concurrently, each bounded by `fetch`.
 pub async fn scrape_all(
     client: &reqwest::Client,
     endpoints: &[String],
-    timeout: Duration,
+    fetch: Fetch,
     aliases: &[Alias],
     extra_labels: &[String],
 ) -> Vec<EndpointScrape> {
     let calls = endpoints
         .iter()
-        .map(|e| scrape_one(client, e, timeout, aliases, extra_labels));
+        .map(|e| scrape_one(client, e, fetch, aliases, extra_labels));
     futures_util::future::join_all(calls).await
 }
 
 async fn scrape_one(
     client: &reqwest::Client,
     endpoint: &str,
-    timeout: Duration,
+    fetch: Fetch,
     aliases: &[Alias],
     extra_labels: &[String],
 ) -> EndpointScrape {
-    let fetched = match get_text(client.get(endpoint).timeout(timeout)).await {
+    let fetched = match get_text(client.get(endpoint), fetch).await {
         Ok((status, _)) if !status.is_success() => Err(format!("HTTP {status}")),
         Ok((_, body)) => Ok(body),
         Err(e) => Err(e),
@@ -69,21 +78,20 @@ async fn scrape_one(
     }
 }
 
-/// Sends a GET and reads the whole body as text, whatever the status (the caller decides what
-/// a status means); transport errors come back as URL-free text.
+/// Sends a GET and reads the whole body (bounded by `fetch`) as text, whatever the status (the
+/// caller decides what a status means); transport errors come back as URL-free text.
 pub(super) async fn get_text(
     request: reqwest::RequestBuilder,
+    fetch: Fetch,
 ) -> Result<(reqwest::StatusCode, String), String> {
     let response = request
+        .timeout(fetch.timeout)
         .send()
         .await
         .map_err(|e| crate::sources::http_error_text(&e))?;
     let status = response.status();
-    let body = response
-        .text()
-        .await
-        .map_err(|e| crate::sources::http_error_text(&e))?;
-    Ok((status, body))
+    let body = crate::sources::read_body(response, fetch.max_bytes).await?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 #[cfg(test)]
@@ -112,6 +120,10 @@ mod tests {
                 }),
             )
             .route(
+                "/huge",
+                axum::routing::get(|| async { "# HELP x\n".repeat(200_000) }),
+            )
+            .route(
                 "/slow",
                 axum::routing::get(|| async {
                     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -124,17 +136,15 @@ mod tests {
             format!("http://{addr}/broken"),
             format!("http://{addr}/slow"),
             "http://127.0.0.1:1/metrics".to_string(),
+            format!("http://{addr}/huge"),
         ];
         let client = reqwest::Client::new();
         let started = std::time::Instant::now();
-        let out = scrape_all(
-            &client,
-            &endpoints,
-            Duration::from_millis(300),
-            &builtin_aliases(),
-            &[],
-        )
-        .await;
+        let fetch = Fetch {
+            timeout: Duration::from_millis(300),
+            max_bytes: 1024 * 1024,
+        };
+        let out = scrape_all(&client, &endpoints, fetch, &builtin_aliases(), &[]).await;
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "concurrent, bounded by the timeout"
@@ -155,6 +165,11 @@ mod tests {
             !error(3).contains("127.0.0.1:1"),
             "URLs are left out of messages: {}",
             error(3)
+        );
+        assert!(
+            error(4).contains("larger than the limit of 1048576 bytes (max_response_bytes)"),
+            "a 2 MB answer is an error for that endpoint, not memory: {}",
+            error(4)
         );
     }
 }

@@ -46,6 +46,9 @@ pub struct RabbitMqSourceConfig {
     /// PEM CA for `https://` / `amqps://` with a private CA.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Largest management API answer read (one page of the listing), in bytes. Default 32 MiB.
+    #[serde(default)]
+    pub max_response_bytes: Option<usize>,
     /// Drain time served when a backlog has no acknowledgements at all. Default 86400 (1 day).
     #[serde(default)]
     pub max_drain_seconds: Option<f64>,
@@ -117,6 +120,12 @@ impl RabbitMqSourceConfig {
                     ));
                 }
             }
+        }
+        if self.max_response_bytes == Some(0) {
+            return Err(ConfigError::invalid(
+                format!("{at}.max_response_bytes"),
+                "must be greater than zero",
+            ));
         }
         if let Some(d) = self.max_drain_seconds
             && !(d.is_finite() && d > 0.0)

@@ -149,6 +149,8 @@ pub enum ListError {
 /// A management API client for one broker.
 pub struct Management {
     http: reqwest::Client,
+    /// Largest answer read ([`crate::sources::read_body`]).
+    max_bytes: usize,
     base: String,
     username: String,
     password: Option<Secret>,
@@ -165,6 +167,7 @@ impl Management {
         password: Option<Secret>,
         ca_pem: Option<&[u8]>,
         timeout: Duration,
+        max_bytes: usize,
     ) -> Result<Self, String> {
         crate::tls::ensure_crypto_provider();
         let mut builder = reqwest::Client::builder()
@@ -179,6 +182,7 @@ impl Management {
         }
         Ok(Management {
             http: builder.build().map_err(|e| format!("HTTP client: {e}"))?,
+            max_bytes,
             base: base.trim_end_matches('/').to_string(),
             username: username.unwrap_or("guest").to_string(),
             password,
@@ -230,12 +234,11 @@ impl Management {
                 "GET {path}: HTTP {status}{hint}"
             )));
         }
-        response.json().await.map_err(|e| {
-            ListError::Failed(format!(
-                "GET {path}: unreadable reply: {}",
-                crate::sources::http_error_text(&e)
-            ))
-        })
+        let body = crate::sources::read_body(response, self.max_bytes)
+            .await
+            .map_err(|e| ListError::Failed(format!("GET {path}: {e}")))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| ListError::Failed(format!("GET {path}: unreadable reply: {e}")))
     }
 
     /// Every queue of `vhost`, one page of [`PAGE_SIZE`] per call.

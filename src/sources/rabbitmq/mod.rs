@@ -84,6 +84,8 @@ impl RabbitMqSource {
                     conn.password.clone(),
                     ca.as_deref(),
                     timeout,
+                    conn.max_response_bytes
+                        .unwrap_or(crate::sources::DEFAULT_MAX_RESPONSE_BYTES),
                 )
                 .map_err(bad)?,
             ),
