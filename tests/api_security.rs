@@ -57,15 +57,26 @@ struct Secure {
     _clean: Cleanup,
 }
 
-/// Who the stub's SubjectAccessReview allows: alice and bob may read metric `q` in `team-a`.
+/// Who the stub's SubjectAccessReview allows: alice and bob may read metric `q` in `team-a`;
+/// as RBAC's `system:discovery` role, members of `system:authenticated` may `get` discovery
+/// paths.
 fn policy(spec: &Value) -> (bool, String) {
     let user = spec["user"].as_str().unwrap_or_default();
     let attrs = &spec["resourceAttributes"];
-    let allowed = matches!(user, "alice" | "bob")
+    let authenticated = spec["groups"]
+        .as_array()
+        .is_some_and(|g| g.iter().any(|g| g == "system:authenticated"));
+    let discovery = &spec["nonResourceAttributes"];
+    let allowed = (matches!(user, "alice" | "bob")
         && attrs["namespace"] == "team-a"
         && attrs["resource"] == "q"
         && attrs["verb"] == "list"
-        && attrs["group"] == "external.metrics.k8s.io";
+        && attrs["group"] == "external.metrics.k8s.io")
+        || (authenticated
+            && discovery["verb"] == "get"
+            && discovery["path"]
+                .as_str()
+                .is_some_and(|p| p == "/apis" || p.starts_with("/apis/")));
     (
         allowed,
         if allowed {
@@ -279,6 +290,31 @@ async fn only_the_front_proxy_or_a_reviewed_token_reads_metrics() {
     .expect("served");
     assert_eq!(status, 401);
 
+    // The aggregator's own discovery and OpenAPI requests carry its user and no group: as
+    // with k8s.io/apiserver it is in system:authenticated, which RBAC lets read discovery, and
+    // the OpenAPI paths it polls are a 404 it skips, never a 401 or 403 it would log.
+    let proxy = s.proxy();
+    for path in ["/apis", "/apis/external.metrics.k8s.io/v1beta1"] {
+        let (status, body) = send(
+            proxy
+                .get(format!("{}{path}", s.base))
+                .header("X-Remote-User", "system:kube-aggregator"),
+        )
+        .await
+        .expect("served");
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    for path in ["/openapi/v2", "/openapi/v3"] {
+        let (status, body) = send(
+            proxy
+                .get(format!("{}{path}", s.base))
+                .header("X-Remote-User", "system:kube-aggregator"),
+        )
+        .await
+        .expect("served");
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+
     // The front proxy: its user is reviewed.
     let proxy = s.proxy();
     let (status, body) = send(
@@ -355,6 +391,42 @@ async fn only_the_front_proxy_or_a_reviewed_token_reads_metrics() {
         !body.to_string().contains("stolen-token"),
         "tokens never echoed: {body}"
     );
+
+    // A spray of random tokens: each is a miss, but the reviews it can cause are bounded
+    // (a burst, then a rate); the rest are 429 at once, and a known token still works.
+    let before = s.stub.count("POST /apis/authentication.k8s.io");
+    let started = std::time::Instant::now();
+    let spray = (0..200).map(|i| {
+        let client = anonymous.clone();
+        let url = s.metric("team-a");
+        tokio::spawn(async move {
+            send(client.get(url).bearer_auth(format!("random-token-{i}")))
+                .await
+                .map(|(status, _)| status)
+        })
+    });
+    let mut statuses = Vec::new();
+    for call in spray.collect::<Vec<_>>() {
+        statuses.push(call.await.expect("task").expect("served"));
+    }
+    let reviews = s.stub.count("POST /apis/authentication.k8s.io") - before;
+    let bound = 20 + (started.elapsed().as_secs_f64() * 20.0).ceil() as usize;
+    assert!(
+        reviews <= bound,
+        "{reviews} TokenReviews for 200 random tokens (bound {bound})"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&429),
+        "the rest are throttled: {statuses:?}"
+    );
+    let (status, _) = send(anonymous.get(s.metric("team-a")).bearer_auth("good-token"))
+        .await
+        .expect("served");
+    assert_eq!(status, 200, "a reviewed token is answered from the cache");
 
     // Probes and /metrics need no identity, and /metrics shows no secret.
     let http = common::http_client();

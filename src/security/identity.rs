@@ -25,6 +25,24 @@ pub struct UserInfo {
 /// The group whose members are allowed everything without a SubjectAccessReview (as the
 /// apiserver library does); the aggregator's availability check runs as one of them.
 pub const MASTERS_GROUP: &str = "system:masters";
+/// The group k8s.io/apiserver adds to every authenticated user (`AuthenticatedGroupAdder`);
+/// RBAC's `system:discovery` and `system:basic-user` roles are bound to it, so a user that
+/// arrives without it (the aggregator's own discovery requests, some front proxies) would be
+/// refused discovery that kube-apiserver itself allows.
+pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
+/// The anonymous user, which k8s.io/apiserver never puts in [`AUTHENTICATED_GROUP`].
+pub const ANONYMOUS_USER: &str = "system:anonymous";
+
+impl UserInfo {
+    /// This user as k8s.io/apiserver's authentication hands it on: with
+    /// [`AUTHENTICATED_GROUP`] added unless it is there already or the user is anonymous.
+    pub fn authenticated(mut self) -> Self {
+        if self.name != ANONYMOUS_USER && !self.groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
+            self.groups.push(AUTHENTICATED_GROUP.to_string());
+        }
+        self
+    }
+}
 
 /// The request-header authentication settings (kube-apiserver's `--requestheader-*` flags,
 /// published in `kube-system/extension-apiserver-authentication`).
@@ -188,6 +206,27 @@ mod tests {
             common_name: Some(cn.into()),
             presented: true,
         }
+    }
+
+    #[test]
+    fn every_authenticated_user_is_in_system_authenticated_once_and_anonymous_is_not() {
+        let user = |name: &str, groups: &[&str]| UserInfo {
+            name: name.into(),
+            uid: None,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            extra: BTreeMap::new(),
+        };
+        assert_eq!(
+            user("system:kube-aggregator", &[]).authenticated().groups,
+            vec![AUTHENTICATED_GROUP]
+        );
+        assert_eq!(
+            user("alice", &["dev", AUTHENTICATED_GROUP])
+                .authenticated()
+                .groups,
+            vec!["dev", AUTHENTICATED_GROUP]
+        );
+        assert!(user(ANONYMOUS_USER, &[]).authenticated().groups.is_empty());
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub enum Refusal {
     Forbidden(String),
     /// A review could not be made (500).
     ReviewFailed(String),
+    /// Too many new tokens to review right now (429); the client retries.
+    Throttled(String),
 }
 
 impl Refusal {
@@ -43,6 +45,7 @@ impl Refusal {
             Refusal::Unauthenticated(m) => Status::failure(401, "Unauthorized", m.clone()),
             Refusal::Forbidden(m) => Status::failure(403, "Forbidden", m.clone()),
             Refusal::ReviewFailed(m) => Status::failure(500, "InternalError", m.clone()),
+            Refusal::Throttled(m) => Status::failure(429, "TooManyRequests", m.clone()),
         }
     }
 }
@@ -71,7 +74,7 @@ impl Guard {
         headers: &HeaderMap,
         path: &str,
     ) -> Result<UserInfo, Refusal> {
-        let user = self.authenticate(peer, headers).await?;
+        let user = self.authenticate(peer, headers).await?.authenticated();
         if user.groups.iter().any(|g| g == MASTERS_GROUP) {
             return Ok(user);
         }
@@ -117,6 +120,9 @@ impl Guard {
             Ok(None) => Err(Refusal::Unauthenticated(
                 "Unauthorized: the bearer token was not accepted".into(),
             )),
+            Err(e) if e.throttled => Err(Refusal::Throttled(format!(
+                "the bearer token could not be verified now ({e})"
+            ))),
             // The token itself is never part of a message.
             Err(e) => Err(Refusal::Unauthenticated(format!(
                 "Unauthorized: the bearer token could not be verified ({e})"

@@ -75,12 +75,53 @@ pub enum Decision {
     Denied(String),
 }
 
-/// A review could not be made (API server unreachable, RBAC missing for the adapter itself).
+/// A review could not be made (API server unreachable, RBAC missing for the adapter itself),
+/// or was not made because too many are in flight or were made this second.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{what} failed: {message}")]
 pub struct ReviewError {
     what: &'static str,
     message: String,
+    /// Refused by [`TOKEN_REVIEWS_PER_SECOND`] or [`TOKEN_REVIEWS_IN_FLIGHT`], not by the
+    /// API server: the caller may retry.
+    pub throttled: bool,
+}
+
+/// New tokens reviewed per second at most (a burst of as many is allowed): a spray of random
+/// tokens must not load kube-apiserver through us. Known tokens, good and bad, are answered
+/// from the cache and cost nothing.
+pub const TOKEN_REVIEWS_PER_SECOND: f64 = 20.0;
+/// TokenReviews in flight at once at most.
+pub const TOKEN_REVIEWS_IN_FLIGHT: usize = 8;
+
+/// A token bucket: `rate` per second, holding at most `rate`.
+struct RateLimit {
+    rate: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimit {
+    fn new(rate: f64) -> Self {
+        RateLimit {
+            rate,
+            state: Mutex::new((rate, Instant::now())),
+        }
+    }
+
+    /// Takes one unit if there is one.
+    fn try_take(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, at) = *state;
+        let now = Instant::now();
+        let tokens = (tokens + now.duration_since(at).as_secs_f64() * self.rate).min(self.rate);
+        if tokens >= 1.0 {
+            *state = (tokens - 1.0, now);
+            true
+        } else {
+            *state = (tokens, now);
+            false
+        }
+    }
 }
 
 /// A small TTL map: entries older than their TTL are misses; the map is swept when it grows.
@@ -121,6 +162,8 @@ pub struct Reviews {
     ttl: Duration,
     tokens: TtlCache<[u8; 32], Option<UserInfo>>,
     access: TtlCache<(UserInfo, Attributes), Decision>,
+    token_rate: RateLimit,
+    token_slots: tokio::sync::Semaphore,
 }
 
 impl Reviews {
@@ -131,13 +174,18 @@ impl Reviews {
             ttl,
             tokens: TtlCache::new(),
             access: TtlCache::new(),
+            token_rate: RateLimit::new(TOKEN_REVIEWS_PER_SECOND),
+            token_slots: tokio::sync::Semaphore::new(TOKEN_REVIEWS_IN_FLIGHT),
         }
     }
 
     /// The user a bearer token belongs to; `None` for a token the API server does not accept.
+    /// Both answers are cached by the token's SHA-256 digest for the TTL.
     ///
     /// # Errors
-    /// When the TokenReview cannot be made.
+    /// When the TokenReview cannot be made, or is not made because
+    /// [`TOKEN_REVIEWS_IN_FLIGHT`] are running or [`TOKEN_REVIEWS_PER_SECOND`] were made
+    /// (`throttled`).
     pub async fn token(&self, token: &str) -> Result<Option<UserInfo>, ReviewError> {
         let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
             .as_ref()
@@ -145,6 +193,17 @@ impl Reviews {
             .unwrap_or([0; 32]);
         if let Some(cached) = self.tokens.get(&digest) {
             return Ok(cached);
+        }
+        let throttled = |message: &str| ReviewError {
+            what: "TokenReview",
+            message: message.to_string(),
+            throttled: true,
+        };
+        let Ok(_slot) = self.token_slots.try_acquire() else {
+            return Err(throttled("too many token reviews in flight; try again"));
+        };
+        if !self.token_rate.try_take() {
+            return Err(throttled("too many new tokens this second; try again"));
         }
         let review = TokenReview {
             spec: TokenReviewSpec {
@@ -159,6 +218,7 @@ impl Reviews {
             .map_err(|e| ReviewError {
                 what: "TokenReview",
                 message: e.to_string(),
+                throttled: false,
             })?;
         let user = answer
             .status
@@ -226,6 +286,7 @@ impl Reviews {
             .map_err(|e| ReviewError {
                 what: "SubjectAccessReview",
                 message: e.to_string(),
+                throttled: false,
             })?;
         let decision = match answer.status {
             Some(s) if s.allowed && s.denied != Some(true) => Decision::Allowed,
@@ -240,6 +301,16 @@ impl Reviews {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_bucket_allows_a_burst_then_its_rate() {
+        let limit = RateLimit::new(5.0);
+        let taken = (0..20).filter(|_| limit.try_take()).count();
+        assert_eq!(taken, 5, "a burst of the rate");
+        std::thread::sleep(Duration::from_millis(450));
+        let more = (0..20).filter(|_| limit.try_take()).count();
+        assert!((1..=3).contains(&more), "about 2 per 0.4 s: {more}");
+    }
 
     #[test]
     fn metric_paths_are_resources_and_the_rest_are_paths() {
