@@ -331,6 +331,23 @@ impl Config {
         Ok(config)
     }
 
+    /// The password files the sources read: a mounted Secret that is rotated changes them in
+    /// place, and the config watch re-reads them ([`crate::reload::spawn_watch`]).
+    pub fn password_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self
+            .sources
+            .values()
+            .filter_map(|s| match s {
+                SourceConfig::Redis(r) => r.password_file.clone(),
+                SourceConfig::Rabbitmq(r) => r.password_file.clone(),
+                SourceConfig::Dcgm(_) => None,
+            })
+            .collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("poll_interval", self.poll_interval),

@@ -5,8 +5,9 @@
 //! are rebuilt, removed ones stopped, new ones started. Everything that can fail (building a
 //! source) happens before anything running is touched, so a reload that fails leaves the old
 //! configuration serving. [`spawn_watch`] re-reads the file (a mounted ConfigMap changes in
-//! place, by a symlink swap) and applies a valid new config; an invalid one is logged and
-//! counted.
+//! place, by a symlink swap) and the password files it names (a rotated Secret), and applies a
+//! valid new config; an invalid one is logged and counted. A changed password changes the
+//! source's settings, so that source is rebuilt and connects with the new one.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -153,7 +154,8 @@ impl SourceSet {
     }
 }
 
-/// Re-reads `path` every `every`; when its contents change, loads and applies the new config.
+/// Re-reads `path` and the password files of the running config every `every`; when one
+/// changes, loads and applies the config again (a new password rebuilds its source).
 /// An invalid config (or one that changes what needs a restart: the `kubernetes` block) is
 /// logged with the reason and counted, and the running config keeps serving.
 pub fn spawn_watch(
@@ -166,7 +168,12 @@ pub fn spawn_watch(
     tracker: &TaskTracker,
 ) {
     tracker.spawn(async move {
-        let mut watch = FileWatch::new(vec![path.clone()], every);
+        let watched = |config: &Config| {
+            let mut files = vec![path.clone()];
+            files.extend(config.password_files());
+            files
+        };
+        let mut watch = FileWatch::new(watched(&current), every);
         while let Some(contents) = watch.changed(&token).await {
             // An invalid file is reported once, not on every tick.
             watch.accept(contents);
@@ -179,6 +186,9 @@ pub fn spawn_watch(
                 Ok(next) => match sources.apply(&next).await {
                     Ok(applied) => {
                         tracing::info!(config = %path.display(), started = ?applied.started, stopped = ?applied.stopped, kept = applied.kept, metrics = next.metrics.len(), "config reloaded");
+                        if next.password_files() != current.password_files() {
+                            watch = FileWatch::new(watched(&next), every);
+                        }
                         current = next;
                         "applied"
                     }

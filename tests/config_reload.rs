@@ -192,3 +192,65 @@ async fn a_metric_that_reads_another_key_after_a_reload_never_serves_the_old_key
     let _ = std::fs::remove_dir_all(&dir);
     adapter.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_password_file_is_read_again_and_the_source_reconnects_with_it() {
+    let redis = common::RedisProcess::start_with(|_| {
+        ["--port", "{port}", "--requirepass", "first-secret"]
+            .map(String::from)
+            .to_vec()
+    })
+    .await;
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let admin = |password: &'static str| {
+        let url = format!("redis://:{password}@127.0.0.1:{}/0", redis.port);
+        async move { connect(&url).await }
+    };
+    let mut conn = admin("first-secret").await;
+    let _: i64 = cmd(&mut conn, &["RPUSH", "jobs", "a", "b"]).await;
+    let dir = std::env::temp_dir().join(format!("qma-reload-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let password = dir.join("password");
+    write(&password, "first-secret\n");
+    let path = dir.join("config.yaml");
+    let yaml = format!(
+        "poll_interval: 200ms\nmax_backoff: 500ms\nsources:\n  jobs:\n    redis: {{url: \"{url}\", password_file: \"{}\"}}\nmetrics:\n  - {{name: q, source: jobs, measure: length, redis: {{type: list, key: jobs}}}}\n",
+        password.display()
+    );
+    write(&path, &yaml);
+    let watched = path.clone();
+    let adapter = Adapter::start_with(&yaml, move |s| {
+        s.config_path = Some(watched);
+        s.config_reload_interval = Duration::from_millis(100);
+    })
+    .await;
+    adapter.ready().await;
+    assert_eq!(single_value(&adapter.metric("q", None).await.1), 2.0);
+
+    // The Secret is rotated: the server takes the new password and drops its connections.
+    let _: String = cmd(
+        &mut conn,
+        &["CONFIG", "SET", "requirepass", "second-secret"],
+    )
+    .await;
+    let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query_async(&mut conn)
+        .await;
+    eventually("the old password to be refused", async || {
+        adapter.metric("q", None).await.0 == 503
+    })
+    .await;
+    write(&password, "second-secret\n");
+    eventually("the new password to be read and used", async || {
+        let (status, body) = adapter.metric("q", None).await;
+        status == 200 && single_value(&body) == 2.0
+    })
+    .await;
+    let (_, metrics) = adapter.get_text("/metrics").await;
+    assert!(!metrics.contains("second-secret") && !metrics.contains("first-secret"));
+    let _ = std::fs::remove_dir_all(&dir);
+    adapter.stop().await;
+}
