@@ -5,7 +5,7 @@ CONFIG ?= examples/local.yaml
 LISTEN ?= 127.0.0.1:8080
 GRPC ?= 127.0.0.1:9090
 
-.PHONY: run test unit lint fmt bench dist services check clean demo
+.PHONY: run test unit lint fmt bench dist services check clean demo fuzz
 
 services:
 	@scripts/ensure-redis.sh
@@ -40,7 +40,8 @@ check: services
 ## The whole suite: formatting, clippy, unit and integration tests against the local Redis,
 ## the Redis tests a second time over RESP3, benchmarks run once as tests, `kubectl get --raw` against the adapter, and curl over HTTPS
 ## with and without a front-proxy client certificate, and every manifest under deploy/ validated
-## offline (Kubernetes schemas + checkov), and `make demo` to zero replicas.
+## offline (Kubernetes schemas + checkov), a few seconds of every fuzz target, and `make demo`
+## to zero replicas.
 test: services lint
 	@scripts/ensure-prometheus.sh
 	$(CARGO) test --all-targets
@@ -50,6 +51,7 @@ test: services lint
 	scripts/kubectl-raw-check.sh
 	scripts/curl-tls-check.sh
 	scripts/validate-manifests.sh
+	scripts/fuzz.sh --smoke
 	$(CARGO) run --quiet --example demo
 
 unit:
@@ -65,6 +67,11 @@ fmt:
 ## Criterion benchmarks (needs Redis for the poll bench). Numbers go in BENCHMARKS.md.
 bench: services
 	$(CARGO) bench --bench serve --bench poll --bench keda --bench dcgm --bench tls
+
+## Every fuzz target for FUZZ_RUNS executions (default 10 million) or FUZZ_SECONDS (default
+## 1800) each; figures go in RELIABILITY.md. Installs cargo-fuzz if missing.
+fuzz:
+	scripts/fuzz.sh
 
 ## A release binary.
 dist:

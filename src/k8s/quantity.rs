@@ -109,4 +109,18 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        /// Every value an HPA can be given reads back (as a Kubernetes quantity) within half
+        /// a milli-unit of itself.
+        #[test]
+        fn quantities_round_trip_to_the_milli_unit(v in -1.0e12f64..1.0e12) {
+            let q = format_quantity(v).expect("finite and in range");
+            let back = match q.strip_suffix('m') {
+                Some(milli) => milli.parse::<f64>().expect("milli") / 1000.0,
+                None => q.parse::<f64>().expect("plain"),
+            };
+            proptest::prop_assert!((back - v).abs() <= 0.0005 + v.abs() * 1e-15, "{} -> {}", v, q);
+        }
+    }
 }

@@ -461,6 +461,92 @@ mod tests {
             .collect()
     }
 
+    /// One requirement as the property test writes it, and Kubernetes' rule for it, written
+    /// out directly (k8s.io/apimachinery `labels.Requirement.Matches`).
+    #[derive(Debug, Clone)]
+    enum Req {
+        Eq(&'static str, &'static str),
+        NotEq(&'static str, &'static str),
+        In(&'static str, Vec<&'static str>),
+        NotIn(&'static str, Vec<&'static str>),
+        Exists(&'static str),
+        Absent(&'static str),
+        Gt(&'static str, i64),
+        Lt(&'static str, i64),
+    }
+
+    impl Req {
+        fn text(&self) -> String {
+            match self {
+                Req::Eq(k, v) => format!("{k}={v}"),
+                Req::NotEq(k, v) => format!("{k}!={v}"),
+                Req::In(k, vs) => format!("{k} in ({})", vs.join(",")),
+                Req::NotIn(k, vs) => format!("{k} notin ({})", vs.join(",")),
+                Req::Exists(k) => k.to_string(),
+                Req::Absent(k) => format!("!{k}"),
+                Req::Gt(k, n) => format!("{k}>{n}"),
+                Req::Lt(k, n) => format!("{k}<{n}"),
+            }
+        }
+
+        fn holds(&self, labels: &Labels) -> bool {
+            let get = |k: &str| labels.get(k).map(String::as_str);
+            let int = |k: &str| get(k).and_then(|v| v.parse::<i64>().ok());
+            match self {
+                Req::Eq(k, v) => get(k) == Some(*v),
+                Req::NotEq(k, v) => get(k) != Some(*v),
+                Req::In(k, vs) => get(k).is_some_and(|v| vs.contains(&v)),
+                Req::NotIn(k, vs) => get(k).is_none_or(|v| !vs.contains(&v)),
+                Req::Exists(k) => get(k).is_some(),
+                Req::Absent(k) => get(k).is_none(),
+                Req::Gt(k, n) => int(k).is_some_and(|v| v > *n),
+                Req::Lt(k, n) => int(k).is_some_and(|v| v < *n),
+            }
+        }
+    }
+
+    fn req() -> impl proptest::strategy::Strategy<Value = Req> {
+        use proptest::prelude::*;
+        let key = prop::sample::select(vec!["a", "b", "app.kubernetes.io/name"]);
+        // Requirement values are label values: `-2` is not one (it must start alphanumeric).
+        let value = prop::sample::select(vec!["x", "y", "1", "10", "0"]);
+        let values = prop::collection::vec(value.clone(), 1..4);
+        prop_oneof![
+            (key.clone(), value.clone()).prop_map(|(k, v)| Req::Eq(k, v)),
+            (key.clone(), value).prop_map(|(k, v)| Req::NotEq(k, v)),
+            (key.clone(), values.clone()).prop_map(|(k, v)| Req::In(k, v)),
+            (key.clone(), values).prop_map(|(k, v)| Req::NotIn(k, v)),
+            key.clone().prop_map(Req::Exists),
+            key.clone().prop_map(Req::Absent),
+            (key.clone(), 0i64..12).prop_map(|(k, n)| Req::Gt(k, n)),
+            (key, 0i64..12).prop_map(|(k, n)| Req::Lt(k, n)),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Parsing the written selector and matching it agrees with Kubernetes' rules applied
+        /// directly, for every label set.
+        #[test]
+        fn matching_agrees_with_kubernetes_rules(
+            reqs in proptest::collection::vec(req(), 0..5),
+            labels in proptest::collection::btree_map(
+                proptest::sample::select(vec!["a", "b", "app.kubernetes.io/name", "c"]),
+                proptest::sample::select(vec!["x", "y", "1", "10", "-2", "z"]),
+                0..4,
+            ),
+        ) {
+            let text: Vec<String> = reqs.iter().map(Req::text).collect();
+            let text = text.join(",");
+            let selector = Selector::parse(&text).expect("a well-formed selector parses");
+            let labels: Labels = labels
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let want = reqs.iter().all(|r| r.holds(&labels));
+            proptest::prop_assert_eq!(selector.matches(&labels), want, "{} on {:?}", text, labels);
+        }
+    }
+
     #[test]
     fn a_huge_selector_is_quoted_by_its_start_only() {
         let huge = format!("a={}", "x".repeat(64 * 1024));

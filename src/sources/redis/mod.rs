@@ -15,8 +15,8 @@
 //! stream by itself, so a missing stream is an error for every stream measure.
 
 pub mod config;
-mod reads;
-mod reply;
+pub mod reads;
+pub mod reply;
 mod timestamp;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
