@@ -70,7 +70,8 @@ impl Limits {
     /// # Errors
     /// The `metav1.Status` to answer instead of serving it.
     pub fn check<B>(&self, request: &hyper::Request<B>) -> Result<(), Status> {
-        let uri = request.uri().to_string().len();
+        let uri = request.uri();
+        let uri = uri.path().len() + uri.query().map_or(0, |q| q.len() + 1);
         if uri > self.max_uri_bytes {
             return Err(Status::failure(
                 414,
