@@ -195,3 +195,140 @@ async fn serve_turns_unready_on_sigterm_then_exits_cleanly() {
     assert_eq!(warnings.len(), 1, "{stderr}");
     assert!(warnings[0].contains(&format!("{p}q")), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_password_reaches_no_log_line_error_or_metrics_whatever_it_contains() {
+    // Passwords that confuse URL readers: an unescaped '/', '@', '?', '#', ':' and '%' (these
+    // make the URL invalid), percent-encoded ones (valid, decoded by the client), a plain one.
+    let mut served = 0;
+    for (i, password) in [
+        "s3cr3t-Passw0rd",
+        "p%2Fss%40w%3F",
+        "pa/ss@w0rd",
+        "x?y#z:w%41",
+        "@@/:/@",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let secret_file =
+            std::env::temp_dir().join(format!("qma-cli-{}-pw{i}", std::process::id()));
+        std::fs::write(&secret_file, format!("{password}\n")).expect("password file");
+        // One source with the password in its URL (nothing listens on port 1), one with it in a
+        // password file: both fail to connect, over and over. A password that makes the URL
+        // invalid stops the process with a config error instead.
+        let cfg = write_config(
+            &format!("secret-{i}"),
+            &format!(
+                "poll_interval: 100ms\nmax_backoff: 200ms\nsources:\n  inline:\n    redis: {{url: \"redis://user:{password}@127.0.0.1:1/0\"}}\n  file:\n    rabbitmq: {{management_url: \"http://127.0.0.1:1\", username: guest, password_file: \"{}\"}}\nmetrics:\n  - {{name: q, source: inline, measure: length, redis: {{type: list, key: q}}}}\n  - {{name: r, source: file, measure: ready, rabbitmq: {{queue: q}}}}\n",
+                secret_file.display()
+            ),
+        );
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--shutdown-delay",
+                "0s",
+                "--grpc-listen",
+                "off",
+                "--insecure-http",
+                "--disable-auth",
+                "--config",
+            ])
+            .arg(&cfg.0)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starts");
+        let answers = observe(&mut child, port).await;
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+        }
+        let _ = std::fs::remove_file(&secret_file);
+        match &answers {
+            None => assert!(stderr.contains("sources.inline.redis.url"), "{stderr}"),
+            Some(answers) => {
+                served += 1;
+                assert!(
+                    answers.contains("cannot connect"),
+                    "the sources failed: {answers}"
+                );
+                assert!(
+                    stderr.contains("poll failed"),
+                    "the failures were logged: {stderr}"
+                );
+            }
+        }
+        let decoded = password
+            .replace("%2F", "/")
+            .replace("%40", "@")
+            .replace("%3F", "?");
+        for (what, text) in [
+            ("answers", answers.as_deref().unwrap_or("")),
+            ("logs", &stderr),
+        ] {
+            for secret in [*password, decoded.as_str()] {
+                assert!(
+                    !text.contains(secret),
+                    "the password {secret:?} reached the {what}:\n{text}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        served, 2,
+        "the two valid URLs were served, failing to connect"
+    );
+}
+
+/// Waits for `child` to be ready, reads both metrics and `/metrics`, and stops it with
+/// SIGTERM; `None` when it exited before becoming ready (a refused config).
+async fn observe(child: &mut std::process::Child, port: u16) -> Option<String> {
+    let http = common::http_client();
+    let base = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return None;
+        }
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut answers = String::new();
+    for path in [
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/q",
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/r",
+        "/metrics",
+    ] {
+        let r = http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("answer");
+        answers.push_str(&r.text().await.expect("body"));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Some(answers)
+}
