@@ -226,15 +226,16 @@ async fn drive<S>(
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let conn = builder.serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
-    let mut closing = false;
+    // Set once the connection was asked to close: it then has the header timeout to finish.
+    let mut closing: Option<tokio::time::Instant> = None;
     loop {
         // Until the first byte, a connection has only the header timeout: it may be a client
         // that connected and says nothing (which the HTTP/1-or-2 detection would wait for).
         let silent = !activity.has_read();
-        let idle_deadline = if silent {
-            activity.start + limits.header_read_timeout
-        } else {
-            activity.last() + limits.idle_timeout
+        let deadline = match closing {
+            Some(asked) => asked + limits.header_read_timeout,
+            None if silent => activity.start + limits.header_read_timeout,
+            None => activity.last() + limits.idle_timeout,
         };
         tokio::select! {
             ended = conn.as_mut() => {
@@ -243,20 +244,24 @@ async fn drive<S>(
                 }
                 return;
             }
-            () = shutdown.cancelled(), if !closing => {
+            () = shutdown.cancelled(), if closing.is_none() => {
                 conn.as_mut().graceful_shutdown();
-                closing = true;
+                closing = Some(tokio::time::Instant::now());
             }
             // Woken at least every CHECK_EVERY, as the deadline moves with the traffic.
-            () = tokio::time::sleep_until(idle_deadline.min(tokio::time::Instant::now() + CHECK_EVERY)), if !closing => {
+            () = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + CHECK_EVERY)) => {
                 let now = tokio::time::Instant::now();
-                if silent && !activity.has_read() && now >= idle_deadline {
-                    tracing::debug!("connection sent nothing within the header read timeout");
+                if now < deadline {
+                    continue;
+                }
+                if closing.is_some() || !activity.has_read() {
+                    // Asked to close and still open, or silent from the start: drop it.
+                    tracing::debug!("connection closed: silent, or slow to finish after being asked to close");
                     return;
                 }
-                if activity.has_read() && activity.last() + limits.idle_timeout <= now {
+                if activity.last() + limits.idle_timeout <= now {
                     conn.as_mut().graceful_shutdown();
-                    closing = true;
+                    closing = Some(now);
                 }
             }
         }
