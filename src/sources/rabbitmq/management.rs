@@ -329,7 +329,7 @@ pub fn value(q: &QueueInfo, measure: Measure, at: &Reading<'_>) -> Result<f64, S
     // rates at all.
     let rate = |pick: fn(&MessageStats) -> Option<Rate>, field: &str| {
         at.rates
-            .clone()
+            .as_ref()
             .map_err(|why| SeriesError::new(format!("{measure} of queue {:?}: {why}", q.name)))?;
         let Some(stats) = &q.message_stats else {
             return Ok(0.0);
