@@ -57,7 +57,7 @@ fi
 if ! python3 - "$OUT/deploy/base/kustomize-rendered.yaml" <<'PY'
 import sys
 docs = open(sys.argv[1]).read().split("\n---\n")
-cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "APIService"}
+cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "APIService", "ClusterIssuer", "ClusterTriggerAuthentication"}
 bad = []
 for d in docs:
     kind = next((l.split(":", 1)[1].strip() for l in d.splitlines() if l.startswith("kind:")), "?")

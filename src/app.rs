@@ -19,7 +19,9 @@ use crate::config::{Config, SourceConfig};
 use crate::k8s::endpoint_slices::ServiceEndpoints;
 use crate::k8s::owners::Owners;
 use crate::poller::{Heartbeats, PollerHandle, Pollers, Schedule};
-use crate::reload::{SourceSet, spawn_watch};
+use crate::reload::{Live, SourceSet, spawn_watch};
+use crate::security::keda_clients::KedaClients;
+use crate::security::serving::{CertSource, ServingTls, Use};
 use crate::security::setup::{ApiTls, AuthSettings, secure};
 use crate::sources::dcgm::config::DcgmSourceConfig;
 use crate::sources::dcgm::{DcgmSource, Endpoints};
@@ -85,27 +87,58 @@ impl Settings {
 }
 
 /// TLS for the KEDA gRPC server: a serving certificate, and optionally a CA that client
-/// certificates must chain to (mutual TLS, KEDA's `tlsClientCert`/`tlsClientKey`).
+/// certificates must chain to (mutual TLS, KEDA's `tlsClientCert`/`tlsClientKey`). The files
+/// are re-read every `reload_every` and used for new connections when they change.
 #[derive(Debug, Clone)]
 pub struct GrpcTls {
     /// PEM certificate chain file.
     pub cert: PathBuf,
     /// PEM private key file.
     pub key: PathBuf,
-    /// PEM CA file for client certificates; `None` accepts clients without one.
+    /// PEM CA file for client certificates, which every client must then present; `None`
+    /// accepts clients without one.
     pub client_ca: Option<PathBuf>,
+    /// How often the three files are checked for changes.
+    pub reload_every: Duration,
 }
 
 impl GrpcTls {
-    fn server_config(&self) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
-        let read =
-            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-        let identity = tonic::transport::Identity::from_pem(read(&self.cert)?, read(&self.key)?);
-        let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
-        if let Some(ca) = &self.client_ca {
-            config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+    /// The files of `cert`/`key`, optionally checking clients against `client_ca`, re-read
+    /// every minute.
+    pub fn new(cert: PathBuf, key: PathBuf, client_ca: Option<PathBuf>) -> Self {
+        GrpcTls {
+            cert,
+            key,
+            client_ca,
+            reload_every: Duration::from_secs(60),
         }
-        Ok(config)
+    }
+
+    fn serving(
+        &self,
+        token: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> anyhow::Result<Arc<ServingTls>> {
+        let ca = match &self.client_ca {
+            Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+            None => None,
+        };
+        let source = CertSource::Files {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        };
+        let tls = Arc::new(ServingTls::for_use(&source, ca.as_deref(), Use::Grpc)?);
+        tls.spawn_reload(
+            self.cert.clone(),
+            self.key.clone(),
+            self.reload_every,
+            token.clone(),
+            tracker,
+        );
+        if let Some(ca) = &self.client_ca {
+            tls.spawn_client_ca_reload(ca.clone(), self.reload_every, token.clone(), tracker);
+        }
+        Ok(tls)
     }
 }
 
@@ -227,6 +260,9 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
             return Err(e);
         }
     };
+    let keda_clients = Arc::new(arc_swap::ArcSwap::from_pointee(KedaClients::from_config(
+        config.keda_clients.as_deref(),
+    )));
     let builder = SourceBuilder::new(kube_client.clone(), &token, &tracker);
     let mut sources = SourceSet::new(pollers.clone(), builder);
     if let Err(e) = sources.apply(&config).await {
@@ -239,7 +275,10 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
             path.clone(),
             settings.config_reload_interval,
             config.clone(),
-            sources,
+            Live {
+                sources,
+                keda_clients: keda_clients.clone(),
+            },
             telemetry.clone(),
             token.clone(),
             &tracker,
@@ -293,23 +332,49 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
                 .await
                 .with_context(|| format!("binding {addr}"))?;
             let bound = listener.local_addr()?;
+            let mutual = settings
+                .grpc_tls
+                .as_ref()
+                .is_some_and(|t| t.client_ca.is_some());
+            if keda_clients.load().restricted() && !mutual {
+                token.cancel();
+                anyhow::bail!(
+                    "the config's keda_clients names clients by their certificates, so the gRPC \
+                     server needs mutual TLS: --grpc-tls-cert, --grpc-tls-key and --grpc-client-ca"
+                );
+            }
+            if !mutual && !bound.ip().is_loopback() {
+                tracing::warn!(%bound, "the KEDA gRPC scaler accepts any caller, which can read every namespace: \
+                    serve it with mutual TLS (--grpc-tls-cert, --grpc-tls-key, --grpc-client-ca) as deploy/base does");
+            }
+            let tls = match &settings.grpc_tls {
+                Some(t) => match t.serving(&token, &tracker) {
+                    Ok(tls) => Some(tls),
+                    Err(e) => {
+                        token.cancel();
+                        return Err(e.context("gRPC TLS"));
+                    }
+                },
+                None => None,
+            };
             let service = KedaScaler::new(store.clone(), token.clone(), telemetry.clone())
                 .with_max_streams(settings.grpc_max_streams)
+                .with_clients(keda_clients.clone())
                 .into_service();
             // Pings find KEDA pods that vanished without closing their streams (their permits
             // come back), at the HTTP listeners' idle and header timeouts.
             let mut builder = tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(settings.limits.idle_timeout / 3))
                 .http2_keepalive_timeout(Some(settings.limits.header_read_timeout));
-            if let Some(tls) = &settings.grpc_tls {
-                crate::tls::ensure_crypto_provider();
-                builder = builder
-                    .tls_config(tls.server_config()?)
-                    .context("gRPC TLS configuration")?;
-            }
+            let incoming = crate::api::grpc_incoming::incoming(
+                listener,
+                tls,
+                settings.limits,
+                token.clone(),
+                &tracker,
+            );
             let stop = token.clone();
             tracker.spawn(async move {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
                 let served = builder
                     .add_service(service)
                     .serve_with_incoming_shutdown(incoming, stop.cancelled())

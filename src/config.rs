@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::k8s::selector::{validate_key, validate_value};
 use crate::model::validate_metric_name;
+use crate::security::keda_clients::KedaClientConfig;
 use crate::sources::dcgm::config::{DcgmSourceConfig, DcgmTarget};
 use crate::sources::rabbitmq::config::{RabbitMqSourceConfig, RabbitMqTarget};
 use crate::sources::redis::config::{RedisSourceConfig, RedisTarget};
@@ -64,6 +65,10 @@ pub struct Config {
     /// `$KUBECONFIG` or `~/.kube/config`.
     #[serde(default)]
     pub kubernetes: KubernetesConfig,
+    /// Which KEDA clients (by client certificate) may read which namespaces over gRPC; `None`:
+    /// any caller reads every namespace ([`crate::security::keda_clients`]).
+    #[serde(default)]
+    pub keda_clients: Option<Vec<KedaClientConfig>>,
 }
 
 /// The `kubernetes:` block: only needed to run outside a cluster with a specific kubeconfig.
@@ -361,6 +366,16 @@ impl Config {
             if d.0.is_zero() {
                 return Err(ConfigError::invalid(field, "must be greater than zero"));
             }
+        }
+        if let Some(clients) = &self.keda_clients {
+            if clients.is_empty() {
+                return Err(ConfigError::invalid(
+                    "keda_clients",
+                    "an empty list would refuse every KEDA caller; leave it out for no restriction",
+                ));
+            }
+            crate::security::keda_clients::validate(clients)
+                .map_err(|(field, message)| ConfigError::invalid(field, message))?;
         }
         if self.sources.is_empty() {
             return Err(ConfigError::invalid(

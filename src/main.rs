@@ -128,9 +128,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 grpc_tls: grpc_tls_cert
                     .zip(grpc_tls_key)
                     .map(|(cert, key)| app::GrpcTls {
-                        cert,
-                        key,
-                        client_ca: grpc_client_ca,
+                        reload_every: security.tls_reload_interval.0,
+                        ..app::GrpcTls::new(cert, key, grpc_client_ca)
                     }),
                 shutdown_delay: shutdown_delay.0,
                 shutdown_timeout: shutdown_timeout.0,
@@ -212,7 +211,8 @@ struct SecurityFlags {
     /// Private key of --tls-cert-file.
     #[arg(long, env = "QMA_TLS_PRIVATE_KEY_FILE", requires = "tls_cert_file")]
     tls_private_key_file: Option<PathBuf>,
-    /// How often the certificate files are checked for a new pair (greater than zero).
+    /// How often the certificate files (the API's, and the gRPC server's and its client CA) are
+    /// checked for a new pair (greater than zero).
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     tls_reload_interval: HumanDuration,
     /// The Service name, for the self-signed certificate's `<service>.<namespace>.svc` name.

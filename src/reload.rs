@@ -11,7 +11,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,6 +23,7 @@ use crate::app::{SourceBuilder, metric_infos, schedule_of};
 use crate::config::{Config, MetricConfig, SourceConfig};
 use crate::file_watch::FileWatch;
 use crate::poller::{PollerHandle, Pollers, Schedule};
+use crate::security::keda_clients::KedaClients;
 use crate::telemetry::AdapterMetrics;
 
 /// Everything a source's poll loop was built from: equal fingerprints, nothing to restart.
@@ -154,19 +158,32 @@ impl SourceSet {
     }
 }
 
+/// What a reload changes: the running sources and the KEDA access rules.
+pub struct Live {
+    /// The poll loops.
+    pub sources: SourceSet,
+    /// The `keda_clients` rules the gRPC scaler reads on every call.
+    pub keda_clients: Arc<ArcSwap<KedaClients>>,
+}
+
 /// Re-reads `path` and the password files of the running config every `every`; when one
-/// changes, loads and applies the config again (a new password rebuilds its source).
+/// changes, loads and applies the config again (a new password rebuilds its source; new
+/// `keda_clients` rules apply to the next gRPC call).
 /// An invalid config (or one that changes what needs a restart: the `kubernetes` block) is
 /// logged with the reason and counted, and the running config keeps serving.
 pub fn spawn_watch(
     path: PathBuf,
     every: Duration,
     mut current: Config,
-    mut sources: SourceSet,
+    live: Live,
     telemetry: AdapterMetrics,
     token: CancellationToken,
     tracker: &TaskTracker,
 ) {
+    let Live {
+        mut sources,
+        keda_clients,
+    } = live;
     tracker.spawn(async move {
         let watched = |config: &Config| {
             let mut files = vec![path.clone()];
@@ -185,6 +202,13 @@ pub fn spawn_watch(
                 }
                 Ok(next) => match sources.apply(&next).await {
                     Ok(applied) => {
+                        let clients = KedaClients::from_config(next.keda_clients.as_deref());
+                        if clients != **keda_clients.load() {
+                            // Without mutual TLS a new list refuses every caller: closed,
+                            // never open.
+                            keda_clients.store(Arc::new(clients));
+                            tracing::info!(config = %path.display(), "keda_clients reloaded");
+                        }
                         tracing::info!(config = %path.display(), started = ?applied.started, stopped = ?applied.stopped, kept = applied.kept, metrics = next.metrics.len(), "config reloaded");
                         if next.password_files() != current.password_files() {
                             watch = FileWatch::new(watched(&next), every);

@@ -453,3 +453,111 @@ async fn streams_beyond_the_cap_and_huge_messages_are_refused() {
     );
     a.stop().await;
 }
+
+/// A TCP relay to `target` that forwards until `freeze` is set, then stops moving bytes while
+/// keeping both sockets open: a KEDA pod that vanished without closing its connection.
+async fn freezing_relay(
+    target: std::net::SocketAddr,
+    freeze: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(target)
+                .await
+                .expect("connect");
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pump(cr, sw, freeze.clone()));
+            tokio::spawn(pump(sr, cw, freeze.clone()));
+        }
+    });
+    addr
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    freeze: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if freeze.load(std::sync::atomic::Ordering::SeqCst) {
+            // Hold both sockets and forward nothing until the test ends.
+            let _held = (from, to);
+            std::future::pending::<()>().await;
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_vanished_keda_pod_loses_its_streams_to_keepalive_pings() {
+    let p = prefix("keda-vanished");
+    let _clean = Cleanup {
+        url: redis_url(),
+        prefix: p.clone(),
+    };
+    // Pings every idle/3 = 1 s, unanswered after 1 s: the dead peer is found within ~2 s.
+    let a = Adapter::start_with(&config(&p), |s| {
+        s.grpc_max_streams = 1;
+        s.limits.idle_timeout = Duration::from_secs(3);
+        s.limits.header_read_timeout = Duration::from_secs(1);
+    })
+    .await;
+    a.ready().await;
+    let grpc = a
+        .running
+        .as_ref()
+        .and_then(|r| r.grpc_addr)
+        .expect("gRPC listens");
+    let freeze = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let relay = freezing_relay(grpc, freeze.clone()).await;
+    // The client's own keepalive is off (tonic's default), as a pod that is gone sends nothing.
+    let mut doomed = ExternalScalerClient::connect(format!("http://{relay}"))
+        .await
+        .expect("connect through the relay");
+    let mut stream = doomed
+        .stream_is_active(object(&[("metricName", "jobs")]))
+        .await
+        .expect("the one stream")
+        .into_inner();
+    stream.message().await.expect("first state").expect("some");
+    let mut g = client(&a).await;
+    let e = g
+        .stream_is_active(object(&[("metricName", "jobs")]))
+        .await
+        .map(|_| ())
+        .expect_err("the slot is taken");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+
+    freeze.store(true, std::sync::atomic::Ordering::SeqCst);
+    let start = Instant::now();
+    loop {
+        match g.stream_is_active(object(&[("metricName", "jobs")])).await {
+            Ok(_) => break,
+            Err(e) if e.code() == Code::ResourceExhausted => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(15),
+                    "the stream of a peer that stopped answering pings was never closed"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    eprintln!("dead peer's stream released after {:?}", start.elapsed());
+    drop(stream);
+    a.stop().await;
+}

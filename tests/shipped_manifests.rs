@@ -109,3 +109,110 @@ fn the_dockerfile_copies_everything_the_build_reads() {
         "Kubernetes probes do that"
     );
 }
+
+/// Every YAML document of a file.
+fn documents(path: &str) -> Vec<yaml_serde::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.split("\n---\n")
+        .map(|d| yaml_serde::from_str(d).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .collect()
+}
+
+#[test]
+fn the_keda_grpc_port_runs_mutual_tls_and_every_example_trigger_presents_a_client_certificate() {
+    let deployment = &documents("deploy/base/deployment.yaml")[0];
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    let mounts: Vec<&str> = container["volumeMounts"]
+        .as_sequence()
+        .expect("volumeMounts")
+        .iter()
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    for flag in ["--grpc-tls-cert=", "--grpc-tls-key=", "--grpc-client-ca="] {
+        let value = args
+            .iter()
+            .find_map(|a| a.strip_prefix(flag))
+            .unwrap_or_else(|| panic!("deploy/base runs gRPC without {flag}"));
+        assert!(
+            mounts.iter().any(|m| value.starts_with(m)),
+            "{flag}{value} is not under a mounted volume"
+        );
+    }
+
+    // The base config restricts callers, and the example certificates name allowed clients.
+    let base = embedded_config("deploy/base/configmap.yaml");
+    let allowed: Vec<String> = base
+        .keda_clients
+        .as_ref()
+        .expect("deploy/base sets keda_clients")
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    let mtls = documents("deploy/examples/keda/mtls.yaml");
+    let auths: Vec<&yaml_serde::Value> = mtls
+        .iter()
+        .filter(|d| {
+            d["kind"]
+                .as_str()
+                .is_some_and(|k| k.ends_with("TriggerAuthentication"))
+        })
+        .collect();
+    for auth in &auths {
+        let params: Vec<&str> = auth["spec"]["secretTargetRef"]
+            .as_sequence()
+            .expect("secretTargetRef")
+            .iter()
+            .filter_map(|p| p["parameter"].as_str())
+            .collect();
+        for p in ["caCert", "tlsClientCert", "tlsClientKey"] {
+            assert!(
+                params.contains(&p),
+                "{:?} lacks {p}",
+                auth["metadata"]["name"]
+            );
+        }
+    }
+    let operator = mtls
+        .iter()
+        .find(|d| d["kind"] == "Certificate" && d["metadata"]["namespace"] == "keda")
+        .expect("KEDA's client certificate");
+    let cn = operator["spec"]["commonName"].as_str().expect("commonName");
+    assert!(
+        allowed.iter().any(|a| a == cn),
+        "{cn} is not in keda_clients {allowed:?}"
+    );
+
+    for file in [
+        "deploy/examples/keda/scaledjob-embedding-workers.yaml",
+        "deploy/examples/keda/scaledobject-gpu-inference.yaml",
+    ] {
+        for doc in documents(file) {
+            let triggers = doc["spec"]["triggers"].as_sequence().expect("triggers");
+            for t in triggers {
+                if !t["type"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("external"))
+                {
+                    continue;
+                }
+                let name = t["authenticationRef"]["name"].as_str();
+                let kind = t["authenticationRef"]["kind"]
+                    .as_str()
+                    .unwrap_or("TriggerAuthentication");
+                assert!(
+                    auths
+                        .iter()
+                        .any(|a| a["metadata"]["name"].as_str() == name && a["kind"] == kind),
+                    "{file}: a {:?} trigger has no authenticationRef with a client certificate",
+                    t["metadata"]["metricName"]
+                );
+            }
+        }
+    }
+}

@@ -4,7 +4,9 @@
 //! (keda.md §1.4), so all of them are in-memory lookups. `StreamIsActive` sends the current state
 //! when it opens and then a message whenever activity changes, woken by the store's change signal
 //! after each poll: a job pushed into an empty queue wakes a deployment at zero within one poll
-//! interval, and any number of streams costs no polling beyond the shared poller.
+//! interval, and any number of streams costs no polling beyond the shared poller. Every call
+//! first passes the `keda_clients` rules ([`crate::security::keda_clients`]): with them, a
+//! caller reads only the namespaces its client certificate is allowed.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -17,7 +19,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use arc_swap::ArcSwap;
+
+use super::grpc_incoming::GrpcPeer;
 use super::trigger::{Trigger, TriggerLookupError};
+use crate::security::keda_clients::KedaClients;
 use crate::store::{LookupError, MetricsProvider, Store};
 use crate::telemetry::AdapterMetrics;
 
@@ -49,6 +55,8 @@ pub struct KedaScaler {
     /// One permit per open `StreamIsActive` stream.
     streams: Arc<tokio::sync::Semaphore>,
     max_streams: usize,
+    /// Which callers may read which namespaces (the config's `keda_clients`).
+    clients: Arc<ArcSwap<KedaClients>>,
 }
 
 impl KedaScaler {
@@ -61,7 +69,27 @@ impl KedaScaler {
             telemetry,
             streams: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_STREAMS)),
             max_streams: DEFAULT_MAX_STREAMS,
+            clients: Arc::default(),
         }
+    }
+
+    /// The same, answering only the callers `clients` allows (read on every call, so a
+    /// reloaded config applies at once). Without it every caller reads every namespace.
+    pub fn with_clients(mut self, clients: Arc<ArcSwap<KedaClients>>) -> Self {
+        self.clients = clients;
+        self
+    }
+
+    /// Refuses a call for `namespace` from a caller the `keda_clients` rules do not allow.
+    fn authorize<T>(&self, request: &Request<T>, namespace: &str) -> Result<(), Status> {
+        let names = request
+            .extensions()
+            .get::<GrpcPeer>()
+            .and_then(|p| p.names.as_ref());
+        self.clients
+            .load()
+            .allow(names, namespace)
+            .map_err(Status::permission_denied)
     }
 
     /// The same with another cap on open `StreamIsActive` streams; one more is refused with
@@ -76,6 +104,7 @@ impl KedaScaler {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<IsActiveResponse>, Status> {
+        self.authorize(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let trigger = trigger_of(&r, false)?;
         let value = self.value(&trigger, &r.namespace)?;
@@ -88,6 +117,7 @@ impl KedaScaler {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
+        self.authorize(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let trigger = trigger_of(&r, true)?;
         if !self.store.serves(&r.namespace, &trigger.metric) {
@@ -110,6 +140,12 @@ impl KedaScaler {
         &self,
         request: Request<GetMetricsRequest>,
     ) -> Result<Response<GetMetricsResponse>, Status> {
+        let namespace = request
+            .get_ref()
+            .scaled_object_ref
+            .as_ref()
+            .map_or("", |o| o.namespace.as_str());
+        self.authorize(&request, namespace)?;
         let r = request.into_inner();
         let object = r.scaled_object_ref.unwrap_or_default();
         let trigger = trigger_of(&object, false)?;
@@ -198,8 +234,9 @@ impl ExternalScaler for KedaScaler {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<ActiveStream>, Status> {
+        let allowed = self.authorize(&request, &request.get_ref().namespace);
         let r = request.into_inner();
-        let checked = trigger_of(&r, false).and_then(|t| {
+        let checked = allowed.and_then(|()| trigger_of(&r, false)).and_then(|t| {
             if self.store.serves(&r.namespace, &t.metric) {
                 Ok(t)
             } else {

@@ -5,6 +5,7 @@
 //! every listener keeps, until shutdown, letting in-flight requests finish.
 
 pub mod external_metrics;
+pub mod grpc_incoming;
 pub mod health;
 pub mod keda;
 pub mod listener;

@@ -5,6 +5,7 @@
 //! `/metrics` never pass through it.
 
 pub mod identity;
+pub mod keda_clients;
 pub mod reviews;
 pub mod serving;
 pub mod setup;

@@ -59,6 +59,18 @@ pub struct ServingTls {
 struct Parts {
     cert: Arc<CertifiedKey>,
     client_ca: Option<Arc<RootCertStore>>,
+    use_: Use,
+}
+
+/// What a listener serves, which decides its client-certificate rule and ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// The API port: client certificates optional (tokens and probes bring none), verified
+    /// when presented; HTTP/2 and HTTP/1.1.
+    Api,
+    /// The KEDA gRPC port: with a client CA, every client must present a certificate of it
+    /// (mutual TLS); HTTP/2 only.
+    Grpc,
 }
 
 #[derive(Debug)]
@@ -78,15 +90,32 @@ impl ServingTls {
     /// When the files cannot be read or parsed, the key does not match the certificate, or the
     /// CA holds no certificate.
     pub fn new(source: &CertSource, client_ca: Option<&[u8]>) -> anyhow::Result<Self> {
+        Self::for_use(source, client_ca, Use::Api)
+    }
+
+    /// The same for `use_`: [`Use::Grpc`] requires client certificates when `client_ca` is
+    /// given.
+    ///
+    /// # Errors
+    /// As [`ServingTls::new`].
+    pub fn for_use(
+        source: &CertSource,
+        client_ca: Option<&[u8]>,
+        use_: Use,
+    ) -> anyhow::Result<Self> {
         crate::tls::ensure_crypto_provider();
         let cert = match source {
             CertSource::Files { cert, key } => Arc::new(load_pair(cert, key)?),
             CertSource::SelfSigned { names } => Arc::new(self_signed(names)?),
         };
         let client_ca = client_ca.map(roots_from_pem).transpose()?;
-        let config = build(&cert, client_ca.as_ref())?;
+        let config = build(&cert, client_ca.as_ref(), use_)?;
         Ok(ServingTls {
-            parts: Mutex::new(Parts { cert, client_ca }),
+            parts: Mutex::new(Parts {
+                cert,
+                client_ca,
+                use_,
+            }),
             config: ArcSwap::from_pointee(config),
         })
     }
@@ -98,13 +127,16 @@ impl ServingTls {
     pub fn set_cert(&self, cert: CertifiedKey) -> anyhow::Result<()> {
         let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
         let cert = Arc::new(cert);
-        self.config
-            .store(Arc::new(build(&cert, parts.client_ca.as_ref())?));
+        self.config.store(Arc::new(build(
+            &cert,
+            parts.client_ca.as_ref(),
+            parts.use_,
+        )?));
         parts.cert = cert;
         Ok(())
     }
 
-    /// Replaces the front-proxy client CA (PEM) for new connections.
+    /// Replaces the client CA (PEM: the front proxy's, or KEDA's) for new connections.
     ///
     /// # Errors
     /// When the PEM holds no usable certificate (the old CA stays).
@@ -112,7 +144,7 @@ impl ServingTls {
         let roots = roots_from_pem(pem)?;
         let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
         self.config
-            .store(Arc::new(build(&parts.cert, Some(&roots))?));
+            .store(Arc::new(build(&parts.cert, Some(&roots), parts.use_)?));
         parts.client_ca = Some(roots);
         Ok(())
     }
@@ -162,25 +194,64 @@ impl ServingTls {
     }
 }
 
+impl ServingTls {
+    /// Re-reads the client CA file `ca` every `every` and switches to it when its contents
+    /// change and it holds a certificate (a rotated CA Secret); until then the old CA checks.
+    pub fn spawn_client_ca_reload(
+        self: &Arc<Self>,
+        ca: PathBuf,
+        every: Duration,
+        token: CancellationToken,
+        tracker: &tokio_util::task::TaskTracker,
+    ) {
+        let tls = self.clone();
+        tracker.spawn(async move {
+            let mut watch = FileWatch::new(vec![ca.clone()], every);
+            while let Some(contents) = watch.changed(&token).await {
+                let read = std::fs::read(&ca)
+                    .with_context(|| format!("reading {}", ca.display()))
+                    .and_then(|pem| tls.set_client_ca(&pem));
+                match read {
+                    Ok(()) => {
+                        tracing::info!(ca = %ca.display(), "client CA reloaded");
+                        watch.accept(contents);
+                    }
+                    Err(e) => tracing::warn!(
+                        ca = %ca.display(),
+                        error = %format!("{e:#}"),
+                        "new client CA not usable yet; the previous one keeps checking"
+                    ),
+                }
+            }
+        });
+    }
+}
+
 fn build(
     cert: &Arc<CertifiedKey>,
     client_ca: Option<&Arc<RootCertStore>>,
+    use_: Use,
 ) -> anyhow::Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?;
     let builder = match client_ca {
-        Some(roots) => builder.with_client_cert_verifier(
-            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider)
-                .allow_unauthenticated()
-                .build()
-                .context("front-proxy client CA")?,
-        ),
+        Some(roots) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider);
+            let verifier = match use_ {
+                Use::Api => verifier.allow_unauthenticated(),
+                Use::Grpc => verifier,
+            };
+            builder.with_client_cert_verifier(verifier.build().context("client CA")?)
+        }
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(FixedCert(cert.clone())));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = match use_ {
+        Use::Api => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        Use::Grpc => vec![b"h2".to_vec()],
+    };
     Ok(config)
 }
 
