@@ -13,7 +13,7 @@ say() { echo "[ensure-redis] $*"; }
 
 ping() {
   if command -v redis-cli >/dev/null 2>&1; then
-    redis-cli -h "$HOST" -p "$PORT" ping 2>/dev/null | grep -q PONG
+    timeout 2 redis-cli -h "$HOST" -p "$PORT" ping 2>/dev/null | grep -q PONG
   else
     (exec 3<>"/dev/tcp/$HOST/$PORT" && printf 'PING\r\n' >&3 && timeout 2 head -c 5 <&3 | grep -q PONG) 2>/dev/null
   fi
@@ -30,16 +30,22 @@ if ! command -v redis-server >/dev/null 2>&1; then
   say "installed $(redis-server --version | awk '{print $3}')"
 fi
 
-say "starting redis-server on $HOST:$PORT (no persistence)"
-mkdir -p /tmp/qma-redis
-redis-server --daemonize yes --bind "$HOST" --port "$PORT" --save "" --appendonly no \
-  --dir /tmp/qma-redis --logfile /tmp/qma-redis/redis.log
-for _ in $(seq 1 50); do
+DIR=/tmp/qma-redis-$PORT
+say "starting redis-server on $HOST:$PORT (no persistence, log in $DIR/redis.log)"
+mkdir -p "$DIR"
+if ! redis-server --daemonize yes --bind "$HOST" --port "$PORT" --save "" --appendonly no \
+  --dir "$DIR" --logfile "$DIR/redis.log"; then
+  say "redis-server would not start; see $DIR/redis.log" >&2
+  exit 1
+fi
+# Daemonized, it answers within milliseconds; a port held by another program never does.
+deadline=$((SECONDS + ${QMA_REDIS_START_TIMEOUT:-10}))
+while [ $SECONDS -lt $deadline ]; do
   if ping; then
     say "Redis is up on $HOST:$PORT"
     exit 0
   fi
   sleep 0.1
 done
-say "Redis did not answer on $HOST:$PORT; see /tmp/qma-redis/redis.log" >&2
+say "Redis did not answer on $HOST:$PORT within ${QMA_REDIS_START_TIMEOUT:-10}s; see $DIR/redis.log" >&2
 exit 1

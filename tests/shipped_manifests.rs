@@ -216,3 +216,147 @@ fn the_keda_grpc_port_runs_mutual_tls_and_every_example_trigger_presents_a_clien
         }
     }
 }
+
+/// Which adapter config each example manifest is written against. Every file under
+/// deploy/examples must be listed (a new example cannot skip the check).
+const PAIRS: &[(&str, &str)] = &[
+    (
+        "deploy/examples/embedding-workers/hpa.yaml",
+        "deploy/base/configmap.yaml",
+    ),
+    (
+        "deploy/examples/embedding-workers/hpa-scale-to-zero.yaml",
+        "deploy/base/configmap.yaml",
+    ),
+    (
+        "deploy/examples/gpu-inference/adapter-config.yaml",
+        "deploy/examples/gpu-inference/adapter-config.yaml",
+    ),
+    (
+        "deploy/examples/gpu-inference/hpa.yaml",
+        "deploy/examples/gpu-inference/adapter-config.yaml",
+    ),
+    (
+        "deploy/examples/keda/mtls.yaml",
+        "deploy/base/configmap.yaml",
+    ),
+    (
+        "deploy/examples/keda/scaledjob-embedding-workers.yaml",
+        "deploy/base/configmap.yaml",
+    ),
+    (
+        "deploy/examples/keda/scaledobject-gpu-inference.yaml",
+        "deploy/examples/gpu-inference/adapter-config.yaml",
+    ),
+    (
+        "deploy/examples/keda/scaledobject-metrics-api.yaml",
+        "deploy/base/configmap.yaml",
+    ),
+];
+
+/// Every metric a manifest asks for: (metric name, label selector pairs, where).
+fn metrics_asked(doc: &yaml_serde::Value) -> Vec<(String, Vec<(String, String)>, String)> {
+    let mut asked = Vec::new();
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    if kind == "HorizontalPodAutoscaler" {
+        for m in doc["spec"]["metrics"].as_sequence().into_iter().flatten() {
+            let metric = &m["external"]["metric"];
+            let Some(name) = metric["name"].as_str() else {
+                continue;
+            };
+            let labels = metric["selector"]["matchLabels"]
+                .as_mapping()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().unwrap_or_default().to_string(),
+                        v.as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect();
+            asked.push((name.to_string(), labels, "HPA external.metric.name".into()));
+        }
+    }
+    if kind == "ScaledObject" || kind == "ScaledJob" {
+        for t in doc["spec"]["triggers"].as_sequence().into_iter().flatten() {
+            let meta = &t["metadata"];
+            let selector = |s: &str| -> Vec<(String, String)> {
+                s.split(',')
+                    .filter_map(|p| p.split_once('='))
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    .collect()
+            };
+            if let Some(name) = meta["metricName"].as_str() {
+                let labels = selector(meta["labelSelector"].as_str().unwrap_or_default());
+                asked.push((name.to_string(), labels, "KEDA metricName".into()));
+            }
+            if let Some(url) = meta["url"].as_str() {
+                // .../keda/v1/namespaces/<ns>/<metric>?labelSelector=...
+                let (path, query) = url.split_once('?').unwrap_or((url, ""));
+                let name = path.rsplit('/').next().expect("metric in the URL");
+                let selector_text = query
+                    .split('&')
+                    .find_map(|q| q.strip_prefix("labelSelector="))
+                    .unwrap_or_default()
+                    .replace("%3D", "=")
+                    .replace("%2C", ",");
+                asked.push((
+                    name.to_string(),
+                    selector(&selector_text),
+                    "metrics-api URL".into(),
+                ));
+            }
+        }
+    }
+    asked
+}
+
+#[test]
+fn every_metric_any_manifest_asks_for_is_served_by_the_config_it_pairs_with() {
+    let mut listed: Vec<&str> = PAIRS.iter().map(|(f, _)| *f).collect();
+    listed.sort();
+    let mut present: Vec<String> = std::fs::read_dir("deploy/examples")
+        .expect("deploy/examples")
+        .flat_map(|d| std::fs::read_dir(d.expect("entry").path()).expect("dir"))
+        .map(|f| f.expect("file").path().display().to_string())
+        .filter(|p| p.ends_with(".yaml"))
+        .collect();
+    present.sort();
+    assert_eq!(listed, present, "PAIRS must name every example file");
+
+    let mut checked = 0;
+    for (file, config_file) in PAIRS {
+        // Every example config passes the config loader.
+        let config = embedded_config(config_file);
+        for doc in documents(file) {
+            for (name, labels, how) in metrics_asked(&doc) {
+                let Some(metric) = config.metrics.iter().find(|m| m.name == name) else {
+                    panic!("{file}: the {how} {name:?} is not served by {config_file}");
+                };
+                if let Some(namespace) = doc["metadata"]["namespace"].as_str()
+                    && let Some(allowed) = &metric.namespaces
+                {
+                    assert!(
+                        allowed.iter().any(|n| n == namespace),
+                        "{file}: {name} is asked for in {namespace}, but {config_file} serves it in {allowed:?}"
+                    );
+                }
+                // A selector on a label the config sets must ask for its value.
+                for (k, v) in labels {
+                    if let Some(set) = metric.labels.get(&k) {
+                        assert_eq!(
+                            set, &v,
+                            "{file}: {name} selects {k}={v}; {config_file} sets {k}={set}"
+                        );
+                    }
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked >= 10,
+        "only {checked} references found: is the reader broken?"
+    );
+}
