@@ -254,8 +254,11 @@ const PAIRS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Every metric a manifest asks for: (metric name, label selector pairs, where).
-fn metrics_asked(doc: &yaml_serde::Value) -> Vec<(String, Vec<(String, String)>, String)> {
+/// A metric a manifest asks for: its name, the selector's `key=value` pairs, and where.
+type Asked = (String, Vec<(String, String)>, String);
+
+/// Every metric a manifest asks for.
+fn metrics_asked(doc: &yaml_serde::Value) -> Vec<Asked> {
     let mut asked = Vec::new();
     let kind = doc["kind"].as_str().unwrap_or_default();
     if kind == "HorizontalPodAutoscaler" {
