@@ -28,11 +28,13 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 # The base as kubectl applies it; the examples as they are (plain manifests), under their own paths.
 mkdir -p "$OUT/deploy/base"
 "$KUBECTL" kustomize deploy/base >"$OUT/deploy/base/kustomize-rendered.yaml"
+mkdir -p "$OUT/deploy/overlays/keda"
+"$KUBECTL" kustomize deploy/overlays/keda >"$OUT/deploy/overlays/keda/kustomize-rendered.yaml"
 for f in deploy/examples/*/*.yaml; do
   mkdir -p "$OUT/$(dirname "$f")"
   cp "$f" "$OUT/$f"
 done
-say "rendered deploy/base and $(ls deploy/examples/*/*.yaml | wc -l) example files into $OUT"
+say "rendered deploy/base, deploy/overlays/keda and $(ls deploy/examples/*/*.yaml | wc -l) example files into $OUT"
 
 status=0
 for f in $(find "$OUT" -name '*.yaml' | sort); do
@@ -54,9 +56,10 @@ else
   say "ok: checkov Kubernetes checks pass ($(grep -o 'Passed checks: [0-9]*' "$OUT/checkov.txt" || echo 'all'), skips are annotated in the manifests)"
 fi
 
-if ! python3 - "$OUT/deploy/base/kustomize-rendered.yaml" <<'PY'
+if ! python3 - "$OUT/deploy/base/kustomize-rendered.yaml" "$OUT/deploy/overlays/keda/kustomize-rendered.yaml" <<'PY'
 import sys
-docs = open(sys.argv[1]).read().split("\n---\n")
+base, keda = (open(p).read().split("\n---\n") for p in sys.argv[1:3])
+docs = base + keda
 cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "APIService", "ClusterIssuer", "ClusterTriggerAuthentication"}
 bad = []
 for d in docs:
@@ -67,13 +70,18 @@ for d in docs:
         bad.append(f"{kind}/{name}: metadata.namespace is {ns!r}, must be kube-system (the Role lives there)")
     if kind not in cluster_scoped and ns is None:
         bad.append(f"{kind}/{name}: metadata.namespace is missing")
+kinds = lambda ds: [next((l.split(":", 1)[1].strip() for l in d.splitlines() if l.startswith("kind:")), "?") for d in ds]
+if "APIService" not in kinds(base):
+    bad.append("deploy/base has no APIService")
+if "APIService" in kinds(keda):
+    bad.append("deploy/overlays/keda keeps the APIService, which would replace KEDA's")
 for b in bad:
-    print(f"[validate-manifests] FAILED deploy/base: {b}")
+    print(f"[validate-manifests] FAILED: {b}")
 sys.exit(1 if bad else 0)
 PY
 then
   status=1
 else
-  say "ok: namespaces (kube-system RoleBinding included)"
+  say "ok: namespaces (kube-system RoleBinding included); the KEDA overlay has no APIService"
 fi
 exit $status

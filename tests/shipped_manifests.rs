@@ -154,7 +154,8 @@ fn the_keda_grpc_port_runs_mutual_tls_and_every_example_trigger_presents_a_clien
         .iter()
         .map(|c| c.name.clone())
         .collect();
-    let mtls = documents("deploy/examples/keda/mtls.yaml");
+    let mut mtls = documents("deploy/overlays/keda/keda-client.yaml");
+    mtls.extend(documents("deploy/examples/keda/team-client-certificate.yaml"));
     let auths: Vec<&yaml_serde::Value> = mtls
         .iter()
         .filter(|d| {
@@ -237,7 +238,7 @@ const PAIRS: &[(&str, &str)] = &[
         "deploy/examples/gpu-inference/adapter-config.yaml",
     ),
     (
-        "deploy/examples/keda/mtls.yaml",
+        "deploy/examples/keda/team-client-certificate.yaml",
         "deploy/base/configmap.yaml",
     ),
     (
