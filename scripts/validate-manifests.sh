@@ -30,11 +30,13 @@ mkdir -p "$OUT/deploy/base"
 "$KUBECTL" kustomize deploy/base >"$OUT/deploy/base/kustomize-rendered.yaml"
 mkdir -p "$OUT/deploy/overlays/keda"
 "$KUBECTL" kustomize deploy/overlays/keda >"$OUT/deploy/overlays/keda/kustomize-rendered.yaml"
+mkdir -p "$OUT/deploy/overlays/my-backends"
+"$KUBECTL" kustomize deploy/overlays/my-backends >"$OUT/deploy/overlays/my-backends/kustomize-rendered.yaml"
 for f in deploy/examples/*/*.yaml; do
   mkdir -p "$OUT/$(dirname "$f")"
   cp "$f" "$OUT/$f"
 done
-say "rendered deploy/base, deploy/overlays/keda and $(ls deploy/examples/*/*.yaml | wc -l) example files into $OUT"
+say "rendered deploy/base, deploy/overlays/keda, deploy/overlays/my-backends and $(ls deploy/examples/*/*.yaml | wc -l) example files into $OUT"
 
 status=0
 for f in $(find "$OUT" -name '*.yaml' | sort); do

@@ -155,7 +155,9 @@ fn the_keda_grpc_port_runs_mutual_tls_and_every_example_trigger_presents_a_clien
         .map(|c| c.name.clone())
         .collect();
     let mut mtls = documents("deploy/overlays/keda/keda-client.yaml");
-    mtls.extend(documents("deploy/examples/keda/team-client-certificate.yaml"));
+    mtls.extend(documents(
+        "deploy/examples/keda/team-client-certificate.yaml",
+    ));
     let auths: Vec<&yaml_serde::Value> = mtls
         .iter()
         .filter(|d| {
@@ -363,4 +365,25 @@ fn every_metric_any_manifest_asks_for_is_served_by_the_config_it_pairs_with() {
         checked >= 10,
         "only {checked} references found: is the reader broken?"
     );
+}
+
+#[test]
+fn the_own_backends_overlay_config_loads() {
+    let path = "deploy/overlays/my-backends/config.yaml";
+    let text = std::fs::read_to_string(path).expect("config.yaml");
+    // Its password files exist only in a cluster: point them at a file that exists here.
+    let here = std::env::temp_dir().join(format!("qma-overlay-password-{}", std::process::id()));
+    std::fs::write(&here, "secret\n").expect("write");
+    let text = text
+        .lines()
+        .map(|l| match l.split_once("password_file:") {
+            Some((indent, _)) => format!("{indent}password_file: {}", here.display()),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = Config::from_yaml(&text, Path::new(path)).unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_file(here);
+    assert_eq!(config.sources.len(), 2);
+    assert!(config.keda_clients.is_some());
 }
