@@ -1,4 +1,4 @@
-//! `make demo`: the adapter driving scale-up and scale to zero on real queues, in two minutes.
+//! `make demo`: the adapter driving scale-up and scale to zero on real queues, in about 20 seconds.
 //!
 //! It starts the adapter in this process on the local Redis and RabbitMQ, produces a burst of
 //! embedding jobs (a Sidekiq-style Redis list with `enqueued_at` timestamps, and a RabbitMQ
@@ -10,7 +10,7 @@
 //! writes an SVG chart and a summary, and removes its keys and vhost.
 //!
 //! Times are compressed (the HPA syncs every 2 s instead of 15 s, windows are seconds instead
-//! of minutes) so the whole run fits in two minutes; the formulas are the real ones.
+//! of minutes) so the whole run fits in about 20 seconds; the formulas are the real ones.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};

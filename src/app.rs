@@ -208,13 +208,13 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
 
     let api_listener = TcpListener::bind(settings.listen)
         .await
-        .with_context(|| format!("binding {}", settings.listen))?;
+        .with_context(|| format!("binding the API address {} (--listen)", settings.listen))?;
     let api_addr = api_listener.local_addr()?;
     let health_listener = match settings.health_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("binding {addr}"))?,
+                .with_context(|| format!("binding the probe address {addr} (--health-listen)"))?,
         ),
         None => None,
     };
@@ -328,9 +328,9 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
     };
     let grpc_addr = match settings.grpc_listen {
         Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding {addr}"))?;
+            let listener = TcpListener::bind(addr).await.with_context(|| {
+                format!("binding the KEDA gRPC address {addr} (--grpc-listen, or `off`)")
+            })?;
             let bound = listener.local_addr()?;
             let mutual = settings
                 .grpc_tls

@@ -38,7 +38,8 @@ struct ServeArgs {
     /// The YAML config file.
     #[arg(long, env = "QMA_CONFIG")]
     config: PathBuf,
-    /// Address of the external metrics API (plain HTTP).
+    /// Address of the external metrics API (HTTPS; plain HTTP with --insecure-http), and of the
+    /// KEDA metrics-api route.
     #[arg(long, default_value = "0.0.0.0:6443", env = "QMA_LISTEN")]
     listen: SocketAddr,
     /// Separate address for /livez, /readyz, /healthz and /metrics (default: on --listen).
@@ -57,7 +58,7 @@ struct ServeArgs {
     #[arg(long, env = "QMA_GRPC_CLIENT_CA", requires = "grpc_tls_cert")]
     grpc_client_ca: Option<PathBuf>,
     /// After SIGTERM, how long /readyz answers 503 before the servers stop.
-    #[arg(long, default_value = "5s", value_parser = HumanDuration::parse)]
+    #[arg(long, env = "QMA_SHUTDOWN_DELAY", default_value = "5s", value_parser = HumanDuration::parse)]
     shutdown_delay: HumanDuration,
     /// Show every series' value with all its labels in /metrics (qma_metric_value). /metrics
     /// needs no identity: any pod that reaches it then reads every team's queues and GPU
@@ -65,14 +66,14 @@ struct ServeArgs {
     #[arg(long, env = "QMA_METRICS_SHOW_VALUES")]
     metrics_show_values: bool,
     /// How often the config file is checked for changes (0s: never reload).
-    #[arg(long, default_value = "10s", value_parser = HumanDuration::parse)]
+    #[arg(long, env = "QMA_CONFIG_RELOAD_INTERVAL", default_value = "10s", value_parser = HumanDuration::parse)]
     config_reload_interval: HumanDuration,
     #[command(flatten)]
     security: SecurityFlags,
     #[command(flatten)]
     limits: LimitFlags,
     /// Limit on finishing in-flight work after that.
-    #[arg(long, default_value = "10s", value_parser = HumanDuration::parse)]
+    #[arg(long, env = "QMA_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = HumanDuration::parse)]
     shutdown_timeout: HumanDuration,
 }
 
@@ -165,25 +166,25 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 struct LimitFlags {
     /// Time for a TLS handshake and a whole request head; also the longest an HTTP/1
     /// keep-alive connection waits for its next request.
-    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    #[arg(long, env = "QMA_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     header_read_timeout: HumanDuration,
     /// A connection that moves no byte for this long is closed.
-    #[arg(long, default_value = "90s", value_parser = positive_duration)]
+    #[arg(long, env = "QMA_IDLE_TIMEOUT", default_value = "90s", value_parser = positive_duration)]
     idle_timeout: HumanDuration,
     /// Connections served at once per listener; more are closed at accept.
-    #[arg(long, default_value = "1024", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "QMA_MAX_CONNECTIONS", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
     /// Largest request body in bytes (413 beyond).
-    #[arg(long, default_value = "65536")]
+    #[arg(long, env = "QMA_MAX_REQUEST_BODY_BYTES", default_value = "65536")]
     max_request_body_bytes: usize,
     /// Longest request URI in bytes (414 beyond).
-    #[arg(long, default_value = "16384")]
+    #[arg(long, env = "QMA_MAX_URI_BYTES", default_value = "16384")]
     max_uri_bytes: usize,
     /// Largest total of request header names and values in bytes (431 beyond).
-    #[arg(long, default_value = "65536")]
+    #[arg(long, env = "QMA_MAX_HEADER_BYTES", default_value = "65536")]
     max_header_bytes: usize,
     /// KEDA StreamIsActive streams open at once; more are refused with RESOURCE_EXHAUSTED.
-    #[arg(long, default_value = "4096", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "QMA_GRPC_MAX_STREAMS", default_value = "4096", value_parser = clap::value_parser!(u32).range(1..))]
     grpc_max_streams: u32,
 }
 
@@ -213,7 +214,7 @@ struct SecurityFlags {
     tls_private_key_file: Option<PathBuf>,
     /// How often the certificate files (the API's, and the gRPC server's and its client CA) are
     /// checked for a new pair (greater than zero).
-    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    #[arg(long, env = "QMA_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = positive_duration)]
     tls_reload_interval: HumanDuration,
     /// The Service name, for the self-signed certificate's `<service>.<namespace>.svc` name.
     #[arg(
@@ -230,19 +231,24 @@ struct SecurityFlags {
     #[arg(long, env = "QMA_REQUESTHEADER_CLIENT_CA_FILE")]
     requestheader_client_ca_file: Option<PathBuf>,
     /// Common names the front proxy's certificate may have (comma-separated; empty: any).
-    #[arg(long, value_delimiter = ',', requires = "requestheader_client_ca_file")]
+    #[arg(
+        long,
+        env = "QMA_REQUESTHEADER_ALLOWED_NAMES",
+        value_delimiter = ',',
+        requires = "requestheader_client_ca_file"
+    )]
     requestheader_allowed_names: Vec<String>,
     /// How long TokenReview and SubjectAccessReview answers are reused.
-    #[arg(long, default_value = "10s", value_parser = HumanDuration::parse)]
+    #[arg(long, env = "QMA_REVIEW_CACHE_TTL", default_value = "10s", value_parser = HumanDuration::parse)]
     review_cache_ttl: HumanDuration,
     /// How often the cluster's front-proxy settings are re-read (greater than zero).
-    #[arg(long, default_value = "1m", value_parser = positive_duration)]
+    #[arg(long, env = "QMA_REQUESTHEADER_REFRESH_INTERVAL", default_value = "1m", value_parser = positive_duration)]
     requestheader_refresh_interval: HumanDuration,
     /// Serve the API over plain HTTP. Local development only.
-    #[arg(long, conflicts_with_all = ["tls_cert_file"])]
+    #[arg(long, env = "QMA_INSECURE_HTTP", conflicts_with_all = ["tls_cert_file"])]
     insecure_http: bool,
     /// Serve metrics to anyone, without authentication or authorization. Local development only.
-    #[arg(long)]
+    #[arg(long, env = "QMA_DISABLE_AUTH")]
     disable_auth: bool,
 }
 
@@ -324,6 +330,31 @@ mod tests {
     use clap::Parser as _;
 
     use super::*;
+
+    #[test]
+    fn every_serve_flag_reads_an_environment_variable_named_after_it() {
+        use clap::CommandFactory as _;
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        let mut checked = 0;
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["help", "log-format"].contains(&long) {
+                continue;
+            }
+            let env = arg
+                .get_env()
+                .unwrap_or_else(|| panic!("--{long} reads no environment variable"));
+            let want = if long == "service-namespace" {
+                "POD_NAMESPACE".to_string()
+            } else {
+                format!("QMA_{}", long.replace('-', "_").to_uppercase())
+            };
+            assert_eq!(env.to_str(), Some(want.as_str()), "--{long}");
+            checked += 1;
+        }
+        assert!(checked >= 25, "{checked}");
+    }
 
     #[test]
     fn every_serve_flag_parses_into_its_type() {

@@ -187,6 +187,8 @@ async fn serve_turns_unready_on_sigterm_then_exits_cleanly() {
         stderr.contains("SIGTERM received") && stderr.contains("stopped"),
         "{stderr}"
     );
+    // Logs to a pipe are plain text: no ANSI colour codes for a log collector to store.
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
     // The key was never written: served as 0 (an empty list), and said so once, not per poll.
     let warnings: Vec<&str> = stderr
         .lines()
@@ -331,4 +333,32 @@ async fn observe(child: &mut std::process::Child, port: u16) -> Option<String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Some(answers)
+}
+
+#[test]
+fn a_port_in_use_names_its_flag() {
+    let cfg = write_config(
+        "port-in-use",
+        "sources:\n  jobs:\n    redis: {url: \"redis://127.0.0.1:6379/0\"}\nmetrics:\n  - {name: q, source: jobs, measure: length, redis: {type: list, key: \"qma-test:cli-port:q\"}}\n",
+    );
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = held.local_addr().expect("addr").to_string();
+    for (flag, name) in [("--grpc-listen", "KEDA gRPC"), ("--health-listen", "probe")] {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", flag, &addr];
+        if flag != "--grpc-listen" {
+            args.extend(["--grpc-listen", "127.0.0.1:0"]);
+        }
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--insecure-http", "--disable-auth", "--config"])
+            .arg(&cfg.0)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{addr} ({flag}")) && stderr.contains(name),
+            "names the flag: {stderr}"
+        );
+    }
 }
