@@ -32,11 +32,11 @@ mkdir -p "$OUT/deploy/overlays/keda"
 "$KUBECTL" kustomize deploy/overlays/keda >"$OUT/deploy/overlays/keda/kustomize-rendered.yaml"
 mkdir -p "$OUT/deploy/overlays/my-backends"
 "$KUBECTL" kustomize deploy/overlays/my-backends >"$OUT/deploy/overlays/my-backends/kustomize-rendered.yaml"
-for f in deploy/examples/*/*.yaml; do
+for f in deploy/examples/*/*.yaml deploy/monitoring/*.yaml; do
   mkdir -p "$OUT/$(dirname "$f")"
   cp "$f" "$OUT/$f"
 done
-say "rendered deploy/base, deploy/overlays/keda, deploy/overlays/my-backends and $(ls deploy/examples/*/*.yaml | wc -l) example files into $OUT"
+say "rendered deploy/base, deploy/overlays/keda, deploy/overlays/my-backends and $(ls deploy/examples/*/*.yaml deploy/monitoring/*.yaml | wc -l) example and monitoring files into $OUT"
 
 status=0
 for f in $(find "$OUT" -name '*.yaml' | sort); do
@@ -85,5 +85,17 @@ then
   status=1
 else
   say "ok: namespaces (kube-system RoleBinding included); the KEDA overlay has no APIService"
+fi
+# The alert rules: PrometheusRule's spec is a plain rules file for promtool (Debian's
+# prometheus package, which scripts/ensure-prometheus.sh installs).
+command -v promtool >/dev/null 2>&1 || scripts/ensure-prometheus.sh >/dev/null
+PYTHONPATH=target/tools/checkov python3 -c 'import sys, yaml; yaml.safe_dump(yaml.safe_load(open(sys.argv[1]))["spec"], open(sys.argv[2], "w"))' \
+  deploy/monitoring/prometheusrule.yaml "$OUT/rules.yaml"
+if promtool check rules "$OUT/rules.yaml" >"$OUT/promtool.txt" 2>&1; then
+  say "ok: promtool check rules deploy/monitoring/prometheusrule.yaml ($(grep -o '[0-9]* rules found' "$OUT/promtool.txt"))"
+else
+  cat "$OUT/promtool.txt"
+  say "FAILED promtool check rules on deploy/monitoring/prometheusrule.yaml"
+  status=1
 fi
 exit $status

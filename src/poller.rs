@@ -151,6 +151,10 @@ async fn run<S: Source>(
     let kind = source.kind();
     let mut failures = 0u32;
     let mut last_error: Option<String> = None;
+    metrics
+        .poll_timeout
+        .with_label_values(&[&name])
+        .set(schedule.timeout.as_secs_f64());
     loop {
         heartbeats.beat(&name, schedule.liveness_deadline());
         let started = Instant::now();
@@ -202,6 +206,7 @@ async fn run<S: Source>(
             () = tokio::time::sleep(delay) => {}
         }
     }
+    let _ = metrics.poll_timeout.remove_label_values(&[&name]);
     tracing::debug!(source = %name, "poll loop stopped");
 }
 

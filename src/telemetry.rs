@@ -57,6 +57,10 @@ pub struct AdapterMetrics {
     pub grpc_requests: IntCounterVec,
     /// Config file reloads, by result (`applied`, `invalid`, `unchanged`).
     pub config_reloads: IntCounterVec,
+    /// Each running source's poll timeout, so alerts compare poll durations with it.
+    pub poll_timeout: prometheus::GaugeVec,
+    /// Open KEDA `StreamIsActive` streams.
+    pub grpc_streams: prometheus::IntGauge,
     /// Whether `/metrics` shows every series' value with its labels (`qma_metric_value`). Off
     /// by default: `/metrics` needs no identity, so values there would reach any pod past the
     /// API's authorization and namespace rules.
@@ -125,8 +129,23 @@ impl AdapterMetrics {
             &["result"],
         )
         .expect("valid counter");
+        let poll_timeout = prometheus::GaugeVec::new(
+            Opts::new(
+                "qma_poll_timeout_seconds",
+                "The poll timeout of each running source: a poll that takes longer fails.",
+            ),
+            &["source"],
+        )
+        .expect("valid gauge");
+        let grpc_streams = prometheus::IntGauge::new(
+            "qma_grpc_streams_open",
+            "Open KEDA StreamIsActive streams (push activation).",
+        )
+        .expect("valid gauge");
         for c in [
             Box::new(poll_duration.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(poll_timeout.clone()),
+            Box::new(grpc_streams.clone()),
             Box::new(poll_errors.clone()),
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
@@ -143,6 +162,8 @@ impl AdapterMetrics {
             request_duration,
             grpc_requests,
             config_reloads,
+            poll_timeout,
+            grpc_streams,
             serve_values: false,
         }
     }

@@ -409,6 +409,8 @@ async fn streams_beyond_the_cap_and_huge_messages_are_refused() {
         s.message().await.expect("first state").expect("some");
         open.push(s);
     }
+    let (_, metrics) = a.get_text("/metrics").await;
+    assert!(metrics.contains("qma_grpc_streams_open 3"), "{metrics}");
     let mut g4 = g.clone();
     let e = g4
         .stream_is_active(object(&[("metricName", "jobs")]))

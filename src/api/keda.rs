@@ -215,6 +215,22 @@ fn as_int(v: f64) -> i64 {
     v.round().clamp(i64::MIN as f64, i64::MAX as f64) as i64
 }
 
+/// Counts a stream in `qma_grpc_streams_open` from its start until its task ends.
+struct OpenStream(prometheus::IntGauge);
+
+impl OpenStream {
+    fn new(gauge: prometheus::IntGauge) -> Self {
+        gauge.inc();
+        OpenStream(gauge)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 type ActiveStream = Pin<Box<dyn Stream<Item = Result<IsActiveResponse, Status>> + Send + 'static>>;
 type SpecStream =
     Pin<Box<dyn Stream<Item = Result<GetMetricSpecResponse, Status>> + Send + 'static>>;
@@ -260,9 +276,11 @@ impl ExternalScaler for KedaScaler {
         let store = self.store.clone();
         let shutdown = self.shutdown.clone();
         let mut changes = store.subscribe();
+        let open = OpenStream::new(self.telemetry.grpc_streams.clone());
         tokio::spawn(async move {
             // Held while the stream is open.
             let _permit = permit;
+            let _open = open;
             let mut last: Option<bool> = None;
             loop {
                 // Failures send nothing: KEDA keeps its state rather than act on a guess.
