@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # Multi-stage build of queue-metrics-adapter. No Docker engine runs on the machines this project
-# is developed on, so this file is kept correct by construction (tests/shipped_manifests.rs checks
+# is developed on; `make image` builds the same image with umoci and scripts/image-check.sh runs it
+# and compares its entrypoint, command, user, ports and labels with this file (tests/shipped_manifests.rs checks
 # that it copies everything the build reads); `make dist` builds the same release binary locally.
 #
 # Base images are pinned by tag here; pin them by digest in your CI

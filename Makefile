@@ -5,7 +5,7 @@ CONFIG ?= examples/local.yaml
 LISTEN ?= 127.0.0.1:8080
 GRPC ?= 127.0.0.1:9090
 
-.PHONY: run test unit lint fmt bench dist services check clean demo fuzz
+.PHONY: run test unit lint fmt bench dist services check clean demo fuzz image
 
 services:
 	@scripts/ensure-redis.sh
@@ -40,8 +40,8 @@ check: services
 ## The whole suite: formatting, clippy, unit and integration tests against the local Redis,
 ## the Redis tests a second time over RESP3, benchmarks run once as tests, `kubectl get --raw` against the adapter, and curl over HTTPS
 ## with and without a front-proxy client certificate, and every manifest under deploy/ validated
-## offline (Kubernetes schemas + checkov), a few seconds of every fuzz target, and `make demo`
-## to zero replicas.
+## offline (Kubernetes schemas + checkov, promtool for the alert rules), a few seconds of every fuzz
+## target, the OCI image built and run (`make image`), and `make demo` to zero replicas.
 test: services lint
 	@scripts/ensure-prometheus.sh
 	$(CARGO) test --all-targets
@@ -52,6 +52,8 @@ test: services lint
 	scripts/curl-tls-check.sh
 	scripts/validate-manifests.sh
 	scripts/fuzz.sh --smoke
+	scripts/build-image.sh
+	scripts/image-check.sh
 	$(CARGO) run --quiet --example demo
 
 unit:
@@ -72,6 +74,12 @@ bench: services
 ## 1800) each; figures go in RELIABILITY.md. Installs cargo-fuzz if missing.
 fuzz:
 	scripts/fuzz.sh
+
+## An OCI image archive without a Docker engine (umoci), target/image/queue-metrics-adapter-<version>.oci.tar,
+## then run from its unpacked root file system (read-only, non-root) until /livez answers.
+image:
+	scripts/build-image.sh
+	scripts/image-check.sh
 
 ## A release binary.
 dist:
