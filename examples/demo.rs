@@ -264,17 +264,38 @@ async fn read(http: &reqwest::Client, base: &str, metric: &str) -> Option<f64> {
 /// One line of a panel: legend, colour, points.
 type Line<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
 
-fn chart(points: &[Point], path: &Path) -> anyhow::Result<()> {
-    let end = points.last().map_or(1.0, |p| p.t).max(1.0);
-    let root = SVGBackend::new(path, (960, 720)).into_drawing_area();
+/// A panel: title, top of the data, its lines, and a target line (legend, value).
+type Panel<'a> = (&'a str, f64, Vec<Line<'a>>, (String, f64));
+
+/// The replica count as the HPA holds it: flat until the next sync, then a step.
+fn steps(points: &[Point]) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(points.len() * 2);
+    for (i, p) in points.iter().enumerate() {
+        if i > 0 {
+            out.push((p.t, f64::from(points[i - 1].replicas)));
+        }
+        out.push((p.t, f64::from(p.replicas)));
+    }
+    out
+}
+
+/// Three panels (depth, age, replicas) with their targets; the syncs at `held` (a metric was
+/// unavailable, so the HPA held) are shaded grey.
+fn chart(points: &[Point], held: &[f64], path: &Path) -> anyhow::Result<()> {
+    let end = points
+        .last()
+        .map_or(1.0, |p| p.t)
+        .max(held.last().copied().unwrap_or(0.0))
+        .max(1.0);
+    let root = SVGBackend::new(path, (960, 760)).into_drawing_area();
     root.fill(&WHITE)?;
     let panels = root.split_evenly((3, 1));
     let max_depth = points
         .iter()
         .map(|p| p.redis.max(p.rabbit))
-        .fold(1.0, f64::max);
-    let max_age = points.iter().map(|p| p.age).fold(1.0, f64::max);
-    let series: [(&str, f64, Vec<Line>); 3] = [
+        .fold(DEPTH_PER_REPLICA, f64::max);
+    let max_age = points.iter().map(|p| p.age).fold(AGE_TARGET_S, f64::max);
+    let series: [Panel; 3] = [
         (
             "queue depth (jobs)",
             max_depth,
@@ -290,6 +311,10 @@ fn chart(points: &[Point], path: &Path) -> anyhow::Result<()> {
                     points.iter().map(|p| (p.t, p.rabbit)).collect(),
                 ),
             ],
+            (
+                format!("target: {DEPTH_PER_REPLICA:.0} jobs per replica"),
+                DEPTH_PER_REPLICA,
+            ),
         ),
         (
             "oldest job age (s)",
@@ -299,36 +324,61 @@ fn chart(points: &[Point], path: &Path) -> anyhow::Result<()> {
                 MAGENTA,
                 points.iter().map(|p| (p.t, p.age)).collect(),
             )],
+            (format!("target: {AGE_TARGET_S:.0} s"), AGE_TARGET_S),
         ),
         (
             "replicas",
             f64::from(MAX_REPLICAS),
-            vec![(
-                "desired replicas",
-                GREEN,
-                points
-                    .iter()
-                    .map(|p| (p.t, f64::from(p.replicas)))
-                    .collect(),
-            )],
+            vec![("desired replicas", GREEN, steps(points))],
+            (
+                format!("maxReplicas: {MAX_REPLICAS}"),
+                f64::from(MAX_REPLICAS),
+            ),
         ),
     ];
-    for (panel, (title, top, lines)) in panels.iter().zip(series) {
+    let grey = RGBColor(200, 200, 200);
+    let half_sync = SYNC.as_secs_f64() / 2.0;
+    for (panel, (title, top, lines, (target_name, target))) in panels.iter().zip(series) {
+        // Head room above the data, so the legend covers no line.
+        let y_top = top * 1.6;
         let mut c = ChartBuilder::on(panel)
             .caption(title, ("sans-serif", 18))
             .margin(8)
             .x_label_area_size(28)
             .y_label_area_size(48)
-            .build_cartesian_2d(0.0..end, 0.0..top * 1.1)?;
-        c.configure_mesh().x_desc("seconds").draw()?;
+            .build_cartesian_2d(0.0..end, 0.0..y_top)?;
+        c.configure_mesh()
+            .x_desc("seconds")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .draw()?;
+        if !held.is_empty() {
+            c.draw_series(held.iter().map(|&t| {
+                Rectangle::new(
+                    [((t - half_sync).max(0.0), 0.0), (t + half_sync, y_top)],
+                    grey.mix(0.5).filled(),
+                )
+            }))?
+            .label("a metric unavailable: the HPA holds")
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], grey.filled()));
+        }
+        c.draw_series(DashedLineSeries::new(
+            vec![(0.0, target), (end, target)],
+            6,
+            4,
+            BLACK.mix(0.6).stroke_width(1),
+        ))?
+        .label(target_name)
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.mix(0.6)));
         for (name, color, data) in lines {
             c.draw_series(LineSeries::new(data, color.stroke_width(2)))?
                 .label(name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
         }
         c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
             .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
+            .background_style(WHITE.mix(0.9))
             .draw()?;
     }
     root.present()?;
@@ -383,6 +433,7 @@ async fn run(q: &mut Queues) -> anyhow::Result<()> {
     let mut produced = (0u64, 0u64);
     let mut credit = (0.0f64, 0.0f64);
     let mut points: Vec<Point> = Vec::new();
+    let mut held: Vec<f64> = Vec::new();
     let mut next_sync = start;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut drained_at: Option<f64> = None;
@@ -472,6 +523,9 @@ async fn run(q: &mut Queues) -> anyhow::Result<()> {
                 ""
             }
         );
+        if values.is_none() {
+            held.push(t);
+        }
         if values.is_some() {
             points.push(Point {
                 t,
@@ -494,7 +548,7 @@ async fn run(q: &mut Queues) -> anyhow::Result<()> {
     let dir = PathBuf::from("target/demo");
     std::fs::create_dir_all(&dir)?;
     let svg = dir.join("autoscaling.svg");
-    chart(&points, &svg)?;
+    chart(&points, &held, &svg)?;
     let peak = points.iter().map(|p| p.replicas).max().unwrap_or(0);
     let max_age = points.iter().map(|p| p.age).fold(0.0, f64::max);
     let total = points.last().map_or(0.0, |p| p.t);
