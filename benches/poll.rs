@@ -9,10 +9,11 @@
 use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use queue_metrics_adapter::config::{Config, SourceConfig};
+use queue_metrics_adapter::config::Config;
 use queue_metrics_adapter::sources::Source;
-use queue_metrics_adapter::sources::rabbitmq::RabbitMqSource;
-use queue_metrics_adapter::sources::redis::RedisSource;
+use queue_metrics_adapter::sources::rabbitmq::{RabbitMq, RabbitMqSource};
+use queue_metrics_adapter::sources::redis::{Redis, RedisSource};
+use queue_metrics_adapter::sources::registry::spec_of;
 
 const QUEUES: usize = 10_000;
 
@@ -67,10 +68,8 @@ fn bench(c: &mut Criterion) {
         redis_url()
     );
     let config = Config::from_yaml(&yaml, Path::new("bench.yaml")).expect("config");
-    let SourceConfig::Redis(conn) = &config.sources["jobs"] else {
-        panic!("jobs is a redis source");
-    };
-    let mut source = RedisSource::new("jobs", conn, &config).expect("source");
+    let spec = spec_of::<Redis>(&config, "jobs").expect("jobs is a redis source");
+    let mut source = RedisSource::new(&spec).expect("source");
     // The first poll discovers the keys (SCAN); the measured polls are the steady state.
     let samples = rt.block_on(source.poll()).expect("poll");
     assert_eq!(samples.len(), 2 * QUEUES);
@@ -170,10 +169,8 @@ fn bench_rabbitmq(c: &mut Criterion) {
     // SAFETY: set once, before any other thread of this benchmark reads the environment.
     unsafe { std::env::set_var("QMA_BENCH_RABBIT_PASSWORD", "guest") };
     let config = Config::from_yaml(&yaml, Path::new("bench.yaml")).expect("config");
-    let SourceConfig::Rabbitmq(conn) = &config.sources["rabbit"] else {
-        panic!("rabbit is a rabbitmq source");
-    };
-    let mut source = RabbitMqSource::new("rabbit", conn, &config).expect("source");
+    let spec = spec_of::<RabbitMq>(&config, "rabbit").expect("rabbit is a rabbitmq source");
+    let mut source = RabbitMqSource::new(&spec).expect("source");
     let samples = rt.block_on(source.poll()).expect("poll");
     assert_eq!(samples.len(), 2 * RABBIT_QUEUES);
     assert_eq!(

@@ -16,18 +16,14 @@ use tokio_util::task::TaskTracker;
 use crate::api::keda::KedaScaler;
 use crate::api::{self, AppState, Routes, health::Health};
 use crate::config::{Config, SourceConfig};
-use crate::k8s::endpoint_slices::ServiceEndpoints;
-use crate::k8s::owners::Owners;
-use crate::poller::{Heartbeats, PollerHandle, Pollers, Schedule};
+use crate::poller::{Heartbeats, Pollers};
 use crate::reload::{Live, SourceSet, spawn_watch};
 use crate::security::keda_clients::KedaClients;
 use crate::security::serving::{CertSource, ServingTls, Use};
 use crate::security::setup::{ApiTls, AuthSettings, secure};
-use crate::sources::dcgm::config::DcgmSourceConfig;
-use crate::sources::dcgm::{DcgmSource, Endpoints};
-use crate::sources::rabbitmq::RabbitMqSource;
-use crate::sources::redis::RedisSource;
-use crate::store::{MetricInfo, Store};
+use crate::sources::kind::BuildContext;
+use crate::sources::registry::store_for;
+use crate::store::Store;
 use crate::telemetry::AdapterMetrics;
 
 /// Where to listen and how to stop.
@@ -158,42 +154,6 @@ pub struct Running {
     settings: Settings,
 }
 
-/// Builds the store for `config`'s metrics.
-pub fn store_for(config: &Config) -> Store {
-    Store::new(metric_infos(config), config.max_staleness.0)
-}
-
-/// What the store and the API surfaces know of each configured metric.
-pub fn metric_infos(config: &Config) -> Vec<MetricInfo> {
-    config
-        .metrics
-        .iter()
-        .map(|m| MetricInfo {
-            name: m.name.clone(),
-            source: m.source.clone(),
-            description: m.description.clone(),
-            namespaces: m.namespaces.clone(),
-            namespace_label: match config.sources.get(&m.source) {
-                Some(SourceConfig::Dcgm(_)) => Some(crate::sources::dcgm::config::NAMESPACE_LABEL),
-                _ => None,
-            },
-            empty_means_zero: m
-                .redis
-                .as_ref()
-                .is_some_and(|t| t.pattern.is_some() && t.key_type.deleted_when_empty()),
-        })
-        .collect()
-}
-
-/// The schedule of source `name`.
-pub fn schedule_of(config: &Config, source: &SourceConfig) -> Schedule {
-    Schedule {
-        interval: source.poll_interval(config.poll_interval.0),
-        timeout: source.poll_timeout(config.poll_timeout.0),
-        max_backoff: config.max_backoff.0,
-    }
-}
-
 /// Binds the listeners, starts a poll loop per source and the servers.
 ///
 /// # Errors
@@ -226,11 +186,8 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
         token: token.clone(),
         tracker: tracker.clone(),
     };
-    let needs_kube = settings.auth.is_some()
-        || config
-            .sources
-            .values()
-            .any(|s| matches!(s, SourceConfig::Dcgm(_)));
+    let needs_kube =
+        settings.auth.is_some() || config.sources.values().any(SourceConfig::needs_kubernetes);
     let kube_client = if needs_kube {
         let client = crate::k8s::client::client(&config.kubernetes).await;
         Some(client.with_context(|| {
@@ -263,7 +220,12 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
     let keda_clients = Arc::new(arc_swap::ArcSwap::from_pointee(KedaClients::from_config(
         config.keda_clients.as_deref(),
     )));
-    let builder = SourceBuilder::new(kube_client.clone(), &token, &tracker);
+    let builder = BuildContext::new(
+        config.kubernetes.clone(),
+        kube_client.clone(),
+        &token,
+        &tracker,
+    );
     let mut sources = SourceSet::new(pollers.clone(), builder);
     if let Err(e) = sources.apply(&config).await {
         // Stop whatever started (watches), so nothing outlives the error.
@@ -399,164 +361,6 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
         tracker,
         settings,
     })
-}
-
-/// A source built from its config, ready to poll.
-pub enum Built {
-    /// A Redis server.
-    Redis(Box<RedisSource>),
-    /// A RabbitMQ broker.
-    Rabbitmq(Box<RabbitMqSource>),
-    /// dcgm-exporter endpoints.
-    Dcgm(Box<DcgmSource>),
-}
-
-impl Built {
-    /// Starts its poll loop.
-    pub fn spawn(self, pollers: &Pollers, schedule: Schedule) -> PollerHandle {
-        match self {
-            Built::Redis(s) => pollers.spawn(*s, schedule),
-            Built::Rabbitmq(s) => pollers.spawn(*s, schedule),
-            Built::Dcgm(s) => pollers.spawn(*s, schedule),
-        }
-    }
-}
-
-/// Builds sources from their config, for `serve` (at start and on reload) and `check` alike.
-/// Holds the Kubernetes client and the pod owner cache that `dcgm` sources share, started
-/// when the first one is built, so a config without GPU metrics never talks to Kubernetes.
-pub struct SourceBuilder {
-    client: Option<kube::Client>,
-    watches: Option<KubeWatches>,
-    token: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl SourceBuilder {
-    /// A builder using `client` when one exists already (else one is made when needed); the
-    /// watches it starts stop with `token`.
-    pub fn new(
-        client: Option<kube::Client>,
-        token: &CancellationToken,
-        tracker: &TaskTracker,
-    ) -> Self {
-        SourceBuilder {
-            client,
-            watches: None,
-            token: token.clone(),
-            tracker: tracker.clone(),
-        }
-    }
-
-    /// Builds the source `name`.
-    ///
-    /// # Errors
-    /// When its settings cannot be used (a CA file, no Kubernetes configuration for a dcgm
-    /// source); the message names the source.
-    pub async fn build(
-        &mut self,
-        config: &Config,
-        name: &str,
-        source: &SourceConfig,
-    ) -> anyhow::Result<Built> {
-        let context = || format!("source {name}");
-        Ok(match source {
-            SourceConfig::Redis(conn) => Built::Redis(Box::new(
-                RedisSource::new(name, conn, config).with_context(context)?,
-            )),
-            SourceConfig::Rabbitmq(conn) => Built::Rabbitmq(Box::new(
-                RabbitMqSource::new(name, conn, config).with_context(context)?,
-            )),
-            SourceConfig::Dcgm(conn) => {
-                let watches = self.watches(config).await.with_context(context)?;
-                Built::Dcgm(Box::new(
-                    watches
-                        .dcgm_source(name, conn, config)
-                        .with_context(context)?,
-                ))
-            }
-        })
-    }
-
-    async fn watches(&mut self, config: &Config) -> anyhow::Result<&KubeWatches> {
-        if self.watches.is_none() {
-            let client = match &self.client {
-                Some(c) => c.clone(),
-                None => {
-                    let c = crate::k8s::client::client(&config.kubernetes).await?;
-                    self.client = Some(c.clone());
-                    c
-                }
-            };
-            self.watches = Some(KubeWatches::start(client, &self.token, &self.tracker));
-        }
-        self.watches
-            .as_ref()
-            .context("the Kubernetes watches could not be started")
-    }
-}
-
-/// The Kubernetes client and the pod owner cache, shared by every `dcgm` source.
-struct KubeWatches {
-    client: kube::Client,
-    owners: Arc<Owners>,
-    token: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl KubeWatches {
-    /// Starts the pod/ReplicaSet watches through `client`.
-    fn start(client: kube::Client, token: &CancellationToken, tracker: &TaskTracker) -> Self {
-        let owners = Arc::new(Owners::watch(client.clone(), token, tracker));
-        KubeWatches {
-            client,
-            owners,
-            token: token.clone(),
-            tracker: tracker.clone(),
-        }
-    }
-
-    /// Builds a dcgm source, starting its EndpointSlice watch when it discovers endpoints.
-    ///
-    /// # Errors
-    /// When the source's settings cannot be used (CA file).
-    fn dcgm_source(
-        &self,
-        name: &str,
-        conn: &DcgmSourceConfig,
-        config: &Config,
-    ) -> anyhow::Result<DcgmSource> {
-        let endpoints = match (&conn.endpoints, &conn.discover) {
-            (_, Some(d)) => Endpoints::Discovered {
-                service: ServiceEndpoints::watch(
-                    self.client.clone(),
-                    &d.namespace,
-                    &d.service,
-                    &self.token,
-                    &self.tracker,
-                ),
-                discover: d.clone(),
-            },
-            (Some(list), None) => Endpoints::Static(list.clone()),
-            (None, None) => match &conn.prometheus {
-                Some(p) => Endpoints::Prometheus {
-                    url: p.url.clone(),
-                    promql: crate::sources::dcgm::prometheus::query(
-                        &conn.all_aliases(),
-                        p.matchers.as_deref(),
-                    ),
-                },
-                None => anyhow::bail!("needs endpoints, discover or prometheus"),
-            },
-        };
-        Ok(DcgmSource::new(
-            name,
-            conn,
-            config,
-            endpoints,
-            self.owners.clone(),
-        )?)
-    }
 }
 
 fn spawn_server(

@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use crate::app::{Built, SourceBuilder, schedule_of, store_for};
 use crate::config::Config;
+use crate::sources::kind::BuildContext;
+use crate::sources::registry::{schedule_of, store_for};
 use crate::sources::{Source, SourceError};
 use crate::store::{Store, render_labels};
 
@@ -41,14 +42,11 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
     let token = tokio_util::sync::CancellationToken::new();
     let _stop_watches = token.clone().drop_guard();
     let tracker = tokio_util::task::TaskTracker::new();
-    let mut builder = SourceBuilder::new(None, &token, &tracker);
+    let mut context = BuildContext::new(config.kubernetes.clone(), None, &token, &tracker);
     for (name, source) in &config.sources {
         let timeout = schedule_of(config, source).timeout;
-        match builder.build(config, name, source).await? {
-            Built::Redis(s) => poll_once(*s, timeout, &store).await,
-            Built::Rabbitmq(s) => poll_once(*s, timeout, &store).await,
-            Built::Dcgm(s) => poll_once(*s, timeout, &store).await,
-        }
+        let built = source.build(config, name, &mut context).await?;
+        poll_once(built, timeout, &store).await;
     }
     let now = SystemTime::now();
     let mut rows = vec![[

@@ -15,9 +15,6 @@ use serde::{Deserialize, Deserializer};
 use crate::k8s::selector::{validate_key, validate_value};
 use crate::model::validate_metric_name;
 use crate::security::keda_clients::KedaClientConfig;
-use crate::sources::dcgm::config::{DcgmSourceConfig, DcgmTarget};
-use crate::sources::rabbitmq::config::{RabbitMqSourceConfig, RabbitMqTarget};
-use crate::sources::redis::config::{RedisSourceConfig, RedisTarget};
 
 /// Default time between two polls of a source: 2 s, well inside the HPA's 15 s sync period.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -83,100 +80,98 @@ pub struct KubernetesConfig {
     pub context: Option<String>,
 }
 
-/// One connection; the key names its kind (`jobs: {redis: {...}}`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "SourceEntry")]
-pub enum SourceConfig {
-    /// A Redis server (standalone, or the address of a primary).
-    Redis(RedisSourceConfig),
-    /// A RabbitMQ broker.
-    Rabbitmq(RabbitMqSourceConfig),
-    /// NVIDIA dcgm-exporter endpoints.
-    Dcgm(DcgmSourceConfig),
-}
-
-/// The YAML shape of a source: one key naming the kind.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SourceEntry {
-    #[serde(default)]
-    redis: Option<RedisSourceConfig>,
-    #[serde(default)]
-    rabbitmq: Option<RabbitMqSourceConfig>,
-    #[serde(default)]
-    dcgm: Option<DcgmSourceConfig>,
-}
-
-impl TryFrom<SourceEntry> for SourceConfig {
-    type Error = String;
-
-    fn try_from(entry: SourceEntry) -> Result<Self, String> {
-        match (entry.redis, entry.rabbitmq, entry.dcgm) {
-            (Some(r), None, None) => Ok(SourceConfig::Redis(r)),
-            (None, Some(r), None) => Ok(SourceConfig::Rabbitmq(r)),
-            (None, None, Some(d)) => Ok(SourceConfig::Dcgm(d)),
-            _ => Err("a source needs exactly one kind: redis, rabbitmq or dcgm".into()),
-        }
-    }
-}
-
-impl SourceConfig {
-    /// The kind's name, as config and telemetry spell it.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SourceConfig::Redis(_) => "redis",
-            SourceConfig::Rabbitmq(_) => "rabbitmq",
-            SourceConfig::Dcgm(_) => "dcgm",
-        }
-    }
-
-    /// This source's poll interval, or the global one.
-    pub fn poll_interval(&self, global: Duration) -> Duration {
-        match self {
-            SourceConfig::Redis(r) => r.poll_interval.map_or(global, |d| d.0),
-            SourceConfig::Rabbitmq(r) => r.poll_interval.map_or(global, |d| d.0),
-            SourceConfig::Dcgm(d) => d.poll_interval.map_or(global, |d| d.0),
-        }
-    }
-
-    /// This source's poll timeout, or the global one.
-    pub fn poll_timeout(&self, global: Duration) -> Duration {
-        match self {
-            SourceConfig::Redis(r) => r.poll_timeout.map_or(global, |d| d.0),
-            SourceConfig::Rabbitmq(r) => r.poll_timeout.map_or(global, |d| d.0),
-            SourceConfig::Dcgm(d) => d.poll_timeout.map_or(global, |d| d.0),
-        }
-    }
-}
+pub use crate::sources::registry::{MetricTargets, SourceConfig};
 
 /// One served metric.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MetricConfig {
     /// What the HPA names: lowercase letters, digits, `_`, `.`, `-`.
     pub name: String,
     /// Free text, shown in `/metrics` help and `check`.
-    #[serde(default)]
     pub description: Option<String>,
     /// The name of an entry under `sources`.
     pub source: String,
     /// What to compute; which measures exist depends on the key type.
     pub measure: Measure,
     /// Labels added to every series of this metric (served as `metricLabels`).
-    #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Namespaces this metric is served in; absent means every namespace.
-    #[serde(default)]
     pub namespaces: Option<Vec<String>>,
-    /// What to read, for a metric whose source is Redis.
-    #[serde(default)]
-    pub redis: Option<RedisTarget>,
-    /// What to read, for a metric whose source is RabbitMQ.
-    #[serde(default)]
-    pub rabbitmq: Option<RabbitMqTarget>,
-    /// For a `dcgm` source: how the workload's GPUs combine (optional; mean by default).
-    #[serde(default)]
-    pub dcgm: Option<DcgmTarget>,
+    /// What to read, in the block of its source's kind (`redis: {...}`, `rabbitmq: {...}`).
+    pub targets: MetricTargets,
+}
+
+/// The fields of a metric besides the kinds' blocks.
+const METRIC_FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "source",
+    "measure",
+    "labels",
+    "namespaces",
+];
+
+impl<'de> Deserialize<'de> for MetricConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, Visitor};
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = MetricConfig;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a metric: name, source, measure and the block of its source's kind")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetricConfig, A::Error> {
+                let (mut name, mut description, mut source, mut measure) = (None, None, None, None);
+                let (mut labels, mut namespaces) = (None, None);
+                let mut targets = MetricTargets::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+                        slot: &mut Option<T>,
+                        key: &'static str,
+                        map: &mut A,
+                    ) -> Result<(), A::Error> {
+                        if slot.is_some() {
+                            return Err(A::Error::duplicate_field(key));
+                        }
+                        *slot = Some(map.next_value()?);
+                        Ok(())
+                    }
+                    match key.as_str() {
+                        "name" => once(&mut name, "name", &mut map)?,
+                        "description" => once(&mut description, "description", &mut map)?,
+                        "source" => once(&mut source, "source", &mut map)?,
+                        "measure" => once(&mut measure, "measure", &mut map)?,
+                        "labels" => once(&mut labels, "labels", &mut map)?,
+                        "namespaces" => once(&mut namespaces, "namespaces", &mut map)?,
+                        other => {
+                            if !targets.read(other, &mut map)? {
+                                let mut expected: Vec<&str> = METRIC_FIELDS.to_vec();
+                                expected.extend(crate::sources::registry::KINDS);
+                                let expected: Vec<String> =
+                                    expected.iter().map(|f| format!("`{f}`")).collect();
+                                return Err(A::Error::custom(format!(
+                                    "unknown field `{other}`, expected one of {}",
+                                    expected.join(", ")
+                                )));
+                            }
+                        }
+                    }
+                }
+                Ok(MetricConfig {
+                    name: name.ok_or_else(|| A::Error::missing_field("name"))?,
+                    description: description.unwrap_or_default(),
+                    source: source.ok_or_else(|| A::Error::missing_field("source"))?,
+                    measure: measure.ok_or_else(|| A::Error::missing_field("measure"))?,
+                    labels: labels.unwrap_or_default(),
+                    namespaces: namespaces.unwrap_or_default(),
+                    targets,
+                })
+            }
+        }
+        d.deserialize_map(Fields)
+    }
 }
 
 /// What a metric computes from what it reads.
@@ -325,13 +320,7 @@ impl Config {
         })?;
         config.validate()?;
         for (name, source) in &mut config.sources {
-            match source {
-                SourceConfig::Redis(r) => r.resolve_secrets(&format!("sources.{name}.redis"))?,
-                SourceConfig::Rabbitmq(r) => {
-                    r.resolve_secrets(&format!("sources.{name}.rabbitmq"))?
-                }
-                SourceConfig::Dcgm(_) => {}
-            }
+            source.resolve_secrets(name)?;
         }
         Ok(config)
     }
@@ -342,11 +331,7 @@ impl Config {
         let mut files: Vec<PathBuf> = self
             .sources
             .values()
-            .filter_map(|s| match s {
-                SourceConfig::Redis(r) => r.password_file.clone(),
-                SourceConfig::Rabbitmq(r) => r.password_file.clone(),
-                SourceConfig::Dcgm(_) => None,
-            })
+            .filter_map(SourceConfig::password_file)
             .collect();
         files.sort();
         files.dedup();
@@ -394,14 +379,7 @@ impl Config {
                     "a source name uses letters, digits, '_', '-' and '.'",
                 ));
             }
-            match source {
-                SourceConfig::Redis(r) => r.validate(&format!("sources.{name}.redis"))?,
-                SourceConfig::Rabbitmq(r) => r.validate(&format!("sources.{name}.rabbitmq"))?,
-                SourceConfig::Dcgm(d) => d.validate(
-                    &format!("sources.{name}.dcgm"),
-                    source.poll_timeout(self.poll_timeout.0),
-                )?,
-            }
+            source.validate(name, self.poll_timeout.0)?;
         }
         if self.metrics.is_empty() {
             return Err(ConfigError::invalid(
@@ -448,89 +426,7 @@ impl Config {
                     format!("unknown source {:?}; the sources are {known:?}", m.source),
                 ));
             };
-            match source {
-                SourceConfig::Redis(_) => {
-                    let Some(target) = &m.redis else {
-                        return Err(ConfigError::invalid(
-                            format!("{at}.redis"),
-                            format!(
-                                "source {:?} is a redis source, so the metric needs a `redis:` block",
-                                m.source
-                            ),
-                        ));
-                    };
-                    target.validate(&format!("{at}.redis"), m.measure, &m.labels)?;
-                }
-                SourceConfig::Rabbitmq(conn) => {
-                    let Some(target) = &m.rabbitmq else {
-                        return Err(ConfigError::invalid(
-                            format!("{at}.rabbitmq"),
-                            format!(
-                                "source {:?} is a rabbitmq source, so the metric needs a `rabbitmq:` block",
-                                m.source
-                            ),
-                        ));
-                    };
-                    for reserved in [
-                        crate::sources::rabbitmq::QUEUE_LABEL,
-                        crate::sources::rabbitmq::VHOST_LABEL,
-                    ] {
-                        if m.labels.contains_key(reserved) {
-                            return Err(ConfigError::invalid(
-                                format!("{at}.labels"),
-                                format!(
-                                    "must not set {reserved:?}: every RabbitMQ series gets it from its queue"
-                                ),
-                            ));
-                        }
-                    }
-                    target.validate(&format!("{at}.rabbitmq"), m.measure, conn.read_via())?;
-                }
-                SourceConfig::Dcgm(conn) => {
-                    use crate::sources::dcgm::config::{MEASURES, RESERVED_LABELS};
-                    if !MEASURES.contains(&m.measure) {
-                        return Err(ConfigError::invalid(
-                            format!("{at}.measure"),
-                            format!(
-                                "{} does not apply to a dcgm source; it has {:?}",
-                                m.measure,
-                                MEASURES.iter().map(|m| m.as_str()).collect::<Vec<_>>()
-                            ),
-                        ));
-                    }
-                    for key in m.labels.keys() {
-                        if RESERVED_LABELS.contains(&key.as_str())
-                            || conn.extra_labels.contains_key(key)
-                        {
-                            return Err(ConfigError::invalid(
-                                format!("{at}.labels"),
-                                format!(
-                                    "must not set {key:?}: every GPU series gets it from its workload"
-                                ),
-                            ));
-                        }
-                    }
-                }
-            }
-            let blocks = [
-                ("redis", m.redis.is_some()),
-                ("rabbitmq", m.rabbitmq.is_some()),
-                ("dcgm", m.dcgm.is_some()),
-            ];
-            let other_block = blocks
-                .into_iter()
-                .find(|(kind, present)| *present && *kind != source.kind())
-                .map(|(kind, _)| kind);
-            if let Some(block) = other_block {
-                return Err(ConfigError::invalid(
-                    format!("{at}.{block}"),
-                    format!(
-                        "source {:?} is a {} source; remove the `{block}:` block",
-                        m.source,
-                        source.kind()
-                    ),
-                ));
-            }
+            source.validate_metric(m, &at)?;
         }
         Ok(())
     }

@@ -19,11 +19,12 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::{SourceBuilder, metric_infos, schedule_of};
 use crate::config::{Config, MetricConfig, SourceConfig};
 use crate::file_watch::FileWatch;
 use crate::poller::{PollerHandle, Pollers, Schedule};
 use crate::security::keda_clients::KedaClients;
+use crate::sources::kind::BuildContext;
+use crate::sources::registry::{metric_infos, schedule_of};
 use crate::telemetry::AdapterMetrics;
 
 /// Everything a source's poll loop was built from: equal fingerprints, nothing to restart.
@@ -51,7 +52,7 @@ impl Fingerprint {
 /// The running poll loops, by source name.
 pub struct SourceSet {
     pollers: Pollers,
-    builder: SourceBuilder,
+    builder: BuildContext,
     running: HashMap<String, (Fingerprint, PollerHandle)>,
 }
 
@@ -68,7 +69,7 @@ pub struct Applied {
 
 impl SourceSet {
     /// An empty set, building its sources with `builder`.
-    pub fn new(pollers: Pollers, builder: SourceBuilder) -> Self {
+    pub fn new(pollers: Pollers, builder: BuildContext) -> Self {
         SourceSet {
             pollers,
             builder,
@@ -91,7 +92,7 @@ impl SourceSet {
             {
                 continue;
             }
-            let source_built = self.builder.build(config, name, source).await?;
+            let source_built = source.build(config, name, &mut self.builder).await?;
             built.push((
                 name.clone(),
                 fingerprint,
@@ -148,7 +149,7 @@ impl SourceSet {
         );
         applied.kept = self.running.len();
         for (name, fingerprint, source, schedule) in built {
-            let handle = source.spawn(&self.pollers, schedule);
+            let handle = self.pollers.spawn(source, schedule);
             applied.started.push(name.clone());
             self.running.insert(name, (fingerprint, handle));
         }

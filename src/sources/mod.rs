@@ -6,8 +6,10 @@
 
 pub mod age;
 pub mod dcgm;
+pub mod kind;
 pub mod rabbitmq;
 pub mod redis;
+pub mod registry;
 
 use std::future::Future;
 

@@ -323,7 +323,7 @@ mod tests {
             std::time::Duration::from_secs(4)
         );
         assert_eq!(
-            config.metrics[1].dcgm.as_ref().map(|t| t.aggregate),
+            config.metrics[1].targets.dcgm.as_ref().map(|t| t.aggregate),
             Some(super::Aggregate::Gpus)
         );
     }

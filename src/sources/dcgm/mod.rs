@@ -25,12 +25,14 @@ use std::time::{Duration, SystemTime};
 
 use self::aggregate::{PodKey, PodValue, WorkloadAggregate, per_group, per_pod};
 use self::config::{
-    DcgmSourceConfig, Discover, NAMESPACE_LABEL, WORKLOAD_KIND_LABEL, WORKLOAD_LABEL,
+    DcgmSourceConfig, DcgmTarget, Discover, MEASURES, NAMESPACE_LABEL, RESERVED_LABELS,
+    WORKLOAD_KIND_LABEL, WORKLOAD_LABEL,
 };
 use self::gpus::{Alias, GpuReading, PodRef};
 use self::scrape::{Fetch, scrape_all};
+use super::kind::{BuildContext, Built, SourceKind, SourceSpec};
 use super::{Source, SourceError};
-use crate::config::{Config, Measure};
+use crate::config::{ConfigError, Measure, MetricConfig};
 use crate::k8s::endpoint_slices::ServiceEndpoints;
 use crate::k8s::owners::{Owners, Workload};
 use crate::model::{Labels, Sample, SeriesError};
@@ -107,18 +109,107 @@ pub struct DcgmSource {
     malformed: HashMap<String, usize>,
 }
 
+/// The dcgm-exporter kind: `sources.<name>.dcgm` and the optional `metrics[].dcgm`.
+pub struct Dcgm;
+
+impl SourceKind for Dcgm {
+    const NAME: &'static str = "dcgm";
+    const TARGET_REQUIRED: bool = false;
+    type Connection = DcgmSourceConfig;
+    type Target = DcgmTarget;
+
+    fn poll_interval(conn: &DcgmSourceConfig) -> Option<Duration> {
+        conn.poll_interval.map(|d| d.0)
+    }
+
+    fn poll_timeout(conn: &DcgmSourceConfig) -> Option<Duration> {
+        conn.poll_timeout.map(|d| d.0)
+    }
+
+    fn validate(conn: &DcgmSourceConfig, at: &str, timeout: Duration) -> Result<(), ConfigError> {
+        conn.validate(at, timeout)
+    }
+
+    fn validate_metric(
+        conn: &DcgmSourceConfig,
+        m: &MetricConfig,
+        _target: Option<&DcgmTarget>,
+        at: &str,
+    ) -> Result<(), ConfigError> {
+        if !MEASURES.contains(&m.measure) {
+            return Err(ConfigError::invalid(
+                format!("{at}.measure"),
+                format!(
+                    "{} does not apply to a dcgm source; it has {:?}",
+                    m.measure,
+                    MEASURES.iter().map(|m| m.as_str()).collect::<Vec<_>>()
+                ),
+            ));
+        }
+        for key in m.labels.keys() {
+            if RESERVED_LABELS.contains(&key.as_str()) || conn.extra_labels.contains_key(key) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.labels"),
+                    format!("must not set {key:?}: every GPU series gets it from its workload"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn namespace_label() -> Option<&'static str> {
+        Some(NAMESPACE_LABEL)
+    }
+
+    fn needs_kubernetes() -> bool {
+        true
+    }
+
+    async fn build(
+        spec: SourceSpec<'_, Dcgm>,
+        context: &mut BuildContext,
+    ) -> anyhow::Result<Built> {
+        let watches = context.kube_watches().await?;
+        let conn = spec.connection;
+        let endpoints = match (&conn.endpoints, &conn.discover) {
+            (_, Some(d)) => Endpoints::Discovered {
+                service: ServiceEndpoints::watch(
+                    watches.client.clone(),
+                    &d.namespace,
+                    &d.service,
+                    &watches.token,
+                    &watches.tracker,
+                ),
+                discover: d.clone(),
+            },
+            (Some(list), None) => Endpoints::Static(list.clone()),
+            (None, None) => match &conn.prometheus {
+                Some(p) => Endpoints::Prometheus {
+                    url: p.url.clone(),
+                    promql: prometheus::query(&conn.all_aliases(), p.matchers.as_deref()),
+                },
+                None => anyhow::bail!("needs endpoints, discover or prometheus"),
+            },
+        };
+        Ok(Box::new(DcgmSource::new(
+            &spec,
+            endpoints,
+            watches.owners.clone(),
+        )?))
+    }
+}
+
 impl DcgmSource {
     /// Builds the source named `name`. Does not connect: the first poll scrapes.
     ///
     /// # Errors
     /// [`SourceError::Config`] when the CA file cannot be read or the HTTP client not built.
     pub fn new(
-        name: &str,
-        conn: &DcgmSourceConfig,
-        config: &Config,
+        spec: &SourceSpec<'_, Dcgm>,
         endpoints: Endpoints,
         owners: Arc<Owners>,
     ) -> Result<Self, SourceError> {
+        let (name, conn) = (spec.name, spec.connection);
         let bad = |message: String| SourceError::Config { message };
         crate::tls::ensure_crypto_provider();
         let mut builder = reqwest::Client::builder()
@@ -132,16 +223,17 @@ impl DcgmSource {
             builder = builder.add_root_certificate(cert);
         }
         let client = builder.build().map_err(|e| bad(e.to_string()))?;
-        let poll_timeout = config.sources[name].poll_timeout(config.poll_timeout.0);
+        let poll_timeout = spec.poll_timeout;
         let aliases = conn.all_aliases();
         let (extra_names, extra_from) = conn.extra_labels();
-        let metrics = config
-            .metrics_of(name)
-            .map(|m| MetricPlan {
+        let metrics = spec
+            .metrics
+            .iter()
+            .map(|(m, target)| MetricPlan {
                 name: Arc::from(m.name.as_str()),
                 labels: m.labels.clone(),
                 measure: m.measure,
-                aggregate: m.dcgm.clone().unwrap_or_default().aggregate.into(),
+                aggregate: target.cloned().unwrap_or_default().aggregate.into(),
             })
             .collect();
         Ok(DcgmSource {

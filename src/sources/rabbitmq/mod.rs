@@ -22,8 +22,9 @@ use regex::Regex;
 use self::amqp::{Amqp, DeclareOutcome};
 use self::config::{RabbitMqSourceConfig, RabbitMqTarget, ReadVia};
 use self::management::{ListError, Management, QueueInfo, Reading};
+use super::kind::{BuildContext, Built, SourceKind, SourceSpec};
 use super::{Source, SourceError};
-use crate::config::{Config, Measure};
+use crate::config::{ConfigError, Measure, MetricConfig};
 use crate::model::{Labels, Sample, SeriesError};
 
 /// Label naming the queue of a series.
@@ -58,16 +59,76 @@ pub struct RabbitMqSource {
     last_calls: u32,
 }
 
+/// The RabbitMQ kind: `sources.<name>.rabbitmq` and `metrics[].rabbitmq`.
+pub struct RabbitMq;
+
+impl SourceKind for RabbitMq {
+    const NAME: &'static str = "rabbitmq";
+    const TARGET_REQUIRED: bool = true;
+    type Connection = RabbitMqSourceConfig;
+    type Target = RabbitMqTarget;
+
+    fn poll_interval(conn: &RabbitMqSourceConfig) -> Option<Duration> {
+        conn.poll_interval.map(|d| d.0)
+    }
+
+    fn poll_timeout(conn: &RabbitMqSourceConfig) -> Option<Duration> {
+        conn.poll_timeout.map(|d| d.0)
+    }
+
+    fn validate(
+        conn: &RabbitMqSourceConfig,
+        at: &str,
+        _timeout: Duration,
+    ) -> Result<(), ConfigError> {
+        conn.validate(at)
+    }
+
+    fn validate_metric(
+        conn: &RabbitMqSourceConfig,
+        m: &MetricConfig,
+        target: Option<&RabbitMqTarget>,
+        at: &str,
+    ) -> Result<(), ConfigError> {
+        for reserved in [QUEUE_LABEL, VHOST_LABEL] {
+            if m.labels.contains_key(reserved) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.labels"),
+                    format!(
+                        "must not set {reserved:?}: every RabbitMQ series gets it from its queue"
+                    ),
+                ));
+            }
+        }
+        match target {
+            Some(t) => t.validate(&format!("{at}.rabbitmq"), m.measure, conn.read_via()),
+            None => Ok(()),
+        }
+    }
+
+    fn resolve_secrets(conn: &mut RabbitMqSourceConfig, at: &str) -> Result<(), ConfigError> {
+        conn.resolve_secrets(at)
+    }
+
+    fn password_file(conn: &RabbitMqSourceConfig) -> Option<std::path::PathBuf> {
+        conn.password_file.clone()
+    }
+
+    async fn build(
+        spec: SourceSpec<'_, RabbitMq>,
+        _context: &mut BuildContext,
+    ) -> anyhow::Result<Built> {
+        Ok(Box::new(RabbitMqSource::new(&spec)?))
+    }
+}
+
 impl RabbitMqSource {
     /// Builds the source named `name`. Does not connect: the first poll does.
     ///
     /// # Errors
     /// [`SourceError::Config`] when the CA file cannot be read or a client cannot be built.
-    pub fn new(
-        name: &str,
-        conn: &RabbitMqSourceConfig,
-        config: &Config,
-    ) -> Result<Self, SourceError> {
+    pub fn new(spec: &SourceSpec<'_, RabbitMq>) -> Result<Self, SourceError> {
+        let (name, conn) = (spec.name, spec.connection);
         let bad = |message: String| SourceError::Config { message };
         let ca = match &conn.ca_file {
             Some(path) => Some(
@@ -75,7 +136,7 @@ impl RabbitMqSource {
             ),
             None => None,
         };
-        let timeout = config.sources[name].poll_timeout(config.poll_timeout.0);
+        let timeout = spec.poll_timeout;
         let reader = match conn.read_via() {
             ReadVia::Management => Reader::Management(
                 Management::new(
@@ -100,10 +161,11 @@ impl RabbitMqSource {
                 .map_err(bad)?,
             )),
         };
-        let metrics = config
-            .metrics_of(name)
-            .filter_map(|m| {
-                let target = m.rabbitmq.clone()?;
+        let metrics = spec
+            .metrics
+            .iter()
+            .filter_map(|(m, target)| {
+                let target = (*target)?.clone();
                 let pattern = target
                     .queue_pattern
                     .as_deref()

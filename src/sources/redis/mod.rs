@@ -28,8 +28,9 @@ use redis::{AsyncConnectionConfig, Client, Value};
 
 use self::config::{KEY_LABEL_FULL, KeyType, RedisSourceConfig, RedisTarget, redact_url};
 use self::reads::{Batch, Pending, Planned, SeriesRead};
+use super::kind::{BuildContext, Built, SourceKind, SourceSpec};
 use super::{Source, SourceError};
-use crate::config::{Config, Measure, MetricConfig};
+use crate::config::{ConfigError, Measure, MetricConfig};
 use crate::model::{Labels, Sample};
 
 /// Keys `SCAN` asks for per call: large enough that a big keyspace takes few round trips,
@@ -91,27 +92,32 @@ struct PlannedSeries {
 }
 
 impl RedisSource {
-    /// Builds the source named `name` from its connection config and the metrics that read it.
+    /// Builds the source of `spec`: its connection and the metrics that read it.
     /// Does not connect: the first poll does, so a server that is down at start-up is a poll
     /// error like any other, not a reason to exit.
     ///
     /// # Errors
     /// [`SourceError::Config`] when the URL or CA file cannot be used.
-    pub fn new(name: &str, conn: &RedisSourceConfig, config: &Config) -> Result<Self, SourceError> {
-        let metrics = config.metrics_of(name).filter_map(plan_of).collect();
+    pub fn new(spec: &SourceSpec<'_, Redis>) -> Result<Self, SourceError> {
+        let metrics = spec
+            .metrics
+            .iter()
+            .filter_map(|(m, target)| plan_of(m, *target))
+            .collect();
+        let conn = spec.connection;
         let (client, db) = client(conn)?;
         Ok(RedisSource {
-            name: name.to_string(),
+            name: spec.name.to_string(),
             client,
             display_url: redact_url(&conn.url),
             db,
             conn: None,
-            connect_timeout: config.sources[name].poll_timeout(config.poll_timeout.0),
+            connect_timeout: spec.poll_timeout,
             metrics,
-            discovery_interval: config.discovery_interval.0,
+            discovery_interval: spec.discovery_interval,
             discovered: HashMap::new(),
             last_discovery: None,
-            key_retention: config.pattern_key_retention.0,
+            key_retention: spec.pattern_key_retention,
             missing_since: HashMap::new(),
             seen: HashSet::new(),
             warned: HashSet::new(),
@@ -412,13 +418,66 @@ async fn run(
     Ok(replies)
 }
 
-fn plan_of(m: &MetricConfig) -> Option<MetricPlan> {
+fn plan_of(m: &MetricConfig, target: Option<&RedisTarget>) -> Option<MetricPlan> {
     Some(MetricPlan {
         name: m.name.clone(),
         labels: m.labels.clone().into_iter().collect(),
-        target: m.redis.clone()?,
+        target: target?.clone(),
         measure: m.measure,
     })
+}
+
+/// The Redis kind: `sources.<name>.redis` and `metrics[].redis`.
+pub struct Redis;
+
+impl SourceKind for Redis {
+    const NAME: &'static str = "redis";
+    const TARGET_REQUIRED: bool = true;
+    type Connection = RedisSourceConfig;
+    type Target = RedisTarget;
+
+    fn poll_interval(conn: &RedisSourceConfig) -> Option<Duration> {
+        conn.poll_interval.map(|d| d.0)
+    }
+
+    fn poll_timeout(conn: &RedisSourceConfig) -> Option<Duration> {
+        conn.poll_timeout.map(|d| d.0)
+    }
+
+    fn validate(conn: &RedisSourceConfig, at: &str, _timeout: Duration) -> Result<(), ConfigError> {
+        conn.validate(at)
+    }
+
+    fn validate_metric(
+        _conn: &RedisSourceConfig,
+        m: &MetricConfig,
+        target: Option<&RedisTarget>,
+        at: &str,
+    ) -> Result<(), ConfigError> {
+        match target {
+            Some(t) => t.validate(&format!("{at}.redis"), m.measure, &m.labels),
+            None => Ok(()),
+        }
+    }
+
+    fn resolve_secrets(conn: &mut RedisSourceConfig, at: &str) -> Result<(), ConfigError> {
+        conn.resolve_secrets(at)
+    }
+
+    fn password_file(conn: &RedisSourceConfig) -> Option<std::path::PathBuf> {
+        conn.password_file.clone()
+    }
+
+    fn empty_means_zero(target: Option<&RedisTarget>) -> bool {
+        target.is_some_and(|t| t.pattern.is_some() && t.key_type.deleted_when_empty())
+    }
+
+    async fn build(
+        spec: SourceSpec<'_, Redis>,
+        _context: &mut BuildContext,
+    ) -> anyhow::Result<Built> {
+        Ok(Box::new(RedisSource::new(&spec)?))
+    }
 }
 
 /// The client for `conn`, and the database it reads.
