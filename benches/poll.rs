@@ -13,7 +13,7 @@ use queue_metrics_adapter::config::Config;
 use queue_metrics_adapter::sources::Source;
 use queue_metrics_adapter::sources::rabbitmq::{RabbitMq, RabbitMqSource};
 use queue_metrics_adapter::sources::redis::{Redis, RedisSource};
-use queue_metrics_adapter::sources::registry::spec_of;
+use queue_metrics_adapter::sources::spec_of;
 
 const QUEUES: usize = 10_000;
 

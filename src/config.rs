@@ -80,7 +80,7 @@ pub struct KubernetesConfig {
     pub context: Option<String>,
 }
 
-pub use crate::sources::registry::{MetricTargets, SourceConfig};
+pub use crate::sources::{MetricTargets, SourceConfig};
 
 /// One served metric.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,7 +148,7 @@ impl<'de> Deserialize<'de> for MetricConfig {
                         other => {
                             if !targets.read(other, &mut map)? {
                                 let mut expected: Vec<&str> = METRIC_FIELDS.to_vec();
-                                expected.extend(crate::sources::registry::KINDS);
+                                expected.extend(crate::sources::KINDS);
                                 let expected: Vec<String> =
                                     expected.iter().map(|f| format!("`{f}`")).collect();
                                 return Err(A::Error::custom(format!(

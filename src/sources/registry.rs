@@ -1,20 +1,16 @@
-//! The one list of source kinds. Everything that differs by kind is generated from it: the
-//! config's [`SourceConfig`] (`jobs: {redis: {...}}`) and [`MetricTargets`]
-//! (`metrics[].redis`), and the dispatch from a source's config to its kind's checks and
-//! constructor. Adding a kind is its folder (a type implementing
-//! [`SourceKind`](super::kind::SourceKind)) and one line in [`source_kinds!`]'s invocation
-//! below; the checklist is in [`super`]'s documentation.
+//! What is generated from the one list of source kinds (in [`super`]): the config's
+//! [`SourceConfig`](super::SourceConfig) (`jobs: {redis: {...}}`) and
+//! [`MetricTargets`](super::MetricTargets) (`metrics[].redis`), and the dispatch from a
+//! source's config to its kind's checks and constructor ([`source_kinds!`]); and what is
+//! derived per source from the config for the poller and the store.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
-
-use super::kind::{BuildContext, Built, SourceKind, SourceSpec};
+use super::SourceConfig;
+use super::kind::SourceKind;
 use crate::config::{Config, ConfigError, MetricConfig};
 use crate::poller::Schedule;
 use crate::store::{MetricInfo, Store};
 
+/// Generates, from `key => Variant(KindType),` lines, everything that names every kind.
 macro_rules! source_kinds {
     ($($key:ident => $variant:ident($kind:ty),)+) => {
         /// One connection; the key names its kind (`jobs: {redis: {...}}`).
@@ -22,34 +18,34 @@ macro_rules! source_kinds {
         pub enum SourceConfig {
             $(
                 #[doc = concat!("A `", stringify!($key), "` source.")]
-                $variant(<$kind as SourceKind>::Connection),
+                $variant(<$kind as $crate::sources::kind::SourceKind>::Connection),
             )+
         }
 
         /// The kinds' names, as the config spells them.
-        pub const KINDS: &[&str] = &[$(<$kind as SourceKind>::NAME),+];
+        pub const KINDS: &[&str] = &[$(<$kind as $crate::sources::kind::SourceKind>::NAME),+];
 
         /// A metric's kind-specific block (`metrics[].redis`, ...): at most one is meant to
         /// be set, the one of its source's kind (checked by [`SourceConfig::validate_metric`]).
         #[derive(Debug, Clone, Default, PartialEq)]
         #[allow(missing_docs)]
         pub struct MetricTargets {
-            $(pub $key: Option<<$kind as SourceKind>::Target>,)+
+            $(pub $key: Option<<$kind as $crate::sources::kind::SourceKind>::Target>,)+
         }
 
         impl MetricTargets {
             /// Reads the block named `key` from `map` if `key` names a kind; `Ok(false)` if it
             /// does not.
-            pub(crate) fn read<'de, A: MapAccess<'de>>(
+            pub(crate) fn read<'de, A: ::serde::de::MapAccess<'de>>(
                 &mut self,
                 key: &str,
                 map: &mut A,
             ) -> Result<bool, A::Error> {
                 match key {
                     $(
-                        _ if key == <$kind as SourceKind>::NAME => {
+                        _ if key == <$kind as $crate::sources::kind::SourceKind>::NAME => {
                             if self.$key.is_some() {
-                                return Err(de::Error::duplicate_field(<$kind as SourceKind>::NAME));
+                                return Err(::serde::de::Error::duplicate_field(<$kind as $crate::sources::kind::SourceKind>::NAME));
                             }
                             self.$key = Some(map.next_value()?);
                             Ok(true)
@@ -62,7 +58,7 @@ macro_rules! source_kinds {
             /// The kinds whose block is set.
             pub fn present(&self) -> Vec<&'static str> {
                 let mut v = Vec::new();
-                $(if self.$key.is_some() { v.push(<$kind as SourceKind>::NAME); })+
+                $(if self.$key.is_some() { v.push(<$kind as $crate::sources::kind::SourceKind>::NAME); })+
                 v
             }
         }
@@ -71,33 +67,33 @@ macro_rules! source_kinds {
             /// The kind's name, as config and telemetry spell it.
             pub fn kind(&self) -> &'static str {
                 match self {
-                    $(SourceConfig::$variant(_) => <$kind as SourceKind>::NAME,)+
+                    $(SourceConfig::$variant(_) => <$kind as $crate::sources::kind::SourceKind>::NAME,)+
                 }
             }
 
             /// This source's poll interval, or the global one.
-            pub fn poll_interval(&self, global: Duration) -> Duration {
+            pub fn poll_interval(&self, global: ::std::time::Duration) -> ::std::time::Duration {
                 match self {
-                    $(SourceConfig::$variant(c) => <$kind>::poll_interval(c).unwrap_or(global),)+
+                    $(SourceConfig::$variant(c) => <$kind as $crate::sources::kind::SourceKind>::poll_interval(c).unwrap_or(global),)+
                 }
             }
 
             /// This source's poll timeout, or the global one.
-            pub fn poll_timeout(&self, global: Duration) -> Duration {
+            pub fn poll_timeout(&self, global: ::std::time::Duration) -> ::std::time::Duration {
                 match self {
-                    $(SourceConfig::$variant(c) => <$kind>::poll_timeout(c).unwrap_or(global),)+
+                    $(SourceConfig::$variant(c) => <$kind as $crate::sources::kind::SourceKind>::poll_timeout(c).unwrap_or(global),)+
                 }
             }
 
             /// Checks the connection block of source `name`.
             ///
             /// # Errors
-            /// [`ConfigError::Invalid`] naming the field.
-            pub fn validate(&self, name: &str, global_timeout: Duration) -> Result<(), ConfigError> {
+            /// [`ConfigError::Invalid`]($crate::config::ConfigError::Invalid) naming the field.
+            pub fn validate(&self, name: &str, global_timeout: ::std::time::Duration) -> Result<(), $crate::config::ConfigError> {
                 let at = format!("sources.{name}.{}", self.kind());
                 let timeout = self.poll_timeout(global_timeout);
                 match self {
-                    $(SourceConfig::$variant(c) => <$kind>::validate(c, &at, timeout),)+
+                    $(SourceConfig::$variant(c) => <$kind as $crate::sources::kind::SourceKind>::validate(c, &at, timeout),)+
                 }
             }
 
@@ -105,11 +101,11 @@ macro_rules! source_kinds {
             /// (present if the kind needs one), and the kind's own checks pass.
             ///
             /// # Errors
-            /// [`ConfigError::Invalid`] naming the field.
-            pub fn validate_metric(&self, m: &MetricConfig, at: &str) -> Result<(), ConfigError> {
+            /// [`ConfigError::Invalid`]($crate::config::ConfigError::Invalid) naming the field.
+            pub fn validate_metric(&self, m: &$crate::config::MetricConfig, at: &str) -> Result<(), $crate::config::ConfigError> {
                 match self {
                     $(SourceConfig::$variant(c) => {
-                        validate_metric_of::<$kind>(c, m, m.targets.$key.as_ref(), at)
+                        $crate::sources::registry::validate_metric_of::<$kind>(c, m, m.targets.$key.as_ref(), at)
                     })+
                 }
             }
@@ -118,38 +114,38 @@ macro_rules! source_kinds {
             ///
             /// # Errors
             /// When one cannot be read.
-            pub fn resolve_secrets(&mut self, name: &str) -> Result<(), ConfigError> {
+            pub fn resolve_secrets(&mut self, name: &str) -> Result<(), $crate::config::ConfigError> {
                 let at = format!("sources.{name}.{}", self.kind());
                 match self {
-                    $(SourceConfig::$variant(c) => <$kind>::resolve_secrets(c, &at),)+
+                    $(SourceConfig::$variant(c) => <$kind as $crate::sources::kind::SourceKind>::resolve_secrets(c, &at),)+
                 }
             }
 
             /// The password file this connection reads, if any.
-            pub fn password_file(&self) -> Option<PathBuf> {
+            pub fn password_file(&self) -> Option<::std::path::PathBuf> {
                 match self {
-                    $(SourceConfig::$variant(c) => <$kind>::password_file(c),)+
+                    $(SourceConfig::$variant(c) => <$kind as $crate::sources::kind::SourceKind>::password_file(c),)+
                 }
             }
 
             /// The label holding each series' namespace, for kinds whose series have one.
             pub fn namespace_label(&self) -> Option<&'static str> {
                 match self {
-                    $(SourceConfig::$variant(_) => <$kind>::namespace_label(),)+
+                    $(SourceConfig::$variant(_) => <$kind as $crate::sources::kind::SourceKind>::namespace_label(),)+
                 }
             }
 
             /// Whether metric `m` of this source having no series is an observed empty backlog.
-            pub fn empty_means_zero(&self, m: &MetricConfig) -> bool {
+            pub fn empty_means_zero(&self, m: &$crate::config::MetricConfig) -> bool {
                 match self {
-                    $(SourceConfig::$variant(_) => <$kind>::empty_means_zero(m.targets.$key.as_ref()),)+
+                    $(SourceConfig::$variant(_) => <$kind as $crate::sources::kind::SourceKind>::empty_means_zero(m.targets.$key.as_ref()),)+
                 }
             }
 
             /// Whether building this source needs the Kubernetes API.
             pub fn needs_kubernetes(&self) -> bool {
                 match self {
-                    $(SourceConfig::$variant(_) => <$kind>::needs_kubernetes(),)+
+                    $(SourceConfig::$variant(_) => <$kind as $crate::sources::kind::SourceKind>::needs_kubernetes(),)+
                 }
             }
 
@@ -159,14 +155,14 @@ macro_rules! source_kinds {
             /// When its settings cannot be used; the message names the source.
             pub async fn build(
                 &self,
-                config: &Config,
+                config: &$crate::config::Config,
                 name: &str,
-                context: &mut BuildContext,
-            ) -> anyhow::Result<Built> {
-                use anyhow::Context as _;
+                context: &mut $crate::sources::kind::BuildContext,
+            ) -> ::anyhow::Result<$crate::sources::kind::Built> {
+                use ::anyhow::Context as _;
                 let built = match self {
                     $(SourceConfig::$variant(c) => {
-                        let spec = SourceSpec::<$kind> {
+                        let spec = $crate::sources::kind::SourceSpec::<$kind> {
                             name,
                             connection: c,
                             metrics: config
@@ -177,7 +173,7 @@ macro_rules! source_kinds {
                             discovery_interval: config.discovery_interval.0,
                             pattern_key_retention: config.pattern_key_retention.0,
                         };
-                        <$kind>::build(spec, context).await
+                        <$kind as $crate::sources::kind::SourceKind>::build(spec, context).await
                     })+
                 };
                 built.with_context(|| format!("source {name}"))
@@ -187,10 +183,10 @@ macro_rules! source_kinds {
         /// The spec of source `name` in `config` as kind `K`: its connection, its metrics with
         /// their `K` blocks and its settings; `None` if there is no such source of that kind.
         /// (Benchmarks and tests build a kind's concrete source type from it.)
-        pub fn spec_of<'a, K: SourceKind>(
-            config: &'a Config,
+        pub fn spec_of<'a, K: $crate::sources::kind::SourceKind>(
+            config: &'a $crate::config::Config,
             name: &'a str,
-        ) -> Option<SourceSpec<'a, K>> {
+        ) -> Option<$crate::sources::kind::SourceSpec<'a, K>> {
             use std::any::Any;
             let source = config.sources.get(name)?;
             let connection: &K::Connection = match source {
@@ -209,7 +205,7 @@ macro_rules! source_kinds {
                     (m, target)
                 })
                 .collect();
-            Some(SourceSpec {
+            Some($crate::sources::kind::SourceSpec {
                 name,
                 connection,
                 metrics,
@@ -219,19 +215,19 @@ macro_rules! source_kinds {
             })
         }
 
-        impl<'de> Deserialize<'de> for SourceConfig {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        impl<'de> ::serde::Deserialize<'de> for SourceConfig {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 struct OneKind;
-                impl<'de> Visitor<'de> for OneKind {
+                impl<'de> ::serde::de::Visitor<'de> for OneKind {
                     type Value = SourceConfig;
 
                     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                         write!(f, "a map with one key naming the kind: {}", KINDS.join(", "))
                     }
 
-                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SourceConfig, A::Error> {
+                    fn visit_map<A: ::serde::de::MapAccess<'de>>(self, mut map: A) -> Result<SourceConfig, A::Error> {
                         let exactly_one = || {
-                            de::Error::custom(format!(
+                            ::serde::de::Error::custom(format!(
                                 "a source needs exactly one kind: {}",
                                 KINDS.join(", ")
                             ))
@@ -241,11 +237,11 @@ macro_rules! source_kinds {
                         };
                         let source = match key.as_str() {
                             $(
-                                k if k == <$kind as SourceKind>::NAME => {
+                                k if k == <$kind as $crate::sources::kind::SourceKind>::NAME => {
                                     SourceConfig::$variant(map.next_value()?)
                                 }
                             )+
-                            other => return Err(de::Error::unknown_field(other, KINDS)),
+                            other => return Err(::serde::de::Error::unknown_field(other, KINDS)),
                         };
                         if map.next_key::<String>()?.is_some() {
                             return Err(exactly_one());
@@ -258,6 +254,8 @@ macro_rules! source_kinds {
         }
     };
 }
+
+pub(crate) use source_kinds;
 
 /// Builds the store for `config`'s metrics.
 pub fn store_for(config: &Config) -> Store {
@@ -296,7 +294,7 @@ pub fn schedule_of(config: &Config, source: &SourceConfig) -> Schedule {
 }
 
 /// The checks every kind shares around its own: a needed block is there, no other kind's is.
-fn validate_metric_of<K: SourceKind>(
+pub(crate) fn validate_metric_of<K: SourceKind>(
     conn: &K::Connection,
     m: &MetricConfig,
     target: Option<&K::Target>,
@@ -325,10 +323,4 @@ fn validate_metric_of<K: SourceKind>(
         ));
     }
     Ok(())
-}
-
-source_kinds! {
-    redis => Redis(crate::sources::redis::Redis),
-    rabbitmq => Rabbitmq(crate::sources::rabbitmq::RabbitMq),
-    dcgm => Dcgm(crate::sources::dcgm::Dcgm),
 }
