@@ -13,7 +13,6 @@ use queue_metrics_adapter::config::Config;
 use queue_metrics_adapter::sources::Source;
 use queue_metrics_adapter::sources::rabbitmq::{RabbitMq, RabbitMqSource};
 use queue_metrics_adapter::sources::redis::{Redis, RedisSource};
-use queue_metrics_adapter::sources::spec_of;
 
 const QUEUES: usize = 10_000;
 
@@ -68,7 +67,9 @@ fn bench(c: &mut Criterion) {
         redis_url()
     );
     let config = Config::from_yaml(&yaml, Path::new("bench.yaml")).expect("config");
-    let spec = spec_of::<Redis>(&config, "jobs").expect("jobs is a redis source");
+    let spec = config
+        .spec_of::<Redis>("jobs")
+        .expect("jobs is a redis source");
     let mut source = RedisSource::new(&spec).expect("source");
     // The first poll discovers the keys (SCAN); the measured polls are the steady state.
     let samples = rt.block_on(source.poll()).expect("poll");
@@ -169,7 +170,9 @@ fn bench_rabbitmq(c: &mut Criterion) {
     // SAFETY: set once, before any other thread of this benchmark reads the environment.
     unsafe { std::env::set_var("QMA_BENCH_RABBIT_PASSWORD", "guest") };
     let config = Config::from_yaml(&yaml, Path::new("bench.yaml")).expect("config");
-    let spec = spec_of::<RabbitMq>(&config, "rabbit").expect("rabbit is a rabbitmq source");
+    let spec = config
+        .spec_of::<RabbitMq>("rabbit")
+        .expect("rabbit is a rabbitmq source");
     let mut source = RabbitMqSource::new(&spec).expect("source");
     let samples = rt.block_on(source.poll()).expect("poll");
     assert_eq!(samples.len(), 2 * RABBIT_QUEUES);

@@ -17,12 +17,12 @@ use crate::api::keda::KedaScaler;
 use crate::api::{self, AppState, Routes, health::Health};
 use crate::config::{Config, SourceConfig};
 use crate::poller::{Heartbeats, Pollers};
+use crate::reload::store_for;
 use crate::reload::{Live, SourceSet, spawn_watch};
 use crate::security::keda_clients::KedaClients;
 use crate::security::serving::{CertSource, ServingTls, Use};
 use crate::security::setup::{ApiTls, AuthSettings, secure};
 use crate::sources::kind::BuildContext;
-use crate::sources::registry::store_for;
 use crate::store::Store;
 use crate::telemetry::AdapterMetrics;
 

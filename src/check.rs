@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::config::Config;
+use crate::reload::{schedule_of, store_for};
 use crate::sources::kind::BuildContext;
-use crate::sources::registry::{schedule_of, store_for};
 use crate::sources::{Source, SourceError};
 use crate::store::{Store, render_labels};
 
@@ -45,7 +45,9 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
     let mut context = BuildContext::new(config.kubernetes.clone(), None, &token, &tracker);
     for (name, source) in &config.sources {
         let timeout = schedule_of(config, source).timeout;
-        let built = source.build(config, name, &mut context).await?;
+        let built = source
+            .build(name, &config.metrics, config.globals(), &mut context)
+            .await?;
         poll_once(built, timeout, &store).await;
     }
     let now = SystemTime::now();

@@ -6,15 +6,18 @@
 //! The only I/O here is reading the config file and secret files at load.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
+pub use crate::k8s::client::KubernetesConfig;
 use crate::k8s::selector::{validate_key, validate_value};
+pub use crate::model::Measure;
 use crate::model::validate_metric_name;
+pub use crate::primitives::{ConfigError, HumanDuration, Secret};
 use crate::security::keda_clients::KedaClientConfig;
+pub use crate::sources::{MetricConfig, MetricTargets, SourceConfig};
 
 /// Default time between two polls of a source: 2 s, well inside the HPA's 15 s sync period.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -66,221 +69,6 @@ pub struct Config {
     /// any caller reads every namespace ([`crate::security::keda_clients`]).
     #[serde(default)]
     pub keda_clients: Option<Vec<KedaClientConfig>>,
-}
-
-/// The `kubernetes:` block: only needed to run outside a cluster with a specific kubeconfig.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KubernetesConfig {
-    /// A kubeconfig file to use instead of the in-cluster service account.
-    #[serde(default)]
-    pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context. Default: its current context.
-    #[serde(default)]
-    pub context: Option<String>,
-}
-
-pub use crate::sources::{MetricTargets, SourceConfig};
-
-/// One served metric.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetricConfig {
-    /// What the HPA names: lowercase letters, digits, `_`, `.`, `-`.
-    pub name: String,
-    /// Free text, shown in `/metrics` help and `check`.
-    pub description: Option<String>,
-    /// The name of an entry under `sources`.
-    pub source: String,
-    /// What to compute; which measures exist depends on the key type.
-    pub measure: Measure,
-    /// Labels added to every series of this metric (served as `metricLabels`).
-    pub labels: BTreeMap<String, String>,
-    /// Namespaces this metric is served in; absent means every namespace.
-    pub namespaces: Option<Vec<String>>,
-    /// What to read, in the block of its source's kind (`redis: {...}`, `rabbitmq: {...}`).
-    pub targets: MetricTargets,
-}
-
-/// The fields of a metric besides the kinds' blocks.
-const METRIC_FIELDS: &[&str] = &[
-    "name",
-    "description",
-    "source",
-    "measure",
-    "labels",
-    "namespaces",
-];
-
-impl<'de> Deserialize<'de> for MetricConfig {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::{Error, MapAccess, Visitor};
-        struct Fields;
-        impl<'de> Visitor<'de> for Fields {
-            type Value = MetricConfig;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a metric: name, source, measure and the block of its source's kind")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetricConfig, A::Error> {
-                let (mut name, mut description, mut source, mut measure) = (None, None, None, None);
-                let (mut labels, mut namespaces) = (None, None);
-                let mut targets = MetricTargets::default();
-                while let Some(key) = map.next_key::<String>()? {
-                    fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
-                        slot: &mut Option<T>,
-                        key: &'static str,
-                        map: &mut A,
-                    ) -> Result<(), A::Error> {
-                        if slot.is_some() {
-                            return Err(A::Error::duplicate_field(key));
-                        }
-                        *slot = Some(map.next_value()?);
-                        Ok(())
-                    }
-                    match key.as_str() {
-                        "name" => once(&mut name, "name", &mut map)?,
-                        "description" => once(&mut description, "description", &mut map)?,
-                        "source" => once(&mut source, "source", &mut map)?,
-                        "measure" => once(&mut measure, "measure", &mut map)?,
-                        "labels" => once(&mut labels, "labels", &mut map)?,
-                        "namespaces" => once(&mut namespaces, "namespaces", &mut map)?,
-                        other => {
-                            if !targets.read(other, &mut map)? {
-                                let mut expected: Vec<&str> = METRIC_FIELDS.to_vec();
-                                expected.extend(crate::sources::KINDS);
-                                let expected: Vec<String> =
-                                    expected.iter().map(|f| format!("`{f}`")).collect();
-                                return Err(A::Error::custom(format!(
-                                    "unknown field `{other}`, expected one of {}",
-                                    expected.join(", ")
-                                )));
-                            }
-                        }
-                    }
-                }
-                Ok(MetricConfig {
-                    name: name.ok_or_else(|| A::Error::missing_field("name"))?,
-                    description: description.unwrap_or_default(),
-                    source: source.ok_or_else(|| A::Error::missing_field("source"))?,
-                    measure: measure.ok_or_else(|| A::Error::missing_field("measure"))?,
-                    labels: labels.unwrap_or_default(),
-                    namespaces: namespaces.unwrap_or_default(),
-                    targets,
-                })
-            }
-        }
-        d.deserialize_map(Fields)
-    }
-}
-
-/// What a metric computes from what it reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Measure {
-    /// Number of entries (list `LLEN`, stream `XLEN`, sorted set `ZCARD`).
-    Length,
-    /// Seconds since the oldest entry was enqueued (list, sorted set).
-    OldestAgeSeconds,
-    /// Stream entries not yet delivered to the consumer group.
-    Lag,
-    /// Stream entries delivered to the group and not yet acknowledged.
-    Pending,
-    /// Age of the oldest delivered-but-unacknowledged stream entry.
-    OldestPendingAgeSeconds,
-    /// Age of the oldest stream entry the group has not finished (pending, else undelivered).
-    OldestUnprocessedAgeSeconds,
-    /// Sorted-set entries whose score (run-at time) has passed; RabbitMQ messages ready for delivery.
-    Ready,
-    /// RabbitMQ: delivered, not yet acknowledged.
-    Unacked,
-    /// RabbitMQ: ready + unacknowledged.
-    Total,
-    /// RabbitMQ: consumers attached.
-    Consumers,
-    /// RabbitMQ: messages published per second.
-    PublishRate,
-    /// RabbitMQ: messages delivered per second.
-    DeliverRate,
-    /// RabbitMQ: messages acknowledged per second.
-    AckRate,
-    /// RabbitMQ: backlog / ack rate, seconds to drain at the current pace.
-    DrainSeconds,
-    /// GPU utilization in percent 0–100 (engine activity, else GPU_UTIL).
-    GpuUtilization,
-    /// Frame buffer used / (used + free), 0–1.
-    MemoryUsedRatio,
-    /// Power draw in watts.
-    PowerWatts,
-}
-
-impl Measure {
-    /// The measure's config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Measure::Length => "length",
-            Measure::OldestAgeSeconds => "oldest_age_seconds",
-            Measure::Lag => "lag",
-            Measure::Pending => "pending",
-            Measure::OldestPendingAgeSeconds => "oldest_pending_age_seconds",
-            Measure::OldestUnprocessedAgeSeconds => "oldest_unprocessed_age_seconds",
-            Measure::Ready => "ready",
-            Measure::Unacked => "unacked",
-            Measure::Total => "total",
-            Measure::Consumers => "consumers",
-            Measure::PublishRate => "publish_rate",
-            Measure::DeliverRate => "deliver_rate",
-            Measure::AckRate => "ack_rate",
-            Measure::DrainSeconds => "drain_seconds",
-            Measure::GpuUtilization => "gpu_utilization",
-            Measure::MemoryUsedRatio => "memory_used_ratio",
-            Measure::PowerWatts => "power_watts",
-        }
-    }
-}
-
-impl fmt::Display for Measure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Why a configuration was refused. The process does not start with one.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {message}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        message: String,
-    },
-    /// The YAML is malformed or does not fit the schema (unknown field, bad duration, ...).
-    #[error("config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message, which names the field and position.
-        message: String,
-    },
-    /// A value is well-formed YAML but not acceptable.
-    #[error("config field {field}: {message}")]
-    Invalid {
-        /// Where, as a path such as `metrics[2].redis.group`.
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-impl ConfigError {
-    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
 }
 
 impl Config {
@@ -431,129 +219,31 @@ impl Config {
         Ok(())
     }
 
+    /// The top-level settings every source's spec carries.
+    pub fn globals(&self) -> crate::sources::kind::Globals {
+        crate::sources::kind::Globals {
+            poll_timeout: self.poll_timeout.0,
+            discovery_interval: self.discovery_interval.0,
+            pattern_key_retention: self.pattern_key_retention.0,
+        }
+    }
+
+    /// The spec of source `name` as kind `K` (its connection, metrics and settings), for
+    /// building that kind's concrete source; `None` if there is no such source of that kind.
+    pub fn spec_of<K: crate::sources::kind::SourceKind>(
+        &self,
+        name: &str,
+    ) -> Option<crate::sources::kind::SourceSpec<'_, K>> {
+        let (name, source) = self.sources.get_key_value(name)?;
+        crate::sources::spec_of::<K>(name, source, &self.metrics, self.globals())
+    }
+
     /// The metrics read from the named source.
     pub fn metrics_of<'a>(
         &'a self,
         source: &'a str,
     ) -> impl Iterator<Item = &'a MetricConfig> + 'a {
         self.metrics.iter().filter(move |m| m.source == source)
-    }
-}
-
-/// A secret read from a file or the environment. `Debug` and `Display` print `<redacted>`, so a
-/// secret cannot reach a log line or an error message by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: String) -> Self {
-        Secret(value)
-    }
-
-    /// The secret itself, for the one place that sends it to a server.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Reads a secret from `file` or the environment variable `env`; at most one may be given.
-    /// Trailing newlines of a file are dropped (editors and `echo` add one).
-    ///
-    /// # Errors
-    /// When both are given, the file cannot be read, or the variable is unset.
-    pub fn resolve(
-        file: Option<&Path>,
-        env: Option<&str>,
-        field: &str,
-    ) -> Result<Option<Secret>, ConfigError> {
-        match (file, env) {
-            (Some(_), Some(_)) => Err(ConfigError::invalid(
-                field,
-                "give either password_file or password_env, not both",
-            )),
-            (Some(path), None) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError::invalid(
-                        format!("{field}.password_file"),
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?;
-                Ok(Some(Secret(
-                    text.trim_end_matches(['\n', '\r']).to_string(),
-                )))
-            }
-            (None, Some(var)) => match std::env::var(var) {
-                Ok(v) => Ok(Some(Secret(v))),
-                Err(_) => Err(ConfigError::invalid(
-                    format!("{field}.password_env"),
-                    format!("environment variable {var} is not set"),
-                )),
-            },
-            (None, None) => Ok(None),
-        }
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// A duration written as a number with a unit, or several: `500ms`, `2s`, `1m30s`, `1h`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct HumanDuration(pub Duration);
-
-impl HumanDuration {
-    /// Parses `500ms`, `2s`, `1.5s`, `1m30s`, `1h`.
-    ///
-    /// # Errors
-    /// A message quoting the text and showing the accepted forms.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "invalid duration {text:?}: write a number with a unit, e.g. 500ms, 2s, 1m30s, 1h"
-            )
-        };
-        let s = text.trim();
-        if s.is_empty() {
-            return Err(bad());
-        }
-        let mut total = 0f64;
-        let mut rest = s;
-        while !rest.is_empty() {
-            let num_len = rest
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .ok_or_else(bad)?;
-            if num_len == 0 {
-                return Err(bad());
-            }
-            let number: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-            rest = &rest[num_len..];
-            let unit_len = rest
-                .find(|c: char| c.is_ascii_digit() || c == '.')
-                .unwrap_or(rest.len());
-            let scale = match &rest[..unit_len] {
-                "ms" => 0.001,
-                "s" => 1.0,
-                "m" => 60.0,
-                "h" => 3600.0,
-                _ => return Err(bad()),
-            };
-            total += number * scale;
-            rest = &rest[unit_len..];
-        }
-        if !total.is_finite() || total > 1e9 {
-            return Err(bad());
-        }
-        Ok(HumanDuration(Duration::from_secs_f64(total)))
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        HumanDuration::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 

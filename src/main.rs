@@ -201,7 +201,6 @@ impl LimitFlags {
     }
 }
 
-/// A listen address, or `off`.
 /// How the API port is secured (README "Security"). Defaults are for a cluster: HTTPS, the
 /// front-proxy CA from kube-apiserver's ConfigMap, and a SubjectAccessReview per request.
 #[derive(clap::Args, Debug)]
@@ -312,6 +311,7 @@ fn positive_duration(text: &str) -> Result<HumanDuration, String> {
     Ok(d)
 }
 
+/// A listen address, or `off`.
 #[derive(Debug, Clone, Copy)]
 struct OptionalAddr(Option<SocketAddr>);
 

@@ -8,6 +8,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use serde::Deserialize;
+
 /// Labels of one series: what `metricLabels` shows and what a `labelSelector` matches.
 ///
 /// A `BTreeMap` so that the JSON output and the `/metrics` output are in a stable order.
@@ -90,7 +92,7 @@ pub struct MetricValue {
 /// Checks a metric name: lowercase letters, digits, `_`, `.` and `-`, starting and ending with a
 /// letter or digit, at most 253 characters.
 ///
-/// client-go lowercases the metric name in the URL path (external-metrics-api.md §1.1), so a name
+/// client-go lowercases the metric name in the URL path (docs/reference/external-metrics-api.md §1.1), so a name
 /// with capitals could never be requested; `.` and `..` are not valid path segments.
 ///
 /// # Errors
@@ -144,5 +146,76 @@ mod tests {
                 "{bad:?} should be invalid"
             );
         }
+    }
+}
+
+/// What a metric computes from what it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Measure {
+    /// Number of entries (list `LLEN`, stream `XLEN`, sorted set `ZCARD`).
+    Length,
+    /// Seconds since the oldest entry was enqueued (list, sorted set).
+    OldestAgeSeconds,
+    /// Stream entries not yet delivered to the consumer group.
+    Lag,
+    /// Stream entries delivered to the group and not yet acknowledged.
+    Pending,
+    /// Age of the oldest delivered-but-unacknowledged stream entry.
+    OldestPendingAgeSeconds,
+    /// Age of the oldest stream entry the group has not finished (pending, else undelivered).
+    OldestUnprocessedAgeSeconds,
+    /// Sorted-set entries whose score (run-at time) has passed; RabbitMQ messages ready for delivery.
+    Ready,
+    /// RabbitMQ: delivered, not yet acknowledged.
+    Unacked,
+    /// RabbitMQ: ready + unacknowledged.
+    Total,
+    /// RabbitMQ: consumers attached.
+    Consumers,
+    /// RabbitMQ: messages published per second.
+    PublishRate,
+    /// RabbitMQ: messages delivered per second.
+    DeliverRate,
+    /// RabbitMQ: messages acknowledged per second.
+    AckRate,
+    /// RabbitMQ: backlog / ack rate, seconds to drain at the current pace.
+    DrainSeconds,
+    /// GPU utilization in percent 0–100 (engine activity, else GPU_UTIL).
+    GpuUtilization,
+    /// Frame buffer used / (used + free), 0–1.
+    MemoryUsedRatio,
+    /// Power draw in watts.
+    PowerWatts,
+}
+
+impl Measure {
+    /// The measure's config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Measure::Length => "length",
+            Measure::OldestAgeSeconds => "oldest_age_seconds",
+            Measure::Lag => "lag",
+            Measure::Pending => "pending",
+            Measure::OldestPendingAgeSeconds => "oldest_pending_age_seconds",
+            Measure::OldestUnprocessedAgeSeconds => "oldest_unprocessed_age_seconds",
+            Measure::Ready => "ready",
+            Measure::Unacked => "unacked",
+            Measure::Total => "total",
+            Measure::Consumers => "consumers",
+            Measure::PublishRate => "publish_rate",
+            Measure::DeliverRate => "deliver_rate",
+            Measure::AckRate => "ack_rate",
+            Measure::DrainSeconds => "drain_seconds",
+            Measure::GpuUtilization => "gpu_utilization",
+            Measure::MemoryUsedRatio => "memory_used_ratio",
+            Measure::PowerWatts => "power_watts",
+        }
+    }
+}
+
+impl fmt::Display for Measure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }

@@ -1,4 +1,5 @@
-//! The running sources and how a changed config file replaces them.
+//! The running sources and how a changed config file replaces them, and what the poller and
+//! the store are given for a config ([`schedule_of`], [`metric_infos`], [`store_for`]).
 //!
 //! [`SourceSet::apply`] is used at start and on every reload: sources whose settings, metrics
 //! and schedule are unchanged keep polling (and their metrics keep their values); changed ones
@@ -24,8 +25,44 @@ use crate::file_watch::FileWatch;
 use crate::poller::{PollerHandle, Pollers, Schedule};
 use crate::security::keda_clients::KedaClients;
 use crate::sources::kind::BuildContext;
-use crate::sources::registry::{metric_infos, schedule_of};
+use crate::store::{MetricInfo, Store};
 use crate::telemetry::AdapterMetrics;
+
+/// Builds the store for `config`'s metrics.
+pub fn store_for(config: &Config) -> Store {
+    Store::new(metric_infos(config), config.max_staleness.0)
+}
+
+/// What the store and the API surfaces know of each configured metric.
+pub fn metric_infos(config: &Config) -> Vec<MetricInfo> {
+    config
+        .metrics
+        .iter()
+        .map(|m| MetricInfo {
+            name: m.name.clone(),
+            source: m.source.clone(),
+            description: m.description.clone(),
+            namespaces: m.namespaces.clone(),
+            namespace_label: config
+                .sources
+                .get(&m.source)
+                .and_then(SourceConfig::namespace_label),
+            empty_means_zero: config
+                .sources
+                .get(&m.source)
+                .is_some_and(|s| s.empty_means_zero(m)),
+        })
+        .collect()
+}
+
+/// The schedule of `source`: its own interval and timeout, else the config's.
+pub fn schedule_of(config: &Config, source: &SourceConfig) -> Schedule {
+    Schedule {
+        interval: source.poll_interval(config.poll_interval.0),
+        timeout: source.poll_timeout(config.poll_timeout.0),
+        max_backoff: config.max_backoff.0,
+    }
+}
 
 /// Everything a source's poll loop was built from: equal fingerprints, nothing to restart.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,7 +129,9 @@ impl SourceSet {
             {
                 continue;
             }
-            let source_built = source.build(config, name, &mut self.builder).await?;
+            let source_built = source
+                .build(name, &config.metrics, config.globals(), &mut self.builder)
+                .await?;
             built.push((
                 name.clone(),
                 fingerprint,

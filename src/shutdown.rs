@@ -1,5 +1,5 @@
-//! The one owner of shutdown: SIGTERM or SIGINT turns readiness to 503, waits for endpoints to
-//! drop the pod, then stops servers (in-flight requests finish) and poll loops, with a deadline.
+//! The shutdown signal: SIGTERM or SIGINT. What follows it (readiness to 503, the drain delay,
+//! then servers and poll loops stopped within a deadline) is [`crate::app::Running::shutdown`].
 
 /// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
 pub async fn signal() {

@@ -1,4 +1,4 @@
-//! TLS set-up shared by every client (and, later, the servers): the one crypto provider.
+//! TLS set-up shared by every client and server: the one crypto provider.
 //!
 //! rustls is built with ring only (no aws-lc), and reqwest built without a provider panics when
 //! it builds a client and none is installed; so every place that builds a TLS client calls

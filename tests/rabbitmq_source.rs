@@ -134,7 +134,7 @@ async fn unacked_messages_count_and_age_includes_the_oldest_unacked() {
     a.wait_for("unacked", None, STATS, value_is(1.0)).await;
     a.wait_for("ready", None, STATS, value_is(4.0)).await;
     a.wait_for("consumers", None, STATS, value_is(1.0)).await;
-    // head_message_timestamp counts the oldest unacknowledged message (sources.md §3.3).
+    // head_message_timestamp counts the oldest unacknowledged message (docs/reference/sources.md §3.3).
     let (_, body) = a
         .wait_for("age", None, STATS, |status, _| status == 200)
         .await;

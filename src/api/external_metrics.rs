@@ -1,5 +1,5 @@
 //! The Kubernetes external metrics API (`external.metrics.k8s.io/v1beta1`): discovery documents
-//! and metric values, read from the store only (external-metrics-api.md §1).
+//! and metric values, read from the store only (docs/reference/external-metrics-api.md §1).
 //!
 //! Errors are `metav1.Status` bodies: 404 for an unknown metric or path, 400 for a bad label
 //! selector, 503 for a stale or unavailable value (the HPA then keeps its replicas).

@@ -1,7 +1,7 @@
 //! KEDA's external scaler (gRPC `externalscaler.ExternalScaler`), answered from the store.
 //!
 //! KEDA calls `GetMetricSpec`, `GetMetrics` and `IsActive` on every poll and every HPA fetch
-//! (keda.md §1.4), so all of them are in-memory lookups. `StreamIsActive` sends the current state
+//! (docs/reference/keda.md §1.4), so all of them are in-memory lookups. `StreamIsActive` sends the current state
 //! when it opens and then a message whenever activity changes, woken by the store's change signal
 //! after each poll: a job pushed into an empty queue wakes a deployment at zero within one poll
 //! interval, and any number of streams costs no polling beyond the shared poller. Every call
@@ -332,7 +332,7 @@ impl ExternalScaler for KedaScaler {
         &self,
         _request: Request<ScaledObjectRef>,
     ) -> Result<Response<SpecStream>, Status> {
-        // KEDA falls back to GetMetricSpec on UNIMPLEMENTED (keda.md §1.2); targets come from metadata.
+        // KEDA falls back to GetMetricSpec on UNIMPLEMENTED (docs/reference/keda.md §1.2); targets come from metadata.
         Err(Status::unimplemented(
             "targets come from trigger metadata; use GetMetricSpec",
         ))

@@ -93,7 +93,6 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     ))
 }
 
-/// Counts and times each request by route template (bounded), never by raw path.
 /// Refuses a metric request that the [`Guard`] does not let through.
 async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
     let peer = request
@@ -113,6 +112,7 @@ async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) ->
     }
 }
 
+/// Counts and times each request by route template (bounded), never by raw path.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let endpoint = request
         .extensions()

@@ -4,7 +4,7 @@
 //! Keys: `metricName` (required), `labelSelector` (optional, Kubernetes syntax), `targetValue`
 //! (required where a target is asked for), `activationValue` (default 0), `aggregate`
 //! (`sum` default, `max`, `mean`) for when several series match. KEDA has no activation threshold
-//! for external scalers (keda.md §1.4), so activation is ours: active means value > activationValue.
+//! for external scalers (docs/reference/keda.md §1.4), so activation is ours: active means value > activationValue.
 
 use std::collections::HashMap;
 use std::time::SystemTime;

@@ -1,10 +1,23 @@
 //! A Kubernetes API client from the `kubernetes:` block: a kubeconfig when one is named, else
 //! the in-cluster service account, else `$KUBECONFIG` / `~/.kube/config` (kube's inference).
 
+use std::path::PathBuf;
+
 use anyhow::Context as _;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde::Deserialize;
 
-use crate::config::KubernetesConfig;
+/// The `kubernetes:` block: only needed to run outside a cluster with a specific kubeconfig.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// A kubeconfig file to use instead of the in-cluster service account.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context. Default: its current context.
+    #[serde(default)]
+    pub context: Option<String>,
+}
 
 /// Builds the client. Does not contact the API server: the watches that use it do, and retry.
 ///

@@ -1,6 +1,6 @@
 //! Kubernetes `resource.Quantity` strings for metric values. No I/O here.
 //!
-//! The HPA reads `value.MilliValue()` (external-metrics-api.md §1.3), so milli precision is all
+//! The HPA reads `value.MilliValue()` (docs/reference/external-metrics-api.md §1.3), so milli precision is all
 //! that survives: whole numbers are written bare (`"92"`), anything else as milli-units (`"1500m"`).
 
 /// The largest magnitude, in milli-units, that we write: Go's `MilliValue()` is an `int64`.

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-/// A `metav1.Status` failure (external-metrics-api.md §1.4).
+/// A `metav1.Status` failure (docs/reference/external-metrics-api.md §1.4).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Status {
     kind: &'static str,

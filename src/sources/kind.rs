@@ -18,10 +18,12 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::MetricConfig;
 use super::{Source, SourceError};
-use crate::config::{ConfigError, KubernetesConfig, MetricConfig};
+use crate::k8s::client::KubernetesConfig;
 use crate::k8s::owners::Owners;
 use crate::model::Sample;
+use crate::primitives::ConfigError;
 
 /// One kind of backend (Redis, RabbitMQ, dcgm-exporter, ...).
 pub trait SourceKind: 'static {
@@ -100,6 +102,17 @@ pub trait SourceKind: 'static {
         spec: SourceSpec<'_, Self>,
         context: &mut BuildContext,
     ) -> impl Future<Output = anyhow::Result<Built>> + Send;
+}
+
+/// The top-level settings every source's spec carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Globals {
+    /// The poll timeout of sources that set none.
+    pub poll_timeout: Duration,
+    /// Time between key discoveries for pattern metrics.
+    pub discovery_interval: Duration,
+    /// How long a pattern's list or sorted-set key stays polled after it stopped existing.
+    pub pattern_key_retention: Duration,
 }
 
 /// What a source is built from.

@@ -14,14 +14,17 @@
 //!    [`kind::SourceSpec`] (name, connection, its metrics with their blocks, poll timeout).
 //!    Secrets, password files, a namespace label, Kubernetes: the trait's defaulted methods.
 //! 4. Here: `pub mod <kind>;` and one line `<kind> => Variant(<kind>::Kind),` in
-//!    [`registry::source_kinds!`] below. Every match over kinds is generated from that list, so
+//!    `registry::source_kinds!` below. Every match over kinds is generated from that list, so
 //!    nothing else needs editing, and a kind missing a method does not compile.
 //! 5. Tests beside it against the real backend (a private instance where the topology needs
 //!    one), a line in the read-only test, and its section in the README.
 
 pub mod age;
 pub mod kind;
+pub mod metric;
 pub mod registry;
+
+pub use metric::MetricConfig;
 
 // The source kinds: a folder each, declared here and listed once below.
 pub mod dcgm;

@@ -1,14 +1,11 @@
 //! What is generated from the one list of source kinds (in [`super`]): the config's
 //! [`SourceConfig`](super::SourceConfig) (`jobs: {redis: {...}}`) and
 //! [`MetricTargets`](super::MetricTargets) (`metrics[].redis`), and the dispatch from a
-//! source's config to its kind's checks and constructor ([`source_kinds!`]); and what is
-//! derived per source from the config for the poller and the store.
+//! source's config to its kind's checks and constructor (`source_kinds!`).
 
-use super::SourceConfig;
+use super::MetricConfig;
 use super::kind::SourceKind;
-use crate::config::{Config, ConfigError, MetricConfig};
-use crate::poller::Schedule;
-use crate::store::{MetricInfo, Store};
+use crate::primitives::ConfigError;
 
 /// Generates, from `key => Variant(KindType),` lines, everything that names every kind.
 macro_rules! source_kinds {
@@ -88,8 +85,8 @@ macro_rules! source_kinds {
             /// Checks the connection block of source `name`.
             ///
             /// # Errors
-            /// [`ConfigError::Invalid`]($crate::config::ConfigError::Invalid) naming the field.
-            pub fn validate(&self, name: &str, global_timeout: ::std::time::Duration) -> Result<(), $crate::config::ConfigError> {
+            /// [`ConfigError::Invalid`]($crate::primitives::ConfigError::Invalid) naming the field.
+            pub fn validate(&self, name: &str, global_timeout: ::std::time::Duration) -> Result<(), $crate::primitives::ConfigError> {
                 let at = format!("sources.{name}.{}", self.kind());
                 let timeout = self.poll_timeout(global_timeout);
                 match self {
@@ -101,8 +98,8 @@ macro_rules! source_kinds {
             /// (present if the kind needs one), and the kind's own checks pass.
             ///
             /// # Errors
-            /// [`ConfigError::Invalid`]($crate::config::ConfigError::Invalid) naming the field.
-            pub fn validate_metric(&self, m: &$crate::config::MetricConfig, at: &str) -> Result<(), $crate::config::ConfigError> {
+            /// [`ConfigError::Invalid`]($crate::primitives::ConfigError::Invalid) naming the field.
+            pub fn validate_metric(&self, m: &$crate::sources::MetricConfig, at: &str) -> Result<(), $crate::primitives::ConfigError> {
                 match self {
                     $(SourceConfig::$variant(c) => {
                         $crate::sources::registry::validate_metric_of::<$kind>(c, m, m.targets.$key.as_ref(), at)
@@ -114,7 +111,7 @@ macro_rules! source_kinds {
             ///
             /// # Errors
             /// When one cannot be read.
-            pub fn resolve_secrets(&mut self, name: &str) -> Result<(), $crate::config::ConfigError> {
+            pub fn resolve_secrets(&mut self, name: &str) -> Result<(), $crate::primitives::ConfigError> {
                 let at = format!("sources.{name}.{}", self.kind());
                 match self {
                     $(SourceConfig::$variant(c) => <$kind as $crate::sources::kind::SourceKind>::resolve_secrets(c, &at),)+
@@ -136,7 +133,7 @@ macro_rules! source_kinds {
             }
 
             /// Whether metric `m` of this source having no series is an observed empty backlog.
-            pub fn empty_means_zero(&self, m: &$crate::config::MetricConfig) -> bool {
+            pub fn empty_means_zero(&self, m: &$crate::sources::MetricConfig) -> bool {
                 match self {
                     $(SourceConfig::$variant(_) => <$kind as $crate::sources::kind::SourceKind>::empty_means_zero(m.targets.$key.as_ref()),)+
                 }
@@ -149,30 +146,23 @@ macro_rules! source_kinds {
                 }
             }
 
-            /// Builds source `name` of `config`, ready to poll.
+            /// Builds this source, named `name`, with its metrics out of `metrics` and the
+            /// top-level settings `globals`, ready to poll.
             ///
             /// # Errors
             /// When its settings cannot be used; the message names the source.
             pub async fn build(
                 &self,
-                config: &$crate::config::Config,
                 name: &str,
+                metrics: &[$crate::sources::MetricConfig],
+                globals: $crate::sources::kind::Globals,
                 context: &mut $crate::sources::kind::BuildContext,
             ) -> ::anyhow::Result<$crate::sources::kind::Built> {
                 use ::anyhow::Context as _;
                 let built = match self {
-                    $(SourceConfig::$variant(c) => {
-                        let spec = $crate::sources::kind::SourceSpec::<$kind> {
-                            name,
-                            connection: c,
-                            metrics: config
-                                .metrics_of(name)
-                                .map(|m| (m, m.targets.$key.as_ref()))
-                                .collect(),
-                            poll_timeout: self.poll_timeout(config.poll_timeout.0),
-                            discovery_interval: config.discovery_interval.0,
-                            pattern_key_retention: config.pattern_key_retention.0,
-                        };
+                    $(SourceConfig::$variant(_) => {
+                        let spec = spec_of::<$kind>(name, self, metrics, globals)
+                            .expect("the variant is of this kind");
                         <$kind as $crate::sources::kind::SourceKind>::build(spec, context).await
                     })+
                 };
@@ -180,20 +170,21 @@ macro_rules! source_kinds {
             }
         }
 
-        /// The spec of source `name` in `config` as kind `K`: its connection, its metrics with
-        /// their `K` blocks and its settings; `None` if there is no such source of that kind.
-        /// (Benchmarks and tests build a kind's concrete source type from it.)
+        /// The spec of `source`, named `name`, as kind `K`: its connection, its metrics out of
+        /// `metrics` with their `K` blocks, and its settings; `None` if it is of another kind.
         pub fn spec_of<'a, K: $crate::sources::kind::SourceKind>(
-            config: &'a $crate::config::Config,
             name: &'a str,
+            source: &'a SourceConfig,
+            metrics: &'a [$crate::sources::MetricConfig],
+            globals: $crate::sources::kind::Globals,
         ) -> Option<$crate::sources::kind::SourceSpec<'a, K>> {
             use std::any::Any;
-            let source = config.sources.get(name)?;
             let connection: &K::Connection = match source {
                 $(SourceConfig::$variant(c) => (c as &dyn Any).downcast_ref()?,)+
             };
-            let metrics = config
-                .metrics_of(name)
+            let metrics = metrics
+                .iter()
+                .filter(|m| m.source == name)
                 .map(|m| {
                     let target = match source {
                         $(SourceConfig::$variant(_) => m
@@ -209,9 +200,9 @@ macro_rules! source_kinds {
                 name,
                 connection,
                 metrics,
-                poll_timeout: source.poll_timeout(config.poll_timeout.0),
-                discovery_interval: config.discovery_interval.0,
-                pattern_key_retention: config.pattern_key_retention.0,
+                poll_timeout: source.poll_timeout(globals.poll_timeout),
+                discovery_interval: globals.discovery_interval,
+                pattern_key_retention: globals.pattern_key_retention,
             })
         }
 
@@ -256,42 +247,6 @@ macro_rules! source_kinds {
 }
 
 pub(crate) use source_kinds;
-
-/// Builds the store for `config`'s metrics.
-pub fn store_for(config: &Config) -> Store {
-    Store::new(metric_infos(config), config.max_staleness.0)
-}
-
-/// What the store and the API surfaces know of each configured metric.
-pub fn metric_infos(config: &Config) -> Vec<MetricInfo> {
-    config
-        .metrics
-        .iter()
-        .map(|m| MetricInfo {
-            name: m.name.clone(),
-            source: m.source.clone(),
-            description: m.description.clone(),
-            namespaces: m.namespaces.clone(),
-            namespace_label: config
-                .sources
-                .get(&m.source)
-                .and_then(SourceConfig::namespace_label),
-            empty_means_zero: config
-                .sources
-                .get(&m.source)
-                .is_some_and(|s| s.empty_means_zero(m)),
-        })
-        .collect()
-}
-
-/// The schedule of source `name`.
-pub fn schedule_of(config: &Config, source: &SourceConfig) -> Schedule {
-    Schedule {
-        interval: source.poll_interval(config.poll_interval.0),
-        timeout: source.poll_timeout(config.poll_timeout.0),
-        max_backoff: config.max_backoff.0,
-    }
-}
 
 /// The checks every kind shares around its own: a needed block is there, no other kind's is.
 pub(crate) fn validate_metric_of<K: SourceKind>(

@@ -9,9 +9,10 @@ use serde::Deserialize;
 
 use super::aggregate::WorkloadAggregate;
 use super::gpus::Alias;
-use crate::config::{ConfigError, HumanDuration, Measure};
 use crate::k8s::selector::validate_key;
-use crate::sources::redis::config::redact_url;
+use crate::model::Measure;
+use crate::primitives::redact_url;
+use crate::primitives::{ConfigError, HumanDuration};
 
 /// Series label: the workload's namespace. A request sees only its own namespace's series.
 pub const NAMESPACE_LABEL: &str = "namespace";

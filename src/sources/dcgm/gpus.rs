@@ -36,7 +36,7 @@ pub struct Alias {
 }
 
 /// The built-in table: dcgm-exporter ≤ 4.8 names and the DCGM 4.6+/exporter 4.9 renames
-/// (sources.md §1.1), with ratios scaled to percent.
+/// (docs/reference/sources.md §1.1), with ratios scaled to percent.
 pub fn builtin_aliases() -> Vec<Alias> {
     let a = |metric: &str, field, scale| Alias {
         metric: metric.into(),

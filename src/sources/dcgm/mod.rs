@@ -32,11 +32,13 @@ use self::gpus::{Alias, GpuReading, PodRef};
 use self::scrape::{Fetch, scrape_all};
 use super::kind::{BuildContext, Built, SourceKind, SourceSpec};
 use super::{Source, SourceError};
-use crate::config::{ConfigError, Measure, MetricConfig};
 use crate::k8s::endpoint_slices::ServiceEndpoints;
 use crate::k8s::owners::{Owners, Workload};
+use crate::model::Measure;
 use crate::model::{Labels, Sample, SeriesError};
-use crate::sources::redis::config::redact_url;
+use crate::primitives::ConfigError;
+use crate::primitives::redact_url;
+use crate::sources::MetricConfig;
 
 /// Where the exporters are.
 pub enum Endpoints {

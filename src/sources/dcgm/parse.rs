@@ -1,6 +1,6 @@
 //! A lenient reader of the Prometheus text format as dcgm-exporter writes it.
 //!
-//! dcgm-exporter renders its body with a Go template, not a Prometheus client (sources.md §1.1):
+//! dcgm-exporter renders its body with a Go template, not a Prometheus client (docs/reference/sources.md §1.1):
 //! families come in any order, `# HELP`/`# TYPE` may be missing, label values are not escaped, there
 //! are no timestamps. So this reader takes each sample line on its own, accepts unescaped quotes
 //! where the line still parses unambiguously, and counts and skips what it cannot read, keeping

@@ -27,7 +27,7 @@ pub struct EndpointScrape {
 pub struct Fetch {
     /// Time allowed for the whole request.
     pub timeout: Duration,
-    /// Largest body read ([`crate::sources::read_body`]).
+    /// Largest body read (`crate::sources::read_body`).
     pub max_bytes: usize,
 }
 

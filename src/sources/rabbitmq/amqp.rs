@@ -12,7 +12,7 @@ use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties};
 
-use crate::config::Secret;
+use crate::primitives::Secret;
 
 /// What a passive declare reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

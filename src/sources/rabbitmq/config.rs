@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, HumanDuration, Measure, Secret};
-use crate::sources::redis::config::redact_url;
+use crate::model::Measure;
+use crate::primitives::redact_url;
+use crate::primitives::{ConfigError, HumanDuration, Secret};
 
 /// Drain time served for a backlog that nothing acknowledges: one day (see README).
 pub const DEFAULT_MAX_DRAIN_SECONDS: f64 = 86_400.0;

@@ -7,8 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::config::HeadTimestampUnit;
-use crate::config::{Measure, Secret};
+use crate::model::Measure;
 use crate::model::SeriesError;
+use crate::primitives::Secret;
 
 /// Queues asked for per page: the API's maximum, so 1,000 queues take two calls.
 pub const PAGE_SIZE: u32 = 500;
@@ -149,7 +150,7 @@ pub enum ListError {
 /// A management API client for one broker.
 pub struct Management {
     http: reqwest::Client,
-    /// Largest answer read ([`crate::sources::read_body`]).
+    /// Largest answer read (`crate::sources::read_body`).
     max_bytes: usize,
     base: String,
     username: String,

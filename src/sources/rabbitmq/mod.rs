@@ -7,7 +7,7 @@
 //! message rates at all (without them every rate is an error, not 0); through AMQP it is a passive
 //! `queue.declare` per queue. Neither consumes, gets, acknowledges or requeues anything:
 //! `basic.get` + requeue would set `redelivered`, reorder quorum queues and count toward
-//! delivery limits (sources.md §3.4).
+//! delivery limits (docs/reference/sources.md §3.4).
 
 pub mod amqp;
 pub mod config;
@@ -24,8 +24,10 @@ use self::config::{RabbitMqSourceConfig, RabbitMqTarget, ReadVia};
 use self::management::{ListError, Management, QueueInfo, Reading};
 use super::kind::{BuildContext, Built, SourceKind, SourceSpec};
 use super::{Source, SourceError};
-use crate::config::{ConfigError, Measure, MetricConfig};
+use crate::model::Measure;
 use crate::model::{Labels, Sample, SeriesError};
+use crate::primitives::ConfigError;
+use crate::sources::MetricConfig;
 
 /// Label naming the queue of a series.
 pub const QUEUE_LABEL: &str = "queue";

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, HumanDuration, Measure, Secret};
 use crate::k8s::selector::validate_key;
+use crate::model::Measure;
+use crate::primitives::{ConfigError, HumanDuration, Secret};
 
 /// The label a pattern series carries with the part of the key its wildcards matched.
 pub const DEFAULT_KEY_LABEL: &str = "queue";
@@ -106,28 +107,7 @@ impl RedisSourceConfig {
     }
 }
 
-/// Replaces the password in a URL's user-info with `***`, so URLs can be logged.
-///
-/// The user-info ends at the **last** `@` of the URL, not at the first `/`: a password with an
-/// unescaped `/`, `?` or `#` (invalid in a URL, but typed that way) must not end the search
-/// early and be printed whole. Only the user name before the first `:` is kept, and only when
-/// it holds no path characters; an `@` in a path or query over-redacts, which is harmless.
-pub fn redact_url(url: &str) -> String {
-    let (prefix, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => (format!("{scheme}://"), rest),
-        None => (String::new(), url),
-    };
-    let Some(at) = rest.rfind('@') else {
-        return url.to_string();
-    };
-    let user = rest[..at].split(':').next().unwrap_or("");
-    let user = if user.contains(['/', '?', '#']) {
-        ""
-    } else {
-        user
-    };
-    format!("{prefix}{user}:***@{}", &rest[at + 1..])
-}
+pub use crate::primitives::redact_url;
 
 /// Which Redis type a metric reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]

@@ -30,8 +30,10 @@ use self::config::{KEY_LABEL_FULL, KeyType, RedisSourceConfig, RedisTarget, reda
 use self::reads::{Batch, Pending, Planned, SeriesRead};
 use super::kind::{BuildContext, Built, SourceKind, SourceSpec};
 use super::{Source, SourceError};
-use crate::config::{ConfigError, Measure, MetricConfig};
+use crate::model::Measure;
 use crate::model::{Labels, Sample};
+use crate::primitives::ConfigError;
+use crate::sources::MetricConfig;
 
 /// Keys `SCAN` asks for per call: large enough that a big keyspace takes few round trips,
 /// small enough that one call never blocks the server noticeably.

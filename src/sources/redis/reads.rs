@@ -13,7 +13,7 @@ use redis::Value;
 use super::config::{KeyType, ListEnd, RedisTarget, ScoreUnit, TimestampSpec};
 use super::reply;
 use super::timestamp;
-use crate::config::Measure;
+use crate::model::Measure;
 use crate::model::SeriesError;
 
 /// kombu's separator between a queue name and its priority step (`kombu/transport/redis.py`).
