@@ -13,14 +13,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::keda::KedaScaler;
+pub use crate::api::keda::server::GrpcTls;
 use crate::api::{self, AppState, Routes, health::Health};
 use crate::config::{Config, SourceConfig};
 use crate::poller::{Heartbeats, Pollers};
 use crate::reload::store_for;
 use crate::reload::{Live, SourceSet, spawn_watch};
 use crate::security::keda_clients::KedaClients;
-use crate::security::serving::{CertSource, ServingTls, Use};
 use crate::security::setup::{ApiTls, AuthSettings, secure};
 use crate::sources::kind::BuildContext;
 use crate::store::Store;
@@ -76,65 +75,9 @@ impl Settings {
             config_path: None,
             config_reload_interval: Duration::from_secs(10),
             limits: crate::api::listener::Limits::default(),
-            grpc_max_streams: crate::api::keda::DEFAULT_MAX_STREAMS,
+            grpc_max_streams: crate::api::keda::scaler::DEFAULT_MAX_STREAMS,
             metrics_show_values: false,
         }
-    }
-}
-
-/// TLS for the KEDA gRPC server: a serving certificate, and optionally a CA that client
-/// certificates must chain to (mutual TLS, KEDA's `tlsClientCert`/`tlsClientKey`). The files
-/// are re-read every `reload_every` and used for new connections when they change.
-#[derive(Debug, Clone)]
-pub struct GrpcTls {
-    /// PEM certificate chain file.
-    pub cert: PathBuf,
-    /// PEM private key file.
-    pub key: PathBuf,
-    /// PEM CA file for client certificates, which every client must then present; `None`
-    /// accepts clients without one.
-    pub client_ca: Option<PathBuf>,
-    /// How often the three files are checked for changes.
-    pub reload_every: Duration,
-}
-
-impl GrpcTls {
-    /// The files of `cert`/`key`, optionally checking clients against `client_ca`, re-read
-    /// every minute.
-    pub fn new(cert: PathBuf, key: PathBuf, client_ca: Option<PathBuf>) -> Self {
-        GrpcTls {
-            cert,
-            key,
-            client_ca,
-            reload_every: Duration::from_secs(60),
-        }
-    }
-
-    fn serving(
-        &self,
-        token: &CancellationToken,
-        tracker: &TaskTracker,
-    ) -> anyhow::Result<Arc<ServingTls>> {
-        let ca = match &self.client_ca {
-            Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
-            None => None,
-        };
-        let source = CertSource::Files {
-            cert: self.cert.clone(),
-            key: self.key.clone(),
-        };
-        let tls = Arc::new(ServingTls::for_use(&source, ca.as_deref(), Use::Grpc)?);
-        tls.spawn_reload(
-            self.cert.clone(),
-            self.key.clone(),
-            self.reload_every,
-            token.clone(),
-            tracker,
-        );
-        if let Some(ca) = &self.client_ca {
-            tls.spawn_client_ca_reload(ca.clone(), self.reload_every, token.clone(), tracker);
-        }
-        Ok(tls)
     }
 }
 
@@ -290,62 +233,28 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
     };
     let grpc_addr = match settings.grpc_listen {
         Some(addr) => {
-            let listener = TcpListener::bind(addr).await.with_context(|| {
-                format!("binding the KEDA gRPC address {addr} (--grpc-listen, or `off`)")
-            })?;
-            let bound = listener.local_addr()?;
-            let mutual = settings
-                .grpc_tls
-                .as_ref()
-                .is_some_and(|t| t.client_ca.is_some());
-            if keda_clients.load().restricted() && !mutual {
-                token.cancel();
-                anyhow::bail!(
-                    "the config's keda_clients names clients by their certificates, so the gRPC \
-                     server needs mutual TLS: --grpc-tls-cert, --grpc-tls-key and --grpc-client-ca"
-                );
-            }
-            if !mutual && !bound.ip().is_loopback() {
-                tracing::warn!(%bound, "the KEDA gRPC scaler accepts any caller, which can read every namespace: \
-                    serve it with mutual TLS (--grpc-tls-cert, --grpc-tls-key, --grpc-client-ca) as deploy/base does");
-            }
-            let tls = match &settings.grpc_tls {
-                Some(t) => match t.serving(&token, &tracker) {
-                    Ok(tls) => Some(tls),
-                    Err(e) => {
-                        token.cancel();
-                        return Err(e.context("gRPC TLS"));
-                    }
-                },
-                None => None,
+            let grpc = crate::api::keda::server::Grpc {
+                addr,
+                tls: settings.grpc_tls.clone(),
+                max_streams: settings.grpc_max_streams,
+                limits: settings.limits,
             };
-            let service = KedaScaler::new(store.clone(), token.clone(), telemetry.clone())
-                .with_max_streams(settings.grpc_max_streams)
-                .with_clients(keda_clients.clone())
-                .into_service();
-            // Pings find KEDA pods that vanished without closing their streams (their permits
-            // come back), at the HTTP listeners' idle and header timeouts.
-            let mut builder = tonic::transport::Server::builder()
-                .http2_keepalive_interval(Some(settings.limits.idle_timeout / 3))
-                .http2_keepalive_timeout(Some(settings.limits.header_read_timeout));
-            let incoming = crate::api::grpc_incoming::incoming(
-                listener,
-                tls,
-                settings.limits,
-                token.clone(),
-                &tracker,
-            );
-            let stop = token.clone();
-            tracker.spawn(async move {
-                let served = builder
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, stop.cancelled())
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "gRPC server stopped with an error");
+            match grpc
+                .start(
+                    store.clone(),
+                    telemetry.clone(),
+                    keda_clients,
+                    &token,
+                    &tracker,
+                )
+                .await
+            {
+                Ok(bound) => Some(bound),
+                Err(e) => {
+                    token.cancel();
+                    return Err(e);
                 }
-            });
-            Some(bound)
+            }
         }
         None => None,
     };

@@ -99,6 +99,13 @@ pub trait MetricsProvider: Send + Sync + 'static {
     /// poll succeeded within `max_staleness`), the time of that poll; otherwise `None`, and
     /// no series means nothing to report.
     fn observed_empty(&self, namespace: &str, metric: &str, now: SystemTime) -> Option<SystemTime>;
+
+    /// Whether `metric` is served in `namespace` at all (whatever its values now).
+    fn serves(&self, namespace: &str, metric: &str) -> bool;
+
+    /// A receiver that changes after every recorded poll: what push surfaces (KEDA's
+    /// `StreamIsActive`) wait on instead of polling.
+    fn changes(&self) -> watch::Receiver<u64>;
 }
 
 /// One series as stored.
@@ -425,6 +432,14 @@ impl Layout {
 }
 
 impl MetricsProvider for Store {
+    fn serves(&self, namespace: &str, metric: &str) -> bool {
+        Store::serves(self, namespace, metric)
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.subscribe()
+    }
+
     fn observed_empty(&self, namespace: &str, metric: &str, now: SystemTime) -> Option<SystemTime> {
         let layout = self.layout.load();
         let slot = layout.slot(namespace, metric)?;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
-use queue_metrics_adapter::api::trigger::Trigger;
+use queue_metrics_adapter::api::keda::trigger::Trigger;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

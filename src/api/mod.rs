@@ -5,12 +5,9 @@
 //! every listener keeps, until shutdown, letting in-flight requests finish.
 
 pub mod external_metrics;
-pub mod grpc_incoming;
 pub mod health;
 pub mod keda;
 pub mod listener;
-pub mod metrics_api;
-pub mod trigger;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -60,7 +57,7 @@ pub enum Routes {
 pub fn router(state: AppState, routes: Routes) -> Router {
     // Only the metric routes are guarded: probes and /metrics need no identity. Without a guard
     // (`--disable-auth`) no layer is added at all, rather than one that lets everything by.
-    let mut api = external_metrics::routes().merge(metrics_api::routes());
+    let mut api = external_metrics::routes().merge(keda::metrics_api::routes());
     if let Some(g) = &state.guard {
         api = api.route_layer(middleware::from_fn_with_state(g.clone(), guard));
     }

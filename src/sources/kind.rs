@@ -21,9 +21,9 @@ use tokio_util::task::TaskTracker;
 use super::MetricConfig;
 use super::{Source, SourceError};
 use crate::k8s::client::KubernetesConfig;
-use crate::k8s::owners::Owners;
 use crate::model::Sample;
 use crate::primitives::ConfigError;
+use crate::sources::kubernetes::owners::Owners;
 
 /// One kind of backend (Redis, RabbitMQ, dcgm-exporter, ...).
 pub trait SourceKind: 'static {

@@ -21,6 +21,7 @@
 
 pub mod age;
 pub mod kind;
+pub mod kubernetes;
 pub mod metric;
 pub mod registry;
 
@@ -33,7 +34,7 @@ pub mod redis;
 
 registry::source_kinds! {
     redis => Redis(redis::Redis),
-    rabbitmq => Rabbitmq(rabbitmq::RabbitMq),
+    rabbitmq => RabbitMq(rabbitmq::RabbitMq),
     dcgm => Dcgm(dcgm::Dcgm),
 }
 

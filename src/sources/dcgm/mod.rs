@@ -2,9 +2,9 @@
 //!
 //! One poll scrapes every exporter endpoint concurrently ([`scrape`]), reads each payload
 //! leniently ([`parse`]) into per-GPU readings attributed to pods ([`gpus`]), resolves pods to
-//! their workloads through the Kubernetes owner cache ([`crate::k8s::owners`]) and combines them
+//! their workloads through the Kubernetes owner cache ([`crate::sources::kubernetes::owners`]) and combines them
 //! per pod, then per workload ([`aggregate`]). Endpoints come from the config or from a
-//! Service's EndpointSlices ([`crate::k8s::endpoint_slices`]); or a Prometheus that scrapes
+//! Service's EndpointSlices ([`crate::sources::kubernetes::endpoint_slices`]); or a Prometheus that scrapes
 //! the exporters answers one query instead ([`prometheus`]), each of its targets an endpoint.
 //!
 //! Unknown is never 0: an endpoint that fails keeps the pods it reported last as unknown
@@ -32,13 +32,13 @@ use self::gpus::{Alias, GpuReading, PodRef};
 use self::scrape::{Fetch, scrape_all};
 use super::kind::{BuildContext, Built, SourceKind, SourceSpec};
 use super::{Source, SourceError};
-use crate::k8s::endpoint_slices::ServiceEndpoints;
-use crate::k8s::owners::{Owners, Workload};
 use crate::model::Measure;
 use crate::model::{Labels, Sample, SeriesError};
 use crate::primitives::ConfigError;
 use crate::primitives::redact_url;
 use crate::sources::MetricConfig;
+use crate::sources::kubernetes::endpoint_slices::ServiceEndpoints;
+use crate::sources::kubernetes::owners::{Owners, Workload};
 
 /// Where the exporters are.
 pub enum Endpoints {

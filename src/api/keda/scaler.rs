@@ -21,10 +21,10 @@ use tonic::{Request, Response, Status};
 
 use arc_swap::ArcSwap;
 
-use super::grpc_incoming::GrpcPeer;
+use super::incoming::GrpcPeer;
 use super::trigger::{Trigger, TriggerLookupError};
 use crate::security::keda_clients::KedaClients;
-use crate::store::{LookupError, MetricsProvider, Store};
+use crate::store::{LookupError, MetricsProvider};
 use crate::telemetry::AdapterMetrics;
 
 /// Code generated from `proto/externalscaler.proto`.
@@ -49,7 +49,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// The external scaler service.
 #[derive(Clone)]
 pub struct KedaScaler {
-    store: Arc<Store>,
+    provider: Arc<dyn MetricsProvider>,
     shutdown: CancellationToken,
     telemetry: AdapterMetrics,
     /// One permit per open `StreamIsActive` stream.
@@ -60,11 +60,16 @@ pub struct KedaScaler {
 }
 
 impl KedaScaler {
-    /// A scaler over `store`, counting calls in `telemetry`; open streams end when `shutdown`
+    /// A scaler reading `provider` (the store's read side, as every surface), counting calls in
+    /// `telemetry`; open streams end when `shutdown`
     /// is cancelled. At most [`DEFAULT_MAX_STREAMS`] streams are open at once.
-    pub fn new(store: Arc<Store>, shutdown: CancellationToken, telemetry: AdapterMetrics) -> Self {
+    pub fn new(
+        provider: Arc<dyn MetricsProvider>,
+        shutdown: CancellationToken,
+        telemetry: AdapterMetrics,
+    ) -> Self {
         KedaScaler {
-            store,
+            provider,
             shutdown,
             telemetry,
             streams: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_STREAMS)),
@@ -120,7 +125,7 @@ impl KedaScaler {
         self.authorize(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let trigger = trigger_of(&r, true)?;
-        if !self.store.serves(&r.namespace, &trigger.metric) {
+        if !self.provider.serves(&r.namespace, &trigger.metric) {
             return Err(Status::not_found(format!(
                 "no metric {} is served in namespace {}",
                 trigger.metric, r.namespace
@@ -185,11 +190,7 @@ impl KedaScaler {
 
     fn value(&self, trigger: &Trigger, namespace: &str) -> Result<f64, Status> {
         trigger
-            .value(
-                self.store.as_ref() as &dyn MetricsProvider,
-                namespace,
-                SystemTime::now(),
-            )
+            .value(self.provider.as_ref(), namespace, SystemTime::now())
             .map_err(|e| lookup_status(&e))
     }
 }
@@ -253,7 +254,7 @@ impl ExternalScaler for KedaScaler {
         let allowed = self.authorize(&request, &request.get_ref().namespace);
         let r = request.into_inner();
         let checked = allowed.and_then(|()| trigger_of(&r, false)).and_then(|t| {
-            if self.store.serves(&r.namespace, &t.metric) {
+            if self.provider.serves(&r.namespace, &t.metric) {
                 Ok(t)
             } else {
                 Err(Status::not_found(format!(
@@ -273,9 +274,9 @@ impl ExternalScaler for KedaScaler {
         });
         let (trigger, permit) = self.counted("StreamIsActive", permitted)?;
         let (tx, rx) = mpsc::channel(4);
-        let store = self.store.clone();
+        let provider = self.provider.clone();
         let shutdown = self.shutdown.clone();
-        let mut changes = store.subscribe();
+        let mut changes = provider.changes();
         let open = OpenStream::new(self.telemetry.grpc_streams.clone());
         tokio::spawn(async move {
             // Held while the stream is open.
@@ -284,11 +285,7 @@ impl ExternalScaler for KedaScaler {
             let mut last: Option<bool> = None;
             loop {
                 // Failures send nothing: KEDA keeps its state rather than act on a guess.
-                let now = trigger.value(
-                    store.as_ref() as &dyn MetricsProvider,
-                    &r.namespace,
-                    SystemTime::now(),
-                );
+                let now = trigger.value(provider.as_ref(), &r.namespace, SystemTime::now());
                 if let Ok(value) = now {
                     let active = trigger.is_active(value);
                     if last != Some(active) {

@@ -16,11 +16,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use super::AppState;
-use super::external_metrics::{
+use super::trigger::{Trigger, TriggerLookupError};
+use crate::api::AppState;
+use crate::api::external_metrics::{
     NamespacedRequest, lookup_status, namespaced_request, rfc3339_seconds, status_response,
 };
-use super::trigger::{Trigger, TriggerLookupError};
 use crate::k8s::status::Status;
 
 /// The route.

@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::listener::Limits;
+use crate::api::listener::Limits;
 use crate::security::keda_clients::ClientNames;
 use crate::security::serving::ServingTls;
 
