@@ -125,6 +125,16 @@ pub(crate) fn http_error_text(e: &reqwest::Error) -> String {
     format!("{kind}: {text}")
 }
 
+/// Reads a source's `ca_file` (PEM), with the error every kind gives for one it cannot read.
+///
+/// # Errors
+/// [`SourceError::Config`] naming the file.
+pub(crate) fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, SourceError> {
+    std::fs::read(path).map_err(|e| SourceError::Config {
+        message: format!("ca_file {}: {e}", path.display()),
+    })
+}
+
 /// Default limit on one HTTP answer from an upstream (a dcgm-exporter scrape, a Prometheus
 /// query, a page of RabbitMQ's queue listing): 32 MiB, far above any real one.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;

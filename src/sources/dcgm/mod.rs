@@ -218,8 +218,7 @@ impl DcgmSource {
             .user_agent(concat!("queue-metrics-adapter/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(1);
         if let Some(path) = &conn.ca_file {
-            let pem =
-                std::fs::read(path).map_err(|e| bad(format!("ca_file {}: {e}", path.display())))?;
+            let pem = super::read_ca_file(path)?;
             let cert = reqwest::Certificate::from_pem(&pem)
                 .map_err(|e| bad(format!("ca_file {}: {e}", path.display())))?;
             builder = builder.add_root_certificate(cert);

@@ -133,9 +133,7 @@ impl RabbitMqSource {
         let (name, conn) = (spec.name, spec.connection);
         let bad = |message: String| SourceError::Config { message };
         let ca = match &conn.ca_file {
-            Some(path) => Some(
-                std::fs::read(path).map_err(|e| bad(format!("ca_file {}: {e}", path.display())))?,
-            ),
+            Some(path) => Some(super::read_ca_file(path)?),
             None => None,
         };
         let timeout = spec.poll_timeout;

@@ -505,8 +505,7 @@ fn client(conn: &RedisSourceConfig) -> Result<(Client, i64), SourceError> {
             Client::open(info).map_err(|e| bad(format!("redis url {}: {e}", redact_url(&conn.url))))
         }
         Some(ca) => {
-            let root_cert =
-                std::fs::read(ca).map_err(|e| bad(format!("ca_file {}: {e}", ca.display())))?;
+            let root_cert = super::read_ca_file(ca)?;
             Client::build_with_tls(
                 info,
                 redis::TlsCertificates {
