@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
-use super::external_metrics::status_response;
+use super::http::status_response;
 use crate::k8s::status::Status;
 use crate::security::serving::{PeerCertificate, ServingTls, peer_of};
 

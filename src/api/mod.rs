@@ -6,6 +6,7 @@
 
 pub mod external_metrics;
 pub mod health;
+pub mod http;
 pub mod keda;
 pub mod listener;
 
@@ -73,14 +74,14 @@ pub fn router(state: AppState, routes: Routes) -> Router {
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
-    external_metrics::status_response(Status::not_found(format!(
+    http::status_response(Status::not_found(format!(
         "the server could not find the requested resource {}",
         uri.path()
     )))
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
-    external_metrics::status_response(Status::failure(
+    http::status_response(Status::failure(
         405,
         "MethodNotAllowed",
         format!(
@@ -104,7 +105,7 @@ async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) ->
         Ok(_) => next.run(request).await,
         Err(refusal) => {
             tracing::debug!(path = %request.uri().path(), ?refusal, "refused");
-            external_metrics::status_response(refusal.status())
+            http::status_response(refusal.status())
         }
     }
 }

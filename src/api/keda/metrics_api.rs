@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::trigger::{Trigger, TriggerLookupError};
 use crate::api::AppState;
-use crate::api::external_metrics::{
+use crate::api::http::{
     NamespacedRequest, lookup_status, namespaced_request, rfc3339_seconds, status_response,
 };
 use crate::k8s::status::Status;
