@@ -33,7 +33,7 @@ fn bench(c: &mut Criterion) {
         let service = KedaScaler::new(
             store,
             CancellationToken::new(),
-            queue_metrics_adapter::telemetry::AdapterMetrics::new(),
+            queue_metrics_adapter::telemetry::Telemetry::new(),
         )
         .into_service();
         tokio::spawn(async move {

@@ -16,14 +16,14 @@ use tokio_util::task::TaskTracker;
 pub use crate::api::keda::server::GrpcTls;
 use crate::api::{self, AppState, Routes, health::Health};
 use crate::config::{Config, SourceConfig};
-use crate::poller::{Heartbeats, Pollers};
+use crate::poller::{Heartbeats, PollContext};
 use crate::reload::store_for;
 use crate::reload::{Live, SourceSet, spawn_watch};
 use crate::security::keda_clients::KedaClients;
 use crate::security::setup::{ApiTls, AuthSettings, secure};
 use crate::sources::kind::BuildContext;
 use crate::store::Store;
-use crate::telemetry::AdapterMetrics;
+use crate::telemetry::Telemetry;
 
 /// Where to listen and how to stop.
 #[derive(Debug, Clone)]
@@ -103,7 +103,7 @@ pub struct Running {
 /// When a listener cannot be bound or a source cannot be built from its config.
 pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running> {
     let store = Arc::new(store_for(&config));
-    let telemetry = AdapterMetrics::new().with_values(settings.metrics_show_values);
+    let telemetry = Telemetry::new().with_values(settings.metrics_show_values);
     let heartbeats = Arc::new(Heartbeats::default());
     let health = Arc::new(Health::default());
     let token = CancellationToken::new();
@@ -122,9 +122,9 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
         None => None,
     };
 
-    let pollers = Pollers {
+    let pollers = PollContext {
         store: store.clone(),
-        metrics: telemetry.clone(),
+        telemetry: telemetry.clone(),
         heartbeats: heartbeats.clone(),
         token: token.clone(),
         tracker: tracker.clone(),

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::sources::{Source, SourceError};
 use crate::store::Store;
-use crate::telemetry::AdapterMetrics;
+use crate::telemetry::Telemetry;
 
 /// How one source is scheduled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,11 +87,11 @@ impl Heartbeats {
 
 /// What every poll loop shares: where to record, what to report to, and how to stop.
 #[derive(Clone)]
-pub struct Pollers {
+pub struct PollContext {
     /// Where outcomes go.
     pub store: Arc<Store>,
     /// Poll telemetry.
-    pub metrics: AdapterMetrics,
+    pub telemetry: Telemetry,
     /// Liveness heartbeats.
     pub heartbeats: Arc<Heartbeats>,
     /// Cancelled at shutdown.
@@ -100,12 +100,12 @@ pub struct Pollers {
     pub tracker: TaskTracker,
 }
 
-impl Pollers {
+impl PollContext {
     /// Starts the poll loop of `source`; it stops when the token is cancelled.
     pub fn spawn<S: Source>(&self, source: S, schedule: Schedule) -> PollerHandle {
-        let Pollers {
+        let PollContext {
             store,
-            metrics,
+            telemetry: metrics,
             heartbeats,
             token,
             tracker,
@@ -143,7 +143,7 @@ async fn run<S: Source>(
     mut source: S,
     schedule: Schedule,
     store: Arc<Store>,
-    metrics: AdapterMetrics,
+    metrics: Telemetry,
     heartbeats: Arc<Heartbeats>,
     token: CancellationToken,
 ) {

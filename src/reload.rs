@@ -22,11 +22,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, MetricConfig, SourceConfig};
 use crate::file_watch::FileWatch;
-use crate::poller::{PollerHandle, Pollers, Schedule};
+use crate::poller::{PollContext, PollerHandle, Schedule};
 use crate::security::keda_clients::KedaClients;
 use crate::sources::kind::BuildContext;
 use crate::store::{MetricInfo, Store};
-use crate::telemetry::AdapterMetrics;
+use crate::telemetry::Telemetry;
 
 /// Builds the store for `config`'s metrics.
 pub fn store_for(config: &Config) -> Store {
@@ -88,7 +88,7 @@ impl Fingerprint {
 
 /// The running poll loops, by source name.
 pub struct SourceSet {
-    pollers: Pollers,
+    pollers: PollContext,
     builder: BuildContext,
     running: HashMap<String, (Fingerprint, PollerHandle)>,
 }
@@ -106,7 +106,7 @@ pub struct Applied {
 
 impl SourceSet {
     /// An empty set, building its sources with `builder`.
-    pub fn new(pollers: Pollers, builder: BuildContext) -> Self {
+    pub fn new(pollers: PollContext, builder: BuildContext) -> Self {
         SourceSet {
             pollers,
             builder,
@@ -216,7 +216,7 @@ pub fn spawn_watch(
     every: Duration,
     mut current: Config,
     live: Live,
-    telemetry: AdapterMetrics,
+    telemetry: Telemetry,
     token: CancellationToken,
     tracker: &TaskTracker,
 ) {

@@ -43,7 +43,7 @@ pub fn init_logging(format: LogFormat) {
 
 /// The adapter's own metrics, registered in one registry.
 #[derive(Clone)]
-pub struct AdapterMetrics {
+pub struct Telemetry {
     registry: Registry,
     /// Duration of each poll, by source.
     pub poll_duration: HistogramVec,
@@ -67,7 +67,7 @@ pub struct AdapterMetrics {
     serve_values: bool,
 }
 
-impl AdapterMetrics {
+impl Telemetry {
     /// Creates and registers every family.
     ///
     /// # Panics
@@ -154,7 +154,7 @@ impl AdapterMetrics {
         ] {
             registry.register(c).expect("registered once");
         }
-        AdapterMetrics {
+        Telemetry {
             registry,
             poll_duration,
             poll_errors,
@@ -186,7 +186,7 @@ impl AdapterMetrics {
     }
 }
 
-impl Default for AdapterMetrics {
+impl Default for Telemetry {
     fn default() -> Self {
         Self::new()
     }

@@ -12,7 +12,7 @@ use queue_metrics_adapter::model::{Labels, Sample};
 use queue_metrics_adapter::poller::Heartbeats;
 use queue_metrics_adapter::security::Guard;
 use queue_metrics_adapter::store::{MetricInfo, Store};
-use queue_metrics_adapter::telemetry::AdapterMetrics;
+use queue_metrics_adapter::telemetry::Telemetry;
 
 /// A sample of `metric` with `labels` and `value`.
 pub fn sample(metric: &str, labels: &[(&str, &str)], value: f64) -> Sample {
@@ -54,7 +54,7 @@ pub fn app_state(store: Arc<Store>, guard: Option<Arc<Guard>>) -> AppState {
         guard,
         provider: store.clone(),
         store,
-        telemetry: AdapterMetrics::new(),
+        telemetry: Telemetry::new(),
         health,
         heartbeats: Arc::new(Heartbeats::default()),
     }

@@ -23,7 +23,7 @@ use crate::poller::Heartbeats;
 use crate::security::Guard;
 use crate::security::serving::PeerCertificate;
 use crate::store::{MetricsProvider, Store};
-use crate::telemetry::AdapterMetrics;
+use crate::telemetry::Telemetry;
 
 /// What every handler may read.
 #[derive(Clone)]
@@ -33,7 +33,7 @@ pub struct AppState {
     /// The same store, for probes and telemetry.
     pub store: Arc<Store>,
     /// Our own metrics.
-    pub telemetry: AdapterMetrics,
+    pub telemetry: Telemetry,
     /// Readiness state.
     pub health: health::SharedHealth,
     /// Poll-loop heartbeats, for liveness.

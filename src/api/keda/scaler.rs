@@ -25,7 +25,7 @@ use super::incoming::GrpcPeer;
 use super::trigger::{Trigger, TriggerLookupError};
 use crate::security::keda_clients::KedaClients;
 use crate::store::{LookupError, MetricsProvider};
-use crate::telemetry::AdapterMetrics;
+use crate::telemetry::Telemetry;
 
 /// Code generated from `proto/externalscaler.proto`.
 #[allow(missing_docs, clippy::all)]
@@ -51,7 +51,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub struct KedaScaler {
     provider: Arc<dyn MetricsProvider>,
     shutdown: CancellationToken,
-    telemetry: AdapterMetrics,
+    telemetry: Telemetry,
     /// One permit per open `StreamIsActive` stream.
     streams: Arc<tokio::sync::Semaphore>,
     max_streams: usize,
@@ -66,7 +66,7 @@ impl KedaScaler {
     pub fn new(
         provider: Arc<dyn MetricsProvider>,
         shutdown: CancellationToken,
-        telemetry: AdapterMetrics,
+        telemetry: Telemetry,
     ) -> Self {
         KedaScaler {
             provider,

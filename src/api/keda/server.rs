@@ -19,7 +19,7 @@ use crate::api::listener::Limits;
 use crate::security::keda_clients::KedaClients;
 use crate::security::serving::{CertSource, ServingTls, Use};
 use crate::store::Store;
-use crate::telemetry::AdapterMetrics;
+use crate::telemetry::Telemetry;
 
 /// TLS for the KEDA gRPC server: a serving certificate, and optionally a CA that client
 /// certificates must chain to (mutual TLS, KEDA's `tlsClientCert`/`tlsClientKey`). The files
@@ -98,7 +98,7 @@ impl Grpc {
     pub async fn start(
         self,
         store: Arc<Store>,
-        telemetry: AdapterMetrics,
+        telemetry: Telemetry,
         keda_clients: Arc<ArcSwap<KedaClients>>,
         token: &CancellationToken,
         tracker: &TaskTracker,
