@@ -22,9 +22,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
@@ -130,32 +132,9 @@ pub async fn serve(
     limits: Limits,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut slots = Slots::new(limits.max_connections, "HTTP");
     let connections = TaskTracker::new();
-    let mut refused = 0u64;
-    loop {
-        let (tcp, remote) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refused += 1;
-            // Once, then every 1,000th: a flood must not become a flood of log lines.
-            if refused % 1000 == 1 {
-                tracing::warn!(%remote, max_connections = limits.max_connections, refused, "connection limit reached; closing new connections");
-            }
-            continue;
-        };
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(%remote, error = %e, "TCP_NODELAY not set");
-        }
+    while let Some((tcp, remote, slot)) = slots.accept(&listener, &shutdown).await {
         let router = router.clone();
         let tls = tls
             .as_ref()
@@ -185,6 +164,61 @@ pub async fn serve(
     drop(listener);
     connections.close();
     connections.wait().await;
+}
+
+/// The connection cap of one listener, and its accept step.
+pub(crate) struct Slots {
+    slots: Arc<Semaphore>,
+    max: usize,
+    refused: u64,
+    what: &'static str,
+}
+
+impl Slots {
+    /// At most `max` connections of the `what` listener (for log lines) at once.
+    pub(crate) fn new(max: usize, what: &'static str) -> Self {
+        Slots {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+            refused: 0,
+            what,
+        }
+    }
+
+    /// The next connection with its place under the cap (held until it closes), with
+    /// `TCP_NODELAY` set; `None` once `shutdown` is cancelled. A connection beyond the cap is
+    /// closed at once; a failed accept is logged and retried.
+    pub(crate) async fn accept(
+        &mut self,
+        listener: &TcpListener,
+        shutdown: &CancellationToken,
+    ) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+        loop {
+            let (tcp, remote) = tokio::select! {
+                () = shutdown.cancelled() => return None,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(listener = self.what, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                self.refused += 1;
+                // Once, then every 1,000th: a flood must not become a flood of log lines.
+                if self.refused % 1000 == 1 {
+                    tracing::warn!(listener = self.what, %remote, max_connections = self.max, refused = self.refused, "connection limit reached; closing new connections");
+                }
+                continue;
+            };
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(%remote, error = %e, "TCP_NODELAY not set");
+            }
+            return Some((tcp, remote, slot));
+        }
+    }
 }
 
 /// How often a connection's idle deadline is looked at again.

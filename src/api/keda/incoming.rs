@@ -8,17 +8,16 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::listener::Limits;
+use crate::api::listener::{Limits, Slots};
 use crate::security::keda_clients::ClientNames;
 use crate::security::serving::ServingTls;
 
@@ -118,30 +117,10 @@ pub fn incoming(
     tracker: &TaskTracker,
 ) -> ReceiverStream<io::Result<GrpcConnection>> {
     let (tx, rx) = mpsc::channel(64);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut slots = Slots::new(limits.max_connections, "gRPC");
     let handshakes = tracker.clone();
     tracker.spawn(async move {
-        let mut refused = 0u64;
-        loop {
-            let (tcp, remote) = tokio::select! {
-                () = shutdown.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "gRPC accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                refused += 1;
-                if refused % 1000 == 1 {
-                    tracing::warn!(%remote, max_connections = limits.max_connections, refused, "gRPC connection limit reached; closing new connections");
-                }
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
+        while let Some((tcp, remote, slot)) = slots.accept(&listener, &shutdown).await {
             let Some(tls) = &tls else {
                 let connection = GrpcConnection {
                     io: Io::Plain(tcp),
