@@ -10,6 +10,9 @@ use crate::primitives::ConfigError;
 /// Generates, from `key => Variant(KindType),` lines, everything that names every kind.
 macro_rules! source_kinds {
     ($($key:ident => $variant:ident($kind:ty),)+) => {
+        use $crate::sources::kind::SourceKind as _;
+        use $crate::primitives::ConfigError;
+        use $crate::sources::kind::{BuildContext, Built, Globals, SourceSpec};
         /// One connection; the key names its kind (`jobs: {redis: {...}}`).
         #[derive(Debug, Clone, PartialEq)]
         pub enum SourceConfig {
@@ -20,7 +23,7 @@ macro_rules! source_kinds {
         }
 
         /// The kinds' names, as the config spells them.
-        pub const KINDS: &[&str] = &[$(<$kind as $crate::sources::kind::SourceKind>::NAME),+];
+        pub const KINDS: &[&str] = &[$(<$kind>::NAME),+];
 
         /// A metric's kind-specific block (`metrics[].redis`, ...): at most one is meant to
         /// be set, the one of its source's kind (checked by [`SourceConfig::validate_metric`]).
@@ -40,9 +43,9 @@ macro_rules! source_kinds {
             ) -> Result<bool, A::Error> {
                 match key {
                     $(
-                        _ if key == <$kind as $crate::sources::kind::SourceKind>::NAME => {
+                        _ if key == <$kind>::NAME => {
                             if self.$key.is_some() {
-                                return Err(::serde::de::Error::duplicate_field(<$kind as $crate::sources::kind::SourceKind>::NAME));
+                                return Err(::serde::de::Error::duplicate_field(<$kind>::NAME));
                             }
                             self.$key = Some(map.next_value()?);
                             Ok(true)
@@ -55,7 +58,7 @@ macro_rules! source_kinds {
             /// The kinds whose block is set.
             pub fn present(&self) -> Vec<&'static str> {
                 let mut v = Vec::new();
-                $(if self.$key.is_some() { v.push(<$kind as $crate::sources::kind::SourceKind>::NAME); })+
+                $(if self.$key.is_some() { v.push(<$kind>::NAME); })+
                 v
             }
         }
@@ -64,33 +67,37 @@ macro_rules! source_kinds {
             /// The kind's name, as config and telemetry spell it.
             pub fn kind(&self) -> &'static str {
                 match self {
-                    $(SourceConfig::$variant(_) => <$kind as $crate::sources::kind::SourceKind>::NAME,)+
+                    $(SourceConfig::$variant(_) => <$kind>::NAME,)+
                 }
             }
 
             /// This source's poll interval, or the global one.
             pub fn poll_interval(&self, global: ::std::time::Duration) -> ::std::time::Duration {
                 match self {
-                    $(SourceConfig::$variant(c) => <$kind as $crate::sources::kind::SourceKind>::poll_interval(c).unwrap_or(global),)+
+                    $(SourceConfig::$variant(c) => <$kind>::poll_interval(c).unwrap_or(global),)+
                 }
             }
 
             /// This source's poll timeout, or the global one.
             pub fn poll_timeout(&self, global: ::std::time::Duration) -> ::std::time::Duration {
                 match self {
-                    $(SourceConfig::$variant(c) => <$kind as $crate::sources::kind::SourceKind>::poll_timeout(c).unwrap_or(global),)+
+                    $(SourceConfig::$variant(c) => <$kind>::poll_timeout(c).unwrap_or(global),)+
                 }
             }
 
             /// Checks the connection block of source `name`.
             ///
             /// # Errors
-            /// [`ConfigError::Invalid`]($crate::primitives::ConfigError::Invalid) naming the field.
-            pub fn validate(&self, name: &str, global_timeout: ::std::time::Duration) -> Result<(), $crate::primitives::ConfigError> {
+            /// [`ConfigError::Invalid`](ConfigError::Invalid) naming the field.
+            pub fn validate(
+                &self,
+                name: &str,
+                global_timeout: ::std::time::Duration,
+            ) -> Result<(), ConfigError> {
                 let at = format!("sources.{name}.{}", self.kind());
                 let timeout = self.poll_timeout(global_timeout);
                 match self {
-                    $(SourceConfig::$variant(c) => <$kind as $crate::sources::kind::SourceKind>::validate(c, &at, timeout),)+
+                    $(SourceConfig::$variant(c) => <$kind>::validate(c, &at, timeout),)+
                 }
             }
 
@@ -98,11 +105,16 @@ macro_rules! source_kinds {
             /// (present if the kind needs one), and the kind's own checks pass.
             ///
             /// # Errors
-            /// [`ConfigError::Invalid`]($crate::primitives::ConfigError::Invalid) naming the field.
-            pub fn validate_metric(&self, m: &$crate::sources::MetricConfig, at: &str) -> Result<(), $crate::primitives::ConfigError> {
+            /// [`ConfigError::Invalid`](ConfigError::Invalid) naming the field.
+            pub fn validate_metric(
+                &self,
+                m: &$crate::sources::MetricConfig,
+                at: &str,
+            ) -> Result<(), ConfigError> {
                 match self {
                     $(SourceConfig::$variant(c) => {
-                        $crate::sources::registry::validate_metric_of::<$kind>(c, m, m.targets.$key.as_ref(), at)
+                        let target = m.targets.$key.as_ref();
+                        $crate::sources::registry::validate_metric_of::<$kind>(c, m, target, at)
                     })+
                 }
             }
@@ -111,38 +123,40 @@ macro_rules! source_kinds {
             ///
             /// # Errors
             /// When one cannot be read.
-            pub fn resolve_secrets(&mut self, name: &str) -> Result<(), $crate::primitives::ConfigError> {
+            pub fn resolve_secrets(&mut self, name: &str) -> Result<(), ConfigError> {
                 let at = format!("sources.{name}.{}", self.kind());
                 match self {
-                    $(SourceConfig::$variant(c) => <$kind as $crate::sources::kind::SourceKind>::resolve_secrets(c, &at),)+
+                    $(SourceConfig::$variant(c) => <$kind>::resolve_secrets(c, &at),)+
                 }
             }
 
             /// The password file this connection reads, if any.
             pub fn password_file(&self) -> Option<::std::path::PathBuf> {
                 match self {
-                    $(SourceConfig::$variant(c) => <$kind as $crate::sources::kind::SourceKind>::password_file(c),)+
+                    $(SourceConfig::$variant(c) => <$kind>::password_file(c),)+
                 }
             }
 
             /// The label holding each series' namespace, for kinds whose series have one.
             pub fn namespace_label(&self) -> Option<&'static str> {
                 match self {
-                    $(SourceConfig::$variant(_) => <$kind as $crate::sources::kind::SourceKind>::namespace_label(),)+
+                    $(SourceConfig::$variant(_) => <$kind>::namespace_label(),)+
                 }
             }
 
             /// Whether metric `m` of this source having no series is an observed empty backlog.
             pub fn empty_means_zero(&self, m: &$crate::sources::MetricConfig) -> bool {
                 match self {
-                    $(SourceConfig::$variant(_) => <$kind as $crate::sources::kind::SourceKind>::empty_means_zero(m.targets.$key.as_ref()),)+
+                    $(SourceConfig::$variant(_) => {
+                        <$kind>::empty_means_zero(m.targets.$key.as_ref())
+                    })+
                 }
             }
 
             /// Whether building this source needs the Kubernetes API.
             pub fn needs_kubernetes(&self) -> bool {
                 match self {
-                    $(SourceConfig::$variant(_) => <$kind as $crate::sources::kind::SourceKind>::needs_kubernetes(),)+
+                    $(SourceConfig::$variant(_) => <$kind>::needs_kubernetes(),)+
                 }
             }
 
@@ -155,15 +169,15 @@ macro_rules! source_kinds {
                 &self,
                 name: &str,
                 metrics: &[$crate::sources::MetricConfig],
-                globals: $crate::sources::kind::Globals,
-                context: &mut $crate::sources::kind::BuildContext,
-            ) -> ::anyhow::Result<$crate::sources::kind::Built> {
+                globals: Globals,
+                context: &mut BuildContext,
+            ) -> ::anyhow::Result<Built> {
                 use ::anyhow::Context as _;
                 let built = match self {
                     $(SourceConfig::$variant(_) => {
                         let spec = spec_of::<$kind>(name, self, metrics, globals)
                             .expect("the variant is of this kind");
-                        <$kind as $crate::sources::kind::SourceKind>::build(spec, context).await
+                        <$kind>::build(spec, context).await
                     })+
                 };
                 built.with_context(|| format!("source {name}"))
@@ -176,8 +190,8 @@ macro_rules! source_kinds {
             name: &'a str,
             source: &'a SourceConfig,
             metrics: &'a [$crate::sources::MetricConfig],
-            globals: $crate::sources::kind::Globals,
-        ) -> Option<$crate::sources::kind::SourceSpec<'a, K>> {
+            globals: Globals,
+        ) -> Option<SourceSpec<'a, K>> {
             use std::any::Any;
             let connection: &K::Connection = match source {
                 $(SourceConfig::$variant(c) => (c as &dyn Any).downcast_ref()?,)+
@@ -196,7 +210,7 @@ macro_rules! source_kinds {
                     (m, target)
                 })
                 .collect();
-            Some($crate::sources::kind::SourceSpec {
+            Some(SourceSpec {
                 name,
                 connection,
                 metrics,
@@ -216,7 +230,10 @@ macro_rules! source_kinds {
                         write!(f, "a map with one key naming the kind: {}", KINDS.join(", "))
                     }
 
-                    fn visit_map<A: ::serde::de::MapAccess<'de>>(self, mut map: A) -> Result<SourceConfig, A::Error> {
+                    fn visit_map<A: ::serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<SourceConfig, A::Error> {
                         let exactly_one = || {
                             ::serde::de::Error::custom(format!(
                                 "a source needs exactly one kind: {}",
@@ -228,7 +245,7 @@ macro_rules! source_kinds {
                         };
                         let source = match key.as_str() {
                             $(
-                                k if k == <$kind as $crate::sources::kind::SourceKind>::NAME => {
+                                k if k == <$kind>::NAME => {
                                     SourceConfig::$variant(map.next_value()?)
                                 }
                             )+
