@@ -13,6 +13,10 @@ VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 ARCHIVE=target/image/queue-metrics-adapter-$VERSION.oci.tar
 [ -f "$ARCHIVE" ] || { say "no $ARCHIVE: run scripts/build-image.sh (make image)" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || { say "needs root (chroot and mounts)" >&2; exit 1; }
+. scripts/lib/apt.sh
+apt_install_missing umoci umoci
+apt_install_missing ip iproute2
+apt_install_missing curl curl
 
 DIR=$(mktemp -d /tmp/qma-image-check.XXXXXX)
 trap 'umount -R "$DIR/bundle/rootfs" 2>/dev/null || true; rm -rf "$DIR"' EXIT
