@@ -1,5 +1,6 @@
 //! Config primitives every layer shares: durations as the config writes them, secrets that
-//! never print, URLs with their passwords masked, and the error a refused config is. This module imports nothing of the crate,
+//! never print, URLs with their passwords masked, bounded quotes of client input, and the error a
+//! refused config is. This module imports nothing of the crate,
 //! so sources, the config root and the CLI can all use it.
 
 use std::fmt;
@@ -184,4 +185,17 @@ pub fn redact_url(url: &str) -> String {
         user
     };
     format!("{prefix}{user}:***@{}", &rest[at + 1..])
+}
+
+/// How much of a long value an error message quotes.
+pub const QUOTED_CHARS: usize = 64;
+
+/// `text` quoted, or its first [`QUOTED_CHARS`] characters and its length when it is longer: what an error
+/// message echoes of a value a client sent (a selector, a trigger setting), so a megabyte in
+/// cannot become a megabyte out.
+pub fn quoted_prefix(text: &str) -> String {
+    match text.char_indices().nth(QUOTED_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
+    }
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use crate::model::Labels;
+use crate::primitives::{QUOTED_CHARS, quoted_prefix};
 
 /// A parsed selector: every requirement must hold (they are ANDed). Empty matches everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,17 +43,6 @@ enum Operator {
 pub struct SelectorError {
     selector: String,
     reason: String,
-}
-
-/// How much of a long selector or token an error message quotes.
-const QUOTED_CHARS: usize = 64;
-
-/// `text` quoted, or its first [`QUOTED_CHARS`] characters and its length when it is longer.
-fn quoted_prefix(text: &str) -> String {
-    match text.char_indices().nth(QUOTED_CHARS) {
-        None => format!("{text:?}"),
-        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

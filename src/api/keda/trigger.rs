@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use crate::k8s::selector::Selector;
+use crate::primitives::quoted_prefix;
 use crate::store::{LookupError, MetricsProvider};
 
 /// How several matching series become one number.
@@ -68,7 +69,11 @@ pub enum TriggerLookupError {
     /// The selector matched no series of a metric for which that is not an observed empty
     /// backlog ([`crate::store::MetricInfo::empty_means_zero`]): there is nothing to report,
     /// and 0 would be made up.
-    #[error("no series of metric {metric} matches the label selector {selector:?}")]
+    #[error(
+        "no series of metric {} matches the label selector {}",
+        quoted_prefix(metric),
+        quoted_prefix(selector)
+    )]
     NoSeries {
         /// The metric.
         metric: String,
@@ -87,7 +92,7 @@ fn number(
             Ok(v) if v.is_finite() => Ok(Some(v)),
             _ => Err(TriggerError {
                 key,
-                message: format!("{text:?} is not a number"),
+                message: format!("{} is not a number", quoted_prefix(text)),
             }),
         },
     }
@@ -146,7 +151,7 @@ impl Trigger {
             Some(other) => {
                 return Err(TriggerError {
                     key: "aggregate",
-                    message: format!("{other:?} is not one of sum, max, mean"),
+                    message: format!("{} is not one of sum, max, mean", quoted_prefix(other)),
                 });
             }
         };
@@ -279,5 +284,28 @@ mod tests {
             let err = Trigger::parse(&md(metadata), true).expect_err(key);
             assert_eq!(err.key, *key, "{err}");
         }
+    }
+
+    /// Found by the `keda_trigger` fuzz target (fuzz/regressions/keda_trigger/): a long
+    /// `aggregate` value was echoed whole in its error.
+    #[test]
+    fn errors_quote_a_bounded_prefix_of_a_long_value() {
+        let long = "{".repeat(10_000);
+        for key in ["aggregate", "targetValue", "activationValue"] {
+            let err = Trigger::parse(
+                &md(&[("metricName", "q"), ("targetValue", "1"), (key, &long)]),
+                true,
+            )
+            .expect_err(key);
+            assert_eq!(err.key, key);
+            let text = err.to_string();
+            assert!(text.len() < 300, "{key}: {} bytes", text.len());
+            assert!(text.contains("(10000 bytes)"), "{text}");
+        }
+        let none = TriggerLookupError::NoSeries {
+            metric: "m".repeat(5_000),
+            selector: "a=b,".repeat(5_000),
+        };
+        assert!(none.to_string().len() < 400, "{none}");
     }
 }
