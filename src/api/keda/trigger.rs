@@ -308,4 +308,21 @@ mod tests {
         };
         assert!(none.to_string().len() < 400, "{none}");
     }
+
+    /// The fuzz find itself, read as the `keda_trigger` target reads it (`key=value` lines).
+    #[test]
+    fn the_fuzz_regression_input_gives_a_bounded_error() {
+        let data = include_bytes!("../../../fuzz/regressions/keda_trigger/long-aggregate-echoed");
+        let text = String::from_utf8_lossy(data);
+        let metadata: HashMap<String, String> = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for need_target in [false, true] {
+            if let Err(e) = Trigger::parse(&metadata, need_target) {
+                assert!(e.to_string().len() < 4096, "{} bytes", e.to_string().len());
+            }
+        }
+    }
 }
