@@ -119,7 +119,7 @@ impl Config {
         let mut files: Vec<PathBuf> = self
             .sources
             .values()
-            .filter_map(SourceConfig::password_file)
+            .flat_map(SourceConfig::password_files)
             .collect();
         files.sort();
         files.dedup();

@@ -72,9 +72,9 @@ pub trait SourceKind: 'static {
         Ok(())
     }
 
-    /// The password file the connection reads, which the config watch re-reads.
-    fn password_file(_conn: &Self::Connection) -> Option<PathBuf> {
-        None
+    /// The password files the connection reads, which the config watch re-reads.
+    fn password_files(_conn: &Self::Connection) -> Vec<PathBuf> {
+        Vec::new()
     }
 
     /// The label holding each series' own namespace, for kinds whose series belong to one

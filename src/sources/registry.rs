@@ -130,10 +130,10 @@ macro_rules! source_kinds {
                 }
             }
 
-            /// The password file this connection reads, if any.
-            pub fn password_file(&self) -> Option<::std::path::PathBuf> {
+            /// The password files this connection reads.
+            pub fn password_files(&self) -> Vec<::std::path::PathBuf> {
                 match self {
-                    $(SourceConfig::$variant(c) => <$kind>::password_file(c),)+
+                    $(SourceConfig::$variant(c) => <$kind>::password_files(c),)+
                 }
             }
 

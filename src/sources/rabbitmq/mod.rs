@@ -112,8 +112,8 @@ impl SourceKind for RabbitMq {
         conn.resolve_secrets(at)
     }
 
-    fn password_file(conn: &RabbitMqSourceConfig) -> Option<std::path::PathBuf> {
-        conn.password_file.clone()
+    fn password_files(conn: &RabbitMqSourceConfig) -> Vec<std::path::PathBuf> {
+        conn.password_file.iter().cloned().collect()
     }
 
     async fn build(

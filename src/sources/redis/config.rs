@@ -15,26 +15,39 @@ pub const DEFAULT_KEY_LABEL: &str = "queue";
 /// The label every Redis series carries with its full key.
 pub const KEY_LABEL_FULL: &str = "key";
 
-/// A Redis connection (`sources.<name>.redis`).
+/// A Redis connection (`sources.<name>.redis`): one server (`url`), a Sentinel-managed master
+/// (`sentinel`) or a Redis Cluster (`cluster`); exactly one of the three.
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSourceConfig {
-    /// `redis://host:port/db` or `rediss://` for TLS. A password written in the URL works but
-    /// prefer `password_file`/`password_env`; the URL is never logged with it.
-    pub url: String,
-    /// Database number; overrides the one in the URL.
+    /// One server: `redis://host:port/db` or `rediss://` for TLS. A password written in the URL
+    /// works but prefer `password_file`/`password_env`; the URL is never logged with it.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A master found through Redis Sentinel.
+    #[serde(default)]
+    pub sentinel: Option<SentinelConfig>,
+    /// A Redis Cluster, found from its seed nodes.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+    /// With `sentinel` or `cluster`: connect to every node (and sentinel) over TLS. With `url`
+    /// the scheme decides (`rediss://`).
+    #[serde(default)]
+    pub tls: bool,
+    /// Database number; overrides the one in the URL. A cluster has only database 0.
     #[serde(default)]
     pub db: Option<i64>,
-    /// ACL user name (Redis 6+).
+    /// ACL user name on the data nodes (Redis 6+).
     #[serde(default)]
     pub username: Option<String>,
-    /// File holding the password (a mounted Secret).
+    /// File holding the data nodes' password (a mounted Secret). Re-read on every reconnect,
+    /// so a token a sidecar refreshes (ElastiCache IAM, Entra ID) is picked up.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
-    /// Environment variable holding the password.
+    /// Environment variable holding the data nodes' password.
     #[serde(default)]
     pub password_env: Option<String>,
-    /// PEM file of the CA that signed the server's certificate, for `rediss://`.
+    /// PEM file of the CA that signed the servers' certificates (`rediss://` or `tls: true`).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Overrides the global `poll_interval` for this source.
@@ -48,10 +61,73 @@ pub struct RedisSourceConfig {
     pub password: Option<Secret>,
 }
 
+/// Where a Sentinel-managed source reads (`sentinel.read_from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    /// The master: values are exact.
+    #[default]
+    Master,
+    /// A replica that is connected to the current master: values lag the master by the
+    /// replication delay (usually milliseconds), and take read load off the master.
+    Replica,
+}
+
+/// Redis Sentinel (`sources.<name>.redis.sentinel`).
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// The sentinels, `host:port` (port 26379 by convention); asked in order.
+    pub addresses: Vec<String>,
+    /// The master's name in the sentinels' configuration (`sentinel monitor <name> ...`).
+    pub master_name: String,
+    /// ACL user name on the sentinels, when they require one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the sentinels' password (`requirepass` in sentinel.conf).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the sentinels' password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// `master` (default) or `replica`.
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    /// The sentinels' password, read at load.
+    #[serde(skip)]
+    pub password: Option<Secret>,
+}
+
+impl std::fmt::Debug for SentinelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelConfig")
+            .field("addresses", &self.addresses)
+            .field("master_name", &self.master_name)
+            .field("username", &self.username)
+            .field("password_file", &self.password_file)
+            .field("password_env", &self.password_env)
+            .field("read_from", &self.read_from)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+/// Redis Cluster (`sources.<name>.redis.cluster`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Seed nodes, `host:port`: any reachable one tells the rest (`CLUSTER SLOTS`). A managed
+    /// service's configuration or discovery endpoint is one seed.
+    pub nodes: Vec<String>,
+}
+
 impl std::fmt::Debug for RedisSourceConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisSourceConfig")
-            .field("url", &redact_url(&self.url))
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("sentinel", &self.sentinel)
+            .field("cluster", &self.cluster)
+            .field("tls", &self.tls)
             .field("db", &self.db)
             .field("username", &self.username)
             .field("password_file", &self.password_file)
@@ -62,29 +138,103 @@ impl std::fmt::Debug for RedisSourceConfig {
     }
 }
 
+/// A `host:port` as written in `sentinel.addresses` or `cluster.nodes` (IPv6 in brackets).
+///
+/// # Errors
+/// When it has no port or the port is not a number.
+pub fn host_port(address: &str) -> Result<(String, u16), String> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{address:?} needs a port (host:port)"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{address:?} has no host"));
+    }
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{address:?}: {port:?} is not a port"))?;
+    Ok((host.to_string(), port))
+}
+
 impl RedisSourceConfig {
     pub(crate) fn validate(&self, at: &str) -> Result<(), ConfigError> {
-        let scheme = self.url.split_once("://").map(|(s, _)| s);
-        if !matches!(scheme, Some("redis" | "rediss")) {
+        let given = [
+            self.url.is_some(),
+            self.sentinel.is_some(),
+            self.cluster.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
             return Err(ConfigError::invalid(
-                format!("{at}.url"),
-                format!(
-                    "{:?} must start with redis:// or rediss://",
-                    redact_url(&self.url)
-                ),
+                at,
+                "give exactly one of url (one server), sentinel (a Sentinel-managed master) or cluster (Redis Cluster)",
             ));
         }
-        redis::Client::open(self.url.as_str()).map_err(|e| {
-            ConfigError::invalid(
-                format!("{at}.url"),
-                format!("{:?} is not a valid Redis URL: {e}", redact_url(&self.url)),
-            )
-        })?;
-        if self.ca_file.is_some() && scheme != Some("rediss") {
+        let addresses = |field: &str, list: &[String]| -> Result<(), ConfigError> {
+            if list.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{at}.{field}"),
+                    "must name at least one host:port",
+                ));
+            }
+            for a in list {
+                host_port(a).map_err(|e| ConfigError::invalid(format!("{at}.{field}"), e))?;
+            }
+            Ok(())
+        };
+        if let Some(url) = &self.url {
+            let scheme = url.split_once("://").map(|(s, _)| s);
+            if !matches!(scheme, Some("redis" | "rediss")) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.url"),
+                    format!(
+                        "{:?} must start with redis:// or rediss://",
+                        redact_url(url)
+                    ),
+                ));
+            }
+            redis::Client::open(url.as_str()).map_err(|e| {
+                ConfigError::invalid(
+                    format!("{at}.url"),
+                    format!("{:?} is not a valid Redis URL: {e}", redact_url(url)),
+                )
+            })?;
+            if self.ca_file.is_some() && scheme != Some("rediss") {
+                return Err(ConfigError::invalid(
+                    format!("{at}.ca_file"),
+                    "only applies to rediss:// URLs (or tls: true with sentinel or cluster)",
+                ));
+            }
+            if self.tls {
+                return Err(ConfigError::invalid(
+                    format!("{at}.tls"),
+                    "applies to sentinel and cluster; with url, use rediss:// for TLS",
+                ));
+            }
+        } else if self.ca_file.is_some() && !self.tls {
             return Err(ConfigError::invalid(
                 format!("{at}.ca_file"),
-                "only applies to rediss:// URLs",
+                "only applies with tls: true",
             ));
+        }
+        if let Some(s) = &self.sentinel {
+            addresses("sentinel.addresses", &s.addresses)?;
+            if s.master_name.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{at}.sentinel.master_name"),
+                    "must not be empty",
+                ));
+            }
+        }
+        if let Some(c) = &self.cluster {
+            addresses("cluster.nodes", &c.nodes)?;
+            if self.db.is_some_and(|db| db != 0) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.db"),
+                    "Redis Cluster has only database 0",
+                ));
+            }
         }
         if let Some(db) = self.db
             && db < 0
@@ -103,7 +253,38 @@ impl RedisSourceConfig {
             self.password_env.as_deref(),
             at,
         )?;
+        if let Some(s) = &mut self.sentinel {
+            s.password = Secret::resolve(
+                s.password_file.as_deref(),
+                s.password_env.as_deref(),
+                &format!("{at}.sentinel"),
+            )?;
+        }
         Ok(())
+    }
+
+    /// The password files this connection reads: the data nodes' and the sentinels'.
+    pub fn password_files(&self) -> Vec<PathBuf> {
+        self.password_file
+            .iter()
+            .chain(self.sentinel.iter().flat_map(|s| s.password_file.iter()))
+            .cloned()
+            .collect()
+    }
+
+    /// How the source is named in messages: its URL (password redacted), or its sentinels and
+    /// master, or its seed nodes.
+    pub fn display(&self) -> String {
+        match (&self.url, &self.sentinel, &self.cluster) {
+            (Some(url), _, _) => redact_url(url),
+            (_, Some(s), _) => format!(
+                "sentinel master {:?} via {}",
+                s.master_name,
+                s.addresses.join(",")
+            ),
+            (_, _, Some(c)) => format!("cluster via {}", c.nodes.join(",")),
+            _ => "redis".to_string(),
+        }
     }
 }
 

@@ -1,8 +1,9 @@
-//! The Redis source: lists, streams and sorted sets used as queues, read-only.
+//! The Redis source: lists, streams and sorted sets used as queues, read-only, on one server,
+//! a Sentinel-managed master, or a Redis Cluster (the `topology` module).
 //!
-//! One poll is one pipelined round trip (plus a second only where a lookup needs the first's
-//! answer, see the `reads` module), on one multiplexed connection that is dropped and re-made after a
-//! failure. Pattern metrics find their keys with `SCAN ... MATCH ... TYPE` on their own, slower
+//! One poll is one pipelined round trip per node (plus a second only where a lookup needs the
+//! first's answer, see the `reads` module), on multiplexed connections that are dropped and
+//! re-made after a failure. Pattern metrics find their keys with `SCAN ... MATCH ... TYPE` on their own, slower
 //! interval (`discovery_interval`), never with `KEYS`. Only read commands are sent; the
 //! `read_only` integration test audits that against the server's command statistics.
 //!
@@ -14,20 +15,22 @@
 //! too, but logged once and counted, because it is as likely a typo. Redis never deletes a
 //! stream by itself, so a missing stream is an error for every stream measure.
 
+pub mod cluster;
 pub mod config;
+pub mod connect;
 pub mod reads;
 pub mod reply;
+pub mod sentinel;
 mod timestamp;
+pub mod topology;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Value};
-
-use self::config::{KEY_LABEL_FULL, KeyType, RedisSourceConfig, RedisTarget, redact_url};
+use self::config::{KEY_LABEL_FULL, KeyType, RedisSourceConfig, RedisTarget};
 use self::reads::{Batch, Pending, Planned, SeriesRead};
+use self::topology::Topology;
 use super::kind::{BuildContext, Built, SourceKind, SourceSpec};
 use super::{Source, SourceError};
 use crate::model::Measure;
@@ -35,9 +38,6 @@ use crate::model::{Labels, Sample};
 use crate::primitives::ConfigError;
 use crate::sources::MetricConfig;
 
-/// Keys `SCAN` asks for per call: large enough that a big keyspace takes few round trips,
-/// small enough that one call never blocks the server noticeably.
-const SCAN_COUNT: &str = "1000";
 /// Most keys one pattern may match; beyond it the pattern is an error rather than a surprise.
 pub const MAX_KEYS_PER_PATTERN: usize = 100_000;
 
@@ -50,15 +50,15 @@ struct MetricPlan {
     measure: Measure,
 }
 
-/// A Redis server and the metrics read from it.
+/// A Redis server (or Sentinel set, or cluster) and the metrics read from it.
 pub struct RedisSource {
     name: String,
-    client: Client,
-    display_url: String,
+    /// The servers and how commands reach them.
+    topology: Topology,
+    /// The servers, for messages (a URL's password redacted).
+    display: String,
     /// The database the keys are read in, for messages.
     db: i64,
-    conn: Option<MultiplexedConnection>,
-    connect_timeout: Duration,
     metrics: Vec<MetricPlan>,
     discovery_interval: Duration,
     /// Keys polled per (pattern, type): what the last discovery found, plus list and
@@ -83,6 +83,8 @@ struct Plan {
     series: Vec<PlannedSeries>,
     first: Batch,
     time_idx: usize,
+    /// Where round one's `ROLE` is, for a topology that checks it.
+    role_idx: Option<usize>,
 }
 
 struct PlannedSeries {
@@ -99,22 +101,19 @@ impl RedisSource {
     /// error like any other, not a reason to exit.
     ///
     /// # Errors
-    /// [`SourceError::Config`] when the URL or CA file cannot be used.
+    /// [`SourceError::Config`] when an address, URL or CA file cannot be used.
     pub fn new(spec: &SourceSpec<'_, Redis>) -> Result<Self, SourceError> {
         let metrics = spec
             .metrics
             .iter()
             .filter_map(|(m, target)| plan_of(m, *target))
             .collect();
-        let conn = spec.connection;
-        let (client, db) = client(conn)?;
+        let topology = Topology::new(spec.connection, spec.poll_timeout)?;
         Ok(RedisSource {
             name: spec.name.to_string(),
-            client,
-            display_url: redact_url(&conn.url),
-            db,
-            conn: None,
-            connect_timeout: spec.poll_timeout,
+            db: topology.db(),
+            topology,
+            display: spec.connection.display(),
             metrics,
             discovery_interval: spec.discovery_interval,
             discovered: HashMap::new(),
@@ -127,26 +126,7 @@ impl RedisSource {
         })
     }
 
-    async fn connection(&mut self) -> Result<MultiplexedConnection, SourceError> {
-        if let Some(c) = &self.conn {
-            return Ok(c.clone());
-        }
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.connect_timeout));
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-            .map_err(|e| SourceError::Connect {
-                target: self.display_url.clone(),
-                message: describe(&e),
-            })?;
-        self.conn = Some(conn.clone());
-        Ok(conn)
-    }
-
-    async fn discover(&mut self, conn: &mut MultiplexedConnection) -> Result<(), SourceError> {
+    async fn discover(&mut self) -> Result<(), SourceError> {
         let wanted: BTreeSet<(String, KeyType)> = self
             .metrics
             .iter()
@@ -154,42 +134,18 @@ impl RedisSource {
             .collect();
         let mut found = HashMap::new();
         for (pattern, key_type) in wanted {
-            let ty = key_type.redis_name();
-            let mut keys = BTreeSet::new();
-            let mut cursor = "0".to_string();
-            loop {
-                let (next, batch): (String, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                    .arg(&cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT)
-                    .arg("TYPE")
-                    .arg(ty)
-                    .query_async(conn)
-                    .await
-                    .map_err(|e| {
-                        self.conn = None;
-                        SourceError::Io {
-                            target: self.display_url.clone(),
-                            message: format!("SCAN {pattern:?}: {}", describe(&e)),
-                        }
-                    })?;
-                keys.extend(
-                    batch
-                        .into_iter()
-                        .map(|k| String::from_utf8_lossy(&k).into_owned()),
-                );
-                if keys.len() > MAX_KEYS_PER_PATTERN {
-                    return Err(SourceError::BadReply {
-                        what: format!(
-                            "pattern {pattern:?} matches more than {MAX_KEYS_PER_PATTERN} {ty} keys; narrow it"
-                        ),
-                    });
-                }
-                cursor = next;
-                if cursor == "0" {
-                    break;
+            let scanned = self
+                .topology
+                .scan(&pattern, key_type.redis_name(), MAX_KEYS_PER_PATTERN)
+                .await?;
+            let mut keys = scanned.keys;
+            if scanned.partial {
+                // A cluster node that did not answer keeps the keys it was last known to hold.
+                let kept = self.discovered.get(&(pattern.clone(), key_type));
+                for key in kept.into_iter().flatten() {
+                    if self.topology.unscanned(key) {
+                        keys.insert(key.clone());
+                    }
                 }
             }
             for key in &keys {
@@ -233,6 +189,7 @@ impl RedisSource {
     fn make_plan(&self) -> Plan {
         let mut first = Batch::new();
         let time_idx = first.add(&[b"TIME"]);
+        let role_idx = self.topology.checks_role().then(|| first.add(&[b"ROLE"]));
         let mut series = Vec::new();
         for (i, m) in self.metrics.iter().enumerate() {
             let metric_name: Arc<str> = Arc::from(m.name.as_str());
@@ -280,6 +237,7 @@ impl RedisSource {
             series,
             first,
             time_idx,
+            role_idx,
         }
     }
 }
@@ -294,32 +252,27 @@ impl Source for RedisSource {
     }
 
     async fn poll(&mut self) -> Result<Vec<Sample>, SourceError> {
-        let mut conn = self.connection().await?;
+        self.topology.prepare().await?;
         if self.discovery_due() {
-            self.discover(&mut conn).await?;
+            self.discover().await?;
         }
-        let outcome = self.read(&mut conn).await;
-        if outcome.is_err() {
-            // A broken reply stream or connection: start from a fresh connection next time.
-            self.conn = None;
-        }
-        outcome
+        self.read().await
     }
 }
 
 impl RedisSource {
     /// Reads every series: round one, then round two where a lookup needs it.
-    async fn read(&mut self, conn: &mut MultiplexedConnection) -> Result<Vec<Sample>, SourceError> {
+    async fn read(&mut self) -> Result<Vec<Sample>, SourceError> {
         if self.plan.is_none() {
             self.plan = Some(self.make_plan());
         }
         let (Some(plan), metrics) = (&self.plan, &self.metrics) else {
             unreachable!("planned above");
         };
-        let replies = run(&plan.first, conn, &self.display_url).await?;
+        let replies = self.topology.run(&plan.first, plan.role_idx).await?;
         if let Some(message) = reply::server_error(&replies[plan.time_idx]) {
             return Err(SourceError::Refused {
-                target: self.display_url.clone(),
+                target: self.display.clone(),
                 message,
             });
         }
@@ -364,7 +317,7 @@ impl RedisSource {
         let replies = if second.is_empty() {
             Vec::new()
         } else {
-            run(&second, conn, &self.display_url).await?
+            self.topology.run(&second, None).await?
         };
         Ok(plan
             .series
@@ -391,33 +344,6 @@ fn read_of<'a>(metrics: &'a [MetricPlan], s: &'a PlannedSeries, db: i64) -> Seri
         key: s.key.as_str(),
         db,
     }
-}
-
-/// Sends one batch as one pipeline and checks that every command got a reply.
-async fn run(
-    batch: &Batch,
-    conn: &mut MultiplexedConnection,
-    target: &str,
-) -> Result<Vec<Value>, SourceError> {
-    let replies: Vec<Value> =
-        batch
-            .pipeline()
-            .query_async(conn)
-            .await
-            .map_err(|e| SourceError::Io {
-                target: target.to_string(),
-                message: describe(&e),
-            })?;
-    if replies.len() != batch.len() {
-        return Err(SourceError::BadReply {
-            what: format!(
-                "the pipeline of {} commands returned {} replies",
-                batch.len(),
-                replies.len()
-            ),
-        });
-    }
-    Ok(replies)
 }
 
 fn plan_of(m: &MetricConfig, target: Option<&RedisTarget>) -> Option<MetricPlan> {
@@ -466,8 +392,8 @@ impl SourceKind for Redis {
         conn.resolve_secrets(at)
     }
 
-    fn password_file(conn: &RedisSourceConfig) -> Option<std::path::PathBuf> {
-        conn.password_file.clone()
+    fn password_files(conn: &RedisSourceConfig) -> Vec<std::path::PathBuf> {
+        conn.password_files()
     }
 
     fn empty_means_zero(target: Option<&RedisTarget>) -> bool {
@@ -480,43 +406,6 @@ impl SourceKind for Redis {
     ) -> anyhow::Result<Built> {
         Ok(Box::new(RedisSource::new(&spec)?))
     }
-}
-
-/// The client for `conn`, and the database it reads.
-fn client(conn: &RedisSourceConfig) -> Result<(Client, i64), SourceError> {
-    let bad = |message: String| SourceError::Config { message };
-    let mut info: redis::ConnectionInfo =
-        redis::IntoConnectionInfo::into_connection_info(conn.url.as_str())
-            .map_err(|e| bad(format!("redis url {}: {e}", redact_url(&conn.url))))?;
-    let mut settings = info.redis_settings().clone();
-    if let Some(db) = conn.db {
-        settings = settings.set_db(db);
-    }
-    if let Some(user) = &conn.username {
-        settings = settings.set_username(user);
-    }
-    if let Some(password) = &conn.password {
-        settings = settings.set_password(password.expose());
-    }
-    let db = settings.db();
-    info = info.set_redis_settings(settings);
-    let client = match &conn.ca_file {
-        None => {
-            Client::open(info).map_err(|e| bad(format!("redis url {}: {e}", redact_url(&conn.url))))
-        }
-        Some(ca) => {
-            let root_cert = super::read_ca_file(ca)?;
-            Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert),
-                },
-            )
-            .map_err(|e| bad(format!("TLS setup for {}: {e}", redact_url(&conn.url))))
-        }
-    }?;
-    Ok((client, db))
 }
 
 /// The part of `key` that `pattern`'s wildcards matched: the key less the pattern's literal
@@ -532,16 +421,6 @@ pub fn wildcard_part(pattern: &str, key: &str) -> String {
     let suffix = &pattern[suffix_start.max(prefix_len)..];
     let rest = key.strip_prefix(prefix).unwrap_or(key);
     rest.strip_suffix(suffix).unwrap_or(rest).to_string()
-}
-
-/// A Redis client error as text with no URL (and so no password) in it.
-fn describe(e: &redis::RedisError) -> String {
-    let text = e.to_string();
-    if e.is_timeout() {
-        format!("timed out: {text}")
-    } else {
-        text
-    }
 }
 
 #[cfg(test)]

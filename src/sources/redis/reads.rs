@@ -21,7 +21,14 @@ const KOMBU_PRIORITY_SEP: &str = "\x06\x16";
 
 /// A deduplicated, ready-to-send list of commands for one pipelined round trip.
 pub struct Batch {
+    /// Tells batches apart, so a topology can keep what it worked out for one (a cluster's
+    /// per-node split of the round-one batch, which is reused by every poll).
+    id: u64,
     pipeline: redis::Pipeline,
+    /// Each command, for a topology that splits the batch over several nodes.
+    cmds: Vec<redis::Cmd>,
+    /// The key each command reads, which decides its cluster node; `None` for `TIME` and `ROLE`.
+    keys: Vec<Option<Vec<u8>>>,
     /// Command names, for `Debug` and the count.
     names: Vec<String>,
     /// Each command's arguments, length-prefixed into one buffer, to find duplicates.
@@ -45,10 +52,14 @@ impl Default for Batch {
 impl Batch {
     /// An empty batch whose per-command errors come back as replies, not as a failed pipeline.
     pub fn new() -> Self {
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let mut pipeline = redis::pipe();
         pipeline.ignore_errors();
         Batch {
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             pipeline,
+            cmds: Vec::new(),
+            keys: Vec::new(),
             names: Vec::new(),
             index: HashMap::new(),
         }
@@ -70,8 +81,17 @@ impl Batch {
         for a in &args[1..] {
             cmd.arg(*a);
         }
-        self.pipeline.add_command(cmd);
-        self.names.push(name.to_ascii_uppercase());
+        let upper = name.to_ascii_uppercase();
+        let key_at = match upper.as_str() {
+            "TIME" | "ROLE" => None,
+            "XINFO" => Some(2),
+            _ => Some(1),
+        };
+        self.keys
+            .push(key_at.and_then(|at| args.get(at)).map(|k| k.to_vec()));
+        self.pipeline.add_command(cmd.clone());
+        self.cmds.push(cmd);
+        self.names.push(upper);
         self.index.insert(flat, i);
         i
     }
@@ -89,6 +109,26 @@ impl Batch {
     /// The queued commands as one pipeline.
     pub fn pipeline(&self) -> &redis::Pipeline {
         &self.pipeline
+    }
+
+    /// This batch's identity (unique in the process).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Command `i`.
+    pub fn cmd(&self, i: usize) -> &redis::Cmd {
+        &self.cmds[i]
+    }
+
+    /// The key command `i` reads, or `None` for a command without one (`TIME`).
+    pub fn key(&self, i: usize) -> Option<&[u8]> {
+        self.keys[i].as_deref()
+    }
+
+    /// The name of command `i`, upper case.
+    pub fn name(&self, i: usize) -> &str {
+        &self.names[i]
     }
 }
 

@@ -1,0 +1,250 @@
+//! Opening connections to Redis servers: the one a `url` names, and the nodes and sentinels a
+//! topology finds (`host:port` pairs, with the source's credentials and TLS).
+//!
+//! Each connection reads its password afresh: a `password_file` is read on every (re)connect, so
+//! a short-lived token that a sidecar rewrites (ElastiCache IAM tokens last 15 minutes, Entra ID
+//! tokens about an hour) is used by the next connection without a restart.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, ConnectionInfo, IntoConnectionInfo};
+
+use super::config::{RedisSourceConfig, redact_url};
+use crate::primitives::Secret;
+use crate::sources::SourceError;
+
+/// A node's address as a topology reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeAddr {
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Who a connection logs in as: a user name and a password that is re-read from its file on
+/// every connect.
+#[derive(Clone)]
+pub struct Credentials {
+    username: Option<String>,
+    file: Option<PathBuf>,
+    /// The password read at load (from the file or the environment).
+    loaded: Option<Secret>,
+}
+
+impl Credentials {
+    /// Credentials from their config fields.
+    pub fn new(username: Option<String>, file: Option<PathBuf>, loaded: Option<Secret>) -> Self {
+        Credentials {
+            username,
+            file,
+            loaded,
+        }
+    }
+
+    /// The password now: the file's current contents, or what was read at load.
+    fn password(&self) -> Result<Option<Secret>, SourceError> {
+        match &self.file {
+            Some(path) => Secret::resolve(Some(path), None, "password_file").map_err(|e| {
+                SourceError::Config {
+                    message: e.to_string(),
+                }
+            }),
+            None => Ok(self.loaded.clone()),
+        }
+    }
+}
+
+/// Opens connections with one set of credentials and TLS settings.
+#[derive(Clone)]
+pub struct Connector {
+    /// For `url` sources: the URL's connection info (host, scheme, its own db and password).
+    base: Option<ConnectionInfo>,
+    tls: bool,
+    root_cert: Option<Vec<u8>>,
+    credentials: Credentials,
+    db: Option<i64>,
+    timeout: Duration,
+}
+
+impl Connector {
+    /// The connector for the data nodes of `conn` (its `url`, or the nodes a topology finds).
+    ///
+    /// # Errors
+    /// [`SourceError::Config`] when the URL or the CA file cannot be used.
+    pub fn for_data(conn: &RedisSourceConfig, timeout: Duration) -> Result<Self, SourceError> {
+        let base = match &conn.url {
+            Some(url) => {
+                Some(
+                    url.as_str()
+                        .into_connection_info()
+                        .map_err(|e| SourceError::Config {
+                            message: format!("redis url {}: {e}", redact_url(url)),
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let tls = conn.tls
+            || conn
+                .url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("rediss://"));
+        Ok(Connector {
+            base,
+            tls,
+            root_cert: conn
+                .ca_file
+                .as_deref()
+                .map(crate::sources::read_ca_file)
+                .transpose()?,
+            credentials: Credentials::new(
+                conn.username.clone(),
+                conn.password_file.clone(),
+                conn.password.clone(),
+            ),
+            db: conn.db,
+            timeout,
+        })
+    }
+
+    /// The same TLS settings with other credentials and no database (the sentinels).
+    pub fn with_credentials(&self, credentials: Credentials) -> Self {
+        Connector {
+            base: None,
+            credentials,
+            db: None,
+            ..self.clone()
+        }
+    }
+
+    /// The database the keys are read in.
+    pub fn db(&self) -> i64 {
+        self.db
+            .or_else(|| self.base.as_ref().map(|b| b.redis_settings().db()))
+            .unwrap_or(0)
+    }
+
+    /// Connects to the `url` this connector was made for; errors name `target` (the URL,
+    /// redacted).
+    ///
+    /// # Errors
+    /// [`SourceError::Connect`] naming the redacted URL.
+    pub async fn connect_url(&self, target: &str) -> Result<MultiplexedConnection, SourceError> {
+        let info = self.base.clone().ok_or_else(|| SourceError::Config {
+            message: "this Redis source has no url".into(),
+        })?;
+        self.open(info, target).await
+    }
+
+    /// Connects to `addr`.
+    ///
+    /// # Errors
+    /// [`SourceError::Connect`] naming the address.
+    pub async fn connect(&self, addr: &NodeAddr) -> Result<MultiplexedConnection, SourceError> {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let info = format!("{scheme}://{addr}")
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| SourceError::Config {
+                message: format!("redis node {addr}: {e}"),
+            })?;
+        self.open(info, &addr.to_string()).await
+    }
+
+    async fn open(
+        &self,
+        mut info: ConnectionInfo,
+        target: &str,
+    ) -> Result<MultiplexedConnection, SourceError> {
+        let mut settings = info.redis_settings().clone();
+        if let Some(db) = self.db {
+            settings = settings.set_db(db);
+        }
+        if let Some(user) = &self.credentials.username {
+            settings = settings.set_username(user);
+        }
+        if let Some(password) = self.credentials.password()? {
+            settings = settings.set_password(password.expose());
+        }
+        info = info.set_redis_settings(settings);
+        let bad = |e: redis::RedisError| SourceError::Config {
+            message: format!("redis {target}: {e}"),
+        };
+        let client = match (&self.root_cert, self.tls) {
+            (Some(ca), true) => Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            )
+            .map_err(bad)?,
+            _ => Client::open(info).map_err(bad)?,
+        };
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(|e| SourceError::Connect {
+                target: target.to_string(),
+                message: describe(&e),
+            })
+    }
+}
+
+/// A Redis client error as text with no URL (and so no password) in it.
+pub fn describe(e: &redis::RedisError) -> String {
+    let text = e.to_string();
+    if e.is_timeout() {
+        format!("timed out: {text}")
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_address_is_written_in_brackets() {
+        let v6 = NodeAddr {
+            host: "::1".into(),
+            port: 7000,
+        };
+        assert_eq!(v6.to_string(), "[::1]:7000");
+        let v4 = NodeAddr {
+            host: "10.0.0.1".into(),
+            port: 6379,
+        };
+        assert_eq!(v4.to_string(), "10.0.0.1:6379");
+    }
+
+    #[test]
+    fn the_password_file_is_read_at_every_connect() {
+        let dir = std::env::temp_dir().join(format!("qma-cred-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "first\n").unwrap();
+        let creds = Credentials::new(None, Some(file.clone()), None);
+        assert_eq!(creds.password().unwrap().unwrap().expose(), "first");
+        std::fs::write(&file, "second").unwrap();
+        assert_eq!(creds.password().unwrap().unwrap().expose(), "second");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

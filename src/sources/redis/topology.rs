@@ -1,0 +1,282 @@
+//! Which Redis servers a source reads, and how a batch of commands reaches them: one server
+//! (`url`), the master (or a replica) that Sentinel names, or the primaries of a Redis Cluster.
+//! The source plans its commands once; a topology only moves them and their replies, so every
+//! measure works the same on all three.
+
+use std::collections::BTreeSet;
+
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+
+use super::cluster::Cluster;
+use super::config::RedisSourceConfig;
+use super::connect::{Connector, describe};
+use super::reads::Batch;
+use super::sentinel::Sentinel;
+use crate::sources::SourceError;
+
+/// Keys `SCAN` asks for per call: large enough that a big keyspace takes few round trips,
+/// small enough that one call never blocks the server noticeably.
+const SCAN_COUNT: &str = "1000";
+
+/// The servers of one source.
+#[allow(clippy::large_enum_variant)] // one per source, never moved in a hot path
+pub enum Topology {
+    /// One server, from `url`.
+    Single(Single),
+    /// A Sentinel-managed master or its replica.
+    Sentinel(Sentinel),
+    /// A Redis Cluster's primaries.
+    Cluster(Cluster),
+}
+
+/// What a pattern's `SCAN` found.
+#[derive(Debug, Default)]
+pub struct Scanned {
+    /// The keys of the pattern's type, on every node that answered.
+    pub keys: BTreeSet<String>,
+    /// Whether some node did not answer: its keys are not in `keys`.
+    pub partial: bool,
+}
+
+impl Topology {
+    /// The topology `conn` describes. Connects to nothing yet.
+    ///
+    /// # Errors
+    /// [`SourceError::Config`] when an address, URL or CA file cannot be used.
+    pub fn new(
+        conn: &RedisSourceConfig,
+        timeout: std::time::Duration,
+    ) -> Result<Self, SourceError> {
+        let data = Connector::for_data(conn, timeout)?;
+        Ok(match (&conn.sentinel, &conn.cluster) {
+            (Some(s), _) => Topology::Sentinel(Sentinel::new(s, data, conn.display())?),
+            (None, Some(c)) => Topology::Cluster(Cluster::new(c, data, conn.display())?),
+            (None, None) => Topology::Single(Single {
+                display: conn.display(),
+                connector: data,
+                conn: None,
+            }),
+        })
+    }
+
+    /// The database keys are read in.
+    pub fn db(&self) -> i64 {
+        match self {
+            Topology::Single(s) => s.connector.db(),
+            Topology::Sentinel(s) => s.db(),
+            Topology::Cluster(_) => 0,
+        }
+    }
+
+    /// Whether round one must carry `ROLE`, so that the answers are known to come from the
+    /// node this topology meant to read (Sentinel: the master, or a replica of it).
+    pub fn checks_role(&self) -> bool {
+        matches!(self, Topology::Sentinel(_))
+    }
+
+    /// Sends `batch` and returns one reply per command, in order. A per-command error is a
+    /// reply (`Value::ServerError`); `Err` means no reply can be trusted. `role_at` is where
+    /// round one's `ROLE` is, when [`Topology::checks_role`].
+    ///
+    /// # Errors
+    /// When the server cannot be reached, the reply stream breaks, or (Sentinel) the node
+    /// answering is no longer the one to read.
+    pub async fn run(
+        &mut self,
+        batch: &Batch,
+        role_at: Option<usize>,
+    ) -> Result<Vec<Value>, SourceError> {
+        match self {
+            Topology::Single(s) => {
+                let mut conn = s.connection().await?;
+                let outcome = run_pipeline(batch, &mut conn, &s.display).await;
+                if outcome.is_err() {
+                    s.conn = None;
+                }
+                outcome
+            }
+            Topology::Sentinel(s) => s.run(batch, role_at).await,
+            Topology::Cluster(c) => c.run(batch).await,
+        }
+    }
+
+    /// The keys of type `ty` matching `pattern`, by `SCAN` (on every primary of a cluster).
+    ///
+    /// # Errors
+    /// When no node answers, or the pattern matches more than `limit` keys.
+    pub async fn scan(
+        &mut self,
+        pattern: &str,
+        ty: &str,
+        limit: usize,
+    ) -> Result<Scanned, SourceError> {
+        match self {
+            Topology::Single(s) => {
+                let mut conn = s.connection().await?;
+                let keys = scan_node(&mut conn, pattern, ty, limit, &s.display).await;
+                if matches!(keys, Err(SourceError::Io { .. })) {
+                    s.conn = None;
+                }
+                Ok(Scanned {
+                    keys: keys?,
+                    partial: false,
+                })
+            }
+            Topology::Sentinel(s) => s.scan(pattern, ty, limit).await,
+            Topology::Cluster(c) => c.scan(pattern, ty, limit).await,
+        }
+    }
+
+    /// Whether `key`, missing from a partial scan, lives on a node that did not answer it (so
+    /// it is kept as the last discovery found it).
+    pub fn unscanned(&self, key: &str) -> bool {
+        match self {
+            Topology::Cluster(c) => c.owner_unreachable(key),
+            _ => false,
+        }
+    }
+
+    /// Connects (or finds the master, or learns the slot map) before the first command, so a
+    /// poll fails early and whole when nothing is reachable.
+    ///
+    /// # Errors
+    /// When no server can be reached.
+    pub async fn prepare(&mut self) -> Result<(), SourceError> {
+        match self {
+            Topology::Single(s) => s.connection().await.map(drop),
+            Topology::Sentinel(s) => s.node().await.map(drop),
+            Topology::Cluster(c) => c.prepare().await,
+        }
+    }
+}
+
+/// One server.
+pub struct Single {
+    display: String,
+    connector: Connector,
+    conn: Option<MultiplexedConnection>,
+}
+
+impl Single {
+    async fn connection(&mut self) -> Result<MultiplexedConnection, SourceError> {
+        if let Some(c) = &self.conn {
+            return Ok(c.clone());
+        }
+        let conn = self.connector.connect_url(&self.display).await?;
+        self.conn = Some(conn.clone());
+        Ok(conn)
+    }
+}
+
+/// Sends one batch as one pipeline on `conn` and checks that every command got a reply.
+///
+/// # Errors
+/// [`SourceError::Io`] naming `target` when the pipeline fails; `BadReply` when replies are
+/// missing.
+pub async fn run_pipeline(
+    batch: &Batch,
+    conn: &mut MultiplexedConnection,
+    target: &str,
+) -> Result<Vec<Value>, SourceError> {
+    send(batch.pipeline(), batch.len(), conn, target).await
+}
+
+/// Sends `pipeline` of `len` commands and checks the reply count.
+pub(super) async fn send(
+    pipeline: &redis::Pipeline,
+    len: usize,
+    conn: &mut MultiplexedConnection,
+    target: &str,
+) -> Result<Vec<Value>, SourceError> {
+    let replies: Vec<Value> = pipeline
+        .query_async(conn)
+        .await
+        .map_err(|e| SourceError::Io {
+            target: target.to_string(),
+            message: describe(&e),
+        })?;
+    if replies.len() != len {
+        return Err(SourceError::BadReply {
+            what: format!(
+                "the pipeline of {len} commands to {target} returned {} replies",
+                replies.len()
+            ),
+        });
+    }
+    Ok(replies)
+}
+
+/// `SCAN ... MATCH pattern TYPE ty` over one node's whole keyspace.
+///
+/// # Errors
+/// [`SourceError::Io`] when the node fails; `BadReply` beyond `limit` keys.
+pub(super) async fn scan_node(
+    conn: &mut MultiplexedConnection,
+    pattern: &str,
+    ty: &str,
+    limit: usize,
+    target: &str,
+) -> Result<BTreeSet<String>, SourceError> {
+    let mut keys = BTreeSet::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let (next, batch): (String, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(&cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .arg("TYPE")
+            .arg(ty)
+            .query_async(conn)
+            .await
+            .map_err(|e| SourceError::Io {
+                target: target.to_string(),
+                message: format!("SCAN {pattern:?}: {}", describe(&e)),
+            })?;
+        keys.extend(
+            batch
+                .into_iter()
+                .map(|k| String::from_utf8_lossy(&k).into_owned()),
+        );
+        if keys.len() > limit {
+            return Err(too_many(pattern, ty, limit));
+        }
+        cursor = next;
+        if cursor == "0" {
+            return Ok(keys);
+        }
+    }
+}
+
+/// The error for a pattern that matches more keys than allowed.
+pub(super) fn too_many(pattern: &str, ty: &str, limit: usize) -> SourceError {
+    SourceError::BadReply {
+        what: format!("pattern {pattern:?} matches more than {limit} {ty} keys; narrow it"),
+    }
+}
+
+/// A reply that stands for a command no node answered: the series reading it report `message`.
+pub(super) fn error_reply(code: &str, message: &str) -> Value {
+    let clean: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    redis::parse_redis_value(format!("-{code} {clean}\r\n").as_bytes())
+        .unwrap_or_else(|_| Value::SimpleString(format!("{code} {clean}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_reply_is_a_server_error_with_its_message() {
+        let v = error_reply("UNREACHABLE", "node 10.0.0.3:7001: refused\r\nx");
+        assert_eq!(
+            super::super::reply::server_error(&v).as_deref(),
+            Some("UNREACHABLE node 10.0.0.3:7001: refused  x")
+        );
+    }
+}
