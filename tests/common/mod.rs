@@ -12,6 +12,7 @@ pub mod gpu;
 pub mod kube_stub;
 pub mod pki;
 pub mod rabbit;
+pub mod redis_topology;
 
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
