@@ -213,8 +213,10 @@ fn flags(doc: &redis::Value, name: &str, sub: bool) -> Vec<String> {
     vec![]
 }
 
-/// Every key of `conn`'s node under `prefix`, with its `DUMP`.
+/// Every key of `conn`'s node under `prefix`, with its `DUMP` (replicas included).
 pub async fn dumps(conn: &mut MultiplexedConnection, prefix: &str) -> BTreeMap<String, Vec<u8>> {
+    // A cluster replica answers reads only after READONLY (elsewhere an error, ignored).
+    let _: redis::RedisResult<()> = redis::cmd("READONLY").query_async(conn).await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}*"))
         .query_async(conn)

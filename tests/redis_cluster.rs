@@ -1,0 +1,492 @@
+//! Redis Cluster, for real: three primaries and three replicas on free loopback ports
+//! (`redis-server --cluster-enabled yes` + `redis-cli --cluster create`), started and stopped
+//! here. Keys spread over every node; the API is read continuously through a resharding
+//! (`redis-cli --cluster reshard`, so `ASK`/`MOVED` happen) and a primary killed and replaced
+//! by its replica: no 0, no missing series, only the true value or 503. Every node is audited:
+//! no write command ran, and every key's `DUMP` is unchanged.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::redis_topology::{Node, command_calls, dumps, until, write_commands};
+use common::{Adapter, quantity};
+
+struct Cluster {
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let mut nodes = Vec::new();
+        for _ in 0..6 {
+            nodes.push(
+                Node::start(
+                    "cluster",
+                    &[
+                        "--cluster-enabled".into(),
+                        "yes".into(),
+                        "--cluster-node-timeout".into(),
+                        "1000".into(),
+                        "--repl-diskless-sync-delay".into(),
+                        "0".into(),
+                    ],
+                )
+                .await,
+            );
+        }
+        let addrs: Vec<String> = nodes.iter().map(|n| n.addr()).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli is installed (make test installs it)");
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = Cluster { nodes };
+        cluster.until_ok().await;
+        cluster
+    }
+
+    async fn until_ok(&self) {
+        until(
+            "cluster_state:ok on every live node",
+            Duration::from_secs(30),
+            || async {
+                for n in self.nodes.iter().filter(|n| n.is_running()) {
+                    let mut c = n.conn().await;
+                    let info: String = redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query_async(&mut c)
+                        .await
+                        .unwrap_or_default();
+                    if !info.contains("cluster_state:ok") {
+                        return false;
+                    }
+                }
+                true
+            },
+        )
+        .await;
+    }
+
+    /// (node id, port) of every live primary that owns slots.
+    async fn primaries(&self) -> Vec<(String, u16)> {
+        let live = self
+            .nodes
+            .iter()
+            .find(|n| n.is_running())
+            .expect("a live node");
+        let mut c = live.conn().await;
+        let text: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut c)
+            .await
+            .expect("CLUSTER NODES");
+        text.lines()
+            .filter(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                f.len() > 8 && f[2].contains("master") && !f[2].contains("fail")
+            })
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                let port = f[1]
+                    .split(['@', ':'])
+                    .nth(1)
+                    .expect("port")
+                    .parse()
+                    .expect("port");
+                (f[0].to_string(), port)
+            })
+            .collect()
+    }
+
+    /// The port of a replica of the primary `id`.
+    async fn replica_of(&self, id: &str) -> u16 {
+        let live = self
+            .nodes
+            .iter()
+            .find(|n| n.is_running())
+            .expect("a live node");
+        let mut c = live.conn().await;
+        let text: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut c)
+            .await
+            .expect("CLUSTER NODES");
+        text.lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                (f.len() > 3 && f[2].contains("slave") && f[3] == id)
+                    .then(|| f[1].split(['@', ':']).nth(1)?.parse().ok())
+                    .flatten()
+            })
+            .expect("a replica of the victim")
+    }
+
+    fn node(&self, port: u16) -> &Node {
+        self.nodes.iter().find(|n| n.port == port).expect("a node")
+    }
+
+    /// A cluster connection for writing test data (redis-rs' `cluster` is not built here, so
+    /// writes go to the owner `CLUSTER KEYSLOT` + `CLUSTER SLOTS` name).
+    async fn owner_of(&self, key: &str) -> u16 {
+        let live = self
+            .nodes
+            .iter()
+            .find(|n| n.is_running())
+            .expect("a live node");
+        let mut c = live.conn().await;
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut c)
+            .await
+            .expect("KEYSLOT");
+        let map: Vec<redis::Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut c)
+            .await
+            .expect("SLOTS");
+        for range in map {
+            let redis::Value::Array(f) = range else {
+                continue;
+            };
+            let (redis::Value::Int(a), redis::Value::Int(b), redis::Value::Array(p)) =
+                (&f[0], &f[1], &f[2])
+            else {
+                continue;
+            };
+            if (*a..=*b).contains(&slot)
+                && let redis::Value::Int(port) = p[1]
+            {
+                return port as u16;
+            }
+        }
+        panic!("slot {slot} of {key} has no owner");
+    }
+
+    async fn rpush(&self, key: &str, n: usize) {
+        let mut c = self.node(self.owner_of(key).await).conn().await;
+        for i in 0..n {
+            let _: i64 = redis::cmd("RPUSH")
+                .arg(key)
+                .arg(format!("{{\"enqueued_at\":{}}}", 1_700_000_000 + i))
+                .query_async(&mut c)
+                .await
+                .expect("RPUSH");
+        }
+    }
+}
+
+const KEYS: usize = 30;
+
+fn config(seeds: &[String]) -> String {
+    format!(
+        "poll_interval: 200ms\nmax_backoff: 1s\npoll_timeout: 1s\ndiscovery_interval: 1s\nsources:\n  jobs:\n    redis:\n      cluster: {{nodes: [{}]}}\nmetrics:\n  - {{name: depth, source: jobs, measure: length, redis: {{type: list, pattern: \"q:*\"}}}}\n  - {{name: exact, source: jobs, measure: length, redis: {{type: list, key: \"q:7\"}}}}\n  - {{name: tagged, source: jobs, measure: oldest_age_seconds, redis: {{type: list, key: \"{{bull:embed}}:wait\", oldest_at: head, timestamp: {{json_pointer: /enqueued_at, unit: s}}}}}}\n",
+        seeds.join(", ")
+    )
+}
+
+/// Each key `q:<i>` holds `i + 1` elements.
+fn want(key: &str) -> f64 {
+    key.strip_prefix("q:")
+        .expect("q:")
+        .parse::<f64>()
+        .expect("index")
+        + 1.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resharding_and_a_failover_serve_the_truth_or_503_never_0_or_a_gap() {
+    let mut cluster = Cluster::start().await;
+    for i in 0..KEYS {
+        cluster.rpush(&format!("q:{i}"), i + 1).await;
+    }
+    cluster.rpush("{bull:embed}:wait", 2).await;
+    let primaries = cluster.primaries().await;
+    assert_eq!(primaries.len(), 3);
+    // Every write has reached a replica, so a promoted replica holds the same data.
+    for (_, port) in &primaries {
+        let mut c = cluster.node(*port).conn().await;
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(10_000)
+            .query_async(&mut c)
+            .await
+            .expect("WAIT");
+        assert_eq!(acked, 1, "primary {port} has no replica in sync");
+    }
+    // The keys are spread over every primary.
+    let mut owners = std::collections::BTreeSet::new();
+    for i in 0..KEYS {
+        owners.insert(cluster.owner_of(&format!("q:{i}")).await);
+    }
+    assert_eq!(owners.len(), 3, "keys on every primary");
+
+    // Read-only audit: stats and dumps of every node before the adapter runs.
+    let mut before = Vec::new();
+    for n in &cluster.nodes {
+        let mut c = n.conn().await;
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut c)
+            .await
+            .expect("resetstat");
+        before.push((dumps(&mut c, "").await, command_calls(&mut c).await));
+    }
+
+    // One seed is enough: the rest is learned from CLUSTER SLOTS.
+    let adapter = Adapter::start(&config(&[cluster.nodes[0].addr()])).await;
+    let url = format!(
+        "{}/apis/external.metrics.k8s.io/v1beta1/namespaces/default/depth",
+        adapter.base
+    );
+    until("every key served", Duration::from_secs(20), || async {
+        let (s, body) = adapter
+            .get_json(url.strip_prefix(&adapter.base).unwrap())
+            .await;
+        s == 200 && body["items"].as_array().is_some_and(|i| i.len() == KEYS)
+    })
+    .await;
+    adapter.polls(5).await;
+    let (status, body) = adapter.metric("tagged", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(quantity(body["items"][0]["value"].as_str().unwrap()) > 1e6);
+
+    // Nothing was written, nothing changed, on any node.
+    for (n, (dumps_before, calls_before)) in cluster.nodes.iter().zip(&before) {
+        let mut c = n.conn().await;
+        let calls = command_calls(&mut c).await;
+        let ran: Vec<String> = calls
+            .iter()
+            .filter(|(k, v)| calls_before.get(*k) != Some(v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let writes = write_commands(&mut c, &ran).await;
+        assert!(
+            writes.is_empty(),
+            "node {}: write commands {writes:?} ran ({ran:?})",
+            n.port
+        );
+        assert_eq!(
+            &dumps(&mut c, "").await,
+            dumps_before,
+            "node {}: a key changed",
+            n.port
+        );
+    }
+
+    // A slot caught mid-migration answers ASK for a key already moved, and MOVED once the
+    // move is final: both are followed within the poll, so every answer stays 200 and true.
+    let key = "q:0";
+    let source = cluster.owner_of(key).await;
+    let id_of = |port: u16| {
+        primaries
+            .iter()
+            .find(|(_, p)| *p == port)
+            .map(|(id, _)| id.clone())
+            .expect("a primary")
+    };
+    let target = primaries
+        .iter()
+        .map(|(_, p)| *p)
+        .find(|p| *p != source)
+        .expect("another primary");
+    let mut a = cluster.node(source).conn().await;
+    let mut b = cluster.node(target).conn().await;
+    let slot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(&mut a)
+        .await
+        .expect("slot");
+    let setslot = |state: &str, id: String| {
+        let mut c = redis::cmd("CLUSTER");
+        c.arg("SETSLOT").arg(slot).arg(state).arg(id);
+        c
+    };
+    let _: () = setslot("IMPORTING", id_of(source))
+        .query_async(&mut b)
+        .await
+        .expect("importing");
+    let _: () = setslot("MIGRATING", id_of(target))
+        .query_async(&mut a)
+        .await
+        .expect("migrating");
+    let _: () = redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(target)
+        .arg(key)
+        .arg(0)
+        .arg(5000)
+        .query_async(&mut a)
+        .await
+        .expect("MIGRATE");
+    let all_true = |status: u16, body: &serde_json::Value| {
+        status == 200
+            && body["items"].as_array().is_some_and(|items| {
+                items.len() == KEYS
+                    && items.iter().all(|i| {
+                        quantity(i["value"].as_str().unwrap_or("x"))
+                            == want(i["metricLabels"]["key"].as_str().unwrap_or("q:x"))
+                    })
+            })
+    };
+    for phase in ["ASK (slot migrating)", "MOVED (slot moved)"] {
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until {
+            let (status, body) = adapter.metric("depth", None).await;
+            assert!(all_true(status, &body), "{phase}: {status} {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if phase.starts_with("ASK") {
+            for (_, p) in &primaries {
+                let mut c = cluster.node(*p).conn().await;
+                let _: () = setslot("NODE", id_of(target))
+                    .query_async(&mut c)
+                    .await
+                    .expect("node");
+            }
+        }
+    }
+
+    // Read continuously from here on.
+    let bad: Arc<Mutex<Vec<String>>> = Arc::default();
+    let counts: Arc<Mutex<(usize, usize)>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (http, url, bad, counts, stop) = (
+            adapter.http.clone(),
+            url.clone(),
+            bad.clone(),
+            counts.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(r) = http.get(&url).send().await {
+                    let status = r.status().as_u16();
+                    let body: serde_json::Value = r.json().await.unwrap_or_default();
+                    let mut c = counts.lock().unwrap();
+                    match status {
+                        200 => {
+                            c.0 += 1;
+                            let items = body["items"].as_array().cloned().unwrap_or_default();
+                            let mut got: BTreeMap<String, f64> = BTreeMap::new();
+                            for item in &items {
+                                let key = item["metricLabels"]["key"].as_str().unwrap_or("?");
+                                got.insert(
+                                    key.into(),
+                                    quantity(item["value"].as_str().unwrap_or("0")),
+                                );
+                            }
+                            if got.len() != KEYS {
+                                bad.lock()
+                                    .unwrap()
+                                    .push(format!("{} series, not {KEYS}", got.len()));
+                            }
+                            for (k, v) in got {
+                                if v != want(&k) {
+                                    bad.lock().unwrap().push(format!("{k} = {v}"));
+                                }
+                            }
+                        }
+                        503 => c.1 += 1,
+                        other => bad.lock().unwrap().push(format!("status {other}: {body}")),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    // 1. Resharding: a third of the first primary's slots move to the second, key by key.
+    let (from, to) = (&primaries[0], &primaries[1]);
+    let started = Instant::now();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "reshard", &cluster.nodes[0].addr()])
+        .args(["--cluster-from", &from.0, "--cluster-to", &to.0])
+        .args([
+            "--cluster-slots",
+            "2000",
+            "--cluster-yes",
+            "--cluster-pipeline",
+            "1",
+        ])
+        .output()
+        .expect("redis-cli reshard");
+    assert!(
+        out.status.success(),
+        "reshard: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resharded = started.elapsed();
+    cluster.until_ok().await;
+    adapter.polls(5).await;
+
+    // 2. A primary dies. The reader sees its keys fail (503) while the rest of the cluster
+    // answers; then its replica takes over (`CLUSTER FAILOVER TAKEOVER`, what an operator runs
+    // when the automatic election does not happen on a loopback test cluster).
+    let (victim_id, victim) = primaries[2].clone();
+    cluster
+        .nodes
+        .iter_mut()
+        .find(|n| n.port == victim)
+        .expect("victim")
+        .kill();
+    let killed = Instant::now();
+    let replica = cluster.replica_of(&victim_id).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut r = cluster.node(replica).conn().await;
+    let _: String = redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .arg("TAKEOVER")
+        .query_async(&mut r)
+        .await
+        .expect("CLUSTER FAILOVER TAKEOVER");
+    until(
+        "the replica replaces the dead primary",
+        Duration::from_secs(30),
+        || async { cluster.primaries().await.iter().any(|(_, p)| *p == replica) },
+    )
+    .await;
+    cluster.until_ok().await;
+    until(
+        "every key served again",
+        Duration::from_secs(20),
+        || async {
+            let (s, body) = adapter
+                .get_json(url.strip_prefix(&adapter.base).unwrap())
+                .await;
+            s == 200 && body["items"].as_array().is_some_and(|i| i.len() == KEYS)
+        },
+    )
+    .await;
+    let back = killed.elapsed();
+    adapter.polls(3).await;
+    stop.store(true, Ordering::Relaxed);
+    reader.await.expect("reader");
+
+    let bad = bad.lock().unwrap().clone();
+    let (ok, unavailable) = *counts.lock().unwrap();
+    println!(
+        "answers: {ok} 200, {unavailable} 503; reshard took {resharded:?}; all keys back {back:?} after the kill"
+    );
+    assert!(
+        bad.is_empty(),
+        "wrong answers: {:?}",
+        &bad[..bad.len().min(10)]
+    );
+    assert!(ok > 10, "hardly read: {ok}");
+    adapter.stop().await;
+}
