@@ -246,7 +246,7 @@ async fn a_failover_and_a_killed_master_serve_503_or_the_truth_never_a_demoted_n
     let third = set.master_port().await.expect("a master");
     assert_eq!(third, first);
     let elected = Instant::now();
-    let mut m3 = set.node(third).conn().await;
+    let m3 = set.node(third).conn().await;
     until(
         "the promoted master accepts writes",
         Duration::from_secs(15),

@@ -15,6 +15,7 @@
 //! when one node fails, so it is not used.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -54,11 +55,10 @@ pub struct Cluster {
     /// Changes with every new slot map, so a kept split is known to be stale.
     epoch: u64,
     /// The per-node split of the last batch with an id seen twice (the round-one batch).
-    split: Option<(u64, u64, Split)>,
+    split: Option<(u64, u64, Arc<Split>)>,
 }
 
 /// One batch split over the nodes.
-#[derive(Clone)]
 struct Split {
     /// Per node: its pipeline and which batch commands it carries, in order.
     groups: Vec<Group>,
@@ -240,7 +240,7 @@ impl Cluster {
         let split = match &self.split {
             Some((id, epoch, s)) if *id == batch.id() && *epoch == self.epoch => s.clone(),
             _ => {
-                let s = self.split_of(batch);
+                let s = Arc::new(self.split_of(batch));
                 // Only round one repeats; keeping round two's split would only cost memory.
                 if self
                     .split
