@@ -141,7 +141,7 @@ impl Sentinel {
                 _ => match self.to_sentinels.connect(&addr).await {
                     Ok(c) => c,
                     Err(e) => {
-                        failures.push(format!("{addr}: {e}"));
+                        failures.push(e.to_string());
                         continue;
                     }
                 },
