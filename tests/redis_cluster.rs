@@ -79,19 +79,24 @@ impl Cluster {
         .await;
     }
 
-    /// (node id, port) of every live primary that owns slots.
-    async fn primaries(&self) -> Vec<(String, u16)> {
+    /// `CLUSTER NODES` as a live node sees it.
+    async fn nodes_text(&self) -> String {
         let live = self
             .nodes
             .iter()
             .find(|n| n.is_running())
             .expect("a live node");
         let mut c = live.conn().await;
-        let text: String = redis::cmd("CLUSTER")
+        redis::cmd("CLUSTER")
             .arg("NODES")
             .query_async(&mut c)
             .await
-            .expect("CLUSTER NODES");
+            .expect("CLUSTER NODES")
+    }
+
+    /// (node id, port) of every live primary that owns slots.
+    async fn primaries(&self) -> Vec<(String, u16)> {
+        let text = self.nodes_text().await;
         text.lines()
             .filter(|l| {
                 let f: Vec<&str> = l.split(' ').collect();
@@ -112,17 +117,7 @@ impl Cluster {
 
     /// The port of a replica of the primary `id`.
     async fn replica_of(&self, id: &str) -> u16 {
-        let live = self
-            .nodes
-            .iter()
-            .find(|n| n.is_running())
-            .expect("a live node");
-        let mut c = live.conn().await;
-        let text: String = redis::cmd("CLUSTER")
-            .arg("NODES")
-            .query_async(&mut c)
-            .await
-            .expect("CLUSTER NODES");
+        let text = self.nodes_text().await;
         text.lines()
             .find_map(|l| {
                 let f: Vec<&str> = l.split(' ').collect();

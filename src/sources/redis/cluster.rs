@@ -83,15 +83,7 @@ impl Cluster {
         connector: Connector,
         display: String,
     ) -> Result<Self, SourceError> {
-        let seeds = config
-            .nodes
-            .iter()
-            .map(|a| {
-                host_port(a)
-                    .map(|(host, port)| NodeAddr { host, port })
-                    .map_err(|message| SourceError::Config { message })
-            })
-            .collect::<Result<_, _>>()?;
+        let seeds = NodeAddr::parse_all(&config.nodes)?;
         Ok(Cluster {
             display,
             seeds,

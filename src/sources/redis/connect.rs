@@ -24,6 +24,22 @@ pub struct NodeAddr {
     pub port: u16,
 }
 
+impl NodeAddr {
+    /// The addresses of a `sentinel.addresses` or `cluster.nodes` list.
+    ///
+    /// # Errors
+    /// [`SourceError::Config`] for one without a port (validation refuses it first).
+    pub fn parse_all(list: &[String]) -> Result<Vec<NodeAddr>, SourceError> {
+        list.iter()
+            .map(|a| {
+                super::config::host_port(a)
+                    .map(|(host, port)| NodeAddr { host, port })
+                    .map_err(|message| SourceError::Config { message })
+            })
+            .collect()
+    }
+}
+
 impl std::fmt::Display for NodeAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.host.contains(':') {

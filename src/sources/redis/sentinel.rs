@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
-use super::config::{ReadFrom, SentinelConfig, host_port};
+use super::config::{ReadFrom, SentinelConfig};
 use super::connect::{Connector, Credentials, NodeAddr, describe};
 use super::reads::Batch;
 use super::reply;
@@ -57,15 +57,7 @@ impl Sentinel {
         to_data: Connector,
         display: String,
     ) -> Result<Self, SourceError> {
-        let sentinels = config
-            .addresses
-            .iter()
-            .map(|a| {
-                host_port(a)
-                    .map(|(host, port)| NodeAddr { host, port })
-                    .map_err(|message| SourceError::Config { message })
-            })
-            .collect::<Result<_, _>>()?;
+        let sentinels = NodeAddr::parse_all(&config.addresses)?;
         let to_sentinels = to_data.with_credentials(Credentials::new(
             config.username.clone(),
             config.password_file.clone(),
