@@ -78,3 +78,58 @@ async fn redis_down_answers_503_and_recovers_within_an_interval_plus_backoff() {
     eprintln!("recovered {recovered_in:?} after Redis came back");
     a.stop().await;
 }
+
+/// A short-lived token (ElastiCache IAM, Entra ID) that a sidecar rewrites: the source reads its
+/// `password_file` again on every reconnect, so once the server wants the new token and drops
+/// the old connection, the next connection logs in with it, with no config reload involved (the
+/// source is driven directly here, without the app's file watch).
+#[tokio::test]
+async fn a_rewritten_password_file_is_used_by_the_next_connection() {
+    use queue_metrics_adapter::config::Config;
+    use queue_metrics_adapter::sources::Source;
+    use queue_metrics_adapter::sources::redis::{Redis, RedisSource};
+
+    let redis = RedisProcess::start_with(|_| {
+        vec![
+            "--port".into(),
+            "{port}".into(),
+            "--requirepass".into(),
+            "token-1".into(),
+        ]
+    })
+    .await;
+    let file = redis.dir.join("token");
+    std::fs::write(&file, "token-1\n").expect("token file");
+    let yaml = format!(
+        "sources:\n  r:\n    redis: {{url: \"redis://127.0.0.1:{}/0\", password_file: \"{}\"}}\nmetrics:\n  - {{name: q, source: r, measure: length, redis: {{type: list, key: jobs}}}}\n",
+        redis.port,
+        file.display()
+    );
+    let config = Config::from_yaml(&yaml, std::path::Path::new("t.yaml")).expect("config");
+    let spec = config.spec_of::<Redis>("r").expect("redis source");
+    let mut source = RedisSource::new(&spec).expect("source");
+    let mut admin = connect(&format!("redis://:token-1@127.0.0.1:{}/0", redis.port)).await;
+    cmd::<i64>(&mut admin, &["LPUSH", "jobs", "a", "b"]).await;
+    let value =
+        |samples: &[queue_metrics_adapter::model::Sample]| samples[0].value.as_ref().ok().copied();
+    assert_eq!(value(&source.poll().await.expect("poll")), Some(2.0));
+
+    // The token rotates: the server wants the new one, the file holds it, old sessions end.
+    cmd::<String>(&mut admin, &["CONFIG", "SET", "requirepass", "token-2"]).await;
+    std::fs::write(&file, "token-2\n").expect("token file");
+    cmd::<i64>(
+        &mut admin,
+        &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"],
+    )
+    .await;
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let outcome = source.poll().await;
+        let ok = outcome.as_ref().ok().and_then(|s| value(s));
+        outcomes.push(outcome.map(|_| ()).map_err(|e| e.to_string()));
+        if ok == Some(2.0) {
+            return;
+        }
+    }
+    panic!("the new token was never used: {outcomes:?}");
+}
