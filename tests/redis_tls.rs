@@ -102,3 +102,134 @@ async fn rediss_with_a_private_ca_and_a_password_file_reads_values() {
     );
     a.stop().await;
 }
+
+/// `cluster` with `tls: true`: a one-node Redis Cluster that speaks only TLS (clients and the
+/// cluster bus), owning all 16384 slots, with a private CA and a password file. The slot map it
+/// gives names its TLS port, and every node connection uses the CA.
+#[tokio::test]
+async fn a_tls_only_cluster_is_read_with_tls_true_and_the_ca_file() {
+    use std::process::{Command, Stdio};
+
+    let ca = ca("qma-test-cluster-ca");
+    let (cert_pem, key_pem) = leaf(&ca, &["localhost", "127.0.0.1"]);
+    let port = common::redis_topology::free_port();
+    let dir = std::env::temp_dir().join(format!("qma-tls-cluster-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for (name, pem) in [
+        ("ca.crt", ca.pem()),
+        ("server.crt", cert_pem),
+        ("server.key", key_pem),
+    ] {
+        std::fs::write(dir.join(name), pem).expect("pem");
+    }
+    std::fs::write(dir.join("password"), "cluster-secret\n").expect("password");
+    let f = |n: &str| dir.join(n).display().to_string();
+    /// Kills the server and removes its directory when the test ends, passed or not.
+    struct Stop(std::process::Child, std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let server = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--tls-cluster",
+            "yes",
+            "--cluster-enabled",
+            "yes",
+            "--tls-auth-clients",
+            "no",
+        ])
+        .args([
+            "--tls-cert-file",
+            &f("server.crt"),
+            "--tls-key-file",
+            &f("server.key"),
+        ])
+        .args([
+            "--tls-ca-cert-file",
+            &f("ca.crt"),
+            "--requirepass",
+            "cluster-secret",
+        ])
+        .args(["--save", "", "--appendonly", "no", "--dir", &f("")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    let _stop = Stop(server, dir.clone());
+    let info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(
+        format!("rediss://localhost:{port}/0").as_str(),
+    )
+    .expect("url");
+    let settings = info.redis_settings().clone().set_password("cluster-secret");
+    let client = redis::Client::build_with_tls(
+        info.set_redis_settings(settings),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.pem().into_bytes()),
+        },
+    )
+    .expect("tls client");
+    let mut c = None;
+    for _ in 0..100 {
+        if let Ok(conn) = client.get_multiplexed_async_connection().await {
+            c = Some(conn);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut c = c.expect("the TLS cluster node starts");
+    let _: () = redis::cmd("CLUSTER")
+        .arg("ADDSLOTSRANGE")
+        .arg(0)
+        .arg(16383)
+        .query_async(&mut c)
+        .await
+        .expect("ADDSLOTSRANGE");
+    common::redis_topology::until(
+        "cluster_state:ok",
+        std::time::Duration::from_secs(10),
+        || {
+            let mut c = c.clone();
+            async move {
+                redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok_and(|i| i.contains("cluster_state:ok"))
+            }
+        },
+    )
+    .await;
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("{embed}:wait")
+        .arg("a")
+        .arg("b")
+        .arg("c")
+        .query_async(&mut c)
+        .await
+        .expect("RPUSH");
+
+    let a = Adapter::start(&format!(
+        "poll_interval: 200ms\nsources:\n  secure:\n    redis: {{cluster: {{nodes: [\"localhost:{port}\"]}}, tls: true, ca_file: \"{}\", password_file: \"{}\"}}\nmetrics:\n  - {{name: q, source: secure, measure: length, redis: {{type: list, key: \"{{embed}}:wait\"}}}}\n",
+        f("ca.crt"),
+        f("password")
+    ))
+    .await;
+    a.polls(1).await;
+    let (status, body) = a.metric("q", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(single_value(&body), 3.0);
+    a.stop().await;
+}
