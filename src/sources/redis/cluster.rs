@@ -176,6 +176,12 @@ impl Cluster {
         Ok(c)
     }
 
+    /// Drops every node connection and re-reads the slot map at the next poll.
+    pub fn reset(&mut self) {
+        self.conns.clear();
+        self.refresh_due = true;
+    }
+
     /// The primary owning `key`, if the map has one.
     fn owner(&self, key: &[u8]) -> Option<usize> {
         let node = self.slots[usize::from(slot(key))];

@@ -3,9 +3,10 @@
 //!
 //! One poll is one pipelined round trip per node (plus a second only where a lookup needs the
 //! first's answer, see the `reads` module), on multiplexed connections that are dropped and
-//! re-made after a failure. Pattern metrics find their keys with `SCAN ... MATCH ... TYPE` on their own, slower
-//! interval (`discovery_interval`), never with `KEYS`. Only read commands are sent; the
-//! `read_only` integration test audits that against the server's command statistics.
+//! re-made after a failure. Pattern metrics find their keys with `SCAN ... MATCH ... TYPE` on
+//! their own, slower interval (`discovery_interval`), never with `KEYS`. Only read commands are
+//! sent; the `read_only`, `redis_sentinel` and `redis_cluster` integration tests audit that
+//! against every server's command statistics.
 //!
 //! What a missing key means depends on its type. Redis deletes a list or sorted set when its
 //! last element goes, so a missing one is an empty queue: `0`. A list or sorted-set key found
@@ -18,6 +19,7 @@
 pub mod cluster;
 pub mod config;
 pub mod connect;
+mod json_pointer;
 pub mod reads;
 pub mod reply;
 pub mod sentinel;
@@ -256,7 +258,12 @@ impl Source for RedisSource {
         if self.discovery_due() {
             self.discover().await?;
         }
-        self.read().await
+        let outcome = self.read().await;
+        if outcome.is_err() {
+            // A refusal or a broken reply: start from fresh connections next time.
+            self.topology.reset();
+        }
+        outcome
     }
 }
 

@@ -125,11 +125,6 @@ impl Batch {
     pub fn key(&self, i: usize) -> Option<&[u8]> {
         self.keys[i].as_deref()
     }
-
-    /// The name of command `i`, upper case.
-    pub fn name(&self, i: usize) -> &str {
-        &self.names[i]
-    }
 }
 
 /// What one series reads: its target, measure and key. Cheap; made per evaluation.

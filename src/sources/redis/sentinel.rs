@@ -264,6 +264,12 @@ impl Sentinel {
         })
     }
 
+    /// Forgets the node and the sentinel connection: the next poll asks the sentinels again.
+    pub fn reset(&mut self) {
+        self.forget_node();
+        self.sentinel_conn = None;
+    }
+
     fn forget_node(&mut self) {
         self.node = None;
         self.master = None;

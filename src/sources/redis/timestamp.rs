@@ -37,12 +37,10 @@ pub fn parse_text(text: &str, unit: TimeUnit) -> Result<f64, String> {
 /// # Errors
 /// When the payload is not JSON, the pointer finds nothing, or the value is not a time.
 pub fn from_json(payload: &[u8], pointer: &str, unit: TimeUnit) -> Result<f64, String> {
-    let value: serde_json::Value = serde_json::from_slice(payload)
-        .map_err(|e| format!("the element is not JSON ({e}); cannot read {pointer}"))?;
-    let found = value
-        .pointer(pointer)
+    let found = super::json_pointer::find(payload, pointer)
+        .map_err(|e| format!("the element is not JSON ({e}); cannot read {pointer}"))?
         .ok_or_else(|| format!("the element's JSON has nothing at {pointer}"))?;
-    match found {
+    match &found {
         serde_json::Value::Number(n) if unit != TimeUnit::Rfc3339 => {
             let n = n
                 .as_f64()

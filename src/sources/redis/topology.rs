@@ -137,6 +137,16 @@ impl Topology {
         }
     }
 
+    /// Drops every connection (and the Sentinel's choice of node, and the slot map's
+    /// freshness), after a poll that failed as a whole.
+    pub fn reset(&mut self) {
+        match self {
+            Topology::Single(s) => s.conn = None,
+            Topology::Sentinel(s) => s.reset(),
+            Topology::Cluster(c) => c.reset(),
+        }
+    }
+
     /// Connects (or finds the master, or learns the slot map) before the first command, so a
     /// poll fails early and whole when nothing is reachable.
     ///
