@@ -3,8 +3,9 @@
 //! One task per source. A poll is bounded by the source's timeout. While a source fails, the next
 //! attempt waits `interval × 2^(failures−1)`, capped at `max_backoff`, with "equal jitter" (half
 //! fixed, half random) so that replicas of the adapter do not retry in lockstep; the first success
-//! returns to the plain interval. Errors are logged here, once per change of error, not where
-//! they are raised.
+//! returns to the plain interval. A healthy source that can be told of changes
+//! ([`crate::wake`]) also polls as soon as its backend reports one, paced by its debounce and
+//! rate limit. Errors are logged here, once per change of error, not where they are raised.
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
@@ -149,6 +150,9 @@ async fn run<S: Source>(
 ) {
     let name = source.name().to_string();
     let kind = source.kind();
+    let wake = source.wake();
+    let mut last_woken: Option<tokio::time::Instant> = None;
+    let mut woken = false;
     let mut failures = 0u32;
     let mut last_error: Option<String> = None;
     metrics
@@ -169,6 +173,15 @@ async fn run<S: Source>(
             .with_label_values(&[&name])
             .observe(started.elapsed().as_secs_f64());
         let observed_at = SystemTime::now();
+        if woken {
+            metrics.wake_polls.with_label_values(&[&name]).inc();
+        }
+        if let Some(w) = &wake {
+            metrics
+                .push_watching
+                .with_label_values(&[&name])
+                .set(i64::from(w.watching()));
+        }
         match outcome {
             Ok(samples) => {
                 if let Some(previous) = last_error.take() {
@@ -201,12 +214,25 @@ async fn run<S: Source>(
             } else {
                 Duration::ZERO
             });
+        // A failing source keeps its backoff: a change report does not hurry a retry.
+        let signal = wake.as_ref().filter(|_| failures == 0);
         tokio::select! {
             () = token.cancelled() => break,
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep(delay) => woken = false,
+            () = async {
+                match signal {
+                    Some(w) => w.woken(last_woken).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                woken = true;
+                last_woken = Some(tokio::time::Instant::now());
+            }
         }
     }
     let _ = metrics.poll_timeout.remove_label_values(&[&name]);
+    let _ = metrics.wake_polls.remove_label_values(&[&name]);
+    let _ = metrics.push_watching.remove_label_values(&[&name]);
     tracing::debug!(source = %name, "poll loop stopped");
 }
 

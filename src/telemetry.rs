@@ -61,6 +61,11 @@ pub struct Telemetry {
     pub poll_timeout: prometheus::GaugeVec,
     /// Open KEDA `StreamIsActive` streams.
     pub grpc_streams: prometheus::IntGauge,
+    /// Polls made because the backend reported a change (on top of the interval), by source.
+    pub wake_polls: IntCounterVec,
+    /// Whether a source that can be told of changes is watching all its keys now (1) or is
+    /// polling alone (0), by source.
+    pub push_watching: prometheus::IntGaugeVec,
     /// Whether `/metrics` shows every series' value with its labels (`qma_metric_value`). Off
     /// by default: `/metrics` needs no identity, so values there would reach any pod past the
     /// API's authorization and namespace rules.
@@ -142,8 +147,26 @@ impl Telemetry {
             "Open KEDA StreamIsActive streams (push activation).",
         )
         .expect("valid gauge");
+        let wake_polls = IntCounterVec::new(
+            Opts::new(
+                "qma_wake_polls_total",
+                "Polls made at once because the backend reported a change (Redis CLIENT TRACKING), on top of the poll interval.",
+            ),
+            &["source"],
+        )
+        .expect("valid counter");
+        let push_watching = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "qma_push_watching",
+                "1 while every key of the source is watched for changes (wake in milliseconds), 0 while it is polled alone.",
+            ),
+            &["source"],
+        )
+        .expect("valid gauge");
         for c in [
             Box::new(poll_duration.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(wake_polls.clone()),
+            Box::new(push_watching.clone()),
             Box::new(poll_timeout.clone()),
             Box::new(grpc_streams.clone()),
             Box::new(poll_errors.clone()),
@@ -164,6 +187,8 @@ impl Telemetry {
             config_reloads,
             poll_timeout,
             grpc_streams,
+            wake_polls,
+            push_watching,
             serve_values: false,
         }
     }

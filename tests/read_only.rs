@@ -9,10 +9,12 @@ use std::collections::BTreeMap;
 
 use common::{Adapter, RedisProcess, cmd, connect, server_now_ms};
 
-/// Commands that Redis does not flag `readonly` but that change no data: connection set-up and
-/// the server clock. The adapter may send these.
+/// Commands that Redis does not flag `readonly` but that change no data: connection set-up,
+/// the server clock, and `CLIENT TRACKING` (a setting of the adapter's own connection that asks
+/// to be told of key changes). The adapter may send these.
 const CONNECTION_COMMANDS: &[&str] = &[
     "hello",
+    "client|tracking",
     "client|setinfo",
     "client|setname",
     "auth",
@@ -172,6 +174,7 @@ async fn polling_sends_only_read_commands_and_changes_no_key() {
         "zcount",
         "zrange",
         "scan",
+        "client|tracking",
     ] {
         assert!(
             seen.iter().any(|c| c == expected),

@@ -254,6 +254,14 @@ async fn resharding_and_a_failover_serve_the_truth_or_503_never_0_or_a_gap() {
     })
     .await;
     adapter.polls(5).await;
+    // Every primary has a tracking connection: a push anywhere wakes the poll.
+    let watching = || async {
+        let (_, metrics) = adapter.get_text("/metrics").await;
+        metrics
+            .lines()
+            .any(|l| l == "qma_push_watching{source=\"jobs\"} 1")
+    };
+    assert!(watching().await, "tracking on every primary");
     let (status, body) = adapter.metric("tagged", None).await;
     assert_eq!(status, 200, "{body}");
     assert!(quantity(body["items"][0]["value"].as_str().unwrap()) > 1e6);
@@ -460,6 +468,12 @@ async fn resharding_and_a_failover_serve_the_truth_or_503_never_0_or_a_gap() {
     )
     .await;
     let back = killed.elapsed();
+    until(
+        "tracking follows the new primary",
+        Duration::from_secs(20),
+        watching,
+    )
+    .await;
     adapter.polls(3).await;
     stop.store(true, Ordering::Relaxed);
     reader.await.expect("reader");

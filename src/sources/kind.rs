@@ -141,6 +141,8 @@ pub trait AnySource: Send + 'static {
     fn kind(&self) -> &'static str;
     /// One poll (a boxed future: one allocation per poll, every few seconds).
     fn poll_boxed(&mut self) -> PollFuture<'_>;
+    /// Its change signal, if it has one.
+    fn wake_signal(&self) -> Option<crate::wake::WakeSignal>;
 }
 
 impl<S: Source> AnySource for S {
@@ -154,6 +156,10 @@ impl<S: Source> AnySource for S {
 
     fn poll_boxed(&mut self) -> PollFuture<'_> {
         Box::pin(self.poll())
+    }
+
+    fn wake_signal(&self) -> Option<crate::wake::WakeSignal> {
+        Source::wake(self)
     }
 }
 
@@ -171,6 +177,10 @@ impl Source for Built {
 
     fn poll(&mut self) -> impl Future<Output = Result<Vec<Sample>, SourceError>> + Send {
         self.as_mut().poll_boxed()
+    }
+
+    fn wake(&self) -> Option<crate::wake::WakeSignal> {
+        self.as_ref().wake_signal()
     }
 }
 

@@ -59,6 +59,12 @@ pub trait Source: Send + 'static {
     /// # Errors
     /// [`SourceError`] when the backend cannot be reached or answers nonsense.
     fn poll(&mut self) -> impl Future<Output = Result<Vec<Sample>, SourceError>> + Send;
+
+    /// The signal this source's backend raises when its data changes, for a source that can be
+    /// told (Redis `CLIENT TRACKING`); `None`: it is only polled.
+    fn wake(&self) -> Option<crate::wake::WakeSignal> {
+        None
+    }
 }
 
 /// Why a whole poll failed. Messages never hold a password: targets are redacted URLs.

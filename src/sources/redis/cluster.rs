@@ -171,9 +171,30 @@ impl Cluster {
         if let Some(c) = self.conns.get(addr) {
             return Ok(c.clone());
         }
-        let c = self.connector.connect(addr).await?;
+        let c = self.connector.connect(addr, None).await?;
         self.conns.insert(addr.clone(), c.clone());
         Ok(c)
+    }
+
+    /// The primaries that own slots now.
+    pub fn primaries(&self) -> Vec<NodeAddr> {
+        let mut owning = vec![false; self.nodes.len()];
+        for s in &self.slots {
+            if let Some(o) = owning.get_mut(usize::from(*s)) {
+                *o = true;
+            }
+        }
+        self.nodes
+            .iter()
+            .zip(owning)
+            .filter(|(_, o)| *o)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// The connector to the nodes.
+    pub fn connector(&self) -> &Connector {
+        &self.connector
     }
 
     /// Drops every node connection and re-reads the slot map at the next poll.

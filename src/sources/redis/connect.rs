@@ -50,6 +50,9 @@ impl std::fmt::Display for NodeAddr {
     }
 }
 
+/// What receives a connection's push messages (RESP3), such as key invalidations.
+pub type PushHandler = std::sync::Arc<dyn Fn(redis::PushInfo) + Send + Sync>;
+
 /// Who a connection logs in as: a user name and a password that is re-read from its file on
 /// every connect.
 #[derive(Clone)]
@@ -154,22 +157,30 @@ impl Connector {
     }
 
     /// Connects to the `url` this connector was made for; errors name `target` (the URL,
-    /// redacted).
+    /// redacted). With `push`, the connection speaks RESP3 and hands push messages to it.
     ///
     /// # Errors
     /// [`SourceError::Connect`] naming the redacted URL.
-    pub async fn connect_url(&self, target: &str) -> Result<MultiplexedConnection, SourceError> {
+    pub async fn connect_url(
+        &self,
+        target: &str,
+        push: Option<PushHandler>,
+    ) -> Result<MultiplexedConnection, SourceError> {
         let info = self.base.clone().ok_or_else(|| SourceError::Config {
             message: "this Redis source has no url".into(),
         })?;
-        self.open(info, target).await
+        self.open(info, target, push).await
     }
 
-    /// Connects to `addr`.
+    /// Connects to `addr`; with `push`, over RESP3 with push messages handed to it.
     ///
     /// # Errors
     /// [`SourceError::Connect`] naming the address.
-    pub async fn connect(&self, addr: &NodeAddr) -> Result<MultiplexedConnection, SourceError> {
+    pub async fn connect(
+        &self,
+        addr: &NodeAddr,
+        push: Option<PushHandler>,
+    ) -> Result<MultiplexedConnection, SourceError> {
         let scheme = if self.tls { "rediss" } else { "redis" };
         let info = format!("{scheme}://{addr}")
             .as_str()
@@ -177,15 +188,19 @@ impl Connector {
             .map_err(|e| SourceError::Config {
                 message: format!("redis node {addr}: {e}"),
             })?;
-        self.open(info, &addr.to_string()).await
+        self.open(info, &addr.to_string(), push).await
     }
 
     async fn open(
         &self,
         mut info: ConnectionInfo,
         target: &str,
+        push: Option<PushHandler>,
     ) -> Result<MultiplexedConnection, SourceError> {
         let mut settings = info.redis_settings().clone();
+        if push.is_some() {
+            settings = settings.set_protocol(redis::ProtocolVersion::RESP3);
+        }
         if let Some(db) = self.db {
             settings = settings.set_db(db);
         }
@@ -210,9 +225,15 @@ impl Connector {
             .map_err(bad)?,
             _ => Client::open(info).map_err(bad)?,
         };
-        let cfg = AsyncConnectionConfig::new()
+        let mut cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
+        if let Some(handler) = push {
+            cfg = cfg.set_push_sender(move |p: redis::PushInfo| {
+                handler(p);
+                Ok::<(), std::convert::Infallible>(())
+            });
+        }
         client
             .get_multiplexed_async_connection_with_config(&cfg)
             .await

@@ -19,12 +19,14 @@
 pub mod cluster;
 pub mod config;
 pub mod connect;
+pub mod glob;
 mod json_pointer;
 pub mod reads;
 pub mod reply;
 pub mod sentinel;
 mod timestamp;
 pub mod topology;
+pub mod tracking;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -33,12 +35,14 @@ use std::time::{Duration, Instant};
 use self::config::{KEY_LABEL_FULL, KeyType, RedisSourceConfig, RedisTarget};
 use self::reads::{Batch, Pending, Planned, SeriesRead};
 use self::topology::Topology;
+use self::tracking::Tracking;
 use super::kind::{BuildContext, Built, SourceKind, SourceSpec};
 use super::{Source, SourceError};
 use crate::model::Measure;
 use crate::model::{Labels, Sample};
 use crate::primitives::ConfigError;
 use crate::sources::MetricConfig;
+use crate::wake::{WakePace, WakeSignal};
 
 /// Most keys one pattern may match; beyond it the pattern is an error rather than a surprise.
 pub const MAX_KEYS_PER_PATTERN: usize = 100_000;
@@ -78,6 +82,11 @@ pub struct RedisSource {
     /// The series and their round-one commands, planned once per set of keys and reused by
     /// every poll until discovery changes the keys.
     plan: Option<Plan>,
+    /// The watch that wakes the poll loop when a key changes (`None`: `wake.enabled: false`).
+    tracking: Option<Tracking>,
+    /// Keys reported changed that discovery did not take (another type): not worth another
+    /// discovery each time they change.
+    passed_over: HashSet<String>,
 }
 
 /// Every series of this source with its round-one plan, and the round-one batch itself.
@@ -111,6 +120,20 @@ impl RedisSource {
             .filter_map(|(m, target)| plan_of(m, *target))
             .collect();
         let topology = Topology::new(spec.connection, spec.poll_timeout)?;
+        let tracking = spec.connection.wake.enabled.then(|| {
+            let (mut keys, mut patterns) = (Vec::new(), Vec::new());
+            for (_, target) in &spec.metrics {
+                if let Some(t) = target {
+                    keys.extend(t.key.clone());
+                    patterns.extend(t.pattern.clone());
+                }
+            }
+            let signal = WakeSignal::new(WakePace {
+                debounce: spec.connection.wake.debounce.0,
+                max_polls_per_second: spec.connection.wake.max_polls_per_second,
+            });
+            Tracking::new(spec.name, signal, &keys, &patterns)
+        });
         Ok(RedisSource {
             name: spec.name.to_string(),
             db: topology.db(),
@@ -125,6 +148,8 @@ impl RedisSource {
             seen: HashSet::new(),
             warned: HashSet::new(),
             plan: None,
+            tracking,
+            passed_over: HashSet::new(),
         })
     }
 
@@ -185,6 +210,26 @@ impl RedisSource {
             && self
                 .last_discovery
                 .is_none_or(|t| t.elapsed() >= self.discovery_interval)
+    }
+
+    /// Keys reported changed that match a pattern but are not polled yet: new queues, which
+    /// discovery should pick up now rather than at its interval.
+    fn unknown_reported(&self) -> Vec<String> {
+        let Some(tracking) = &self.tracking else {
+            return Vec::new();
+        };
+        tracking
+            .take_reported()
+            .into_iter()
+            .filter(|k| !self.is_discovered(k) && !self.passed_over.contains(k))
+            .collect()
+    }
+
+    fn is_discovered(&self, key: &String) -> bool {
+        // Each list is sorted (it comes from a BTreeSet).
+        self.discovered
+            .values()
+            .any(|keys| keys.binary_search(key).is_ok())
     }
 
     /// Plans every series: exact keys, and the keys discovery found for each pattern.
@@ -253,10 +298,27 @@ impl Source for RedisSource {
         "redis"
     }
 
+    fn wake(&self) -> Option<WakeSignal> {
+        self.tracking.as_ref().map(Tracking::signal)
+    }
+
     async fn poll(&mut self) -> Result<Vec<Sample>, SourceError> {
         self.topology.prepare().await?;
-        if self.discovery_due() {
+        if let Some(t) = &mut self.tracking {
+            t.ensure(&self.topology).await;
+        }
+        let reported = self.unknown_reported();
+        if !reported.is_empty() || self.discovery_due() {
             self.discover().await?;
+            if self.passed_over.len() > 10_000 {
+                self.passed_over.clear();
+            }
+            // A key discovery did not take (another type) does not trigger it again.
+            for key in reported {
+                if !self.is_discovered(&key) {
+                    self.passed_over.insert(key);
+                }
+            }
         }
         let outcome = self.read().await;
         if outcome.is_err() {

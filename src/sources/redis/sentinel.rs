@@ -83,6 +83,16 @@ impl Sentinel {
         self.to_data.db()
     }
 
+    /// The node read now, if one has been chosen.
+    pub fn current(&self) -> Option<&NodeAddr> {
+        self.node.as_ref().map(|(a, _)| a)
+    }
+
+    /// The connector to the data nodes.
+    pub fn connector(&self) -> &Connector {
+        &self.to_data
+    }
+
     /// The node to read and its connection, asking the sentinels when there is none.
     ///
     /// # Errors
@@ -114,7 +124,7 @@ impl Sentinel {
                 }
             }
         };
-        let conn = self.to_data.connect(&addr).await?;
+        let conn = self.to_data.connect(&addr, None).await?;
         tracing::info!(source = %self.display, master = %master, reading = %addr, "sentinel: reading this node");
         self.master = Some(master);
         self.node = Some((addr.clone(), conn.clone()));
@@ -130,7 +140,7 @@ impl Sentinel {
             let addr = self.sentinels[at].clone();
             let mut conn = match (&self.sentinel_conn, step) {
                 (Some(c), 0) => c.clone(),
-                _ => match self.to_sentinels.connect(&addr).await {
+                _ => match self.to_sentinels.connect(&addr, None).await {
                     Ok(c) => c,
                     Err(e) => {
                         failures.push(e.to_string());

@@ -30,6 +30,24 @@ pub enum Topology {
     Cluster(Cluster),
 }
 
+/// A node a tracking connection watches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum WatchTarget {
+    /// The server of a `url` source.
+    Url,
+    /// A node a topology found.
+    Node(super::connect::NodeAddr),
+}
+
+impl std::fmt::Display for WatchTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WatchTarget::Url => f.write_str("the server"),
+            WatchTarget::Node(a) => write!(f, "{a}"),
+        }
+    }
+}
+
 /// What a pattern's `SCAN` found.
 #[derive(Debug, Default)]
 pub struct Scanned {
@@ -147,6 +165,47 @@ impl Topology {
         }
     }
 
+    /// The nodes whose key changes this topology's reads depend on: the server, the node a
+    /// Sentinel names (once chosen), or every primary of a cluster.
+    pub fn watch_targets(&self) -> Vec<WatchTarget> {
+        match self {
+            Topology::Single(_) => vec![WatchTarget::Url],
+            Topology::Sentinel(s) => s
+                .current()
+                .cloned()
+                .map(WatchTarget::Node)
+                .into_iter()
+                .collect(),
+            Topology::Cluster(c) => c.primaries().into_iter().map(WatchTarget::Node).collect(),
+        }
+    }
+
+    /// A connection to `target` (RESP3) whose push messages go to `push`.
+    ///
+    /// # Errors
+    /// When it cannot be made.
+    pub async fn connect_watch(
+        &self,
+        target: &WatchTarget,
+        push: impl Fn(redis::PushInfo) -> Result<(), std::convert::Infallible> + Send + Sync + 'static,
+    ) -> Result<MultiplexedConnection, SourceError> {
+        let push: super::connect::PushHandler = std::sync::Arc::new(move |p| {
+            let _ = push(p);
+        });
+        match (self, target) {
+            (Topology::Single(s), _) => s.connector.connect_url(&s.display, Some(push)).await,
+            (Topology::Sentinel(s), WatchTarget::Node(addr)) => {
+                s.connector().connect(addr, Some(push)).await
+            }
+            (Topology::Cluster(c), WatchTarget::Node(addr)) => {
+                c.connector().connect(addr, Some(push)).await
+            }
+            (_, WatchTarget::Url) => Err(SourceError::Config {
+                message: "this Redis source has no url".into(),
+            }),
+        }
+    }
+
     /// Connects (or finds the master, or learns the slot map) before the first command, so a
     /// poll fails early and whole when nothing is reachable.
     ///
@@ -173,7 +232,7 @@ impl Single {
         if let Some(c) = &self.conn {
             return Ok(c.clone());
         }
-        let conn = self.connector.connect_url(&self.display).await?;
+        let conn = self.connector.connect_url(&self.display, None).await?;
         self.conn = Some(conn.clone());
         Ok(conn)
     }
