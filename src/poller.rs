@@ -151,7 +151,7 @@ async fn run<S: Source>(
     let name = source.name().to_string();
     let kind = source.kind();
     let wake = source.wake();
-    let mut last_woken: Option<tokio::time::Instant> = None;
+    let mut budget = crate::wake::WakeBudget::default();
     let mut woken = false;
     let mut failures = 0u32;
     let mut last_error: Option<String> = None;
@@ -221,13 +221,10 @@ async fn run<S: Source>(
             () = tokio::time::sleep(delay) => woken = false,
             () = async {
                 match signal {
-                    Some(w) => w.woken(last_woken).await,
+                    Some(w) => w.woken(&mut budget).await,
                     None => std::future::pending().await,
                 }
-            } => {
-                woken = true;
-                last_woken = Some(tokio::time::Instant::now());
-            }
+            } => woken = true,
         }
     }
     let _ = metrics.poll_timeout.remove_label_values(&[&name]);

@@ -4,8 +4,9 @@
 //! A source that can be told (Redis, through `CLIENT TRACKING`) hands its poll loop a
 //! [`WakeSignal`]; whatever watches the backend calls [`WakeSignal::wake`]. The loop waits for
 //! the signal or its interval, whichever comes first; after a wake it lets a short `debounce`
-//! pass (so a burst of changes is one poll) and keeps to `max_polls_per_second` extra polls,
-//! so a queue taking thousands of pushes a second costs a few polls a second, not thousands.
+//! pass (so a burst of changes is one poll) and keeps to `max_polls_per_second` extra polls
+//! (a token bucket of that size: occasional wakes are never delayed), so a queue taking
+//! thousands of pushes a second costs a few polls a second, not thousands.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -78,22 +79,51 @@ impl WakeSignal {
         self.inner.pace
     }
 
-    /// Waits for a wake, then the debounce, then until `last_woken_poll` is far enough in the
-    /// past for the rate limit. Returns when the loop should poll. (Tokio's clock, so tests can
-    /// run it paused.)
-    pub async fn woken(&self, last_woken_poll: Option<Instant>) {
+    /// Waits for a wake, then the debounce, then for a token of `budget` (the rate limit).
+    /// Returns when the loop should poll. (Tokio's clock, so tests can run it paused.)
+    pub async fn woken(&self, budget: &mut WakeBudget) {
         self.inner.notify.notified().await;
-        let pace = self.inner.pace;
-        let spacing = if pace.max_polls_per_second > 0.0 {
-            Duration::from_secs_f64(1.0 / pace.max_polls_per_second)
-        } else {
-            Duration::MAX
-        };
-        let earliest = last_woken_poll
-            .and_then(|t| t.checked_add(spacing))
-            .unwrap_or_else(Instant::now);
-        let at = earliest.max(Instant::now() + pace.debounce);
-        tokio::time::sleep_until(at).await;
+        tokio::time::sleep(self.inner.pace.debounce).await;
+        budget.take(self.inner.pace.max_polls_per_second).await;
+    }
+}
+
+/// The rate limit of woken polls, as a token bucket: up to `max_polls_per_second` tokens,
+/// refilled at that rate. A queue that wakes now and then is polled at once every time; a
+/// queue that changes constantly costs at most that many polls a second (plus one bucket).
+#[derive(Debug, Clone)]
+pub struct WakeBudget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Default for WakeBudget {
+    fn default() -> Self {
+        WakeBudget {
+            tokens: f64::INFINITY,
+            at: Instant::now(),
+        }
+    }
+}
+
+impl WakeBudget {
+    /// Takes one token, waiting for it to refill if there is none.
+    async fn take(&mut self, per_second: f64) {
+        if per_second <= 0.0 || !per_second.is_finite() {
+            return std::future::pending().await;
+        }
+        let capacity = per_second.max(1.0);
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * per_second).min(capacity);
+        self.at = now;
+        if self.tokens < 1.0 {
+            let wait = Duration::from_secs_f64((1.0 - self.tokens) / per_second);
+            tokio::time::sleep(wait).await;
+            self.tokens = 1.0;
+            self.at = Instant::now();
+        }
+        self.tokens -= 1.0;
     }
 }
 
@@ -113,7 +143,7 @@ mod tests {
         let s = WakeSignal::new(pace(10.0));
         s.wake();
         let start = Instant::now();
-        s.woken(None).await;
+        s.woken(&mut WakeBudget::default()).await;
         assert_eq!(start.elapsed(), Duration::from_millis(5));
         assert_eq!(s.changes(), 1);
     }
@@ -121,28 +151,39 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn wakes_are_spaced_by_the_rate_limit_and_coalesce() {
         let s = WakeSignal::new(pace(10.0));
-        let mut last = None;
+        let mut budget = WakeBudget::default();
         let start = Instant::now();
         let mut polls = 0;
-        // A thousand changes, as a busy queue makes them; the loop polls at most 10 times a second.
-        for _ in 0..1000 {
+        // Changes without pause, as a busy queue makes them: over 3 s the loop polls at most
+        // one bucket (10) plus 10 a second.
+        while start.elapsed() < Duration::from_secs(3) {
             s.wake();
             s.wake();
-            s.woken(last).await;
-            last = Some(Instant::now());
+            s.woken(&mut budget).await;
             polls += 1;
-            if start.elapsed() >= Duration::from_secs(1) {
-                break;
-            }
         }
-        assert!(polls <= 11, "{polls} polls in a second");
+        assert!((35..=41).contains(&polls), "{polls} polls in 3 s");
         assert_eq!(s.changes(), 2 * polls);
+        // After a quiet second the bucket is full again: the next wakes are immediate.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let quiet = Instant::now();
+        for _ in 0..5 {
+            s.wake();
+            s.woken(&mut budget).await;
+        }
+        assert_eq!(
+            quiet.elapsed(),
+            Duration::from_millis(25),
+            "five debounces, no waiting"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn no_wake_no_return() {
         let s = WakeSignal::new(pace(10.0));
-        let woke = tokio::time::timeout(Duration::from_secs(60), s.woken(None)).await;
+        let woke =
+            tokio::time::timeout(Duration::from_secs(60), s.woken(&mut WakeBudget::default()))
+                .await;
         assert!(woke.is_err());
     }
 }
