@@ -346,3 +346,43 @@ async fn a_management_answer_over_max_response_bytes_fails_the_poll_not_the_proc
     );
     a.stop().await;
 }
+
+/// With `read_via: amqp` and a 30 s poll interval, a message into a queue at zero is served
+/// within seconds: the idle check declares the queue again every 500 ms and wakes the poll.
+/// Without it the value would wait for the next poll, 30 s away.
+#[tokio::test]
+async fn an_idle_queue_over_amqp_wakes_the_poll_when_a_message_arrives() {
+    set_guest_password_env();
+    let vh = TestVhost::new("rmq-idle").await;
+    let conn = vh.connect().await;
+    let ch = vh.publish(&conn, "idle", "classic", &[]).await;
+    let amqp = format!("amqp://127.0.0.1:5672/{}", common::rabbit::encode(&vh.name));
+    let a = Adapter::start(&format!(
+        "poll_interval: 30s\nsources:\n  rabbit:\n    rabbitmq: {{amqp_url: \"{amqp}\", username: guest, password_env: QMA_TEST_RABBIT_PASSWORD}}\nmetrics:\n  - {{name: idle, source: rabbit, measure: ready, rabbitmq: {{vhost: \"{v}\", queue: idle}}}}\n",
+        v = vh.name
+    ))
+    .await;
+    a.wait_for("idle", None, Duration::from_secs(10), value_is(0.0))
+        .await;
+    let published = Instant::now();
+    ch.basic_publish(
+        "".into(),
+        "idle".into(),
+        lapin::options::BasicPublishOptions::default(),
+        b"job",
+        lapin::BasicProperties::default(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("confirm");
+    a.wait_for("idle", None, Duration::from_secs(5), value_is(1.0))
+        .await;
+    eprintln!("idle queue woke in {:?}", published.elapsed());
+    let (_, metrics) = a.get_text("/metrics").await;
+    assert!(
+        metrics.contains("qma_wake_polls_total{source=\"rabbit\"} 1"),
+        "{metrics}"
+    );
+    a.stop().await;
+}

@@ -11,6 +11,10 @@ use crate::primitives::{ConfigError, HumanDuration, Secret};
 
 /// Drain time served for a backlog that nothing acknowledges: one day (see README).
 pub const DEFAULT_MAX_DRAIN_SECONDS: f64 = 86_400.0;
+/// How often idle queues are declared again between polls (`read_via: amqp`).
+pub const DEFAULT_IDLE_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+/// Most idle queues declared per idle check.
+pub const DEFAULT_IDLE_MAX_QUEUES: usize = 50;
 
 /// How a RabbitMQ source reads queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -53,6 +57,15 @@ pub struct RabbitMqSourceConfig {
     /// Drain time served when a backlog has no acknowledgements at all. Default 86400 (1 day).
     #[serde(default)]
     pub max_drain_seconds: Option<f64>,
+    /// With `read_via: amqp`: how often the queues whose `ready` series is at 0 are declared
+    /// again between polls, so a message into an idle queue wakes the poll (default 500ms;
+    /// `0s` turns it off).
+    #[serde(default)]
+    pub idle_poll_interval: Option<HumanDuration>,
+    /// Most idle queues declared per `idle_poll_interval` (default 50): the bound on the extra
+    /// requests (50 every 500ms is at most 100 passive declares a second).
+    #[serde(default)]
+    pub idle_max_queues: Option<usize>,
     /// Overrides the global `poll_interval`.
     #[serde(default)]
     pub poll_interval: Option<HumanDuration>,
@@ -89,6 +102,17 @@ impl RabbitMqSourceConfig {
         })
     }
 
+    /// The idle re-check interval, `None` when off (management reads, or `0s`).
+    pub fn idle_poll_interval(&self) -> Option<std::time::Duration> {
+        if self.read_via() != ReadVia::Amqp {
+            return None;
+        }
+        let d = self
+            .idle_poll_interval
+            .map_or(DEFAULT_IDLE_POLL_INTERVAL, |d| d.0);
+        (!d.is_zero()).then_some(d)
+    }
+
     /// The drain time served for an unacknowledged backlog.
     pub fn max_drain_seconds(&self) -> f64 {
         self.max_drain_seconds.unwrap_or(DEFAULT_MAX_DRAIN_SECONDS)
@@ -121,6 +145,20 @@ impl RabbitMqSourceConfig {
                     ));
                 }
             }
+        }
+        if self.read_via() == ReadVia::Management
+            && self.idle_poll_interval.is_some_and(|d| !d.0.is_zero())
+        {
+            return Err(ConfigError::invalid(
+                format!("{at}.idle_poll_interval"),
+                "applies to read_via: amqp only: the management API's counts refresh every collect_statistics_interval (5 s by default), so asking it more often wakes nothing sooner; read the activation metric through a second source with amqp_url",
+            ));
+        }
+        if self.idle_max_queues == Some(0) {
+            return Err(ConfigError::invalid(
+                format!("{at}.idle_max_queues"),
+                "must be greater than zero (set idle_poll_interval: 0s to turn idle checks off)",
+            ));
         }
         if self.max_response_bytes == Some(0) {
             return Err(ConfigError::invalid(

@@ -11,6 +11,7 @@
 
 pub mod amqp;
 pub mod config;
+pub mod idle;
 pub mod management;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -20,7 +21,8 @@ use std::time::{Duration, Instant, SystemTime};
 use regex::Regex;
 
 use self::amqp::{Amqp, DeclareOutcome};
-use self::config::{RabbitMqSourceConfig, RabbitMqTarget, ReadVia};
+use self::config::{DEFAULT_IDLE_MAX_QUEUES, RabbitMqSourceConfig, RabbitMqTarget, ReadVia};
+use self::idle::IdleWatch;
 use self::management::{ListError, Management, QueueInfo, Reading};
 use super::kind::{BuildContext, Built, SourceKind, SourceSpec};
 use super::{Source, SourceError};
@@ -59,6 +61,24 @@ pub struct RabbitMqSource {
     rates: Option<(Instant, Result<(), String>)>,
     /// Management calls made by the last poll, for tests and benchmarks.
     last_calls: u32,
+    /// The check of idle queues between polls (`read_via: amqp`).
+    idle: Option<IdleWatch>,
+}
+
+/// An AMQP reader for `conn` (the poll's, or the idle watch's own).
+fn amqp_of(
+    conn: &RabbitMqSourceConfig,
+    ca: Option<&[u8]>,
+    name: &str,
+) -> Result<Amqp, SourceError> {
+    Amqp::new(
+        conn.amqp_url.as_deref().unwrap_or_default(),
+        conn.username.as_deref(),
+        conn.password.clone(),
+        ca.map(|c| String::from_utf8_lossy(c).into_owned()),
+        name,
+    )
+    .map_err(|message| SourceError::Config { message })
 }
 
 /// The RabbitMQ kind: `sources.<name>.rabbitmq` and `metrics[].rabbitmq`.
@@ -150,16 +170,16 @@ impl RabbitMqSource {
                 )
                 .map_err(bad)?,
             ),
-            ReadVia::Amqp => Reader::Amqp(Box::new(
-                Amqp::new(
-                    conn.amqp_url.as_deref().unwrap_or_default(),
-                    conn.username.as_deref(),
-                    conn.password.clone(),
-                    ca.map(|c| String::from_utf8_lossy(&c).into_owned()),
-                    name,
-                )
-                .map_err(bad)?,
-            )),
+            ReadVia::Amqp => Reader::Amqp(Box::new(amqp_of(conn, ca.as_deref(), name)?)),
+        };
+        let idle = match conn.idle_poll_interval() {
+            Some(every) => IdleWatch::start(
+                name,
+                amqp_of(conn, ca.as_deref(), name)?,
+                every,
+                conn.idle_max_queues.unwrap_or(DEFAULT_IDLE_MAX_QUEUES),
+            ),
+            None => None,
         };
         let metrics = spec
             .metrics
@@ -186,6 +206,7 @@ impl RabbitMqSource {
             max_drain_seconds: conn.max_drain_seconds(),
             rates: None,
             last_calls: 0,
+            idle,
         })
     }
 
@@ -342,6 +363,7 @@ impl RabbitMqSource {
             }
         }
         let mut samples = Vec::new();
+        let mut idle = Vec::new();
         for m in &self.metrics {
             let Some(q) = &m.target.queue else { continue };
             let vhost = &m.target.vhost;
@@ -361,7 +383,15 @@ impl RabbitMqSource {
                 }
                 None => Err(SeriesError::new(format!("queue {q:?} was not read"))),
             };
+            if m.measure == Measure::Ready && value == Ok(0.0) {
+                idle.push((vhost.clone(), q.clone()));
+            }
             samples.push(Sample::new(m.name.clone(), self.labels(m, vhost, q), value));
+        }
+        if let Some(watch) = &self.idle {
+            idle.sort();
+            idle.dedup();
+            watch.set_idle(idle);
         }
         Ok(samples)
     }
@@ -374,6 +404,10 @@ impl Source for RabbitMqSource {
 
     fn kind(&self) -> &'static str {
         "rabbitmq"
+    }
+
+    fn wake(&self) -> Option<crate::wake::WakeSignal> {
+        self.idle.as_ref().map(IdleWatch::signal)
     }
 
     async fn poll(&mut self) -> Result<Vec<Sample>, SourceError> {
