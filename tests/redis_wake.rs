@@ -163,3 +163,49 @@ async fn an_acl_without_client_tracking_falls_back_to_polling_and_says_so() {
     a.wait_for("q", None, WITHIN, value_is(3.0)).await;
     a.stop().await;
 }
+
+/// The tracking connection is killed (a proxy restart, `CLIENT KILL`): the source is polled
+/// alone for a moment, re-makes its watch at once, and pushes wake it again.
+#[tokio::test]
+async fn a_lost_tracking_connection_is_remade_and_wakes_again() {
+    let redis = RedisProcess::start().await;
+    let mut admin = connect(&redis.url()).await;
+    let a = Adapter::start(&format!(
+        "poll_interval: {INTERVAL}\nsources:\n  jobs:\n    redis: {{url: \"{}\"}}\nmetrics:\n  - {{name: q, source: jobs, measure: length, redis: {{type: list, key: jobs}}}}\n",
+        redis.url()
+    ))
+    .await;
+    a.ready().await;
+    let watching = || async {
+        let (_, metrics) = a.get_text("/metrics").await;
+        counter(&metrics, "qma_push_watching", "jobs")
+    };
+    let tracking_ids = |list: String| -> Vec<String> {
+        list.lines()
+            .filter(|l| {
+                l.split(' ')
+                    .any(|f| f.strip_prefix("flags=").is_some_and(|x| x.contains('t')))
+            })
+            .filter_map(|l| {
+                l.split(' ')
+                    .find_map(|f| f.strip_prefix("id="))
+                    .map(String::from)
+            })
+            .collect()
+    };
+    let ids = tracking_ids(cmd(&mut admin, &["CLIENT", "LIST"]).await);
+    assert_eq!(ids.len(), 1, "one tracking connection");
+    cmd::<i64>(&mut admin, &["CLIENT", "KILL", "ID", &ids[0]]).await;
+    let start = Instant::now();
+    loop {
+        let again = tracking_ids(cmd(&mut admin, &["CLIENT", "LIST"]).await);
+        if again.len() == 1 && again != ids && watching().await == Some(1.0) {
+            break;
+        }
+        assert!(start.elapsed() < WITHIN, "tracking not re-made: {again:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cmd::<i64>(&mut admin, &["LPUSH", "jobs", "a"]).await;
+    a.wait_for("q", None, WITHIN, value_is(1.0)).await;
+    a.stop().await;
+}

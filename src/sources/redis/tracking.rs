@@ -177,6 +177,9 @@ impl Tracking {
                     PushKind::Disconnection => {
                         alive.store(false, Ordering::Relaxed);
                         signal.set_watching(false);
+                        // A poll now re-makes the watch (or fails, and backs off), rather than
+                        // at the next interval, up to 30 s away.
+                        signal.wake();
                     }
                     _ => {}
                 }
