@@ -240,8 +240,23 @@ async fn resharding_and_a_failover_serve_the_truth_or_503_never_0_or_a_gap() {
         before.push((dumps(&mut c, "").await, command_calls(&mut c).await));
     }
 
+    // `check` reads the cluster as `serve` will: every series with its value.
+    let yaml = config(&[cluster.nodes[0].addr()]);
+    let parsed =
+        queue_metrics_adapter::config::Config::from_yaml(&yaml, std::path::Path::new("c.yaml"))
+            .expect("config");
+    let report = queue_metrics_adapter::check::run(&parsed)
+        .await
+        .expect("check");
+    assert_eq!(report.failed, 0, "{}", report.table);
+    assert!(
+        report.table.contains("queue=\"29\"") && report.table.contains("tagged"),
+        "{}",
+        report.table
+    );
+
     // One seed is enough: the rest is learned from CLUSTER SLOTS.
-    let adapter = Adapter::start(&config(&[cluster.nodes[0].addr()])).await;
+    let adapter = Adapter::start(&yaml).await;
     let url = format!(
         "{}/apis/external.metrics.k8s.io/v1beta1/namespaces/default/depth",
         adapter.base
@@ -448,6 +463,33 @@ async fn resharding_and_a_failover_serve_the_truth_or_503_never_0_or_a_gap() {
         .expect("victim")
         .kill();
     let killed = Instant::now();
+    // While the dead primary's keys answer 503, a key on a live primary is still served.
+    let mut healthy = None;
+    for i in 0..KEYS {
+        let key = format!("q:{i}");
+        if cluster.owner_of(&key).await != victim {
+            healthy = Some(key);
+            break;
+        }
+    }
+    let healthy = healthy.expect("a key on a live primary");
+    until(
+        "the dead primary's keys fail",
+        Duration::from_secs(10),
+        || async { adapter.metric("depth", None).await.0 == 503 },
+    )
+    .await;
+    let (status, body) = adapter
+        .metric(
+            "depth",
+            Some(&format!("queue={}", healthy.trim_start_matches("q:"))),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        quantity(body["items"][0]["value"].as_str().unwrap()),
+        want(&healthy)
+    );
     until(
         "the replica is elected in place of the dead primary",
         Duration::from_secs(30),
