@@ -209,3 +209,27 @@ async fn a_lost_tracking_connection_is_remade_and_wakes_again() {
     a.wait_for("q", None, WITHIN, value_is(1.0)).await;
     a.stop().await;
 }
+
+/// A pattern with no literal prefix (`*:jobs`) could only be watched by watching every key: the
+/// source is polled alone, `/metrics` says so, and its values are still served.
+#[tokio::test]
+async fn a_pattern_without_a_literal_prefix_is_polled_alone() {
+    let redis = RedisProcess::start().await;
+    let mut c = connect(&redis.url()).await;
+    cmd::<i64>(&mut c, &["LPUSH", "embed:jobs", "a"]).await;
+    let a = Adapter::start(&format!(
+        "poll_interval: 500ms\nsources:\n  jobs:\n    redis: {{url: \"{}\"}}\nmetrics:\n  - {{name: q, source: jobs, measure: length, redis: {{type: list, pattern: \"*:jobs\"}}}}\n",
+        redis.url()
+    ))
+    .await;
+    a.ready().await;
+    a.wait_for("q", Some("queue=embed"), WITHIN, value_is(1.0))
+        .await;
+    let (_, metrics) = a.get_text("/metrics").await;
+    assert_eq!(
+        counter(&metrics, "qma_push_watching", "jobs"),
+        Some(0.0),
+        "{metrics}"
+    );
+    a.stop().await;
+}

@@ -526,13 +526,8 @@ fn slot_map(v: &Value, asked: &NodeAddr) -> Result<(Vec<NodeAddr>, Vec<u16>), St
             ));
         }
         let primary = reply::array(primary)?;
-        let host = primary
-            .first()
-            .map(reply::text)
-            .transpose()?
-            .flatten()
-            .unwrap_or_default();
-        let port = primary.get(1).map(reply::int).transpose()?.unwrap_or(0);
+        let host = reply::text_at(primary, 0)?.unwrap_or_default();
+        let port = reply::int_at(primary, 1)?.unwrap_or(0);
         let port = u16::try_from(port)
             .ok()
             .filter(|p| *p != 0)

@@ -32,6 +32,16 @@ pub fn text(v: &Value) -> Result<Option<String>, String> {
     }
 }
 
+/// Element `i` of an array reply as text; `None` when it is missing or nil.
+pub fn text_at(items: &[Value], i: usize) -> Result<Option<String>, String> {
+    Ok(items.get(i).map(text).transpose()?.flatten())
+}
+
+/// Element `i` of an array reply as an integer; `None` when it is missing.
+pub fn int_at(items: &[Value], i: usize) -> Result<Option<i64>, String> {
+    items.get(i).map(int).transpose()
+}
+
 /// A reply as raw bytes, or `None` for nil (`LINDEX`).
 pub fn bytes(v: &Value) -> Result<Option<&[u8]>, String> {
     match v {

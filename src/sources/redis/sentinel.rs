@@ -358,18 +358,13 @@ fn role_of(v: &Value) -> Result<Role, String> {
         return Err(format!("ROLE failed: {e}"));
     }
     let items = reply::array(v)?;
-    let kind = items
-        .first()
-        .map(reply::text)
-        .transpose()?
-        .flatten()
-        .unwrap_or_default();
+    let kind = reply::text_at(items, 0)?.unwrap_or_default();
     Ok(match kind.as_str() {
         "master" => Role::Master,
         "slave" | "replica" => {
-            let host = items.get(1).map(reply::text).transpose()?.flatten();
-            let port = items.get(2).map(reply::int).transpose()?;
-            let state = items.get(3).map(reply::text).transpose()?.flatten();
+            let host = reply::text_at(items, 1)?;
+            let port = reply::int_at(items, 2)?;
+            let state = reply::text_at(items, 3)?;
             Role::Replica {
                 master: NodeAddr {
                     host: host.unwrap_or_default(),
