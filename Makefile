@@ -42,6 +42,7 @@ check: services
 ## with and without a front-proxy client certificate, and every manifest under deploy/ validated
 ## offline (Kubernetes schemas + checkov, promtool for the alert rules), a few seconds of every fuzz
 ## target, the OCI image built and run (`make image`), and `make demo` to zero replicas.
+test: export QMA_NEED_REDIS_TOOLS := 1
 test: services lint
 	@scripts/ensure-prometheus.sh
 	$(CARGO) test --all-targets

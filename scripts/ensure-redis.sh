@@ -2,7 +2,9 @@
 # Makes sure a Redis server answers on 127.0.0.1:6379, saying what it did:
 #   - already running: nothing to do;
 #   - installed but stopped: starts it (daemonized, no persistence);
-#   - not installed: installs Debian's redis-server with apt-get (needs root), then starts it.
+#   - not installed: installs Debian's redis-server with apt-get (needs root), then starts it;
+#   - with QMA_NEED_REDIS_TOOLS=1 (`make test`): also installs redis-server and redis-cli when a
+#     Redis already answers but the binaries are missing, for the tests' private servers.
 # Used by `make run` and `make test`; safe to run again.
 set -euo pipefail
 
@@ -19,12 +21,19 @@ ping() {
   fi
 }
 
+. "$(dirname "$0")/lib/apt.sh"
+
 if ping; then
   say "Redis is already running on $HOST:$PORT"
+  if [ "${QMA_NEED_REDIS_TOOLS:-}" = 1 ]; then
+    # `make test` also starts private servers (the read-only audit, Sentinel, Cluster), so it
+    # needs the binaries even when the Redis on 6379 runs elsewhere (a container, another host).
+    apt_install_missing redis-server redis-server
+    apt_install_missing redis-cli redis-tools
+  fi
   exit 0
 fi
 
-. "$(dirname "$0")/lib/apt.sh"
 if ! command -v redis-server >/dev/null 2>&1; then
   apt_install_missing redis-server redis-server
   say "installed $(redis-server --version | awk '{print $3}')"
