@@ -79,14 +79,19 @@ impl Cluster {
         .await;
     }
 
-    /// `CLUSTER NODES` as a live node sees it.
-    async fn nodes_text(&self) -> String {
-        let live = self
-            .nodes
+    /// A connection to any node still running.
+    async fn live_conn(&self) -> redis::aio::MultiplexedConnection {
+        self.nodes
             .iter()
             .find(|n| n.is_running())
-            .expect("a live node");
-        let mut c = live.conn().await;
+            .expect("a live node")
+            .conn()
+            .await
+    }
+
+    /// `CLUSTER NODES` as a live node sees it.
+    async fn nodes_text(&self) -> String {
+        let mut c = self.live_conn().await;
         redis::cmd("CLUSTER")
             .arg("NODES")
             .query_async(&mut c)
@@ -135,12 +140,7 @@ impl Cluster {
     /// A cluster connection for writing test data (redis-rs' `cluster` is not built here, so
     /// writes go to the owner `CLUSTER KEYSLOT` + `CLUSTER SLOTS` name).
     async fn owner_of(&self, key: &str) -> u16 {
-        let live = self
-            .nodes
-            .iter()
-            .find(|n| n.is_running())
-            .expect("a live node");
-        let mut c = live.conn().await;
+        let mut c = self.live_conn().await;
         let slot: i64 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(key)

@@ -176,19 +176,23 @@ impl Cluster {
         Ok(c)
     }
 
-    /// The primaries that own slots now.
-    pub fn primaries(&self) -> Vec<NodeAddr> {
-        let mut owning = vec![false; self.nodes.len()];
+    /// The indices (into `nodes`) of the primaries that own slots now: a node a `MOVED` or a new
+    /// map left without slots is no longer scanned or watched.
+    fn owning(&self) -> Vec<usize> {
+        let mut owns = vec![false; self.nodes.len()];
         for s in &self.slots {
-            if let Some(o) = owning.get_mut(usize::from(*s)) {
+            if let Some(o) = owns.get_mut(usize::from(*s)) {
                 *o = true;
             }
         }
-        self.nodes
-            .iter()
-            .zip(owning)
-            .filter(|(_, o)| *o)
-            .map(|(n, _)| n.clone())
+        (0..self.nodes.len()).filter(|n| owns[*n]).collect()
+    }
+
+    /// The primaries that own slots now.
+    pub fn primaries(&self) -> Vec<NodeAddr> {
+        self.owning()
+            .into_iter()
+            .map(|n| self.nodes[n].clone())
             .collect()
     }
 
@@ -444,11 +448,10 @@ impl Cluster {
         self.prepare().await?;
         self.unreachable.clear();
         let mut conns = Vec::new();
-        for (n, addr) in self.nodes.clone().into_iter().enumerate() {
-            if !self.slots.iter().any(|s| usize::from(*s) == n) {
-                continue; // no longer a primary of any slot
-            }
-            conns.push((n, addr.clone(), self.connection(&addr).await));
+        for n in self.owning() {
+            let addr = self.nodes[n].clone();
+            let conn = self.connection(&addr).await;
+            conns.push((n, addr, conn));
         }
         let scans = conns.into_iter().map(|(n, addr, conn)| async move {
             let target = addr.to_string();
