@@ -5,9 +5,11 @@
 //! `make bench` (or `cargo bench --bench dcgm`); results in BENCHMARKS.md.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use queue_metrics_adapter::sources::dcgm::aggregate::{WorkloadAggregate, per_group, per_pod};
+use queue_metrics_adapter::sources::dcgm::aggregate::per_pod;
 use queue_metrics_adapter::sources::dcgm::gpus::{GpuReading, builtin_aliases, readings};
-use queue_metrics_adapter::sources::dcgm::{parse, synthetic};
+use queue_metrics_adapter::sources::dcgm::synthetic;
+use queue_metrics_adapter::sources::exposition::parse;
+use queue_metrics_adapter::sources::kubernetes::workloads::{WorkloadAggregate, per_group};
 
 fn bench(c: &mut Criterion) {
     let body = synthetic::payload(4000);

@@ -187,6 +187,20 @@ pub enum Measure {
     MemoryUsedRatio,
     /// Power draw in watts.
     PowerWatts,
+    /// Model server: requests queued, not yet scheduled (vLLM `num_requests_waiting`, TGI
+    /// `tgi_queue_size`, Triton pending, SGLang `num_queue_reqs`).
+    WaitingRequests,
+    /// Model server: requests in the running batch.
+    RunningRequests,
+    /// Model server: KV-cache (token pool) in use, a fraction 0–1.
+    KvCacheUsageRatio,
+    /// Model server: mean time a request waited in the queue over the rate window, in seconds
+    /// (Triton's cumulative queue duration per request).
+    QueueTimeSeconds,
+    /// Model server: a named gauge family as the server reports it.
+    Value,
+    /// Model server: per-second rate of a named counter family over the rate window.
+    Rate,
 }
 
 impl Measure {
@@ -210,6 +224,12 @@ impl Measure {
             Measure::GpuUtilization => "gpu_utilization",
             Measure::MemoryUsedRatio => "memory_used_ratio",
             Measure::PowerWatts => "power_watts",
+            Measure::WaitingRequests => "waiting_requests",
+            Measure::RunningRequests => "running_requests",
+            Measure::KvCacheUsageRatio => "kv_cache_usage_ratio",
+            Measure::QueueTimeSeconds => "queue_time_seconds",
+            Measure::Value => "value",
+            Measure::Rate => "rate",
         }
     }
 }

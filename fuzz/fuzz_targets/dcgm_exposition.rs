@@ -4,9 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use queue_metrics_adapter::sources::dcgm::aggregate::{WorkloadAggregate, per_group, per_pod};
+use queue_metrics_adapter::sources::dcgm::aggregate::per_pod;
+use queue_metrics_adapter::sources::kubernetes::workloads::{WorkloadAggregate, per_group};
 use queue_metrics_adapter::sources::dcgm::gpus::{GpuReading, builtin_aliases, readings};
-use queue_metrics_adapter::sources::dcgm::parse::parse;
+use queue_metrics_adapter::sources::exposition::parse::parse;
 
 fuzz_target!(|data: &[u8]| {
     let body = String::from_utf8_lossy(data);

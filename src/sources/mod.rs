@@ -20,6 +20,7 @@
 //!    one), a line in the read-only test, and its section in the README.
 
 pub mod age;
+pub mod exposition;
 pub mod kind;
 pub mod kubernetes;
 pub mod metric;
@@ -29,6 +30,7 @@ pub use metric::MetricConfig;
 
 // The source kinds: a folder each, declared here and listed once below.
 pub mod dcgm;
+pub mod inference;
 pub mod rabbitmq;
 pub mod redis;
 
@@ -36,6 +38,7 @@ registry::source_kinds! {
     redis => Redis(redis::Redis),
     rabbitmq => RabbitMq(rabbitmq::RabbitMq),
     dcgm => Dcgm(dcgm::Dcgm),
+    inference => Inference(inference::Inference),
 }
 
 use std::future::Future;

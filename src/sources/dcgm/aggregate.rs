@@ -1,4 +1,5 @@
-//! GPU readings aggregated per pod, then per workload. No I/O here.
+//! GPU readings aggregated per pod; pods then combine per workload in
+//! [`crate::sources::kubernetes::workloads`]. No I/O here.
 //!
 //! A multi-GPU pod is one pod: its GPUs are averaged first, so the HPA's per-pod view is not skewed
 //! by how many GPUs a pod has. GPUs attributed to no pod are never averaged in. A group whose GPUs
@@ -6,39 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use super::gpus::{GpuReading, PodRef};
-
-/// How pods combine into one workload value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkloadAggregate {
-    /// Mean over pods (of each pod's mean over its GPUs): "keep GPUs at 70 % busy".
-    Mean,
-    /// The busiest pod.
-    Max,
-    /// Sum over pods; unknown while any pod's value is unknown (a partial sum would be invented).
-    Sum,
-    /// How many GPUs (or MIG instances) the workload holds.
-    Gpus,
-}
-
-/// A pod and the values of the configured extra labels of its GPUs (e.g. the GPU model): pods
-/// are aggregated per key, so a workload spread over two GPU models gives one series per model.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PodKey {
-    /// The pod.
-    pub pod: PodRef,
-    /// Extra label values, in the configured order.
-    pub extra: Vec<String>,
-}
-
-/// One pod's value of a signal, and how many of its GPUs reported it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PodValue {
-    /// Mean over the GPUs that reported the signal; `None` if none did.
-    pub value: Option<f64>,
-    /// GPUs attributed to the pod.
-    pub gpus: usize,
-}
+use super::gpus::GpuReading;
+use crate::sources::kubernetes::workloads::{PodKey, PodValue, WorkloadAggregate};
 
 /// Per-pod values of `signal` (e.g. [`GpuReading::utilization`]), combined over the pod's GPUs
 /// the way `aggregate` combines pods: mean (and `gpus`) average them, max takes the busiest, sum
@@ -77,54 +47,13 @@ pub fn per_pod(
         .collect()
 }
 
-/// Combines the pods of each group (`group_of` returns `None` for pods that belong to no group yet,
-/// e.g. whose owner is not resolved: they are left out, not guessed).
-///
-/// # Errors
-/// Per group: when none of its pods has a value.
-pub fn per_group<G: Ord + Clone>(
-    pods: &BTreeMap<PodKey, PodValue>,
-    group_of: impl Fn(&PodKey) -> Option<G>,
-    aggregate: WorkloadAggregate,
-) -> BTreeMap<G, Result<f64, String>> {
-    let mut groups: BTreeMap<G, Vec<&PodValue>> = BTreeMap::new();
-    for (pod, v) in pods {
-        if let Some(g) = group_of(pod) {
-            groups.entry(g).or_default().push(v);
-        }
-    }
-    groups
-        .into_iter()
-        .map(|(g, members)| {
-            let known: Vec<f64> = members.iter().filter_map(|m| m.value).collect();
-            let value = match aggregate {
-                WorkloadAggregate::Gpus => Ok(members.iter().map(|m| m.gpus).sum::<usize>() as f64),
-                _ if known.is_empty() => Err(format!(
-                    "none of the {} pod(s) reported the signal",
-                    members.len()
-                )),
-                WorkloadAggregate::Mean => Ok(known.iter().sum::<f64>() / known.len() as f64),
-                WorkloadAggregate::Max => {
-                    Ok(known.iter().copied().fold(f64::NEG_INFINITY, f64::max))
-                }
-                WorkloadAggregate::Sum if known.len() < members.len() => Err(format!(
-                    "{} of the {} pod(s) did not report the signal, so their sum is unknown",
-                    members.len() - known.len(),
-                    members.len()
-                )),
-                WorkloadAggregate::Sum => Ok(known.iter().sum()),
-            };
-            (g, value)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::sources::dcgm::gpus::{Field, GpuKey};
+    use crate::sources::dcgm::gpus::{Field, GpuKey, PodRef};
+    use crate::sources::kubernetes::workloads::per_group;
 
     fn gpu(uuid: &str, pod: Option<(&str, &str)>, util: Option<f64>) -> GpuReading {
         GpuReading {
@@ -175,7 +104,7 @@ mod tests {
     #[test]
     fn a_generated_4000_gpu_payload_parses_and_aggregates() {
         let body = crate::sources::dcgm::synthetic::payload(4000);
-        let parsed = crate::sources::dcgm::parse::parse(&body);
+        let parsed = crate::sources::exposition::parse::parse(&body);
         assert_eq!(parsed.malformed, 0);
         let readings = crate::sources::dcgm::gpus::readings(
             &parsed.samples,

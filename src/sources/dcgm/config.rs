@@ -7,21 +7,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::aggregate::WorkloadAggregate;
 use super::gpus::Alias;
 use crate::k8s::selector::validate_key;
 use crate::model::Measure;
 use crate::primitives::redact_url;
 use crate::primitives::{ConfigError, HumanDuration};
+use crate::sources::kubernetes::workloads::WorkloadAggregate;
 
-/// Series label: the workload's namespace. A request sees only its own namespace's series.
-pub const NAMESPACE_LABEL: &str = "namespace";
-/// Series label: the workload's name (the Deployment, StatefulSet, Job, ... that owns the pods).
-pub const WORKLOAD_LABEL: &str = "workload";
-/// Series label: the workload's kind (`Deployment`, `StatefulSet`, `Job`, ...).
-pub const WORKLOAD_KIND_LABEL: &str = "workload_kind";
-/// Labels every dcgm series sets itself; configuration cannot use them.
-pub const RESERVED_LABELS: [&str; 3] = [NAMESPACE_LABEL, WORKLOAD_LABEL, WORKLOAD_KIND_LABEL];
+pub use crate::sources::exposition::query::PrometheusQuery;
+pub use crate::sources::kubernetes::workloads::{
+    NAMESPACE_LABEL, RESERVED_LABELS, WORKLOAD_KIND_LABEL, WORKLOAD_LABEL,
+};
 
 /// The measures a `dcgm` source serves, each in one declared unit (README).
 pub const MEASURES: &[Measure] = &[
@@ -85,17 +81,6 @@ pub struct Discover {
     pub path: String,
 }
 
-/// Reading the exporters' metrics through Prometheus (`prometheus:`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PrometheusQuery {
-    /// `http(s)://prometheus:9090` (the HTTP API's base).
-    pub url: String,
-    /// PromQL label matchers that pick the exporter's series, e.g. `job="dcgm-exporter"`.
-    #[serde(default)]
-    pub matchers: Option<String>,
-}
-
 fn default_scheme() -> String {
     "http".into()
 }
@@ -147,16 +132,8 @@ impl DcgmSourceConfig {
                 ));
             }
         }
-        if let Some(p) = &self.prometheus
-            && !(p.url.starts_with("http://") || p.url.starts_with("https://"))
-        {
-            return Err(ConfigError::invalid(
-                format!("{at}.prometheus.url"),
-                format!(
-                    "{:?} must start with http:// or https://",
-                    redact_url(&p.url)
-                ),
-            ));
+        if let Some(p) = &self.prometheus {
+            p.validate(&format!("{at}.prometheus"))?;
         }
         match (&self.endpoints, &self.discover) {
             (Some(_), Some(_)) | (None, None) => {}

@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 
-use super::parse::PromSample;
+use crate::sources::exposition::parse::PromSample;
+pub use crate::sources::kubernetes::workloads::PodRef;
 
 /// What a dcgm-exporter metric measures, in the unit the adapter serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
@@ -66,15 +67,6 @@ pub struct GpuKey {
     pub uuid: String,
     /// `GPU_I_ID`, empty for a whole GPU.
     pub instance: String,
-}
-
-/// The pod a GPU is allocated to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PodRef {
-    /// Its namespace.
-    pub namespace: String,
-    /// Its name.
-    pub name: String,
 }
 
 /// Everything read about one GPU in one scrape.
@@ -190,7 +182,7 @@ pub fn readings(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::dcgm::parse::parse;
+    use crate::sources::exposition::parse::parse;
 
     #[test]
     fn synthetic_mig_node_gives_one_reading_per_gpu_instance() {

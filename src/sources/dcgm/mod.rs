@@ -14,7 +14,6 @@
 pub mod aggregate;
 pub mod config;
 pub mod gpus;
-pub mod parse;
 pub mod prometheus;
 pub mod scrape;
 pub mod synthetic;
@@ -23,10 +22,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use self::aggregate::{PodKey, PodValue, WorkloadAggregate, per_group, per_pod};
+use self::aggregate::per_pod;
 use self::config::{
     DcgmSourceConfig, DcgmTarget, Discover, MEASURES, NAMESPACE_LABEL, RESERVED_LABELS,
-    WORKLOAD_KIND_LABEL, WORKLOAD_LABEL,
 };
 use self::gpus::{Alias, GpuReading, PodRef};
 use self::scrape::{Fetch, scrape_all};
@@ -39,6 +37,9 @@ use crate::primitives::redact_url;
 use crate::sources::MetricConfig;
 use crate::sources::kubernetes::endpoint_slices::ServiceEndpoints;
 use crate::sources::kubernetes::owners::{Owners, Workload};
+use crate::sources::kubernetes::workloads::{
+    PodKey, PodValue, SeriesKey, WorkloadAggregate, label_value, per_group,
+};
 
 /// Where the exporters are.
 pub enum Endpoints {
@@ -212,18 +213,7 @@ impl DcgmSource {
         owners: Arc<Owners>,
     ) -> Result<Self, SourceError> {
         let (name, conn) = (spec.name, spec.connection);
-        let bad = |message: String| SourceError::Config { message };
-        crate::tls::ensure_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("queue-metrics-adapter/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(1);
-        if let Some(path) = &conn.ca_file {
-            let pem = super::read_ca_file(path)?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| bad(format!("ca_file {}: {e}", path.display())))?;
-            builder = builder.add_root_certificate(cert);
-        }
-        let client = builder.build().map_err(|e| bad(e.to_string()))?;
+        let client = crate::sources::exposition::fetch::client(conn.ca_file.as_deref())?;
         let poll_timeout = spec.poll_timeout;
         let aliases = conn.all_aliases();
         let (extra_names, extra_from) = conn.extra_labels();
@@ -289,33 +279,6 @@ fn signal(measure: Measure) -> fn(&GpuReading) -> Option<f64> {
         Measure::PowerWatts => |g| g.values.get(&gpus::Field::PowerWatts).copied(),
         _ => GpuReading::utilization,
     }
-}
-
-/// Makes an exporter label value usable as a Kubernetes label value (selectable by an HPA):
-/// characters outside `[A-Za-z0-9._-]` become `-`, the ends are trimmed to alphanumerics and
-/// the length is capped at 63. `NVIDIA H100 80GB HBM3` -> `NVIDIA-H100-80GB-HBM3`.
-pub fn label_value(raw: &str) -> String {
-    let mapped: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let capped: String = mapped.chars().take(63).collect();
-    capped
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
-}
-
-/// A workload and the extra label values it is split by: one series each.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct SeriesKey {
-    workload: Workload,
-    extra: Vec<String>,
 }
 
 impl Source for DcgmSource {
@@ -472,13 +435,7 @@ impl Source for DcgmSource {
             }
             for (key, value) in per_group(&per, group_of, plan.aggregate) {
                 let observed_at = group_seen_at.get(&key).copied();
-                let mut labels = plan.labels.clone();
-                labels.insert(NAMESPACE_LABEL.into(), key.workload.namespace);
-                labels.insert(WORKLOAD_LABEL.into(), key.workload.name);
-                labels.insert(WORKLOAD_KIND_LABEL.into(), key.workload.kind);
-                for (name, v) in self.extra_names.iter().zip(key.extra) {
-                    labels.insert(name.clone(), v);
-                }
+                let labels = key.labels(&plan.labels, &self.extra_names);
                 samples.push(Sample {
                     observed_at,
                     ..Sample::new(
@@ -512,28 +469,4 @@ fn pods_of(readings: &[GpuReading]) -> Vec<(PodKey, usize)> {
         }
     }
     pods.into_iter().collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exporter_values_become_selectable_label_values() {
-        assert_eq!(
-            label_value("NVIDIA H100 80GB HBM3"),
-            "NVIDIA-H100-80GB-HBM3"
-        );
-        assert_eq!(label_value("3g.40gb"), "3g.40gb");
-        assert_eq!(label_value(" (x) "), "x");
-        assert_eq!(label_value(""), "");
-        assert_eq!(label_value(&"a".repeat(80)).len(), 63);
-        for v in ["NVIDIA H100 80GB HBM3", " (x) ", "-a-", "ä"] {
-            let out = label_value(v);
-            assert!(
-                crate::k8s::selector::validate_value(&out).is_ok(),
-                "{v:?} -> {out:?}"
-            );
-        }
-    }
 }

@@ -14,16 +14,11 @@
 //! under `max_staleness` instead of passing as fresh.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
-
-use serde::Deserialize;
 
 use super::gpus::{Alias, readings};
-use super::parse::PromSample;
-use super::scrape::{EndpointScrape, Fetch, get_text};
-
-/// The label that tags a `timestamp(...)` answer with the metric it is the sample time of.
-const SAMPLE_OF: &str = "qma_sample_of";
+use super::scrape::{EndpointScrape, Fetch};
+use crate::sources::exposition::parse::PromSample;
+use crate::sources::exposition::query::{self, SAMPLE_OF, VectorSample, sample_times, unix_time};
 
 /// The PromQL query: the aliases' metrics and `up`, with `matchers` (e.g.
 /// `job="dcgm-exporter"`) added, and the sample times of the aliases' metrics.
@@ -43,34 +38,9 @@ pub fn query(aliases: &[Alias], matchers: Option<&str>) -> String {
             Some(m) => format!("{name}{{{m}}}"),
             None => name.to_string(),
         };
-        promql.push_str(&format!(
-            " or label_replace(timestamp({series}), \"{SAMPLE_OF}\", \"{name}\", \"__name__\", \".*\")"
-        ));
+        promql.push_str(&sample_times(&series, name));
     }
     promql
-}
-
-#[derive(Deserialize)]
-struct Response {
-    status: String,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    data: Option<Data>,
-}
-
-#[derive(Deserialize)]
-struct Data {
-    #[serde(rename = "resultType")]
-    result_type: String,
-    result: Vec<VectorSample>,
-}
-
-#[derive(Deserialize)]
-struct VectorSample {
-    metric: BTreeMap<String, String>,
-    /// `[unix seconds, "value"]`.
-    value: (f64, String),
 }
 
 /// One exporter target in a query answer.
@@ -99,12 +69,8 @@ pub async fn query_targets(
     aliases: &[Alias],
     extra_labels: &[String],
 ) -> Result<Vec<EndpointScrape>, String> {
-    let mut endpoint = reqwest::Url::parse(&format!("{}/api/v1/query", url.trim_end_matches('/')))
-        .map_err(|e| format!("bad Prometheus URL: {e}"))?;
-    endpoint.query_pairs_mut().append_pair("query", promql);
-    // Prometheus explains a bad query in a JSON body with a 4xx status: read it either way.
-    let (status, body) = get_text(client.get(endpoint), fetch).await?;
-    split(&body, aliases, extra_labels).map_err(|e| format!("{e} (HTTP {status})"))
+    let result = query::instant(client, url, promql, fetch).await?;
+    Ok(targets(&result, aliases, extra_labels))
 }
 
 /// Reads a `/api/v1/query` answer into one [`EndpointScrape`] per `instance`.
@@ -116,24 +82,17 @@ pub fn split(
     aliases: &[Alias],
     extra_labels: &[String],
 ) -> Result<Vec<EndpointScrape>, String> {
-    let response: Response =
-        serde_json::from_str(body).map_err(|e| format!("Prometheus answer is not JSON: {e}"))?;
-    if response.status != "success" {
-        return Err(format!(
-            "Prometheus answered {}: {}",
-            response.status,
-            response.error.unwrap_or_default()
-        ));
-    }
-    let data = response.data.ok_or("Prometheus answer has no data")?;
-    if data.result_type != "vector" {
-        return Err(format!(
-            "Prometheus answered a {}, not a vector",
-            data.result_type
-        ));
-    }
+    Ok(targets(&query::vector(body)?, aliases, extra_labels))
+}
+
+/// A vector answer split into one [`EndpointScrape`] per `instance`.
+fn targets(
+    result: &[VectorSample],
+    aliases: &[Alias],
+    extra_labels: &[String],
+) -> Vec<EndpointScrape> {
     let mut targets: BTreeMap<&str, Target<'_>> = BTreeMap::new();
-    for s in &data.result {
+    for s in result {
         let instance = s.metric.get("instance").map_or("", String::as_str);
         let name = s.metric.get("__name__").map_or("", String::as_str);
         let target = targets.entry(instance).or_default();
@@ -165,7 +124,7 @@ pub fn split(
             value,
         });
     }
-    Ok(targets
+    targets
         .into_iter()
         .map(|(instance, t)| EndpointScrape {
             endpoint: format!("prometheus target {instance}"),
@@ -177,18 +136,13 @@ pub fn split(
             first_malformed: t.unreadable.into_iter().take(3).enumerate().collect(),
             observed_at: t.oldest.and_then(unix_time),
         })
-        .collect())
-}
-
-/// A Prometheus sample timestamp (unix seconds, fractional) as a time; `None` before the epoch.
-fn unix_time(secs: f64) -> Option<SystemTime> {
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
     use super::*;
     use crate::sources::dcgm::gpus::builtin_aliases;
 

@@ -1,10 +1,10 @@
 //! Scraping dcgm-exporter endpoints: all at once, each with a timeout. A failed endpoint makes
 //! only its own GPUs unknown; the others are read. Only `GET /metrics`.
 
-use std::time::Duration;
-
 use super::gpus::{Alias, GpuReading, readings};
-use super::parse::parse;
+pub use crate::sources::exposition::fetch::Fetch;
+use crate::sources::exposition::fetch::scrape;
+use crate::sources::exposition::parse::parse;
 
 /// What one endpoint gave.
 #[derive(Debug)]
@@ -20,15 +20,6 @@ pub struct EndpointScrape {
     /// When the readings were taken, where that is earlier than now: the oldest sample
     /// timestamp of a target that Prometheus relays. `None` for a direct scrape (now).
     pub observed_at: Option<std::time::SystemTime>,
-}
-
-/// How one HTTP read of an upstream is bounded.
-#[derive(Debug, Clone, Copy)]
-pub struct Fetch {
-    /// Time allowed for the whole request.
-    pub timeout: Duration,
-    /// Largest body read (`crate::sources::read_body`).
-    pub max_bytes: usize,
 }
 
 /// Scrapes every endpoint concurrently, each bounded by `fetch`.
@@ -52,12 +43,7 @@ async fn scrape_one(
     aliases: &[Alias],
     extra_labels: &[String],
 ) -> EndpointScrape {
-    let fetched = match get_text(client.get(endpoint), fetch).await {
-        Ok((status, _)) if !status.is_success() => Err(format!("HTTP {status}")),
-        Ok((_, body)) => Ok(body),
-        Err(e) => Err(e),
-    };
-    match fetched {
+    match scrape(client, endpoint, fetch).await {
         Ok(body) => {
             let parsed = parse(&body);
             EndpointScrape {
@@ -78,24 +64,10 @@ async fn scrape_one(
     }
 }
 
-/// Sends a GET and reads the whole body (bounded by `fetch`) as text, whatever the status (the
-/// caller decides what a status means); transport errors come back as URL-free text.
-pub(super) async fn get_text(
-    request: reqwest::RequestBuilder,
-    fetch: Fetch,
-) -> Result<(reqwest::StatusCode, String), String> {
-    let response = request
-        .timeout(fetch.timeout)
-        .send()
-        .await
-        .map_err(|e| crate::sources::http_error_text(&e))?;
-    let status = response.status();
-    let body = crate::sources::read_body(response, fetch.max_bytes).await?;
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::sources::dcgm::gpus::builtin_aliases;
 

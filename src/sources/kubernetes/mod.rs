@@ -5,3 +5,5 @@
 
 pub mod endpoint_slices;
 pub mod owners;
+pub mod pods;
+pub mod workloads;

@@ -42,7 +42,7 @@ pub enum Unresolved {
     UnknownReplicaSet(String),
 }
 
-/// The pod and ReplicaSet caches, shared by every `dcgm` source.
+/// The pod and ReplicaSet caches, shared by every source that maps pods to workloads.
 pub struct Owners {
     pods: reflector::Store<PartialObjectMeta<Pod>>,
     replicasets: reflector::Store<PartialObjectMeta<ReplicaSet>>,
@@ -80,12 +80,27 @@ impl Owners {
             .pods
             .get(&ObjectRef::new(pod).within(namespace))
             .ok_or(Unresolved::UnknownPod)?;
+        self.resolve_meta(namespace, pod, &meta.metadata)
+    }
+
+    /// The workload owning a pod whose metadata the caller holds already (a source that
+    /// watches its own pods): only its ReplicaSet is looked up, so a pod just created resolves
+    /// as soon as the caller sees it.
+    ///
+    /// # Errors
+    /// [`Unresolved::UnknownReplicaSet`] when the pod's ReplicaSet is not in the cache.
+    pub fn resolve_meta(
+        &self,
+        namespace: &str,
+        pod: &str,
+        meta: &ObjectMeta,
+    ) -> Result<Workload, Unresolved> {
         let workload = |kind: &str, name: &str| Workload {
             namespace: namespace.to_string(),
             kind: kind.to_string(),
             name: name.to_string(),
         };
-        let Some(owner) = controller(&meta.metadata) else {
+        let Some(owner) = controller(meta) else {
             return Ok(workload("Pod", pod));
         };
         if owner.kind == "ReplicaSet" && owner.api_version.starts_with("apps/") {

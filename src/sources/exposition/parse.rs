@@ -1,10 +1,14 @@
-//! A lenient reader of the Prometheus text format as dcgm-exporter writes it.
+//! A lenient reader of the Prometheus text format, as dcgm-exporter and the model servers write it.
 //!
 //! dcgm-exporter renders its body with a Go template, not a Prometheus client (docs/reference/sources.md §1.1):
 //! families come in any order, `# HELP`/`# TYPE` may be missing, label values are not escaped, there
 //! are no timestamps. So this reader takes each sample line on its own, accepts unescaped quotes
 //! where the line still parses unambiguously, and counts and skips what it cannot read, keeping
 //! the first few such lines for the log. A malformed line never fails a scrape. No I/O here.
+//!
+//! The model servers (vLLM, SGLang: Python `prometheus_client`; TGI: Rust `metrics`; Triton:
+//! `prometheus-cpp`) write escaped values; an escape (`\"`) is kept as written, which is what
+//! a label matcher compares against. Names may contain `:` (`vllm:num_requests_waiting`).
 
 /// One sample line.
 #[derive(Debug, Clone, PartialEq)]

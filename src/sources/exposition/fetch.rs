@@ -1,0 +1,69 @@
+//! One bounded HTTP read of an upstream that serves Prometheus text or a Prometheus API answer:
+//! the time and the size allowed are the source's ([`Fetch`]), transport errors come back as
+//! text without the URL (which can carry credentials), and the client is built the same way
+//! for every such source ([`client`]).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::sources::SourceError;
+
+/// How one HTTP read of an upstream is bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct Fetch {
+    /// Time allowed for the whole request.
+    pub timeout: Duration,
+    /// Largest body read (`crate::sources::read_body`).
+    pub max_bytes: usize,
+}
+
+/// The HTTP client of a scraping source: our user agent, one idle connection kept per target
+/// (each is polled every few seconds), and `ca_file`'s certificates added for `https://`
+/// targets behind a private CA.
+///
+/// # Errors
+/// [`SourceError::Config`] when the CA file cannot be read or is not PEM.
+pub fn client(ca_file: Option<&Path>) -> Result<reqwest::Client, SourceError> {
+    let bad = |message: String| SourceError::Config { message };
+    crate::tls::ensure_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("queue-metrics-adapter/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(1);
+    if let Some(path) = ca_file {
+        let pem = crate::sources::read_ca_file(path)?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| bad(format!("ca_file {}: {e}", path.display())))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder.build().map_err(|e| bad(e.to_string()))
+}
+
+/// Sends a GET and reads the whole body (bounded by `fetch`) as text, whatever the status (the
+/// caller decides what a status means); transport errors come back as URL-free text.
+///
+/// # Errors
+/// The transport's error, a timeout, or a body over the limit, as text.
+pub async fn get_text(
+    request: reqwest::RequestBuilder,
+    fetch: Fetch,
+) -> Result<(reqwest::StatusCode, String), String> {
+    let response = request
+        .timeout(fetch.timeout)
+        .send()
+        .await
+        .map_err(|e| crate::sources::http_error_text(&e))?;
+    let status = response.status();
+    let body = crate::sources::read_body(response, fetch.max_bytes).await?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A scrape: `GET url`, whose body counts only with a success status.
+///
+/// # Errors
+/// As [`get_text`], and `HTTP <status>` for any other status.
+pub async fn scrape(client: &reqwest::Client, url: &str, fetch: Fetch) -> Result<String, String> {
+    match get_text(client.get(url), fetch).await? {
+        (status, _) if !status.is_success() => Err(format!("HTTP {status}")),
+        (_, body) => Ok(body),
+    }
+}

@@ -1,0 +1,131 @@
+//! A Prometheus instant query (`GET /api/v1/query`) and its vector answer, for sources that
+//! read what a Prometheus already scrapes instead of scraping every target themselves.
+//!
+//! An instant query answers the newest sample within Prometheus' lookback (5 minutes by
+//! default) but stamps it with the evaluation time; a source that needs the sample's own time
+//! asks for `timestamp(...)` in the same query ([`SAMPLE_OF`]) and reads it with [`unix_time`].
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+use super::fetch::{Fetch, get_text};
+use crate::primitives::{ConfigError, redact_url};
+
+/// Reading through a Prometheus that already scrapes the targets (`prometheus:` of a source).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusQuery {
+    /// `http(s)://prometheus:9090` (the HTTP API's base).
+    pub url: String,
+    /// PromQL label matchers that pick the targets' series, e.g. `job="dcgm-exporter"`.
+    #[serde(default)]
+    pub matchers: Option<String>,
+}
+
+impl PrometheusQuery {
+    /// Checks the block found at `at`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the URL when it is not http(s).
+    pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                format!("{at}.url"),
+                format!(
+                    "{:?} must start with http:// or https://",
+                    redact_url(&self.url)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The label that tags a `timestamp(...)` answer with the metric it is the sample time of
+/// (per name, because `timestamp` drops `__name__` and two names would clash).
+pub const SAMPLE_OF: &str = "qma_sample_of";
+
+#[derive(Deserialize)]
+struct Response {
+    status: String,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    data: Option<Data>,
+}
+
+#[derive(Deserialize)]
+struct Data {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    result: Vec<VectorSample>,
+}
+
+/// One series of a vector answer.
+#[derive(Debug, Deserialize)]
+pub struct VectorSample {
+    /// Its labels, `__name__` included.
+    pub metric: BTreeMap<String, String>,
+    /// `[unix seconds, "value"]`.
+    pub value: (f64, String),
+}
+
+/// `expr or label_replace(timestamp(expr), SAMPLE_OF, name, "__name__", ".*")`'s second part:
+/// the sample times of `series` (a metric name with its matchers), tagged with `name`.
+pub fn sample_times(series: &str, name: &str) -> String {
+    format!(
+        " or label_replace(timestamp({series}), \"{SAMPLE_OF}\", \"{name}\", \"__name__\", \".*\")"
+    )
+}
+
+/// Runs `promql` against the Prometheus at `url`.
+///
+/// # Errors
+/// When Prometheus cannot be reached or answers an error or something else than a vector: the
+/// source as a whole is down then.
+pub async fn instant(
+    client: &reqwest::Client,
+    url: &str,
+    promql: &str,
+    fetch: Fetch,
+) -> Result<Vec<VectorSample>, String> {
+    let mut endpoint = reqwest::Url::parse(&format!("{}/api/v1/query", url.trim_end_matches('/')))
+        .map_err(|e| format!("bad Prometheus URL: {e}"))?;
+    endpoint.query_pairs_mut().append_pair("query", promql);
+    // Prometheus explains a bad query in a JSON body with a 4xx status: read it either way.
+    let (status, body) = get_text(client.get(endpoint), fetch).await?;
+    vector(&body).map_err(|e| format!("{e} (HTTP {status})"))
+}
+
+/// Reads a `/api/v1/query` answer body.
+///
+/// # Errors
+/// When the body is not a successful vector answer.
+pub fn vector(body: &str) -> Result<Vec<VectorSample>, String> {
+    let response: Response =
+        serde_json::from_str(body).map_err(|e| format!("Prometheus answer is not JSON: {e}"))?;
+    if response.status != "success" {
+        return Err(format!(
+            "Prometheus answered {}: {}",
+            response.status,
+            response.error.unwrap_or_default()
+        ));
+    }
+    let data = response.data.ok_or("Prometheus answer has no data")?;
+    if data.result_type != "vector" {
+        return Err(format!(
+            "Prometheus answered a {}, not a vector",
+            data.result_type
+        ));
+    }
+    Ok(data.result)
+}
+
+/// A Prometheus sample timestamp (unix seconds, fractional) as a time; `None` before the epoch.
+pub fn unix_time(secs: f64) -> Option<SystemTime> {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d))
+}

@@ -1,0 +1,546 @@
+//! Model servers' own signals per workload: vLLM, TGI, Triton and SGLang queue, batch and
+//! KV-cache metrics scraped from their pods, so a GPU inference Deployment scales on its own
+//! servers' queue without a Prometheus in the path.
+//!
+//! One poll lists the selected ready pods from a watch ([`crate::sources::kubernetes::pods`]),
+//! scrapes them all at once, each bounded in time and size, reads each body with the shared
+//! exposition parser, takes each metric's series per pod ([`reading`], names from
+//! [`presets`], counter rates from [`rates`]) and combines pods per workload through the
+//! owner cache ([`crate::sources::kubernetes::workloads`]). Or a Prometheus that already scrapes
+//! the pods answers one query ([`prometheus`]).
+//!
+//! Unknown is never 0: a pod that fails, times out or lacks the family is an unknown member
+//! of its workload (a sum is then unknown, a mean or max uses the pods that answered), a
+//! workload with no known pod is an error series, and a poll that reaches none of its pods
+//! fails as a whole. No pods at all (a workload scaled to zero) is no series: nothing was
+//! observed, and the waking signal comes from the queue in front of the servers (README).
+
+pub mod config;
+pub mod presets;
+pub mod prometheus;
+pub mod rates;
+pub mod reading;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use self::config::{InferenceSourceConfig, InferenceTarget};
+use self::presets::{Combine, Reading};
+use self::rates::Rates;
+use self::reading::{Selection, pod_values};
+use super::kind::{BuildContext, Built, SourceKind, SourceSpec};
+use super::{Source, SourceError};
+use crate::model::{Labels, Measure, Sample, SeriesError};
+use crate::primitives::{ConfigError, redact_url};
+use crate::sources::MetricConfig;
+use crate::sources::exposition::fetch::{self, Fetch};
+use crate::sources::exposition::parse::{PromSample, parse};
+use crate::sources::exposition::query;
+use crate::sources::kubernetes::owners::{Owners, Workload};
+use crate::sources::kubernetes::pods::{PodPort, SelectedPods};
+use crate::sources::kubernetes::workloads::{
+    NAMESPACE_LABEL, PodKey, PodRef, PodValue, RESERVED_LABELS, SeriesKey, WorkloadAggregate,
+    label_value, per_group,
+};
+
+/// Where the servers' metrics come from.
+pub enum Targets {
+    /// The selected pods, scraped directly.
+    Pods {
+        /// The watched pods.
+        pods: SelectedPods,
+        /// Which port, scheme and path to scrape.
+        port: PodPort,
+        /// `http` or `https`.
+        scheme: String,
+        /// `/metrics`.
+        path: String,
+    },
+    /// A Prometheus that scrapes them: one query per poll.
+    Prometheus {
+        /// The HTTP API's base URL.
+        url: String,
+        /// The PromQL query (every family read, and `up`).
+        promql: String,
+    },
+}
+
+/// One metric: what it reads and how, and the counters it has seen.
+struct Plan {
+    name: Arc<str>,
+    measure: Measure,
+    labels: Labels,
+    reading: Reading,
+    matchers: Vec<(String, String)>,
+    pod: Combine,
+    workload: WorkloadAggregate,
+    rates: Rates,
+    /// The extra-label values each pod's series had at its last good scrape: when the pod
+    /// fails, these are the series it is an unknown member of.
+    last_keys: HashMap<PodRef, Vec<Vec<String>>>,
+}
+
+/// One pod's scrape in a poll.
+struct PodScrape<'a> {
+    pod: PodRef,
+    /// Its metadata, when the source watches the pod itself (owner resolution).
+    meta: Option<&'a ObjectMeta>,
+    /// Where it was read, for messages.
+    endpoint: String,
+    /// Its samples, or why there are none.
+    outcome: Result<Vec<PromSample<'a>>, String>,
+    /// When (unix seconds): the scrape's end, or the oldest sample time Prometheus relayed.
+    at: f64,
+    /// The relayed sample time, where older than the poll.
+    observed_at: Option<SystemTime>,
+}
+
+/// Model-server pods and the metrics read from them.
+pub struct InferenceSource {
+    name: String,
+    targets: Targets,
+    owners: Arc<Owners>,
+    client: reqwest::Client,
+    fetch: Fetch,
+    extra_names: Vec<String>,
+    extra_from: Vec<String>,
+    plans: Vec<Plan>,
+    /// Malformed-line counts per pod at the last scrape, to log only changes.
+    malformed: HashMap<PodRef, usize>,
+}
+
+/// The model-server kind: `sources.<name>.inference` and the optional `metrics[].inference`.
+pub struct Inference;
+
+impl SourceKind for Inference {
+    const NAME: &'static str = "inference";
+    const TARGET_REQUIRED: bool = false;
+    type Connection = InferenceSourceConfig;
+    type Target = InferenceTarget;
+
+    fn poll_interval(conn: &InferenceSourceConfig) -> Option<Duration> {
+        conn.poll_interval.map(|d| d.0)
+    }
+
+    fn poll_timeout(conn: &InferenceSourceConfig) -> Option<Duration> {
+        conn.poll_timeout.map(|d| d.0)
+    }
+
+    fn validate(
+        conn: &InferenceSourceConfig,
+        at: &str,
+        timeout: Duration,
+    ) -> Result<(), ConfigError> {
+        conn.validate(at, timeout)
+    }
+
+    fn validate_metric(
+        conn: &InferenceSourceConfig,
+        m: &MetricConfig,
+        target: Option<&InferenceTarget>,
+        at: &str,
+    ) -> Result<(), ConfigError> {
+        conn.recipe(m, target, at)?;
+        for key in m.labels.keys() {
+            if RESERVED_LABELS.contains(&key.as_str()) || conn.extra_labels.contains_key(key) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.labels"),
+                    format!("must not set {key:?}: every series gets it from its workload"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn namespace_label() -> Option<&'static str> {
+        Some(NAMESPACE_LABEL)
+    }
+
+    fn needs_kubernetes() -> bool {
+        true
+    }
+
+    async fn build(
+        spec: SourceSpec<'_, Inference>,
+        context: &mut BuildContext,
+    ) -> anyhow::Result<Built> {
+        let watches = context.kube_watches().await?;
+        let conn = spec.connection;
+        let mut plans = Vec::new();
+        for (i, (m, target)) in spec.metrics.iter().enumerate() {
+            let recipe = conn.recipe(m, *target, &format!("metrics[{i}] ({})", m.name))?;
+            plans.push(Plan {
+                name: Arc::from(m.name.as_str()),
+                measure: m.measure,
+                labels: m.labels.clone(),
+                reading: recipe.reading,
+                matchers: target
+                    .map(|t| t.matchers.clone().into_iter().collect())
+                    .unwrap_or_default(),
+                pod: recipe.pod,
+                workload: match recipe.workload {
+                    Combine::Sum => WorkloadAggregate::Sum,
+                    Combine::Mean => WorkloadAggregate::Mean,
+                    Combine::Max => WorkloadAggregate::Max,
+                },
+                rates: Rates::new(conn.rate_window()),
+                last_keys: HashMap::new(),
+            });
+        }
+        let targets = match (&conn.pods, &conn.prometheus) {
+            (Some(p), _) => Targets::Pods {
+                pods: SelectedPods::watch(
+                    watches.client.clone(),
+                    p.namespace.as_deref(),
+                    &p.selector,
+                    &watches.token,
+                    &watches.tracker,
+                ),
+                port: p.port.clone(),
+                scheme: p.scheme.clone(),
+                path: p.path.clone(),
+            },
+            (None, Some(p)) => {
+                let families: Vec<&str> = plans.iter().flat_map(|p| families(&p.reading)).collect();
+                Targets::Prometheus {
+                    url: p.url.clone(),
+                    promql: prometheus::query(&families, p.matchers.as_deref()),
+                }
+            }
+            (None, None) => anyhow::bail!("needs pods or prometheus"),
+        };
+        let (extra_names, extra_from) = conn.extra_labels();
+        Ok(Box::new(InferenceSource {
+            name: spec.name.to_string(),
+            targets,
+            owners: watches.owners.clone(),
+            client: fetch::client(conn.ca_file.as_deref())?,
+            fetch: Fetch {
+                timeout: conn.scrape_timeout(spec.poll_timeout),
+                max_bytes: conn
+                    .max_response_bytes
+                    .unwrap_or(crate::sources::DEFAULT_MAX_RESPONSE_BYTES),
+            },
+            extra_names,
+            extra_from,
+            plans,
+            malformed: HashMap::new(),
+        }))
+    }
+}
+
+/// The families a reading needs from a scrape.
+fn families(reading: &Reading) -> Vec<&str> {
+    match reading {
+        Reading::Gauge(f) => f.iter().map(String::as_str).collect(),
+        Reading::Rate(f) => vec![f.as_str()],
+        Reading::RatioOfIncreases {
+            numerator,
+            denominator,
+            ..
+        } => vec![numerator.as_str(), denominator.as_str()],
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl InferenceSource {
+    /// Whether the Kubernetes caches this source reads have completed their first list.
+    fn caches_ready(&self) -> bool {
+        let pods = match &self.targets {
+            Targets::Pods { pods, .. } => pods.is_listed(),
+            Targets::Prometheus { .. } => true,
+        };
+        pods && self.owners.is_ready()
+    }
+
+    /// Logs malformed lines when a pod's count changes (not on every poll).
+    fn note_malformed(
+        &mut self,
+        pod: &PodRef,
+        endpoint: &str,
+        count: usize,
+        first: &[(usize, String)],
+    ) {
+        let before = self.malformed.insert(pod.clone(), count);
+        if count > 0 && before != Some(count) {
+            tracing::warn!(
+                source = %self.name,
+                pod = %format!("{}/{}", pod.namespace, pod.name),
+                endpoint = %redact_url(endpoint),
+                malformed = count,
+                first = ?first,
+                "skipped malformed lines in a model server's metrics"
+            );
+        }
+    }
+
+    /// Reads every scrape into samples; `Err` when none of the pods could be read.
+    fn samples(&mut self, scrapes: &[PodScrape<'_>]) -> Result<Vec<Sample>, SourceError> {
+        let failures: Vec<(&PodScrape<'_>, &String)> = scrapes
+            .iter()
+            .filter_map(|s| s.outcome.as_ref().err().map(|e| (s, e)))
+            .collect();
+        if let Some((first, message)) = failures.first() {
+            tracing::warn!(
+                source = %self.name,
+                failed = failures.len(),
+                pods = scrapes.len(),
+                first = %format!("{}/{} ({}): {message}", first.pod.namespace, first.pod.name, redact_url(&first.endpoint)),
+                "model-server pods could not be read; they are unknown members of their workloads this poll"
+            );
+            if failures.len() == scrapes.len() {
+                return Err(SourceError::Connect {
+                    target: format!("all {} model-server pod(s)", scrapes.len()),
+                    message: format!("{}/{}: {message}", first.pod.namespace, first.pod.name),
+                });
+            }
+        }
+
+        // Each pod's workload, once per poll.
+        let mut workloads: HashMap<&PodRef, Workload> = HashMap::new();
+        let mut unresolved = 0usize;
+        for s in scrapes {
+            let w = match s.meta {
+                Some(meta) => self
+                    .owners
+                    .resolve_meta(&s.pod.namespace, &s.pod.name, meta),
+                None => self.owners.resolve(&s.pod.namespace, &s.pod.name),
+            };
+            match w {
+                Ok(w) => {
+                    workloads.insert(&s.pod, w);
+                }
+                Err(_) => unresolved += 1,
+            }
+        }
+        if unresolved > 0 {
+            tracing::debug!(source = %self.name, unresolved, "pods whose owner is not in the cache yet; left out until the next poll");
+        }
+        let seen: BTreeSet<&PodRef> = scrapes.iter().map(|s| &s.pod).collect();
+        let now = unix_now();
+
+        let mut out = Vec::new();
+        for plan in &mut self.plans {
+            let selection = Selection {
+                matchers: &plan.matchers,
+                extra_from: &self.extra_from,
+                combine: plan.pod,
+            };
+            let mut per: BTreeMap<PodKey, PodValue> = BTreeMap::new();
+            let mut failed: Vec<&PodRef> = Vec::new();
+            let mut observed: BTreeMap<PodKey, SystemTime> = BTreeMap::new();
+            for s in scrapes {
+                let Ok(samples) = &s.outcome else {
+                    failed.push(&s.pod);
+                    continue;
+                };
+                let values = pod_values(
+                    &plan.reading,
+                    &selection,
+                    &s.pod,
+                    samples,
+                    &mut plan.rates,
+                    s.at,
+                );
+                if values.is_empty() {
+                    // The pod answered without the family: unknown, under its last keys.
+                    failed.push(&s.pod);
+                    continue;
+                }
+                plan.last_keys
+                    .insert(s.pod.clone(), values.keys().cloned().collect());
+                for (extra, value) in values {
+                    let key = PodKey {
+                        pod: s.pod.clone(),
+                        extra,
+                    };
+                    if let Some(at) = s.observed_at {
+                        observed.insert(key.clone(), at);
+                    }
+                    per.insert(
+                        key,
+                        PodValue {
+                            value: value.ok(),
+                            gpus: 1,
+                        },
+                    );
+                }
+            }
+            // Unknown pods join the series they had last; a pod never read joins every series
+            // of its workload (or the one without extra values), so a sum is never partial.
+            for pod in failed {
+                let keys = match plan.last_keys.get(pod) {
+                    Some(keys) => keys.clone(),
+                    None => {
+                        let mine = workloads.get(pod);
+                        let mut keys: BTreeSet<Vec<String>> = per
+                            .keys()
+                            .filter(|k| mine.is_some() && workloads.get(&k.pod) == mine)
+                            .map(|k| k.extra.clone())
+                            .collect();
+                        if keys.is_empty() {
+                            keys.insert(vec![String::new(); self.extra_from.len()]);
+                        }
+                        keys.into_iter().collect()
+                    }
+                };
+                for extra in keys {
+                    per.entry(PodKey {
+                        pod: pod.clone(),
+                        extra,
+                    })
+                    .or_insert(PodValue {
+                        value: None,
+                        gpus: 1,
+                    });
+                }
+            }
+            plan.last_keys.retain(|p, _| seen.contains(p));
+            plan.rates.prune(now);
+
+            let group_of = |key: &PodKey| {
+                Some(SeriesKey {
+                    workload: workloads.get(&key.pod)?.clone(),
+                    extra: key.extra.iter().map(|v| label_value(v)).collect(),
+                })
+            };
+            let mut group_observed: BTreeMap<SeriesKey, SystemTime> = BTreeMap::new();
+            for (key, at) in &observed {
+                if let Some(g) = group_of(key) {
+                    let t = group_observed.entry(g).or_insert(*at);
+                    *t = (*t).min(*at);
+                }
+            }
+            for (key, value) in per_group(&per, group_of, plan.workload) {
+                let labels = key.labels(&plan.labels, &self.extra_names);
+                out.push(Sample {
+                    observed_at: group_observed.get(&key).copied(),
+                    ..Sample::new(
+                        plan.name.clone(),
+                        Arc::new(labels),
+                        value.map_err(|e| {
+                            SeriesError::new(format!(
+                                "{} of the workload's model-server pods: {e}",
+                                plan.measure
+                            ))
+                        }),
+                    )
+                });
+            }
+        }
+        self.malformed.retain(|p, _| seen.contains(p));
+        Ok(out)
+    }
+}
+
+impl Source for InferenceSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "inference"
+    }
+
+    async fn poll(&mut self) -> Result<Vec<Sample>, SourceError> {
+        // At start-up the caches list while the first poll begins: give them the scrape
+        // timeout rather than failing a poll that a moment's wait would have served.
+        let deadline = tokio::time::Instant::now() + self.fetch.timeout;
+        while !self.caches_ready() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !self.owners.is_ready() {
+            return Err(SourceError::Connect {
+                target: "the Kubernetes API".into(),
+                message: "the pod and ReplicaSet caches have not been listed yet".into(),
+            });
+        }
+        match &self.targets {
+            Targets::Pods {
+                pods,
+                port,
+                scheme,
+                path,
+            } => {
+                let targets =
+                    pods.targets(port, scheme, path)
+                        .map_err(|message| SourceError::Connect {
+                            target: "the Kubernetes API".into(),
+                            message,
+                        })?;
+                let (client, fetch) = (&self.client, self.fetch);
+                let bodies = futures_util::future::join_all(targets.iter().map(|t| async move {
+                    let body = match &t.url {
+                        Ok(url) => fetch::scrape(client, url, fetch).await,
+                        Err(e) => Err(e.clone()),
+                    };
+                    (body, unix_now())
+                }))
+                .await;
+                let parsed: Vec<_> = bodies
+                    .iter()
+                    .map(|(body, _)| body.as_ref().map(|b| parse(b)))
+                    .collect();
+                let mut scrapes = Vec::with_capacity(targets.len());
+                for ((t, (_, at)), p) in targets.iter().zip(&bodies).zip(parsed) {
+                    let endpoint = t.url.clone().unwrap_or_default();
+                    let outcome = match p {
+                        Ok(p) => {
+                            self.note_malformed(&t.pod, &endpoint, p.malformed, &p.first_malformed);
+                            Ok(p.samples)
+                        }
+                        Err(e) => Err(e.clone()),
+                    };
+                    scrapes.push(PodScrape {
+                        pod: t.pod.clone(),
+                        meta: Some(&t.meta),
+                        endpoint,
+                        outcome,
+                        at: *at,
+                        observed_at: None,
+                    });
+                }
+                self.samples(&scrapes)
+            }
+            Targets::Prometheus { url, promql } => {
+                let result = query::instant(&self.client, url, promql, self.fetch)
+                    .await
+                    .map_err(|message| SourceError::Connect {
+                        target: format!("Prometheus {}", redact_url(url)),
+                        message,
+                    })?;
+                let endpoint = format!("Prometheus {}", redact_url(url));
+                let (pods, unattributed) = prometheus::split(&result);
+                if unattributed > 0 {
+                    tracing::debug!(source = %self.name, unattributed, "Prometheus series without namespace and pod labels ignored");
+                }
+                let now = unix_now();
+                let scrapes: Vec<PodScrape<'_>> = pods
+                    .into_iter()
+                    .map(|(pod, answer)| PodScrape {
+                        pod,
+                        meta: None,
+                        endpoint: endpoint.clone(),
+                        at: answer.oldest.unwrap_or(now),
+                        observed_at: answer.oldest.and_then(query::unix_time),
+                        outcome: match answer.up {
+                            Some(false) => {
+                                Err("Prometheus reports the pod down (up == 0)".to_string())
+                            }
+                            _ => Ok(answer.samples),
+                        },
+                    })
+                    .collect();
+                self.samples(&scrapes)
+            }
+        }
+    }
+}

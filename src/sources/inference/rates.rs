@@ -1,0 +1,164 @@
+//! Counter rates computed by the adapter from its own scrapes: per series, over the rate
+//! window, with counter resets understood the way Prometheus' `rate()` does. No I/O here.
+//!
+//! A counter that goes down was reset (the server restarted, in the same pod): the value
+//! after the reset is counted as the increase since it, never a negative rate. A series needs
+//! two scrapes before it has a rate; a new pod has none until its second scrape, so it is an
+//! unknown member of its workload for one poll rather than a rate of 0.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use crate::sources::kubernetes::workloads::PodRef;
+
+/// A counter series: its pod and its name and labels as the server wrote them.
+pub type SeriesId = (PodRef, String);
+
+/// The recent scrapes of every counter series a metric reads.
+#[derive(Debug, Default)]
+pub struct Rates {
+    window: f64,
+    series: HashMap<SeriesId, VecDeque<(f64, f64)>>,
+}
+
+/// What a series increased by, and over how long.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Increase {
+    /// The increase, resets accounted for.
+    pub by: f64,
+    /// Seconds between the first and the last scrape used.
+    pub over: f64,
+}
+
+impl Increase {
+    /// Per second.
+    pub fn rate(self) -> f64 {
+        self.by / self.over
+    }
+}
+
+impl Rates {
+    /// Rates over `window`.
+    pub fn new(window: Duration) -> Self {
+        Rates {
+            window: window.as_secs_f64(),
+            series: HashMap::new(),
+        }
+    }
+
+    /// Records a scrape of `id` at `at` (unix seconds). A scrape no newer than the last one
+    /// (Prometheus relaying the same sample) adds nothing. Scrapes older than the window are
+    /// dropped, but the last two are always kept, so a poll slower than the window still has
+    /// the rate between its last two scrapes.
+    pub fn record(&mut self, id: SeriesId, at: f64, value: f64) {
+        if !value.is_finite() || !at.is_finite() {
+            return;
+        }
+        let points = self.series.entry(id).or_default();
+        if points.back().is_some_and(|(t, _)| *t >= at) {
+            return;
+        }
+        points.push_back((at, value));
+        while points.len() > 2 && points.front().is_some_and(|(t, _)| *t < at - self.window) {
+            points.pop_front();
+        }
+    }
+
+    /// The increase of `id` over its kept scrapes; `None` before its second scrape.
+    pub fn increase(&self, id: &SeriesId) -> Option<Increase> {
+        let points = self.series.get(id)?;
+        let (first, last) = (points.front()?, points.back()?);
+        let over = last.0 - first.0;
+        if points.len() < 2 || over <= 0.0 {
+            return None;
+        }
+        let by = points
+            .iter()
+            .zip(points.iter().skip(1))
+            .map(|((_, a), (_, b))| if b >= a { b - a } else { *b })
+            .sum();
+        Some(Increase { by, over })
+    }
+
+    /// Forgets series last scraped before `now - 2 × window` (pods gone, series no longer
+    /// exported), so the table does not grow with pod churn.
+    pub fn prune(&mut self, now: f64) {
+        let horizon = now - 2.0 * self.window;
+        self.series
+            .retain(|_, points| points.back().is_some_and(|(t, _)| *t >= horizon));
+    }
+
+    /// Series tracked (for tests and logs).
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Whether no series is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(name: &str) -> SeriesId {
+        (
+            PodRef {
+                namespace: "ml".into(),
+                name: "vllm-0".into(),
+            },
+            name.into(),
+        )
+    }
+
+    #[test]
+    fn a_rate_needs_two_scrapes_and_survives_a_reset() {
+        let mut r = Rates::new(Duration::from_secs(30));
+        let s = id("vllm:generation_tokens_total{engine=\"0\"}");
+        r.record(s.clone(), 100.0, 1000.0);
+        assert_eq!(r.increase(&s), None, "one scrape is no rate");
+        r.record(s.clone(), 105.0, 1500.0);
+        assert_eq!(r.increase(&s).map(Increase::rate), Some(100.0));
+        // The server restarts: 1500 -> 200. The 200 since the restart count, nothing negative.
+        r.record(s.clone(), 110.0, 200.0);
+        let inc = r.increase(&s).expect("rate");
+        assert_eq!(inc.by, 700.0);
+        assert_eq!(inc.over, 10.0);
+        r.record(s.clone(), 110.0, 9999.0);
+        assert_eq!(
+            r.increase(&s).map(|i| i.by),
+            Some(700.0),
+            "the same time adds nothing"
+        );
+    }
+
+    #[test]
+    fn old_scrapes_leave_the_window_but_two_always_stay() {
+        let mut r = Rates::new(Duration::from_secs(10));
+        let s = id("x_total");
+        for (t, v) in [(0.0, 0.0), (5.0, 50.0), (10.0, 100.0), (15.0, 110.0)] {
+            r.record(s.clone(), t, v);
+        }
+        assert_eq!(
+            r.increase(&s),
+            Some(Increase {
+                by: 60.0,
+                over: 10.0
+            })
+        );
+        let mut slow = Rates::new(Duration::from_secs(1));
+        slow.record(s.clone(), 0.0, 0.0);
+        slow.record(s.clone(), 60.0, 120.0);
+        assert_eq!(slow.increase(&s).map(Increase::rate), Some(2.0));
+        r.prune(100.0);
+        assert!(
+            r.is_empty(),
+            "a series not seen for two windows is forgotten"
+        );
+        r.record(s.clone(), f64::NAN, 1.0);
+        r.record(s.clone(), 1.0, f64::INFINITY);
+        assert!(r.increase(&s).is_none());
+    }
+}

@@ -1,0 +1,182 @@
+//! From per-pod values to per-workload series, for the kinds that read pods (`dcgm`,
+//! `inference`): the keys ([`PodRef`], [`PodKey`], [`SeriesKey`]), how pods combine
+//! ([`WorkloadAggregate`], [`per_group`]) and the series labels every such kind sets. No I/O.
+//!
+//! A workload whose pods are all unknown is an error series, a sum with an unknown member is
+//! unknown (a partial sum would be invented), and a pod that belongs to no workload yet (its
+//! owner not in the cache) is left out, never guessed.
+
+use std::collections::BTreeMap;
+
+use super::owners::Workload;
+
+/// Series label: the workload's namespace. A request sees only its own namespace's series.
+pub const NAMESPACE_LABEL: &str = "namespace";
+/// Series label: the workload's name (the Deployment, StatefulSet, Job, ... that owns the pods).
+pub const WORKLOAD_LABEL: &str = "workload";
+/// Series label: the workload's kind (`Deployment`, `StatefulSet`, `Job`, ...).
+pub const WORKLOAD_KIND_LABEL: &str = "workload_kind";
+/// Labels every per-workload series sets itself; configuration cannot use them.
+pub const RESERVED_LABELS: [&str; 3] = [NAMESPACE_LABEL, WORKLOAD_LABEL, WORKLOAD_KIND_LABEL];
+
+/// A pod, by namespace and name: what a GPU is allocated to, what a model server runs in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PodRef {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// How pods combine into one workload value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadAggregate {
+    /// Mean over pods (of each pod's mean over its GPUs): "keep GPUs at 70 % busy".
+    Mean,
+    /// The busiest pod.
+    Max,
+    /// Sum over pods; unknown while any pod's value is unknown (a partial sum would be invented).
+    Sum,
+    /// How many GPUs (or MIG instances) the workload holds.
+    Gpus,
+}
+
+/// A pod and the values of the configured extra labels of its series (a GPU model, a served
+/// model name): pods are combined per key, so a workload spread over two GPU models gives one
+/// series per model.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PodKey {
+    /// The pod.
+    pub pod: PodRef,
+    /// Extra label values, in the configured order.
+    pub extra: Vec<String>,
+}
+
+/// One pod's value of a signal, and how many members (GPUs, series) it has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodValue {
+    /// The pod's value; `None` if it has none this poll (unknown, never 0).
+    pub value: Option<f64>,
+    /// GPUs (or series) attributed to the pod.
+    pub gpus: usize,
+}
+
+/// Combines the pods of each group (`group_of` returns `None` for pods that belong to no group yet,
+/// e.g. whose owner is not resolved: they are left out, not guessed).
+///
+/// # Errors
+/// Per group: when none of its pods has a value.
+pub fn per_group<G: Ord + Clone>(
+    pods: &BTreeMap<PodKey, PodValue>,
+    group_of: impl Fn(&PodKey) -> Option<G>,
+    aggregate: WorkloadAggregate,
+) -> BTreeMap<G, Result<f64, String>> {
+    let mut groups: BTreeMap<G, Vec<&PodValue>> = BTreeMap::new();
+    for (pod, v) in pods {
+        if let Some(g) = group_of(pod) {
+            groups.entry(g).or_default().push(v);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(g, members)| {
+            let known: Vec<f64> = members.iter().filter_map(|m| m.value).collect();
+            let value = match aggregate {
+                WorkloadAggregate::Gpus => Ok(members.iter().map(|m| m.gpus).sum::<usize>() as f64),
+                _ if known.is_empty() => Err(format!(
+                    "none of the {} pod(s) reported the signal",
+                    members.len()
+                )),
+                WorkloadAggregate::Mean => Ok(known.iter().sum::<f64>() / known.len() as f64),
+                WorkloadAggregate::Max => {
+                    Ok(known.iter().copied().fold(f64::NEG_INFINITY, f64::max))
+                }
+                WorkloadAggregate::Sum if known.len() < members.len() => Err(format!(
+                    "{} of the {} pod(s) did not report the signal, so their sum is unknown",
+                    members.len() - known.len(),
+                    members.len()
+                )),
+                WorkloadAggregate::Sum => Ok(known.iter().sum()),
+            };
+            (g, value)
+        })
+        .collect()
+}
+
+/// Makes an exporter label value usable as a Kubernetes label value (selectable by an HPA):
+/// characters outside `[A-Za-z0-9._-]` become `-`, the ends are trimmed to alphanumerics and
+/// the length is capped at 63. `NVIDIA H100 80GB HBM3` -> `NVIDIA-H100-80GB-HBM3`.
+pub fn label_value(raw: &str) -> String {
+    let mapped: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let capped: String = mapped.chars().take(63).collect();
+    capped
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+/// A workload and the extra label values it is split by: one series each.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SeriesKey {
+    /// The workload.
+    pub workload: Workload,
+    /// Its extra label values, made selectable ([`label_value`]).
+    pub extra: Vec<String>,
+}
+
+impl SeriesKey {
+    /// The series labels: `base` (the metric's own) plus namespace, workload, workload kind and
+    /// each extra label under its configured name.
+    pub fn labels(
+        &self,
+        base: &crate::model::Labels,
+        extra_names: &[String],
+    ) -> crate::model::Labels {
+        let mut labels = base.clone();
+        labels.insert(NAMESPACE_LABEL.into(), self.workload.namespace.clone());
+        labels.insert(WORKLOAD_LABEL.into(), self.workload.name.clone());
+        labels.insert(WORKLOAD_KIND_LABEL.into(), self.workload.kind.clone());
+        for (name, v) in extra_names.iter().zip(&self.extra) {
+            labels.insert(name.clone(), v.clone());
+        }
+        labels
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exporter_values_become_selectable_label_values() {
+        assert_eq!(
+            label_value("NVIDIA H100 80GB HBM3"),
+            "NVIDIA-H100-80GB-HBM3"
+        );
+        assert_eq!(label_value("3g.40gb"), "3g.40gb");
+        assert_eq!(label_value(" (x) "), "x");
+        assert_eq!(label_value(""), "");
+        assert_eq!(label_value(&"a".repeat(80)).len(), 63);
+        for v in [
+            "NVIDIA H100 80GB HBM3",
+            " (x) ",
+            "-a-",
+            "ä",
+            "meta-llama/Llama-3.1-8B-Instruct",
+        ] {
+            let out = label_value(v);
+            assert!(
+                crate::k8s::selector::validate_value(&out).is_ok(),
+                "{v:?} -> {out:?}"
+            );
+        }
+    }
+}
