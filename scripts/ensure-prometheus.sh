@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure a `prometheus` binary is installed, saying what it did (Debian's package, with
-# apt-get, as root). Nothing is started: the tests that need Prometheus (the dcgm source's
-# Prometheus mode) run their own on a free port with their own config. Used by `make test`.
+# apt-get, as root). Nothing is started: the tests that need Prometheus (the dcgm and inference
+# sources' Prometheus modes) run their own on a free port with their own config. Used by
+# `make test`.
 set -euo pipefail
 
 say() { echo "[ensure-prometheus] $*"; }

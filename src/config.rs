@@ -61,8 +61,8 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
     /// What to serve.
     pub metrics: Vec<MetricConfig>,
-    /// How to reach the Kubernetes API (for `dcgm` sources). Default: in-cluster, else
-    /// `$KUBECONFIG` or `~/.kube/config`.
+    /// How to reach the Kubernetes API (for `dcgm` and `inference` sources). Default:
+    /// in-cluster, else `$KUBECONFIG` or `~/.kube/config`.
     #[serde(default)]
     pub kubernetes: KubernetesConfig,
     /// Which KEDA clients (by client certificate) may read which namespaces over gRPC; `None`:

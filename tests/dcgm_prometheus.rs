@@ -6,89 +6,22 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use common::Adapter;
 use common::gpu::{
     Exporter, NODE_A, NODE_B, by_workload, close, eventually, get, populate, until_unavailable,
 };
 use common::kube_stub::KubeStub;
+use common::prometheus::Prometheus;
 
-/// A private Prometheus scraping `targets` every second.
-struct Prometheus {
-    child: Child,
-    url: String,
-    dir: std::path::PathBuf,
-}
-
-impl Prometheus {
-    async fn start(targets: &[u16]) -> Prometheus {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("qma-prometheus-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let targets: Vec<String> = targets
-            .iter()
-            .map(|p| format!("\"127.0.0.1:{p}\""))
-            .collect();
-        // The target labels pod/namespace clash with the exporter's own, as with a
-        // ServiceMonitor: Prometheus renames the exporter's to exported_pod/exported_namespace.
-        let config = format!(
-            "global: {{scrape_interval: 1s, scrape_timeout: 900ms}}\nscrape_configs:\n  - job_name: dcgm\n    static_configs:\n      - targets: [{}]\n        labels: {{namespace: gpu-operator, pod: dcgm-exporter-x}}\n",
-            targets.join(", ")
-        );
-        std::fs::write(dir.join("prometheus.yml"), config).expect("config");
-        let child = Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus runs (make test installs it: scripts/ensure-prometheus.sh)");
-        let p = Prometheus {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            dir,
-        };
-        let http = common::http_client();
-        let start = Instant::now();
-        loop {
-            if let Ok(r) = http.get(format!("{}/-/ready", p.url)).send().await
-                && r.status() == 200
-            {
-                return p;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "Prometheus not ready"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A scrape job for the exporters on `ports`. The target labels pod/namespace clash with the
+/// exporter's own, as with a ServiceMonitor: Prometheus renames the exporter's to
+/// exported_pod/exported_namespace.
+fn dcgm_job(ports: &[u16]) -> String {
+    let targets: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    format!(
+        "  - job_name: dcgm\n    static_configs:\n      - targets: [{}]\n        labels: {{namespace: gpu-operator, pod: dcgm-exporter-x}}\n",
+        targets.join(", ")
+    )
 }
 
 #[tokio::test]
@@ -99,7 +32,7 @@ async fn gpu_utilization_per_workload_through_prometheus() {
     // Prometheus refuses a whole scrape over one malformed line (our reader skips it); the
     // Prometheus path gets node B without it.
     let b = Exporter::start(&NODE_B.replace("this line is not exposition format\n", "")).await;
-    let mut prometheus = Prometheus::start(&[a.port, b.port]).await;
+    let mut prometheus = Prometheus::start(&dcgm_job(&[a.port, b.port])).await;
     let config = format!(
         "poll_interval: 300ms\npoll_timeout: 3s\nkubernetes: {{kubeconfig: {}}}\nsources:\n  gpus:\n    dcgm:\n      prometheus: {{url: \"{}\", matchers: 'job=\"dcgm\"'}}\n      extra_labels: {{model_name: modelName}}\nmetrics:\n  - {{name: gpu_utilization, source: gpus, measure: gpu_utilization}}\n  - {{name: gpus_held, source: gpus, measure: gpu_utilization, dcgm: {{aggregate: gpus}}}}\n",
         stub.kubeconfig().display(),
@@ -172,7 +105,7 @@ async fn a_sample_prometheus_last_saw_long_ago_ages_out_instead_of_passing_as_fr
             &format!("pod=\"vllm-0\"}} 0.5 {two_minutes_ago_ms}"),
         );
     let b = Exporter::start(&node_b).await;
-    let prometheus = Prometheus::start(&[a.port, b.port]).await;
+    let prometheus = Prometheus::start(&dcgm_job(&[a.port, b.port])).await;
     let config = format!(
         "poll_interval: 300ms\npoll_timeout: 3s\nmax_staleness: 30s\nkubernetes: {{kubeconfig: {}}}\nsources:\n  gpus:\n    dcgm:\n      prometheus: {{url: \"{}\", matchers: 'job=\"dcgm\"'}}\nmetrics:\n  - {{name: gpu_utilization, source: gpus, measure: gpu_utilization}}\n",
         stub.kubeconfig().display(),

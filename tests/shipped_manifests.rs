@@ -64,6 +64,15 @@ fn every_example_hpa_asks_for_metrics_its_config_serves() {
         assert!(gpu.metrics.iter().any(|m| m.name == name), "{name}");
         assert_eq!(kind, "Value", "{name}: a mean or an age is compared as is");
     }
+    // Model-server signals: the workload's summed queue is divided per replica, its mean KV-cache
+    // usage is compared as is.
+    let inference = embedded_config("deploy/examples/inference-queue/adapter-config.yaml");
+    let targets = hpa_metrics("deploy/examples/inference-queue/hpa.yaml");
+    for (name, _) in &targets {
+        assert!(inference.metrics.iter().any(|m| &m.name == name), "{name}");
+    }
+    assert!(targets.contains(&("vllm_waiting_requests".into(), "AverageValue".into())));
+    assert!(targets.contains(&("vllm_kv_cache_usage_ratio".into(), "Value".into())));
 }
 
 /// Docker cannot run here, so the Dockerfile's build stage is checked against what the build
@@ -194,6 +203,7 @@ fn the_keda_grpc_port_runs_mutual_tls_and_every_example_trigger_presents_a_clien
     for file in [
         "deploy/examples/keda/scaledjob-embedding-workers.yaml",
         "deploy/examples/keda/scaledobject-gpu-inference.yaml",
+        "deploy/examples/keda/scaledobject-inference-queue.yaml",
     ] {
         for doc in documents(file) {
             let triggers = doc["spec"]["triggers"].as_sequence().expect("triggers");
@@ -240,6 +250,14 @@ const PAIRS: &[(&str, &str)] = &[
         "deploy/examples/gpu-inference/adapter-config.yaml",
     ),
     (
+        "deploy/examples/inference-queue/adapter-config.yaml",
+        "deploy/examples/inference-queue/adapter-config.yaml",
+    ),
+    (
+        "deploy/examples/inference-queue/hpa.yaml",
+        "deploy/examples/inference-queue/adapter-config.yaml",
+    ),
+    (
         "deploy/examples/keda/team-client-certificate.yaml",
         "deploy/base/configmap.yaml",
     ),
@@ -250,6 +268,10 @@ const PAIRS: &[(&str, &str)] = &[
     (
         "deploy/examples/keda/scaledobject-gpu-inference.yaml",
         "deploy/examples/gpu-inference/adapter-config.yaml",
+    ),
+    (
+        "deploy/examples/keda/scaledobject-inference-queue.yaml",
+        "deploy/examples/inference-queue/adapter-config.yaml",
     ),
     (
         "deploy/examples/keda/scaledobject-metrics-api.yaml",
@@ -364,6 +386,55 @@ fn every_metric_any_manifest_asks_for_is_served_by_the_config_it_pairs_with() {
     assert!(
         checked >= 10,
         "only {checked} references found: is the reader broken?"
+    );
+}
+
+/// `dcgm` and `inference` metrics are read from a workload's own pods: one series per workload,
+/// and none at all while it has no pods. So a manifest must select the workload (else the HPA
+/// adds up every workload of the namespace), and whatever may scale to zero must also ask for a
+/// metric that exists without pods (the queue in front), or nothing could ever wake it.
+#[test]
+fn per_workload_metrics_select_a_workload_and_scale_to_zero_is_woken_by_a_queue() {
+    let from_pods = |config: &Config, name: &str| {
+        config
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .and_then(|m| config.sources.get(&m.source))
+            .is_some_and(|s| matches!(s.kind(), "dcgm" | "inference"))
+    };
+    let (mut per_workload, mut to_zero) = (0, 0);
+    for (file, config_file) in PAIRS {
+        let config = embedded_config(config_file);
+        for doc in documents(file) {
+            let min_replicas = match doc["kind"].as_str() {
+                // KEDA's default minReplicaCount is 0; the HPA's minReplicas is 1.
+                Some("ScaledObject") => doc["spec"]["minReplicaCount"].as_u64().unwrap_or(0),
+                Some("HorizontalPodAutoscaler") => doc["spec"]["minReplicas"].as_u64().unwrap_or(1),
+                _ => continue,
+            };
+            let asked = metrics_asked(&doc);
+            for (name, labels, how) in &asked {
+                if from_pods(&config, name) {
+                    assert!(
+                        labels.iter().any(|(k, _)| k == "workload"),
+                        "{file}: the {how} {name:?} is one series per workload; select one with workload="
+                    );
+                    per_workload += 1;
+                }
+            }
+            if min_replicas == 0 {
+                assert!(
+                    asked.iter().any(|(name, _, _)| !from_pods(&config, name)),
+                    "{file} may scale to zero but asks only for metrics read from its own pods, which have no series at zero"
+                );
+                to_zero += 1;
+            }
+        }
+    }
+    assert!(
+        per_workload >= 6 && to_zero >= 3,
+        "only {per_workload} per-workload references and {to_zero} scale-to-zero manifests: is the reader broken?"
     );
 }
 

@@ -10,7 +10,9 @@
 
 pub mod gpu;
 pub mod kube_stub;
+pub mod model_server;
 pub mod pki;
+pub mod prometheus;
 pub mod rabbit;
 pub mod redis_topology;
 

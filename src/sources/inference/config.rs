@@ -336,3 +336,184 @@ impl PodSelection {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, SourceConfig};
+
+    const VLLM: &str = "kubernetes: {kubeconfig: /tmp/kc}\nsources:\n  llm:\n    inference:\n      preset: vllm\n      pods: {namespace: ml, selector: \"app.kubernetes.io/name=vllm\", port: http}\n";
+
+    fn load(yaml: &str) -> Result<Config, String> {
+        Config::from_yaml(yaml, Path::new("test.yaml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_inference_source_and_its_metrics_load() {
+        let yaml = format!(
+            "{VLLM}      extra_labels: {{model: model_name}}\nmetrics:\n  - {{name: waiting, source: llm, measure: waiting_requests}}\n  - {{name: kv, source: llm, measure: kv_cache_usage_ratio, inference: {{workload: max, match: {{model_name: llama}}}}}}\n  - {{name: tokens, source: llm, measure: rate, inference: {{family: \"vllm:generation_tokens_total\"}}}}\n"
+        );
+        let config = load(&yaml).expect("valid");
+        let Some(SourceConfig::Inference(c)) = config.sources.get("llm") else {
+            panic!("an inference source")
+        };
+        let pods = c.pods.as_ref().expect("pods");
+        assert_eq!(
+            (pods.scheme.as_str(), pods.path.as_str()),
+            ("http", "/metrics")
+        );
+        assert_eq!(c.rate_window(), super::DEFAULT_RATE_WINDOW);
+        let number = load(&format!(
+            "{}metrics:\n  - {{name: w, source: llm, measure: waiting_requests}}\n",
+            VLLM.replace("port: http", "port: 8000")
+        ))
+        .expect("a port number");
+        let Some(SourceConfig::Inference(c)) = number.sources.get("llm") else {
+            panic!("an inference source")
+        };
+        assert_eq!(
+            c.pods.as_ref().map(|p| p.port.clone()),
+            Some(crate::sources::kubernetes::pods::PodPort::Number(8000))
+        );
+    }
+
+    #[test]
+    fn invalid_inference_configs_are_refused_naming_the_field() {
+        let metric = "metrics:\n  - {name: w, source: llm, measure: waiting_requests}\n";
+        let kc = "kubernetes: {kubeconfig: /tmp/kc}\n";
+        let cases: &[(&str, String, &[&str])] = &[
+            (
+                "neither pods nor prometheus",
+                format!("{kc}sources:\n  llm:\n    inference: {{preset: vllm}}\n{metric}"),
+                &["sources.llm.inference", "needs pods"],
+            ),
+            (
+                "both",
+                format!("{VLLM}      prometheus: {{url: \"http://p:9090\"}}\n{metric}"),
+                &["one of pods or prometheus"],
+            ),
+            (
+                "an empty selector",
+                format!(
+                    "{}{metric}",
+                    VLLM.replace("app.kubernetes.io/name=vllm", "")
+                ),
+                &["pods.selector", "every pod"],
+            ),
+            (
+                "a selector that does not parse",
+                format!(
+                    "{}{metric}",
+                    VLLM.replace("app.kubernetes.io/name=vllm", "a in (b")
+                ),
+                &["pods.selector", "a in (b"],
+            ),
+            (
+                "port 0",
+                format!("{}{metric}", VLLM.replace("port: http", "port: 0")),
+                &["pods.port", "0"],
+            ),
+            (
+                "an unknown preset",
+                format!("{}{metric}", VLLM.replace("preset: vllm", "preset: ollama")),
+                &["ollama"],
+            ),
+            (
+                "a measure the preset has not",
+                format!(
+                    "{}metrics:\n  - {{name: q, source: llm, measure: queue_time_seconds}}\n",
+                    VLLM
+                ),
+                &[
+                    "metrics[0] (q).measure",
+                    "does not apply to a vllm source",
+                    "waiting_requests",
+                ],
+            ),
+            (
+                "a preset measure without a preset",
+                format!("{}{metric}", VLLM.replace("      preset: vllm\n", "")),
+                &["metrics[0] (w).measure", "needs the source's preset"],
+            ),
+            (
+                "value without a family",
+                format!("{VLLM}metrics:\n  - {{name: v, source: llm, measure: value}}\n"),
+                &["inference.family", "needs the family"],
+            ),
+            (
+                "a family on a preset measure",
+                format!(
+                    "{VLLM}metrics:\n  - {{name: w, source: llm, measure: waiting_requests, inference: {{family: x}}}}\n"
+                ),
+                &["inference.family", "preset names the family"],
+            ),
+            (
+                "a family that is no metric name",
+                format!(
+                    "{VLLM}metrics:\n  - {{name: v, source: llm, measure: value, inference: {{family: \"a-b\"}}}}\n"
+                ),
+                &["inference.family", "not a Prometheus metric name"],
+            ),
+            (
+                "a pod combination on the queue time",
+                format!(
+                    "{}metrics:\n  - {{name: q, source: llm, measure: queue_time_seconds, inference: {{pod: max}}}}\n",
+                    VLLM.replace("preset: vllm", "preset: triton")
+                ),
+                &["inference.pod", "no pod combination"],
+            ),
+            (
+                "an unknown combination",
+                format!(
+                    "{VLLM}metrics:\n  - {{name: w, source: llm, measure: waiting_requests, inference: {{workload: median}}}}\n"
+                ),
+                &["median"],
+            ),
+            (
+                "a GPU measure",
+                format!("{VLLM}metrics:\n  - {{name: g, source: llm, measure: gpu_utilization}}\n"),
+                &["gpu_utilization", "does not apply"],
+            ),
+            (
+                "a reserved label",
+                format!(
+                    "{VLLM}metrics:\n  - {{name: w, source: llm, measure: waiting_requests, labels: {{workload: x}}}}\n"
+                ),
+                &["metrics[0] (w).labels", "\"workload\""],
+            ),
+            (
+                "a reserved extra label",
+                format!("{VLLM}      extra_labels: {{namespace: model_name}}\n{metric}"),
+                &["extra_labels.namespace", "set by the adapter"],
+            ),
+            (
+                "a rate window under a second",
+                format!("{VLLM}      rate_window: 100ms\n{metric}"),
+                &["rate_window", "at least 1s"],
+            ),
+            (
+                "a bad scheme",
+                format!(
+                    "{}{metric}",
+                    VLLM.replace("port: http}", "port: http, scheme: grpc}")
+                ),
+                &["pods.scheme", "grpc"],
+            ),
+            (
+                "an unknown field",
+                format!("{VLLM}      endpoints: [\"http://a\"]\n{metric}"),
+                &["unknown field `endpoints`"],
+            ),
+        ];
+        for (name, yaml, mentions) in cases {
+            let err = load(yaml).expect_err(name);
+            for want in *mentions {
+                assert!(
+                    err.contains(want),
+                    "case {name}: {err:?} should mention {want:?}"
+                );
+            }
+        }
+    }
+}
