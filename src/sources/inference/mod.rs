@@ -4,10 +4,10 @@
 //!
 //! One poll lists the selected ready pods from a watch ([`crate::sources::kubernetes::pods`]),
 //! scrapes them all at once, each bounded in time and size, reads each body with the shared
-//! exposition parser, takes each metric's series per pod ([`reading`], names from
-//! [`presets`], counter rates from [`rates`]) and combines pods per workload through the
-//! owner cache ([`crate::sources::kubernetes::workloads`]). Or a Prometheus that already scrapes
-//! the pods answers one query ([`prometheus`]).
+//! exposition parser and hands the scrapes to [`plans`], which takes each metric's series per
+//! pod ([`reading`], names from [`presets`], counter rates from [`rates`]) and combines pods
+//! per workload ([`crate::sources::kubernetes::workloads`]) as the owner cache resolves them.
+//! Or a Prometheus that already scrapes the pods answers one query ([`prometheus`]).
 //!
 //! Unknown is never 0: a pod that fails, times out or lacks the family is an unknown member
 //! of its workload (a sum is then unknown, a mean or max uses the pods that answered), a
@@ -16,35 +16,29 @@
 //! observed, and the waking signal comes from the queue in front of the servers (README).
 
 pub mod config;
+pub mod plans;
 pub mod presets;
 pub mod prometheus;
 pub mod rates;
 pub mod reading;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::time::Duration;
 
 use self::config::{InferenceSourceConfig, InferenceTarget};
-use self::presets::{Combine, Reading};
-use self::rates::Rates;
-use self::reading::{Selection, pod_values};
+use self::plans::{Plans, PodScrape, unix_now};
 use super::kind::{BuildContext, Built, SourceKind, SourceSpec};
 use super::{Source, SourceError};
-use crate::model::{Labels, Measure, Sample, SeriesError};
+use crate::model::Sample;
 use crate::primitives::{ConfigError, redact_url};
 use crate::sources::MetricConfig;
 use crate::sources::exposition::fetch::{self, Fetch};
-use crate::sources::exposition::parse::{PromSample, parse};
+use crate::sources::exposition::parse::parse;
 use crate::sources::exposition::query;
-use crate::sources::kubernetes::owners::{Owners, Workload};
+use crate::sources::kubernetes::owners::Owners;
 use crate::sources::kubernetes::pods::{PodPort, SelectedPods};
-use crate::sources::kubernetes::workloads::{
-    NAMESPACE_LABEL, PodKey, PodRef, PodValue, RESERVED_LABELS, SeriesKey, WorkloadAggregate,
-    label_value, per_group,
-};
+use crate::sources::kubernetes::workloads::{NAMESPACE_LABEL, PodRef, RESERVED_LABELS};
 
 /// Where the servers' metrics come from.
 pub enum Targets {
@@ -68,36 +62,6 @@ pub enum Targets {
     },
 }
 
-/// One metric: what it reads and how, and the counters it has seen.
-struct Plan {
-    name: Arc<str>,
-    measure: Measure,
-    labels: Labels,
-    reading: Reading,
-    matchers: Vec<(String, String)>,
-    pod: Combine,
-    workload: WorkloadAggregate,
-    rates: Rates,
-    /// The extra-label values each pod's series had at its last good scrape: when the pod
-    /// fails, these are the series it is an unknown member of.
-    last_keys: HashMap<PodRef, Vec<Vec<String>>>,
-}
-
-/// One pod's scrape in a poll.
-struct PodScrape<'a> {
-    pod: PodRef,
-    /// Its metadata, when the source watches the pod itself (owner resolution).
-    meta: Option<&'a ObjectMeta>,
-    /// Where it was read, for messages.
-    endpoint: String,
-    /// Its samples, or why there are none.
-    outcome: Result<Vec<PromSample<'a>>, String>,
-    /// When (unix seconds): the scrape's end, or the oldest sample time Prometheus relayed.
-    at: f64,
-    /// The relayed sample time, where older than the poll.
-    observed_at: Option<SystemTime>,
-}
-
 /// Model-server pods and the metrics read from them.
 pub struct InferenceSource {
     name: String,
@@ -105,9 +69,7 @@ pub struct InferenceSource {
     owners: Arc<Owners>,
     client: reqwest::Client,
     fetch: Fetch,
-    extra_names: Vec<String>,
-    extra_from: Vec<String>,
-    plans: Vec<Plan>,
+    plans: Plans,
     /// Malformed-line counts per pod at the last scrape, to log only changes.
     malformed: HashMap<PodRef, usize>,
 }
@@ -169,27 +131,7 @@ impl SourceKind for Inference {
     ) -> anyhow::Result<Built> {
         let watches = context.kube_watches().await?;
         let conn = spec.connection;
-        let mut plans = Vec::new();
-        for (i, (m, target)) in spec.metrics.iter().enumerate() {
-            let recipe = conn.recipe(m, *target, &format!("metrics[{i}] ({})", m.name))?;
-            plans.push(Plan {
-                name: Arc::from(m.name.as_str()),
-                measure: m.measure,
-                labels: m.labels.clone(),
-                reading: recipe.reading,
-                matchers: target
-                    .map(|t| t.matchers.clone().into_iter().collect())
-                    .unwrap_or_default(),
-                pod: recipe.pod,
-                workload: match recipe.workload {
-                    Combine::Sum => WorkloadAggregate::Sum,
-                    Combine::Mean => WorkloadAggregate::Mean,
-                    Combine::Max => WorkloadAggregate::Max,
-                },
-                rates: Rates::new(conn.rate_window()),
-                last_keys: HashMap::new(),
-            });
-        }
+        let plans = Plans::new(conn, &spec.metrics)?;
         let targets = match (&conn.pods, &conn.prometheus) {
             (Some(p), _) => Targets::Pods {
                 pods: SelectedPods::watch(
@@ -203,16 +145,12 @@ impl SourceKind for Inference {
                 scheme: p.scheme.clone(),
                 path: p.path.clone(),
             },
-            (None, Some(p)) => {
-                let families: Vec<&str> = plans.iter().flat_map(|p| families(&p.reading)).collect();
-                Targets::Prometheus {
-                    url: p.url.clone(),
-                    promql: prometheus::query(&families, p.matchers.as_deref()),
-                }
-            }
+            (None, Some(p)) => Targets::Prometheus {
+                url: p.url.clone(),
+                promql: prometheus::query(&plans.families(), p.matchers.as_deref()),
+            },
             (None, None) => anyhow::bail!("needs pods or prometheus"),
         };
-        let (extra_names, extra_from) = conn.extra_labels();
         Ok(Box::new(InferenceSource {
             name: spec.name.to_string(),
             targets,
@@ -224,31 +162,10 @@ impl SourceKind for Inference {
                     .max_response_bytes
                     .unwrap_or(crate::sources::DEFAULT_MAX_RESPONSE_BYTES),
             },
-            extra_names,
-            extra_from,
             plans,
             malformed: HashMap::new(),
         }))
     }
-}
-
-/// The families a reading needs from a scrape.
-fn families(reading: &Reading) -> Vec<&str> {
-    match reading {
-        Reading::Gauge(f) => f.iter().map(String::as_str).collect(),
-        Reading::Rate(f) => vec![f.as_str()],
-        Reading::RatioOfIncreases {
-            numerator,
-            denominator,
-            ..
-        } => vec![numerator.as_str(), denominator.as_str()],
-    }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl InferenceSource {
@@ -304,140 +221,22 @@ impl InferenceSource {
             }
         }
 
-        // Each pod's workload, once per poll.
-        let mut workloads: HashMap<&PodRef, Workload> = HashMap::new();
-        let mut unresolved = 0usize;
-        for s in scrapes {
-            let w = match s.meta {
-                Some(meta) => self
-                    .owners
-                    .resolve_meta(&s.pod.namespace, &s.pod.name, meta),
-                None => self.owners.resolve(&s.pod.namespace, &s.pod.name),
-            };
-            match w {
-                Ok(w) => {
-                    workloads.insert(&s.pod, w);
-                }
-                Err(_) => unresolved += 1,
-            }
-        }
-        if unresolved > 0 {
-            tracing::debug!(source = %self.name, unresolved, "pods whose owner is not in the cache yet; left out until the next poll");
-        }
         let seen: BTreeSet<&PodRef> = scrapes.iter().map(|s| &s.pod).collect();
-        let now = unix_now();
-
-        let mut out = Vec::new();
-        for plan in &mut self.plans {
-            let selection = Selection {
-                matchers: &plan.matchers,
-                extra_from: &self.extra_from,
-                combine: plan.pod,
-            };
-            let mut per: BTreeMap<PodKey, PodValue> = BTreeMap::new();
-            let mut failed: Vec<&PodRef> = Vec::new();
-            let mut observed: BTreeMap<PodKey, SystemTime> = BTreeMap::new();
-            for s in scrapes {
-                let Ok(samples) = &s.outcome else {
-                    failed.push(&s.pod);
-                    continue;
-                };
-                let values = pod_values(
-                    &plan.reading,
-                    &selection,
-                    &s.pod,
-                    samples,
-                    &mut plan.rates,
-                    s.at,
-                );
-                if values.is_empty() {
-                    // The pod answered without the family: unknown, under its last keys.
-                    failed.push(&s.pod);
-                    continue;
-                }
-                plan.last_keys
-                    .insert(s.pod.clone(), values.keys().cloned().collect());
-                for (extra, value) in values {
-                    let key = PodKey {
-                        pod: s.pod.clone(),
-                        extra,
-                    };
-                    if let Some(at) = s.observed_at {
-                        observed.insert(key.clone(), at);
-                    }
-                    per.insert(
-                        key,
-                        PodValue {
-                            value: value.ok(),
-                            gpus: 1,
-                        },
-                    );
-                }
-            }
-            // Unknown pods join the series they had last; a pod never read joins every series
-            // of its workload (or the one without extra values), so a sum is never partial.
-            for pod in failed {
-                let keys = match plan.last_keys.get(pod) {
-                    Some(keys) => keys.clone(),
-                    None => {
-                        let mine = workloads.get(pod);
-                        let mut keys: BTreeSet<Vec<String>> = per
-                            .keys()
-                            .filter(|k| mine.is_some() && workloads.get(&k.pod) == mine)
-                            .map(|k| k.extra.clone())
-                            .collect();
-                        if keys.is_empty() {
-                            keys.insert(vec![String::new(); self.extra_from.len()]);
-                        }
-                        keys.into_iter().collect()
-                    }
-                };
-                for extra in keys {
-                    per.entry(PodKey {
-                        pod: pod.clone(),
-                        extra,
-                    })
-                    .or_insert(PodValue {
-                        value: None,
-                        gpus: 1,
-                    });
-                }
-            }
-            plan.last_keys.retain(|p, _| seen.contains(p));
-            plan.rates.prune(now);
-
-            let group_of = |key: &PodKey| {
-                Some(SeriesKey {
-                    workload: workloads.get(&key.pod)?.clone(),
-                    extra: key.extra.iter().map(|v| label_value(v)).collect(),
-                })
-            };
-            let mut group_observed: BTreeMap<SeriesKey, SystemTime> = BTreeMap::new();
-            for (key, at) in &observed {
-                if let Some(g) = group_of(key) {
-                    let t = group_observed.entry(g).or_insert(*at);
-                    *t = (*t).min(*at);
-                }
-            }
-            for (key, value) in per_group(&per, group_of, plan.workload) {
-                let labels = key.labels(&plan.labels, &self.extra_names);
-                out.push(Sample {
-                    observed_at: group_observed.get(&key).copied(),
-                    ..Sample::new(
-                        plan.name.clone(),
-                        Arc::new(labels),
-                        value.map_err(|e| {
-                            SeriesError::new(format!(
-                                "{} of the workload's model-server pods: {e}",
-                                plan.measure
-                            ))
-                        }),
-                    )
-                });
-            }
-        }
         self.malformed.retain(|p, _| seen.contains(p));
-        Ok(out)
+        let owners = &self.owners;
+        let unresolved = std::cell::Cell::new(0usize);
+        let samples = self.plans.read(scrapes, |s| {
+            let w = match s.meta {
+                Some(meta) => owners.resolve_meta(&s.pod.namespace, &s.pod.name, meta),
+                None => owners.resolve(&s.pod.namespace, &s.pod.name),
+            };
+            unresolved.set(unresolved.get() + usize::from(w.is_err()));
+            w.ok()
+        });
+        if unresolved.get() > 0 {
+            tracing::debug!(source = %self.name, unresolved = unresolved.get(), "pods whose owner is not in the cache yet; left out until the next poll");
+        }
+        Ok(samples)
     }
 }
 
