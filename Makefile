@@ -69,7 +69,7 @@ fmt:
 
 ## Criterion benchmarks (needs Redis for the poll bench). Numbers go in BENCHMARKS.md.
 bench: services
-	$(CARGO) bench --bench serve --bench poll --bench cluster --bench wake --bench keda --bench dcgm --bench tls
+	$(CARGO) bench --bench serve --bench poll --bench cluster --bench wake --bench keda --bench dcgm --bench tls --bench inference
 
 ## Every fuzz target for FUZZ_RUNS executions (default 10 million) or FUZZ_SECONDS (default
 ## 1800) each; figures go in RELIABILITY.md. Installs cargo-fuzz if missing.

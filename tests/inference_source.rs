@@ -358,6 +358,37 @@ async fn counter_rates_and_queue_time_across_a_restarted_server() {
 }
 
 #[tokio::test]
+async fn https_pods_are_read_with_the_configured_ca_and_refused_without_it() {
+    let stub = KubeStub::start().await;
+    let ca = common::pki::ca("model-servers");
+    let (cert, key) = common::pki::leaf(&ca, &["127.0.0.1"]);
+    let server = ModelServer::start_tls(&vllm_old(6.0, 0.5), &cert, &key).await;
+    let sts = ("StatefulSet", "apps/v1", "llm");
+    stub.apply("pods", pod("ml", "llm-0", sts, labels(), server.port, true));
+    let dir = std::env::temp_dir().join(format!("qma-inference-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("ca file");
+    let metrics = "  - {name: vllm_waiting, source: llm, measure: waiting_requests}\n";
+    let with_ca = format!(
+        "      preset: vllm\n      pods: {{selector: \"server=vllm\", port: http, scheme: https}}\n      ca_file: {}\n",
+        ca_file.display()
+    );
+    let adapter = Adapter::start(&config(&stub, "100ms", &with_ca, metrics)).await;
+    until(&adapter, "ml", "vllm_waiting", "workload=llm", 6.0).await;
+    adapter.stop().await;
+
+    // Without the CA the certificate is not trusted: the pod is unreadable, never 0.
+    let without =
+        "      preset: vllm\n      pods: {selector: \"server=vllm\", port: http, scheme: https}\n";
+    let adapter = Adapter::start(&config(&stub, "100ms", without, metrics)).await;
+    adapter.polls(2).await;
+    let message = until_unavailable(&adapter, "ml", "vllm_waiting", "workload=llm").await;
+    assert!(message.contains("model-server pod"), "{message}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn server_queues_through_prometheus() {
     let stub = KubeStub::start().await;
     let a = ModelServer::start(&vllm_new([5.0, 1.0], [0.5, 0.9])).await;

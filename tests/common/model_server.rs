@@ -29,6 +29,31 @@ pub struct ModelServer {
 impl ModelServer {
     /// Serves `body` on `GET /metrics` of 127.0.0.1 at a free port.
     pub async fn start(body: &str) -> ModelServer {
+        Self::serve(body, None).await
+    }
+
+    /// The same over HTTPS with the certificate and key given (PEM).
+    pub async fn start_tls(body: &str, cert_pem: &str, key_pem: &str) -> ModelServer {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        queue_metrics_adapter::tls::ensure_crypto_provider();
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .expect("certificate");
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key");
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("TLS config");
+        Self::serve(
+            body,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+        .await
+    }
+
+    async fn serve(body: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> ModelServer {
         let body = body.to_string();
         let state = Arc::new(Mutex::new(State {
             render: Box::new(move || body.clone()),
@@ -64,7 +89,30 @@ impl ModelServer {
             .await
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        match tls {
+            None => {
+                tokio::spawn(async move { axum::serve(listener, app).await });
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    while let Ok((tcp, _)) = listener.accept().await {
+                        let (acceptor, app) = (acceptor.clone(), app.clone());
+                        tokio::spawn(async move {
+                            // A client that refuses the certificate ends the handshake here.
+                            let Ok(tls) = acceptor.accept(tcp).await else {
+                                return;
+                            };
+                            let service = hyper_util::service::TowerToHyperService::new(app);
+                            let _ = hyper_util::server::conn::auto::Builder::new(
+                                hyper_util::rt::TokioExecutor::new(),
+                            )
+                            .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                            .await;
+                        });
+                    }
+                });
+            }
+        }
         ModelServer { port, state }
     }
 

@@ -20,10 +20,13 @@ pub struct ServiceEndpoints {
     service: String,
     slices: reflector::Store<EndpointSlice>,
     listed: Arc<AtomicBool>,
+    /// Ends the watch when the source holding it is dropped (replaced by a config reload).
+    _stop: tokio_util::sync::DropGuard,
 }
 
 impl ServiceEndpoints {
-    /// Starts watching the slices of `namespace/service`; stops when `token` is cancelled.
+    /// Starts watching the slices of `namespace/service`; stops when `token` is cancelled or
+    /// this is dropped.
     pub fn watch(
         client: kube::Client,
         namespace: &str,
@@ -35,6 +38,7 @@ impl ServiceEndpoints {
         let (slices, writer) = reflector::store();
         let listed = Arc::new(AtomicBool::new(false));
         let selector = format!("kubernetes.io/service-name={service}");
+        let token = token.child_token();
         let stream = watcher(api, watcher::Config::default().labels(&selector))
             .default_backoff()
             .reflect(writer);
@@ -42,7 +46,7 @@ impl ServiceEndpoints {
             stream,
             format!("EndpointSlices of {namespace}/{service}"),
             listed.clone(),
-            token,
+            &token,
             tracker,
         );
         ServiceEndpoints {
@@ -50,6 +54,7 @@ impl ServiceEndpoints {
             service: service.to_string(),
             slices,
             listed,
+            _stop: token.drop_guard(),
         }
     }
 

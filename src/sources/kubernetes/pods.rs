@@ -58,11 +58,14 @@ pub struct SelectedPods {
     selector: String,
     pods: reflector::Store<Pod>,
     listed: Arc<AtomicBool>,
+    /// Ends the watch when the source holding it is dropped (replaced by a config reload).
+    _stop: tokio_util::sync::DropGuard,
 }
 
 impl SelectedPods {
     /// Starts watching the pods of `namespace` (every namespace when `None`) that match the
-    /// label `selector` (the API server filters); stops when `token` is cancelled.
+    /// label `selector` (the API server filters); stops when `token` is cancelled or this is
+    /// dropped.
     pub fn watch(
         client: kube::Client,
         namespace: Option<&str>,
@@ -80,20 +83,21 @@ impl SelectedPods {
             .default_backoff()
             .modify(slim)
             .reflect(writer);
-        let this = SelectedPods {
+        let token = token.child_token();
+        spawn_consumer(
+            stream,
+            format!("pods {}", describe(namespace, selector)),
+            listed.clone(),
+            &token,
+            tracker,
+        );
+        SelectedPods {
             namespace: namespace.map(str::to_string),
             selector: selector.to_string(),
             pods,
-            listed: listed.clone(),
-        };
-        spawn_consumer(
-            stream,
-            format!("pods {}", this.describe()),
             listed,
-            token,
-            tracker,
-        );
-        this
+            _stop: token.drop_guard(),
+        }
     }
 
     /// Whether the first list has completed.
@@ -101,15 +105,9 @@ impl SelectedPods {
         self.listed.load(Ordering::Acquire)
     }
 
-    /// `namespace/selector`, for messages.
+    /// Where and what, for messages.
     pub fn describe(&self) -> String {
-        format!(
-            "{} matching {:?}",
-            self.namespace
-                .as_deref()
-                .map_or("in every namespace".to_string(), |n| format!("in {n}")),
-            self.selector
-        )
+        describe(self.namespace.as_deref(), &self.selector)
     }
 
     /// The ready pods with their URLs, sorted by namespace and name.
@@ -136,6 +134,13 @@ impl SelectedPods {
         }
         Ok(out.into_values().collect())
     }
+}
+
+fn describe(namespace: Option<&str>, selector: &str) -> String {
+    format!(
+        "{} matching {selector:?}",
+        namespace.map_or("in every namespace".to_string(), |n| format!("in {n}")),
+    )
 }
 
 /// The target a pod is, if it is ready.
