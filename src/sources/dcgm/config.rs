@@ -8,11 +8,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::gpus::Alias;
-use crate::k8s::selector::validate_key;
 use crate::model::Measure;
 use crate::primitives::redact_url;
 use crate::primitives::{ConfigError, HumanDuration};
+use crate::sources::exposition::fetch::{validate_limits, validate_scheme_and_path};
 use crate::sources::kubernetes::workloads::WorkloadAggregate;
+use crate::sources::kubernetes::workloads::validate_extra_labels;
 
 pub use crate::sources::exposition::query::PrometheusQuery;
 pub use crate::sources::kubernetes::workloads::{
@@ -166,52 +167,16 @@ impl DcgmSourceConfig {
                         ));
                     }
                 }
-                if !matches!(d.scheme.as_str(), "http" | "https") {
-                    return Err(ConfigError::invalid(
-                        format!("{at}.discover.scheme"),
-                        format!("{:?} must be http or https", d.scheme),
-                    ));
-                }
-                if !d.path.starts_with('/') {
-                    return Err(ConfigError::invalid(
-                        format!("{at}.discover.path"),
-                        format!("{:?} must start with '/'", d.path),
-                    ));
-                }
+                validate_scheme_and_path(&format!("{at}.discover"), &d.scheme, &d.path)?;
             }
         }
-        if self.max_response_bytes == Some(0) {
-            return Err(ConfigError::invalid(
-                format!("{at}.max_response_bytes"),
-                "must be greater than zero",
-            ));
-        }
-        let scrape = self.scrape_timeout(poll_timeout);
-        if scrape.is_zero() || scrape > poll_timeout {
-            return Err(ConfigError::invalid(
-                format!("{at}.scrape_timeout"),
-                format!(
-                    "must be greater than zero and at most the poll timeout ({poll_timeout:?})"
-                ),
-            ));
-        }
-        for (label, from) in &self.extra_labels {
-            validate_key(label).map_err(|e| {
-                ConfigError::invalid(format!("{at}.extra_labels"), format!("{label:?} {e}"))
-            })?;
-            if RESERVED_LABELS.contains(&label.as_str()) {
-                return Err(ConfigError::invalid(
-                    format!("{at}.extra_labels.{label}"),
-                    "is set by the adapter itself; pick another name",
-                ));
-            }
-            if from.is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("{at}.extra_labels.{label}"),
-                    "needs the exporter label to copy, e.g. modelName",
-                ));
-            }
-        }
+        validate_limits(
+            at,
+            self.scrape_timeout(poll_timeout),
+            poll_timeout,
+            self.max_response_bytes,
+        )?;
+        validate_extra_labels(at, &self.extra_labels, "modelName")?;
         for (i, alias) in self.aliases.iter().enumerate() {
             let name_ok = alias.metric.chars().enumerate().all(|(i, c)| {
                 c.is_ascii_alphabetic() || matches!(c, '_' | ':') || (i > 0 && c.is_ascii_digit())

@@ -23,9 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use self::aggregate::per_pod;
-use self::config::{
-    DcgmSourceConfig, DcgmTarget, Discover, MEASURES, NAMESPACE_LABEL, RESERVED_LABELS,
-};
+use self::config::{DcgmSourceConfig, DcgmTarget, Discover, MEASURES, NAMESPACE_LABEL};
 use self::gpus::{Alias, GpuReading, PodRef};
 use self::scrape::{Fetch, scrape_all};
 use super::kind::{BuildContext, Built, SourceKind, SourceSpec};
@@ -38,7 +36,7 @@ use crate::sources::MetricConfig;
 use crate::sources::kubernetes::endpoint_slices::ServiceEndpoints;
 use crate::sources::kubernetes::owners::{Owners, Workload};
 use crate::sources::kubernetes::workloads::{
-    PodKey, PodValue, SeriesKey, WorkloadAggregate, label_value, per_group,
+    PodKey, PodValue, SeriesKey, WorkloadAggregate, label_value, per_group, validate_metric_labels,
 };
 
 /// Where the exporters are.
@@ -149,14 +147,7 @@ impl SourceKind for Dcgm {
                 ),
             ));
         }
-        for key in m.labels.keys() {
-            if RESERVED_LABELS.contains(&key.as_str()) || conn.extra_labels.contains_key(key) {
-                return Err(ConfigError::invalid(
-                    format!("{at}.labels"),
-                    format!("must not set {key:?}: every GPU series gets it from its workload"),
-                ));
-            }
-        }
+        validate_metric_labels(at, &m.labels, &conn.extra_labels)?;
         Ok(())
     }
 

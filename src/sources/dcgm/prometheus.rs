@@ -8,8 +8,7 @@
 //!
 //! An instant query answers the newest sample within Prometheus' lookback (5 minutes by
 //! default) but stamps it with the evaluation time, so the same query also asks, per metric
-//! name, for `timestamp(...)` of the samples (tagged with a `qma_sample_of` label; per name,
-//! because the function drops `__name__` and two names would clash). Each target's readings
+//! name, for `timestamp(...)` of the samples ([`query::series_and_times`]). Each target's readings
 //! carry the oldest sample time among them: a GPU Prometheus last saw minutes ago ages out
 //! under `max_staleness` instead of passing as fresh.
 
@@ -18,29 +17,13 @@ use std::collections::BTreeMap;
 use super::gpus::{Alias, readings};
 use super::scrape::{EndpointScrape, Fetch};
 use crate::sources::exposition::parse::PromSample;
-use crate::sources::exposition::query::{self, SAMPLE_OF, VectorSample, sample_times, unix_time};
+use crate::sources::exposition::query::{self, SAMPLE_OF, VectorSample, unix_time};
 
 /// The PromQL query: the aliases' metrics and `up`, with `matchers` (e.g.
 /// `job="dcgm-exporter"`) added, and the sample times of the aliases' metrics.
 pub fn query(aliases: &[Alias], matchers: Option<&str>) -> String {
-    let mut names: Vec<&str> = aliases.iter().map(|a| a.metric.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
-    let matchers = matchers.map(str::trim).filter(|m| !m.is_empty());
-    let mut selector = format!("__name__=~\"{}|up\"", names.join("|"));
-    if let Some(m) = matchers {
-        selector.push(',');
-        selector.push_str(m);
-    }
-    let mut promql = format!("{{{selector}}}");
-    for name in names {
-        let series = match matchers {
-            Some(m) => format!("{name}{{{m}}}"),
-            None => name.to_string(),
-        };
-        promql.push_str(&sample_times(&series, name));
-    }
-    promql
+    let names: Vec<&str> = aliases.iter().map(|a| a.metric.as_str()).collect();
+    query::series_and_times(&names, matchers)
 }
 
 /// One exporter target in a query answer.
@@ -147,20 +130,18 @@ mod tests {
     use crate::sources::dcgm::gpus::builtin_aliases;
 
     #[test]
-    fn the_query_names_every_alias_and_up_and_asks_for_sample_times_per_name() {
+    fn the_query_names_every_alias() {
         let q = query(&builtin_aliases(), Some("job=\"dcgm\""));
-        assert!(q.starts_with("{__name__=~\""), "{q}");
+        assert!(
+            q.starts_with("{__name__=~\"DCGM_FI_DEV_BOARD_POWER_WATTS|"),
+            "{q}"
+        );
         assert!(q.contains("DCGM_FI_PROF_GR_ENGINE_ACTIVE|"), "{q}");
         assert!(q.contains("|up\",job=\"dcgm\"} or "), "{q}");
         assert!(
-            q.contains(
-                " or label_replace(timestamp(DCGM_FI_PROF_GR_ENGINE_ACTIVE{job=\"dcgm\"}), \"qma_sample_of\", \"DCGM_FI_PROF_GR_ENGINE_ACTIVE\", \"__name__\", \".*\")"
-            ),
+            q.contains("timestamp({__name__=\"DCGM_FI_DEV_GPU_UTIL\",job=\"dcgm\"})"),
             "{q}"
         );
-        assert!(!q.contains("timestamp(up"), "{q}");
-        let bare = query(&builtin_aliases(), None);
-        assert!(bare.contains("timestamp(DCGM_FI_DEV_GPU_UTIL)"), "{bare}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::primitives::ConfigError;
 use crate::sources::SourceError;
 
 /// How one HTTP read of an upstream is bounded.
@@ -15,6 +16,52 @@ pub struct Fetch {
     pub timeout: Duration,
     /// Largest body read (`crate::sources::read_body`).
     pub max_bytes: usize,
+}
+
+/// Checks a scraping source's limits found at `at`: the per-target `scrape` timeout within the
+/// poll timeout, and a non-zero `max_response_bytes`.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the field.
+pub fn validate_limits(
+    at: &str,
+    scrape: Duration,
+    poll_timeout: Duration,
+    max_response_bytes: Option<usize>,
+) -> Result<(), ConfigError> {
+    if max_response_bytes == Some(0) {
+        return Err(ConfigError::invalid(
+            format!("{at}.max_response_bytes"),
+            "must be greater than zero",
+        ));
+    }
+    if scrape.is_zero() || scrape > poll_timeout {
+        return Err(ConfigError::invalid(
+            format!("{at}.scrape_timeout"),
+            format!("must be greater than zero and at most the poll timeout ({poll_timeout:?})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the `scheme` and `path` of discovered targets found at `at`.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the field.
+pub fn validate_scheme_and_path(at: &str, scheme: &str, path: &str) -> Result<(), ConfigError> {
+    if !matches!(scheme, "http" | "https") {
+        return Err(ConfigError::invalid(
+            format!("{at}.scheme"),
+            format!("{scheme:?} must be http or https"),
+        ));
+    }
+    if !path.starts_with('/') {
+        return Err(ConfigError::invalid(
+            format!("{at}.path"),
+            format!("{path:?} must start with '/'"),
+        ));
+    }
+    Ok(())
 }
 
 /// The HTTP client of a scraping source: our user agent, one idle connection kept per target

@@ -44,10 +44,23 @@ pub const KEPT_MALFORMED: usize = 3;
 
 /// Reads a whole exposition body.
 pub fn parse(body: &str) -> Parsed<'_> {
+    parse_with(body, |_| true)
+}
+
+/// Reads the samples of the families `keep` accepts (by metric name): other lines are skipped
+/// before their labels are read, which is most of the cost of a model server's body (histogram
+/// buckets, process metrics). Skipped lines are neither samples nor malformed.
+pub fn parse_with(body: &str, keep: impl Fn(&str) -> bool) -> Parsed<'_> {
     let mut out = Parsed::default();
     for (i, raw) in body.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let name_end = line
+            .find(|c: char| c == '{' || c.is_whitespace())
+            .unwrap_or(line.len());
+        if !keep(line[..name_end].trim_end()) {
             continue;
         }
         match sample(line) {
@@ -236,6 +249,21 @@ mod tests {
             Some("NVIDIA \"H100\", 80GB")
         );
         assert_eq!(p.samples[0].label("pod"), Some("p-1"));
+    }
+
+    #[test]
+    fn only_the_families_kept_are_read() {
+        let body = "A{x=\"1\"} 1\nB_bucket{le=\"1\"} 2\nB_bucket{le=\"+Inf\" 3\nA 4\nbroken\n";
+        let p = parse_with(body, |name| name == "A");
+        assert_eq!(
+            p.samples.iter().map(|s| s.value).collect::<Vec<_>>(),
+            vec![1.0, 4.0]
+        );
+        assert_eq!(
+            p.malformed, 0,
+            "lines of other families are not read at all"
+        );
+        assert_eq!(parse(body).malformed, 2);
     }
 
     #[test]

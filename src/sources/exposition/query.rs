@@ -2,8 +2,9 @@
 //! read what a Prometheus already scrapes instead of scraping every target themselves.
 //!
 //! An instant query answers the newest sample within Prometheus' lookback (5 minutes by
-//! default) but stamps it with the evaluation time; a source that needs the sample's own time
-//! asks for `timestamp(...)` in the same query ([`SAMPLE_OF`]) and reads it with [`unix_time`].
+//! default) but stamps it with the evaluation time, so [`series_and_times`] also asks for
+//! `timestamp(...)` of each name's samples, tagged with [`SAMPLE_OF`] (per name, because the
+//! function drops `__name__` and two names would clash), read back with [`unix_time`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -72,12 +73,27 @@ pub struct VectorSample {
     pub value: (f64, String),
 }
 
-/// `expr or label_replace(timestamp(expr), SAMPLE_OF, name, "__name__", ".*")`'s second part:
-/// the sample times of `series` (a metric name with its matchers), tagged with `name`.
-pub fn sample_times(series: &str, name: &str) -> String {
-    format!(
-        " or label_replace(timestamp({series}), \"{SAMPLE_OF}\", \"{name}\", \"__name__\", \".*\")"
-    )
+/// The PromQL query for the series of `names` and the `up` of their targets, narrowed by
+/// `matchers` (e.g. `job="vllm"`), and each name's sample times:
+/// `{__name__=~"a|b|up",m} or label_replace(timestamp({__name__="a",m}), SAMPLE_OF, "a", ...)`.
+/// Names are matched as `__name__` values, so names with `:` (`vllm:...`) need no escaping.
+pub fn series_and_times(names: &[&str], matchers: Option<&str>) -> String {
+    let mut names: Vec<&str> = names.to_vec();
+    names.sort_unstable();
+    names.dedup();
+    let matchers = matchers.map(str::trim).filter(|m| !m.is_empty());
+    let with = |selector: String| match matchers {
+        Some(m) => format!("{{{selector},{m}}}"),
+        None => format!("{{{selector}}}"),
+    };
+    let mut promql = with(format!("__name__=~\"{}|up\"", names.join("|")));
+    for name in names {
+        let series = with(format!("__name__=\"{name}\""));
+        promql.push_str(&format!(
+            " or label_replace(timestamp({series}), \"{SAMPLE_OF}\", \"{name}\", \"__name__\", \".*\")"
+        ));
+    }
+    promql
 }
 
 /// Runs `promql` against the Prometheus at `url`.
@@ -128,4 +144,33 @@ pub fn unix_time(secs: f64) -> Option<SystemTime> {
     Duration::try_from_secs_f64(secs)
         .ok()
         .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_names_every_family_and_up_and_asks_for_sample_times_per_name() {
+        let q = series_and_times(
+            &["vllm:num_requests_waiting", "B", "B"],
+            Some(" job=\"vllm\" "),
+        );
+        assert!(
+            q.starts_with("{__name__=~\"B|vllm:num_requests_waiting|up\",job=\"vllm\"} or "),
+            "{q}"
+        );
+        assert!(
+            q.contains(" or label_replace(timestamp({__name__=\"vllm:num_requests_waiting\",job=\"vllm\"}), \"qma_sample_of\", \"vllm:num_requests_waiting\", \"__name__\", \".*\")"),
+            "{q}"
+        );
+        assert_eq!(
+            q.matches("timestamp(").count(),
+            2,
+            "once per name, never for up: {q}"
+        );
+        let bare = series_and_times(&["B"], None);
+        assert!(bare.starts_with("{__name__=~\"B|up\"} or "), "{bare}");
+        assert!(bare.contains("timestamp({__name__=\"B\"})"), "{bare}");
+    }
 }

@@ -8,13 +8,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::presets::{Combine, Preset, Reading, Recipe};
-use crate::k8s::selector::validate_key;
 use crate::model::Measure;
 use crate::primitives::{ConfigError, HumanDuration};
 use crate::sources::MetricConfig;
+use crate::sources::exposition::fetch::{validate_limits, validate_scheme_and_path};
 use crate::sources::exposition::query::PrometheusQuery;
 use crate::sources::kubernetes::pods::PodPort;
-use crate::sources::kubernetes::workloads::RESERVED_LABELS;
+use crate::sources::kubernetes::workloads::validate_extra_labels;
 
 /// Default rate window: long enough for several polls at the default interval, short enough
 /// that a burst shows within half a minute.
@@ -138,44 +138,19 @@ impl InferenceSourceConfig {
             (Some(p), None) => p.validate(&format!("{at}.pods"))?,
             (None, Some(p)) => p.validate(&format!("{at}.prometheus"))?,
         }
-        if self.max_response_bytes == Some(0) {
-            return Err(ConfigError::invalid(
-                format!("{at}.max_response_bytes"),
-                "must be greater than zero",
-            ));
-        }
-        let scrape = self.scrape_timeout(poll_timeout);
-        if scrape.is_zero() || scrape > poll_timeout {
-            return Err(ConfigError::invalid(
-                format!("{at}.scrape_timeout"),
-                format!(
-                    "must be greater than zero and at most the poll timeout ({poll_timeout:?})"
-                ),
-            ));
-        }
+        validate_limits(
+            at,
+            self.scrape_timeout(poll_timeout),
+            poll_timeout,
+            self.max_response_bytes,
+        )?;
         if self.rate_window() < Duration::from_secs(1) {
             return Err(ConfigError::invalid(
                 format!("{at}.rate_window"),
                 "must be at least 1s (a rate needs two scrapes inside it)",
             ));
         }
-        for (label, from) in &self.extra_labels {
-            validate_key(label).map_err(|e| {
-                ConfigError::invalid(format!("{at}.extra_labels"), format!("{label:?} {e}"))
-            })?;
-            if RESERVED_LABELS.contains(&label.as_str()) {
-                return Err(ConfigError::invalid(
-                    format!("{at}.extra_labels.{label}"),
-                    "is set by the adapter itself; pick another name",
-                ));
-            }
-            if from.is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("{at}.extra_labels.{label}"),
-                    "needs the server's label to copy, e.g. model_name",
-                ));
-            }
-        }
+        validate_extra_labels(at, &self.extra_labels, "model_name")?;
         Ok(())
     }
 
@@ -321,19 +296,7 @@ impl PodSelection {
             }
             _ => {}
         }
-        if !matches!(self.scheme.as_str(), "http" | "https") {
-            return Err(ConfigError::invalid(
-                format!("{at}.scheme"),
-                format!("{:?} must be http or https", self.scheme),
-            ));
-        }
-        if !self.path.starts_with('/') {
-            return Err(ConfigError::invalid(
-                format!("{at}.path"),
-                format!("{:?} must start with '/'", self.path),
-            ));
-        }
-        Ok(())
+        validate_scheme_and_path(at, &self.scheme, &self.path)
     }
 }
 

@@ -34,11 +34,11 @@ use crate::model::Sample;
 use crate::primitives::{ConfigError, redact_url};
 use crate::sources::MetricConfig;
 use crate::sources::exposition::fetch::{self, Fetch};
-use crate::sources::exposition::parse::parse;
+use crate::sources::exposition::parse::parse_with;
 use crate::sources::exposition::query;
 use crate::sources::kubernetes::owners::Owners;
 use crate::sources::kubernetes::pods::{PodPort, SelectedPods};
-use crate::sources::kubernetes::workloads::{NAMESPACE_LABEL, PodRef, RESERVED_LABELS};
+use crate::sources::kubernetes::workloads::{NAMESPACE_LABEL, PodRef, validate_metric_labels};
 
 /// Where the servers' metrics come from.
 pub enum Targets {
@@ -70,6 +70,8 @@ pub struct InferenceSource {
     client: reqwest::Client,
     fetch: Fetch,
     plans: Plans,
+    /// The families the metrics read: a scrape's other lines are skipped unread.
+    families: Vec<String>,
     /// Malformed-line counts per pod at the last scrape, to log only changes.
     malformed: HashMap<PodRef, usize>,
 }
@@ -106,15 +108,7 @@ impl SourceKind for Inference {
         at: &str,
     ) -> Result<(), ConfigError> {
         conn.recipe(m, target, at)?;
-        for key in m.labels.keys() {
-            if RESERVED_LABELS.contains(&key.as_str()) || conn.extra_labels.contains_key(key) {
-                return Err(ConfigError::invalid(
-                    format!("{at}.labels"),
-                    format!("must not set {key:?}: every series gets it from its workload"),
-                ));
-            }
-        }
-        Ok(())
+        validate_metric_labels(at, &m.labels, &conn.extra_labels)
     }
 
     fn namespace_label() -> Option<&'static str> {
@@ -147,7 +141,7 @@ impl SourceKind for Inference {
             },
             (None, Some(p)) => Targets::Prometheus {
                 url: p.url.clone(),
-                promql: prometheus::query(&plans.families(), p.matchers.as_deref()),
+                promql: query::series_and_times(&plans.families(), p.matchers.as_deref()),
             },
             (None, None) => anyhow::bail!("needs pods or prometheus"),
         };
@@ -162,6 +156,7 @@ impl SourceKind for Inference {
                     .max_response_bytes
                     .unwrap_or(crate::sources::DEFAULT_MAX_RESPONSE_BYTES),
             },
+            families: plans.families().into_iter().map(str::to_string).collect(),
             plans,
             malformed: HashMap::new(),
         }))
@@ -284,9 +279,13 @@ impl Source for InferenceSource {
                     (body, unix_now())
                 }))
                 .await;
+                let families = &self.families;
                 let parsed: Vec<_> = bodies
                     .iter()
-                    .map(|(body, _)| body.as_ref().map(|b| parse(b)))
+                    .map(|(body, _)| {
+                        body.as_ref()
+                            .map(|b| parse_with(b, |name| families.iter().any(|f| f == name)))
+                    })
                     .collect();
                 let mut scrapes = Vec::with_capacity(targets.len());
                 for ((t, (_, at)), p) in targets.iter().zip(&bodies).zip(parsed) {

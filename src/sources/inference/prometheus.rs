@@ -1,6 +1,6 @@
 //! The model servers' metrics from a Prometheus that already scrapes them (a PodMonitor or
-//! ServiceMonitor): one instant query per poll for every family the metrics read and for `up`,
-//! split per pod by the `namespace` and `pod` target labels the Prometheus Operator sets.
+//! ServiceMonitor): one instant query per poll for every family the metrics read and for `up`
+//! ([`crate::sources::exposition::query::series_and_times`]), split per pod by the `namespace` and `pod` target labels the Prometheus Operator sets.
 //!
 //! A pod Prometheus reports down (`up == 0`) is an unknown member of its workload, as a failed
 //! direct scrape is; each pod's readings carry the oldest sample time among them
@@ -10,32 +10,8 @@
 use std::collections::BTreeMap;
 
 use crate::sources::exposition::parse::PromSample;
-use crate::sources::exposition::query::{SAMPLE_OF, VectorSample, sample_times};
+use crate::sources::exposition::query::{SAMPLE_OF, VectorSample};
 use crate::sources::kubernetes::workloads::PodRef;
-
-/// The PromQL query: `families` and `up`, with `matchers` (e.g. `job="vllm"`) added, and the
-/// sample times of each family.
-pub fn query(families: &[&str], matchers: Option<&str>) -> String {
-    let mut names: Vec<&str> = families.to_vec();
-    names.sort_unstable();
-    names.dedup();
-    let matchers = matchers.map(str::trim).filter(|m| !m.is_empty());
-    // Names hold `:` (vllm:...), which a regex takes literally.
-    let mut selector = format!("__name__=~\"{}|up\"", names.join("|"));
-    if let Some(m) = matchers {
-        selector.push(',');
-        selector.push_str(m);
-    }
-    let mut promql = format!("{{{selector}}}");
-    for name in names {
-        let series = match matchers {
-            Some(m) => format!("{{__name__=\"{name}\",{m}}}"),
-            None => format!("{{__name__=\"{name}\"}}"),
-        };
-        promql.push_str(&sample_times(&series, name));
-    }
-    promql
-}
 
 /// One pod in a query answer.
 #[derive(Debug, Default)]
@@ -99,19 +75,6 @@ pub fn split(result: &[VectorSample]) -> (BTreeMap<PodRef, PodAnswer<'_>>, usize
 mod tests {
     use super::*;
     use crate::sources::exposition::query::vector;
-
-    #[test]
-    fn the_query_quotes_names_with_colons_and_asks_for_sample_times() {
-        let q = query(&["vllm:num_requests_waiting"], Some("job=\"vllm\""));
-        assert!(
-            q.starts_with("{__name__=~\"vllm:num_requests_waiting|up\",job=\"vllm\"}"),
-            "{q}"
-        );
-        assert!(
-            q.contains("timestamp({__name__=\"vllm:num_requests_waiting\",job=\"vllm\"})"),
-            "{q}"
-        );
-    }
 
     #[test]
     fn answers_split_per_pod_with_up_and_sample_times() {

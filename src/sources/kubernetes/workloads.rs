@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 
 use super::owners::Workload;
+use crate::k8s::selector::validate_key;
+use crate::primitives::ConfigError;
 
 /// Series label: the workload's namespace. A request sees only its own namespace's series.
 pub const NAMESPACE_LABEL: &str = "namespace";
@@ -149,6 +151,57 @@ impl SeriesKey {
         }
         labels
     }
+}
+
+/// Checks a source's `extra_labels` (series label -> the scraped label it copies, such as
+/// `example`) found at `at`: selectable names, none of the labels the adapter sets.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the label.
+pub fn validate_extra_labels(
+    at: &str,
+    extra: &BTreeMap<String, String>,
+    example: &str,
+) -> Result<(), ConfigError> {
+    for (label, from) in extra {
+        validate_key(label).map_err(|e| {
+            ConfigError::invalid(format!("{at}.extra_labels"), format!("{label:?} {e}"))
+        })?;
+        if RESERVED_LABELS.contains(&label.as_str()) {
+            return Err(ConfigError::invalid(
+                format!("{at}.extra_labels.{label}"),
+                "is set by the adapter itself; pick another name",
+            ));
+        }
+        if from.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{at}.extra_labels.{label}"),
+                format!("needs the scraped label to copy, e.g. {example}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a per-workload metric's own `labels` (at `at`): none may be one its series set from
+/// the workload or the extra labels.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the label.
+pub fn validate_metric_labels(
+    at: &str,
+    labels: &BTreeMap<String, String>,
+    extra: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    for key in labels.keys() {
+        if RESERVED_LABELS.contains(&key.as_str()) || extra.contains_key(key) {
+            return Err(ConfigError::invalid(
+                format!("{at}.labels"),
+                format!("must not set {key:?}: every series gets it from its workload"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
