@@ -12,31 +12,15 @@
 //! carry the oldest sample time among them: a GPU Prometheus last saw minutes ago ages out
 //! under `max_staleness` instead of passing as fresh.
 
-use std::collections::BTreeMap;
-
 use super::gpus::{Alias, readings};
 use super::scrape::{EndpointScrape, Fetch};
-use crate::sources::exposition::parse::PromSample;
-use crate::sources::exposition::query::{self, SAMPLE_OF, VectorSample, unix_time};
+use crate::sources::exposition::query::{self, VectorSample, unix_time};
 
 /// The PromQL query: the aliases' metrics and `up`, with `matchers` (e.g.
 /// `job="dcgm-exporter"`) added, and the sample times of the aliases' metrics.
 pub fn query(aliases: &[Alias], matchers: Option<&str>) -> String {
     let names: Vec<&str> = aliases.iter().map(|a| a.metric.as_str()).collect();
     query::series_and_times(&names, matchers)
-}
-
-/// One exporter target in a query answer.
-#[derive(Default)]
-struct Target<'a> {
-    /// Its `up` value, if the answer has one.
-    up: Option<bool>,
-    /// Its GPU samples.
-    samples: Vec<PromSample<'a>>,
-    /// Samples whose value did not parse.
-    unreadable: Vec<String>,
-    /// The oldest sample time (unix seconds) of the target's samples, from `timestamp(...)`.
-    oldest: Option<f64>,
 }
 
 /// Runs the query and splits the answer per exporter target.
@@ -74,39 +58,9 @@ fn targets(
     aliases: &[Alias],
     extra_labels: &[String],
 ) -> Vec<EndpointScrape> {
-    let mut targets: BTreeMap<&str, Target<'_>> = BTreeMap::new();
-    for s in result {
-        let instance = s.metric.get("instance").map_or("", String::as_str);
-        let name = s.metric.get("__name__").map_or("", String::as_str);
-        let target = targets.entry(instance).or_default();
-        let Ok(value) = s.value.1.parse::<f64>() else {
-            target
-                .unreadable
-                .push(format!("{name}: value {:?}", s.value.1));
-            continue;
-        };
-        if s.metric.contains_key(SAMPLE_OF) {
-            // The time Prometheus observed one of this target's samples, in unix seconds.
-            if value.is_finite() {
-                target.oldest = Some(target.oldest.map_or(value, |o: f64| o.min(value)));
-            }
-            continue;
-        }
-        if name == "up" {
-            target.up = Some(value >= 1.0);
-            continue;
-        }
-        target.samples.push(PromSample {
-            name,
-            labels: s
-                .metric
-                .iter()
-                .filter(|(k, _)| k.as_str() != "__name__")
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect(),
-            value,
-        });
-    }
+    let (targets, _) = query::split_by(result, |labels| {
+        Some(labels.get("instance").map_or("", String::as_str))
+    });
     targets
         .into_iter()
         .map(|(instance, t)| EndpointScrape {

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 
 use super::fetch::{Fetch, get_text};
+use super::parse::PromSample;
 use crate::primitives::{ConfigError, redact_url};
 
 /// Reading through a Prometheus that already scrapes the targets (`prometheus:` of a source).
@@ -137,6 +138,65 @@ pub fn vector(body: &str) -> Result<Vec<VectorSample>, String> {
         ));
     }
     Ok(data.result)
+}
+
+/// One scrape target's part of a vector answer.
+#[derive(Debug, Default)]
+pub struct TargetAnswer<'a> {
+    /// Its `up`, if the answer has one.
+    pub up: Option<bool>,
+    /// Its samples (borrowing the answer), `__name__` as the name and not among the labels.
+    pub samples: Vec<PromSample<'a>>,
+    /// Samples whose value did not parse, as `name: value "..."`.
+    pub unreadable: Vec<String>,
+    /// The oldest sample time (unix seconds) among its samples, from `timestamp(...)`.
+    pub oldest: Option<f64>,
+}
+
+/// Splits a vector answer per target as `target_of` names them (by `instance`, by pod);
+/// series it names no target for are counted in the second value.
+pub fn split_by<'a, K: Ord>(
+    result: &'a [VectorSample],
+    target_of: impl Fn(&'a BTreeMap<String, String>) -> Option<K>,
+) -> (BTreeMap<K, TargetAnswer<'a>>, usize) {
+    let mut targets: BTreeMap<K, TargetAnswer<'a>> = BTreeMap::new();
+    let mut unattributed = 0;
+    for s in result {
+        let Some(key) = target_of(&s.metric) else {
+            unattributed += 1;
+            continue;
+        };
+        let name = s.metric.get("__name__").map_or("", String::as_str);
+        let target = targets.entry(key).or_default();
+        let Ok(value) = s.value.1.parse::<f64>() else {
+            target
+                .unreadable
+                .push(format!("{name}: value {:?}", s.value.1));
+            continue;
+        };
+        if s.metric.contains_key(SAMPLE_OF) {
+            // The time Prometheus observed one of this target's samples, in unix seconds.
+            if value.is_finite() {
+                target.oldest = Some(target.oldest.map_or(value, |o: f64| o.min(value)));
+            }
+            continue;
+        }
+        if name == "up" {
+            target.up = Some(value >= 1.0);
+            continue;
+        }
+        target.samples.push(PromSample {
+            name,
+            labels: s
+                .metric
+                .iter()
+                .filter(|(k, _)| k.as_str() != "__name__")
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            value,
+        });
+    }
+    (targets, unattributed)
 }
 
 /// A Prometheus sample timestamp (unix seconds, fractional) as a time; `None` before the epoch.

@@ -9,66 +9,18 @@
 
 use std::collections::BTreeMap;
 
-use crate::sources::exposition::parse::PromSample;
-use crate::sources::exposition::query::{SAMPLE_OF, VectorSample};
+use crate::sources::exposition::query::{self, TargetAnswer, VectorSample};
 use crate::sources::kubernetes::workloads::PodRef;
-
-/// One pod in a query answer.
-#[derive(Debug, Default)]
-pub struct PodAnswer<'a> {
-    /// Its `up`, if the answer has one.
-    pub up: Option<bool>,
-    /// Its samples of the families asked for.
-    pub samples: Vec<PromSample<'a>>,
-    /// Samples whose value did not parse.
-    pub unreadable: usize,
-    /// The oldest sample time (unix seconds) among its samples.
-    pub oldest: Option<f64>,
-}
 
 /// Splits a vector answer per pod; series without `namespace` and `pod` labels name no pod and
 /// are counted in the second value (a scrape config that drops the target labels).
-pub fn split(result: &[VectorSample]) -> (BTreeMap<PodRef, PodAnswer<'_>>, usize) {
-    let mut pods: BTreeMap<PodRef, PodAnswer<'_>> = BTreeMap::new();
-    let mut unattributed = 0;
-    for s in result {
-        let (Some(namespace), Some(pod)) = (s.metric.get("namespace"), s.metric.get("pod")) else {
-            unattributed += 1;
-            continue;
-        };
-        let answer = pods
-            .entry(PodRef {
-                namespace: namespace.clone(),
-                name: pod.clone(),
-            })
-            .or_default();
-        let Ok(value) = s.value.1.parse::<f64>() else {
-            answer.unreadable += 1;
-            continue;
-        };
-        if s.metric.contains_key(SAMPLE_OF) {
-            if value.is_finite() {
-                answer.oldest = Some(answer.oldest.map_or(value, |o: f64| o.min(value)));
-            }
-            continue;
-        }
-        let name = s.metric.get("__name__").map_or("", String::as_str);
-        if name == "up" {
-            answer.up = Some(value >= 1.0);
-            continue;
-        }
-        answer.samples.push(PromSample {
-            name,
-            labels: s
-                .metric
-                .iter()
-                .filter(|(k, _)| k.as_str() != "__name__")
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect(),
-            value,
-        });
-    }
-    (pods, unattributed)
+pub fn split(result: &[VectorSample]) -> (BTreeMap<PodRef, TargetAnswer<'_>>, usize) {
+    query::split_by(result, |labels| {
+        Some(PodRef {
+            namespace: labels.get("namespace")?.clone(),
+            name: labels.get("pod")?.clone(),
+        })
+    })
 }
 
 #[cfg(test)]
@@ -102,6 +54,6 @@ mod tests {
             namespace: "ml".into(),
             name: "vllm-1".into(),
         }];
-        assert_eq!((p1.up, p1.unreadable), (Some(false), 1));
+        assert_eq!((p1.up, p1.unreadable.len()), (Some(false), 1));
     }
 }
