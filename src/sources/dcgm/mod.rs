@@ -1,11 +1,13 @@
 //! NVIDIA dcgm-exporter: GPU utilization per workload, for GPU inference HPAs.
 //!
 //! One poll scrapes every exporter endpoint concurrently ([`scrape`]), reads each payload
-//! leniently ([`parse`]) into per-GPU readings attributed to pods ([`gpus`]), resolves pods to
-//! their workloads through the Kubernetes owner cache ([`crate::sources::kubernetes::owners`]) and combines them
-//! per pod, then per workload ([`aggregate`]). Endpoints come from the config or from a
-//! Service's EndpointSlices ([`crate::sources::kubernetes::endpoint_slices`]); or a Prometheus that scrapes
-//! the exporters answers one query instead ([`prometheus`]), each of its targets an endpoint.
+//! leniently ([`crate::sources::exposition::parse`]) into per-GPU readings attributed to pods
+//! ([`gpus`]), resolves pods to their workloads through the Kubernetes owner cache
+//! ([`crate::sources::kubernetes::owners`]) and combines them per pod ([`aggregate`]), then per
+//! workload ([`crate::sources::kubernetes::workloads`]). Endpoints come from the config or from
+//! a Service's EndpointSlices ([`crate::sources::kubernetes::endpoint_slices`]); or a Prometheus
+//! that scrapes the exporters answers one query instead ([`prometheus`]), each of its targets
+//! an endpoint.
 //!
 //! Unknown is never 0: an endpoint that fails keeps the pods it reported last as unknown
 //! members of their workloads, a workload whose GPUs are all unknown is an error series, and a
