@@ -190,14 +190,14 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
         );
     }
 
-    let state = AppState {
+    let state = AppState::new(api::Shared {
         provider: store.clone(),
         store: store.clone(),
         telemetry: telemetry.clone(),
         health: health.clone(),
         heartbeats,
         guard: secured.guard,
-    };
+    });
     let health_addr = match health_listener {
         Some(l) => {
             let addr = l.local_addr()?;

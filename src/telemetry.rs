@@ -5,11 +5,15 @@
 //! [`render_store`], so `/metrics` shows exactly what the API would serve, and never a value
 //! for a series in error.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::store::Store;
@@ -50,9 +54,12 @@ pub struct Telemetry {
     /// Failed polls, by source and error kind.
     pub poll_errors: IntCounterVec,
     /// Requests served, by endpoint (route template) and status code.
-    pub requests: IntCounterVec,
+    requests: IntCounterVec,
     /// Request latency, by endpoint.
-    pub request_duration: HistogramVec,
+    request_duration: HistogramVec,
+    /// The request series already made, looked up without a lock or a reference count
+    /// (see [`Telemetry::observe_request`]).
+    request_series: Arc<ArcSwap<HashMap<String, Arc<EndpointSeries>>>>,
     /// KEDA gRPC calls, by method and status code.
     pub grpc_requests: IntCounterVec,
     /// Config file reloads, by result (`applied`, `invalid`, `unchanged`).
@@ -183,6 +190,7 @@ impl Telemetry {
             poll_errors,
             requests,
             request_duration,
+            request_series: Arc::default(),
             grpc_requests,
             config_reloads,
             poll_timeout,
@@ -200,6 +208,31 @@ impl Telemetry {
         self
     }
 
+    /// Counts one HTTP request to `endpoint` (a route template) answered `code` after `seconds`.
+    ///
+    /// The metric GET path is the hottest in the adapter; `with_label_values` per request
+    /// would hash the labels, take the family's read lock and clone a reference-counted handle
+    /// (atomic writes to one cache line that every core shares). Instead each endpoint's series
+    /// are made once and found here through an `ArcSwap`'d map: a per-thread load, a string
+    /// hash and a short scan of status codes.
+    pub fn observe_request(&self, endpoint: &str, code: u16, seconds: f64) {
+        if let Some(series) = self.request_series.load().get(endpoint) {
+            series.observe(code, seconds, &self.requests, endpoint);
+            return;
+        }
+        let made = Arc::new(EndpointSeries {
+            duration: self.request_duration.with_label_values(&[endpoint]),
+            codes: ArcSwap::from_pointee(Vec::new()),
+        });
+        made.observe(code, seconds, &self.requests, endpoint);
+        self.request_series.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.entry(endpoint.to_string())
+                .or_insert_with(|| made.clone());
+            map
+        });
+    }
+
     /// The text exposition of every `qma_*` family, the store's values included.
     pub fn render(&self, store: &Store, now: SystemTime) -> String {
         let mut buf = Vec::new();
@@ -214,6 +247,32 @@ impl Telemetry {
 impl Default for Telemetry {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The request series of one endpoint: its latency histogram and a counter per status code
+/// seen so far (a handful: 200, 401, 403, 404, 503...).
+struct EndpointSeries {
+    duration: Histogram,
+    codes: ArcSwap<Vec<(u16, IntCounter)>>,
+}
+
+impl EndpointSeries {
+    fn observe(&self, code: u16, seconds: f64, family: &IntCounterVec, endpoint: &str) {
+        self.duration.observe(seconds);
+        if let Some((_, c)) = self.codes.load().iter().find(|(c, _)| *c == code) {
+            c.inc();
+            return;
+        }
+        let counter = family.with_label_values(&[endpoint, &code.to_string()]);
+        counter.inc();
+        self.codes.rcu(|codes| {
+            let mut codes = Vec::clone(codes);
+            if !codes.iter().any(|(c, _)| *c == code) {
+                codes.push((code, counter.clone()));
+            }
+            codes
+        });
     }
 }
 
@@ -345,6 +404,24 @@ fn escape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_counted_by_endpoint_and_code_through_the_cached_series() {
+        let t = Telemetry::new();
+        for (endpoint, code) in [("/a", 200), ("/a", 200), ("/a", 404), ("/b", 200)] {
+            t.observe_request(endpoint, code, 0.001);
+        }
+        let store = Store::new(Vec::new(), std::time::Duration::from_secs(30));
+        let text = t.render(&store, SystemTime::now());
+        for line in [
+            r#"qma_http_requests_total{code="200",endpoint="/a"} 2"#,
+            r#"qma_http_requests_total{code="404",endpoint="/a"} 1"#,
+            r#"qma_http_requests_total{code="200",endpoint="/b"} 1"#,
+            r#"qma_http_request_duration_seconds_count{endpoint="/a"} 3"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
 
     #[test]
     fn label_keys_become_valid_prometheus_names() {

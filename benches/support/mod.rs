@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use queue_metrics_adapter::api::{AppState, health::Health};
+use queue_metrics_adapter::api::{AppState, Shared, health::Health};
 use queue_metrics_adapter::model::{Labels, Sample};
 use queue_metrics_adapter::poller::Heartbeats;
 use queue_metrics_adapter::security::Guard;
@@ -50,12 +50,12 @@ pub fn polled_store(metrics: &[&str], samples: Vec<Sample>) -> Arc<Store> {
 pub fn app_state(store: Arc<Store>, guard: Option<Arc<Guard>>) -> AppState {
     let health = Arc::new(Health::default());
     health.set_listening();
-    AppState {
+    AppState::new(Shared {
         guard,
         provider: store.clone(),
         store,
         telemetry: Telemetry::new(),
         health,
         heartbeats: Arc::new(Heartbeats::default()),
-    }
+    })
 }

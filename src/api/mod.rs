@@ -25,9 +25,28 @@ use crate::security::serving::PeerCertificate;
 use crate::store::{MetricsProvider, Store};
 use crate::telemetry::Telemetry;
 
-/// What every handler may read.
+/// What every handler may read: one `Arc`, because axum clones the state for every `State`
+/// extractor of every request, and a clone of each field would be a dozen reference counts
+/// (atomic writes to lines that every core shares) per request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state holding `shared`.
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`AppState`].
+pub struct Shared {
     /// The metric values, behind the read-only trait.
     pub provider: Arc<dyn MetricsProvider>,
     /// The same store, for probes and telemetry.
@@ -112,26 +131,17 @@ async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) ->
 
 /// Counts and times each request by route template (bounded), never by raw path.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let endpoint = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    // A matched path is a reference-counted template: cloned, not copied.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let endpoint = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let started = Instant::now();
     let response = next.run(request).await;
-    state
-        .telemetry
-        .request_duration
-        .with_label_values(&[&endpoint])
-        .observe(started.elapsed().as_secs_f64());
-    state
-        .telemetry
-        .requests
-        .with_label_values(&[endpoint.as_str(), response.status().as_str()])
-        .inc();
-    if !matches!(
-        endpoint.as_str(),
-        "/livez" | "/readyz" | "/healthz" | "/metrics"
-    ) {
+    state.telemetry.observe_request(
+        endpoint,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    if !matches!(endpoint, "/livez" | "/readyz" | "/healthz" | "/metrics") {
         tracing::debug!(%endpoint, status = response.status().as_u16(), "served");
     }
     response

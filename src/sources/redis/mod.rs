@@ -238,6 +238,9 @@ impl RedisSource {
         let time_idx = first.add(&[b"TIME"]);
         let role_idx = self.topology.checks_role().then(|| first.add(&[b"ROLE"]));
         let mut series = Vec::new();
+        // Metrics over the same keys with the same labels (a queue's length and its oldest
+        // age) share one copy of each label set: a series' labels are most of its memory.
+        let mut shared: HashMap<Labels, Arc<Labels>> = HashMap::new();
         for (i, m) in self.metrics.iter().enumerate() {
             let metric_name: Arc<str> = Arc::from(m.name.as_str());
             let keys: Vec<(String, Labels)> = match (&m.target.key, &m.target.pattern) {
@@ -271,11 +274,18 @@ impl RedisSource {
                     db: self.db,
                 };
                 let planned = read.plan(&mut first);
+                let labels = match shared.get(&labels) {
+                    Some(l) => l.clone(),
+                    None => shared
+                        .entry(labels)
+                        .or_insert_with_key(|l| Arc::new(l.clone()))
+                        .clone(),
+                };
                 series.push(PlannedSeries {
                     metric: i,
                     metric_name: metric_name.clone(),
                     key,
-                    labels: Arc::new(labels),
+                    labels,
                     planned,
                 });
             }

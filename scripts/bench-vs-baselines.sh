@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# The adapter measured side by side with raw baselines, in one run, on this machine (issue 18;
+# figures in BENCHMARKS.md). Not part of `make test`: it takes a few minutes and its figures
+# are timings.
+#
+#  1. Poll of N Sidekiq-style lists (3 JSON jobs each; `length` + `oldest_age_seconds` from
+#     `enqueued_at`, a pattern metric each: 2N series). Baseline: the same 1 + 2N commands
+#     (`TIME`, `LLEN`, `LINDEX -1`) as one pipelined round trip by a raw RESP client that only
+#     counts replies (examples/raw_resp_pipeline.rs). Adapter: the release binary polling every
+#     second; its own qma_poll_duration_seconds mean, its CPU per poll (all threads, from
+#     /proc/<pid>/task/*/schedstat) and its resident set.
+#  2. Metric GET over HTTP/1.1 keep-alive, `wrk -t1 -c32`: the adapter answering one series of
+#     those N lists, against nginx (Debian's package, on a free loopback port) answering the same
+#     response bytes from memory (`return 200`), with one worker process and with two (the
+#     adapter runs two runtime threads on this 2-core machine). Throughput, latency, and server
+#     CPU per request (all threads or worker processes, from schedstat).
+#
+# Usage: scripts/bench-vs-baselines.sh [--lists N] [--curve] [--discovery] [--seconds S]
+#   --curve       the poll at 1,000 / 10,000 / 100,000 lists instead of only N
+#   --discovery   also: the poll of N lists while SCAN discovery walks 1,000,000 other keys
+# Installs wrk and nginx with apt-get when missing (and says so). Needs the local Redis
+# (make services). Cleans up its keys, processes and files on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { echo "[bench-vs-baselines] $*" >&2; }
+
+LISTS=10000
+CURVE=0
+DISCOVERY=0
+SECONDS_PER=10
+while [ $# -gt 0 ]; do
+  case $1 in
+    --lists) LISTS=$2; shift 2 ;;
+    --curve) CURVE=1; shift ;;
+    --discovery) DISCOVERY=1; shift ;;
+    --seconds) SECONDS_PER=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+for tool in wrk nginx; do
+  if ! command -v "$tool" >/dev/null && [ ! -x "/usr/sbin/$tool" ]; then
+    say "$tool is not installed: installing Debian's package"
+    pkg=$tool
+    [ "$tool" = nginx ] && pkg=nginx-light
+    if [ "$(id -u)" = 0 ]; then apt-get install -y -q "$pkg" >/dev/null; else sudo apt-get install -y -q "$pkg" >/dev/null; fi
+  fi
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+scripts/ensure-redis.sh >&2
+
+say "building the release binary and the raw RESP client"
+cargo build --release --quiet --bin queue-metrics-adapter --example raw_resp_pipeline
+BIN=target/release/queue-metrics-adapter
+RAW=target/release/examples/raw_resp_pipeline
+
+. scripts/lib/redis-lists-bench.sh baselines
+
+# measure_poll N: prints one table row (markdown) for N lists.
+measure_poll() {
+  local n=$1 raw a_count a_sum b_count b_sum cpu0 cpu1 polls
+  say "poll of $n lists: loading"
+  load "$n"
+  raw=$("$RAW" 127.0.0.1:6379 "$PREFIX" "$n" 30)
+  say "$raw"
+  config "$WORK/poll.yaml" 1s 1h
+  start_adapter "$WORK/poll.yaml"
+  sleep 3 # past start-up, discovery and the first polls
+  read -r a_count a_sum < <(poll_stats)
+  cpu0=$(cpu_ns "$APID")
+  sleep "$SECONDS_PER"
+  read -r b_count b_sum < <(poll_stats)
+  cpu1=$(cpu_ns "$APID")
+  polls=$((b_count - a_count))
+  local rss
+  rss=$(rss_kib "$APID")
+  stop_adapter
+  unload
+  python3 - "$n" "$raw" "$polls" "$a_sum" "$b_sum" "$cpu0" "$cpu1" "$rss" <<'PY'
+import sys
+n, raw, polls, a_sum, b_sum, cpu0, cpu1, rss = sys.argv[1:]
+raw = dict(kv.split("=") for kv in raw.split()[1:])
+polls = int(polls)
+mean = (float(b_sum) - float(a_sum)) / polls * 1000
+cpu = (int(cpu1) - int(cpu0)) / polls / 1e6
+base = float(raw["mean_ms"])
+series = 2 * int(n)
+print(f"| {int(n):,} lists ({series:,} series) | {base:.2f} ms | {mean:.2f} ms | **{mean / base:.2f}×** "
+      f"| {cpu:.2f} ms ({cpu / mean:.2f}× wall) | {int(rss) / 1024:.1f} MiB ({int(rss) * 1024 / series:,.0f} B/series) | {polls} |")
+PY
+}
+
+POLL_HEADER="| case | raw pipelined round trip (mean) | adapter poll (mean) | ratio | adapter CPU per poll | adapter RSS | polls |
+| --- | --- | --- | --- | --- | --- | --- |"
+
+echo
+echo "## Poll ($(date -u +%F), $(nproc) cores, Redis $(redis-cli info server | awk -F: '/^redis_version/ {print $2}' | tr -d '\r'))"
+echo
+echo "$POLL_HEADER"
+if [ "$CURVE" = 1 ]; then
+  for n in 1000 10000 100000; do measure_poll "$n"; done
+else
+  measure_poll "$LISTS"
+fi
+
+# ---- discovery over a large keyspace ----
+if [ "$DISCOVERY" = 1 ]; then
+  say "discovery: loading 1,000,000 string keys beside $LISTS lists"
+  python3 - "$PREFIX" <<'PY' | redis-cli --pipe >/dev/null
+import sys
+prefix = sys.argv[1]
+out = sys.stdout
+for i in range(1_000_000):
+    k = f"{prefix}other:{i}"
+    out.write(f"*3\r\n$3\r\nSET\r\n${len(k)}\r\n{k}\r\n$1\r\n1\r\n")
+PY
+  load "$LISTS"
+  config "$WORK/discovery.yaml" 1s 1s
+  start_adapter "$WORK/discovery.yaml"
+  sleep 3
+  read -r a_count a_sum < <(poll_stats)
+  sleep "$SECONDS_PER"
+  read -r b_count b_sum < <(poll_stats)
+  scans=$(curl -fs "http://127.0.0.1:$APORT/metrics" | awk '/^qma_discovery_duration_seconds_(sum|count)\{source="jobs"\}/ {printf "%s ", $2}')
+  stop_adapter
+  python3 - "$a_count" "$a_sum" "$b_count" "$b_sum" "$scans" <<'PY'
+import sys
+a_count, a_sum, b_count, b_sum = map(float, sys.argv[1:5])
+polls = b_count - a_count
+print()
+print(f"Discovery every second over 1,000,000 other keys: {polls:.0f} polls, mean poll "
+      f"{(b_sum - a_sum) / polls * 1000:.2f} ms; discovery (sum count): {sys.argv[5] or 'not reported'}")
+PY
+  stop_adapter
+  redis-cli --scan --pattern "${PREFIX}other:*" | xargs -r -n 5000 redis-cli unlink >/dev/null
+  unload
+fi
+
+# ---- metric GET: adapter vs nginx serving the same bytes ----
+say "metric GET: loading $LISTS lists"
+load "$LISTS"
+config "$WORK/get.yaml" 60s 1h # no poll inside the measured window
+start_adapter "$WORK/get.yaml"
+PATH_Q="/apis/external.metrics.k8s.io/v1beta1/namespaces/default/len?labelSelector=queue%3D00500"
+curl -fs "http://127.0.0.1:$APORT$PATH_Q" >"$WORK/body.json"
+BYTES=$(wc -c <"$WORK/body.json")
+if grep -q "[\$'\\\\]" "$WORK/body.json"; then say "the body has characters nginx's return would reinterpret"; exit 1; fi
+# nginx_start WORKERS: nginx on a free port answering the same bytes from memory; sets NPORT.
+nginx_start() {
+  NPORT=$(free_port)
+  cat >"$WORK/nginx.conf" <<NGINX
+worker_processes $1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $WORK; proxy_temp_path $WORK; fastcgi_temp_path $WORK; uwsgi_temp_path $WORK; scgi_temp_path $WORK;
+  server {
+    listen 127.0.0.1:$NPORT;
+    location / { default_type application/json; return 200 '$(cat "$WORK/body.json")'; }
+  }
+}
+NGINX
+  "$NGINX" -c "$WORK/nginx.conf"
+  for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$NPORT$PATH_Q" >/dev/null && break; sleep 0.1; done
+  cmp -s <(curl -fs "http://127.0.0.1:$NPORT$PATH_Q") "$WORK/body.json" || { say "nginx does not answer the same bytes"; exit 1; }
+}
+nginx_stop() {
+  kill "$(cat "$WORK/nginx.pid")"
+  for _ in $(seq 1 50); do [ -f "$WORK/nginx.pid" ] || break; sleep 0.1; done
+}
+
+# wrk_run URL PIDS...: "requests req/s p50 p99 cpu_us_per_request non2xx"
+wrk_run() {
+  local url=$1; shift
+  local c0=0 c1=0 p out
+  wrk -t1 -c32 -d2s "$url" >/dev/null # warm-up
+  for p in "$@"; do c0=$((c0 + $(cpu_ns "$p"))); done
+  out=$(wrk -t1 -c32 -d"${SECONDS_PER}s" --latency "$url")
+  for p in "$@"; do c1=$((c1 + $(cpu_ns "$p"))); done
+  echo "$out" >>"$WORK/wrk.log"
+  echo "$out" | python3 -c '
+import re, sys
+text = sys.stdin.read()
+cpu = int(sys.argv[1])
+reqs = int(re.search(r"(\d+) requests in", text).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+def lat(p):
+    v, unit = re.search(p + r"%\s+([\d.]+)(us|ms|s)", text).groups()
+    return float(v) * {"us": 1, "ms": 1000, "s": 1e6}[unit]
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+print(reqs, rps, lat("50"), lat("99"), cpu / reqs / 1000, errors.group(1) if errors else 0)
+' "$((c1 - c0))"
+}
+ROWS=()
+for workers in 1 2; do
+  nginx_start "$workers"
+  say "wrk -t1 -c32 -d${SECONDS_PER}s: nginx, $workers worker(s)"
+  read -r req rps p50 p99 cpu err < <(wrk_run "http://127.0.0.1:$NPORT$PATH_Q" $(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")"))
+  ROWS+=("nginx, worker_processes $workers|$rps|$p50|$p99|$cpu|$err")
+  nginx_stop
+done
+say "wrk -t1 -c32 -d${SECONDS_PER}s: adapter"
+read -r req rps p50 p99 cpu err < <(wrk_run "http://127.0.0.1:$APORT$PATH_Q" "$APID")
+ROWS+=("adapter (2 runtime threads)|$rps|$p50|$p99|$cpu|$err")
+stop_adapter
+python3 - "$BYTES" "$LISTS" "${ROWS[@]}" <<'PY'
+import sys
+b, lists, *rows = sys.argv[1:]
+rows = [r.split("|") for r in rows]
+print()
+print(f"## Metric GET: one series of {2 * int(lists):,}, {b}-byte JSON body, `wrk -t1 -c32`, HTTP/1.1 keep-alive")
+print()
+print("| server | req/s | p50 | p99 | server CPU per request | non-2xx |")
+print("| --- | --- | --- | --- | --- | --- |")
+for name, rps, p50, p99, cpu, err in rows:
+    print(f"| {name} | {float(rps):,.0f} | {float(p50):.0f} µs | {float(p99):.0f} µs | {float(cpu):.2f} µs | {err} |")
+a = rows[-1]
+for n in rows[:-1]:
+    print(f"| adapter / {n[0]} | **{float(a[1]) / float(n[1]):.2f}×** throughput | | | **{float(a[4]) / float(n[4]):.2f}×** CPU per request | |")
+PY
