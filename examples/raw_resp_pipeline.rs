@@ -4,8 +4,10 @@
 //! replies only counted, never parsed into values. Nothing but the round trip and reading the
 //! bytes: what a poll cannot beat.
 //!
-//! Usage: `cargo run --release --example raw_resp_pipeline -- <host:port> <key prefix> <lists> <runs>`
-//! (keys are `<prefix>queue:00000` …, as the script loads them). Prints one line:
+//! Usage: `cargo run --release --example raw_resp_pipeline -- <host:port> <key prefix> <lists> <runs> [pause ms]`
+//! (keys are `<prefix>queue:00000` …, as the script loads them). With a pause between round
+//! trips the floor is measured at the adapter's own cadence (a poll a second): caches and CPU
+//! frequency then start each round trip as cold as a poll starts. Prints one line:
 //! `raw_pipeline lists=N commands=C runs=R mean_ms=… median_ms=… min_ms=… cpu_ms_per_run=…`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -100,10 +102,17 @@ fn cpu_ns() -> u64 {
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, addr, prefix, lists, runs] = args.as_slice() else {
-        eprintln!("usage: raw_resp_pipeline <host:port> <key prefix> <lists> <runs>");
-        std::process::exit(2);
+    let (addr, prefix, lists, runs, pause_ms) = match args.as_slice() {
+        [_, a, p, l, r] => (a, p, l, r, "0"),
+        [_, a, p, l, r, pause] => (a, p, l, r, pause.as_str()),
+        _ => {
+            eprintln!(
+                "usage: raw_resp_pipeline <host:port> <key prefix> <lists> <runs> [pause ms]"
+            );
+            std::process::exit(2);
+        }
     };
+    let pause = std::time::Duration::from_millis(pause_ms.parse().expect("pause: milliseconds"));
     let lists: usize = lists.parse().expect("lists: a number");
     let runs: usize = runs.parse().expect("runs: a number");
     let mut batch = Vec::new();
@@ -124,17 +133,19 @@ fn main() -> std::io::Result<()> {
     count_replies(&mut reader, commands)?;
     let cpu_before = cpu_ns();
     for _ in 0..runs {
+        std::thread::sleep(pause);
         let start = Instant::now();
         writer.write_all(&batch)?;
         let got = count_replies(&mut reader, commands)?;
         assert_eq!(got, commands);
         times.push(start.elapsed().as_secs_f64() * 1000.0);
     }
+    // Sleeping costs no CPU, so the pauses do not dilute this.
     let cpu_ms = (cpu_ns() - cpu_before) as f64 / 1e6 / runs as f64;
     let mean = times.iter().sum::<f64>() / runs as f64;
     times.sort_by(f64::total_cmp);
     println!(
-        "raw_pipeline lists={lists} commands={commands} runs={runs} mean_ms={mean:.3} median_ms={:.3} min_ms={:.3} cpu_ms_per_run={cpu_ms:.3}",
+        "raw_pipeline lists={lists} commands={commands} runs={runs} pause_ms={pause_ms} mean_ms={mean:.3} median_ms={:.3} min_ms={:.3} cpu_ms_per_run={cpu_ms:.3}",
         times[runs / 2],
         times[0]
     );

@@ -485,3 +485,54 @@ async fn pattern_metrics_serve_one_series_per_key_and_follow_new_keys() {
     assert!(found, "a new key matching the pattern is discovered");
     a.stop().await;
 }
+
+/// After the first discovery, a scan on one server runs beside the polls: the poll that starts it
+/// still reads the keys it knew (a scan of a large keyspace would otherwise hold it back), and
+/// the next poll takes the keys the scan found.
+#[tokio::test]
+async fn later_discoveries_run_beside_the_polls_and_the_next_poll_takes_their_keys() {
+    use queue_metrics_adapter::config::Config;
+    use queue_metrics_adapter::sources::Source;
+    use queue_metrics_adapter::sources::redis::{Redis, RedisSource};
+
+    let p = prefix("background");
+    let _clean = Cleanup {
+        url: redis_url(),
+        prefix: p.clone(),
+    };
+    let mut c = connect(&redis_url()).await;
+    for q in ["a", "b"] {
+        cmd::<i64>(&mut c, &["LPUSH", &format!("{p}q:{q}"), "job"]).await;
+    }
+    let yaml = format!(
+        "discovery_interval: 100ms\nsources:\n  jobs:\n    redis: {{url: \"{}\", wake: {{enabled: false}}}}\nmetrics:\n  - {{name: len, source: jobs, measure: length, redis: {{type: list, pattern: \"{p}q:*\"}}}}\n",
+        redis_url()
+    );
+    let config = Config::from_yaml(&yaml, std::path::Path::new("t.yaml")).expect("config");
+    let spec = config.spec_of::<Redis>("jobs").expect("a redis source");
+    let mut source = RedisSource::new(&spec).expect("source");
+    let keys = |samples: &[queue_metrics_adapter::model::Sample]| -> Vec<String> {
+        let mut k: Vec<String> = samples.iter().map(|s| s.labels["queue"].clone()).collect();
+        k.sort();
+        k
+    };
+    // The first discovery runs inside the first poll: nothing is known before it.
+    assert_eq!(keys(&source.poll().await.expect("poll")), ["a", "b"]);
+    cmd::<i64>(&mut c, &["LPUSH", &format!("{p}q:c"), "job"]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    // Discovery is due: this poll starts it and reads the keys it knew.
+    assert_eq!(keys(&source.poll().await.expect("poll")), ["a", "b"]);
+    let mut found = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        found = keys(&source.poll().await.expect("poll"));
+        if found.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(
+        found,
+        ["a", "b", "c"],
+        "the scan's keys are taken by a later poll"
+    );
+}

@@ -4,7 +4,11 @@
 //! One poll is one pipelined round trip per node (plus a second only where a lookup needs the
 //! first's answer, see the `reads` module), on multiplexed connections that are dropped and
 //! re-made after a failure. Pattern metrics find their keys with `SCAN ... MATCH ... TYPE` on
-//! their own, slower interval (`discovery_interval`), never with `KEYS`. Only read commands are
+//! their own, slower interval (`discovery_interval`), never with `KEYS`. After the first
+//! discovery, a scan on one server or a Sentinel's master runs beside the polls (a task on the
+//! same multiplexed connection) and the first poll after it finishes takes its keys, so a large
+//! keyspace never holds back the poll of known keys; a cluster's scan, and one for keys the
+//! server reported changed, still run inside the poll. Only read commands are
 //! sent; the `read_only`, `redis_sentinel` and `redis_cluster` integration tests audit that
 //! against every server's command statistics.
 //!
@@ -87,6 +91,19 @@ pub struct RedisSource {
     /// Keys reported changed that discovery did not take (another type): not worth another
     /// discovery each time they change.
     passed_over: HashSet<String>,
+    /// A discovery running beside the polls, applied by the first poll after it finishes.
+    background: Option<BackgroundDiscovery>,
+}
+
+/// A discovery task, stopped when its source is dropped (a reload) or a newer one starts.
+struct BackgroundDiscovery(
+    tokio::task::JoinHandle<Result<Vec<((String, KeyType), topology::Scanned)>, SourceError>>,
+);
+
+impl Drop for BackgroundDiscovery {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Every series of this source with its round-one plan, and the round-one batch itself.
@@ -150,21 +167,97 @@ impl RedisSource {
             plan: None,
             tracking,
             passed_over: HashSet::new(),
+            background: None,
         })
     }
 
-    async fn discover(&mut self) -> Result<(), SourceError> {
-        let wanted: BTreeSet<(String, KeyType)> = self
-            .metrics
+    /// The (pattern, type) pairs discovery scans for.
+    fn wanted_patterns(&self) -> BTreeSet<(String, KeyType)> {
+        self.metrics
             .iter()
             .filter_map(|m| m.target.pattern.clone().map(|p| (p, m.target.key_type)))
-            .collect();
-        let mut found = HashMap::new();
-        for (pattern, key_type) in wanted {
-            let scanned = self
+            .collect()
+    }
+
+    /// Discovery inside the poll: the first one (nothing to poll before it), one for keys the
+    /// backend reported, and every one on a cluster.
+    async fn discover(&mut self) -> Result<(), SourceError> {
+        // A scan running beside the polls is older than this one: its answer is not wanted.
+        self.background = None;
+        let mut scanned = Vec::new();
+        for (pattern, key_type) in self.wanted_patterns() {
+            let found = self
                 .topology
                 .scan(&pattern, key_type.redis_name(), MAX_KEYS_PER_PATTERN)
                 .await?;
+            scanned.push(((pattern, key_type), found));
+        }
+        self.apply_discovery(scanned);
+        self.last_discovery = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Starts discovery beside the polls, on a clone of the multiplexed connection, where the
+    /// topology has one node to scan (one server, a Sentinel's master). A `SCAN` of a large
+    /// keyspace is many round trips (1,000,000 keys: 1,000 of them); inside a poll it held back
+    /// the poll of every known key for as long. Returns whether it started.
+    async fn start_background_discovery(&mut self) -> Result<bool, SourceError> {
+        let Some((display, mut conn)) = self.topology.scan_connection().await? else {
+            return Ok(false);
+        };
+        let wanted = self.wanted_patterns();
+        let task = tokio::spawn(async move {
+            let mut scanned = Vec::new();
+            for (pattern, key_type) in wanted {
+                let keys = topology::scan_node(
+                    &mut conn,
+                    &pattern,
+                    key_type.redis_name(),
+                    MAX_KEYS_PER_PATTERN,
+                    &display,
+                )
+                .await?;
+                let found = topology::Scanned {
+                    keys,
+                    partial: false,
+                };
+                scanned.push(((pattern, key_type), found));
+            }
+            Ok(scanned)
+        });
+        self.background = Some(BackgroundDiscovery(task));
+        self.last_discovery = Some(Instant::now());
+        Ok(true)
+    }
+
+    /// Applies a discovery that finished beside the polls, if one did. A failed one fails this
+    /// poll, as a failed discovery inside it would.
+    async fn finish_background_discovery(&mut self) -> Result<(), SourceError> {
+        if !self.background.as_ref().is_some_and(|b| b.0.is_finished()) {
+            return Ok(());
+        }
+        let Some(mut done) = self.background.take() else {
+            return Ok(());
+        };
+        match (&mut done.0).await {
+            Ok(Ok(scanned)) => {
+                self.apply_discovery(scanned);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.topology.reset();
+                Err(e)
+            }
+            Err(e) => Err(SourceError::BadReply {
+                what: format!("key discovery did not finish: {e}"),
+            }),
+        }
+    }
+
+    /// Takes the keys a discovery found as the keys to poll.
+    fn apply_discovery(&mut self, scanned: Vec<((String, KeyType), topology::Scanned)>) {
+        let mut found = HashMap::new();
+        for ((pattern, key_type), scanned) in scanned {
             let mut keys = scanned.keys;
             if scanned.partial {
                 // A cluster node that did not answer keeps the keys it was last known to hold.
@@ -200,8 +293,6 @@ impl RedisSource {
             self.plan = None;
         }
         self.discovered = found;
-        self.last_discovery = Some(Instant::now());
-        Ok(())
     }
 
     fn discovery_due(&self) -> bool {
@@ -317,8 +408,16 @@ impl Source for RedisSource {
         if let Some(t) = &mut self.tracking {
             t.ensure(&self.topology).await;
         }
+        self.finish_background_discovery().await?;
         let reported = self.unknown_reported();
-        if !reported.is_empty() || self.discovery_due() {
+        let inline = if !reported.is_empty() {
+            true
+        } else if self.discovery_due() && self.background.is_none() {
+            self.last_discovery.is_none() || !self.start_background_discovery().await?
+        } else {
+            false
+        };
+        if inline {
             self.discover().await?;
             if self.passed_over.len() > 10_000 {
                 self.passed_over.clear();

@@ -146,6 +146,25 @@ impl Topology {
         }
     }
 
+    /// The one node a discovery scans and a connection to it that can be moved into a task
+    /// (a clone of the multiplexed connection the polls use), or `None` for a cluster, whose
+    /// scan spans every primary and keeps what a node that did not answer held.
+    ///
+    /// # Errors
+    /// When the server (or the Sentinel's master) cannot be reached.
+    pub async fn scan_connection(
+        &mut self,
+    ) -> Result<Option<(String, MultiplexedConnection)>, SourceError> {
+        match self {
+            Topology::Single(s) => Ok(Some((s.display.clone(), s.connection().await?))),
+            Topology::Sentinel(s) => {
+                let (addr, conn) = s.node().await?;
+                Ok(Some((addr.to_string(), conn)))
+            }
+            Topology::Cluster(_) => Ok(None),
+        }
+    }
+
     /// Whether `key`, missing from a partial scan, lives on a node that did not answer it (so
     /// it is kept as the last discovery found it).
     pub fn unscanned(&self, key: &str) -> bool {
