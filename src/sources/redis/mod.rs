@@ -95,10 +95,11 @@ pub struct RedisSource {
     background: Option<BackgroundDiscovery>,
 }
 
+/// What one discovery found: the keys of each (pattern, type).
+type Discovered = Vec<((String, KeyType), topology::Scanned)>;
+
 /// A discovery task, stopped when its source is dropped (a reload) or a newer one starts.
-struct BackgroundDiscovery(
-    tokio::task::JoinHandle<Result<Vec<((String, KeyType), topology::Scanned)>, SourceError>>,
-);
+struct BackgroundDiscovery(tokio::task::JoinHandle<Result<Discovered, SourceError>>);
 
 impl Drop for BackgroundDiscovery {
     fn drop(&mut self) {
@@ -255,7 +256,7 @@ impl RedisSource {
     }
 
     /// Takes the keys a discovery found as the keys to poll.
-    fn apply_discovery(&mut self, scanned: Vec<((String, KeyType), topology::Scanned)>) {
+    fn apply_discovery(&mut self, scanned: Discovered) {
         let mut found = HashMap::new();
         for ((pattern, key_type), scanned) in scanned {
             let mut keys = scanned.keys;
