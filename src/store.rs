@@ -226,8 +226,17 @@ impl Store {
         };
         match outcome {
             Ok(samples) => {
-                let mut per_metric: HashMap<&str, Vec<Series>> =
-                    names.iter().map(|n| (n.as_str(), Vec::new())).collect();
+                // Sized as the last poll was: a steady source needs no growth, nor its slack.
+                let mut per_metric: HashMap<&str, Vec<Series>> = names
+                    .iter()
+                    .map(|n| {
+                        let last = layout
+                            .metrics
+                            .get(n)
+                            .map_or(0, |slot| slot.state.load().series.len());
+                        (n.as_str(), Vec::with_capacity(last))
+                    })
+                    .collect();
                 for s in samples {
                     let Some(list) = per_metric.get_mut(&*s.metric) else {
                         continue;

@@ -222,7 +222,7 @@ impl Cluster {
     fn split_of(&self, batch: &Batch) -> Split {
         let mut per_node: Vec<Option<Group>> = vec![None; self.nodes.len()];
         let mut orphans = Vec::new();
-        for i in 0..batch.len() {
+        for (i, cmd) in batch.cmds().enumerate() {
             let targets: Vec<usize> = match batch.key(i) {
                 None => (0..self.nodes.len()).collect(),
                 Some(key) => match self.owner(key) {
@@ -243,7 +243,7 @@ impl Cluster {
                         commands: Vec::new(),
                     }
                 });
-                group.pipeline.add_command(batch.cmd(i).clone());
+                group.pipeline.add_command(cmd.clone());
                 group.commands.push(i);
             }
         }
@@ -372,6 +372,7 @@ impl Cluster {
                 return;
             }
             let mut sends = Vec::new();
+            let cmds: Vec<&redis::Cmd> = batch.cmds().collect();
             for (addr, commands) in by_node {
                 let conn = self.connection(&addr).await;
                 let mut pipeline = redis::pipe();
@@ -380,7 +381,7 @@ impl Cluster {
                     if ask {
                         pipeline.add_command(redis::cmd("ASKING"));
                     }
-                    pipeline.add_command(batch.cmd(i).clone());
+                    pipeline.add_command(cmds[i].clone());
                 }
                 let len = commands.iter().map(|(_, ask)| 1 + usize::from(*ask)).sum();
                 sends.push(async move {

@@ -25,13 +25,12 @@ pub struct Batch {
     /// per-node split of the round-one batch, which is reused by every poll).
     id: u64,
     pipeline: redis::Pipeline,
-    /// Each command, for a topology that splits the batch over several nodes.
-    cmds: Vec<redis::Cmd>,
     /// The key each command reads, which decides its cluster node; `None` for `TIME` and `ROLE`.
     keys: Vec<Option<Vec<u8>>>,
     /// Command names, for `Debug` and the count.
     names: Vec<String>,
-    /// Each command's arguments, length-prefixed into one buffer, to find duplicates.
+    /// Each command's arguments, length-prefixed into one buffer, to find duplicates; emptied
+    /// by [`Batch::seal`] once nothing more is added (a copy of every command's bytes).
     index: HashMap<Vec<u8>, usize>,
 }
 
@@ -58,7 +57,6 @@ impl Batch {
         Batch {
             id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             pipeline,
-            cmds: Vec::new(),
             keys: Vec::new(),
             names: Vec::new(),
             index: HashMap::new(),
@@ -89,8 +87,7 @@ impl Batch {
         };
         self.keys
             .push(key_at.and_then(|at| args.get(at)).map(|k| k.to_vec()));
-        self.pipeline.add_command(cmd.clone());
-        self.cmds.push(cmd);
+        self.pipeline.add_command(cmd);
         self.names.push(upper);
         self.index.insert(flat, i);
         i
@@ -116,9 +113,17 @@ impl Batch {
         self.id
     }
 
-    /// Command `i`.
-    pub fn cmd(&self, i: usize) -> &redis::Cmd {
-        &self.cmds[i]
+    /// The commands, in reply order.
+    pub fn cmds(&self) -> impl Iterator<Item = &redis::Cmd> {
+        self.pipeline.cmd_iter()
+    }
+
+    /// Frees what only adding needs (the duplicate index), for a batch that is kept and sent
+    /// by every poll. A command added after this is not matched against earlier ones.
+    pub fn seal(&mut self) {
+        self.index = HashMap::new();
+        self.keys.shrink_to_fit();
+        self.names.shrink_to_fit();
     }
 
     /// The key command `i` reads, or `None` for a command without one (`TIME`).
