@@ -390,7 +390,7 @@ impl Layout {
 /// copy of every label key and value (≈130 bytes a series and label). Different values with
 /// the same hash are told apart by the selector itself, which every candidate still passes.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct LabelIndex {
+struct LabelIndex {
     by_key: HashMap<String, Vec<(u64, u32)>>,
 }
 
@@ -434,7 +434,6 @@ fn value_hash(v: &str) -> u64 {
 /// so comparing pointers is enough (and cheap).
 fn same_labels(previous: &[Series], next: &[Series]) -> bool {
     previous.len() == next.len()
-        && !next.is_empty()
         && previous
             .iter()
             .zip(next)

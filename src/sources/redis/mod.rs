@@ -332,7 +332,7 @@ impl RedisSource {
         let mut series = Vec::new();
         // Metrics over the same keys with the same labels (a queue's length and its oldest
         // age) share one copy of each label set: a series' labels are most of its memory.
-        let mut shared: HashMap<Labels, Arc<Labels>> = HashMap::new();
+        let mut shared: HashSet<Arc<Labels>> = HashSet::new();
         for (i, m) in self.metrics.iter().enumerate() {
             let metric_name: Arc<str> = Arc::from(m.name.as_str());
             let keys: Vec<(String, Labels)> = match (&m.target.key, &m.target.pattern) {
@@ -368,10 +368,11 @@ impl RedisSource {
                 let planned = read.plan(&mut first);
                 let labels = match shared.get(&labels) {
                     Some(l) => l.clone(),
-                    None => shared
-                        .entry(labels)
-                        .or_insert_with_key(|l| Arc::new(l.clone()))
-                        .clone(),
+                    None => {
+                        let l = Arc::new(labels);
+                        shared.insert(l.clone());
+                        l
+                    }
                 };
                 series.push(PlannedSeries {
                     metric: i,
