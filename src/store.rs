@@ -401,7 +401,7 @@ impl LabelIndex {
             for (k, v) in s.labels.iter() {
                 let entry = match by_key.get_mut(k) {
                     Some(e) => e,
-                    None => by_key.entry(k.clone()).or_default(),
+                    None => by_key.entry(k.to_string()).or_default(),
                 };
                 entry.push((value_hash(v), i as u32));
             }

@@ -512,7 +512,10 @@ async fn later_discoveries_run_beside_the_polls_and_the_next_poll_takes_their_ke
     let spec = config.spec_of::<Redis>("jobs").expect("a redis source");
     let mut source = RedisSource::new(&spec).expect("source");
     let keys = |samples: &[queue_metrics_adapter::model::Sample]| -> Vec<String> {
-        let mut k: Vec<String> = samples.iter().map(|s| s.labels["queue"].clone()).collect();
+        let mut k: Vec<String> = samples
+            .iter()
+            .map(|s| s.labels.get("queue").expect("a queue label").to_string())
+            .collect();
         k.sort();
         k
     };

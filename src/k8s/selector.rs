@@ -480,7 +480,7 @@ mod tests {
         }
 
         fn holds(&self, labels: &Labels) -> bool {
-            let get = |k: &str| labels.get(k).map(String::as_str);
+            let get = |k: &str| labels.get(k);
             let int = |k: &str| get(k).and_then(|v| v.parse::<i64>().ok());
             match self {
                 Req::Eq(k, v) => get(k) == Some(*v),

@@ -215,7 +215,7 @@ impl DcgmSource {
             .iter()
             .map(|(m, target)| MetricPlan {
                 name: Arc::from(m.name.as_str()),
-                labels: m.labels.clone(),
+                labels: Labels::from(&m.labels),
                 measure: m.measure,
                 aggregate: target.cloned().unwrap_or_default().aggregate.into(),
             })

@@ -76,7 +76,7 @@ impl Plans {
             plans.push(Plan {
                 name: Arc::from(m.name.as_str()),
                 measure: m.measure,
-                labels: m.labels.clone(),
+                labels: Labels::from(&m.labels),
                 reading: recipe.reading,
                 matchers: target
                     .map(|t| t.matchers.clone().into_iter().collect())

@@ -192,7 +192,7 @@ impl RabbitMqSource {
                     .and_then(|p| Regex::new(p).ok());
                 Some(MetricPlan {
                     name: Arc::from(m.name.as_str()),
-                    labels: m.labels.clone(),
+                    labels: Labels::from(&m.labels),
                     target,
                     pattern,
                     measure: m.measure,
