@@ -20,19 +20,30 @@ use crate::model::SeriesError;
 const KOMBU_PRIORITY_SEP: &str = "\x06\x16";
 
 /// A deduplicated, ready-to-send list of commands for one pipelined round trip.
+///
+/// The round-one batch is kept and sent by every poll, one command per key or two, so what
+/// it holds per command is kept small: the command itself (the `redis` crate's, allocated to
+/// its exact size), a byte for its name and where its key is in one buffer of keys.
 pub struct Batch {
     /// Tells batches apart, so a topology can keep what it worked out for one (a cluster's
     /// per-node split of the round-one batch, which is reused by every poll).
     id: u64,
     pipeline: redis::Pipeline,
-    /// The key each command reads, which decides its cluster node; `None` for `TIME` and `ROLE`.
-    keys: Vec<Option<Vec<u8>>>,
-    /// Command names, for `Debug` and the count.
-    names: Vec<String>,
+    /// Where the key each command reads is in `key_bytes` (start, length), which decides its
+    /// cluster node; start [`NO_KEY`] for `TIME` and `ROLE`, which read none.
+    key_spans: Vec<(usize, usize)>,
+    key_bytes: Vec<u8>,
+    /// Each command's name (upper case), as an index into `name_table`: for `Debug`, tests and
+    /// the replies' meaning, without a string per command.
+    names: Vec<u8>,
+    name_table: Vec<String>,
     /// Each command's arguments, length-prefixed into one buffer, to find duplicates; emptied
     /// by [`Batch::seal`] once nothing more is added (a copy of every command's bytes).
     index: HashMap<Vec<u8>, usize>,
 }
+
+/// `key_spans` start of a command without a key.
+const NO_KEY: usize = usize::MAX;
 
 impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,20 +63,27 @@ impl Batch {
     /// An empty batch whose per-command errors come back as replies, not as a failed pipeline.
     pub fn new() -> Self {
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let mut pipeline = redis::pipe();
-        pipeline.ignore_errors();
         Batch {
             id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            pipeline,
-            keys: Vec::new(),
+            pipeline: Self::empty_pipeline(0),
+            key_spans: Vec::new(),
+            key_bytes: Vec::new(),
             names: Vec::new(),
+            name_table: Vec::new(),
             index: HashMap::new(),
         }
     }
 
+    fn empty_pipeline(capacity: usize) -> redis::Pipeline {
+        let mut pipeline = redis::Pipeline::with_capacity(capacity);
+        pipeline.ignore_errors();
+        pipeline
+    }
+
     /// Adds a command (name first) unless the same one is already queued; returns its reply index.
     pub fn add(&mut self, args: &[&[u8]]) -> usize {
-        let mut flat = Vec::with_capacity(args.iter().map(|a| a.len() + 4).sum());
+        let size: usize = args.iter().map(|a| a.len()).sum();
+        let mut flat = Vec::with_capacity(size + 4 * args.len());
         for a in args {
             flat.extend_from_slice(&(a.len() as u32).to_le_bytes());
             flat.extend_from_slice(a);
@@ -74,21 +92,36 @@ impl Batch {
             return i;
         }
         let i = self.names.len();
-        let name = String::from_utf8_lossy(args[0]).into_owned();
-        let mut cmd = redis::cmd(&name);
-        for a in &args[1..] {
+        let mut cmd = redis::Cmd::with_capacity(args.len(), size);
+        for a in args {
             cmd.arg(*a);
         }
-        let upper = name.to_ascii_uppercase();
+        let upper = String::from_utf8_lossy(args[0]).to_ascii_uppercase();
         let key_at = match upper.as_str() {
             "TIME" | "ROLE" => None,
             "XINFO" => Some(2),
             _ => Some(1),
         };
-        self.keys
-            .push(key_at.and_then(|at| args.get(at)).map(|k| k.to_vec()));
+        let span = match key_at.and_then(|at| args.get(at)) {
+            Some(k) => {
+                let start = self.key_bytes.len();
+                self.key_bytes.extend_from_slice(k);
+                (start, k.len())
+            }
+            None => (NO_KEY, 0),
+        };
+        self.key_spans.push(span);
         self.pipeline.add_command(cmd);
-        self.names.push(upper);
+        let name = match self.name_table.iter().position(|n| *n == upper) {
+            Some(n) => n,
+            None => {
+                self.name_table.push(upper);
+                self.name_table.len() - 1
+            }
+        };
+        // A read plan uses a handful of commands; more than 256 names is a bug, not input.
+        self.names
+            .push(u8::try_from(name).expect("fewer than 256 command names"));
         self.index.insert(flat, i);
         i
     }
@@ -118,17 +151,32 @@ impl Batch {
         self.pipeline.cmd_iter()
     }
 
-    /// Frees what only adding needs (the duplicate index), for a batch that is kept and sent
-    /// by every poll. A command added after this is not matched against earlier ones.
+    /// Command `i`'s name, upper case.
+    pub fn name(&self, i: usize) -> &str {
+        &self.name_table[usize::from(self.names[i])]
+    }
+
+    /// Frees what only adding needs (the duplicate index) and the slack of growing, for a
+    /// batch that is kept and sent by every poll. A command added after this is not matched
+    /// against earlier ones.
     pub fn seal(&mut self) {
         self.index = HashMap::new();
-        self.keys.shrink_to_fit();
+        // The crate's pipeline cannot shrink; one of the exact size takes copies, each of its
+        // exact size too, and the grown one is dropped.
+        let mut exact = Self::empty_pipeline(self.len());
+        for cmd in self.pipeline.cmd_iter() {
+            exact.add_command(cmd.clone());
+        }
+        self.pipeline = exact;
+        self.key_spans.shrink_to_fit();
+        self.key_bytes.shrink_to_fit();
         self.names.shrink_to_fit();
     }
 
     /// The key command `i` reads, or `None` for a command without one (`TIME`).
     pub fn key(&self, i: usize) -> Option<&[u8]> {
-        self.keys[i].as_deref()
+        let (start, len) = self.key_spans[i];
+        (start != NO_KEY).then(|| &self.key_bytes[start..start + len])
     }
 }
 
@@ -666,10 +714,10 @@ mod tests {
         };
         let mut first = Batch::new();
         let planned = read.plan(&mut first);
-        let replies: Vec<Value> = first.names.iter().map(|n| answer(n)).collect();
+        let replies: Vec<Value> = (0..first.len()).map(|i| answer(first.name(i))).collect();
         let mut second = Batch::new();
         let pending = read.after_round_one(&planned, &replies, now_ms, &mut second);
-        let replies: Vec<Value> = second.names.iter().map(|n| answer(n)).collect();
+        let replies: Vec<Value> = (0..second.len()).map(|i| answer(second.name(i))).collect();
         read.finish(pending, &replies, now_ms)
     }
 
@@ -785,7 +833,7 @@ mod tests {
         };
         let mut first = Batch::new();
         let planned = read.plan(&mut first);
-        assert_eq!(first.names, vec!["ZCARD"]);
+        assert_eq!((first.len(), first.name(0)), (1, "ZCARD"));
         assert!(!read.exists(&planned, &[Value::Int(0)]));
         assert!(read.exists(&planned, &[Value::Int(2)]));
         let mut second = Batch::new();
