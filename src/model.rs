@@ -53,7 +53,7 @@ impl Labels {
 
     /// The pairs in name order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone + '_ {
-        self.0.iter().map(|(k, v)| (&**k, &**v))
+        self.into_iter()
     }
 
     /// The label names in order.

@@ -23,7 +23,7 @@ const KOMBU_PRIORITY_SEP: &str = "\x06\x16";
 ///
 /// The round-one batch is kept and sent by every poll, one command per key or two, so what
 /// it holds per command is kept small: the command itself (the `redis` crate's, allocated to
-/// its exact size), a byte for its name and where its key is in one buffer of keys.
+/// its exact size) and where its key is in one buffer of keys.
 pub struct Batch {
     /// Tells batches apart, so a topology can keep what it worked out for one (a cluster's
     /// per-node split of the round-one batch, which is reused by every poll).
@@ -33,10 +33,6 @@ pub struct Batch {
     /// cluster node; start [`NO_KEY`] for `TIME` and `ROLE`, which read none.
     key_spans: Vec<(usize, usize)>,
     key_bytes: Vec<u8>,
-    /// Each command's name (upper case), as an index into `name_table`: for `Debug`, tests and
-    /// the replies' meaning, without a string per command.
-    names: Vec<u8>,
-    name_table: Vec<String>,
     /// Each command's arguments, length-prefixed into one buffer, to find duplicates; emptied
     /// by [`Batch::seal`] once nothing more is added (a copy of every command's bytes).
     index: HashMap<Vec<u8>, usize>,
@@ -48,7 +44,7 @@ const NO_KEY: usize = usize::MAX;
 impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batch")
-            .field("commands", &self.names.len())
+            .field("commands", &self.len())
             .finish()
     }
 }
@@ -68,8 +64,6 @@ impl Batch {
             pipeline: Self::empty_pipeline(0),
             key_spans: Vec::new(),
             key_bytes: Vec::new(),
-            names: Vec::new(),
-            name_table: Vec::new(),
             index: HashMap::new(),
         }
     }
@@ -91,16 +85,18 @@ impl Batch {
         if let Some(&i) = self.index.get(&flat) {
             return i;
         }
-        let i = self.names.len();
+        let i = self.len();
         let mut cmd = redis::Cmd::with_capacity(args.len(), size);
         for a in args {
             cmd.arg(*a);
         }
-        let upper = String::from_utf8_lossy(args[0]).to_ascii_uppercase();
-        let key_at = match upper.as_str() {
-            "TIME" | "ROLE" => None,
-            "XINFO" => Some(2),
-            _ => Some(1),
+        let is = |name: &str| args[0].eq_ignore_ascii_case(name.as_bytes());
+        let key_at = if is("TIME") || is("ROLE") {
+            None
+        } else if is("XINFO") {
+            Some(2)
+        } else {
+            Some(1)
         };
         let span = match key_at.and_then(|at| args.get(at)) {
             Some(k) => {
@@ -112,28 +108,18 @@ impl Batch {
         };
         self.key_spans.push(span);
         self.pipeline.add_command(cmd);
-        let name = match self.name_table.iter().position(|n| *n == upper) {
-            Some(n) => n,
-            None => {
-                self.name_table.push(upper);
-                self.name_table.len() - 1
-            }
-        };
-        // A read plan uses a handful of commands; more than 256 names is a bug, not input.
-        self.names
-            .push(u8::try_from(name).expect("fewer than 256 command names"));
         self.index.insert(flat, i);
         i
     }
 
     /// How many commands are queued.
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.pipeline.len()
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.pipeline.is_empty()
     }
 
     /// The queued commands as one pipeline.
@@ -151,9 +137,13 @@ impl Batch {
         self.pipeline.cmd_iter()
     }
 
-    /// Command `i`'s name, upper case.
-    pub fn name(&self, i: usize) -> &str {
-        &self.name_table[usize::from(self.names[i])]
+    /// Command `i`'s name, upper case (its first argument), for tests that answer a batch.
+    #[cfg(test)]
+    fn name(&self, i: usize) -> String {
+        match self.cmds().nth(i).and_then(|c| c.args_iter().next()) {
+            Some(redis::Arg::Simple(name)) => String::from_utf8_lossy(name).to_ascii_uppercase(),
+            _ => String::new(),
+        }
     }
 
     /// Frees what only adding needs (the duplicate index) and the slack of growing, for a
@@ -170,7 +160,6 @@ impl Batch {
         self.pipeline = exact;
         self.key_spans.shrink_to_fit();
         self.key_bytes.shrink_to_fit();
-        self.names.shrink_to_fit();
     }
 
     /// The key command `i` reads, or `None` for a command without one (`TIME`).
@@ -714,10 +703,10 @@ mod tests {
         };
         let mut first = Batch::new();
         let planned = read.plan(&mut first);
-        let replies: Vec<Value> = (0..first.len()).map(|i| answer(first.name(i))).collect();
+        let replies: Vec<Value> = (0..first.len()).map(|i| answer(&first.name(i))).collect();
         let mut second = Batch::new();
         let pending = read.after_round_one(&planned, &replies, now_ms, &mut second);
-        let replies: Vec<Value> = (0..second.len()).map(|i| answer(second.name(i))).collect();
+        let replies: Vec<Value> = (0..second.len()).map(|i| answer(&second.name(i))).collect();
         read.finish(pending, &replies, now_ms)
     }
 
@@ -833,7 +822,7 @@ mod tests {
         };
         let mut first = Batch::new();
         let planned = read.plan(&mut first);
-        assert_eq!((first.len(), first.name(0)), (1, "ZCARD"));
+        assert_eq!((first.len(), first.name(0).as_str()), (1, "ZCARD"));
         assert!(!read.exists(&planned, &[Value::Int(0)]));
         assert!(read.exists(&planned, &[Value::Int(2)]));
         let mut second = Batch::new();
