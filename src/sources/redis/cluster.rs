@@ -26,7 +26,8 @@ use super::config::{ClusterConfig, host_port};
 use super::connect::{Connector, NodeAddr, describe};
 use super::reads::Batch;
 use super::reply;
-use super::topology::{Scanned, error_reply, scan_node, send, too_many};
+use super::topology::{Scanned, error_reply, exchange, scan_node, too_many};
+use super::wire::{self, Wire};
 use crate::sources::SourceError;
 
 /// Hash slots in a Redis Cluster.
@@ -47,7 +48,10 @@ pub struct Cluster {
     nodes: Vec<NodeAddr>,
     /// The primary of every slot (`UNASSIGNED` for none).
     slots: Vec<u16>,
+    /// Per primary, the connection for the slot map and scans.
     conns: HashMap<NodeAddr, MultiplexedConnection>,
+    /// Per primary, the connection batches travel on (taken out while a batch is on it).
+    wires: HashMap<NodeAddr, Wire>,
     /// Nodes that failed at the last poll (their keys stay discovered).
     unreachable: BTreeSet<usize>,
     refreshed_at: Option<Instant>,
@@ -60,7 +64,7 @@ pub struct Cluster {
 
 /// One batch split over the nodes.
 struct Split {
-    /// Per node: its pipeline and which batch commands it carries, in order.
+    /// Per node: its commands, encoded, and which batch commands they are, in order.
     groups: Vec<Group>,
     /// Commands no node serves (their slot is unassigned).
     orphans: Vec<usize>,
@@ -69,7 +73,7 @@ struct Split {
 #[derive(Clone)]
 struct Group {
     node: usize,
-    pipeline: redis::Pipeline,
+    packed: Vec<u8>,
     commands: Vec<usize>,
 }
 
@@ -91,6 +95,7 @@ impl Cluster {
             nodes: Vec::new(),
             slots: vec![UNASSIGNED; SLOTS],
             conns: HashMap::new(),
+            wires: HashMap::new(),
             unreachable: BTreeSet::new(),
             refreshed_at: None,
             refresh_due: true,
@@ -149,6 +154,7 @@ impl Cluster {
                         tracing::info!(source = %self.display, primaries = %nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","), "cluster: slot map read");
                     }
                     self.conns.retain(|a, _| nodes.contains(a));
+                    self.wires.retain(|a, _| nodes.contains(a));
                     self.nodes = nodes;
                     self.slots = slots;
                     self.refreshed_at = Some(Instant::now());
@@ -204,6 +210,7 @@ impl Cluster {
     /// Drops every node connection and re-reads the slot map at the next poll.
     pub fn reset(&mut self) {
         self.conns.clear();
+        self.wires.clear();
         self.refresh_due = true;
     }
 
@@ -222,7 +229,7 @@ impl Cluster {
     fn split_of(&self, batch: &Batch) -> Split {
         let mut per_node: Vec<Option<Group>> = vec![None; self.nodes.len()];
         let mut orphans = Vec::new();
-        for (i, cmd) in batch.cmds().enumerate() {
+        for i in 0..batch.len() {
             let targets: Vec<usize> = match batch.key(i) {
                 None => (0..self.nodes.len()).collect(),
                 Some(key) => match self.owner(key) {
@@ -234,16 +241,12 @@ impl Cluster {
                 },
             };
             for n in targets {
-                let group = per_node[n].get_or_insert_with(|| {
-                    let mut pipeline = redis::pipe();
-                    pipeline.ignore_errors();
-                    Group {
-                        node: n,
-                        pipeline,
-                        commands: Vec::new(),
-                    }
+                let group = per_node[n].get_or_insert_with(|| Group {
+                    node: n,
+                    packed: Vec::new(),
+                    commands: Vec::new(),
                 });
-                group.pipeline.add_command(cmd.clone());
+                group.packed.extend_from_slice(batch.command(i));
                 group.commands.push(i);
             }
         }
@@ -275,26 +278,30 @@ impl Cluster {
                 s
             }
         };
-        let mut conns = Vec::with_capacity(split.groups.len());
-        for g in &split.groups {
-            let addr = self.nodes[g.node].clone();
-            conns.push((addr.clone(), self.connection(&addr).await));
-        }
-        let sends = split
+        let taken: Vec<(NodeAddr, Option<Wire>)> = split
             .groups
             .iter()
-            .zip(conns)
-            .map(|(g, (addr, conn))| async move {
-                let target = addr.to_string();
-                match conn {
-                    Ok(mut c) => (
-                        addr,
-                        send(&g.pipeline, g.commands.len(), &mut c, &target).await,
-                    ),
-                    Err(e) => (addr, Err(e)),
-                }
+            .map(|g| {
+                let addr = self.nodes[g.node].clone();
+                let wire = self.wires.remove(&addr);
+                (addr, wire)
+            })
+            .collect();
+        let connector = &self.connector;
+        let sends =
+            split.groups.iter().zip(taken).map(|(g, (addr, wire))| {
+                send_to(connector, addr, wire, &g.packed, g.commands.len())
             });
         let answers = join_all(sends).await;
+        let answers: Vec<(NodeAddr, Result<Vec<Value>, SourceError>)> = answers
+            .into_iter()
+            .map(|(addr, wire, answer)| {
+                if let Some(w) = wire {
+                    self.wires.insert(addr.clone(), w);
+                }
+                (addr, answer)
+            })
+            .collect();
         let mut replies: Vec<Option<Value>> = vec![None; batch.len()];
         let mut latest_time: HashMap<usize, (f64, Value)> = HashMap::new();
         let mut failures = Vec::new();
@@ -372,28 +379,26 @@ impl Cluster {
                 return;
             }
             let mut sends = Vec::new();
-            let cmds: Vec<&redis::Cmd> = batch.cmds().collect();
+            let connector = &self.connector;
             for (addr, commands) in by_node {
-                let conn = self.connection(&addr).await;
-                let mut pipeline = redis::pipe();
-                pipeline.ignore_errors();
+                let wire = self.wires.remove(&addr);
+                let mut packed = Vec::new();
                 for &(i, ask) in &commands {
                     if ask {
-                        pipeline.add_command(redis::cmd("ASKING"));
+                        wire::encode(&mut packed, &[b"ASKING"]);
                     }
-                    pipeline.add_command(cmds[i].clone());
+                    packed.extend_from_slice(batch.command(i));
                 }
                 let len = commands.iter().map(|(_, ask)| 1 + usize::from(*ask)).sum();
                 sends.push(async move {
-                    let target = addr.to_string();
-                    let answer = match conn {
-                        Ok(mut c) => send(&pipeline, len, &mut c, &target).await,
-                        Err(e) => Err(e),
-                    };
-                    (addr, commands, answer)
+                    let (addr, wire, answer) = send_to(connector, addr, wire, &packed, len).await;
+                    (addr, wire, commands, answer)
                 });
             }
-            for (addr, commands, answer) in join_all(sends).await {
+            for (addr, wire, commands, answer) in join_all(sends).await {
+                if let Some(w) = wire {
+                    self.wires.insert(addr.clone(), w);
+                }
                 match answer {
                     Ok(values) => {
                         let mut values = values.into_iter();
@@ -492,6 +497,28 @@ impl Cluster {
         }
         Ok(scanned)
     }
+}
+
+/// Sends `packed` (`count` commands) to `addr` on `wire`, or on a connection opened for it;
+/// hands back the connection when it can be used again.
+async fn send_to(
+    connector: &Connector,
+    addr: NodeAddr,
+    wire: Option<Wire>,
+    packed: &[u8],
+    count: usize,
+) -> (NodeAddr, Option<Wire>, Result<Vec<Value>, SourceError>) {
+    let target = addr.to_string();
+    let mut wire = match wire {
+        Some(w) => w,
+        None => match connector.wire(Some(&addr), &target).await {
+            Ok(w) => w,
+            Err(e) => return (addr, None, Err(e)),
+        },
+    };
+    let answer = exchange(&mut wire, packed, count, &target).await;
+    let keep = answer.is_ok().then_some(wire);
+    (addr, keep, answer)
 }
 
 /// `(is ASK, slot, node)` of a `MOVED 3999 127.0.0.1:6381` or `ASK ...` error reply.

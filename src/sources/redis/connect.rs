@@ -6,12 +6,14 @@
 //! tokens about an hour) is used by the next connection without a restart.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ConnectionInfo, IntoConnectionInfo};
+use redis::{AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
 use super::config::{RedisSourceConfig, redact_url};
+use super::wire::{Endpoint, Login, Wire};
 use crate::primitives::Secret;
 use crate::sources::SourceError;
 
@@ -96,6 +98,9 @@ pub struct Connector {
     credentials: Credentials,
     db: Option<i64>,
     timeout: Duration,
+    /// The TLS client settings the poll's own connections use (the crate builds its own for
+    /// the rest), made once: the `ca_file`'s roots, or the system's as the crate does.
+    wire_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Connector {
@@ -121,14 +126,20 @@ impl Connector {
                 .url
                 .as_deref()
                 .is_some_and(|u| u.starts_with("rediss://"));
+        let root_cert = conn
+            .ca_file
+            .as_deref()
+            .map(crate::sources::read_ca_file)
+            .transpose()?;
+        // Made again at each connect when it fails here, so the error reaches the poll.
+        let wire_tls = tls
+            .then(|| tls_config(root_cert.as_deref()).ok().map(Arc::new))
+            .flatten();
         Ok(Connector {
             base,
             tls,
-            root_cert: conn
-                .ca_file
-                .as_deref()
-                .map(crate::sources::read_ca_file)
-                .transpose()?,
+            root_cert,
+            wire_tls,
             credentials: Credentials::new(
                 conn.username.clone(),
                 conn.password_file.clone(),
@@ -191,6 +202,69 @@ impl Connector {
         self.open(info, &addr.to_string(), push).await
     }
 
+    /// Opens the poll's own connection ([`Wire`]) to `node`, or to the `url` for `None`, with
+    /// the same address, TLS, credentials, database and protocol as [`Connector::connect`] and
+    /// [`Connector::connect_url`] use.
+    ///
+    /// # Errors
+    /// [`SourceError::Connect`] naming `target`; [`SourceError::Config`] for what the crate
+    /// would refuse too (a TLS URL asking not to verify the host name).
+    pub async fn wire(&self, node: Option<&NodeAddr>, target: &str) -> Result<Wire, SourceError> {
+        let url_settings = self.base.as_ref().map(|b| b.redis_settings());
+        let (host, port, tls) = match (node, &self.base) {
+            (Some(n), _) => (n.host.as_str(), n.port, self.tls),
+            (None, Some(base)) => match base.addr() {
+                ConnectionAddr::Tcp(host, port) => (host.as_str(), *port, false),
+                ConnectionAddr::TcpTls {
+                    host,
+                    port,
+                    insecure,
+                    ..
+                } => {
+                    if *insecure {
+                        return Err(SourceError::Config {
+                            message: format!(
+                                "redis {target}: a TLS connection that does not verify the server is not supported"
+                            ),
+                        });
+                    }
+                    (host.as_str(), *port, true)
+                }
+                other => {
+                    return Err(SourceError::Config {
+                        message: format!("redis {target}: unsupported address {other}"),
+                    });
+                }
+            },
+            (None, None) => {
+                return Err(SourceError::Config {
+                    message: "this Redis source has no url".into(),
+                });
+            }
+        };
+        let url = url_settings.filter(|_| node.is_none());
+        let login = Login {
+            username: self
+                .credentials
+                .username
+                .clone()
+                .or_else(|| url.and_then(|u| u.username()).map(str::to_string)),
+            password: self.credentials.password()?.or_else(|| {
+                url.and_then(|u| u.password())
+                    .map(|p| Secret::new(p.to_string()))
+            }),
+            db: self.db.or(url.map(|u| u.db())).unwrap_or(0),
+            resp3: url.is_some_and(|u| u.protocol().supports_resp3()),
+        };
+        let tls = match (tls, &self.wire_tls) {
+            (false, _) => None,
+            (true, Some(config)) => Some(config.clone()),
+            (true, None) => Some(Arc::new(tls_config(self.root_cert.as_deref())?)),
+        };
+        let endpoint = Endpoint { host, port, tls };
+        Wire::open(endpoint, &login, self.timeout, target).await
+    }
+
     async fn open(
         &self,
         mut info: ConnectionInfo,
@@ -242,6 +316,37 @@ impl Connector {
                 message: describe(&e),
             })
     }
+}
+
+/// The TLS client settings for the poll's connections: trusting only the `ca_file`'s
+/// certificates when there is one, else the system's roots, as the `redis` crate does.
+fn tls_config(root_cert: Option<&[u8]>) -> Result<rustls::ClientConfig, SourceError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let bad = |message: String| SourceError::Config { message };
+    let mut roots = rustls::RootCertStore::empty();
+    match root_cert {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| bad(format!("ca_file: {e}")))?;
+                roots.add(cert).map_err(|e| bad(format!("ca_file: {e}")))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            if let Some(e) = found.errors.first() {
+                return Err(bad(format!("the system's CA certificates: {e}")));
+            }
+            for cert in found.certs {
+                // One unusable system certificate does not stop the others from being used.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    crate::tls::ensure_crypto_provider();
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// A Redis client error as text with no URL (and so no password) in it.

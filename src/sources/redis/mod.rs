@@ -2,7 +2,9 @@
 //! a Sentinel-managed master, or a Redis Cluster (the `topology` module).
 //!
 //! One poll is one pipelined round trip per node (plus a second only where a lookup needs the
-//! first's answer, see the `reads` module), on multiplexed connections that are dropped and
+//! first's answer, see the `reads` module), on the source's own connection per node (the
+//! `wire` module: the batch written as it was encoded once, replies read off the socket); scans
+//! and topology queries use the `redis` crate's multiplexed connections. Both are dropped and
 //! re-made after a failure. Pattern metrics find their keys with `SCAN ... MATCH ... TYPE` on
 //! their own, slower interval (`discovery_interval`), never with `KEYS`. After the first
 //! discovery, a scan on one server or a Sentinel's master runs beside the polls (a task on the
@@ -31,6 +33,7 @@ pub mod sentinel;
 mod timestamp;
 pub mod topology;
 pub mod tracking;
+pub mod wire;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;

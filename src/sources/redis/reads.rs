@@ -13,6 +13,7 @@ use redis::Value;
 use super::config::{KeyType, ListEnd, RedisTarget, ScoreUnit, TimestampSpec};
 use super::reply;
 use super::timestamp;
+use super::wire;
 use crate::model::Measure;
 use crate::model::SeriesError;
 
@@ -21,21 +22,23 @@ const KOMBU_PRIORITY_SEP: &str = "\x06\x16";
 
 /// A deduplicated, ready-to-send list of commands for one pipelined round trip.
 ///
-/// The round-one batch is kept and sent by every poll, one command per key or two, so what
-/// it holds per command is kept small: the command itself (the `redis` crate's, allocated to
-/// its exact size) and where its key is in one buffer of keys.
+/// The round-one batch is kept and sent by every poll, so it is kept as what is sent: every
+/// command encoded once, back to back in one buffer (written to the socket as it is, see the
+/// `wire` module), with where each command and its key are in it.
 pub struct Batch {
     /// Tells batches apart, so a topology can keep what it worked out for one (a cluster's
     /// per-node split of the round-one batch, which is reused by every poll).
     id: u64,
-    pipeline: redis::Pipeline,
-    /// Where the key each command reads is in `key_bytes` (start, length), which decides its
+    /// The commands in RESP, in reply order.
+    packed: Vec<u8>,
+    /// Where command `i` ends in `packed` (it starts where `i - 1` ends).
+    ends: Vec<usize>,
+    /// Where the key command `i` reads is in `packed` (start, length), which decides its
     /// cluster node; start [`NO_KEY`] for `TIME` and `ROLE`, which read none.
     key_spans: Vec<(usize, usize)>,
-    key_bytes: Vec<u8>,
-    /// Each command's arguments, length-prefixed into one buffer, to find duplicates; emptied
-    /// by [`Batch::seal`] once nothing more is added (a copy of every command's bytes).
-    index: HashMap<Vec<u8>, usize>,
+    /// Each command's bytes, to find duplicates; emptied by [`Batch::seal`] once nothing more
+    /// is added (a copy of every command).
+    index: HashMap<Box<[u8]>, usize>,
 }
 
 /// `key_spans` start of a command without a key.
@@ -45,6 +48,7 @@ impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batch")
             .field("commands", &self.len())
+            .field("bytes", &self.packed.len())
             .finish()
     }
 }
@@ -56,40 +60,20 @@ impl Default for Batch {
 }
 
 impl Batch {
-    /// An empty batch whose per-command errors come back as replies, not as a failed pipeline.
+    /// An empty batch.
     pub fn new() -> Self {
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Batch {
             id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            pipeline: Self::empty_pipeline(0),
+            packed: Vec::new(),
+            ends: Vec::new(),
             key_spans: Vec::new(),
-            key_bytes: Vec::new(),
             index: HashMap::new(),
         }
     }
 
-    fn empty_pipeline(capacity: usize) -> redis::Pipeline {
-        let mut pipeline = redis::Pipeline::with_capacity(capacity);
-        pipeline.ignore_errors();
-        pipeline
-    }
-
     /// Adds a command (name first) unless the same one is already queued; returns its reply index.
     pub fn add(&mut self, args: &[&[u8]]) -> usize {
-        let size: usize = args.iter().map(|a| a.len()).sum();
-        let mut flat = Vec::with_capacity(size + 4 * args.len());
-        for a in args {
-            flat.extend_from_slice(&(a.len() as u32).to_le_bytes());
-            flat.extend_from_slice(a);
-        }
-        if let Some(&i) = self.index.get(&flat) {
-            return i;
-        }
-        let i = self.len();
-        let mut cmd = redis::Cmd::with_capacity(args.len(), size);
-        for a in args {
-            cmd.arg(*a);
-        }
         let is = |name: &str| args[0].eq_ignore_ascii_case(name.as_bytes());
         let key_at = if is("TIME") || is("ROLE") {
             None
@@ -98,33 +82,50 @@ impl Batch {
         } else {
             Some(1)
         };
-        let span = match key_at.and_then(|at| args.get(at)) {
-            Some(k) => {
-                let start = self.key_bytes.len();
-                self.key_bytes.extend_from_slice(k);
-                (start, k.len())
+        let start = self.packed.len();
+        self.packed.reserve(wire::encoded_len(args));
+        wire::encode_header(&mut self.packed, args.len());
+        let mut span = (NO_KEY, 0);
+        for (at, a) in args.iter().enumerate() {
+            wire::encode_arg(&mut self.packed, a);
+            if key_at == Some(at) {
+                span = (self.packed.len() - 2 - a.len(), a.len());
             }
-            None => (NO_KEY, 0),
-        };
+        }
+        if let Some(&i) = self.index.get(&self.packed[start..]) {
+            self.packed.truncate(start);
+            return i;
+        }
+        let i = self.len();
         self.key_spans.push(span);
-        self.pipeline.add_command(cmd);
-        self.index.insert(flat, i);
+        self.ends.push(self.packed.len());
+        self.index
+            .insert(self.packed[start..].to_vec().into_boxed_slice(), i);
         i
     }
 
     /// How many commands are queued.
     pub fn len(&self) -> usize {
-        self.pipeline.len()
+        self.ends.len()
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.pipeline.is_empty()
+        self.ends.is_empty()
     }
 
-    /// The queued commands as one pipeline.
-    pub fn pipeline(&self) -> &redis::Pipeline {
-        &self.pipeline
+    /// Every command, encoded, in reply order: what is written to a server.
+    pub fn packed(&self) -> &[u8] {
+        &self.packed
+    }
+
+    /// Command `i`, encoded.
+    pub fn command(&self, i: usize) -> &[u8] {
+        let start = match i {
+            0 => 0,
+            _ => self.ends[i - 1],
+        };
+        &self.packed[start..self.ends[i]]
     }
 
     /// This batch's identity (unique in the process).
@@ -132,16 +133,14 @@ impl Batch {
         self.id
     }
 
-    /// The commands, in reply order.
-    pub fn cmds(&self) -> impl Iterator<Item = &redis::Cmd> {
-        self.pipeline.cmd_iter()
-    }
-
     /// Command `i`'s name, upper case (its first argument), for tests that answer a batch.
     #[cfg(test)]
     fn name(&self, i: usize) -> String {
-        match self.cmds().nth(i).and_then(|c| c.args_iter().next()) {
-            Some(redis::Arg::Simple(name)) => String::from_utf8_lossy(name).to_ascii_uppercase(),
+        match wire::parse(self.command(i)) {
+            Ok(Some((Some(Value::Array(args)), _))) => match args.first() {
+                Some(Value::BulkString(name)) => String::from_utf8_lossy(name).to_ascii_uppercase(),
+                _ => String::new(),
+            },
             _ => String::new(),
         }
     }
@@ -151,21 +150,15 @@ impl Batch {
     /// against earlier ones.
     pub fn seal(&mut self) {
         self.index = HashMap::new();
-        // The crate's pipeline cannot shrink; one of the exact size takes copies, each of its
-        // exact size too, and the grown one is dropped.
-        let mut exact = Self::empty_pipeline(self.len());
-        for cmd in self.pipeline.cmd_iter() {
-            exact.add_command(cmd.clone());
-        }
-        self.pipeline = exact;
+        self.packed.shrink_to_fit();
+        self.ends.shrink_to_fit();
         self.key_spans.shrink_to_fit();
-        self.key_bytes.shrink_to_fit();
     }
 
     /// The key command `i` reads, or `None` for a command without one (`TIME`).
     pub fn key(&self, i: usize) -> Option<&[u8]> {
         let (start, len) = self.key_spans[i];
-        (start != NO_KEY).then(|| &self.key_bytes[start..start + len])
+        (start != NO_KEY).then(|| &self.packed[start..start + len])
     }
 }
 

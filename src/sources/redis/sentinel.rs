@@ -25,7 +25,8 @@ use super::config::{ReadFrom, SentinelConfig};
 use super::connect::{Connector, Credentials, NodeAddr, describe};
 use super::reads::Batch;
 use super::reply;
-use super::topology::{Scanned, run_pipeline, scan_node};
+use super::topology::{Scanned, exchange, scan_node};
+use super::wire::Wire;
 use crate::sources::SourceError;
 
 /// A Sentinel-managed master and the node this source reads.
@@ -41,8 +42,10 @@ pub struct Sentinel {
     read_from: ReadFrom,
     /// The master when `node` was chosen.
     master: Option<NodeAddr>,
-    /// The node read (the master, or a replica of it).
+    /// The node read (the master, or a replica of it), and the connection for its scans.
     node: Option<(NodeAddr, MultiplexedConnection)>,
+    /// The connection to that node that batches travel on.
+    wire: Option<Wire>,
     /// Whether "no healthy replica, reading the master" has been logged for this choice.
     warned_no_replica: bool,
 }
@@ -74,6 +77,7 @@ impl Sentinel {
             read_from: config.read_from,
             master: None,
             node: None,
+            wire: None,
             warned_no_replica: false,
         })
     }
@@ -185,16 +189,29 @@ impl Sentinel {
         batch: &Batch,
         role_at: Option<usize>,
     ) -> Result<Vec<Value>, SourceError> {
-        let (addr, mut conn) = self.node().await?;
+        let (addr, _) = self.node().await?;
         let target = addr.to_string();
+        let mut wire = match self.wire.take() {
+            Some(w) => w,
+            None => match self.to_data.wire(Some(&addr), &target).await {
+                Ok(w) => w,
+                Err(e) => {
+                    self.forget_node();
+                    return Err(e);
+                }
+            },
+        };
         let sentinel = self.sentinel_conn.clone().filter(|_| role_at.is_some());
         let name = self.master_name.clone();
-        let (replies, current) = tokio::join!(run_pipeline(batch, &mut conn, &target), async {
-            match sentinel {
-                Some(mut c) => Some(master_query(&name).query_async::<Value>(&mut c).await),
-                None => None,
+        let (replies, current) = tokio::join!(
+            exchange(&mut wire, batch.packed(), batch.len(), &target),
+            async {
+                match sentinel {
+                    Some(mut c) => Some(master_query(&name).query_async::<Value>(&mut c).await),
+                    None => None,
+                }
             }
-        });
+        );
         let replies = match replies {
             Ok(r) => r,
             Err(e) => {
@@ -202,6 +219,7 @@ impl Sentinel {
                 return Err(e);
             }
         };
+        self.wire = Some(wire);
         let Some(role_at) = role_at else {
             return Ok(replies);
         };
@@ -282,6 +300,7 @@ impl Sentinel {
 
     fn forget_node(&mut self) {
         self.node = None;
+        self.wire = None;
         self.master = None;
         self.warned_no_replica = false;
     }

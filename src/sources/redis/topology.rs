@@ -13,6 +13,7 @@ use super::config::RedisSourceConfig;
 use super::connect::{Connector, describe};
 use super::reads::Batch;
 use super::sentinel::Sentinel;
+use super::wire::Wire;
 use crate::sources::SourceError;
 
 /// Keys `SCAN` asks for per call: large enough that a big keyspace takes few round trips,
@@ -74,6 +75,7 @@ impl Topology {
                 display: conn.display(),
                 connector: data,
                 conn: None,
+                wire: None,
             }),
         })
     }
@@ -107,10 +109,13 @@ impl Topology {
     ) -> Result<Vec<Value>, SourceError> {
         match self {
             Topology::Single(s) => {
-                let mut conn = s.connection().await?;
-                let outcome = run_pipeline(batch, &mut conn, &s.display).await;
-                if outcome.is_err() {
-                    s.conn = None;
+                let mut wire = match s.wire.take() {
+                    Some(w) => w,
+                    None => s.connector.wire(None, &s.display).await?,
+                };
+                let outcome = exchange(&mut wire, batch.packed(), batch.len(), &s.display).await;
+                if outcome.is_ok() {
+                    s.wire = Some(wire);
                 }
                 outcome
             }
@@ -178,7 +183,10 @@ impl Topology {
     /// freshness), after a poll that failed as a whole.
     pub fn reset(&mut self) {
         match self {
-            Topology::Single(s) => s.conn = None,
+            Topology::Single(s) => {
+                s.conn = None;
+                s.wire = None;
+            }
             Topology::Sentinel(s) => s.reset(),
             Topology::Cluster(c) => c.reset(),
         }
@@ -226,7 +234,8 @@ impl Topology {
     }
 
     /// Connects (or finds the master, or learns the slot map) before the first command, so a
-    /// poll fails early and whole when nothing is reachable.
+    /// poll fails early and whole when nothing is reachable. (The connection batches travel on
+    /// is opened by the first batch.)
     ///
     /// # Errors
     /// When no server can be reached.
@@ -243,7 +252,10 @@ impl Topology {
 pub struct Single {
     display: String,
     connector: Connector,
+    /// For scans (and the discovery task's clone of it).
     conn: Option<MultiplexedConnection>,
+    /// For batches.
+    wire: Option<Wire>,
 }
 
 impl Single {
@@ -257,42 +269,23 @@ impl Single {
     }
 }
 
-/// Sends one batch as one pipeline on `conn` and checks that every command got a reply.
+/// Sends `packed` (`count` encoded commands) as one pipeline on `wire` and returns a reply for
+/// each. On `Err` the connection is not to be used again.
 ///
 /// # Errors
-/// [`SourceError::Io`] naming `target` when the pipeline fails; `BadReply` when replies are
-/// missing.
-pub async fn run_pipeline(
-    batch: &Batch,
-    conn: &mut MultiplexedConnection,
+/// [`SourceError::Io`] naming `target` when the exchange fails.
+pub(super) async fn exchange(
+    wire: &mut Wire,
+    packed: &[u8],
+    count: usize,
     target: &str,
 ) -> Result<Vec<Value>, SourceError> {
-    send(batch.pipeline(), batch.len(), conn, target).await
-}
-
-/// Sends `pipeline` of `len` commands and checks the reply count.
-pub(super) async fn send(
-    pipeline: &redis::Pipeline,
-    len: usize,
-    conn: &mut MultiplexedConnection,
-    target: &str,
-) -> Result<Vec<Value>, SourceError> {
-    let replies: Vec<Value> = pipeline
-        .query_async(conn)
+    wire.exchange(packed, count)
         .await
-        .map_err(|e| SourceError::Io {
+        .map_err(|message| SourceError::Io {
             target: target.to_string(),
-            message: describe(&e),
-        })?;
-    if replies.len() != len {
-        return Err(SourceError::BadReply {
-            what: format!(
-                "the pipeline of {len} commands to {target} returned {} replies",
-                replies.len()
-            ),
-        });
-    }
-    Ok(replies)
+            message,
+        })
 }
 
 /// `SCAN ... MATCH pattern TYPE ty` over one node's whole keyspace.
