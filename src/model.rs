@@ -13,11 +13,18 @@ use serde::Deserialize;
 /// Labels of one series: what `metricLabels` shows and what a `labelSelector` matches.
 ///
 /// Pairs sorted by name, so that the JSON output and the `/metrics` output are in a stable
-/// order, and held in one boxed slice: a series' labels are a few pairs set once, and with
-/// 20,000 series a `BTreeMap` each (a 544-byte node for even one pair) was a fifth of the heap.
+/// order. A series' labels are a few pairs set once, and with 20,000 series they are much of the
+/// heap, so a set is two allocations whatever its size: every name and value back to back in
+/// one string, and where each ends (a `BTreeMap` each was a 544-byte node for even one pair; a
+/// slice of boxed strings, an allocation per name and per value).
 /// Comparison, ordering and hashing are those of the sorted pairs, as a map's are.
-#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Labels(Box<[(Box<str>, Box<str>)]>);
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Labels {
+    /// Name, value, name, value, ... in name order.
+    text: Box<str>,
+    /// Where each name and each value ends in `text`: two per pair.
+    ends: Box<[usize]>,
+}
 
 impl Labels {
     /// No labels.
@@ -27,7 +34,7 @@ impl Labels {
 
     /// The value of label `name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.position(name).ok().map(|i| &*self.0[i].1)
+        self.position(name).ok().map(|i| self.pair(i).1)
     }
 
     /// Whether label `name` is set.
@@ -36,43 +43,93 @@ impl Labels {
     }
 
     /// Sets label `name` to `value` and returns what it was (a map's `insert`). Rebuilds the
-    /// slice: labels are built once per series, not changed in a hot path.
+    /// set: labels are built once per series, not changed in a hot path.
     pub fn insert(&mut self, name: String, value: String) -> Option<String> {
-        let mut pairs = std::mem::take(&mut self.0).into_vec();
-        let value = value.into_boxed_str();
-        let old = match pairs.binary_search_by(|(k, _)| (**k).cmp(name.as_str())) {
-            Ok(i) => Some(std::mem::replace(&mut pairs[i].1, value).into_string()),
+        let mut pairs: Vec<(&str, &str)> = self.iter().collect();
+        let old = match pairs.binary_search_by(|(k, _)| (*k).cmp(name.as_str())) {
+            Ok(i) => Some(std::mem::replace(&mut pairs[i].1, value.as_str()).to_string()),
             Err(i) => {
-                pairs.insert(i, (name.into_boxed_str(), value));
+                pairs.insert(i, (name.as_str(), value.as_str()));
                 None
             }
         };
-        self.0 = pairs.into_boxed_slice();
+        *self = Labels::from_sorted(&pairs);
         old
     }
 
     /// The pairs in name order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone + '_ {
+    pub fn iter(&self) -> LabelsIter<'_> {
         self.into_iter()
     }
 
     /// The label names in order.
     pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
-        self.0.iter().map(|(k, _)| &**k)
+        self.iter().map(|(k, _)| k)
     }
 
     /// How many labels are set.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.ends.len() / 2
     }
 
     /// Whether no label is set.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.ends.is_empty()
+    }
+
+    /// Pair `i` in name order.
+    fn pair(&self, i: usize) -> (&str, &str) {
+        let start = match i {
+            0 => 0,
+            _ => self.ends[2 * i - 1],
+        };
+        let mid = self.ends[2 * i];
+        (
+            &self.text[start..mid],
+            &self.text[mid..self.ends[2 * i + 1]],
+        )
     }
 
     fn position(&self, name: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| (**k).cmp(name))
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.pair(mid).0.cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(lo)
+    }
+
+    /// The set of `pairs`, which are sorted by name with no name twice.
+    fn from_sorted(pairs: &[(&str, &str)]) -> Self {
+        let size = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let mut text = String::with_capacity(size);
+        let mut ends = Vec::with_capacity(2 * pairs.len());
+        for (k, v) in pairs {
+            text.push_str(k);
+            ends.push(text.len());
+            text.push_str(v);
+            ends.push(text.len());
+        }
+        Labels {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+}
+
+impl Ord for Labels {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.iter().cmp(other.iter())
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -83,23 +140,20 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Labels {
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
-        Labels::from(map)
+        Labels::from(&map)
     }
 }
 
 impl From<BTreeMap<String, String>> for Labels {
     fn from(map: BTreeMap<String, String>) -> Self {
-        Labels(
-            map.into_iter()
-                .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
-                .collect(),
-        )
+        Labels::from(&map)
     }
 }
 
 impl From<&BTreeMap<String, String>> for Labels {
     fn from(map: &BTreeMap<String, String>) -> Self {
-        map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+        let pairs: Vec<(&str, &str)> = map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Labels::from_sorted(&pairs)
     }
 }
 
@@ -109,15 +163,40 @@ impl<K: Into<String>, V: Into<String>, const N: usize> From<[(K, V); N]> for Lab
     }
 }
 
+/// The pairs of a [`Labels`], in name order.
+#[derive(Clone)]
+pub struct LabelsIter<'a> {
+    labels: &'a Labels,
+    next: usize,
+}
+
+impl<'a> Iterator for LabelsIter<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        (self.next < self.labels.len()).then(|| {
+            self.next += 1;
+            self.labels.pair(self.next - 1)
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.labels.len() - self.next;
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for LabelsIter<'_> {}
+
 impl<'a> IntoIterator for &'a Labels {
     type Item = (&'a str, &'a str);
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (Box<str>, Box<str>)>,
-        fn(&'a (Box<str>, Box<str>)) -> (&'a str, &'a str),
-    >;
+    type IntoIter = LabelsIter<'a>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(k, v)| (&**k, &**v))
+        LabelsIter {
+            labels: self,
+            next: 0,
+        }
     }
 }
 
@@ -279,6 +358,16 @@ mod tests {
             Some("q1".to_string())
         );
         assert_eq!(grown.keys().collect::<Vec<_>>(), ["app", "queue"]);
+        // One string holds every name and value: where each ends tells pairs apart.
+        assert_ne!(Labels::from([("ab", "c")]), Labels::from([("a", "bc")]));
+        assert_ne!(
+            Labels::from([("a", "b"), ("c", "")]),
+            Labels::from([("a", "bc")])
+        );
+        assert_eq!(
+            Labels::from([("", "")]).iter().collect::<Vec<_>>(),
+            [("", "")]
+        );
 
         // Ordered as maps are: pair by pair, a prefix first.
         let sets = [

@@ -122,7 +122,8 @@ struct Plan {
 struct PlannedSeries {
     metric: usize,
     metric_name: Arc<str>,
-    key: String,
+    /// Shared by the series of every metric over the same key.
+    key: Arc<str>,
     labels: Arc<Labels>,
     planned: Planned,
 }
@@ -336,6 +337,7 @@ impl RedisSource {
         // Metrics over the same keys with the same labels (a queue's length and its oldest
         // age) share one copy of each label set: a series' labels are most of its memory.
         let mut shared: HashSet<Arc<Labels>> = HashSet::new();
+        let mut shared_keys: HashSet<Arc<str>> = HashSet::new();
         for (i, m) in self.metrics.iter().enumerate() {
             let metric_name: Arc<str> = Arc::from(m.name.as_str());
             let keys: Vec<(String, Labels)> = match (&m.target.key, &m.target.pattern) {
@@ -369,6 +371,14 @@ impl RedisSource {
                     db: self.db,
                 };
                 let planned = read.plan(&mut first);
+                let key = match shared_keys.get(key.as_str()) {
+                    Some(k) => k.clone(),
+                    None => {
+                        let k: Arc<str> = Arc::from(key.as_str());
+                        shared_keys.insert(k.clone());
+                        k
+                    }
+                };
                 let labels = match shared.get(&labels) {
                     Some(l) => l.clone(),
                     None => {
@@ -479,22 +489,25 @@ impl RedisSource {
                 let exists = read.exists(&s.planned, &replies);
                 let target = &metrics[s.metric].target;
                 let never_seen = if target.key.is_some() {
-                    if exists && !self.seen.contains(&s.key) {
-                        self.seen.insert(s.key.clone());
+                    if exists && !self.seen.contains(&*s.key) {
+                        self.seen.insert(s.key.to_string());
                     }
-                    target.key_type.deleted_when_empty() && !self.seen.contains(&s.key)
+                    target.key_type.deleted_when_empty() && !self.seen.contains(&*s.key)
                 } else {
                     // Steady state (every key there) costs no hashing.
                     if exists {
                         if !self.missing_since.is_empty() {
-                            self.missing_since.remove(&s.key);
+                            self.missing_since.remove(&*s.key);
                         }
                     } else {
-                        self.missing_since.entry(s.key.clone()).or_insert(polled_at);
+                        self.missing_since
+                            .entry(s.key.to_string())
+                            .or_insert(polled_at);
                     }
                     false
                 };
-                if never_seen && self.warned.insert(s.key.clone()) {
+                if never_seen && !self.warned.contains(&*s.key) {
+                    self.warned.insert(s.key.to_string());
                     tracing::warn!(source = %self.name, metric = %s.metric_name, key = %s.key, db = self.db, "key does not exist and has not since start: served as 0, because Redis deletes an empty list or sorted set; if it should hold jobs, check the key for a typo and the db");
                 }
                 unseen.push(never_seen);
@@ -538,7 +551,7 @@ fn read_of<'a>(metrics: &'a [MetricPlan], s: &'a PlannedSeries, db: i64) -> Seri
     SeriesRead {
         target: &m.target,
         measure: m.measure,
-        key: s.key.as_str(),
+        key: &s.key,
         db,
     }
 }

@@ -180,9 +180,9 @@ pub struct SeriesRead<'a> {
 #[derive(Debug, Clone)]
 pub enum Planned {
     /// Sum of integer replies (lengths, including kombu sub-lists).
-    Sum(Vec<(usize, String)>),
+    Sum(Parts),
     /// `LINDEX` of the oldest end of each list read.
-    ListOldest(Vec<(usize, String)>),
+    ListOldest(Parts),
     /// `TYPE` and `XLEN`: a missing stream is an error, which `XLEN` alone would call 0.
     StreamLength {
         /// `TYPE key`.
@@ -205,6 +205,29 @@ pub enum Planned {
     ZsetReady(usize),
 }
 
+/// The keys a length or list-age series reads, each with its command's reply index: the
+/// series' own key alone, unless kombu priority sub-lists are configured. Kept per series for
+/// every poll, so the usual case holds no copy of the key.
+#[derive(Debug, Clone)]
+pub enum Parts {
+    /// The series' own key.
+    Own(usize),
+    /// The series' key and its kombu sub-lists.
+    Keys(Box<[(usize, String)]>),
+}
+
+impl Parts {
+    /// Each key read (`own` is the series' key) and its reply index.
+    fn each<'a>(&'a self, own: &'a str) -> impl Iterator<Item = (usize, &'a str)> + 'a {
+        let (one, many) = match self {
+            Parts::Own(i) => (Some((*i, own)), &[][..]),
+            Parts::Keys(keys) => (None, &keys[..]),
+        };
+        one.into_iter()
+            .chain(many.iter().map(|(i, k)| (*i, k.as_str())))
+    }
+}
+
 /// A series after round one: its value, or the round-two lookup it waits for.
 #[derive(Debug)]
 pub enum Pending {
@@ -224,23 +247,15 @@ impl SeriesRead<'_> {
         let key = self.key;
         let k = key.as_bytes();
         match (self.target.key_type, self.measure) {
-            (KeyType::List, Measure::Length) => Planned::Sum(
-                list_keys(self.target, key)
-                    .into_iter()
-                    .map(|lk| (batch.add(&[b"LLEN", lk.as_bytes()]), lk))
-                    .collect(),
-            ),
+            (KeyType::List, Measure::Length) => {
+                Planned::Sum(self.list_parts(|lk| batch.add(&[b"LLEN", lk])))
+            }
             (KeyType::List, _) => {
                 let index: &[u8] = match self.target.oldest_at.unwrap_or(ListEnd::Tail) {
                     ListEnd::Head => b"0",
                     ListEnd::Tail => b"-1",
                 };
-                Planned::ListOldest(
-                    list_keys(self.target, key)
-                        .into_iter()
-                        .map(|lk| (batch.add(&[b"LINDEX", lk.as_bytes(), index]), lk))
-                        .collect(),
-                )
+                Planned::ListOldest(self.list_parts(|lk| batch.add(&[b"LINDEX", lk, index])))
             }
             (KeyType::Stream, Measure::Length) => Planned::StreamLength {
                 type_idx: batch.add(&[b"TYPE", k]),
@@ -259,14 +274,33 @@ impl SeriesRead<'_> {
                     pending_idx,
                 }
             }
-            (KeyType::Zset, Measure::Length) => {
-                Planned::Sum(vec![(batch.add(&[b"ZCARD", k]), key.to_string())])
-            }
+            (KeyType::Zset, Measure::Length) => Planned::Sum(Parts::Own(batch.add(&[b"ZCARD", k]))),
             (KeyType::Zset, Measure::Ready) => Planned::ZsetReady(batch.add(&[b"ZCARD", k])),
             (KeyType::Zset, _) => {
                 Planned::ZsetOldest(batch.add(&[b"ZRANGE", k, b"0", b"0", b"WITHSCORES"]))
             }
         }
+    }
+
+    /// The lists a list series reads, each planned by `add`: the key, plus kombu priority
+    /// sub-lists when configured.
+    fn list_parts(&self, mut add: impl FnMut(&[u8]) -> usize) -> Parts {
+        let own = add(self.key.as_bytes());
+        let subs: Vec<String> = self
+            .target
+            .kombu_priority_steps
+            .iter()
+            .flatten()
+            // Step 0 is the plain list itself in kombu.
+            .filter(|step| **step != 0)
+            .map(|step| format!("{}{KOMBU_PRIORITY_SEP}{step}", self.key))
+            .collect();
+        if subs.is_empty() {
+            return Parts::Own(own);
+        }
+        let mut keys = vec![(own, self.key.to_string())];
+        keys.extend(subs.into_iter().map(|k| (add(k.as_bytes()), k)));
+        Parts::Keys(keys.into_boxed_slice())
     }
 
     /// Whether the key this series reads exists, from its round-one replies. Redis deletes an
@@ -279,7 +313,9 @@ impl SeriesRead<'_> {
             Some(_) => true,
         };
         match planned {
-            Planned::Sum(parts) | Planned::ListOldest(parts) => parts.iter().any(|(i, _)| holds(i)),
+            Planned::Sum(parts) | Planned::ListOldest(parts) => {
+                parts.each(self.key).any(|(i, _)| holds(&i))
+            }
             Planned::StreamLength { type_idx, .. } | Planned::StreamGroup { type_idx, .. } => {
                 replies
                     .get(*type_idx)
@@ -364,9 +400,9 @@ impl SeriesRead<'_> {
         Ok(match stage {
             Planned::Sum(parts) => {
                 let mut total = 0i64;
-                for (i, part_key) in parts {
+                for (i, part_key) in parts.each(key) {
                     let v = checked(
-                        get(replies, *i, part_key)?,
+                        get(replies, i, part_key)?,
                         part_key,
                         expected(self.target.key_type),
                     )?;
@@ -423,7 +459,7 @@ impl SeriesRead<'_> {
 
     fn list_oldest(
         &self,
-        parts: &[(usize, String)],
+        parts: &Parts,
         replies: &[Value],
         now_ms: f64,
         next: &mut Batch,
@@ -433,8 +469,8 @@ impl SeriesRead<'_> {
         };
         let mut oldest: Option<f64> = None;
         let mut lookups = Vec::new();
-        for (i, list_key) in parts {
-            let v = checked(get(replies, *i, list_key)?, list_key, "a list")?;
+        for (i, list_key) in parts.each(self.key) {
+            let v = checked(get(replies, i, list_key)?, list_key, "a list")?;
             // An empty list does not exist in Redis: nil here means this list holds nothing.
             let Some(element) = reply::bytes(v)? else {
                 continue;
@@ -546,18 +582,6 @@ impl SeriesRead<'_> {
     }
 }
 
-/// The lists a list series reads: the key, plus kombu priority sub-lists when configured.
-fn list_keys(target: &RedisTarget, key: &str) -> Vec<String> {
-    let mut keys = vec![key.to_string()];
-    for step in target.kombu_priority_steps.iter().flatten() {
-        // Step 0 is the plain list itself in kombu.
-        if *step != 0 {
-            keys.push(format!("{key}{KOMBU_PRIORITY_SEP}{step}"));
-        }
-    }
-    keys
-}
-
 fn get<'r>(replies: &'r [Value], i: usize, key: &str) -> Result<&'r Value, String> {
     replies.get(i).ok_or_else(|| {
         format!(
@@ -650,15 +674,41 @@ mod tests {
         let target: RedisTarget =
             yaml_serde::from_str("{type: list, key: celery, kombu_priority_steps: [0, 3, 6, 9]}")
                 .expect("parses");
+        let read = SeriesRead {
+            target: &target,
+            measure: Measure::Length,
+            key: "celery",
+            db: 0,
+        };
+        let mut batch = Batch::new();
+        let parts = read.list_parts(|k| batch.add(&[b"LLEN", k]));
+        let keys: Vec<String> = parts
+            .each("celery")
+            .map(|(i, k)| {
+                assert_eq!(batch.key(i), Some(k.as_bytes()));
+                k.to_string()
+            })
+            .collect();
         assert_eq!(
-            list_keys(&target, "celery"),
-            vec![
+            keys,
+            [
                 "celery",
                 "celery\x06\x163",
                 "celery\x06\x166",
                 "celery\x06\x169"
             ]
         );
+        // Without sub-lists a series keeps no copy of its key.
+        let plain: RedisTarget = yaml_serde::from_str("{type: list, key: q}").expect("parses");
+        let read = SeriesRead {
+            target: &plain,
+            key: "q",
+            ..read
+        };
+        assert!(matches!(
+            read.list_parts(|k| batch.add(&[b"LLEN", k])),
+            Parts::Own(_)
+        ));
     }
 
     /// A captured JSON rendering of a reply as the `redis::Value` the client would give
