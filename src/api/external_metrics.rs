@@ -4,22 +4,20 @@
 //! Errors are `metav1.Status` bodies: 404 for an unknown metric or path, 400 for a bad label
 //! selector, 503 for a stale or unavailable value (the HPA then keeps its replicas).
 
-use std::collections::HashMap;
 use std::time::SystemTime;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 use serde_json::json;
 
 use super::AppState;
-use super::http::{
-    NamespacedRequest, lookup_status, namespaced_request, rfc3339_seconds, status_response,
-};
+use super::http::{lookup_status, query_param, rfc3339_seconds, status_response};
 use crate::k8s::quantity::format_quantity;
 use crate::k8s::selector::Selector;
 use crate::k8s::status::Status;
@@ -138,17 +136,13 @@ pub fn value_list(values: Vec<MetricValue>) -> Result<ExternalMetricValueList, S
 async fn metric_values(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    uri: Uri,
 ) -> Response {
-    let NamespacedRequest {
-        namespace,
-        metric,
-        query,
-    } = match namespaced_request(path, query) {
-        Ok(r) => r,
-        Err(status) => return status_response(status),
+    let (namespace, metric) = match path {
+        Ok(Path(p)) => p,
+        Err(e) => return status_response(Status::bad_request(format!("invalid path: {e}"))),
     };
-    let selector = match query.get("labelSelector").map(|s| Selector::parse(s)) {
+    let selector = match query_param(uri.query(), "labelSelector").map(|s| Selector::parse(&s)) {
         None => Selector::everything(),
         Some(Ok(s)) => s,
         Some(Err(e)) => return status_response(Status::bad_request(e.to_string())),

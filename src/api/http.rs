@@ -58,6 +58,16 @@ pub fn namespaced_request(
     }
 }
 
+/// The last value of parameter `name` in a query string, decoded (`%XX`, `+`), as a map of the
+/// parameters would hold it. The metric GET reads one parameter; decoding the query into a map
+/// of owned strings was a tenth of its CPU, in the allocator.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .filter(|(k, _)| k == name)
+        .last()
+        .map(|(_, v)| v.into_owned())
+}
+
 /// The one mapping of lookup errors to HTTP statuses for this surface.
 pub fn lookup_status(e: &LookupError) -> Status {
     match e {
@@ -72,4 +82,33 @@ pub fn lookup_status(e: &LookupError) -> Status {
 pub fn status_response(status: Status) -> Response {
     let code = StatusCode::from_u16(status.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (code, Json(status)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_parameter_is_decoded_and_its_last_value_wins_as_in_a_map() {
+        let raw = "limit=5&labelSelector=queue%3Dembed&labelSelector=tier+in+%28gpu%29";
+        let q = Some(raw);
+        assert_eq!(
+            query_param(q, "labelSelector").as_deref(),
+            Some("tier in (gpu)")
+        );
+        assert_eq!(query_param(q, "limit").as_deref(), Some("5"));
+        assert_eq!(query_param(q, "labelselector"), None);
+        assert_eq!(query_param(None, "labelSelector"), None);
+        assert_eq!(
+            query_param(Some("labelSelector"), "labelSelector").as_deref(),
+            Some("")
+        );
+        let map: HashMap<String, String> = form_urlencoded::parse(raw.as_bytes())
+            .into_owned()
+            .collect();
+        assert_eq!(
+            map.get("labelSelector"),
+            query_param(q, "labelSelector").as_ref()
+        );
+    }
 }
