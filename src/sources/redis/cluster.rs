@@ -26,7 +26,7 @@ use super::config::{ClusterConfig, host_port};
 use super::connect::{Connector, NodeAddr, describe};
 use super::reads::Batch;
 use super::reply;
-use super::topology::{Scanned, error_reply, exchange, scan_node, too_many};
+use super::topology::{Scanned, error_reply, scan_node, send_batch, too_many};
 use super::wire::{self, Wire};
 use crate::sources::SourceError;
 
@@ -288,9 +288,22 @@ impl Cluster {
             })
             .collect();
         let connector = &self.connector;
-        let sends =
-            split.groups.iter().zip(taken).map(|(g, (addr, wire))| {
-                send_to(connector, addr, wire, &g.packed, g.commands.len())
+        let sends = split
+            .groups
+            .iter()
+            .zip(taken)
+            .map(|(g, (addr, wire))| async move {
+                let target = addr.to_string();
+                let (wire, answer) = send_batch(
+                    connector,
+                    Some(&addr),
+                    wire,
+                    &g.packed,
+                    g.commands.len(),
+                    &target,
+                )
+                .await;
+                (addr, wire, answer)
             });
         let answers = join_all(sends).await;
         let answers: Vec<(NodeAddr, Result<Vec<Value>, SourceError>)> = answers
@@ -391,7 +404,9 @@ impl Cluster {
                 }
                 let len = commands.iter().map(|(_, ask)| 1 + usize::from(*ask)).sum();
                 sends.push(async move {
-                    let (addr, wire, answer) = send_to(connector, addr, wire, &packed, len).await;
+                    let target = addr.to_string();
+                    let (wire, answer) =
+                        send_batch(connector, Some(&addr), wire, &packed, len, &target).await;
                     (addr, wire, commands, answer)
                 });
             }
@@ -497,28 +512,6 @@ impl Cluster {
         }
         Ok(scanned)
     }
-}
-
-/// Sends `packed` (`count` commands) to `addr` on `wire`, or on a connection opened for it;
-/// hands back the connection when it can be used again.
-async fn send_to(
-    connector: &Connector,
-    addr: NodeAddr,
-    wire: Option<Wire>,
-    packed: &[u8],
-    count: usize,
-) -> (NodeAddr, Option<Wire>, Result<Vec<Value>, SourceError>) {
-    let target = addr.to_string();
-    let mut wire = match wire {
-        Some(w) => w,
-        None => match connector.wire(Some(&addr), &target).await {
-            Ok(w) => w,
-            Err(e) => return (addr, None, Err(e)),
-        },
-    };
-    let answer = exchange(&mut wire, packed, count, &target).await;
-    let keep = answer.is_ok().then_some(wire);
-    (addr, keep, answer)
 }
 
 /// `(is ASK, slot, node)` of a `MOVED 3999 127.0.0.1:6381` or `ASK ...` error reply.

@@ -25,7 +25,7 @@ use super::config::{ReadFrom, SentinelConfig};
 use super::connect::{Connector, Credentials, NodeAddr, describe};
 use super::reads::Batch;
 use super::reply;
-use super::topology::{Scanned, exchange, scan_node};
+use super::topology::{Scanned, scan_node, send_batch};
 use super::wire::Wire;
 use crate::sources::SourceError;
 
@@ -191,20 +191,18 @@ impl Sentinel {
     ) -> Result<Vec<Value>, SourceError> {
         let (addr, _) = self.node().await?;
         let target = addr.to_string();
-        let mut wire = match self.wire.take() {
-            Some(w) => w,
-            None => match self.to_data.wire(Some(&addr), &target).await {
-                Ok(w) => w,
-                Err(e) => {
-                    self.forget_node();
-                    return Err(e);
-                }
-            },
-        };
+        let wire = self.wire.take();
         let sentinel = self.sentinel_conn.clone().filter(|_| role_at.is_some());
         let name = self.master_name.clone();
-        let (replies, current) = tokio::join!(
-            exchange(&mut wire, batch.packed(), batch.len(), &target),
+        let ((wire, replies), current) = tokio::join!(
+            send_batch(
+                &self.to_data,
+                Some(&addr),
+                wire,
+                batch.packed(),
+                batch.len(),
+                &target
+            ),
             async {
                 match sentinel {
                     Some(mut c) => Some(master_query(&name).query_async::<Value>(&mut c).await),
@@ -219,7 +217,7 @@ impl Sentinel {
                 return Err(e);
             }
         };
-        self.wire = Some(wire);
+        self.wire = wire;
         let Some(role_at) = role_at else {
             return Ok(replies);
         };

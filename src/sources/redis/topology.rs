@@ -10,7 +10,7 @@ use redis::aio::MultiplexedConnection;
 
 use super::cluster::Cluster;
 use super::config::RedisSourceConfig;
-use super::connect::{Connector, describe};
+use super::connect::{Connector, NodeAddr, describe};
 use super::reads::Batch;
 use super::sentinel::Sentinel;
 use super::wire::Wire;
@@ -109,14 +109,16 @@ impl Topology {
     ) -> Result<Vec<Value>, SourceError> {
         match self {
             Topology::Single(s) => {
-                let mut wire = match s.wire.take() {
-                    Some(w) => w,
-                    None => s.connector.wire(None, &s.display).await?,
-                };
-                let outcome = exchange(&mut wire, batch.packed(), batch.len(), &s.display).await;
-                if outcome.is_ok() {
-                    s.wire = Some(wire);
-                }
+                let (wire, outcome) = send_batch(
+                    &s.connector,
+                    None,
+                    s.wire.take(),
+                    batch.packed(),
+                    batch.len(),
+                    &s.display,
+                )
+                .await;
+                s.wire = wire;
                 outcome
             }
             Topology::Sentinel(s) => s.run(batch, role_at).await,
@@ -269,23 +271,38 @@ impl Single {
     }
 }
 
-/// Sends `packed` (`count` encoded commands) as one pipeline on `wire` and returns a reply for
-/// each. On `Err` the connection is not to be used again.
+/// Sends `packed` (`count` encoded commands) as one pipeline on `wire`, or on a connection
+/// `connector` opens to `node` (the `url` for `None`) when there is none, and returns a reply
+/// for each. The connection is handed back only when it can be used again.
 ///
 /// # Errors
-/// [`SourceError::Io`] naming `target` when the exchange fails.
-pub(super) async fn exchange(
-    wire: &mut Wire,
+/// [`SourceError::Connect`] when no connection can be opened; [`SourceError::Io`] naming
+/// `target` when the exchange fails.
+pub(super) async fn send_batch(
+    connector: &Connector,
+    node: Option<&NodeAddr>,
+    wire: Option<Wire>,
     packed: &[u8],
     count: usize,
     target: &str,
-) -> Result<Vec<Value>, SourceError> {
-    wire.exchange(packed, count)
-        .await
-        .map_err(|message| SourceError::Io {
-            target: target.to_string(),
-            message,
-        })
+) -> (Option<Wire>, Result<Vec<Value>, SourceError>) {
+    let mut wire = match wire {
+        Some(w) => w,
+        None => match connector.wire(node, target).await {
+            Ok(w) => w,
+            Err(e) => return (None, Err(e)),
+        },
+    };
+    match wire.exchange(packed, count).await {
+        Ok(replies) => (Some(wire), Ok(replies)),
+        Err(message) => (
+            None,
+            Err(SourceError::Io {
+                target: target.to_string(),
+                message,
+            }),
+        ),
+    }
 }
 
 /// `SCAN ... MATCH pattern TYPE ty` over one node's whole keyspace.
