@@ -16,9 +16,13 @@
 #     adapter runs two runtime threads on this 2-core machine). Throughput, latency, and server
 #     CPU per request (all threads or worker processes, from schedstat).
 #
-# Usage: scripts/bench-vs-baselines.sh [--lists N] [--curve] [--discovery] [--seconds S]
+#     The adapter runs once with one runtime thread and once with two (TOKIO_WORKER_THREADS),
+#     so each nginx row has an adapter row with as many threads as nginx has workers.
+#
+# Usage: scripts/bench-vs-baselines.sh [--lists N] [--curve] [--discovery] [--get-only] [--seconds S]
 #   --curve       the poll at 1,000 / 10,000 / 100,000 lists instead of only N
 #   --discovery   also: the poll of N lists while SCAN discovery walks 1,000,000 other keys
+#   --get-only    only the metric GET (no poll, no discovery)
 # Installs wrk and nginx with apt-get when missing (and says so). Needs the local Redis
 # (make services). Cleans up its keys, processes and files on exit.
 set -euo pipefail
@@ -28,12 +32,14 @@ say() { echo "[bench-vs-baselines] $*" >&2; }
 LISTS=10000
 CURVE=0
 DISCOVERY=0
+GET_ONLY=0
 SECONDS_PER=10
 while [ $# -gt 0 ]; do
   case $1 in
     --lists) LISTS=$2; shift 2 ;;
     --curve) CURVE=1; shift ;;
     --discovery) DISCOVERY=1; shift ;;
+    --get-only) GET_ONLY=1; shift ;;
     --seconds) SECONDS_PER=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -96,6 +102,7 @@ PY
 POLL_HEADER="| case | raw pipelined round trip (mean) | adapter poll (mean) | ratio | adapter CPU per poll | adapter RSS | polls |
 | --- | --- | --- | --- | --- | --- | --- |"
 
+if [ "$GET_ONLY" = 0 ]; then
 echo
 echo "## Poll ($(date -u +%F), $(nproc) cores, Redis $(redis-cli info server | awk -F: '/^redis_version/ {print $2}' | tr -d '\r'))"
 echo
@@ -175,6 +182,7 @@ PY
   redis-cli --scan --pattern "${PREFIX}other:*" | xargs -r -n 5000 redis-cli unlink >/dev/null
   unload
 fi
+fi # GET_ONLY
 
 # ---- metric GET: adapter vs nginx serving the same bytes ----
 say "metric GET: loading $LISTS lists"
@@ -183,6 +191,7 @@ config "$WORK/get.yaml" 60s 1h # no poll inside the measured window
 start_adapter "$WORK/get.yaml"
 PATH_Q="/apis/external.metrics.k8s.io/v1beta1/namespaces/default/len?labelSelector=queue%3D00500"
 curl -fs "http://127.0.0.1:$APORT$PATH_Q" >"$WORK/body.json"
+stop_adapter
 BYTES=$(wc -c <"$WORK/body.json")
 if grep -q "[\$'\\\\]" "$WORK/body.json"; then say "the body has characters nginx's return would reinterpret"; exit 1; fi
 # nginx_start WORKERS: nginx on a free port answering the same bytes from memory; sets NPORT.
@@ -242,10 +251,15 @@ for workers in 1 2; do
   ROWS+=("nginx, worker_processes $workers|$rps|$p50|$p99|$cpu|$err")
   nginx_stop
 done
-say "wrk -t1 -c32 -d${SECONDS_PER}s: adapter"
-read -r req rps p50 p99 cpu err < <(wrk_run "http://127.0.0.1:$APORT$PATH_Q" "$APID")
-ROWS+=("adapter (2 runtime threads)|$rps|$p50|$p99|$cpu|$err")
-stop_adapter
+for threads in 1 2; do
+  TOKIO_WORKER_THREADS=$threads start_adapter "$WORK/get.yaml"
+  # The same bytes but for the observation time (a new process polled again).
+  [ "$(curl -fs "http://127.0.0.1:$APORT$PATH_Q" | wc -c)" = "$BYTES" ] || { say "the adapter's answer changed size"; exit 1; }
+  say "wrk -t1 -c32 -d${SECONDS_PER}s: adapter, $threads runtime thread(s)"
+  read -r req rps p50 p99 cpu err < <(wrk_run "http://127.0.0.1:$APORT$PATH_Q" "$APID")
+  ROWS+=("adapter, $threads runtime thread(s)|$rps|$p50|$p99|$cpu|$err")
+  stop_adapter
+done
 python3 - "$BYTES" "$LISTS" "${ROWS[@]}" <<'PY'
 import sys
 b, lists, *rows = sys.argv[1:]
@@ -257,7 +271,8 @@ print("| server | req/s | p50 | p99 | server CPU per request | non-2xx |")
 print("| --- | --- | --- | --- | --- | --- |")
 for name, rps, p50, p99, cpu, err in rows:
     print(f"| {name} | {float(rps):,.0f} | {float(p50):.0f} µs | {float(p99):.0f} µs | {float(cpu):.2f} µs | {err} |")
-a = rows[-1]
-for n in rows[:-1]:
-    print(f"| adapter / {n[0]} | **{float(a[1]) / float(n[1]):.2f}×** throughput | | | **{float(a[4]) / float(n[4]):.2f}×** CPU per request | |")
+# Each adapter row against the nginx row with as many workers as it has threads.
+for k in (0, 1):
+    n, a = rows[k], rows[2 + k]
+    print(f"| {a[0]} / {n[0]} | **{float(a[1]) / float(n[1]):.2f}×** throughput | | | **{float(a[4]) / float(n[4]):.2f}×** CPU per request | |")
 PY

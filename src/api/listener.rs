@@ -312,7 +312,11 @@ async fn answer(
     if let Err(status) = limits.check(&request) {
         return status_response(status);
     }
-    request.extensions_mut().insert(peer);
+    // A connection without a client certificate adds nothing: the guard reads an absent
+    // certificate as none, and the request then needs no extension map of its own.
+    if peer.presented {
+        request.extensions_mut().insert(peer);
+    }
     let request = request.map(|body| {
         axum::body::Body::new(http_body_util::Limited::new(body, limits.max_body_bytes))
     });

@@ -112,6 +112,7 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 
 /// Refuses a metric request that the [`Guard`] does not let through.
 async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    // The listener adds the certificate only when one was presented.
     let peer = request
         .extensions()
         .get::<PeerCertificate>()

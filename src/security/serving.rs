@@ -256,14 +256,9 @@ fn build(
 }
 
 fn roots_from_pem(pem: &[u8]) -> anyhow::Result<Arc<RootCertStore>> {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pem) {
-        roots
-            .add(cert.context("client CA PEM")?)
-            .context("client CA certificate")?;
-    }
-    anyhow::ensure!(!roots.is_empty(), "the client CA holds no certificate");
-    Ok(Arc::new(roots))
+    crate::tls::roots_from_pem(pem)
+        .map(Arc::new)
+        .map_err(|e| anyhow::anyhow!("the client CA: {e}"))
 }
 
 /// Reads a PEM certificate chain and key, checking that they belong together.

@@ -321,18 +321,11 @@ impl Connector {
 /// The TLS client settings for the poll's connections: trusting only the `ca_file`'s
 /// certificates when there is one, else the system's roots, as the `redis` crate does.
 fn tls_config(root_cert: Option<&[u8]>) -> Result<rustls::ClientConfig, SourceError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
     let bad = |message: String| SourceError::Config { message };
-    let mut roots = rustls::RootCertStore::empty();
-    match root_cert {
-        Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| bad(format!("ca_file: {e}")))?;
-                roots.add(cert).map_err(|e| bad(format!("ca_file: {e}")))?;
-            }
-        }
+    let roots = match root_cert {
+        Some(pem) => crate::tls::roots_from_pem(pem).map_err(|e| bad(format!("ca_file: {e}")))?,
         None => {
+            let mut roots = rustls::RootCertStore::empty();
             let found = rustls_native_certs::load_native_certs();
             if let Some(e) = found.errors.first() {
                 return Err(bad(format!("the system's CA certificates: {e}")));
@@ -341,8 +334,9 @@ fn tls_config(root_cert: Option<&[u8]>) -> Result<rustls::ClientConfig, SourceEr
                 // One unusable system certificate does not stop the others from being used.
                 let _ = roots.add(cert);
             }
+            roots
         }
-    }
+    };
     crate::tls::ensure_crypto_provider();
     Ok(rustls::ClientConfig::builder()
         .with_root_certificates(roots)
