@@ -12,12 +12,10 @@
 #     /proc/<pid>/task/*/schedstat) and its resident set.
 #  2. Metric GET over HTTP/1.1 keep-alive, `wrk -t1 -c32`: the adapter answering one series of
 #     those N lists, against nginx (Debian's package, on a free loopback port) answering the same
-#     response bytes from memory (`return 200`), with one worker process and with two (the
-#     adapter runs two runtime threads on this 2-core machine). Throughput, latency, and server
-#     CPU per request (all threads or worker processes, from schedstat).
-#
-#     The adapter runs once with one runtime thread and once with two (TOKIO_WORKER_THREADS),
-#     so each nginx row has an adapter row with as many threads as nginx has workers.
+#     response bytes from memory (`return 200`), with one worker process and with two; the
+#     adapter once with one runtime thread and once with two (TOKIO_WORKER_THREADS), so each
+#     nginx row has an adapter row with as many threads as nginx has workers. Throughput,
+#     latency, and server CPU per request (all threads or worker processes, from schedstat).
 #
 # Usage: scripts/bench-vs-baselines.sh [--lists N] [--curve] [--discovery] [--get-only] [--seconds S]
 #   --curve       the poll at 1,000 / 10,000 / 100,000 lists instead of only N
