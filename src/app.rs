@@ -197,6 +197,7 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
         health: health.clone(),
         heartbeats,
         guard: secured.guard,
+        selectors: Default::default(),
     });
     let health_addr = match health_listener {
         Some(l) => {

@@ -57,5 +57,6 @@ pub fn app_state(store: Arc<Store>, guard: Option<Arc<Guard>>) -> AppState {
         telemetry: Telemetry::new(),
         health,
         heartbeats: Arc::new(Heartbeats::default()),
+        selectors: Default::default(),
     })
 }

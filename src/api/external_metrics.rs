@@ -8,20 +8,20 @@ use std::time::SystemTime;
 
 use axum::Json;
 use axum::Router;
+use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::Uri;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Serialize;
 use serde_json::json;
 
 use super::AppState;
-use super::http::{lookup_status, query_param, rfc3339_seconds, status_response};
+use super::http::{lookup_status, status_response, write_rfc3339_seconds};
 use crate::k8s::quantity::format_quantity;
-use crate::k8s::selector::Selector;
 use crate::k8s::status::Status;
-use crate::model::{MetricValue, SharedLabels};
+use crate::model::MetricValue;
 
 /// The API group.
 pub const GROUP: &str = "external.metrics.k8s.io";
@@ -77,60 +77,67 @@ async fn api_resource_list(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `ExternalMetricValueList` (k8s.io/metrics `external_metrics/v1beta1/types.go`).
-#[derive(Debug, Serialize)]
-pub struct ExternalMetricValueList {
-    kind: &'static str,
-    #[serde(rename = "apiVersion")]
-    api_version: &'static str,
-    metadata: Empty,
-    /// Never omitted: an empty list is `[]`.
-    pub items: Vec<ExternalMetricValue>,
-}
-
-#[derive(Debug, Serialize, Default)]
-struct Empty {}
-
-/// One item of the list.
-#[derive(Debug, Serialize)]
-pub struct ExternalMetricValue {
-    #[serde(rename = "metricName")]
-    metric_name: String,
-    /// Always present, `{}` when empty.
-    #[serde(rename = "metricLabels")]
-    metric_labels: SharedLabels,
-    /// When the value was observed, RFC 3339 in whole seconds.
-    timestamp: String,
-    /// The quantity string.
-    value: String,
-}
-
-/// Builds the response body for `values`.
+/// The `ExternalMetricValueList` of `values` (k8s.io/metrics
+/// `external_metrics/v1beta1/types.go`) as JSON: `kind`, `apiVersion`, an empty `metadata` and
+/// `items` (never omitted: an empty list is `[]`), each item's `metricName`, `metricLabels`
+/// (always present, `{}` when empty, in name order), `timestamp` (when the value was observed,
+/// RFC 3339 in whole seconds) and `value` (the quantity string).
+///
+/// Written straight into one buffer sized for it, strings escaped by `serde_json`: building the
+/// list of owned strings and serializing it was about a third of the metric GET's own work.
 ///
 /// # Errors
 /// A 503 `Status` if a value cannot be written as a quantity (it is never replaced by another).
-pub fn value_list(values: Vec<MetricValue>) -> Result<ExternalMetricValueList, Status> {
-    let mut items = Vec::with_capacity(values.len());
-    for v in values {
+pub fn value_list_body(values: &[MetricValue]) -> Result<Vec<u8>, Status> {
+    let mut out = Vec::with_capacity(128 + 192 * values.len());
+    out.extend_from_slice(br#"{"kind":"ExternalMetricValueList","apiVersion":"#);
+    json_string(&mut out, GROUP_VERSION);
+    out.extend_from_slice(br#","metadata":{},"items":["#);
+    for (i, v) in values.iter().enumerate() {
         let Some(quantity) = format_quantity(v.value) else {
             return Err(Status::unavailable(format!(
                 "metric {}: value {} cannot be written as a Kubernetes quantity",
                 v.metric, v.value
             )));
         };
-        items.push(ExternalMetricValue {
-            metric_name: v.metric,
-            metric_labels: v.labels,
-            timestamp: rfc3339_seconds(v.observed_at),
-            value: quantity,
-        });
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"metricName":"#);
+        json_string(&mut out, &v.metric);
+        out.extend_from_slice(br#","metricLabels":{"#);
+        for (j, (name, value)) in v.labels.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            json_string(&mut out, name);
+            out.push(b':');
+            json_string(&mut out, value);
+        }
+        out.extend_from_slice(br#"},"timestamp":""#);
+        write_rfc3339_seconds(v.observed_at, &mut out);
+        out.extend_from_slice(br#"","value":""#);
+        // Digits, a sign and `m`: nothing to escape.
+        out.extend_from_slice(quantity.as_bytes());
+        out.extend_from_slice(br#""}"#);
     }
-    Ok(ExternalMetricValueList {
-        kind: "ExternalMetricValueList",
-        api_version: GROUP_VERSION,
-        metadata: Empty {},
-        items,
-    })
+    out.extend_from_slice(b"]}");
+    Ok(out)
+}
+
+/// Appends `s` as a JSON string, escaped as `serde_json` escapes it.
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// A 200 with a JSON `body`, as `axum::Json` answers.
+fn json_response(body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 async fn metric_values(
@@ -142,19 +149,89 @@ async fn metric_values(
         Ok(Path(p)) => p,
         Err(e) => return status_response(Status::bad_request(format!("invalid path: {e}"))),
     };
-    let selector = match query_param(uri.query(), "labelSelector").map(|s| Selector::parse(&s)) {
-        None => Selector::everything(),
-        Some(Ok(s)) => s,
-        Some(Err(e)) => return status_response(Status::bad_request(e.to_string())),
+    let selector = match state.selectors.selector(uri.query()) {
+        Ok(s) => s,
+        Err(e) => return status_response(Status::bad_request(e.to_string())),
     };
     match state
         .provider
         .get(&namespace, &metric, &selector, SystemTime::now())
     {
-        Ok(values) => match value_list(values) {
-            Ok(list) => Json(list).into_response(),
+        Ok(values) => match value_list_body(&values) {
+            Ok(body) => json_response(body),
             Err(status) => status_response(status),
         },
         Err(e) => status_response(lookup_status(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::Labels;
+
+    fn value(labels: &[(&str, &str)], v: f64, secs: u64) -> MetricValue {
+        MetricValue {
+            metric: "embedding_queue_length".into(),
+            labels: Arc::new(Labels::from_iter(
+                labels.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            )),
+            value: v,
+            observed_at: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+        }
+    }
+
+    #[test]
+    fn the_body_is_the_external_metric_value_list_kubernetes_reads() {
+        let values = [
+            value(
+                &[("queue", "embed"), ("key", "queue:embed")],
+                1234.0,
+                1_951_646_399,
+            ),
+            value(&[], 0.25, 0),
+        ];
+        let body = value_list_body(&values).expect("quantities");
+        let text = std::str::from_utf8(&body).expect("utf-8");
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"kind":"ExternalMetricValueList","apiVersion":"external.metrics.k8s.io/v1beta1","metadata":{},"items":["#,
+                r#"{"metricName":"embedding_queue_length","metricLabels":{"key":"queue:embed","queue":"embed"},"timestamp":"2031-11-05T11:59:59Z","value":"1234"},"#,
+                r#"{"metricName":"embedding_queue_length","metricLabels":{},"timestamp":"1970-01-01T00:00:00Z","value":"250m"}]}"#
+            )
+        );
+        let empty = value_list_body(&[]).expect("nothing to write");
+        let parsed: serde_json::Value = serde_json::from_slice(&empty).expect("JSON");
+        assert_eq!(parsed["items"], json!([]));
+        assert_eq!(parsed["metadata"], json!({}));
+    }
+
+    #[test]
+    fn label_values_are_escaped_as_json() {
+        let tricky = "a \"quoted\" \\ back\u{1}slash\nnew line, é, \u{2028}";
+        let body = value_list_body(&[value(&[("q\"k", tricky)], 1.5, 60)]).expect("quantity");
+        let parsed: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
+        assert_eq!(parsed["items"][0]["metricLabels"]["q\"k"], json!(tricky));
+        assert_eq!(parsed["items"][0]["value"], json!("1500m"));
+        assert_eq!(
+            parsed["items"][0]["timestamp"],
+            json!("1970-01-01T00:01:00Z")
+        );
+    }
+
+    #[test]
+    fn a_value_that_is_no_quantity_is_refused_not_replaced() {
+        let status = value_list_body(&[value(&[], 1.0, 0), value(&[], f64::INFINITY, 0)])
+            .expect_err("infinite");
+        assert_eq!(status.code, 503);
+        assert!(
+            status.message.contains("embedding_queue_length"),
+            "{}",
+            status.message
+        );
     }
 }

@@ -317,8 +317,14 @@ async fn answer(
     if peer.presented {
         request.extensions_mut().insert(peer);
     }
+    // A request that says it has no body (a GET, as every metric request is) gets the empty
+    // body, which needs no allocation; any other is bounded.
     let request = request.map(|body| {
-        axum::body::Body::new(http_body_util::Limited::new(body, limits.max_body_bytes))
+        if hyper::body::Body::is_end_stream(&body) {
+            axum::body::Body::empty()
+        } else {
+            axum::body::Body::new(http_body_util::Limited::new(body, limits.max_body_bytes))
+        }
     });
     match router.oneshot(request).await {
         Ok(response) => response,

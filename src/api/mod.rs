@@ -9,12 +9,13 @@ pub mod health;
 pub mod http;
 pub mod keda;
 pub mod listener;
+pub mod observe;
+pub mod selectors;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 
@@ -60,6 +61,8 @@ pub struct Shared {
     /// Authentication and authorization of the metric routes; `None` when disabled
     /// (`--disable-auth`, local development).
     pub guard: Option<Arc<Guard>>,
+    /// The label selectors of recent metric requests, parsed once.
+    pub selectors: selectors::SelectorCache,
 }
 
 /// Which routes a router serves.
@@ -88,7 +91,7 @@ pub fn router(state: AppState, routes: Routes) -> Router {
     };
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(observe::ObserveLayer::new(state.clone()))
         .with_state(state)
 }
 
@@ -128,22 +131,4 @@ async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) ->
             http::status_response(refusal.status())
         }
     }
-}
-
-/// Counts and times each request by route template (bounded), never by raw path.
-async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    // A matched path is a reference-counted template: cloned, not copied.
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let endpoint = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let started = Instant::now();
-    let response = next.run(request).await;
-    state.telemetry.observe_request(
-        endpoint,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    if !matches!(endpoint, "/livez" | "/readyz" | "/healthz" | "/metrics") {
-        tracing::debug!(%endpoint, status = response.status().as_u16(), "served");
-    }
-    response
 }
