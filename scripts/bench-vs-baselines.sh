@@ -43,14 +43,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-for tool in wrk nginx; do
-  if ! command -v "$tool" >/dev/null && [ ! -x "/usr/sbin/$tool" ]; then
-    say "$tool is not installed: installing Debian's package"
-    pkg=$tool
-    [ "$tool" = nginx ] && pkg=nginx-light
-    if [ "$(id -u)" = 0 ]; then apt-get install -y -q "$pkg" >/dev/null; else sudo apt-get install -y -q "$pkg" >/dev/null; fi
-  fi
-done
+# Debian's packages when missing (apt-get update first, so a fresh machine's empty lists do not
+# fail the install), saying so.
+. scripts/lib/apt.sh
+PATH="$PATH:/usr/sbin"
+apt_install_missing wrk wrk
+apt_install_missing nginx nginx-light
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 scripts/ensure-redis.sh >&2
 
