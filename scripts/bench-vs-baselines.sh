@@ -49,7 +49,7 @@ done
 PATH="$PATH:/usr/sbin"
 apt_install_missing wrk wrk
 apt_install_missing nginx nginx-light
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+NGINX=$(command -v nginx) # /usr/sbin is on PATH above
 scripts/ensure-redis.sh >&2
 
 say "building the release binary and the raw RESP client"

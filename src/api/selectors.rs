@@ -12,11 +12,16 @@ use super::http::query_param;
 use crate::k8s::selector::{Selector, SelectorError};
 
 /// How many distinct query strings are kept. Beyond it the cache starts over, so a client
-/// sending endless different selectors costs a parse each, never memory.
+/// sending endless different selectors costs a parse each, not memory.
 pub const CAPACITY: usize = 512;
 
-/// Parsed selectors by the query string they came from. Only selectors that parse are kept: a
-/// bad one is parsed, and refused, every time.
+/// The longest query string kept. A longer one (the listener allows 16 KiB) is parsed every
+/// time, so the cache holds at most `CAPACITY` × 1 KiB of keys however the URIs are written.
+pub const MAX_KEPT_QUERY_BYTES: usize = 1024;
+
+/// Parsed selectors by the query string they came from. Only selectors that parse, from query
+/// strings of at most [`MAX_KEPT_QUERY_BYTES`], are kept: a bad one is parsed, and refused,
+/// every time.
 pub struct SelectorCache {
     parsed: Mutex<HashMap<Box<str>, Arc<Selector>>>,
     everything: Arc<Selector>,
@@ -48,6 +53,9 @@ impl SelectorCache {
             None => self.everything.clone(),
             Some(raw) => Arc::new(Selector::parse(&raw)?),
         };
+        if query.len() > MAX_KEPT_QUERY_BYTES {
+            return Ok(parsed);
+        }
         let mut parsed_by_query = self.lock();
         if parsed_by_query.len() >= CAPACITY {
             parsed_by_query.clear();
@@ -119,6 +127,17 @@ mod tests {
                 .expect_err("unbalanced");
             assert!(e.to_string().contains("queue in ("), "{e}");
         }
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_long_query_string_is_parsed_but_not_kept() {
+        let cache = SelectorCache::default();
+        let padding = "x".repeat(MAX_KEPT_QUERY_BYTES);
+        let query = format!("pad={padding}&labelSelector=queue%3Dq1");
+        let one = cache.selector(Some(&query)).expect("parses");
+        assert!(one.matches(&labels(&[("queue", "q1")])));
+        assert!(!one.matches(&labels(&[("queue", "q2")])));
         assert!(cache.is_empty());
     }
 
