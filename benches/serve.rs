@@ -1,6 +1,8 @@
-//! The metric GET, answered from memory, against a baseline measured in the same run: the same
-//! router answering the same bytes from a static buffer. The ratio is what our lookup, selector
-//! matching and JSON rendering cost on top of the HTTP stack.
+//! The metric GET, answered from memory, against a baseline measured in the same run: axum's
+//! router with one route answering the same bytes from a static buffer. In memory the adapter is
+//! the `Service` its listeners run (guard off); over TCP it is that listener, the baseline
+//! `axum::serve`. The ratio is what our lookup, selector matching, JSON rendering and telemetry
+//! cost on top of the HTTP stack.
 //!
 //! `make bench` (or `cargo bench --bench serve`); results in BENCHMARKS.md.
 
@@ -11,7 +13,9 @@ use axum::body::{Body, Bytes, to_bytes};
 use axum::http::Request;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
-use queue_metrics_adapter::api::{self, Routes};
+use queue_metrics_adapter::api::Routes;
+use queue_metrics_adapter::api::listener::{Limits, serve};
+use queue_metrics_adapter::api::service::Service;
 use queue_metrics_adapter::store::Store;
 use tower::ServiceExt;
 
@@ -40,16 +44,28 @@ fn store() -> Arc<Store> {
     support::polled_store(&["embedding_queue_length", "queues"], samples)
 }
 
-fn adapter_router(store: Arc<Store>) -> Router {
-    api::router(support::app_state(store, None), Routes::All)
+fn adapter(store: Arc<Store>) -> Service {
+    Service::new(support::app_state(store, None), Routes::All)
+}
+
+fn get_request(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).expect("request")
 }
 
 async fn body_of(router: &Router, path: &str) -> Bytes {
     let response = router
         .clone()
-        .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+        .oneshot(get_request(path))
         .await
         .expect("infallible");
+    bytes_of(response).await
+}
+
+async fn answer_of(service: &Service, path: &str) -> Bytes {
+    bytes_of(service.answer(get_request(path)).await).await
+}
+
+async fn bytes_of(response: axum::response::Response) -> Bytes {
     assert_eq!(response.status(), 200);
     to_bytes(response.into_body(), usize::MAX)
         .await
@@ -61,12 +77,12 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let router = adapter_router(store());
+    let service = adapter(store());
     for (name, path) in [
         ("one_series", PATH_ONE),
         ("selector_1_of_1000", PATH_SELECT),
     ] {
-        let bytes = rt.block_on(body_of(&router, path));
+        let bytes = rt.block_on(answer_of(&service, path));
         // Baseline: the same route shape and middleware-free axum, answering the same bytes.
         let static_bytes = bytes.clone();
         let route = path.split('?').next().unwrap_or(path).to_string();
@@ -84,12 +100,12 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function("adapter", |b| {
             b.to_async(&rt)
-                .iter(|| async { body_of(&router, path).await });
+                .iter(|| async { answer_of(&service, path).await });
         });
         group.finish();
 
         // The same two servers over loopback TCP with a keep-alive client: what an HPA sees.
-        let adapter_addr = rt.block_on(listen(router.clone()));
+        let adapter_addr = rt.block_on(listen_adapter(service.clone()));
         let baseline_addr = rt.block_on(listen(baseline));
         let client = {
             queue_metrics_adapter::tls::ensure_crypto_provider();
@@ -111,6 +127,21 @@ fn bench(c: &mut Criterion) {
         }
         group.finish();
     }
+}
+
+async fn listen_adapter(service: Service) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(serve(
+        listener,
+        service,
+        None,
+        Limits::default(),
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    addr
 }
 
 async fn listen(router: Router) -> std::net::SocketAddr {

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use queue_metrics_adapter::api::listener::{Limits, serve};
-use queue_metrics_adapter::api::{self, AppState, Routes};
+use queue_metrics_adapter::api::service::Service;
+use queue_metrics_adapter::api::{AppState, Routes};
 use queue_metrics_adapter::security::Guard;
 use queue_metrics_adapter::security::identity::RequestHeader;
 use queue_metrics_adapter::security::reviews::Reviews;
@@ -69,10 +70,10 @@ fn bench(c: &mut Criterion) {
 
     let (plain, tls, guarded) = rt.block_on(async {
         let (l, plain) = listener().await;
-        let router = api::router(state(None), Routes::All);
+        let service = Service::new(state(None), Routes::All);
         tokio::spawn(serve(
             l,
-            router,
+            service,
             None,
             Limits::default(),
             CancellationToken::new(),
@@ -80,10 +81,10 @@ fn bench(c: &mut Criterion) {
 
         let (l, tls) = listener().await;
         let serving = Arc::new(ServingTls::new(&source, None).expect("tls"));
-        let router = api::router(state(None), Routes::All);
+        let service = Service::new(state(None), Routes::All);
         tokio::spawn(serve(
             l,
-            router,
+            service,
             Some(serving),
             Limits::default(),
             CancellationToken::new(),
@@ -102,10 +103,10 @@ fn bench(c: &mut Criterion) {
             },
             Reviews::new(client, Duration::from_secs(10)),
         ));
-        let router = api::router(state(Some(guard)), Routes::All);
+        let service = Service::new(state(Some(guard)), Routes::All);
         tokio::spawn(serve(
             l,
-            router,
+            service,
             Some(serving),
             Limits::default(),
             CancellationToken::new(),

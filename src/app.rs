@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::api::keda::server::GrpcTls;
+use crate::api::service::Service;
 use crate::api::{self, AppState, Routes, health::Health};
 use crate::config::{Config, SourceConfig};
 use crate::poller::{Heartbeats, PollContext};
@@ -205,7 +206,7 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
             spawn_server(
                 &tracker,
                 l,
-                api::router(state.clone(), Routes::Health),
+                Service::new(state.clone(), Routes::Health),
                 None,
                 settings.limits,
                 token.clone(),
@@ -213,7 +214,7 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
             spawn_server(
                 &tracker,
                 api_listener,
-                api::router(state, Routes::Api),
+                Service::new(state, Routes::Api),
                 secured.tls,
                 settings.limits,
                 token.clone(),
@@ -224,7 +225,7 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
             spawn_server(
                 &tracker,
                 api_listener,
-                api::router(state, Routes::All),
+                Service::new(state, Routes::All),
                 secured.tls,
                 settings.limits,
                 token.clone(),
@@ -276,12 +277,12 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
 fn spawn_server(
     tracker: &TaskTracker,
     listener: TcpListener,
-    router: axum::Router,
+    service: Service,
     tls: Option<Arc<crate::security::serving::ServingTls>>,
     limits: crate::api::listener::Limits,
     token: CancellationToken,
 ) {
-    tracker.spawn(api::listener::serve(listener, router, tls, limits, token));
+    tracker.spawn(api::listener::serve(listener, service, tls, limits, token));
 }
 
 impl Running {

@@ -275,3 +275,81 @@ async fn readiness_waits_for_the_first_poll_and_an_unreachable_source_never_serv
     );
     a.stop().await;
 }
+
+/// The metric GET of the usual shape is answered before axum's router (`api::service`); any other
+/// spelling of the same request goes through the router. Both must give the same answer and be
+/// counted under the same route.
+#[tokio::test]
+async fn a_metric_request_is_answered_alike_however_its_path_is_written() {
+    let p = prefix("spelling");
+    let _clean = Cleanup {
+        url: redis_url(),
+        prefix: p.clone(),
+    };
+    let a = adapter_with_queue(&p).await;
+    a.polls(1).await;
+    let plain = a
+        .get_text(&format!(
+            "{API}/namespaces/default/queues?labelSelector=queue%3Dembed"
+        ))
+        .await;
+    let escaped = a
+        .get_text(&format!(
+            "{API}/namespaces/def%61ult/qu%65ues?labelSelector=queue%3Dembed"
+        ))
+        .await;
+    assert_eq!(plain.0, 200, "{}", plain.1);
+    assert_eq!(plain, escaped, "a percent escape changes nothing");
+    let missing = a.get_json(&format!("{API}/namespaces/default/nope")).await;
+    let missing_escaped = a
+        .get_json(&format!("{API}/namespaces/default/n%6Fpe"))
+        .await;
+    assert_eq!((missing.0, &missing.1), (404, &missing_escaped.1));
+
+    // A segment that is no UTF-8 once decoded is a bad request, named as such.
+    let (status, body) = a.get_json(&format!("{API}/namespaces/default/%FF")).await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (400, Some("BadRequest")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("invalid path"),
+        "{body}"
+    );
+    // A trailing slash or no metric is another path, which the API does not have.
+    for other in ["default/queues/", "default/"] {
+        assert_eq!(
+            a.get_json(&format!("{API}/namespaces/{other}")).await.0,
+            404,
+            "{other}"
+        );
+    }
+
+    let client = common::http_client();
+    let url = format!("{}{API}/namespaces/default/queues", a.base);
+    let post = client.post(&url).send().await.expect("POST");
+    assert_eq!(post.status(), 405);
+    let head = client.head(&url).send().await.expect("HEAD");
+    assert_eq!(head.status(), 200);
+
+    let (_, text) = a.get_text("/metrics").await;
+    let count = |code: &str| -> f64 {
+        let series = format!(
+            "qma_http_requests_total{{code=\"{code}\",endpoint=\"/apis/external.metrics.k8s.io/v1beta1/namespaces/{{namespace}}/{{metric}}\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map_or(0.0, |v| v.parse().expect("a count"))
+    };
+    // Two 200s by GET and the HEAD; two 404s; the undecodable one.
+    assert_eq!(
+        (count("200"), count("404"), count("400")),
+        (3.0, 2.0, 1.0),
+        "{text}"
+    );
+    a.stop().await;
+}

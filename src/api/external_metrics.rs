@@ -17,8 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use super::AppState;
 use super::http::{lookup_status, status_response, write_rfc3339_seconds};
+use super::{AppState, Shared};
 use crate::k8s::quantity::format_quantity;
 use crate::k8s::status::Status;
 use crate::model::MetricValue;
@@ -39,11 +39,15 @@ pub fn routes() -> Router<AppState> {
             "/apis/external.metrics.k8s.io/v1beta1",
             get(api_resource_list),
         )
-        .route(
-            "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}",
-            get(metric_values),
-        )
+        .route(METRIC_VALUES_ROUTE, get(metric_values))
 }
+
+/// The route of a metric's values, as request telemetry names it.
+pub const METRIC_VALUES_ROUTE: &str =
+    "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}";
+
+/// The prefix of [`METRIC_VALUES_ROUTE`] before its parameters.
+pub const NAMESPACES_PREFIX: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/";
 
 fn group_document() -> serde_json::Value {
     let version = json!({"groupVersion": GROUP_VERSION, "version": VERSION});
@@ -145,17 +149,23 @@ async fn metric_values(
     path: Result<Path<(String, String)>, PathRejection>,
     uri: Uri,
 ) -> Response {
-    let (namespace, metric) = match path {
-        Ok(Path(p)) => p,
-        Err(e) => return status_response(Status::bad_request(format!("invalid path: {e}"))),
-    };
-    let selector = match state.selectors.selector(uri.query()) {
+    match path {
+        Ok(Path((namespace, metric))) => values_of(&state, &namespace, &metric, uri.query()),
+        Err(e) => status_response(Status::bad_request(format!("invalid path: {e}"))),
+    }
+}
+
+/// The answer to a request for `metric`'s values in `namespace` with the query string `query`:
+/// the `ExternalMetricValueList`, or the `Status` saying why there is none. The route's handler
+/// and [`super::service`]'s direct path both answer with it.
+pub fn values_of(state: &Shared, namespace: &str, metric: &str, query: Option<&str>) -> Response {
+    let selector = match state.selectors.selector(query) {
         Ok(s) => s,
         Err(e) => return status_response(Status::bad_request(e.to_string())),
     };
     match state
         .provider
-        .get(&namespace, &metric, &selector, SystemTime::now())
+        .get(namespace, metric, &selector, SystemTime::now())
     {
         Ok(values) => match value_list_body(&values) {
             Ok(body) => json_response(body),

@@ -11,7 +11,7 @@
 //!   so slow clients cannot starve the listener of memory or file descriptors.
 //! - A URI longer than `max_uri_bytes`, headers larger than `max_header_bytes` and a body larger
 //!   than `max_body_bytes` are refused with `metav1.Status` bodies (414, 431, 413) before the
-//!   router sees the request; the body the router gets is bounded as well.
+//!   service sees the request; the body the service gets is bounded as well.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
@@ -29,9 +28,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt as _;
 
 use super::http::status_response;
+use super::service::Service;
 use crate::k8s::status::Status;
 use crate::security::serving::{PeerCertificate, ServingTls, peer_of};
 
@@ -121,13 +120,13 @@ fn too_large(limit: usize) -> Status {
     )
 }
 
-/// Serves `router` on `listener` (over TLS when `tls` is given) within `limits` until
+/// Serves `service` on `listener` (over TLS when `tls` is given) within `limits` until
 /// `shutdown` is cancelled; then open connections finish their requests and close.
 ///
 /// Does not fail: a failed accept is logged and retried, so the loop only ends at shutdown.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    service: Service,
     tls: Option<Arc<ServingTls>>,
     limits: Limits,
     shutdown: CancellationToken,
@@ -135,7 +134,7 @@ pub async fn serve(
     let mut slots = Slots::new(limits.max_connections, "HTTP");
     let connections = TaskTracker::new();
     while let Some((tcp, remote, slot)) = slots.accept(&listener, &shutdown).await {
-        let router = router.clone();
+        let service = service.clone();
         let tls = tls
             .as_ref()
             .map(|t| tokio_rustls::TlsAcceptor::from(t.config()));
@@ -144,7 +143,7 @@ pub async fn serve(
             let _slot = slot;
             match tls {
                 None => {
-                    drive(tcp, PeerCertificate::default(), router, limits, shutdown).await;
+                    drive(tcp, PeerCertificate::default(), service, limits, shutdown).await;
                 }
                 Some(acceptor) => {
                     let handshake =
@@ -152,7 +151,7 @@ pub async fn serve(
                     match handshake.await {
                         Ok(Ok(stream)) => {
                             let peer = peer_of(stream.get_ref().1);
-                            drive(stream, peer, router, limits, shutdown).await;
+                            drive(stream, peer, service, limits, shutdown).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
@@ -228,7 +227,7 @@ const CHECK_EVERY: Duration = Duration::from_millis(500);
 async fn drive<S>(
     io: S,
     peer: PeerCertificate,
-    router: Router,
+    service: Service,
     limits: Limits,
     shutdown: CancellationToken,
 ) where
@@ -239,13 +238,14 @@ async fn drive<S>(
         inner: io,
         activity: activity.clone(),
     };
-    let service = hyper::service::service_fn(
-        move |request: hyper::Request<hyper::body::Incoming>| {
-            let router = router.clone();
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let service = service.clone();
             let peer = peer.clone();
-            async move { Ok::<_, std::convert::Infallible>(answer(request, peer, router, limits).await) }
-        },
-    );
+            async move {
+                Ok::<_, std::convert::Infallible>(answer(request, peer, service, limits).await)
+            }
+        });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -302,11 +302,11 @@ async fn drive<S>(
     }
 }
 
-/// One request: refused by its size, or handed to the router with its body bounded.
+/// One request: refused by its size, or handed to the service with its body bounded.
 async fn answer(
     mut request: hyper::Request<hyper::body::Incoming>,
     peer: PeerCertificate,
-    router: Router,
+    service: Service,
     limits: Limits,
 ) -> Response {
     if let Err(status) = limits.check(&request) {
@@ -326,10 +326,7 @@ async fn answer(
             axum::body::Body::new(http_body_util::Limited::new(body, limits.max_body_bytes))
         }
     });
-    match router.oneshot(request).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    }
+    service.answer(request).await
 }
 
 /// When a connection last moved a byte, in milliseconds since it was accepted, and whether it

@@ -11,6 +11,7 @@ pub mod keda;
 pub mod listener;
 pub mod observe;
 pub mod selectors;
+pub mod service;
 
 use std::sync::Arc;
 
@@ -115,20 +116,40 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 
 /// Refuses a metric request that the [`Guard`] does not let through.
 async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
-    // The listener adds the certificate only when one was presented.
-    let peer = request
-        .extensions()
-        .get::<PeerCertificate>()
-        .cloned()
-        .unwrap_or_default();
-    match guard
-        .check(&peer, request.headers(), request.uri().path())
-        .await
+    match admit(
+        &guard,
+        request.extensions(),
+        request.headers(),
+        request.uri().path(),
+    )
+    .await
     {
-        Ok(_) => next.run(request).await,
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal,
+    }
+}
+
+/// Whether `guard` lets through a request with these extensions, headers and path, and if not
+/// the `Status` response that refuses it. The router's guard layer and [`service`]'s direct
+/// metric path both ask it.
+///
+/// It takes the parts it reads rather than the request: a borrow of the whole request (whose
+/// body is not `Sync`) held across the review would make the request's future unable to move
+/// between threads.
+async fn admit(
+    guard: &Guard,
+    extensions: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+    path: &str,
+) -> Result<(), Response> {
+    // The listener adds the certificate only when one was presented.
+    let absent = PeerCertificate::default();
+    let peer = extensions.get::<PeerCertificate>().unwrap_or(&absent);
+    match guard.check(peer, headers, path).await {
+        Ok(_) => Ok(()),
         Err(refusal) => {
-            tracing::debug!(path = %request.uri().path(), ?refusal, "refused");
-            http::status_response(refusal.status())
+            tracing::debug!(%path, ?refusal, "refused");
+            Err(http::status_response(refusal.status()))
         }
     }
 }

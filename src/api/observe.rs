@@ -95,13 +95,20 @@ where
             .endpoint
             .as_ref()
             .map_or("unmatched", MatchedPath::as_str);
-        let code = response.status().as_u16();
-        this.state
-            .telemetry
-            .observe_request(endpoint, code, this.started.elapsed().as_secs_f64());
-        if !matches!(endpoint, "/livez" | "/readyz" | "/healthz" | "/metrics") {
-            tracing::debug!(%endpoint, status = code, "served");
-        }
+        record(&this.state, endpoint, &response, this.started);
         Poll::Ready(Ok(response))
+    }
+}
+
+/// Counts and times one answered request under its route template `endpoint`, and logs it at
+/// debug level unless it is a probe or a scrape. Shared by [`Observed`] and the metric GET that
+/// [`super::service`] answers before the router.
+pub fn record(state: &AppState, endpoint: &str, response: &Response, started: Instant) {
+    let code = response.status().as_u16();
+    state
+        .telemetry
+        .observe_request(endpoint, code, started.elapsed().as_secs_f64());
+    if !matches!(endpoint, "/livez" | "/readyz" | "/healthz" | "/metrics") {
+        tracing::debug!(%endpoint, status = code, "served");
     }
 }
