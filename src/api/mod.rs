@@ -1,8 +1,9 @@
 //! The HTTP surfaces, reading from the store only. No handler does backend I/O.
 //!
-//! [`router`] builds the routes without binding anything, so tests and benchmarks can drive them
-//! in memory; [`listener::serve`] runs them on a listener, over TLS or not, within the bounds
-//! every listener keeps, until shutdown, letting in-flight requests finish.
+//! [`router`] builds the routes without binding anything; [`service::Service`] is that router
+//! with the metric GET answered before it: what the benchmarks drive in memory and what
+//! [`listener::serve`] runs on a listener, over TLS or not, within the bounds every listener
+//! keeps, until shutdown, letting in-flight requests finish.
 
 pub mod external_metrics;
 pub mod health;
