@@ -9,6 +9,19 @@ use serde_json::json;
 
 const API: &str = "/apis/external.metrics.k8s.io/v1beta1";
 
+/// A 400 `BadRequest` whose message names `what`.
+fn assert_bad_request(status: u16, body: &serde_json::Value, what: &str) {
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (400, Some("BadRequest")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().expect("message").contains(what),
+        "{body}"
+    );
+}
+
 async fn adapter_with_queue(p: &str) -> Adapter {
     let mut c = connect(&redis_url()).await;
     cmd::<i64>(
@@ -134,18 +147,7 @@ async fn errors_are_metav1_status_with_the_right_codes() {
             "{API}/namespaces/default/queues?labelSelector=queue%3Da%3Ab"
         ))
         .await;
-    assert_eq!(
-        (status, body["reason"].as_str()),
-        (400, Some("BadRequest")),
-        "{body}"
-    );
-    assert!(
-        body["message"]
-            .as_str()
-            .expect("message")
-            .contains("\"a:b\""),
-        "{body}"
-    );
+    assert_bad_request(status, &body, "\"a:b\"");
 
     let (status, body) = a
         .get_json(&format!(
@@ -308,18 +310,7 @@ async fn a_metric_request_is_answered_alike_however_its_path_is_written() {
 
     // A segment that is no UTF-8 once decoded is a bad request, named as such.
     let (status, body) = a.get_json(&format!("{API}/namespaces/default/%FF")).await;
-    assert_eq!(
-        (status, body["reason"].as_str()),
-        (400, Some("BadRequest")),
-        "{body}"
-    );
-    assert!(
-        body["message"]
-            .as_str()
-            .expect("message")
-            .contains("invalid path"),
-        "{body}"
-    );
+    assert_bad_request(status, &body, "invalid path");
     // A trailing slash or no metric is another path, which the API does not have.
     for other in ["default/queues/", "default/"] {
         assert_eq!(

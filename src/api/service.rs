@@ -47,20 +47,19 @@ impl Service {
             && let Some((namespace, metric)) = metric_path(request.uri().path())
         {
             let started = Instant::now();
-            let response = match &state.guard {
-                Some(guard) => match admit(
+            let refused = match &state.guard {
+                Some(guard) => admit(
                     guard,
                     request.extensions(),
                     request.headers(),
                     request.uri().path(),
                 )
                 .await
-                {
-                    Ok(()) => values_of(state, namespace, metric, request.uri().query()),
-                    Err(refusal) => refusal,
-                },
-                None => values_of(state, namespace, metric, request.uri().query()),
+                .err(),
+                None => None,
             };
+            let response = refused
+                .unwrap_or_else(|| values_of(state, namespace, metric, request.uri().query()));
             observe::record(state, METRIC_VALUES_ROUTE, &response, started);
             return response;
         }
@@ -90,10 +89,15 @@ fn metric_path(path: &str) -> Option<(&str, &str)> {
 
 #[cfg(test)]
 mod tests {
-    use super::metric_path;
+    use super::{METRIC_VALUES_ROUTE, NAMESPACES_PREFIX, metric_path};
 
     #[test]
     fn only_the_exact_shape_of_a_metric_path_is_taken_directly() {
+        // The prefix matched here is the route's, up to its parameters.
+        assert_eq!(
+            METRIC_VALUES_ROUTE.strip_prefix(NAMESPACES_PREFIX),
+            Some("{namespace}/{metric}")
+        );
         let p = "/apis/external.metrics.k8s.io/v1beta1/namespaces/";
         assert_eq!(
             metric_path(&format!("{p}default/len")),
