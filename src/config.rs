@@ -410,6 +410,16 @@ mod tests {
                 mentions: &["queue_pattern", "AMQP cannot list queues"],
             },
             Case {
+                name: "rabbitmq vhost other than amqp_url's",
+                yaml: "sources:\n  r:\n    rabbitmq: {amqp_url: \"amqp://127.0.0.1:5672/jobs\"}\nmetrics:\n  - {name: a, source: r, measure: ready, rabbitmq: {vhost: other, queue: q}}\n".into(),
+                mentions: &["metrics[0] (a).rabbitmq.vhost", "\"other\"", "\"jobs\"", "amqp_url"],
+            },
+            Case {
+                name: "rabbitmq amqp_url path of two segments",
+                yaml: "sources:\n  r:\n    rabbitmq: {amqp_url: \"amqp://127.0.0.1:5672/a/b\"}\nmetrics:\n  - {name: a, source: r, measure: ready, rabbitmq: {queue: q}}\n".into(),
+                mentions: &["sources.r.rabbitmq.amqp_url", "%2F"],
+            },
+            Case {
                 name: "rabbitmq bad regex",
                 yaml: "sources:\n  r:\n    rabbitmq: {management_url: \"http://127.0.0.1:15672\"}\nmetrics:\n  - {name: a, source: r, measure: ready, rabbitmq: {queue_pattern: \"(\"}}\n".into(),
                 mentions: &["queue_pattern", "not a valid regex"],

@@ -1,6 +1,6 @@
 //! Config primitives every layer shares: durations as the config writes them, secrets that
-//! never print, URLs with their passwords masked, bounded quotes of client input, and the error a
-//! refused config is. This module imports nothing of the crate,
+//! never print, URLs with their passwords masked and their escapes decoded, bounded quotes of
+//! client input, and the error a refused config is. This module imports nothing of the crate,
 //! so sources, the config root and the CLI can all use it.
 
 use std::fmt;
@@ -162,6 +162,28 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let text = String::deserialize(deserializer)?;
         HumanDuration::parse(&text).map_err(serde::de::Error::custom)
     }
+}
+
+/// Decodes `%XX` escapes (a URL's path segment, a header's key); a `%` not followed by two hex
+/// digits stays as it is, and bytes that are not UTF-8 become U+FFFD.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Replaces the password in a URL's user-info with `***`, so URLs can be logged.

@@ -386,3 +386,52 @@ async fn an_idle_queue_over_amqp_wakes_the_poll_when_a_message_arrives() {
     );
     a.stop().await;
 }
+
+/// A metric that names no vhost reads the one its source's `amqp_url` names (issue 30): two
+/// vhosts hold a queue of the same name with different depths, and each source serves its own.
+/// Before, every such metric read `/`: "not found", or, had `/` held a queue of that name, its
+/// depth without any error.
+#[tokio::test]
+async fn a_metric_reads_the_vhost_its_amqp_url_names() {
+    set_guest_password_env();
+    let jobs = TestVhost::new("rmq-url-vhost-a").await;
+    let other = TestVhost::new("rmq-url-vhost-b").await;
+    for (vh, depth) in [(&jobs, 3), (&other, 5)] {
+        let conn = vh.connect().await;
+        let bodies: Vec<(&str, Option<u64>)> = (0..depth).map(|_| ("job", None)).collect();
+        vh.publish(&conn, "celery", "classic", &bodies).await;
+    }
+    let url =
+        |vh: &TestVhost| format!("amqp://127.0.0.1:5672/{}", common::rabbit::encode(&vh.name));
+    let source = |name: &str, url: &str| {
+        format!(
+            "  {name}:\n    rabbitmq: {{amqp_url: \"{url}\", username: guest, password_env: QMA_TEST_RABBIT_PASSWORD}}\n"
+        )
+    };
+    let yaml = format!(
+        "poll_interval: 250ms\nsources:\n{}{}{}  mgmt:\n    rabbitmq: {{management_url: \"{MANAGEMENT}\", amqp_url: \"{}\", username: guest, password_env: QMA_TEST_RABBIT_PASSWORD}}\nmetrics:\n  - {{name: via-a, source: a, measure: ready, rabbitmq: {{queue: celery}}}}\n  - {{name: via-b, source: b, measure: ready, rabbitmq: {{queue: celery}}}}\n  - {{name: bare-b, source: bare, measure: ready, rabbitmq: {{vhost: \"{}\", queue: celery}}}}\n  - {{name: mgmt-a, source: mgmt, measure: total, rabbitmq: {{queue: celery}}}}\n",
+        source("a", &url(&jobs)),
+        source("b", &url(&other)),
+        source("bare", "amqp://127.0.0.1:5672"),
+        url(&jobs),
+        other.name,
+    );
+    let a = Adapter::start(&yaml).await;
+    a.ready().await;
+    for (metric, want, vhost) in [
+        ("via-a", 3.0, &jobs.name),
+        ("via-b", 5.0, &other.name),
+        ("bare-b", 5.0, &other.name),
+    ] {
+        let (status, body) = a.metric(metric, None).await;
+        assert_eq!(status, 200, "{metric}: {body}");
+        assert_eq!(common::single_value(&body), want, "{metric}: {body}");
+        // Test vhost names are valid label values, so the label is the name itself.
+        assert_eq!(
+            body["items"][0]["metricLabels"]["vhost"], **vhost,
+            "{metric}: {body}"
+        );
+    }
+    a.wait_for("mgmt-a", None, STATS, value_is(3.0)).await;
+    a.stop().await;
+}

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use axum::http::HeaderMap;
 
+use crate::primitives::percent_decode;
+
 use super::serving::PeerCertificate;
 
 /// An authenticated user, as Kubernetes describes one (`authentication.k8s.io/v1 UserInfo`).
@@ -164,26 +166,6 @@ impl RequestHeader {
 }
 
 /// `%XX` decoding of an extra key (keys may carry characters headers cannot).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::model::Measure;
-use crate::primitives::redact_url;
 use crate::primitives::{ConfigError, HumanDuration, Secret};
+use crate::primitives::{percent_decode, redact_url};
 
 /// Drain time served for a backlog that nothing acknowledges: one day (see README).
 pub const DEFAULT_MAX_DRAIN_SECONDS: f64 = 86_400.0;
@@ -33,7 +33,8 @@ pub struct RabbitMqSourceConfig {
     /// `http(s)://host:15672`, the management API.
     #[serde(default)]
     pub management_url: Option<String>,
-    /// `amqp(s)://host:5672/vhost`, for `read_via: amqp`.
+    /// `amqp(s)://host:5672/vhost`, for `read_via: amqp`. The vhost it names (if any) is the
+    /// default of this source's metrics ([`RabbitMqSourceConfig::url_vhost`]).
     #[serde(default)]
     pub amqp_url: Option<String>,
     /// Which of the two to read. Default: `management` when `management_url` is set, else `amqp`.
@@ -113,6 +114,36 @@ impl RabbitMqSourceConfig {
         (!d.is_zero()).then_some(d)
     }
 
+    /// The vhost `amqp_url` names, read as the AMQP URI specification says: no path names none
+    /// (`amqp://h`), `amqp://h/` names the empty vhost, `amqp://h/%2f` names `/`, escapes
+    /// decoded. Management URLs name no vhost.
+    ///
+    /// It is the default vhost of this source's metrics, under either API: a user who wrote
+    /// `amqp://host/jobs` means `jobs`, and reading `/` instead would serve a same-named queue
+    /// of another vhost without any error.
+    ///
+    /// # Errors
+    /// A path of more than one segment (a `/` in a vhost is written `%2F`).
+    pub fn url_vhost(&self) -> Result<Option<String>, String> {
+        let Some(url) = &self.amqp_url else {
+            return Ok(None);
+        };
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        // The user-info ends at the last `@`, as `redact_url` reads it: a password with an
+        // unescaped `/` must not be taken for the vhost (and so printed in an error).
+        let rest = rest.rfind('@').map_or(rest, |at| &rest[at + 1..]);
+        let rest = rest.split(['?', '#']).next().unwrap_or_default();
+        let Some((_, path)) = rest.split_once('/') else {
+            return Ok(None);
+        };
+        if path.contains('/') {
+            return Err(format!(
+                "the vhost in amqp_url is one path segment, but {path:?} has several (write a / in a vhost name as %2F)"
+            ));
+        }
+        Ok(Some(percent_decode(path)))
+    }
+
     /// The drain time served for an unacknowledged backlog.
     pub fn max_drain_seconds(&self) -> f64 {
         self.max_drain_seconds.unwrap_or(DEFAULT_MAX_DRAIN_SECONDS)
@@ -135,16 +166,20 @@ impl RabbitMqSourceConfig {
                 }
             }
             ReadVia::Amqp => {
-                let Some(url) = &self.amqp_url else {
+                if self.amqp_url.is_none() {
                     return Err(ConfigError::invalid(at, "needs management_url or amqp_url"));
-                };
-                if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-                    return Err(ConfigError::invalid(
-                        format!("{at}.amqp_url"),
-                        format!("{:?} must start with amqp:// or amqps://", redact_url(url)),
-                    ));
                 }
             }
+        }
+        if let Some(url) = &self.amqp_url {
+            if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.amqp_url"),
+                    format!("{:?} must start with amqp:// or amqps://", redact_url(url)),
+                ));
+            }
+            self.url_vhost()
+                .map_err(|e| ConfigError::invalid(format!("{at}.amqp_url"), e))?;
         }
         if self.read_via() == ReadVia::Management
             && self.idle_poll_interval.is_some_and(|d| !d.0.is_zero())
@@ -191,9 +226,10 @@ impl RabbitMqSourceConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RabbitMqTarget {
-    /// The virtual host. Default `/`.
-    #[serde(default = "default_vhost")]
-    pub vhost: String,
+    /// The virtual host. Default: the one the source's `amqp_url` names, else `/`
+    /// ([`RabbitMqTarget::vhost_in`]).
+    #[serde(default)]
+    pub vhost: Option<String>,
     /// One queue by name.
     #[serde(default)]
     pub queue: Option<String>,
@@ -219,10 +255,6 @@ pub enum HeadTimestampUnit {
     Ms,
 }
 
-fn default_vhost() -> String {
-    "/".into()
-}
-
 /// Measures a RabbitMQ queue has, and which of them AMQP can serve.
 pub const MANAGEMENT_MEASURES: &[Measure] = &[
     Measure::Ready,
@@ -239,12 +271,32 @@ pub const MANAGEMENT_MEASURES: &[Measure] = &[
 pub const AMQP_MEASURES: &[Measure] = &[Measure::Ready, Measure::Consumers];
 
 impl RabbitMqTarget {
+    /// The vhost this metric reads through `conn`: its own, else the one `conn.amqp_url` names,
+    /// else `/`.
+    ///
+    /// # Errors
+    /// The metric names another vhost than `amqp_url` does (naming both), or `amqp_url`'s
+    /// path is not a vhost.
+    pub fn vhost_in(&self, conn: &RabbitMqSourceConfig) -> Result<String, String> {
+        match (&self.vhost, conn.url_vhost()?) {
+            (Some(own), Some(url)) if *own != url => Err(format!(
+                "vhost {own:?} differs from the vhost {url:?} that the source's amqp_url names; name one vhost in both, or drop the path from amqp_url"
+            )),
+            (Some(own), _) => Ok(own.clone()),
+            (None, Some(url)) => Ok(url),
+            (None, None) => Ok("/".into()),
+        }
+    }
+
     pub(crate) fn validate(
         &self,
         at: &str,
         measure: Measure,
-        via: ReadVia,
+        conn: &RabbitMqSourceConfig,
     ) -> Result<(), ConfigError> {
+        let via = conn.read_via();
+        self.vhost_in(conn)
+            .map_err(|e| ConfigError::invalid(format!("{at}.vhost"), e))?;
         match (&self.queue, &self.queue_pattern) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::invalid(
@@ -303,5 +355,62 @@ impl RabbitMqTarget {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(amqp_url: Option<&str>) -> RabbitMqSourceConfig {
+        let yaml = match amqp_url {
+            Some(u) => format!("{{amqp_url: {u:?}}}"),
+            None => "{management_url: \"http://127.0.0.1:15672\"}".into(),
+        };
+        yaml_serde::from_str(&yaml).unwrap()
+    }
+
+    #[test]
+    fn the_vhost_of_an_amqp_url_is_read_as_the_uri_specification_says() {
+        let vhost = |u: &str| source(Some(u)).url_vhost();
+        assert_eq!(vhost("amqp://h"), Ok(None));
+        assert_eq!(vhost("amqp://h:5672"), Ok(None));
+        assert_eq!(vhost("amqp://h?heartbeat=10"), Ok(None));
+        assert_eq!(vhost("amqp://h/"), Ok(Some(String::new())));
+        assert_eq!(vhost("amqp://h/%2f"), Ok(Some("/".into())));
+        assert_eq!(vhost("amqps://u:p@h:5671/jobs"), Ok(Some("jobs".into())));
+        assert_eq!(vhost("amqp://h/a%20b?heartbeat=5"), Ok(Some("a b".into())));
+        assert_eq!(vhost("amqp://h/jobs#x"), Ok(Some("jobs".into())));
+        // A password typed with an unescaped `/` is not a path, and never quoted in the error.
+        assert_eq!(vhost("amqp://u:se/cret@h/jobs"), Ok(Some("jobs".into())));
+        assert_eq!(vhost("amqp://u:se/cret@h"), Ok(None));
+        let err = vhost("amqp://h/a/b").unwrap_err();
+        assert!(err.contains("%2F"), "{err}");
+        assert_eq!(source(None).url_vhost(), Ok(None));
+    }
+
+    #[test]
+    fn a_metric_reads_its_own_vhost_else_the_urls_else_the_root() {
+        let target = |vhost: Option<&str>| RabbitMqTarget {
+            vhost: vhost.map(str::to_string),
+            queue: Some("q".into()),
+            queue_pattern: None,
+            timestamp_unit: None,
+        };
+        let jobs = source(Some("amqp://h/jobs"));
+        let bare = source(Some("amqp://h"));
+        let management = source(None);
+        assert_eq!(target(None).vhost_in(&jobs), Ok("jobs".into()));
+        assert_eq!(target(Some("jobs")).vhost_in(&jobs), Ok("jobs".into()));
+        assert_eq!(target(None).vhost_in(&bare), Ok("/".into()));
+        assert_eq!(target(Some("x")).vhost_in(&bare), Ok("x".into()));
+        assert_eq!(target(None).vhost_in(&management), Ok("/".into()));
+        assert_eq!(target(Some("x")).vhost_in(&management), Ok("x".into()));
+        assert_eq!(
+            target(None).vhost_in(&source(Some("amqp://h/"))),
+            Ok(String::new())
+        );
+        let err = target(Some("/")).vhost_in(&jobs).unwrap_err();
+        assert!(err.contains("\"/\"") && err.contains("\"jobs\""), "{err}");
     }
 }

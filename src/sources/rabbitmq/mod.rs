@@ -41,6 +41,8 @@ const OVERVIEW_EVERY: Duration = Duration::from_secs(60);
 struct MetricPlan {
     name: Arc<str>,
     labels: Labels,
+    /// The vhost read: the metric's own, else the one `amqp_url` names, else `/`.
+    vhost: String,
     target: RabbitMqTarget,
     pattern: Option<Regex>,
     measure: Measure,
@@ -123,7 +125,7 @@ impl SourceKind for RabbitMq {
             }
         }
         match target {
-            Some(t) => t.validate(&format!("{at}.rabbitmq"), m.measure, conn.read_via()),
+            Some(t) => t.validate(&format!("{at}.rabbitmq"), m.measure, conn),
             None => Ok(()),
         }
     }
@@ -181,24 +183,22 @@ impl RabbitMqSource {
             ),
             None => None,
         };
-        let metrics = spec
-            .metrics
-            .iter()
-            .filter_map(|(m, target)| {
-                let target = (*target)?.clone();
-                let pattern = target
-                    .queue_pattern
-                    .as_deref()
-                    .and_then(|p| Regex::new(p).ok());
-                Some(MetricPlan {
-                    name: Arc::from(m.name.as_str()),
-                    labels: Labels::from(&m.labels),
-                    target,
-                    pattern,
-                    measure: m.measure,
-                })
-            })
-            .collect();
+        let mut metrics = Vec::new();
+        for &(m, target) in &spec.metrics {
+            let Some(target) = target else { continue };
+            let pattern = target
+                .queue_pattern
+                .as_deref()
+                .and_then(|p| Regex::new(p).ok());
+            metrics.push(MetricPlan {
+                name: Arc::from(m.name.as_str()),
+                labels: Labels::from(&m.labels),
+                vhost: target.vhost_in(conn).map_err(bad)?,
+                target: target.clone(),
+                pattern,
+                measure: m.measure,
+            });
+        }
         Ok(RabbitMqSource {
             name: name.to_string(),
             reader,
@@ -216,10 +216,7 @@ impl RabbitMqSource {
     }
 
     fn vhosts(&self) -> BTreeSet<String> {
-        self.metrics
-            .iter()
-            .map(|m| m.target.vhost.clone())
-            .collect()
+        self.metrics.iter().map(|m| m.vhost.clone()).collect()
     }
 
     fn labels(&self, m: &MetricPlan, vhost: &str, queue: &str) -> Arc<Labels> {
@@ -289,7 +286,7 @@ impl RabbitMqSource {
             * 1000.0;
         let mut samples = Vec::new();
         for m in &self.metrics {
-            let vhost = &m.target.vhost;
+            let vhost = &m.vhost;
             let listing = match listings.get(vhost) {
                 Some(Ok(l)) => l,
                 _ => {
@@ -340,7 +337,7 @@ impl RabbitMqSource {
         for m in &self.metrics {
             if let Some(q) = &m.target.queue {
                 per_vhost
-                    .entry(m.target.vhost.clone())
+                    .entry(m.vhost.clone())
                     .or_default()
                     .push(q.clone());
             }
@@ -366,7 +363,7 @@ impl RabbitMqSource {
         let mut idle = Vec::new();
         for m in &self.metrics {
             let Some(q) = &m.target.queue else { continue };
-            let vhost = &m.target.vhost;
+            let vhost = &m.vhost;
             let value = match outcomes.get(&(vhost.clone(), q.clone())) {
                 Some(DeclareOutcome::Found(d)) => match m.measure {
                     Measure::Ready => Ok(f64::from(d.ready)),
