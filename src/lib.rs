@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! Data flows one way: [`sources`] read backends -> [`poller`] schedules them -> [`store`] keeps
-//! the latest snapshot -> [`api`] serves it. [`model`] is the vocabulary they share and
+//! the latest snapshot -> [`api`] serves it; [`series_log`] tells the poller which series
+//! started or stopped failing on their own. [`model`] is the vocabulary they share and
 //! [`primitives`] the config values every layer uses; [`k8s`] holds Kubernetes wire details
 //! (quantities, selectors, `Status`) and the client; [`config`] is the YAML file's root, which
 //! dispatches each source to its kind; [`reload`] runs the sources a config names and swaps them
@@ -27,6 +28,7 @@ pub mod poller;
 pub mod primitives;
 pub mod reload;
 pub mod security;
+pub mod series_log;
 pub mod shutdown;
 pub mod sources;
 pub mod store;

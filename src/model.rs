@@ -265,6 +265,11 @@ impl SeriesError {
     }
 }
 
+/// The error a non-finite computed value is served as: never a value.
+pub fn non_finite(v: f64) -> SeriesError {
+    SeriesError::new(format!("the computed value {v} is not a finite number"))
+}
+
 impl fmt::Display for SeriesError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -5,7 +5,8 @@
 //! fixed, half random) so that replicas of the adapter do not retry in lockstep; the first success
 //! returns to the plain interval. A healthy source that can be told of changes
 //! ([`crate::wake`]) also polls as soon as its backend reports one, paced by its debounce and
-//! rate limit. Errors are logged here, once per change of error, not where they are raised.
+//! rate limit. Errors are logged here, once per change of error, not where they are raised; so
+//! are series that fail on their own while their source polls well ([`SeriesLog`]).
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
@@ -16,8 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::series_log::{Change, SeriesLog};
 use crate::sources::{Source, SourceError};
-use crate::store::Store;
+use crate::store::{Store, render_labels};
 use crate::telemetry::Telemetry;
 
 /// How one source is scheduled.
@@ -140,6 +142,30 @@ impl PollerHandle {
     }
 }
 
+/// Writes one line about a series that started or stopped failing on its own.
+fn log_change(source: &str, change: Change) {
+    match change {
+        Change::Failing {
+            metric,
+            labels,
+            error,
+            flaps,
+        } => {
+            tracing::warn!(source, metric = %metric, series = %render_labels(&labels), error = %error, flaps, "series failing; it answers 503 until it reads again");
+        }
+        Change::Recovered {
+            metric,
+            labels,
+            failed_for,
+        } => {
+            tracing::info!(source, metric = %metric, series = %render_labels(&labels), failed_for = ?failed_for, "series recovered");
+        }
+        Change::Gone { metric, labels } => {
+            tracing::info!(source, metric = %metric, series = %render_labels(&labels), "series no longer served while failing (its key or queue is gone)");
+        }
+    }
+}
+
 async fn run<S: Source>(
     mut source: S,
     schedule: Schedule,
@@ -155,6 +181,7 @@ async fn run<S: Source>(
     let mut woken = false;
     let mut failures = 0u32;
     let mut last_error: Option<String> = None;
+    let mut series_log = SeriesLog::default();
     metrics
         .poll_timeout
         .with_label_values(&[&name])
@@ -190,6 +217,9 @@ async fn run<S: Source>(
                     tracing::debug!(source = %name, series = samples.len(), "polled");
                 }
                 failures = 0;
+                for change in series_log.observe(&samples, Instant::now()) {
+                    log_change(&name, change);
+                }
                 store.record_poll(&name, observed_at, Ok(samples));
             }
             Err(e) => {

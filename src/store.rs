@@ -242,9 +242,7 @@ impl Store {
                         continue;
                     };
                     let value = match s.value {
-                        Ok(v) if !v.is_finite() => Err(SeriesError::new(format!(
-                            "the computed value {v} is not a finite number"
-                        ))),
+                        Ok(v) if !v.is_finite() => Err(crate::model::non_finite(v)),
                         other => other,
                     };
                     list.push(Series {

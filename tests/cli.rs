@@ -1,6 +1,6 @@
 //! The binary as an operator runs it: `check` exit codes and table, `serve` with SIGTERM
-//! (readiness turns 503 first, then the process exits cleanly) and its log of a key that has
-//! never existed.
+//! (readiness turns 503 first, then the process exits cleanly), its log of a key that has
+//! never existed and of a series that fails on its own and recovers.
 
 mod common;
 
@@ -17,6 +17,71 @@ struct ConfigFile(std::path::PathBuf);
 impl Drop for ConfigFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// `serve` of `cfg` on `port` (plain HTTP, no auth, no gRPC), its log piped.
+fn serve(cfg: &ConfigFile, port: u16, shutdown_delay: &str) -> std::process::Child {
+    Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--shutdown-delay",
+            shutdown_delay,
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--insecure-http",
+            "--disable-auth",
+            "--config",
+        ])
+        .arg(&cfg.0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts")
+}
+
+/// Everything `child` wrote to its piped stderr (until it exits).
+fn stderr_of(child: &mut std::process::Child) -> String {
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    stderr
+}
+
+/// Waits (20 s at most) until `/readyz` on `port` is 200; panics with the log otherwise.
+async fn wait_ready(child: &mut std::process::Child, port: u16) {
+    let http = common::http_client();
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = http.get(&readyz).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "serve exited with {status} before becoming ready:\n{}",
+                stderr_of(child)
+            );
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("never became ready within 20 s:\n{}", stderr_of(child));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -92,11 +157,7 @@ async fn serve_turns_unready_on_sigterm_then_exits_cleanly() {
         url: redis_url(),
         prefix: p.clone(),
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let cfg = write_config(
         "serve",
         &format!(
@@ -104,50 +165,10 @@ async fn serve_turns_unready_on_sigterm_then_exits_cleanly() {
             redis_url()
         ),
     );
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--shutdown-delay",
-            "1s",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--insecure-http",
-            "--disable-auth",
-            "--config",
-        ])
-        .arg(&cfg.0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
+    let mut child = serve(&cfg, port, "1s");
+    wait_ready(&mut child, port).await;
     let http = common::http_client();
     let readyz = format!("http://127.0.0.1:{port}/readyz");
-    let start = Instant::now();
-    loop {
-        if let Ok(r) = http.get(&readyz).send().await
-            && r.status() == 200
-        {
-            break;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut stderr = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
-            }
-            panic!("serve exited with {status} before becoming ready:\n{stderr}");
-        }
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            let mut stderr = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
-            }
-            panic!("never became ready within 20 s:\n{stderr}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let metric = http
         .get(format!(
             "http://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1/namespaces/default/q"
@@ -178,10 +199,7 @@ async fn serve_turns_unready_on_sigterm_then_exits_cleanly() {
         assert!(Instant::now() < deadline, "did not exit after SIGTERM");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
-    }
+    let stderr = stderr_of(&mut child);
     assert!(exit.success(), "exit {exit:?}: {stderr}");
     assert!(
         stderr.contains("SIGTERM received") && stderr.contains("stopped"),
@@ -213,11 +231,7 @@ async fn a_password_reaches_no_log_line_error_or_metrics_whatever_it_contains() 
     .iter()
     .enumerate()
     {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("port")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = free_port();
         let secret_file =
             std::env::temp_dir().join(format!("qma-cli-{}-pw{i}", std::process::id()));
         std::fs::write(&secret_file, format!("{password}\n")).expect("password file");
@@ -251,10 +265,7 @@ async fn a_password_reaches_no_log_line_error_or_metrics_whatever_it_contains() 
             .spawn()
             .expect("starts");
         let answers = observe(&mut child, port).await;
-        let mut stderr = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
-        }
+        let stderr = stderr_of(&mut child);
         let _ = std::fs::remove_file(&secret_file);
         match &answers {
             None => assert!(stderr.contains("sources.inline.redis.url"), "{stderr}"),
@@ -361,4 +372,91 @@ fn a_port_in_use_names_its_flag() {
             "names the flag: {stderr}"
         );
     }
+}
+
+/// A series whose own read fails (a key of the wrong type) while its source polls well is
+/// logged once as failing and once as recovered, however many polls it fails (issue 30), and
+/// `/metrics` counts it among the metric's series in error meanwhile. Before, nothing was logged.
+#[tokio::test]
+async fn a_series_failing_on_its_own_is_logged_once_when_it_fails_and_once_when_it_recovers() {
+    let p = prefix("cli-series-log");
+    let _clean = Cleanup {
+        url: redis_url(),
+        prefix: p.clone(),
+    };
+    let mut conn = connect(&redis_url()).await;
+    let key = format!("{p}q");
+    let _: i64 = cmd(&mut conn, &["HSET", &key, "not", "a list"]).await;
+    let port = free_port();
+    let cfg = write_config(
+        "series-log",
+        &format!(
+            "poll_interval: 100ms\nsources:\n  jobs:\n    redis: {{url: \"{}\"}}\nmetrics:\n  - {{name: q, source: jobs, measure: length, redis: {{type: list, key: \"{key}\"}}}}\n  - {{name: fine, source: jobs, measure: length, redis: {{type: list, key: \"{p}fine\"}}}}\n",
+            redis_url()
+        ),
+    );
+    let mut child = serve(&cfg, port, "0s");
+    wait_ready(&mut child, port).await;
+    let http = common::http_client();
+    let base = format!("http://127.0.0.1:{port}");
+    let get = |path: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let r = http.get(format!("{base}{path}")).send().await.expect("get");
+            (r.status().as_u16(), r.text().await.expect("body"))
+        }
+    };
+    let (status, body) = get("/apis/external.metrics.k8s.io/v1beta1/namespaces/default/q").await;
+    assert_eq!(status, 503, "{body}");
+    let (_, metrics) = get("/metrics").await;
+    assert!(
+        metrics.contains("qma_metric_series{metric=\"q\",state=\"error\"} 1")
+            && metrics.contains("qma_metric_series{metric=\"fine\",state=\"error\"} 0"),
+        "{metrics}"
+    );
+    // Twenty polls or so of the same failure, then the key becomes a list.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _: i64 = cmd(&mut conn, &["DEL", &key]).await;
+    let _: i64 = cmd(&mut conn, &["RPUSH", &key, "job"]).await;
+    let start = Instant::now();
+    while get("/apis/external.metrics.k8s.io/v1beta1/namespaces/default/q")
+        .await
+        .0
+        != 200
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "never recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stderr = stderr_of(&mut child);
+    let failing: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("series failing"))
+        .collect();
+    let recovered: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("series recovered"))
+        .collect();
+    assert_eq!(failing.len(), 1, "{stderr}");
+    assert_eq!(recovered.len(), 1, "{stderr}");
+    assert!(
+        failing[0].contains("WARN") && failing[0].contains("metric=q"),
+        "{stderr}"
+    );
+    assert!(
+        failing[0].contains("WRONGTYPE") || failing[0].contains("hash"),
+        "{stderr}"
+    );
+    assert!(
+        recovered[0].contains("INFO") && recovered[0].contains("metric=q"),
+        "{stderr}"
+    );
 }
