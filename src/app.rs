@@ -22,7 +22,7 @@ use crate::reload::store_for;
 use crate::reload::{Live, SourceSet, spawn_watch};
 use crate::security::keda_clients::KedaClients;
 use crate::security::setup::{ApiTls, AuthSettings, secure};
-use crate::sources::kind::BuildContext;
+use crate::sources::build::BuildContext;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 

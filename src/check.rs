@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::config::Config;
 use crate::reload::{schedule_of, store_for};
-use crate::sources::kind::BuildContext;
+use crate::sources::build::BuildContext;
 use crate::sources::{Source, SourceError};
 use crate::store::{Store, render_labels};
 

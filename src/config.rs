@@ -220,8 +220,8 @@ impl Config {
     }
 
     /// The top-level settings every source's spec carries.
-    pub fn globals(&self) -> crate::sources::kind::Globals {
-        crate::sources::kind::Globals {
+    pub fn globals(&self) -> crate::sources::build::Globals {
+        crate::sources::build::Globals {
             poll_timeout: self.poll_timeout.0,
             discovery_interval: self.discovery_interval.0,
             pattern_key_retention: self.pattern_key_retention.0,
@@ -230,12 +230,12 @@ impl Config {
 
     /// The spec of source `name` as kind `K` (its connection, metrics and settings), for
     /// building that kind's concrete source; `None` if there is no such source of that kind.
-    pub fn spec_of<K: crate::sources::kind::SourceKind>(
+    pub fn spec_of<K: crate::sources::kinds::Kind>(
         &self,
         name: &str,
-    ) -> Option<crate::sources::kind::SourceSpec<'_, K>> {
+    ) -> Option<crate::sources::build::SourceSpec<'_, K>> {
         let (name, source) = self.sources.get_key_value(name)?;
-        crate::sources::spec_of::<K>(name, source, &self.metrics, self.globals())
+        crate::sources::kinds::spec_of::<K>(name, source, &self.metrics, self.globals())
     }
 
     /// The metrics read from the named source.

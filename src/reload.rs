@@ -24,7 +24,7 @@ use crate::config::{Config, MetricConfig, SourceConfig};
 use crate::file_watch::FileWatch;
 use crate::poller::{PollContext, PollerHandle, Schedule};
 use crate::security::keda_clients::KedaClients;
-use crate::sources::kind::BuildContext;
+use crate::sources::build::BuildContext;
 use crate::store::{MetricInfo, Store};
 use crate::telemetry::Telemetry;
 

@@ -1,12 +1,12 @@
 //! One served metric as the config declares it: the fields every metric has, and the block of
-//! its source's kind ([`MetricTargets`], generated from the kind list).
+//! its source's kind ([`MetricTargets`], one field per kind).
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer};
 
-use super::MetricTargets;
+use super::kinds::MetricTargets;
 use crate::model::Measure;
 
 /// One served metric.
@@ -75,7 +75,7 @@ impl<'de> Deserialize<'de> for MetricConfig {
                         other => {
                             if !targets.read(other, &mut map)? {
                                 let mut expected: Vec<&str> = METRIC_FIELDS.to_vec();
-                                expected.extend(super::KINDS);
+                                expected.extend(super::kinds::KINDS);
                                 let expected: Vec<String> =
                                     expected.iter().map(|f| format!("`{f}`")).collect();
                                 return Err(A::Error::custom(format!(

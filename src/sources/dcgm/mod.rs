@@ -25,10 +25,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use self::aggregate::per_pod;
-use self::config::{DcgmSourceConfig, DcgmTarget, Discover, MEASURES, NAMESPACE_LABEL};
+use self::config::{DcgmSourceConfig, DcgmTarget, Discover, MEASURES};
 use self::gpus::{Alias, GpuReading, PodRef};
 use self::scrape::{Fetch, scrape_all};
-use super::kind::{BuildContext, Built, SourceKind, SourceSpec};
+use super::build::{Blocks, BuildContext, SourceSpec};
 use super::{Source, SourceError};
 use crate::model::Measure;
 use crate::model::{Labels, Sample, SeriesError};
@@ -115,84 +115,66 @@ pub struct DcgmSource {
 /// The dcgm-exporter kind: `sources.<name>.dcgm` and the optional `metrics[].dcgm`.
 pub struct Dcgm;
 
-impl SourceKind for Dcgm {
-    const NAME: &'static str = "dcgm";
-    const TARGET_REQUIRED: bool = false;
+impl Blocks for Dcgm {
     type Connection = DcgmSourceConfig;
     type Target = DcgmTarget;
+}
 
-    fn poll_interval(conn: &DcgmSourceConfig) -> Option<Duration> {
-        conn.poll_interval.map(|d| d.0)
+/// Checks metric `m` of a dcgm source (`at` names it); `target` is its block, if any.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the field.
+pub fn validate_metric(
+    conn: &DcgmSourceConfig,
+    m: &MetricConfig,
+    _target: Option<&DcgmTarget>,
+    at: &str,
+) -> Result<(), ConfigError> {
+    if !MEASURES.contains(&m.measure) {
+        return Err(ConfigError::invalid(
+            format!("{at}.measure"),
+            format!(
+                "{} does not apply to a dcgm source; it has {:?}",
+                m.measure,
+                MEASURES.iter().map(|m| m.as_str()).collect::<Vec<_>>()
+            ),
+        ));
     }
+    validate_metric_labels(at, &m.labels, &conn.extra_labels)?;
+    Ok(())
+}
 
-    fn poll_timeout(conn: &DcgmSourceConfig) -> Option<Duration> {
-        conn.poll_timeout.map(|d| d.0)
-    }
-
-    fn validate(conn: &DcgmSourceConfig, at: &str, timeout: Duration) -> Result<(), ConfigError> {
-        conn.validate(at, timeout)
-    }
-
-    fn validate_metric(
-        conn: &DcgmSourceConfig,
-        m: &MetricConfig,
-        _target: Option<&DcgmTarget>,
-        at: &str,
-    ) -> Result<(), ConfigError> {
-        if !MEASURES.contains(&m.measure) {
-            return Err(ConfigError::invalid(
-                format!("{at}.measure"),
-                format!(
-                    "{} does not apply to a dcgm source; it has {:?}",
-                    m.measure,
-                    MEASURES.iter().map(|m| m.as_str()).collect::<Vec<_>>()
-                ),
-            ));
-        }
-        validate_metric_labels(at, &m.labels, &conn.extra_labels)?;
-        Ok(())
-    }
-
-    fn namespace_label() -> Option<&'static str> {
-        Some(NAMESPACE_LABEL)
-    }
-
-    fn needs_kubernetes() -> bool {
-        true
-    }
-
-    async fn build(
-        spec: SourceSpec<'_, Dcgm>,
-        context: &mut BuildContext,
-    ) -> anyhow::Result<Built> {
-        let watches = context.kube_watches().await?;
-        let conn = spec.connection;
-        let endpoints = match (&conn.endpoints, &conn.discover) {
-            (_, Some(d)) => Endpoints::Discovered {
-                service: ServiceEndpoints::watch(
-                    watches.client.clone(),
-                    &d.namespace,
-                    &d.service,
-                    &watches.token,
-                    &watches.tracker,
-                ),
-                discover: d.clone(),
+/// Builds a dcgm source from its spec, starting the Kubernetes watches it needs.
+///
+/// # Errors
+/// When its settings cannot be used or no Kubernetes configuration is found.
+pub async fn build(
+    spec: SourceSpec<'_, Dcgm>,
+    context: &mut BuildContext,
+) -> anyhow::Result<DcgmSource> {
+    let watches = context.kube_watches().await?;
+    let conn = spec.connection;
+    let endpoints = match (&conn.endpoints, &conn.discover) {
+        (_, Some(d)) => Endpoints::Discovered {
+            service: ServiceEndpoints::watch(
+                watches.client.clone(),
+                &d.namespace,
+                &d.service,
+                &watches.token,
+                &watches.tracker,
+            ),
+            discover: d.clone(),
+        },
+        (Some(list), None) => Endpoints::Static(list.clone()),
+        (None, None) => match &conn.prometheus {
+            Some(p) => Endpoints::Prometheus {
+                url: p.url.clone(),
+                promql: prometheus::query(&conn.all_aliases(), p.matchers.as_deref()),
             },
-            (Some(list), None) => Endpoints::Static(list.clone()),
-            (None, None) => match &conn.prometheus {
-                Some(p) => Endpoints::Prometheus {
-                    url: p.url.clone(),
-                    promql: prometheus::query(&conn.all_aliases(), p.matchers.as_deref()),
-                },
-                None => anyhow::bail!("needs endpoints, discover or prometheus"),
-            },
-        };
-        Ok(Box::new(DcgmSource::new(
-            &spec,
-            endpoints,
-            watches.owners.clone(),
-        )?))
-    }
+            None => anyhow::bail!("needs endpoints, discover or prometheus"),
+        },
+    };
+    Ok(DcgmSource::new(&spec, endpoints, watches.owners.clone())?)
 }
 
 impl DcgmSource {
@@ -229,7 +211,7 @@ impl DcgmSource {
                 timeout: conn.scrape_timeout(poll_timeout),
                 max_bytes: conn
                     .max_response_bytes
-                    .unwrap_or(crate::sources::DEFAULT_MAX_RESPONSE_BYTES),
+                    .unwrap_or(crate::sources::http::DEFAULT_MAX_RESPONSE_BYTES),
             },
             aliases,
             extra_names,

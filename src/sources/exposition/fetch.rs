@@ -14,7 +14,7 @@ use crate::sources::SourceError;
 pub struct Fetch {
     /// Time allowed for the whole request.
     pub timeout: Duration,
-    /// Largest body read (`crate::sources::read_body`).
+    /// Largest body read (`crate::sources::http::read_body`).
     pub max_bytes: usize,
 }
 
@@ -77,7 +77,7 @@ pub fn client(ca_file: Option<&Path>) -> Result<reqwest::Client, SourceError> {
         .user_agent(concat!("queue-metrics-adapter/", env!("CARGO_PKG_VERSION")))
         .pool_max_idle_per_host(1);
     if let Some(path) = ca_file {
-        let pem = crate::sources::read_ca_file(path)?;
+        let pem = crate::sources::http::read_ca_file(path)?;
         let cert = reqwest::Certificate::from_pem(&pem)
             .map_err(|e| bad(format!("ca_file {}: {e}", path.display())))?;
         builder = builder.add_root_certificate(cert);
@@ -98,9 +98,9 @@ pub async fn get_text(
         .timeout(fetch.timeout)
         .send()
         .await
-        .map_err(|e| crate::sources::http_error_text(&e))?;
+        .map_err(|e| crate::sources::http::http_error_text(&e))?;
     let status = response.status();
-    let body = crate::sources::read_body(response, fetch.max_bytes).await?;
+    let body = crate::sources::http::read_body(response, fetch.max_bytes).await?;
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 

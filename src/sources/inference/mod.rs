@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use self::config::{InferenceSourceConfig, InferenceTarget};
 use self::plans::{Plans, PodScrape, unix_now};
-use super::kind::{BuildContext, Built, SourceKind, SourceSpec};
+use super::build::{Blocks, BuildContext, SourceSpec};
 use super::{Source, SourceError};
 use crate::model::Sample;
 use crate::primitives::{ConfigError, redact_url};
@@ -38,7 +38,7 @@ use crate::sources::exposition::parse::parse_with;
 use crate::sources::exposition::query;
 use crate::sources::kubernetes::owners::Owners;
 use crate::sources::kubernetes::pods::{PodPort, SelectedPods};
-use crate::sources::kubernetes::workloads::{NAMESPACE_LABEL, PodRef, validate_metric_labels};
+use crate::sources::kubernetes::workloads::{PodRef, validate_metric_labels};
 
 /// Where the servers' metrics come from.
 pub enum Targets {
@@ -79,88 +79,70 @@ pub struct InferenceSource {
 /// The model-server kind: `sources.<name>.inference` and the optional `metrics[].inference`.
 pub struct Inference;
 
-impl SourceKind for Inference {
-    const NAME: &'static str = "inference";
-    const TARGET_REQUIRED: bool = false;
+impl Blocks for Inference {
     type Connection = InferenceSourceConfig;
     type Target = InferenceTarget;
+}
 
-    fn poll_interval(conn: &InferenceSourceConfig) -> Option<Duration> {
-        conn.poll_interval.map(|d| d.0)
-    }
+/// Checks metric `m` of a inference source (`at` names it); `target` is its block, if any.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the field.
+pub fn validate_metric(
+    conn: &InferenceSourceConfig,
+    m: &MetricConfig,
+    target: Option<&InferenceTarget>,
+    at: &str,
+) -> Result<(), ConfigError> {
+    conn.recipe(m, target, at)?;
+    validate_metric_labels(at, &m.labels, &conn.extra_labels)
+}
 
-    fn poll_timeout(conn: &InferenceSourceConfig) -> Option<Duration> {
-        conn.poll_timeout.map(|d| d.0)
-    }
-
-    fn validate(
-        conn: &InferenceSourceConfig,
-        at: &str,
-        timeout: Duration,
-    ) -> Result<(), ConfigError> {
-        conn.validate(at, timeout)
-    }
-
-    fn validate_metric(
-        conn: &InferenceSourceConfig,
-        m: &MetricConfig,
-        target: Option<&InferenceTarget>,
-        at: &str,
-    ) -> Result<(), ConfigError> {
-        conn.recipe(m, target, at)?;
-        validate_metric_labels(at, &m.labels, &conn.extra_labels)
-    }
-
-    fn namespace_label() -> Option<&'static str> {
-        Some(NAMESPACE_LABEL)
-    }
-
-    fn needs_kubernetes() -> bool {
-        true
-    }
-
-    async fn build(
-        spec: SourceSpec<'_, Inference>,
-        context: &mut BuildContext,
-    ) -> anyhow::Result<Built> {
-        let watches = context.kube_watches().await?;
-        let conn = spec.connection;
-        let plans = Plans::new(conn, &spec.metrics)?;
-        let targets = match (&conn.pods, &conn.prometheus) {
-            (Some(p), _) => Targets::Pods {
-                pods: SelectedPods::watch(
-                    watches.client.clone(),
-                    p.namespace.as_deref(),
-                    &p.selector,
-                    &watches.token,
-                    &watches.tracker,
-                ),
-                port: p.port.clone(),
-                scheme: p.scheme.clone(),
-                path: p.path.clone(),
-            },
-            (None, Some(p)) => Targets::Prometheus {
-                url: p.url.clone(),
-                promql: query::series_and_times(&plans.families(), p.matchers.as_deref()),
-            },
-            (None, None) => anyhow::bail!("needs pods or prometheus"),
-        };
-        Ok(Box::new(InferenceSource {
-            name: spec.name.to_string(),
-            targets,
-            owners: watches.owners.clone(),
-            client: fetch::client(conn.ca_file.as_deref())?,
-            fetch: Fetch {
-                timeout: conn.scrape_timeout(spec.poll_timeout),
-                max_bytes: conn
-                    .max_response_bytes
-                    .unwrap_or(crate::sources::DEFAULT_MAX_RESPONSE_BYTES),
-            },
-            families: plans.families().into_iter().map(str::to_string).collect(),
-            plans,
-            malformed: HashMap::new(),
-        }))
-    }
+/// Builds a inference source from its spec, starting the Kubernetes watches it needs.
+///
+/// # Errors
+/// When its settings cannot be used or no Kubernetes configuration is found.
+pub async fn build(
+    spec: SourceSpec<'_, Inference>,
+    context: &mut BuildContext,
+) -> anyhow::Result<InferenceSource> {
+    let watches = context.kube_watches().await?;
+    let conn = spec.connection;
+    let plans = Plans::new(conn, &spec.metrics)?;
+    let targets = match (&conn.pods, &conn.prometheus) {
+        (Some(p), _) => Targets::Pods {
+            pods: SelectedPods::watch(
+                watches.client.clone(),
+                p.namespace.as_deref(),
+                &p.selector,
+                &watches.token,
+                &watches.tracker,
+            ),
+            port: p.port.clone(),
+            scheme: p.scheme.clone(),
+            path: p.path.clone(),
+        },
+        (None, Some(p)) => Targets::Prometheus {
+            url: p.url.clone(),
+            promql: query::series_and_times(&plans.families(), p.matchers.as_deref()),
+        },
+        (None, None) => anyhow::bail!("needs pods or prometheus"),
+    };
+    Ok(InferenceSource {
+        name: spec.name.to_string(),
+        targets,
+        owners: watches.owners.clone(),
+        client: fetch::client(conn.ca_file.as_deref())?,
+        fetch: Fetch {
+            timeout: conn.scrape_timeout(spec.poll_timeout),
+            max_bytes: conn
+                .max_response_bytes
+                .unwrap_or(crate::sources::http::DEFAULT_MAX_RESPONSE_BYTES),
+        },
+        families: plans.families().into_iter().map(str::to_string).collect(),
+        plans,
+        malformed: HashMap::new(),
+    })
 }
 
 impl InferenceSource {

@@ -1,6 +1,6 @@
 //! Kubernetes watches that sources share to map what they scrape to workloads: the pod ->
 //! owner cache (Deployment, StatefulSet, ...) and the EndpointSlices of a Service. Started by
-//! [`super::kind::BuildContext`] for the first source that needs them; the wire formats and the
+//! [`super::build::BuildContext`] for the first source that needs them; the wire formats and the
 //! client itself are [`crate::k8s`]'s.
 
 pub mod endpoint_slices;

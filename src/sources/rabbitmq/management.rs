@@ -150,7 +150,7 @@ pub enum ListError {
 /// A management API client for one broker.
 pub struct Management {
     http: reqwest::Client,
-    /// Largest answer read (`crate::sources::read_body`).
+    /// Largest answer read (`crate::sources::http::read_body`).
     max_bytes: usize,
     base: String,
     username: String,
@@ -218,7 +218,7 @@ impl Management {
             .map_err(|e| {
                 ListError::Failed(format!(
                     "GET {path}: {}",
-                    crate::sources::http_error_text(&e)
+                    crate::sources::http::http_error_text(&e)
                 ))
             })?;
         let status = response.status();
@@ -235,7 +235,7 @@ impl Management {
                 "GET {path}: HTTP {status}{hint}"
             )));
         }
-        let body = crate::sources::read_body(response, self.max_bytes)
+        let body = crate::sources::http::read_body(response, self.max_bytes)
             .await
             .map_err(|e| ListError::Failed(format!("GET {path}: {e}")))?;
         serde_json::from_slice(&body)

@@ -24,7 +24,7 @@ use self::amqp::{Amqp, DeclareOutcome};
 use self::config::{DEFAULT_IDLE_MAX_QUEUES, RabbitMqSourceConfig, RabbitMqTarget, ReadVia};
 use self::idle::IdleWatch;
 use self::management::{ListError, Management, QueueInfo, Reading};
-use super::kind::{BuildContext, Built, SourceKind, SourceSpec};
+use super::build::{Blocks, SourceSpec};
 use super::{Source, SourceError};
 use crate::model::Measure;
 use crate::model::{Labels, Sample, SeriesError};
@@ -86,63 +86,32 @@ fn amqp_of(
 /// The RabbitMQ kind: `sources.<name>.rabbitmq` and `metrics[].rabbitmq`.
 pub struct RabbitMq;
 
-impl SourceKind for RabbitMq {
-    const NAME: &'static str = "rabbitmq";
-    const TARGET_REQUIRED: bool = true;
+impl Blocks for RabbitMq {
     type Connection = RabbitMqSourceConfig;
     type Target = RabbitMqTarget;
+}
 
-    fn poll_interval(conn: &RabbitMqSourceConfig) -> Option<Duration> {
-        conn.poll_interval.map(|d| d.0)
-    }
-
-    fn poll_timeout(conn: &RabbitMqSourceConfig) -> Option<Duration> {
-        conn.poll_timeout.map(|d| d.0)
-    }
-
-    fn validate(
-        conn: &RabbitMqSourceConfig,
-        at: &str,
-        _timeout: Duration,
-    ) -> Result<(), ConfigError> {
-        conn.validate(at)
-    }
-
-    fn validate_metric(
-        conn: &RabbitMqSourceConfig,
-        m: &MetricConfig,
-        target: Option<&RabbitMqTarget>,
-        at: &str,
-    ) -> Result<(), ConfigError> {
-        for reserved in [QUEUE_LABEL, VHOST_LABEL] {
-            if m.labels.contains_key(reserved) {
-                return Err(ConfigError::invalid(
-                    format!("{at}.labels"),
-                    format!(
-                        "must not set {reserved:?}: every RabbitMQ series gets it from its queue"
-                    ),
-                ));
-            }
-        }
-        match target {
-            Some(t) => t.validate(&format!("{at}.rabbitmq"), m.measure, conn),
-            None => Ok(()),
+/// Checks metric `m` of a RabbitMQ source (`at` names it); `target` is its `rabbitmq:` block.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the field.
+pub fn validate_metric(
+    conn: &RabbitMqSourceConfig,
+    m: &MetricConfig,
+    target: Option<&RabbitMqTarget>,
+    at: &str,
+) -> Result<(), ConfigError> {
+    for reserved in [QUEUE_LABEL, VHOST_LABEL] {
+        if m.labels.contains_key(reserved) {
+            return Err(ConfigError::invalid(
+                format!("{at}.labels"),
+                format!("must not set {reserved:?}: every RabbitMQ series gets it from its queue"),
+            ));
         }
     }
-
-    fn resolve_secrets(conn: &mut RabbitMqSourceConfig, at: &str) -> Result<(), ConfigError> {
-        conn.resolve_secrets(at)
-    }
-
-    fn password_files(conn: &RabbitMqSourceConfig) -> Vec<std::path::PathBuf> {
-        conn.password_file.iter().cloned().collect()
-    }
-
-    async fn build(
-        spec: SourceSpec<'_, RabbitMq>,
-        _context: &mut BuildContext,
-    ) -> anyhow::Result<Built> {
-        Ok(Box::new(RabbitMqSource::new(&spec)?))
+    match target {
+        Some(t) => t.validate(&format!("{at}.rabbitmq"), m.measure, conn),
+        None => Ok(()),
     }
 }
 
@@ -155,7 +124,7 @@ impl RabbitMqSource {
         let (name, conn) = (spec.name, spec.connection);
         let bad = |message: String| SourceError::Config { message };
         let ca = match &conn.ca_file {
-            Some(path) => Some(super::read_ca_file(path)?),
+            Some(path) => Some(crate::sources::http::read_ca_file(path)?),
             None => None,
         };
         let timeout = spec.poll_timeout;
@@ -168,7 +137,7 @@ impl RabbitMqSource {
                     ca.as_deref(),
                     timeout,
                     conn.max_response_bytes
-                        .unwrap_or(crate::sources::DEFAULT_MAX_RESPONSE_BYTES),
+                        .unwrap_or(crate::sources::http::DEFAULT_MAX_RESPONSE_BYTES),
                 )
                 .map_err(bad)?,
             ),

@@ -129,7 +129,7 @@ impl Connector {
         let root_cert = conn
             .ca_file
             .as_deref()
-            .map(crate::sources::read_ca_file)
+            .map(crate::sources::http::read_ca_file)
             .transpose()?;
         // Made again at each connect when it fails here, so the error reaches the poll.
         let wire_tls = tls

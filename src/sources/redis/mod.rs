@@ -43,7 +43,7 @@ use self::config::{KEY_LABEL_FULL, KeyType, RedisSourceConfig, RedisTarget};
 use self::reads::{Batch, Pending, Planned, SeriesRead};
 use self::topology::Topology;
 use self::tracking::Tracking;
-use super::kind::{BuildContext, Built, SourceKind, SourceSpec};
+use super::build::{Blocks, SourceSpec};
 use super::{Source, SourceError};
 use crate::model::Measure;
 use crate::model::{Labels, Sample};
@@ -568,53 +568,24 @@ fn plan_of(m: &MetricConfig, target: Option<&RedisTarget>) -> Option<MetricPlan>
 /// The Redis kind: `sources.<name>.redis` and `metrics[].redis`.
 pub struct Redis;
 
-impl SourceKind for Redis {
-    const NAME: &'static str = "redis";
-    const TARGET_REQUIRED: bool = true;
+impl Blocks for Redis {
     type Connection = RedisSourceConfig;
     type Target = RedisTarget;
+}
 
-    fn poll_interval(conn: &RedisSourceConfig) -> Option<Duration> {
-        conn.poll_interval.map(|d| d.0)
-    }
-
-    fn poll_timeout(conn: &RedisSourceConfig) -> Option<Duration> {
-        conn.poll_timeout.map(|d| d.0)
-    }
-
-    fn validate(conn: &RedisSourceConfig, at: &str, _timeout: Duration) -> Result<(), ConfigError> {
-        conn.validate(at)
-    }
-
-    fn validate_metric(
-        _conn: &RedisSourceConfig,
-        m: &MetricConfig,
-        target: Option<&RedisTarget>,
-        at: &str,
-    ) -> Result<(), ConfigError> {
-        match target {
-            Some(t) => t.validate(&format!("{at}.redis"), m.measure, &m.labels),
-            None => Ok(()),
-        }
-    }
-
-    fn resolve_secrets(conn: &mut RedisSourceConfig, at: &str) -> Result<(), ConfigError> {
-        conn.resolve_secrets(at)
-    }
-
-    fn password_files(conn: &RedisSourceConfig) -> Vec<std::path::PathBuf> {
-        conn.password_files()
-    }
-
-    fn empty_means_zero(target: Option<&RedisTarget>) -> bool {
-        target.is_some_and(|t| t.pattern.is_some() && t.key_type.deleted_when_empty())
-    }
-
-    async fn build(
-        spec: SourceSpec<'_, Redis>,
-        _context: &mut BuildContext,
-    ) -> anyhow::Result<Built> {
-        Ok(Box::new(RedisSource::new(&spec)?))
+/// Checks metric `m` of a Redis source (`at` names it); `target` is its `redis:` block.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the field.
+pub fn validate_metric(
+    _conn: &RedisSourceConfig,
+    m: &MetricConfig,
+    target: Option<&RedisTarget>,
+    at: &str,
+) -> Result<(), ConfigError> {
+    match target {
+        Some(t) => t.validate(&format!("{at}.redis"), m.measure, &m.labels),
+        None => Ok(()),
     }
 }
 
