@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::k8s::selector::validate_key;
+use crate::k8s::label::validate_key;
 use crate::model::Measure;
 use crate::primitives::{ConfigError, HumanDuration, Secret};
 
