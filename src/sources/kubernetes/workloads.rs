@@ -14,7 +14,8 @@ use crate::primitives::ConfigError;
 
 /// Series label: the workload's namespace. A request sees only its own namespace's series.
 pub const NAMESPACE_LABEL: &str = "namespace";
-/// Series label: the workload's name (the Deployment, StatefulSet, Job, ... that owns the pods).
+/// Series label: the workload's name (the Deployment, StatefulSet, Job, ... that owns the pods;
+/// a name over 63 characters is served encoded: [`crate::k8s::label::encode_value`]).
 pub const WORKLOAD_LABEL: &str = "workload";
 /// Series label: the workload's kind (`Deployment`, `StatefulSet`, `Job`, ...).
 pub const WORKLOAD_KIND_LABEL: &str = "workload_kind";
