@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::k8s::client::KubernetesConfig;
-use crate::k8s::selector::{validate_key, validate_value};
+use crate::k8s::label::{validate_key, validate_value};
 pub use crate::model::Measure;
 use crate::model::validate_metric_name;
 pub use crate::primitives::{ConfigError, HumanDuration, Secret};

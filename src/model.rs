@@ -3,6 +3,7 @@
 //! Sources produce [`Sample`]s, the store keeps them, the API reads them. None of those modules
 //! depends on another; they all depend on this one. Nothing here does I/O.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -10,7 +11,20 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
+use crate::k8s::label::encode_value;
+
 /// Labels of one series: what `metricLabels` shows and what a `labelSelector` matches.
+///
+/// Every value is a valid Kubernetes label value, whatever it was made from: a value read from
+/// data (a Redis key such as `queue:emb`, a RabbitMQ queue or vhost, an exporter's label, a
+/// workload name longer than 63 characters) is encoded by [`encode_value`] as the set is built,
+/// so any one series can be picked out by a selector made of its own labels. The encoding is
+/// here, in the one type every source builds its series with, rather than at each place a
+/// source reads a name: a new source cannot forget it, and a value that is already valid (every
+/// configured `labels:` value, which config load checks, and most names) costs a check and no
+/// copy. The raw value of each encoded pair is kept beside it ([`Labels::raw_iter`]) for where
+/// a person looks: the `check` table, messages and `/metrics`. Names are never encoded: every
+/// name is a constant or comes from the config, which checks it ([`crate::k8s::label::validate_key`]).
 ///
 /// Pairs sorted by name, so that the JSON output and the `/metrics` output are in a stable
 /// order. A series' labels are a few pairs set once, and with 20,000 series they are much of the
@@ -20,10 +34,14 @@ use serde::Deserialize;
 /// Comparison, ordering and hashing are those of the sorted pairs, as a map's are.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Labels {
-    /// Name, value, name, value, ... in name order.
+    /// Name, value, name, value, ... in name order; then the raw value of each pair whose value
+    /// was encoded, in pair order.
     text: Box<str>,
-    /// Where each name and each value ends in `text`: two per pair.
+    /// Where each name and each value ends in `text`: two per pair; then, per encoded pair, its
+    /// index and where its raw value ends.
     ends: Box<[usize]>,
+    /// How many pairs.
+    pairs: usize,
 }
 
 impl Labels {
@@ -32,7 +50,7 @@ impl Labels {
         Labels::default()
     }
 
-    /// The value of label `name`, if set.
+    /// The value of label `name`, if set (as served: valid, encoded if it had to be).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.position(name).ok().map(|i| self.pair(i).1)
     }
@@ -42,10 +60,11 @@ impl Labels {
         self.position(name).is_ok()
     }
 
-    /// Sets label `name` to `value` and returns what it was (a map's `insert`). Rebuilds the
-    /// set: labels are built once per series, not changed in a hot path.
+    /// Sets label `name` to `value` (raw: encoded if it is not a valid label value) and returns
+    /// what it was, raw (a map's `insert`). Rebuilds the set: labels are built once per series,
+    /// not changed in a hot path.
     pub fn insert(&mut self, name: String, value: String) -> Option<String> {
-        let mut pairs: Vec<(&str, &str)> = self.iter().collect();
+        let mut pairs: Vec<(&str, &str)> = self.raw_iter().collect();
         let old = match pairs.binary_search_by(|(k, _)| (*k).cmp(name.as_str())) {
             Ok(i) => Some(std::mem::replace(&mut pairs[i].1, value.as_str()).to_string()),
             Err(i) => {
@@ -57,9 +76,15 @@ impl Labels {
         old
     }
 
-    /// The pairs in name order.
+    /// The pairs in name order, as served.
     pub fn iter(&self) -> LabelsIter<'_> {
         self.into_iter()
+    }
+
+    /// The pairs in name order with each value as it was given, before [`encode_value`]: what a
+    /// person recognises (the `check` table, messages, `/metrics`), never what a selector matches.
+    pub fn raw_iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        (0..self.len()).map(|i| (self.pair(i).0, self.raw_value(i)))
     }
 
     /// The label names in order.
@@ -69,15 +94,15 @@ impl Labels {
 
     /// How many labels are set.
     pub fn len(&self) -> usize {
-        self.ends.len() / 2
+        self.pairs
     }
 
     /// Whether no label is set.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.pairs == 0
     }
 
-    /// Pair `i` in name order.
+    /// Pair `i` in name order, as served.
     fn pair(&self, i: usize) -> (&str, &str) {
         let start = match i {
             0 => 0,
@@ -88,6 +113,21 @@ impl Labels {
             &self.text[start..mid],
             &self.text[mid..self.ends[2 * i + 1]],
         )
+    }
+
+    /// Pair `i`'s value as given: its raw value if it was encoded, else the served one.
+    fn raw_value(&self, i: usize) -> &str {
+        let mut start = match self.pairs {
+            0 => 0,
+            n => self.ends[2 * n - 1],
+        };
+        for raw in self.ends[2 * self.pairs..].chunks_exact(2) {
+            if raw[0] == i {
+                return &self.text[start..raw[1]];
+            }
+            start = raw[1];
+        }
+        self.pair(i).1
     }
 
     fn position(&self, name: &str) -> Result<usize, usize> {
@@ -103,27 +143,49 @@ impl Labels {
         Err(lo)
     }
 
-    /// The set of `pairs`, which are sorted by name with no name twice.
+    /// The set of `pairs` (raw values), which are sorted by name with no name twice.
     fn from_sorted(pairs: &[(&str, &str)]) -> Self {
-        let size = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let served: Vec<Cow<'_, str>> = pairs.iter().map(|(_, v)| encode_value(v)).collect();
+        let encoded = || {
+            pairs
+                .iter()
+                .zip(&served)
+                .enumerate()
+                .filter(|(_, (_, value))| matches!(value, Cow::Owned(_)))
+                .map(|(i, ((_, raw), _))| (i, *raw))
+        };
+        let size = pairs
+            .iter()
+            .zip(&served)
+            .map(|((k, _), v)| k.len() + v.len())
+            .sum::<usize>()
+            + encoded().map(|(_, raw)| raw.len()).sum::<usize>();
         let mut text = String::with_capacity(size);
-        let mut ends = Vec::with_capacity(2 * pairs.len());
-        for (k, v) in pairs {
+        let mut ends = Vec::with_capacity(2 * pairs.len() + 2 * encoded().count());
+        for ((k, _), v) in pairs.iter().zip(&served) {
             text.push_str(k);
             ends.push(text.len());
             text.push_str(v);
             ends.push(text.len());
         }
+        for (i, raw) in encoded() {
+            text.push_str(raw);
+            ends.extend([i, text.len()]);
+        }
         Labels {
             text: text.into_boxed_str(),
             ends: ends.into_boxed_slice(),
+            pairs: pairs.len(),
         }
     }
 }
 
 impl Ord for Labels {
+    /// As served; two sets served alike (only if two raw values' hashes met) by their raw values.
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.iter().cmp(other.iter())
+        self.iter()
+            .cmp(other.iter())
+            .then_with(|| self.raw_iter().cmp(other.raw_iter()))
     }
 }
 
@@ -330,7 +392,12 @@ mod tests {
 
     #[test]
     fn labels_behave_as_the_sorted_map_they_replace() {
-        let pairs = [("queue", "b"), ("app", "x"), ("queue", "a"), ("vhost", "/")];
+        let pairs = [
+            ("queue", "b"),
+            ("app", "x"),
+            ("queue", "a"),
+            ("vhost", "v1"),
+        ];
         let labels: Labels = pairs.into_iter().collect();
         let map: BTreeMap<String, String> = pairs
             .into_iter()
@@ -394,6 +461,47 @@ mod tests {
                 assert_eq!(lx.cmp(&ly), to_map(x).cmp(&to_map(y)), "{x:?} {y:?}");
             }
         }
+    }
+
+    #[test]
+    fn values_from_data_are_served_encoded_and_kept_raw_for_people() {
+        use crate::k8s::label::encode_value;
+        let mut labels = Labels::from([("queue", "emb"), ("key", "queue:emb"), ("vhost", "/")]);
+        // Served: every value valid, the valid ones as they were.
+        assert_eq!(labels.get("queue"), Some("emb"));
+        assert_eq!(labels.get("key"), Some(encode_value("queue:emb").as_ref()));
+        assert_eq!(labels.get("vhost"), Some(encode_value("/").as_ref()));
+        for (_, v) in &labels {
+            assert!(crate::k8s::label::validate_value(v).is_ok(), "{v:?}");
+        }
+        assert_eq!(
+            serde_json::to_value(&labels).unwrap()["key"],
+            serde_json::json!(encode_value("queue:emb"))
+        );
+        // Raw: what was given, for the check table, messages and /metrics.
+        assert_eq!(
+            labels.raw_iter().collect::<Vec<_>>(),
+            [("key", "queue:emb"), ("queue", "emb"), ("vhost", "/")]
+        );
+        // Growing the set keeps every raw value, and insert returns the raw old one.
+        assert_eq!(labels.insert("app".into(), "a b".into()), None);
+        assert_eq!(
+            labels.insert("key".into(), "other:key".into()),
+            Some("queue:emb".to_string())
+        );
+        assert_eq!(
+            labels.raw_iter().collect::<Vec<_>>(),
+            [
+                ("app", "a b"),
+                ("key", "other:key"),
+                ("queue", "emb"),
+                ("vhost", "/")
+            ]
+        );
+        assert_eq!(labels.get("key"), Some(encode_value("other:key").as_ref()));
+        // Values that only differ where they are invalid stay two sets.
+        assert_ne!(Labels::from([("k", "a:b")]), Labels::from([("k", "a/b")]));
+        assert_eq!(Labels::from([("k", "a:b")]), Labels::from([("k", "a:b")]));
     }
 
     #[test]

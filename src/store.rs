@@ -456,9 +456,18 @@ impl MetricState {
     }
 }
 
-/// Renders labels as `{a="1",b="2"}` for messages.
+/// Renders labels as `{a="1",b="2"}` for messages and the `check` table: as served, so the
+/// text is what a selector must say, and an encoded value followed by the raw one it stands
+/// for, so a person recognises it: `{key="queue_emb-160c44acf9" from "queue:emb"}`.
 pub fn render_labels(labels: &Labels) -> String {
-    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    let inner: Vec<String> = labels
+        .iter()
+        .zip(labels.raw_iter())
+        .map(|((k, v), (_, raw))| match raw == v {
+            true => format!("{k}={v:?}"),
+            false => format!("{k}={v:?} from {raw:?}"),
+        })
+        .collect();
     format!("{{{}}}", inner.join(","))
 }
 

@@ -360,10 +360,15 @@ pub fn render_store(store: &Store, now: SystemTime, values: bool, out: &mut Stri
 /// `metric="…"` and the series' labels as Prometheus label pairs. Two keys that become the same
 /// name (`a.b` and `a_b`) get `_2`, `_3`, ... on the later ones: Prometheus refuses a whole
 /// scrape over one duplicate label.
+///
+/// Values are the raw ones (`key="queue:emb"`), not the encoded ones the external metrics API
+/// and KEDA serve ([`crate::k8s::label::encode_value`]): a Prometheus label value may be any
+/// UTF-8, dashboards and alerts written before the encoding keep matching, and a person reading
+/// a graph sees the queue's real name.
 fn value_labels(metric: &str, labels: &crate::model::Labels) -> String {
     let mut out = format!("metric=\"{}\"", escape(metric));
     let mut used = std::collections::HashSet::from(["metric".to_string()]);
-    for (k, v) in labels.iter() {
+    for (k, v) in labels.raw_iter() {
         let base = prometheus_label_name(k);
         let mut name = base.clone();
         let mut n = 2;

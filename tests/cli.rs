@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Cleanup, cmd, connect, prefix, redis_url};
+use queue_metrics_adapter::k8s::label::encode_value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue-metrics-adapter");
 
@@ -133,6 +134,10 @@ async fn check_prints_a_table_and_fails_when_a_metric_fails() {
         stdout.contains("METRIC") && stdout.contains("good") && stdout.contains("  2  "),
         "{stdout}"
     );
+    // The key as a selector must say it, and the raw key a person recognises.
+    let key = format!("{p}q");
+    let shown = format!("{{key={:?} from {key:?}}}", encode_value(&key));
+    assert!(stdout.contains(&shown), "{shown} in {stdout}");
 
     let bad = write_config(
         "bad",

@@ -8,7 +8,8 @@ mod common;
 
 use common::Adapter;
 use common::gpu::{
-    Exporter, NODE_A, NODE_B, by_workload, close, eventually, get, populate, until_unavailable,
+    Exporter, NODE_A, NODE_B, by_workload, close, eventually, get, llm_infer_on, populate,
+    until_unavailable,
 };
 use common::kube_stub::KubeStub;
 use common::prometheus::Prometheus;
@@ -55,7 +56,7 @@ async fn gpu_utilization_per_workload_through_prometheus() {
         &adapter,
         "inference",
         "gpu_utilization",
-        "workload=llm-infer,model_name=NVIDIA-L4",
+        &llm_infer_on("NVIDIA L4"),
     )
     .await;
     assert_eq!(

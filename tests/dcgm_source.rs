@@ -7,7 +7,8 @@ mod common;
 
 use common::Adapter;
 use common::gpu::{
-    Exporter, NODE_A, NODE_B, by_workload, close, eventually, get, populate, until_unavailable,
+    Exporter, NODE_A, NODE_B, by_workload, close, eventually, get, llm_infer_on, populate,
+    until_unavailable,
 };
 use common::kube_stub::{KubeStub, endpoint_slice, pod};
 
@@ -77,7 +78,7 @@ async fn gpu_utilization_per_workload_from_two_nodes() {
         &adapter,
         "inference",
         "gpu_utilization",
-        "workload=llm-infer,model_name=NVIDIA-L4",
+        &llm_infer_on("NVIDIA L4"),
     )
     .await;
     assert_eq!(status, 200);
@@ -117,7 +118,7 @@ async fn gpu_utilization_per_workload_from_two_nodes() {
         &adapter,
         "inference",
         "gpus_held",
-        "workload=llm-infer,model_name=NVIDIA-L4",
+        &llm_infer_on("NVIDIA L4"),
     )
     .await;
     assert_eq!(by_workload(&body)[0].2, 2.0);
@@ -125,7 +126,7 @@ async fn gpu_utilization_per_workload_from_two_nodes() {
         &adapter,
         "inference",
         "gpu_power_sum",
-        "workload=llm-infer,model_name=NVIDIA-L4",
+        &llm_infer_on("NVIDIA L4"),
     )
     .await;
     assert_eq!(by_workload(&body)[0].2, 130.0);
@@ -133,7 +134,7 @@ async fn gpu_utilization_per_workload_from_two_nodes() {
         &adapter,
         "inference",
         "gpu_memory_used",
-        "workload=llm-infer,model_name=NVIDIA-L4",
+        &llm_infer_on("NVIDIA L4"),
     )
     .await;
     assert_eq!(
@@ -178,7 +179,7 @@ async fn gpu_utilization_per_workload_from_two_nodes() {
         &adapter,
         "inference",
         "gpu_utilization",
-        "workload=llm-infer,model_name=NVIDIA-H100-80GB-HBM3",
+        &llm_infer_on("NVIDIA H100 80GB HBM3"),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -187,7 +188,7 @@ async fn gpu_utilization_per_workload_from_two_nodes() {
         &adapter,
         "inference",
         "gpu_power_sum",
-        "workload=llm-infer,model_name=NVIDIA-L4",
+        &llm_infer_on("NVIDIA L4"),
     )
     .await;
     assert_eq!(status, 503, "a sum with unknown members is unknown");

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{Adapter, Cleanup, cmd, connect, prefix, redis_url};
+use queue_metrics_adapter::k8s::label::encode_value;
 use serde_json::json;
 
 const API: &str = "/apis/external.metrics.k8s.io/v1beta1";
@@ -99,7 +100,8 @@ async fn metric_values_are_an_external_metric_value_list() {
     assert_eq!(item["metricName"], "embedding_queue_length");
     assert_eq!(
         item["metricLabels"],
-        json!({"queue": "embed", "key": format!("{p}queue:embed")})
+        // The full key, encoded: `:` is not valid in a label value (k8s::label::encode_value).
+        json!({"queue": "embed", "key": encode_value(&format!("{p}queue:embed"))})
     );
     assert_eq!(item["value"], "3");
     let ts = item["timestamp"].as_str().expect("timestamp");
@@ -239,6 +241,8 @@ async fn values_reach_metrics_only_when_opted_in_with_unique_label_names() {
         .find(|l| l.starts_with("qma_metric_value{metric=\"embedding_queue_length\",key="))
         .unwrap_or_else(|| panic!("no value line:\n{text}"));
     assert!(line.ends_with(" 2"), "{line}");
+    // /metrics keeps the raw value the API serves encoded: any UTF-8 is a Prometheus value.
+    assert!(line.contains(&format!(",key=\"{p}q\",")), "{line}");
     assert!(
         line.contains("team_name=\"ml\"") && line.contains("team_name_2=\"search\""),
         "two keys that become one Prometheus name stay two labels: {line}"

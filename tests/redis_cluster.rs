@@ -356,7 +356,10 @@ async fn resharding_and_a_failover_serve_the_truth_or_503_never_0_or_a_gap() {
                 items.len() == KEYS
                     && items.iter().all(|i| {
                         quantity(i["value"].as_str().unwrap_or("x"))
-                            == want(i["metricLabels"]["key"].as_str().unwrap_or("q:x"))
+                            == want(&format!(
+                                "q:{}",
+                                i["metricLabels"]["queue"].as_str().unwrap_or("x")
+                            ))
                     })
             })
     };
@@ -402,9 +405,11 @@ async fn resharding_and_a_failover_serve_the_truth_or_503_never_0_or_a_gap() {
                             let items = body["items"].as_array().cloned().unwrap_or_default();
                             let mut got: BTreeMap<String, f64> = BTreeMap::new();
                             for item in &items {
-                                let key = item["metricLabels"]["key"].as_str().unwrap_or("?");
+                                // `key` is served encoded (`q:7` has a colon); `queue`
+                                // is the part `q:*` matched, valid as it is.
+                                let queue = item["metricLabels"]["queue"].as_str().unwrap_or("?");
                                 got.insert(
-                                    key.into(),
+                                    format!("q:{queue}"),
                                     quantity(item["value"].as_str().unwrap_or("0")),
                                 );
                             }

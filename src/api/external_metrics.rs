@@ -210,7 +210,7 @@ mod tests {
             text,
             concat!(
                 r#"{"kind":"ExternalMetricValueList","apiVersion":"external.metrics.k8s.io/v1beta1","metadata":{},"items":["#,
-                r#"{"metricName":"embedding_queue_length","metricLabels":{"key":"queue:embed","queue":"embed"},"timestamp":"2031-11-05T11:59:59Z","value":"1234"},"#,
+                r#"{"metricName":"embedding_queue_length","metricLabels":{"key":"queue_embed-820b359820","queue":"embed"},"timestamp":"2031-11-05T11:59:59Z","value":"1234"},"#,
                 r#"{"metricName":"embedding_queue_length","metricLabels":{},"timestamp":"1970-01-01T00:00:00Z","value":"250m"}]}"#
             )
         );
@@ -221,11 +221,16 @@ mod tests {
     }
 
     #[test]
-    fn label_values_are_escaped_as_json() {
+    fn labels_are_escaped_as_json() {
+        // Values are served encoded (crate::k8s::label::encode_value), so only a name can
+        // still need escaping; both go through the same writer.
         let tricky = "a \"quoted\" \\ back\u{1}slash\nnew line, é, \u{2028}";
-        let body = value_list_body(&[value(&[("q\"k", tricky)], 1.5, 60)]).expect("quantity");
+        let body = value_list_body(&[value(&[(tricky, tricky)], 1.5, 60)]).expect("quantity");
         let parsed: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
-        assert_eq!(parsed["items"][0]["metricLabels"]["q\"k"], json!(tricky));
+        assert_eq!(
+            parsed["items"][0]["metricLabels"][tricky],
+            json!(crate::k8s::label::encode_value(tricky))
+        );
         assert_eq!(parsed["items"][0]["value"], json!("1500m"));
         assert_eq!(
             parsed["items"][0]["timestamp"],

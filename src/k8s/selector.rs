@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use crate::k8s::label::{validate_key, validate_value};
 use crate::model::Labels;
 use crate::primitives::{QUOTED_CHARS, quoted_prefix};
 
@@ -378,68 +379,6 @@ impl Selector {
     }
 }
 
-/// The character rule shared by label names and values: alphanumerics at both ends, `-`, `_`,
-/// `.` inside, at most 63 characters.
-fn check_name_part(s: &str) -> Result<(), String> {
-    if s.len() > 63 {
-        return Err(format!("is {} characters long; the limit is 63", s.len()));
-    }
-    let inner_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    let first = s.chars().next();
-    let last = s.chars().last();
-    if !s.chars().all(inner_ok)
-        || !first.is_some_and(|c| c.is_ascii_alphanumeric())
-        || !last.is_some_and(|c| c.is_ascii_alphanumeric())
-    {
-        return Err("must consist of alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric".into());
-    }
-    Ok(())
-}
-
-/// Checks a label key: an optional DNS-subdomain prefix and `/`, then a name of at most 63
-/// characters (Kubernetes' qualified-name rule).
-///
-/// # Errors
-/// A message saying what is wrong (without the key, which the caller names).
-pub fn validate_key(key: &str) -> Result<(), String> {
-    let name = match key.split_once('/') {
-        Some((prefix, name)) => {
-            let prefix_ok = !prefix.is_empty()
-                && prefix.len() <= 253
-                && prefix.split('.').all(|part| {
-                    !part.is_empty()
-                        && part
-                            .chars()
-                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                        && !part.starts_with('-')
-                        && !part.ends_with('-')
-                });
-            if !prefix_ok {
-                return Err("has a prefix that is not a lowercase DNS subdomain".into());
-            }
-            name
-        }
-        None => key,
-    };
-    if name.is_empty() {
-        return Err("must have a name".into());
-    }
-    check_name_part(name)
-}
-
-/// Checks a label value: empty, or at most 63 alphanumerics, `-`, `_`, `.`, with alphanumerics at
-/// both ends.
-///
-/// # Errors
-/// A message saying what is wrong (without the value, which the caller names).
-pub fn validate_value(value: &str) -> Result<(), String> {
-    if value.is_empty() {
-        Ok(())
-    } else {
-        check_name_part(value)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -780,16 +719,5 @@ mod tests {
                 c.mentions
             );
         }
-    }
-
-    #[test]
-    fn label_keys_and_values_follow_kubernetes_rules() {
-        assert!(validate_key("queue").is_ok());
-        assert!(validate_key("example.com/queue").is_ok());
-        assert!(validate_key("").is_err());
-        assert!(validate_key("example.com/").is_err());
-        assert!(validate_value("").is_ok());
-        assert!(validate_value("embed-1.a_b").is_ok());
-        assert!(validate_value("-x").is_err());
     }
 }

@@ -106,6 +106,15 @@ pub fn populate(stub: &KubeStub) {
     );
 }
 
+/// The selector of llm-infer's series on GPU model `model` (as the exporter names it: the
+/// adapter serves it encoded, `NVIDIA L4` has a space).
+pub fn llm_infer_on(model: &str) -> String {
+    format!(
+        "workload=llm-infer,model_name={}",
+        queue_metrics_adapter::k8s::label::encode_value(model)
+    )
+}
+
 /// GET a metric in `namespace`; returns status and body.
 pub async fn get(adapter: &Adapter, namespace: &str, metric: &str, selector: &str) -> (u16, Value) {
     let selector = selector.replace('=', "%3D").replace(',', "%2C");

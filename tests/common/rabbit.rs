@@ -23,7 +23,12 @@ pub struct TestVhost {
 impl TestVhost {
     /// Creates `qma-test-<name>-<pid>-<n>` and gives guest full permissions on it.
     pub async fn new(name: &str) -> TestVhost {
-        let vhost = super::prefix(name).trim_end_matches(':').replace(':', "-");
+        Self::named(super::prefix(name).trim_end_matches(':').replace(':', "-")).await
+    }
+
+    /// Creates the vhost `vhost` exactly as given (any characters RabbitMQ takes) and gives
+    /// guest full permissions on it.
+    pub async fn named(vhost: String) -> TestVhost {
         let http = super::http_client();
         let enc = encode(&vhost);
         let r = http

@@ -38,7 +38,7 @@ use crate::sources::MetricConfig;
 use crate::sources::kubernetes::endpoint_slices::ServiceEndpoints;
 use crate::sources::kubernetes::owners::{Owners, Workload};
 use crate::sources::kubernetes::workloads::{
-    PodKey, PodValue, SeriesKey, WorkloadAggregate, label_value, per_group, validate_metric_labels,
+    PodKey, PodValue, SeriesKey, WorkloadAggregate, per_group, validate_metric_labels,
 };
 
 /// Where the exporters are.
@@ -387,7 +387,7 @@ impl Source for DcgmSource {
             let workload = owners.get(&key.pod)?.clone()?;
             Some(SeriesKey {
                 workload,
-                extra: key.extra.iter().map(|v| label_value(v)).collect(),
+                extra: key.extra.clone(),
             })
         };
 

@@ -19,7 +19,7 @@ use crate::sources::MetricConfig;
 use crate::sources::exposition::parse::PromSample;
 use crate::sources::kubernetes::owners::Workload;
 use crate::sources::kubernetes::workloads::{
-    PodKey, PodRef, PodValue, SeriesKey, WorkloadAggregate, label_value, per_group,
+    PodKey, PodRef, PodValue, SeriesKey, WorkloadAggregate, per_group,
 };
 
 /// One pod's scrape in a poll.
@@ -211,7 +211,7 @@ impl Plans {
             let group_of = |key: &PodKey| {
                 Some(SeriesKey {
                     workload: workloads.get(&key.pod)?.clone(),
-                    extra: key.extra.iter().map(|v| label_value(v)).collect(),
+                    extra: key.extra.clone(),
                 })
             };
             let mut group_observed: BTreeMap<SeriesKey, SystemTime> = BTreeMap::new();

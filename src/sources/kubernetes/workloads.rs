@@ -9,12 +9,13 @@
 use std::collections::BTreeMap;
 
 use super::owners::Workload;
-use crate::k8s::selector::validate_key;
+use crate::k8s::label::validate_key;
 use crate::primitives::ConfigError;
 
 /// Series label: the workload's namespace. A request sees only its own namespace's series.
 pub const NAMESPACE_LABEL: &str = "namespace";
-/// Series label: the workload's name (the Deployment, StatefulSet, Job, ... that owns the pods).
+/// Series label: the workload's name (the Deployment, StatefulSet, Job, ... that owns the pods;
+/// a name over 63 characters is served encoded: [`crate::k8s::label::encode_value`]).
 pub const WORKLOAD_LABEL: &str = "workload";
 /// Series label: the workload's kind (`Deployment`, `StatefulSet`, `Job`, ...).
 pub const WORKLOAD_KIND_LABEL: &str = "workload_kind";
@@ -105,38 +106,21 @@ pub fn per_group<G: Ord + Clone>(
         .collect()
 }
 
-/// Makes an exporter label value usable as a Kubernetes label value (selectable by an HPA):
-/// characters outside `[A-Za-z0-9._-]` become `-`, the ends are trimmed to alphanumerics and
-/// the length is capped at 63. `NVIDIA H100 80GB HBM3` -> `NVIDIA-H100-80GB-HBM3`.
-pub fn label_value(raw: &str) -> String {
-    let mapped: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let capped: String = mapped.chars().take(63).collect();
-    capped
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
-}
-
 /// A workload and the extra label values it is split by: one series each.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SeriesKey {
     /// The workload.
     pub workload: Workload,
-    /// Its extra label values, made selectable ([`label_value`]).
+    /// Its extra label values as the exporter or server reports them: [`crate::model::Labels`]
+    /// makes them selectable, so two raw values stay two series even where their readable
+    /// parts look alike (`a:b`, `a/b`).
     pub extra: Vec<String>,
 }
 
 impl SeriesKey {
     /// The series labels: `base` (the metric's own) plus namespace, workload, workload kind and
-    /// each extra label under its configured name.
+    /// each extra label under its configured name (values encoded where they are not valid label
+    /// values, such as a workload name over 63 characters: [`crate::k8s::label::encode_value`]).
     pub fn labels(
         &self,
         base: &crate::model::Labels,
@@ -202,34 +186,4 @@ pub fn validate_metric_labels(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exporter_values_become_selectable_label_values() {
-        assert_eq!(
-            label_value("NVIDIA H100 80GB HBM3"),
-            "NVIDIA-H100-80GB-HBM3"
-        );
-        assert_eq!(label_value("3g.40gb"), "3g.40gb");
-        assert_eq!(label_value(" (x) "), "x");
-        assert_eq!(label_value(""), "");
-        assert_eq!(label_value(&"a".repeat(80)).len(), 63);
-        for v in [
-            "NVIDIA H100 80GB HBM3",
-            " (x) ",
-            "-a-",
-            "ä",
-            "meta-llama/Llama-3.1-8B-Instruct",
-        ] {
-            let out = label_value(v);
-            assert!(
-                crate::k8s::selector::validate_value(&out).is_ok(),
-                "{v:?} -> {out:?}"
-            );
-        }
-    }
 }

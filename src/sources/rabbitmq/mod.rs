@@ -31,9 +31,10 @@ use crate::model::{Labels, Sample, SeriesError};
 use crate::primitives::ConfigError;
 use crate::sources::MetricConfig;
 
-/// Label naming the queue of a series.
+/// Label naming the queue of a series (encoded where the name is not a valid label value:
+/// [`crate::k8s::label::encode_value`]).
 pub const QUEUE_LABEL: &str = "queue";
-/// Label naming the vhost of a series.
+/// Label naming the vhost of a series (encoded the same way: `/` is served as `8a5edab282`).
 pub const VHOST_LABEL: &str = "vhost";
 /// How often the broker's rate collection is re-checked: it changes only with its config.
 const OVERVIEW_EVERY: Duration = Duration::from_secs(60);

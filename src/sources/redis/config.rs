@@ -6,13 +6,14 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::k8s::selector::validate_key;
+use crate::k8s::label::validate_key;
 use crate::model::Measure;
 use crate::primitives::{ConfigError, HumanDuration, Secret};
 
 /// The label a pattern series carries with the part of the key its wildcards matched.
 pub const DEFAULT_KEY_LABEL: &str = "queue";
-/// The label every Redis series carries with its full key.
+/// The label every Redis series carries with its full key, served encoded where it is not a
+/// valid label value (`queue:emb` has a colon: [`crate::k8s::label::encode_value`]).
 pub const KEY_LABEL_FULL: &str = "key";
 
 /// A Redis connection (`sources.<name>.redis`): one server (`url`), a Sentinel-managed master
