@@ -66,6 +66,8 @@ pub struct Cluster {
     node_timeout: Duration,
     /// Nodes that failed during this poll, and why: not asked again before the next poll.
     failed: HashMap<NodeAddr, SourceError>,
+    /// Whether a refused `CLUSTER NODES` has been logged.
+    warned_no_epochs: bool,
     refreshed_at: Option<Instant>,
     refresh_due: bool,
     /// Changes with every new slot map, so a kept split is known to be stale.
@@ -112,6 +114,7 @@ impl Cluster {
             unreachable: BTreeSet::new(),
             node_timeout: super::config::node_timeout(config.node_timeout, poll_timeout),
             failed: HashMap::new(),
+            warned_no_epochs: false,
             refreshed_at: None,
             refresh_due: true,
             epoch: 0,
@@ -203,6 +206,7 @@ impl Cluster {
                     None => connector.connect(addr, None).await?,
                 };
                 let (slots, nodes): (Value, Value) = redis::pipe()
+                    .ignore_errors()
                     .cmd("CLUSTER")
                     .arg("SLOTS")
                     .cmd("CLUSTER")
@@ -213,10 +217,13 @@ impl Cluster {
                         target: addr.to_string(),
                         message: describe(&e),
                     })?;
-                let claims = claims(&slots, &nodes, addr).map_err(|e| SourceError::BadReply {
-                    what: format!("{addr}: {e}"),
-                })?;
-                Ok((conn, claims))
+                // An ACL written before `CLUSTER NODES` was needed refuses it: the map is still
+                // read, without config epochs (every claim equal, the first view's wins).
+                let refused = reply::server_error(&nodes);
+                let nodes = if refused.is_some() { Value::Nil } else { nodes };
+                let claims =
+                    claims(&slots, &nodes, addr).map_err(|what| SourceError::BadReply { what })?;
+                Ok((conn, claims, refused))
             })
         });
         let answers = join_all(asks).await;
@@ -224,7 +231,13 @@ impl Cluster {
         let mut failures = Vec::new();
         for (addr, answer) in candidates.iter().zip(answers) {
             match answer {
-                Ok((conn, claims)) => {
+                Ok((conn, claims, refused)) => {
+                    if let Some(refused) = refused
+                        && !self.warned_no_epochs
+                    {
+                        self.warned_no_epochs = true;
+                        tracing::warn!(source = %self.display, node = %addr, error = %refused, "cluster: CLUSTER NODES refused (add +cluster|nodes to the ACL); the slot map is read without config epochs, so an old primary that wakes up may be believed until it learns of its failover");
+                    }
                     self.conns.insert(addr.clone(), conn);
                     views.push(claims);
                 }
@@ -625,10 +638,11 @@ fn late(addr: &NodeAddr, deadline: Duration) -> SourceError {
 }
 
 /// Why `addr` failed, as the series it owns report it: `cluster node 10.0.0.3:7001 did not
-/// answer within 250ms`, or the client's error.
+/// answer within 250ms`, the client's error, or what in its answer could not be read.
 fn failure(addr: &NodeAddr, e: &SourceError) -> String {
     match e {
         SourceError::Late { .. } => e.to_string(),
+        SourceError::BadReply { .. } => format!("cluster node {addr}: {e}"),
         other => format!("cluster node {addr} did not answer: {other}"),
     }
 }
