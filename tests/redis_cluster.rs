@@ -124,17 +124,26 @@ impl Cluster {
             .collect()
     }
 
-    /// The port of a replica of the primary `id`.
+    /// The port of a replica of the primary `id` (waiting up to 10 s for the node asked to
+    /// learn of it: just after `cluster create`, gossip may not have told every node yet).
     async fn replica_of(&self, id: &str) -> u16 {
-        let text = self.nodes_text().await;
-        text.lines()
-            .find_map(|l| {
+        let started = Instant::now();
+        loop {
+            let text = self.nodes_text().await;
+            let found = text.lines().find_map(|l| {
                 let f: Vec<&str> = l.split(' ').collect();
                 (f.len() > 3 && f[2].contains("slave") && f[3] == id)
                     .then(|| f[1].split(['@', ':']).nth(1)?.parse().ok())
                     .flatten()
-            })
-            .expect("a replica of the victim")
+            });
+            match found {
+                Some(port) => return port,
+                None if started.elapsed() < Duration::from_secs(10) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                None => panic!("no replica of {id}: {text}"),
+            }
+        }
     }
 
     fn node(&self, port: u16) -> &Node {
