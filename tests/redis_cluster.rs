@@ -22,22 +22,26 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Cluster::start_with(&[]).await
+    }
+
+    /// Three primaries and three replicas, each node started with `extra` arguments too.
+    async fn start_with(extra: &[&str]) -> Cluster {
+        let args: Vec<String> = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-node-timeout",
+            "1000",
+            "--repl-diskless-sync-delay",
+            "0",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect();
         let mut nodes = Vec::new();
         for _ in 0..6 {
-            nodes.push(
-                Node::start(
-                    "cluster",
-                    &[
-                        "--cluster-enabled".into(),
-                        "yes".into(),
-                        "--cluster-node-timeout".into(),
-                        "1000".into(),
-                        "--repl-diskless-sync-delay".into(),
-                        "0".into(),
-                    ],
-                )
-                .await,
-            );
+            nodes.push(Node::start("cluster", &args).await);
         }
         let addrs: Vec<String> = nodes.iter().map(|n| n.addr()).collect();
         let out = Command::new("redis-cli")
@@ -120,17 +124,26 @@ impl Cluster {
             .collect()
     }
 
-    /// The port of a replica of the primary `id`.
+    /// The port of a replica of the primary `id` (waiting up to 10 s for the node asked to
+    /// learn of it: just after `cluster create`, gossip may not have told every node yet).
     async fn replica_of(&self, id: &str) -> u16 {
-        let text = self.nodes_text().await;
-        text.lines()
-            .find_map(|l| {
+        let started = Instant::now();
+        loop {
+            let text = self.nodes_text().await;
+            let found = text.lines().find_map(|l| {
                 let f: Vec<&str> = l.split(' ').collect();
                 (f.len() > 3 && f[2].contains("slave") && f[3] == id)
                     .then(|| f[1].split(['@', ':']).nth(1)?.parse().ok())
                     .flatten()
-            })
-            .expect("a replica of the victim")
+            });
+            match found {
+                Some(port) => return port,
+                None if started.elapsed() < Duration::from_secs(10) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                None => panic!("no replica of {id}: {text}"),
+            }
+        }
     }
 
     fn node(&self, port: u16) -> &Node {
@@ -212,6 +225,60 @@ fn want(key: &str) -> f64 {
         + 1.0
 }
 
+/// Whether every primary has a tracking connection (a push anywhere wakes the poll).
+async fn watching(adapter: &Adapter) -> bool {
+    let (_, metrics) = adapter.get_text("/metrics").await;
+    metrics
+        .lines()
+        .any(|l| l == "qma_push_watching{source=\"jobs\"} 1")
+}
+
+/// The API read continuously (each of `urls` in turn, every 20 ms) until [`Reader::finish`];
+/// `judge` says what is wrong with each answer (url, status, body), if anything.
+struct Reader {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+    bad: Arc<Mutex<Vec<String>>>,
+}
+
+impl Reader {
+    fn start(
+        adapter: &Adapter,
+        urls: Vec<String>,
+        mut judge: impl FnMut(&str, u16, &serde_json::Value) -> Vec<String> + Send + 'static,
+    ) -> Reader {
+        let bad: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (http, b, st) = (adapter.http.clone(), bad.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            while !st.load(Ordering::Relaxed) {
+                for url in &urls {
+                    if let Ok(r) = http.get(url).send().await {
+                        let status = r.status().as_u16();
+                        let body: serde_json::Value = r.json().await.unwrap_or_default();
+                        let wrong = judge(url, status, &body);
+                        b.lock().unwrap().extend(wrong);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        Reader { stop, task, bad }
+    }
+
+    /// The wrong answers seen so far.
+    fn wrong_so_far(&self) -> Vec<String> {
+        self.bad.lock().unwrap().clone()
+    }
+
+    /// Stops reading; every wrong answer seen.
+    async fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("reader");
+        self.bad.lock().unwrap().clone()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resharding_and_a_failover_serve_the_truth_or_503_never_0_or_a_gap() {
     let mut cluster = Cluster::start().await;
@@ -270,12 +337,7 @@ async fn resharding_and_a_failover_serve_the_truth_or_503_never_0_or_a_gap() {
     .await;
     adapter.polls(5).await;
     // Every primary has a tracking connection: a push anywhere wakes the poll.
-    let watching = || async {
-        let (_, metrics) = adapter.get_text("/metrics").await;
-        metrics
-            .lines()
-            .any(|l| l == "qma_push_watching{source=\"jobs\"} 1")
-    };
+    let watching = || watching(&adapter);
     assert!(watching().await, "tracking on every primary");
     let (status, body) = adapter.metric("tagged", None).await;
     assert_eq!(status, 200, "{body}");
@@ -382,53 +444,41 @@ async fn resharding_and_a_failover_serve_the_truth_or_503_never_0_or_a_gap() {
     }
 
     // Read continuously from here on.
-    let bad: Arc<Mutex<Vec<String>>> = Arc::default();
     let counts: Arc<Mutex<(usize, usize)>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
     let reader = {
-        let (http, url, bad, counts, stop) = (
-            adapter.http.clone(),
-            url.clone(),
-            bad.clone(),
-            counts.clone(),
-            stop.clone(),
-        );
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok(r) = http.get(&url).send().await {
-                    let status = r.status().as_u16();
-                    let body: serde_json::Value = r.json().await.unwrap_or_default();
-                    let mut c = counts.lock().unwrap();
-                    match status {
-                        200 => {
-                            c.0 += 1;
-                            let items = body["items"].as_array().cloned().unwrap_or_default();
-                            let mut got: BTreeMap<String, f64> = BTreeMap::new();
-                            for item in &items {
-                                // `key` is served encoded (`q:7` has a colon); `queue`
-                                // is the part `q:*` matched, valid as it is.
-                                let queue = item["metricLabels"]["queue"].as_str().unwrap_or("?");
-                                got.insert(
-                                    format!("q:{queue}"),
-                                    quantity(item["value"].as_str().unwrap_or("0")),
-                                );
-                            }
-                            if got.len() != KEYS {
-                                bad.lock()
-                                    .unwrap()
-                                    .push(format!("{} series, not {KEYS}", got.len()));
-                            }
-                            for (k, v) in got {
-                                if v != want(&k) {
-                                    bad.lock().unwrap().push(format!("{k} = {v}"));
-                                }
-                            }
-                        }
-                        503 => c.1 += 1,
-                        other => bad.lock().unwrap().push(format!("status {other}: {body}")),
+        let counts = counts.clone();
+        Reader::start(&adapter, vec![url.clone()], move |_, status, body| {
+            let mut c = counts.lock().unwrap();
+            match status {
+                200 => {
+                    c.0 += 1;
+                    let items = body["items"].as_array().cloned().unwrap_or_default();
+                    let mut got: BTreeMap<String, f64> = BTreeMap::new();
+                    for item in &items {
+                        // `key` is served encoded (`q:7` has a colon); `queue` is the part
+                        // `q:*` matched, valid as it is.
+                        let queue = item["metricLabels"]["queue"].as_str().unwrap_or("?");
+                        got.insert(
+                            format!("q:{queue}"),
+                            quantity(item["value"].as_str().unwrap_or("0")),
+                        );
                     }
+                    let mut bad = Vec::new();
+                    if got.len() != KEYS {
+                        bad.push(format!("{} series, not {KEYS}", got.len()));
+                    }
+                    for (k, v) in got {
+                        if v != want(&k) {
+                            bad.push(format!("{k} = {v}"));
+                        }
+                    }
+                    bad
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                503 => {
+                    c.1 += 1;
+                    Vec::new()
+                }
+                other => vec![format!("status {other}: {body}")],
             }
         })
     };
@@ -522,10 +572,7 @@ async fn resharding_and_a_failover_serve_the_truth_or_503_never_0_or_a_gap() {
     )
     .await;
     adapter.polls(3).await;
-    stop.store(true, Ordering::Relaxed);
-    reader.await.expect("reader");
-
-    let bad = bad.lock().unwrap().clone();
+    let bad = reader.finish().await;
     let (ok, unavailable) = *counts.lock().unwrap();
     println!(
         "answers: {ok} 200, {unavailable} 503; reshard took {resharded:?}; replica elected {elected:?} and all keys back {back:?} after the kill"
@@ -536,5 +583,228 @@ async fn resharding_and_a_failover_serve_the_truth_or_503_never_0_or_a_gap() {
         &bad[..bad.len().min(10)]
     );
     assert!(ok > 10, "hardly read: {ok}");
+    adapter.stop().await;
+}
+
+/// What the reader saw of the stopped primary's key.
+#[derive(Default)]
+struct VictimSeen {
+    first_503: Option<Instant>,
+    last_503: Option<Instant>,
+    /// Whether the value written after the failover has been served.
+    new_seen: bool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_primary_fails_only_its_own_keys_and_its_stale_copy_is_never_served() {
+    // With full coverage required (Redis's default), the whole cluster refuses every command
+    // (CLUSTERDOWN, served as 503 naming it) from the moment the hung primary is marked failed
+    // until its replica is elected: that is Redis's answer, not the adapter's. Without it, the
+    // other primaries keep answering, which is what this test is about.
+    let mut cluster = Cluster::start_with(&["--cluster-require-full-coverage", "no"]).await;
+    for i in 0..KEYS {
+        cluster.rpush(&format!("q:{i}"), i + 1).await;
+    }
+    let primaries = cluster.primaries().await;
+    assert_eq!(primaries.len(), 3);
+    let (victim_id, victim) = primaries[2].clone();
+    let replica = cluster.replica_of(&victim_id).await;
+    // One key on the victim, one on each other primary.
+    let mut victim_key = None;
+    let mut healthy: BTreeMap<u16, String> = BTreeMap::new();
+    for i in 0..KEYS {
+        let key = format!("q:{i}");
+        match cluster.owner_of(&key).await {
+            p if p == victim => {
+                victim_key.get_or_insert(key);
+            }
+            p => {
+                healthy.entry(p).or_insert(key);
+            }
+        }
+    }
+    let victim_key = victim_key.expect("a key on the victim");
+    assert_eq!(healthy.len(), 2, "a key on each other primary");
+    let (old, new) = (want(&victim_key), want(&victim_key) + 3.0);
+
+    let adapter = Adapter::start(&config(&[cluster.nodes[0].addr()])).await;
+    let url_of = |key: &str| {
+        format!(
+            "{}/apis/external.metrics.k8s.io/v1beta1/namespaces/default/depth?labelSelector=queue%3D{}",
+            adapter.base,
+            key.trim_start_matches("q:")
+        )
+    };
+    let victim_url = url_of(&victim_key);
+    until("every key served", Duration::from_secs(20), || async {
+        let (s, body) = adapter.metric("depth", None).await;
+        s == 200 && body["items"].as_array().is_some_and(|i| i.len() == KEYS)
+    })
+    .await;
+    until("tracking on every primary", Duration::from_secs(10), || {
+        watching(&adapter)
+    })
+    .await;
+
+    // Keys on the other primaries: 200 and true at every read. The victim's key: 503 or the
+    // true value, and never the old value once the new one has been served.
+    let seen: Arc<Mutex<VictimSeen>> = Arc::default();
+    let mut urls: Vec<String> = healthy.values().map(|k| url_of(k)).collect();
+    urls.push(victim_url.clone());
+    let reader = {
+        let (seen, victim_url) = (seen.clone(), victim_url.clone());
+        Reader::start(&adapter, urls, move |url, status, body| {
+            let value = (status == 200)
+                .then(|| quantity(body["items"][0]["value"].as_str().unwrap_or("x")));
+            if url != victim_url {
+                return match value {
+                    Some(v) if v == want(&format!("q:{}", url.rsplit("%3D").next().unwrap())) => {
+                        vec![]
+                    }
+                    _ => vec![format!("a key on a live primary: {status} {body}")],
+                };
+            }
+            let mut s = seen.lock().unwrap();
+            match (status, value) {
+                (503, _) => {
+                    let now = Instant::now();
+                    s.first_503.get_or_insert(now);
+                    s.last_503 = Some(now);
+                    vec![]
+                }
+                (200, Some(v)) if v == new => {
+                    s.new_seen = true;
+                    vec![]
+                }
+                (200, Some(v)) if v == old && !s.new_seen => vec![],
+                (200, Some(v)) if v == old => vec![format!("stale {v} served after {new}")],
+                _ => vec![format!("the stopped primary's key: {status} {body}")],
+            }
+        })
+    };
+    adapter.polls(3).await;
+
+    // 1. The victim hangs: its keys answer 503 naming it; the rest is served from the same polls.
+    cluster
+        .nodes
+        .iter_mut()
+        .find(|n| n.port == victim)
+        .expect("victim")
+        .stop();
+    let stopped = Instant::now();
+    until(
+        "the hung primary's key fails",
+        Duration::from_secs(10),
+        || async {
+            let (s, _) = adapter
+                .get_json(victim_url.strip_prefix(&adapter.base).unwrap())
+                .await;
+            s == 503
+        },
+    )
+    .await;
+    // A few polls with the primary hung: every other key was served throughout.
+    adapter.polls(3).await;
+    let bad = reader.wrong_so_far();
+    assert!(
+        bad.is_empty(),
+        "while a primary hangs ({}): {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    let (_, body) = adapter
+        .get_json(victim_url.strip_prefix(&adapter.base).unwrap())
+        .await;
+    assert!(
+        body.to_string().contains(&format!(
+            "cluster node 127.0.0.1:{victim} did not answer within"
+        )),
+        "{body}"
+    );
+    until(
+        "tracking falls back to polling",
+        Duration::from_secs(10),
+        || async { !watching(&adapter).await },
+    )
+    .await;
+
+    // 2. Its replica is elected (node timeout 1 s): the true value is back.
+    until(
+        "the replica is elected in place of the hung primary",
+        Duration::from_secs(30),
+        || async { cluster.primaries().await.iter().any(|(_, p)| *p == replica) },
+    )
+    .await;
+    let elected = stopped.elapsed();
+    until(
+        "the hung primary's key served from its replica",
+        Duration::from_secs(20),
+        || async { adapter.metric("depth", None).await.0 == 200 },
+    )
+    .await;
+    let back = stopped.elapsed();
+    until(
+        "tracking follows the new primary",
+        Duration::from_secs(20),
+        || watching(&adapter),
+    )
+    .await;
+
+    // 3. The new primary takes writes the old one never saw, then the old one wakes, still
+    // claiming its slots until the cluster tells it otherwise: its copy is never served.
+    let mut c = cluster.node(replica).conn().await;
+    for i in 0..3 {
+        let _: i64 = redis::cmd("RPUSH")
+            .arg(&victim_key)
+            .arg(format!("{{\"enqueued_at\":{}}}", 1_800_000_000 + i))
+            .query_async(&mut c)
+            .await
+            .expect("RPUSH on the new primary");
+    }
+    until("the new value served", Duration::from_secs(10), || async {
+        seen.lock().unwrap().new_seen
+    })
+    .await;
+    cluster
+        .nodes
+        .iter_mut()
+        .find(|n| n.port == victim)
+        .expect("victim")
+        .cont();
+    until(
+        "the woken primary rejoins as a replica",
+        Duration::from_secs(30),
+        || async {
+            let mut c = cluster.node(victim).conn().await;
+            let role: Vec<redis::Value> = redis::cmd("ROLE")
+                .query_async(&mut c)
+                .await
+                .unwrap_or_default();
+            role.first() == Some(&redis::Value::BulkString(b"slave".to_vec()))
+        },
+    )
+    .await;
+    cluster.until_ok().await;
+    adapter.polls(10).await;
+    let bad = reader.finish().await;
+    let (first_503, last_503) = {
+        let s = seen.lock().unwrap();
+        (s.first_503, s.last_503)
+    };
+    let unavailable = match (first_503, last_503) {
+        (Some(a), Some(b)) => b.duration_since(a),
+        _ => Duration::ZERO,
+    };
+    println!(
+        "hung primary: its key 503 for {unavailable:?} (first 503 {:?} after the stop); replica elected {elected:?}, value back {back:?} after the stop",
+        first_503.map(|t| t.duration_since(stopped))
+    );
+    assert!(
+        bad.is_empty(),
+        "wrong answers ({}): {:?}",
+        bad.len(),
+        &bad[..bad.len().min(10)]
+    );
+    assert!(first_503.is_some(), "the hung primary's key never failed");
     adapter.stop().await;
 }

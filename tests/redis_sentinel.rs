@@ -174,6 +174,7 @@ async fn a_failover_and_a_killed_master_serve_503_or_the_truth_never_a_demoted_n
 
     // 1. A planned failover: the old master is demoted to a replica and keeps answering.
     let mut s = set.sentinels[0].conn().await;
+    let asked = Instant::now();
     cmd::<String>(&mut s, &["SENTINEL", "FAILOVER", MASTER]).await;
     until(
         "the sentinels name a new master",
@@ -206,6 +207,7 @@ async fn a_failover_and_a_killed_master_serve_503_or_the_truth_never_a_demoted_n
         .wait_for("depth", None, Duration::from_secs(15), value_is(7.0))
         .await;
     let back_after_failover = elected.elapsed();
+    let back_after_asked = asked.elapsed();
     // The demoted node gets no more reads from the adapter.
     let mut old = set.node(first).conn().await;
     let before = command_calls(&mut old)
@@ -237,6 +239,7 @@ async fn a_failover_and_a_killed_master_serve_503_or_the_truth_never_a_demoted_n
     )
     .await;
     set.node_mut(second).kill();
+    let killed = Instant::now();
     until(
         "the sentinels promote the replica",
         Duration::from_secs(30),
@@ -268,6 +271,7 @@ async fn a_failover_and_a_killed_master_serve_503_or_the_truth_never_a_demoted_n
         .wait_for("depth", None, Duration::from_secs(15), value_is(8.0))
         .await;
     let back_after_kill = elected.elapsed();
+    let back_after_killed = killed.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     reader.await.expect("reader");
 
@@ -291,7 +295,7 @@ async fn a_failover_and_a_killed_master_serve_503_or_the_truth_never_a_demoted_n
         }
     }
     println!(
-        "answers: {} ({} 503); value back {back_after_failover:?} after the failover, {back_after_kill:?} after the kill",
+        "answers: {} ({} 503); value back {back_after_failover:?} after the election ({back_after_asked:?} after SENTINEL FAILOVER), {back_after_kill:?} after the election ({back_after_killed:?} after the kill)",
         seen.len(),
         seen.iter().filter(|(s, _)| *s == 503).count()
     );
@@ -377,5 +381,39 @@ async fn read_from_replica_reads_the_replica_only_and_never_writes() {
         (dumps(&mut m, prefix).await, dumps(&mut r, prefix).await),
         "a key changed"
     );
+    adapter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_sentinel_is_passed_over_and_every_poll_answers() {
+    let mut set = Set::start().await;
+    let key = "qma-test:sentinel-hung:jobs";
+    let master = set.master_port().await.expect("a master");
+    let mut m = set.node(master).conn().await;
+    for i in 0..4 {
+        cmd::<i64>(&mut m, &["LPUSH", key, &format!("job-{i}")]).await;
+    }
+    // The first sentinel, asked first, hangs from the start: the next one answers.
+    set.sentinels[0].stop();
+    let adapter = Adapter::start(&set.config(key, "master")).await;
+    adapter
+        .wait_for("depth", None, Duration::from_secs(15), value_is(4.0))
+        .await;
+    let (seen, reader, stop) = read_continuously(&adapter);
+    adapter.polls(3).await;
+    // The sentinel that answered, asked again at every poll, hangs too: the last one answers.
+    set.sentinels[1].stop();
+    adapter.polls(10).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    reader.await.expect("reader");
+    let seen = seen.lock().unwrap().clone();
+    let wrong: Vec<_> = seen.iter().filter(|a| **a != (200, Some(4.0))).collect();
+    assert!(
+        wrong.is_empty(),
+        "with sentinels hung: {wrong:?} of {}",
+        seen.len()
+    );
+    let (status, body) = adapter.metric("depth", None).await;
+    assert_eq!(status, 200, "{body}");
     adapter.stop().await;
 }

@@ -148,7 +148,7 @@ impl SourceConfig {
         let at = format!("sources.{name}.{}", self.kind());
         let timeout = self.poll_timeout(global_timeout);
         match self {
-            SourceConfig::Redis(c) => c.validate(&at),
+            SourceConfig::Redis(c) => c.validate(&at, timeout),
             SourceConfig::RabbitMq(c) => c.validate(&at),
             SourceConfig::Dcgm(c) => c.validate(&at, timeout),
             SourceConfig::Inference(c) => c.validate(&at, timeout),

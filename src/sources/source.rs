@@ -63,6 +63,15 @@ pub enum SourceError {
         /// The server's error.
         message: String,
     },
+    /// One node's part of a poll (a Cluster node, a sentinel) took longer than its own
+    /// deadline; `target` names it (`cluster node 10.0.0.3:7001`).
+    #[error("{target} did not answer within {after:?}")]
+    Late {
+        /// What did not answer.
+        target: String,
+        /// Its deadline.
+        after: std::time::Duration,
+    },
     /// The poll took longer than `poll_timeout`.
     #[error("the poll did not finish within {after:?}")]
     Timeout {
@@ -85,7 +94,7 @@ impl SourceError {
             SourceError::Connect { .. } => "connect",
             SourceError::Io { .. } => "io",
             SourceError::Refused { .. } => "refused",
-            SourceError::Timeout { .. } => "timeout",
+            SourceError::Timeout { .. } | SourceError::Late { .. } => "timeout",
             SourceError::BadReply { .. } => "bad_reply",
         }
     }

@@ -29,6 +29,9 @@ pub struct Node {
     pub dir: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
+    /// Stopped with SIGSTOP: the process holds its port and accepts connections (the kernel
+    /// does) but answers nothing, as a hung node or a partition that drops packets.
+    stopped: bool,
 }
 
 impl Node {
@@ -43,6 +46,7 @@ impl Node {
             dir,
             args: args.to_vec(),
             child: None,
+            stopped: false,
         };
         node.spawn().await;
         node
@@ -67,6 +71,7 @@ impl Node {
             dir,
             args: vec![conf.display().to_string(), "--sentinel".into()],
             child: None,
+            stopped: false,
         };
         node.spawn().await;
         node
@@ -119,16 +124,39 @@ impl Node {
         super::connect(&self.url()).await
     }
 
-    /// SIGKILL: no goodbye to clients or replicas.
+    /// SIGKILL: no goodbye to clients or replicas. Works on a stopped process too.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.stopped = false;
     }
 
+    /// SIGSTOP: the node hangs (connections are still accepted, nothing is answered).
+    pub fn stop(&mut self) {
+        self.signal("-STOP");
+        self.stopped = true;
+    }
+
+    /// SIGCONT: a stopped node runs again, with whatever it believed when it stopped.
+    pub fn cont(&mut self) {
+        self.signal("-CONT");
+        self.stopped = false;
+    }
+
+    fn signal(&self, which: &str) {
+        let child = self.child.as_ref().expect("a running node");
+        let status = Command::new("kill")
+            .args([which, &child.id().to_string()])
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill {which} {}", child.id());
+    }
+
+    /// Whether it runs and answers (neither killed nor stopped).
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.child.is_some() && !self.stopped
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -136,6 +137,9 @@ pub struct SentinelConfig {
     /// `master` (default) or `replica`.
     #[serde(default)]
     pub read_from: ReadFrom,
+    /// How long one sentinel may take to answer (see [`node_timeout`]).
+    #[serde(default)]
+    pub node_timeout: Option<HumanDuration>,
     /// The sentinels' password, read at load.
     #[serde(skip)]
     pub password: Option<Secret>,
@@ -150,6 +154,7 @@ impl std::fmt::Debug for SentinelConfig {
             .field("password_file", &self.password_file)
             .field("password_env", &self.password_env)
             .field("read_from", &self.read_from)
+            .field("node_timeout", &self.node_timeout)
             .field("password", &self.password)
             .finish()
     }
@@ -162,6 +167,41 @@ pub struct ClusterConfig {
     /// Seed nodes, `host:port`: any reachable one tells the rest (`CLUSTER SLOTS`). A managed
     /// service's configuration or discovery endpoint is one seed.
     pub nodes: Vec<String>,
+    /// How long one node may take for its part of a poll (see [`node_timeout`]).
+    #[serde(default)]
+    pub node_timeout: Option<HumanDuration>,
+}
+
+/// The share of `poll_timeout` one node (a Cluster node, a sentinel) gets by default: a
+/// quarter, so that a poll in which a node hangs (one deadline) still has room for the other
+/// steps that can each meet a node for the first time in that poll (the slot map, a redirect,
+/// the second round trip) before `poll_timeout` fails it whole.
+pub const NODE_TIMEOUT_SHARE: u32 = 4;
+
+/// One node's deadline within a poll: `configured`, else a quarter of `poll_timeout`.
+pub fn node_timeout(configured: Option<HumanDuration>, poll_timeout: Duration) -> Duration {
+    configured.map_or(poll_timeout / NODE_TIMEOUT_SHARE, |d| d.0)
+}
+
+/// Refuses a `node_timeout` that is zero or leaves a poll no room for anything else (more than
+/// half of `poll_timeout`).
+fn validate_node_timeout(
+    at: &str,
+    configured: Option<HumanDuration>,
+    poll_timeout: Duration,
+) -> Result<(), ConfigError> {
+    let Some(d) = configured else {
+        return Ok(());
+    };
+    if d.0.is_zero() || d.0 > poll_timeout / 2 {
+        return Err(ConfigError::invalid(
+            at,
+            format!(
+                "must be more than 0 and at most half of poll_timeout ({poll_timeout:?}): a node that hangs costs a poll this long, and the rest of the poll must still fit"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for RedisSourceConfig {
@@ -203,7 +243,7 @@ pub fn host_port(address: &str) -> Result<(String, u16), String> {
 }
 
 impl RedisSourceConfig {
-    pub(crate) fn validate(&self, at: &str) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self, at: &str, poll_timeout: Duration) -> Result<(), ConfigError> {
         let given = [
             self.url.is_some(),
             self.sentinel.is_some(),
@@ -270,9 +310,19 @@ impl RedisSourceConfig {
                     "must not be empty",
                 ));
             }
+            validate_node_timeout(
+                &format!("{at}.sentinel.node_timeout"),
+                s.node_timeout,
+                poll_timeout,
+            )?;
         }
         if let Some(c) = &self.cluster {
             addresses("cluster.nodes", &c.nodes)?;
+            validate_node_timeout(
+                &format!("{at}.cluster.node_timeout"),
+                c.node_timeout,
+                poll_timeout,
+            )?;
             if self.db.is_some_and(|db| db != 0) {
                 return Err(ConfigError::invalid(
                     format!("{at}.db"),
@@ -678,6 +728,30 @@ mod tests {
         assert_eq!(redact_url("rediss://:s3cr?t@h/1"), "rediss://:***@h/1");
         assert_eq!(redact_url("redis://h:6379/0"), "redis://h:6379/0");
         assert_eq!(redact_url("u:p@h"), "u:***@h", "no scheme");
+    }
+
+    #[test]
+    fn a_node_timeout_defaults_to_a_quarter_of_the_poll_and_leaves_room_for_the_rest() {
+        let poll = Duration::from_secs(2);
+        assert_eq!(node_timeout(None, poll), Duration::from_millis(500));
+        let set = Some(HumanDuration(Duration::from_millis(300)));
+        assert_eq!(node_timeout(set, poll), Duration::from_millis(300));
+        let yaml = |extra: &str| {
+            format!(
+                "poll_timeout: 2s\nsources:\n  a:\n    redis: {{cluster: {{nodes: [\"h:7000\"]{extra}}}}}\n  b:\n    redis: {{sentinel: {{addresses: [\"h:26379\"], master_name: m{extra}}}}}\nmetrics:\n  - {{name: q, source: a, measure: length, redis: {{type: list, key: q}}}}\n  - {{name: r, source: b, measure: length, redis: {{type: list, key: q}}}}\n"
+            )
+        };
+        Config::from_yaml(&yaml(""), Path::new("c.yaml")).expect("no node_timeout");
+        Config::from_yaml(&yaml(", node_timeout: 1s"), Path::new("c.yaml")).expect("half");
+        for bad in [", node_timeout: 1500ms", ", node_timeout: 0s"] {
+            let e = Config::from_yaml(&yaml(bad), Path::new("c.yaml"))
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                e.contains("node_timeout") && e.contains("at most half of poll_timeout"),
+                "{e}"
+            );
+        }
     }
 
     proptest! {

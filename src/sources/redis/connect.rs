@@ -160,6 +160,11 @@ impl Connector {
         }
     }
 
+    /// How long a connect or an answer may take on connections this connector opens.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The database the keys are read in.
     pub fn db(&self) -> i64 {
         self.db

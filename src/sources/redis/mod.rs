@@ -211,6 +211,7 @@ impl RedisSource {
             return Ok(false);
         };
         let wanted = self.wanted_patterns();
+        let deadline = self.topology.node_deadline();
         let task = tokio::spawn(async move {
             let mut scanned = Vec::new();
             for (pattern, key_type) in wanted {
@@ -220,6 +221,7 @@ impl RedisSource {
                     key_type.redis_name(),
                     MAX_KEYS_PER_PATTERN,
                     &display,
+                    deadline,
                 )
                 .await?;
                 let found = topology::Scanned {

@@ -12,11 +12,14 @@
 //!
 //! Either mismatch fails the poll (the API answers 503, never the old node's value), drops the
 //! node connection, and the next poll asks the sentinels again. A sentinel that does not answer
-//! is skipped for the next in the list; when none answers the poll fails. redis-rs's own
+//! within `sentinel.node_timeout` (a quarter of `poll_timeout` by default) is skipped for the
+//! next in the list, so one that hangs rather than refusing costs a poll that deadline, not the
+//! poll; when none answers the poll fails. redis-rs's own
 //! `sentinel` feature picks a node once per connection and does not re-check it per poll, which
 //! is the guarantee needed here, so it is not used.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use redis::Value;
 use redis::aio::MultiplexedConnection;
@@ -25,7 +28,7 @@ use super::config::{ReadFrom, SentinelConfig};
 use super::connect::{Connector, Credentials, NodeAddr, describe};
 use super::reads::Batch;
 use super::reply;
-use super::topology::{Scanned, scan_node, send_batch};
+use super::topology::{Scanned, scan_node, send_batch, within};
 use super::wire::Wire;
 use crate::sources::SourceError;
 
@@ -38,6 +41,8 @@ pub struct Sentinel {
     current: usize,
     sentinel_conn: Option<MultiplexedConnection>,
     to_sentinels: Connector,
+    /// How long one sentinel may take to connect or answer.
+    sentinel_timeout: Duration,
     to_data: Connector,
     read_from: ReadFrom,
     /// The master when `node` was chosen.
@@ -59,6 +64,7 @@ impl Sentinel {
         config: &SentinelConfig,
         to_data: Connector,
         display: String,
+        poll_timeout: Duration,
     ) -> Result<Self, SourceError> {
         let sentinels = NodeAddr::parse_all(&config.addresses)?;
         let to_sentinels = to_data.with_credentials(Credentials::new(
@@ -73,6 +79,7 @@ impl Sentinel {
             current: 0,
             sentinel_conn: None,
             to_sentinels,
+            sentinel_timeout: super::config::node_timeout(config.node_timeout, poll_timeout),
             to_data,
             read_from: config.read_from,
             master: None,
@@ -142,25 +149,17 @@ impl Sentinel {
         for step in 0..self.sentinels.len() {
             let at = (self.current + step) % self.sentinels.len();
             let addr = self.sentinels[at].clone();
-            let mut conn = match (&self.sentinel_conn, step) {
-                (Some(c), 0) => c.clone(),
-                _ => match self.to_sentinels.connect(&addr, None).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        failures.push(e.to_string());
-                        continue;
-                    }
-                },
-            };
-            match cmd(&self.master_name).query_async::<Value>(&mut conn).await {
-                Ok(Value::ServerError(e)) => {
+            let conn = self.sentinel_conn.clone().filter(|_| step == 0);
+            let query = cmd(&self.master_name);
+            match self.query_sentinel(addr.clone(), conn, query).await {
+                Ok((_, Value::ServerError(e))) => {
                     failures.push(format!(
                         "{addr}: {} {}",
                         e.code(),
                         e.details().unwrap_or("")
                     ));
                 }
-                Ok(v) if v != Value::Nil => {
+                Ok((conn, v)) if v != Value::Nil => {
                     self.current = at;
                     self.sentinel_conn = Some(conn);
                     return Ok(v);
@@ -169,7 +168,7 @@ impl Sentinel {
                     "{addr} does not monitor a master named {:?}",
                     self.master_name
                 )),
-                Err(e) => failures.push(format!("{addr}: {}", describe(&e))),
+                Err(e) => failures.push(e.to_string()),
             }
             self.sentinel_conn = None;
         }
@@ -177,6 +176,33 @@ impl Sentinel {
             target: self.display.clone(),
             message: format!("no sentinel answered: {}", failures.join("; ")),
         })
+    }
+
+    /// `query` on the sentinel at `addr` (on `conn`, or a new connection), connecting and
+    /// answering within the sentinel deadline.
+    fn query_sentinel(
+        &self,
+        addr: NodeAddr,
+        conn: Option<MultiplexedConnection>,
+        query: redis::Cmd,
+    ) -> impl Future<Output = Result<(MultiplexedConnection, Value), SourceError>> + use<> {
+        let connector = self.to_sentinels.clone();
+        let target = format!("sentinel {addr}");
+        let op = async move {
+            let mut conn = match conn {
+                Some(c) => c,
+                None => connector.connect(&addr, None).await?,
+            };
+            let v = query
+                .query_async::<Value>(&mut conn)
+                .await
+                .map_err(|e| SourceError::Io {
+                    target: addr.to_string(),
+                    message: describe(&e),
+                })?;
+            Ok((conn, v))
+        };
+        within(self.sentinel_timeout, move || target, op)
     }
 
     /// Runs `batch` on the node; with `role_at`, also checks the node's `ROLE` and, at the
@@ -192,8 +218,14 @@ impl Sentinel {
         let (addr, _) = self.node().await?;
         let target = addr.to_string();
         let wire = self.wire.take();
-        let sentinel = self.sentinel_conn.clone().filter(|_| role_at.is_some());
-        let name = self.master_name.clone();
+        // The sentinel last asked (connected again if its connection was dropped), within its
+        // own deadline: one that hangs is passed over, not waited for.
+        let sentinel = role_at.map(|_| {
+            let at = self.current % self.sentinels.len();
+            let addr = self.sentinels[at].clone();
+            let conn = self.sentinel_conn.clone();
+            self.query_sentinel(addr, conn, master_query(&self.master_name))
+        });
         let ((wire, replies), current) = tokio::join!(
             send_batch(
                 &self.to_data,
@@ -205,11 +237,17 @@ impl Sentinel {
             ),
             async {
                 match sentinel {
-                    Some(mut c) => Some(master_query(&name).query_async::<Value>(&mut c).await),
+                    Some(asked) => Some(asked.await),
                     None => None,
                 }
             }
         );
+        let current = current.map(|answer| {
+            answer.map(|(conn, v)| {
+                self.sentinel_conn = Some(conn);
+                v
+            })
+        });
         let replies = match replies {
             Ok(r) => r,
             Err(e) => {
@@ -279,8 +317,9 @@ impl Sentinel {
         limit: usize,
     ) -> Result<Scanned, SourceError> {
         let (addr, mut conn) = self.node().await?;
+        let deadline = self.to_data.timeout();
         let keys: Result<BTreeSet<String>, SourceError> =
-            scan_node(&mut conn, pattern, ty, limit, &addr.to_string()).await;
+            scan_node(&mut conn, pattern, ty, limit, &addr.to_string(), deadline).await;
         if matches!(keys, Err(SourceError::Io { .. })) {
             self.forget_node();
         }

@@ -4,6 +4,7 @@
 //! measure works the same on all three.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use redis::Value;
 use redis::aio::MultiplexedConnection;
@@ -69,8 +70,8 @@ impl Topology {
     ) -> Result<Self, SourceError> {
         let data = Connector::for_data(conn, timeout)?;
         Ok(match (&conn.sentinel, &conn.cluster) {
-            (Some(s), _) => Topology::Sentinel(Sentinel::new(s, data, conn.display())?),
-            (None, Some(c)) => Topology::Cluster(Cluster::new(c, data, conn.display())?),
+            (Some(s), _) => Topology::Sentinel(Sentinel::new(s, data, conn.display(), timeout)?),
+            (None, Some(c)) => Topology::Cluster(Cluster::new(c, data, conn.display(), timeout)?),
             (None, None) => Topology::Single(Single {
                 display: conn.display(),
                 connector: data,
@@ -139,7 +140,8 @@ impl Topology {
         match self {
             Topology::Single(s) => {
                 let mut conn = s.connection().await?;
-                let keys = scan_node(&mut conn, pattern, ty, limit, &s.display).await;
+                let deadline = s.connector.timeout();
+                let keys = scan_node(&mut conn, pattern, ty, limit, &s.display, deadline).await;
                 if matches!(keys, Err(SourceError::Io { .. })) {
                     s.conn = None;
                 }
@@ -194,6 +196,29 @@ impl Topology {
         }
     }
 
+    /// The nodes that failed during this poll (a cluster's): their tracking connections are
+    /// treated as lost, since a hung node never closes them.
+    pub fn failed_nodes(&self) -> Vec<WatchTarget> {
+        match self {
+            Topology::Cluster(c) => c
+                .failed_nodes()
+                .into_iter()
+                .map(WatchTarget::Node)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// How long one node may take for one step (a connect, an answer): a cluster node's
+    /// deadline, else the poll's timeout (one node is all there is to wait for).
+    pub fn node_deadline(&self) -> std::time::Duration {
+        match self {
+            Topology::Single(s) => s.connector.timeout(),
+            Topology::Sentinel(s) => s.connector().timeout(),
+            Topology::Cluster(c) => c.node_timeout(),
+        }
+    }
+
     /// The nodes whose key changes this topology's reads depend on: the server, the node a
     /// Sentinel names (once chosen), or every primary of a cluster.
     pub fn watch_targets(&self) -> Vec<WatchTarget> {
@@ -245,7 +270,10 @@ impl Topology {
         match self {
             Topology::Single(s) => s.connection().await.map(drop),
             Topology::Sentinel(s) => s.node().await.map(drop),
-            Topology::Cluster(c) => c.prepare().await,
+            Topology::Cluster(c) => {
+                c.begin_poll();
+                c.prepare().await
+            }
         }
     }
 }
@@ -305,34 +333,40 @@ pub(super) async fn send_batch(
     }
 }
 
-/// `SCAN ... MATCH pattern TYPE ty` over one node's whole keyspace.
+/// `SCAN ... MATCH pattern TYPE ty` over one node's whole keyspace, each call within
+/// `deadline` (a large keyspace takes many calls; a hung node misses the first).
 ///
 /// # Errors
-/// [`SourceError::Io`] when the node fails; `BadReply` beyond `limit` keys.
+/// [`SourceError::Io`] or [`SourceError::Late`] when the node fails; `BadReply` beyond `limit`
+/// keys.
 pub(super) async fn scan_node(
     conn: &mut MultiplexedConnection,
     pattern: &str,
     ty: &str,
     limit: usize,
     target: &str,
+    deadline: Duration,
 ) -> Result<BTreeSet<String>, SourceError> {
     let mut keys = BTreeSet::new();
     let mut cursor = "0".to_string();
     loop {
-        let (next, batch): (String, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(&cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .arg("TYPE")
-            .arg(ty)
-            .query_async(conn)
-            .await
-            .map_err(|e| SourceError::Io {
-                target: target.to_string(),
-                message: format!("SCAN {pattern:?}: {}", describe(&e)),
-            })?;
+        let call = async {
+            redis::cmd("SCAN")
+                .arg(&cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .arg("TYPE")
+                .arg(ty)
+                .query_async::<(String, Vec<Vec<u8>>)>(&mut *conn)
+                .await
+                .map_err(|e| SourceError::Io {
+                    target: target.to_string(),
+                    message: format!("SCAN {pattern:?}: {}", describe(&e)),
+                })
+        };
+        let (next, batch) = within(deadline, || target.to_string(), call).await?;
         keys.extend(
             batch
                 .into_iter()
@@ -353,6 +387,28 @@ pub(super) fn too_many(pattern: &str, ty: &str, limit: usize) -> SourceError {
     SourceError::BadReply {
         what: format!("pattern {pattern:?} matches more than {limit} {ty} keys; narrow it"),
     }
+}
+
+/// `op`, one node's part of a poll, within `deadline`: a node that hangs (stopped, behind a
+/// partition that drops packets) costs the poll this deadline, not the whole poll. The error
+/// names the node as `target` gives it. Whatever connection `op` held mid-exchange is dropped
+/// with it, so a late reply is never read as the answer to a later command.
+///
+/// # Errors
+/// `op`'s own, or [`SourceError::Late`].
+pub(super) async fn within<T>(
+    deadline: Duration,
+    target: impl FnOnce() -> String,
+    op: impl Future<Output = Result<T, SourceError>>,
+) -> Result<T, SourceError> {
+    tokio::time::timeout(deadline, op)
+        .await
+        .unwrap_or_else(|_| {
+            Err(SourceError::Late {
+                target: target(),
+                after: deadline,
+            })
+        })
 }
 
 /// A reply that stands for a command no node answered: the series reading it report `message`.

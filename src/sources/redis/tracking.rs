@@ -17,7 +17,10 @@
 //! run discovery first. The tracking connection speaks RESP3 (push messages) whatever the
 //! data connections speak; it needs `+hello +client|tracking` in an ACL. A refusal (Redis < 6,
 //! an ACL without it) or a lost connection falls back to polling, logged once, shown as
-//! `qma_push_watching 0`, and retried with backoff.
+//! `qma_push_watching 0`, and retried with backoff. A node that hangs never closes its
+//! connection, so a cluster node that failed during the poll counts as lost too: its watch is
+//! dropped and not made again until the node answers a poll; and making a watch is bounded by
+//! the node's deadline, so a hung node cannot hold the poll there either.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,11 +110,13 @@ impl Tracking {
             return;
         }
         let targets = topology.watch_targets();
-        self.watches
-            .retain(|t, w| targets.contains(t) && w.alive.load(Ordering::Relaxed));
+        let failed = topology.failed_nodes();
+        self.watches.retain(|t, w| {
+            targets.contains(t) && w.alive.load(Ordering::Relaxed) && !failed.contains(t)
+        });
         let missing: Vec<WatchTarget> = targets
             .iter()
-            .filter(|t| !self.watches.contains_key(t))
+            .filter(|t| !self.watches.contains_key(t) && !failed.contains(t))
             .cloned()
             .collect();
         if !missing.is_empty() && self.retry_at.is_none_or(|t| Instant::now() >= t) {
@@ -132,6 +137,12 @@ impl Tracking {
                     }
                 }
             }
+        }
+        if let Some(silent) = targets.iter().find(|t| failed.contains(t)) {
+            self.off(format!(
+                "node {silent} did not answer the poll; polling only until it does"
+            ));
+            return;
         }
         let all = targets.iter().all(|t| self.watches.contains_key(t));
         if all && self.unwatchable.is_empty() {
@@ -186,16 +197,28 @@ impl Tracking {
                 Ok(())
             }
         };
-        let mut conn = topology
-            .connect_watch(target, handler)
-            .await
-            .map_err(|e| format!("tracking connection to {target}: {e}"))?;
+        let deadline = topology.node_deadline();
         let mut cmd = redis::cmd("CLIENT");
         cmd.arg("TRACKING").arg("ON").arg("BCAST");
         for p in &self.prefixes {
             cmd.arg("PREFIX").arg(p);
         }
-        match cmd.query_async::<Value>(&mut conn).await {
+        let made = tokio::time::timeout(deadline, async {
+            let mut conn = topology
+                .connect_watch(target, handler)
+                .await
+                .map_err(|e| format!("tracking connection to {target}: {e}"))?;
+            let answer = cmd.query_async::<Value>(&mut conn).await;
+            Ok::<_, String>((conn, answer))
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "tracking connection to {target}: no answer within {deadline:?}"
+            ))
+        });
+        let (conn, answer) = made?;
+        match answer {
             Ok(Value::ServerError(e)) => Err(format!(
                 "{target} refused CLIENT TRACKING: {} {} (needs Redis 6+ and +client|tracking in the ACL)",
                 e.code(),
