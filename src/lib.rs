@@ -6,8 +6,8 @@
 //! the latest snapshot -> [`api`] serves it; [`series_log`] tells the poller which series
 //! started or stopped failing on their own. [`model`] is the vocabulary they share and
 //! [`primitives`] the config values every layer uses; [`k8s`] holds Kubernetes wire details
-//! (quantities, selectors, `Status`) and the client; [`config`] is the YAML file's root, which
-//! dispatches each source to its kind; [`reload`] runs the sources a config names and swaps them
+//! (quantities, selectors, `Status`) and the client; [`config`] is the YAML file's root, and
+//! [`sources::kinds`] the one place that dispatches each source to its kind; [`reload`] runs the sources a config names and swaps them
 //! on change; [`security`] guards the API port and the KEDA port; [`app`] wires it all for
 //! `serve`, [`check`] for `check`; [`telemetry`] is logging and our own metrics; [`shutdown`]
 //! owns the signal; [`tls`] the crypto provider.

@@ -1,6 +1,8 @@
-//! The one file that names every source kind: the config's [`SourceConfig`]
-//! (`jobs: {redis: {...}}`) and [`MetricTargets`] (`metrics[].redis`), the checks and
-//! constructor each kind's config leads to, and the [`RunningSource`] the poller drives.
+//! The one file that dispatches over every source kind: the config's [`SourceConfig`]
+//! (`jobs: {redis: {...}}`), the checks and constructor each kind's config leads to, and the
+//! [`RunningSource`] the poller drives. The metric blocks (`metrics[].redis`) are
+//! [`super::metric::MetricTargets`], beside the metric that holds them, which imports only the
+//! kinds' config types: a kind's reading code takes a metric without an import circle.
 //!
 //! Every `match` here lists the kinds, so a new kind is a compile error in each place until its
 //! arm is written (KEDA's one `switch` in `buildScaler`, with exhaustiveness on top). A kind's
@@ -20,7 +22,7 @@ use super::inference::{
     self, Inference, InferenceSource, config::InferenceSourceConfig, config::InferenceTarget,
 };
 use super::kubernetes::workloads::NAMESPACE_LABEL;
-use super::metric::MetricConfig;
+use super::metric::{KINDS, MetricConfig};
 use super::rabbitmq::{
     self, RabbitMq, RabbitMqSource, config::RabbitMqSourceConfig, config::RabbitMqTarget,
 };
@@ -29,9 +31,6 @@ use super::source::{Source, SourceError};
 use crate::model::Sample;
 use crate::primitives::{ConfigError, HumanDuration};
 use crate::wake::WakeSignal;
-
-/// The kinds' names, as the config spells them.
-pub const KINDS: &[&str] = &["redis", "rabbitmq", "dcgm", "inference"];
 
 /// One connection; the key names its kind (`jobs: {redis: {...}}`).
 #[derive(Debug, Clone, PartialEq)]
@@ -44,61 +43,6 @@ pub enum SourceConfig {
     Dcgm(DcgmSourceConfig),
     /// An `inference` source.
     Inference(InferenceSourceConfig),
-}
-
-/// A metric's kind-specific block (`metrics[].redis`, ...): at most one is meant to be set,
-/// the one of its source's kind (checked by [`SourceConfig::validate_metric`]).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MetricTargets {
-    /// `metrics[].redis`.
-    pub redis: Option<RedisTarget>,
-    /// `metrics[].rabbitmq`.
-    pub rabbitmq: Option<RabbitMqTarget>,
-    /// `metrics[].dcgm`.
-    pub dcgm: Option<DcgmTarget>,
-    /// `metrics[].inference`.
-    pub inference: Option<InferenceTarget>,
-}
-
-impl MetricTargets {
-    /// Reads the block named `key` from `map` if `key` names a kind; `Ok(false)` if it does not.
-    pub(crate) fn read<'de, A: MapAccess<'de>>(
-        &mut self,
-        key: &str,
-        map: &mut A,
-    ) -> Result<bool, A::Error> {
-        fn once<'de, A: MapAccess<'de>, T: serde::Deserialize<'de>>(
-            slot: &mut Option<T>,
-            key: &'static str,
-            map: &mut A,
-        ) -> Result<bool, A::Error> {
-            if slot.is_some() {
-                return Err(A::Error::duplicate_field(key));
-            }
-            *slot = Some(map.next_value()?);
-            Ok(true)
-        }
-        match key {
-            "redis" => once(&mut self.redis, "redis", map),
-            "rabbitmq" => once(&mut self.rabbitmq, "rabbitmq", map),
-            "dcgm" => once(&mut self.dcgm, "dcgm", map),
-            "inference" => once(&mut self.inference, "inference", map),
-            _ => Ok(false),
-        }
-    }
-
-    /// The kinds whose block is set.
-    pub fn present(&self) -> Vec<&'static str> {
-        let set = [
-            ("redis", self.redis.is_some()),
-            ("rabbitmq", self.rabbitmq.is_some()),
-            ("dcgm", self.dcgm.is_some()),
-            ("inference", self.inference.is_some()),
-        ];
-        set.into_iter()
-            .filter_map(|(kind, set)| set.then_some(kind))
-            .collect()
-    }
 }
 
 impl SourceConfig {
@@ -333,7 +277,7 @@ pub fn spec_of<'a, K: Kind>(
     ))
 }
 
-/// A kind's two config blocks picked out of [`SourceConfig`] and [`MetricTargets`], so that
+/// A kind's two config blocks picked out of [`SourceConfig`] and [`super::MetricTargets`], so that
 /// [`spec_of`] can be asked for one kind (`spec_of::<Redis>`).
 pub trait Kind: Blocks {
     /// The connection of `source`, if it is of this kind.

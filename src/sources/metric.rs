@@ -1,12 +1,20 @@
 //! One served metric as the config declares it: the fields every metric has, and the block of
-//! its source's kind ([`MetricTargets`], one field per kind).
+//! its source's kind ([`MetricTargets`], one field per kind). The blocks are the kinds' own
+//! config types; this module imports only those (`<kind>::config`), never a kind's reading
+//! code, so a kind can take a [`MetricConfig`] without an import circle. What a source of each
+//! kind does with them is [`super::kinds`]'.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer};
 
-use super::kinds::MetricTargets;
+use serde::de::{Error as _, MapAccess};
+
+use super::dcgm::config::DcgmTarget;
+use super::inference::config::InferenceTarget;
+use super::rabbitmq::config::RabbitMqTarget;
+use super::redis::config::RedisTarget;
 use crate::model::Measure;
 
 /// One served metric.
@@ -26,6 +34,64 @@ pub struct MetricConfig {
     pub namespaces: Option<Vec<String>>,
     /// What to read, in the block of its source's kind (`redis: {...}`, `rabbitmq: {...}`).
     pub targets: MetricTargets,
+}
+
+/// The kinds' names, as the config spells them (`sources.<name>.<kind>`, `metrics[].<kind>`).
+pub const KINDS: &[&str] = &["redis", "rabbitmq", "dcgm", "inference"];
+
+/// A metric's kind-specific block (`metrics[].redis`, ...): at most one is meant to be set,
+/// the one of its source's kind (checked by [`super::SourceConfig::validate_metric`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricTargets {
+    /// `metrics[].redis`.
+    pub redis: Option<RedisTarget>,
+    /// `metrics[].rabbitmq`.
+    pub rabbitmq: Option<RabbitMqTarget>,
+    /// `metrics[].dcgm`.
+    pub dcgm: Option<DcgmTarget>,
+    /// `metrics[].inference`.
+    pub inference: Option<InferenceTarget>,
+}
+
+impl MetricTargets {
+    /// Reads the block named `key` from `map` if `key` names a kind; `Ok(false)` if it does not.
+    pub(crate) fn read<'de, A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+    ) -> Result<bool, A::Error> {
+        fn once<'de, A: MapAccess<'de>, T: serde::Deserialize<'de>>(
+            slot: &mut Option<T>,
+            key: &'static str,
+            map: &mut A,
+        ) -> Result<bool, A::Error> {
+            if slot.is_some() {
+                return Err(A::Error::duplicate_field(key));
+            }
+            *slot = Some(map.next_value()?);
+            Ok(true)
+        }
+        match key {
+            "redis" => once(&mut self.redis, "redis", map),
+            "rabbitmq" => once(&mut self.rabbitmq, "rabbitmq", map),
+            "dcgm" => once(&mut self.dcgm, "dcgm", map),
+            "inference" => once(&mut self.inference, "inference", map),
+            _ => Ok(false),
+        }
+    }
+
+    /// The kinds whose block is set.
+    pub fn present(&self) -> Vec<&'static str> {
+        let set = [
+            ("redis", self.redis.is_some()),
+            ("rabbitmq", self.rabbitmq.is_some()),
+            ("dcgm", self.dcgm.is_some()),
+            ("inference", self.inference.is_some()),
+        ];
+        set.into_iter()
+            .filter_map(|(kind, set)| set.then_some(kind))
+            .collect()
+    }
 }
 
 /// The fields of a metric besides the kinds' blocks.
@@ -75,7 +141,7 @@ impl<'de> Deserialize<'de> for MetricConfig {
                         other => {
                             if !targets.read(other, &mut map)? {
                                 let mut expected: Vec<&str> = METRIC_FIELDS.to_vec();
-                                expected.extend(super::kinds::KINDS);
+                                expected.extend(KINDS);
                                 let expected: Vec<String> =
                                     expected.iter().map(|f| format!("`{f}`")).collect();
                                 return Err(A::Error::custom(format!(

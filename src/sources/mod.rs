@@ -7,7 +7,8 @@
 //!
 //! The base every kind uses names no kind: [`source`] (the trait and the poll's error),
 //! [`http`] (bodies read within a limit), [`build`] (what a source is built from), [`metric`]
-//! (a metric as configured). [`kinds`] is the one file that names every kind.
+//! (a metric as configured, with each kind's block). [`kinds`] is the one file that dispatches
+//! over every kind.
 //!
 //! # Adding a source kind
 //! 1. A folder `src/sources/<kind>/` with `mod.rs`, `config.rs` and what the reads need, and
@@ -20,10 +21,11 @@
 //!    constructor from a [`build::SourceSpec`].
 //! 4. Its measures: new [`crate::model::Measure`] variants if it reads something new, with
 //!    their names in `Measure::as_str`.
-//! 5. In [`kinds`]: its name in `KINDS`, a variant of `SourceConfig`, `RunningSource` and a
-//!    field of `MetricTargets`, an `impl Kind`, and its arm in every `match`: each is a compile
-//!    error until written.
-//! 6. Tests beside it against the real backend (a private instance where the topology needs
+//! 5. In [`metric`]: its name in `KINDS`, a field of `MetricTargets` (its metric block) and
+//!    that field's arms in `MetricTargets::read` and `present`.
+//! 6. In [`kinds`]: a variant of `SourceConfig` and of `RunningSource`, an `impl Kind`, and its
+//!    arm in every `match`: each is a compile error until written.
+//! 7. Tests beside it against the real backend (a private instance where the topology needs
 //!    one), a line in the read-only test, and its section in the README.
 
 pub mod age;
@@ -42,8 +44,8 @@ pub mod rabbitmq;
 pub mod redis;
 
 pub use http::DEFAULT_MAX_RESPONSE_BYTES;
-pub use kinds::{MetricTargets, RunningSource, SourceConfig};
-pub use metric::MetricConfig;
+pub use kinds::{RunningSource, SourceConfig};
+pub use metric::{MetricConfig, MetricTargets};
 pub use source::{Source, SourceError};
 
 #[cfg(doc)]

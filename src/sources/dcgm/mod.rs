@@ -29,17 +29,17 @@ use self::config::{DcgmSourceConfig, DcgmTarget, Discover, MEASURES};
 use self::gpus::{Alias, GpuReading, PodRef};
 use self::scrape::{Fetch, scrape_all};
 use super::build::{Blocks, BuildContext, SourceSpec};
-use super::{Source, SourceError};
+use super::source::{Source, SourceError};
 use crate::model::Measure;
 use crate::model::{Labels, Sample, SeriesError};
 use crate::primitives::ConfigError;
 use crate::primitives::redact_url;
-use crate::sources::MetricConfig;
 use crate::sources::kubernetes::endpoint_slices::ServiceEndpoints;
 use crate::sources::kubernetes::owners::{Owners, Workload};
 use crate::sources::kubernetes::workloads::{
     PodKey, PodValue, SeriesKey, WorkloadAggregate, per_group, validate_metric_labels,
 };
+use crate::sources::metric::MetricConfig;
 
 /// Where the exporters are.
 pub enum Endpoints {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::primitives::ConfigError;
-use crate::sources::SourceError;
+use crate::sources::source::SourceError;
 
 /// How one HTTP read of an upstream is bounded.
 #[derive(Debug, Clone, Copy)]

@@ -10,7 +10,6 @@ use serde::Deserialize;
 use super::presets::{Combine, Preset, Reading, Recipe};
 use crate::model::Measure;
 use crate::primitives::{ConfigError, HumanDuration};
-use crate::sources::MetricConfig;
 use crate::sources::exposition::fetch::{validate_limits, validate_scheme_and_path};
 use crate::sources::exposition::query::PrometheusQuery;
 use crate::sources::kubernetes::pods::PodPort;
@@ -161,22 +160,22 @@ impl InferenceSourceConfig {
     /// [`ConfigError::Invalid`] naming the field when the measure and block do not fit.
     pub fn recipe(
         &self,
-        m: &MetricConfig,
+        measure: Measure,
         target: Option<&InferenceTarget>,
         at: &str,
     ) -> Result<Recipe, ConfigError> {
         let default = InferenceTarget::default();
         let t = target.unwrap_or(&default);
         let block = format!("{at}.inference");
-        let mut recipe = match m.measure {
+        let mut recipe = match measure {
             Measure::Value | Measure::Rate => {
                 let Some(family) = &t.family else {
                     return Err(ConfigError::invalid(
                         format!("{block}.family"),
-                        format!("measure {} needs the family to read", m.measure),
+                        format!("measure {} needs the family to read", measure),
                     ));
                 };
-                let reading = if m.measure == Measure::Value {
+                let reading = if measure == Measure::Value {
                     Reading::Gauge(vec![family.clone()])
                 } else {
                     Reading::Rate(family.clone())

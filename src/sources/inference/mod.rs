@@ -29,16 +29,16 @@ use std::time::Duration;
 use self::config::{InferenceSourceConfig, InferenceTarget};
 use self::plans::{Plans, PodScrape, unix_now};
 use super::build::{Blocks, BuildContext, SourceSpec};
-use super::{Source, SourceError};
+use super::source::{Source, SourceError};
 use crate::model::Sample;
 use crate::primitives::{ConfigError, redact_url};
-use crate::sources::MetricConfig;
 use crate::sources::exposition::fetch::{self, Fetch};
 use crate::sources::exposition::parse::parse_with;
 use crate::sources::exposition::query;
 use crate::sources::kubernetes::owners::Owners;
 use crate::sources::kubernetes::pods::{PodPort, SelectedPods};
 use crate::sources::kubernetes::workloads::{PodRef, validate_metric_labels};
+use crate::sources::metric::MetricConfig;
 
 /// Where the servers' metrics come from.
 pub enum Targets {
@@ -94,7 +94,7 @@ pub fn validate_metric(
     target: Option<&InferenceTarget>,
     at: &str,
 ) -> Result<(), ConfigError> {
-    conn.recipe(m, target, at)?;
+    conn.recipe(m.measure, target, at)?;
     validate_metric_labels(at, &m.labels, &conn.extra_labels)
 }
 

@@ -15,12 +15,12 @@ use super::rates::Rates;
 use super::reading::{Selection, pod_values};
 use crate::model::{Labels, Measure, Sample, SeriesError};
 use crate::primitives::ConfigError;
-use crate::sources::MetricConfig;
 use crate::sources::exposition::parse::PromSample;
 use crate::sources::kubernetes::owners::Workload;
 use crate::sources::kubernetes::workloads::{
     PodKey, PodRef, PodValue, SeriesKey, WorkloadAggregate, per_group,
 };
+use crate::sources::metric::MetricConfig;
 
 /// One pod's scrape in a poll.
 pub struct PodScrape<'a> {
@@ -72,7 +72,7 @@ impl Plans {
     ) -> Result<Self, ConfigError> {
         let mut plans = Vec::new();
         for (i, (m, target)) in metrics.iter().enumerate() {
-            let recipe = conn.recipe(m, *target, &format!("metrics[{i}] ({})", m.name))?;
+            let recipe = conn.recipe(m.measure, *target, &format!("metrics[{i}] ({})", m.name))?;
             plans.push(Plan {
                 name: Arc::from(m.name.as_str()),
                 measure: m.measure,

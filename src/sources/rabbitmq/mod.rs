@@ -25,11 +25,11 @@ use self::config::{DEFAULT_IDLE_MAX_QUEUES, RabbitMqSourceConfig, RabbitMqTarget
 use self::idle::IdleWatch;
 use self::management::{ListError, Management, QueueInfo, Reading};
 use super::build::{Blocks, SourceSpec};
-use super::{Source, SourceError};
+use super::source::{Source, SourceError};
 use crate::model::Measure;
 use crate::model::{Labels, Sample, SeriesError};
 use crate::primitives::ConfigError;
-use crate::sources::MetricConfig;
+use crate::sources::metric::MetricConfig;
 
 /// Label naming the queue of a series (encoded where the name is not a valid label value:
 /// [`crate::k8s::label::encode_value`]).

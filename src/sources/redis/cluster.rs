@@ -11,7 +11,7 @@
 //! The slot map is read at start, after a node failed or redirected a command, and every
 //! [`REFRESH_EVERY`]: every known primary and seed is asked at once for `CLUSTER SLOTS` and
 //! `CLUSTER NODES`, and each slot goes to the primary claimed with the highest config epoch
-//! (see [`newest_map`]), so a woken old primary that still claims its slots does not win. Each command goes to the primary owning its key's hash slot (CRC16 of the
+//! (see `newest_map`), so a woken old primary that still claims its slots does not win. Each command goes to the primary owning its key's hash slot (CRC16 of the
 //! key, or of its `{hash tag}`); `TIME` goes to every node and the latest clock is used, so an
 //! age measured on any node is never negative by clock skew. A `MOVED` reply (a slot that moved
 //! for good) updates the map and resends the command there; an `ASK` reply (a slot being
@@ -32,11 +32,11 @@ use redis::aio::MultiplexedConnection;
 
 use super::config::{ClusterConfig, host_port};
 use super::connect::{Connector, NodeAddr, describe};
+use super::node::{Scanned, error_reply, scan_node, send_batch, too_many, within};
 use super::reads::Batch;
 use super::reply;
-use super::topology::{Scanned, error_reply, scan_node, send_batch, too_many, within};
 use super::wire::{self, Wire};
-use crate::sources::SourceError;
+use crate::sources::source::SourceError;
 
 /// Hash slots in a Redis Cluster.
 pub const SLOTS: usize = 16384;

@@ -15,7 +15,7 @@ use redis::{AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoC
 use super::config::{RedisSourceConfig, redact_url};
 use super::wire::{Endpoint, Login, Wire};
 use crate::primitives::Secret;
-use crate::sources::SourceError;
+use crate::sources::source::SourceError;
 
 /// A node's address as a topology reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

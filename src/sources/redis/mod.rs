@@ -27,6 +27,7 @@ pub mod config;
 pub mod connect;
 pub mod glob;
 mod json_pointer;
+pub mod node;
 pub mod reads;
 pub mod reply;
 pub mod sentinel;
@@ -44,11 +45,11 @@ use self::reads::{Batch, Pending, Planned, SeriesRead};
 use self::topology::Topology;
 use self::tracking::Tracking;
 use super::build::{Blocks, SourceSpec};
-use super::{Source, SourceError};
+use super::source::{Source, SourceError};
 use crate::model::Measure;
 use crate::model::{Labels, Sample};
 use crate::primitives::ConfigError;
-use crate::sources::MetricConfig;
+use crate::sources::metric::MetricConfig;
 use crate::wake::{WakePace, WakeSignal};
 
 /// Most keys one pattern may match; beyond it the pattern is an error rather than a surprise.
@@ -99,7 +100,7 @@ pub struct RedisSource {
 }
 
 /// What one discovery found: the keys of each (pattern, type).
-type Discovered = Vec<((String, KeyType), topology::Scanned)>;
+type Discovered = Vec<((String, KeyType), node::Scanned)>;
 
 /// A discovery task, stopped when its source is dropped (a reload) or a newer one starts.
 struct BackgroundDiscovery(tokio::task::JoinHandle<Result<Discovered, SourceError>>);
@@ -215,7 +216,7 @@ impl RedisSource {
         let task = tokio::spawn(async move {
             let mut scanned = Vec::new();
             for (pattern, key_type) in wanted {
-                let keys = topology::scan_node(
+                let keys = node::scan_node(
                     &mut conn,
                     &pattern,
                     key_type.redis_name(),
@@ -224,7 +225,7 @@ impl RedisSource {
                     deadline,
                 )
                 .await?;
-                let found = topology::Scanned {
+                let found = node::Scanned {
                     keys,
                     partial: false,
                 };

@@ -26,11 +26,11 @@ use redis::aio::MultiplexedConnection;
 
 use super::config::{ReadFrom, SentinelConfig};
 use super::connect::{Connector, Credentials, NodeAddr, describe};
+use super::node::{Scanned, scan_node, send_batch, within};
 use super::reads::Batch;
 use super::reply;
-use super::topology::{Scanned, scan_node, send_batch, within};
 use super::wire::Wire;
-use crate::sources::SourceError;
+use crate::sources::source::SourceError;
 
 /// A Sentinel-managed master and the node this source reads.
 pub struct Sentinel {

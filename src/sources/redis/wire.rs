@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::primitives::Secret;
-use crate::sources::SourceError;
+use crate::sources::source::SourceError;
 
 /// Deepest nesting of a reply read (the `redis` crate's limit too).
 const MAX_DEPTH: usize = 100;
