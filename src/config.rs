@@ -13,10 +13,10 @@ use serde::Deserialize;
 
 pub use crate::k8s::client::KubernetesConfig;
 use crate::k8s::label::{validate_key, validate_value};
-pub use crate::model::Measure;
 use crate::model::validate_metric_name;
 pub use crate::primitives::{ConfigError, HumanDuration, Secret};
 use crate::security::keda_clients::KedaClientConfig;
+pub use crate::sources::measure::Measure;
 pub use crate::sources::{MetricConfig, MetricTargets, SourceConfig};
 
 /// Default time between two polls of a source: 2 s, well inside the HPA's 15 s sync period.

@@ -9,8 +9,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use serde::Deserialize;
-
 use crate::k8s::label::encode_value;
 
 /// Labels of one series: what `metricLabels` shows and what a `labelSelector` matches.
@@ -525,96 +523,5 @@ mod tests {
                 "{bad:?} should be invalid"
             );
         }
-    }
-}
-
-/// What a metric computes from what it reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Measure {
-    /// Number of entries (list `LLEN`, stream `XLEN`, sorted set `ZCARD`).
-    Length,
-    /// Seconds since the oldest entry was enqueued (list, sorted set).
-    OldestAgeSeconds,
-    /// Stream entries not yet delivered to the consumer group.
-    Lag,
-    /// Stream entries delivered to the group and not yet acknowledged.
-    Pending,
-    /// Age of the oldest delivered-but-unacknowledged stream entry.
-    OldestPendingAgeSeconds,
-    /// Age of the oldest stream entry the group has not finished (pending, else undelivered).
-    OldestUnprocessedAgeSeconds,
-    /// Sorted-set entries whose score (run-at time) has passed; RabbitMQ messages ready for delivery.
-    Ready,
-    /// RabbitMQ: delivered, not yet acknowledged.
-    Unacked,
-    /// RabbitMQ: ready + unacknowledged.
-    Total,
-    /// RabbitMQ: consumers attached.
-    Consumers,
-    /// RabbitMQ: messages published per second.
-    PublishRate,
-    /// RabbitMQ: messages delivered per second.
-    DeliverRate,
-    /// RabbitMQ: messages acknowledged per second.
-    AckRate,
-    /// RabbitMQ: backlog / ack rate, seconds to drain at the current pace.
-    DrainSeconds,
-    /// GPU utilization in percent 0–100 (engine activity, else GPU_UTIL).
-    GpuUtilization,
-    /// Frame buffer used / (used + free), 0–1.
-    MemoryUsedRatio,
-    /// Power draw in watts.
-    PowerWatts,
-    /// Model server: requests queued, not yet scheduled (vLLM `num_requests_waiting`, TGI
-    /// `tgi_queue_size`, Triton pending, SGLang `num_queue_reqs`).
-    WaitingRequests,
-    /// Model server: requests in the running batch.
-    RunningRequests,
-    /// Model server: KV-cache (token pool) in use, a fraction 0–1.
-    KvCacheUsageRatio,
-    /// Model server: mean time a request waited in the queue over the rate window, in seconds
-    /// (Triton's cumulative queue duration per request).
-    QueueTimeSeconds,
-    /// Model server: a named gauge family as the server reports it.
-    Value,
-    /// Model server: per-second rate of a named counter family over the rate window.
-    Rate,
-}
-
-impl Measure {
-    /// The measure's config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Measure::Length => "length",
-            Measure::OldestAgeSeconds => "oldest_age_seconds",
-            Measure::Lag => "lag",
-            Measure::Pending => "pending",
-            Measure::OldestPendingAgeSeconds => "oldest_pending_age_seconds",
-            Measure::OldestUnprocessedAgeSeconds => "oldest_unprocessed_age_seconds",
-            Measure::Ready => "ready",
-            Measure::Unacked => "unacked",
-            Measure::Total => "total",
-            Measure::Consumers => "consumers",
-            Measure::PublishRate => "publish_rate",
-            Measure::DeliverRate => "deliver_rate",
-            Measure::AckRate => "ack_rate",
-            Measure::DrainSeconds => "drain_seconds",
-            Measure::GpuUtilization => "gpu_utilization",
-            Measure::MemoryUsedRatio => "memory_used_ratio",
-            Measure::PowerWatts => "power_watts",
-            Measure::WaitingRequests => "waiting_requests",
-            Measure::RunningRequests => "running_requests",
-            Measure::KvCacheUsageRatio => "kv_cache_usage_ratio",
-            Measure::QueueTimeSeconds => "queue_time_seconds",
-            Measure::Value => "value",
-            Measure::Rate => "rate",
-        }
-    }
-}
-
-impl fmt::Display for Measure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }

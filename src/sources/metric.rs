@@ -15,7 +15,7 @@ use super::dcgm::config::DcgmTarget;
 use super::inference::config::InferenceTarget;
 use super::rabbitmq::config::RabbitMqTarget;
 use super::redis::config::RedisTarget;
-use crate::model::Measure;
+use crate::sources::measure::Measure;
 
 /// One served metric.
 #[derive(Debug, Clone, PartialEq)]

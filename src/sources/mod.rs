@@ -19,7 +19,7 @@
 //! 3. A type implementing [`Source`] (one poll: read, never write); a unit type implementing
 //!    [`build::Blocks`] (its two block types); the functions `validate_metric` and a
 //!    constructor from a [`build::SourceSpec`].
-//! 4. Its measures: new [`crate::model::Measure`] variants if it reads something new, with
+//! 4. Its measures: new [`measure::Measure`] variants if it reads something new, with
 //!    their names in `Measure::as_str`.
 //! 5. In [`metric`]: its name in `KINDS`, a field of `MetricTargets` (its metric block) and
 //!    that field's arms in `MetricTargets::read` and `present`.
@@ -34,6 +34,7 @@ pub mod exposition;
 pub mod http;
 pub mod kinds;
 pub mod kubernetes;
+pub mod measure;
 pub mod metric;
 pub mod source;
 

@@ -8,12 +8,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::gpus::Alias;
-use crate::model::Measure;
 use crate::primitives::redact_url;
 use crate::primitives::{ConfigError, HumanDuration};
 use crate::sources::exposition::fetch::{validate_limits, validate_scheme_and_path};
 use crate::sources::kubernetes::workloads::WorkloadAggregate;
 use crate::sources::kubernetes::workloads::validate_extra_labels;
+use crate::sources::measure::Measure;
 
 pub use crate::sources::exposition::query::PrometheusQuery;
 pub use crate::sources::kubernetes::workloads::{

@@ -30,7 +30,6 @@ use self::gpus::{Alias, GpuReading, PodRef};
 use self::scrape::{Fetch, scrape_all};
 use super::build::{Blocks, BuildContext, SourceSpec};
 use super::source::{Source, SourceError};
-use crate::model::Measure;
 use crate::model::{Labels, Sample, SeriesError};
 use crate::primitives::ConfigError;
 use crate::primitives::redact_url;
@@ -39,6 +38,7 @@ use crate::sources::kubernetes::owners::{Owners, Workload};
 use crate::sources::kubernetes::workloads::{
     PodKey, PodValue, SeriesKey, WorkloadAggregate, per_group, validate_metric_labels,
 };
+use crate::sources::measure::Measure;
 use crate::sources::metric::MetricConfig;
 
 /// Where the exporters are.

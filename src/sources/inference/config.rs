@@ -8,12 +8,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::presets::{Combine, Preset, Reading, Recipe};
-use crate::model::Measure;
 use crate::primitives::{ConfigError, HumanDuration};
 use crate::sources::exposition::fetch::{validate_limits, validate_scheme_and_path};
 use crate::sources::exposition::query::PrometheusQuery;
 use crate::sources::kubernetes::pods::PodPort;
 use crate::sources::kubernetes::workloads::validate_extra_labels;
+use crate::sources::measure::Measure;
 
 /// Default rate window: long enough for several polls at the default interval, short enough
 /// that a burst shows within half a minute.

@@ -13,13 +13,14 @@ use super::config::{InferenceSourceConfig, InferenceTarget};
 use super::presets::{Combine, Reading};
 use super::rates::Rates;
 use super::reading::{Selection, pod_values};
-use crate::model::{Labels, Measure, Sample, SeriesError};
+use crate::model::{Labels, Sample, SeriesError};
 use crate::primitives::ConfigError;
 use crate::sources::exposition::parse::PromSample;
 use crate::sources::kubernetes::owners::Workload;
 use crate::sources::kubernetes::workloads::{
     PodKey, PodRef, PodValue, SeriesKey, WorkloadAggregate, per_group,
 };
+use crate::sources::measure::Measure;
 use crate::sources::metric::MetricConfig;
 
 /// One pod's scrape in a poll.

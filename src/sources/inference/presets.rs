@@ -10,7 +10,7 @@
 
 use serde::Deserialize;
 
-use crate::model::Measure;
+use crate::sources::measure::Measure;
 
 /// A model server whose metric names the adapter knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -170,9 +170,9 @@ fn combine(values: &[f64], how: Combine, needed: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Measure;
     use crate::sources::exposition::parse::parse;
     use crate::sources::inference::presets::Preset;
+    use crate::sources::measure::Measure;
 
     const VLLM_OLD: &str = include_str!("../../../tests/fixtures/vllm-0.4.3-metrics.txt");
     const VLLM_BOTH: &str = include_str!("../../../tests/fixtures/vllm-0.10.2-metrics.txt");

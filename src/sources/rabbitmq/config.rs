@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::model::Measure;
 use crate::primitives::{ConfigError, HumanDuration, Secret};
 use crate::primitives::{percent_decode, redact_url};
+use crate::sources::measure::Measure;
 
 /// Drain time served for a backlog that nothing acknowledges: one day (see README).
 pub const DEFAULT_MAX_DRAIN_SECONDS: f64 = 86_400.0;

@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::config::HeadTimestampUnit;
-use crate::model::Measure;
 use crate::model::SeriesError;
 use crate::primitives::Secret;
+use crate::sources::measure::Measure;
 
 /// Queues asked for per page: the API's maximum, so 1,000 queues take two calls.
 pub const PAGE_SIZE: u32 = 500;

@@ -26,9 +26,9 @@ use self::idle::IdleWatch;
 use self::management::{ListError, Management, QueueInfo, Reading};
 use super::build::{Blocks, SourceSpec};
 use super::source::{Source, SourceError};
-use crate::model::Measure;
 use crate::model::{Labels, Sample, SeriesError};
 use crate::primitives::ConfigError;
+use crate::sources::measure::Measure;
 use crate::sources::metric::MetricConfig;
 
 /// Label naming the queue of a series (encoded where the name is not a valid label value:

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::k8s::label::validate_key;
-use crate::model::Measure;
 use crate::primitives::{ConfigError, HumanDuration, Secret};
+use crate::sources::measure::Measure;
 
 /// The label a pattern series carries with the part of the key its wildcards matched.
 pub const DEFAULT_KEY_LABEL: &str = "queue";

@@ -46,9 +46,9 @@ use self::topology::Topology;
 use self::tracking::Tracking;
 use super::build::{Blocks, SourceSpec};
 use super::source::{Source, SourceError};
-use crate::model::Measure;
 use crate::model::{Labels, Sample};
 use crate::primitives::ConfigError;
+use crate::sources::measure::Measure;
 use crate::sources::metric::MetricConfig;
 use crate::wake::{WakePace, WakeSignal};
 

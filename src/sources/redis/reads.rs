@@ -14,8 +14,8 @@ use super::config::{KeyType, ListEnd, RedisTarget, ScoreUnit, TimestampSpec};
 use super::reply;
 use super::timestamp;
 use super::wire;
-use crate::model::Measure;
 use crate::model::SeriesError;
+use crate::sources::measure::Measure;
 
 /// kombu's separator between a queue name and its priority step (`kombu/transport/redis.py`).
 const KOMBU_PRIORITY_SEP: &str = "\x06\x16";
