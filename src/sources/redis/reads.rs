@@ -203,6 +203,53 @@ pub enum Planned {
     ZsetOldest(usize),
     /// `ZCARD` in round one; where it is not 0, `ZCOUNT` to the server's now in round two.
     ZsetReady(usize),
+    /// Nothing: the measure does not apply to the key type (config validation refuses such a
+    /// metric, so this is only ever seen by a caller that skipped it).
+    Inapplicable,
+}
+
+/// The measures a Redis key can be read for, out of every kind's [`Measure`]s: what
+/// [`SeriesRead::plan`] matches on, with every pair of key type and read written out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RedisRead {
+    Length,
+    OldestAge,
+    Lag,
+    Pending,
+    OldestPendingAge,
+    OldestUnprocessedAge,
+    Ready,
+}
+
+impl RedisRead {
+    /// The Redis read of `measure`; `None` for the measures of other kinds.
+    fn of(measure: Measure) -> Option<RedisRead> {
+        match measure {
+            Measure::Length => Some(RedisRead::Length),
+            Measure::OldestAgeSeconds => Some(RedisRead::OldestAge),
+            Measure::Lag => Some(RedisRead::Lag),
+            Measure::Pending => Some(RedisRead::Pending),
+            Measure::OldestPendingAgeSeconds => Some(RedisRead::OldestPendingAge),
+            Measure::OldestUnprocessedAgeSeconds => Some(RedisRead::OldestUnprocessedAge),
+            Measure::Ready => Some(RedisRead::Ready),
+            Measure::Unacked
+            | Measure::Total
+            | Measure::Consumers
+            | Measure::PublishRate
+            | Measure::DeliverRate
+            | Measure::AckRate
+            | Measure::DrainSeconds
+            | Measure::GpuUtilization
+            | Measure::MemoryUsedRatio
+            | Measure::PowerWatts
+            | Measure::WaitingRequests
+            | Measure::RunningRequests
+            | Measure::KvCacheUsageRatio
+            | Measure::QueueTimeSeconds
+            | Measure::Value
+            | Measure::Rate => None,
+        }
+    }
 }
 
 /// The keys a length or list-age series reads, each with its command's reply index: the
@@ -242,30 +289,41 @@ pub enum Pending {
 }
 
 impl SeriesRead<'_> {
-    /// Plans the round-one commands of this series into `batch`.
+    /// Plans the round-one commands of this series into `batch`. Every (key type, measure)
+    /// pair is written out, so a new measure is a compile error here until it has its read; a
+    /// pair the config refuses (a list has no `lag`) plans nothing and reads as an error.
     pub fn plan(&self, batch: &mut Batch) -> Planned {
         let key = self.key;
         let k = key.as_bytes();
-        match (self.target.key_type, self.measure) {
-            (KeyType::List, Measure::Length) => {
+        let Some(read) = RedisRead::of(self.measure) else {
+            return Planned::Inapplicable;
+        };
+        match (self.target.key_type, read) {
+            (KeyType::List, RedisRead::Length) => {
                 Planned::Sum(self.list_parts(|lk| batch.add(&[b"LLEN", lk])))
             }
-            (KeyType::List, _) => {
+            (KeyType::List, RedisRead::OldestAge) => {
                 let index: &[u8] = match self.target.oldest_at.unwrap_or(ListEnd::Tail) {
                     ListEnd::Head => b"0",
                     ListEnd::Tail => b"-1",
                 };
                 Planned::ListOldest(self.list_parts(|lk| batch.add(&[b"LINDEX", lk, index])))
             }
-            (KeyType::Stream, Measure::Length) => Planned::StreamLength {
+            (KeyType::Stream, RedisRead::Length) => Planned::StreamLength {
                 type_idx: batch.add(&[b"TYPE", k]),
                 len_idx: batch.add(&[b"XLEN", k]),
             },
-            (KeyType::Stream, _) => {
+            (
+                KeyType::Stream,
+                RedisRead::Lag
+                | RedisRead::Pending
+                | RedisRead::OldestPendingAge
+                | RedisRead::OldestUnprocessedAge,
+            ) => {
                 let group = self.target.group.as_deref().unwrap_or_default().as_bytes();
                 let pending_idx = matches!(
-                    self.measure,
-                    Measure::OldestPendingAgeSeconds | Measure::OldestUnprocessedAgeSeconds
+                    read,
+                    RedisRead::OldestPendingAge | RedisRead::OldestUnprocessedAge
                 )
                 .then(|| batch.add(&[b"XPENDING", k, group]));
                 Planned::StreamGroup {
@@ -274,11 +332,29 @@ impl SeriesRead<'_> {
                     pending_idx,
                 }
             }
-            (KeyType::Zset, Measure::Length) => Planned::Sum(Parts::Own(batch.add(&[b"ZCARD", k]))),
-            (KeyType::Zset, Measure::Ready) => Planned::ZsetReady(batch.add(&[b"ZCARD", k])),
-            (KeyType::Zset, _) => {
+            (KeyType::Zset, RedisRead::Length) => {
+                Planned::Sum(Parts::Own(batch.add(&[b"ZCARD", k])))
+            }
+            (KeyType::Zset, RedisRead::Ready) => Planned::ZsetReady(batch.add(&[b"ZCARD", k])),
+            (KeyType::Zset, RedisRead::OldestAge) => {
                 Planned::ZsetOldest(batch.add(&[b"ZRANGE", k, b"0", b"0", b"WITHSCORES"]))
             }
+            (
+                KeyType::List,
+                RedisRead::Lag
+                | RedisRead::Pending
+                | RedisRead::OldestPendingAge
+                | RedisRead::OldestUnprocessedAge
+                | RedisRead::Ready,
+            )
+            | (KeyType::Stream, RedisRead::OldestAge | RedisRead::Ready)
+            | (
+                KeyType::Zset,
+                RedisRead::Lag
+                | RedisRead::Pending
+                | RedisRead::OldestPendingAge
+                | RedisRead::OldestUnprocessedAge,
+            ) => Planned::Inapplicable,
         }
     }
 
@@ -322,6 +398,7 @@ impl SeriesRead<'_> {
                     .is_some_and(|v| !matches!(reply::text(v), Ok(Some(t)) if t == "none"))
             }
             Planned::ZsetOldest(i) | Planned::ZsetReady(i) => holds(i),
+            Planned::Inapplicable => false,
         }
     }
 
@@ -398,6 +475,13 @@ impl SeriesRead<'_> {
     ) -> Result<Pending, String> {
         let key = self.key;
         Ok(match stage {
+            Planned::Inapplicable => {
+                return Err(format!(
+                    "measure {} does not apply to a {} key",
+                    self.measure,
+                    self.target.key_type.redis_name()
+                ));
+            }
             Planned::Sum(parts) => {
                 let mut total = 0i64;
                 for (i, part_key) in parts.each(key) {
@@ -709,6 +793,26 @@ mod tests {
             read.list_parts(|k| batch.add(&[b"LLEN", k])),
             Parts::Own(_)
         ));
+    }
+
+    #[test]
+    fn a_measure_a_key_type_has_not_plans_nothing_and_reads_as_an_error() {
+        let list: RedisTarget = yaml_serde::from_str("{type: list, key: q}").expect("parses");
+        for measure in [Measure::Lag, Measure::Ready, Measure::Unacked] {
+            let read = SeriesRead {
+                target: &list,
+                measure,
+                key: "q",
+                db: 0,
+            };
+            let mut batch = Batch::new();
+            let planned = read.plan(&mut batch);
+            assert!(batch.is_empty(), "{measure}: nothing is sent");
+            let Pending::Done(Err(e)) = read.after_round_one(&planned, &[], 0.0, &mut batch) else {
+                panic!("{measure}: an error, never a value");
+            };
+            assert!(e.0.contains("does not apply to a list"), "{e}");
+        }
     }
 
     /// A captured JSON rendering of a reply as the `redis::Value` the client would give
