@@ -61,6 +61,27 @@ fn stderr_of(child: &mut std::process::Child) -> String {
     stderr
 }
 
+/// Sends SIGTERM to `child`.
+fn terminate(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// Waits (15 s at most) for `child` to exit, and returns how it did.
+async fn exit_of(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits (20 s at most) until `/readyz` on `port` is 200; panics with the log otherwise.
 async fn wait_ready(child: &mut std::process::Child, port: u16) {
     let http = common::http_client();
@@ -183,11 +204,7 @@ async fn serve_turns_unready_on_sigterm_then_exits_cleanly() {
         .expect("metric");
     assert_eq!(metric.status(), 200);
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    terminate(&child);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = http
         .get(&readyz)
@@ -196,14 +213,7 @@ async fn serve_turns_unready_on_sigterm_then_exits_cleanly() {
         .expect("still serving during the drain delay");
     assert_eq!(r.status(), 503, "readiness is 503 while draining");
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let exit = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = exit_of(&mut child).await;
     let stderr = stderr_of(&mut child);
     assert!(exit.success(), "exit {exit:?}: {stderr}");
     assert!(
@@ -340,14 +350,8 @@ async fn observe(child: &mut std::process::Child, port: u16) -> Option<String> {
             .expect("answer");
         answers.push_str(&r.text().await.expect("body"));
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while child.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    terminate(child);
+    exit_of(child).await;
     Some(answers)
 }
 
@@ -433,14 +437,8 @@ async fn a_series_failing_on_its_own_is_logged_once_when_it_fails_and_once_when_
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while child.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    terminate(&child);
+    exit_of(&mut child).await;
     let stderr = stderr_of(&mut child);
     let failing: Vec<&str> = stderr
         .lines()
