@@ -140,7 +140,7 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
                  SubjectAccessReview); outside a cluster, for local development, pass \
                  --disable-auth (and --insecure-http)"
             } else {
-                "dcgm sources read pods through the Kubernetes API"
+                "dcgm and inference sources read pods through the Kubernetes API"
             }
         })?)
     } else {

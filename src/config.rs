@@ -2,7 +2,7 @@
 //!
 //! [`Config::load`] parses and validates in one step; a config that loads is one every other
 //! module can trust (names valid and unique, every metric's source exists, every measure fits its
-//! key type, secrets read). Secrets are held in [`Secret`], whose `Debug` never shows them.
+//! source's kind, secrets read). Secrets are held in [`Secret`], whose `Debug` never shows them.
 //! The only I/O here is reading the config file and secret files at load.
 
 use std::collections::{BTreeMap, BTreeSet};

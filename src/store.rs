@@ -1,6 +1,6 @@
 //! The latest snapshot of every metric series, with when it was observed and the last error.
 //!
-//! PollContext write here; API surfaces read through [`MetricsProvider`]. Readers never wait on I/O or
+//! The poller writes here ([`Store::record_poll`]); API surfaces read through [`MetricsProvider`]. Readers never wait on I/O or
 //! on a writer: each metric's state sits behind an [`ArcSwap`], so a read is an atomic load and a
 //! filter over a few series. Freshness is judged at read time against a caller-given `now`, so the
 //! rule "older than `max_staleness` is refused" is checked on every read, and tests need no clock.

@@ -372,11 +372,6 @@ impl Selector {
             .find(|r| r.op == Operator::In)
             .map(|r| (r.key.as_str(), r.values.iter().map(String::as_str)))
     }
-
-    /// Whether this selector has no requirements.
-    pub fn is_everything(&self) -> bool {
-        self.requirements.is_empty()
-    }
 }
 
 #[cfg(test)]

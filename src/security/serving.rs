@@ -149,15 +149,6 @@ impl ServingTls {
         Ok(())
     }
 
-    /// Whether client certificates are being checked (a front-proxy CA is known).
-    pub fn has_client_ca(&self) -> bool {
-        self.parts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .client_ca
-            .is_some()
-    }
-
     /// The config for the next connection.
     pub fn config(&self) -> Arc<rustls::ServerConfig> {
         self.config.load_full()

@@ -26,7 +26,8 @@ pub struct MetricConfig {
     pub description: Option<String>,
     /// The name of an entry under `sources`.
     pub source: String,
-    /// What to compute; which measures exist depends on the key type.
+    /// What to compute; which measures exist depends on the source's kind (and, for Redis, on
+    /// the key type).
     pub measure: Measure,
     /// Labels added to every series of this metric (served as `metricLabels`).
     pub labels: BTreeMap<String, String>,

@@ -115,11 +115,6 @@ impl Owners {
         }
         Ok(workload(&owner.kind, &owner.name))
     }
-
-    /// Pods in the cache (for logs and tests).
-    pub fn pod_count(&self) -> usize {
-        self.pods.len()
-    }
 }
 
 /// The managing controller among an object's owners (`controller: true`).
