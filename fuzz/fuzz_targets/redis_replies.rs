@@ -6,7 +6,8 @@
 use libfuzzer_sys::fuzz_target;
 use queue_metrics_adapter::config::Measure;
 use queue_metrics_adapter::sources::redis::config::RedisTarget;
-use queue_metrics_adapter::sources::redis::reads::{Batch, SeriesRead};
+use queue_metrics_adapter::sources::redis::batch::Batch;
+use queue_metrics_adapter::sources::redis::reads::SeriesRead;
 use redis::Value;
 
 /// Targets and measures to plan, one picked by the first byte.

@@ -30,10 +30,10 @@ use futures_util::future::join_all;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
+use super::batch::Batch;
 use super::config::{ClusterConfig, host_port};
 use super::connect::{Connector, NodeAddr, describe};
 use super::node::{Scanned, error_reply, scan_node, send_batch, too_many, within};
-use super::reads::Batch;
 use super::reply;
 use super::wire::{self, Wire};
 use crate::sources::source::SourceError;

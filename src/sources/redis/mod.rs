@@ -22,6 +22,7 @@
 //! too, but logged once and counted, because it is as likely a typo. Redis never deletes a
 //! stream by itself, so a missing stream is an error for every stream measure.
 
+pub mod batch;
 pub mod cluster;
 pub mod config;
 pub mod connect;
@@ -40,8 +41,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use self::batch::Batch;
 use self::config::{KEY_LABEL_FULL, KeyType, RedisSourceConfig, RedisTarget};
-use self::reads::{Batch, Pending, Planned, SeriesRead};
+use self::reads::{Pending, Planned, SeriesRead};
 use self::topology::Topology;
 use self::tracking::Tracking;
 use super::build::{Blocks, SourceSpec};

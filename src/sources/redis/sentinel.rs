@@ -24,10 +24,10 @@ use std::time::Duration;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
+use super::batch::Batch;
 use super::config::{ReadFrom, SentinelConfig};
 use super::connect::{Connector, Credentials, NodeAddr, describe};
 use super::node::{Scanned, scan_node, send_batch, within};
-use super::reads::Batch;
 use super::reply;
 use super::wire::Wire;
 use crate::sources::source::SourceError;

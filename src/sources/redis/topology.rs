@@ -6,11 +6,11 @@
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
+use super::batch::Batch;
 use super::cluster::Cluster;
 use super::config::RedisSourceConfig;
 use super::connect::Connector;
 use super::node::{Scanned, scan_node, send_batch};
-use super::reads::Batch;
 use super::sentinel::Sentinel;
 use super::wire::Wire;
 use crate::sources::source::SourceError;

@@ -4,7 +4,7 @@
 //! Why not the `redis` crate's pipeline for this: it encodes every command of a pipeline again
 //! on every send (20,001 of them for 10,000 lists, before the first byte leaves) and parses each
 //! reply through a general combinator parser; both showed in the poll's profile (BENCHMARKS.md).
-//! A [`Batch`](super::reads::Batch) keeps its commands encoded, so this connection only writes
+//! A [`Batch`](super::batch::Batch) keeps its commands encoded, so this connection only writes
 //! bytes and reads replies into the same [`Value`]s the crate makes (the rare reply types are
 //! handed to the crate's own parser, so they are the crate's values exactly).
 //!
