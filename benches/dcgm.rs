@@ -7,12 +7,14 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use queue_metrics_adapter::sources::dcgm::aggregate::per_pod;
 use queue_metrics_adapter::sources::dcgm::gpus::{GpuReading, builtin_aliases, readings};
-use queue_metrics_adapter::sources::dcgm::synthetic;
 use queue_metrics_adapter::sources::exposition::parse;
 use queue_metrics_adapter::sources::kubernetes::workloads::{WorkloadAggregate, per_group};
 
+#[path = "support/dcgm_payload.rs"]
+mod dcgm_payload;
+
 fn bench(c: &mut Criterion) {
-    let body = synthetic::payload(4000);
+    let body = dcgm_payload::payload(4000);
     let aliases = builtin_aliases();
     let mut group = c.benchmark_group("dcgm_4000_gpus");
     group.sample_size(30);

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use queue_metrics_adapter::config::{Config, SourceConfig};
 use queue_metrics_adapter::sources::exposition::parse::parse;
-use queue_metrics_adapter::sources::exposition::query::vector;
+use queue_metrics_adapter::sources::exposition::prometheus_api::vector;
 use queue_metrics_adapter::sources::inference::plans::{Plans, PodScrape};
 use queue_metrics_adapter::sources::inference::prometheus::split;
 use queue_metrics_adapter::sources::kubernetes::owners::Workload;

@@ -47,6 +47,11 @@ pub fn per_pod(
         .collect()
 }
 
+/// Test data of scale: a generated exporter body (kept with the benchmarks, which use it too).
+#[cfg(test)]
+#[path = "../../../benches/support/dcgm_payload.rs"]
+mod dcgm_payload;
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -103,7 +108,7 @@ mod tests {
 
     #[test]
     fn a_generated_4000_gpu_payload_parses_and_aggregates() {
-        let body = crate::sources::dcgm::synthetic::payload(4000);
+        let body = super::dcgm_payload::payload(4000);
         let parsed = crate::sources::exposition::parse::parse(&body);
         assert_eq!(parsed.malformed, 0);
         let readings = crate::sources::dcgm::gpus::readings(

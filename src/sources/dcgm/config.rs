@@ -15,7 +15,7 @@ use crate::sources::kubernetes::workloads::WorkloadAggregate;
 use crate::sources::kubernetes::workloads::validate_extra_labels;
 use crate::sources::measure::Measure;
 
-pub use crate::sources::exposition::query::PrometheusQuery;
+pub use crate::sources::exposition::prometheus_api::PrometheusQuery;
 pub use crate::sources::kubernetes::workloads::{
     NAMESPACE_LABEL, RESERVED_LABELS, WORKLOAD_KIND_LABEL, WORKLOAD_LABEL,
 };

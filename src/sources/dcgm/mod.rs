@@ -18,7 +18,6 @@ pub mod config;
 pub mod gpus;
 pub mod prometheus;
 pub mod scrape;
-pub mod synthetic;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -8,19 +8,19 @@
 //!
 //! An instant query answers the newest sample within Prometheus' lookback (5 minutes by
 //! default) but stamps it with the evaluation time, so the same query also asks, per metric
-//! name, for `timestamp(...)` of the samples ([`query::series_and_times`]). Each target's readings
+//! name, for `timestamp(...)` of the samples ([`prometheus_api::series_and_times`]). Each target's readings
 //! carry the oldest sample time among them: a GPU Prometheus last saw minutes ago ages out
 //! under `max_staleness` instead of passing as fresh.
 
 use super::gpus::{Alias, readings};
 use super::scrape::{EndpointScrape, Fetch};
-use crate::sources::exposition::query::{self, VectorSample, unix_time};
+use crate::sources::exposition::prometheus_api::{self, VectorSample, unix_time};
 
 /// The PromQL query: the aliases' metrics and `up`, with `matchers` (e.g.
 /// `job="dcgm-exporter"`) added, and the sample times of the aliases' metrics.
 pub fn query(aliases: &[Alias], matchers: Option<&str>) -> String {
     let names: Vec<&str> = aliases.iter().map(|a| a.metric.as_str()).collect();
-    query::series_and_times(&names, matchers)
+    prometheus_api::series_and_times(&names, matchers)
 }
 
 /// Runs the query and splits the answer per exporter target.
@@ -36,7 +36,7 @@ pub async fn query_targets(
     aliases: &[Alias],
     extra_labels: &[String],
 ) -> Result<Vec<EndpointScrape>, String> {
-    let result = query::instant(client, url, promql, fetch).await?;
+    let result = prometheus_api::instant(client, url, promql, fetch).await?;
     Ok(targets(&result, aliases, extra_labels))
 }
 
@@ -49,7 +49,11 @@ pub fn split(
     aliases: &[Alias],
     extra_labels: &[String],
 ) -> Result<Vec<EndpointScrape>, String> {
-    Ok(targets(&query::vector(body)?, aliases, extra_labels))
+    Ok(targets(
+        &prometheus_api::vector(body)?,
+        aliases,
+        extra_labels,
+    ))
 }
 
 /// A vector answer split into one [`EndpointScrape`] per `instance`.
@@ -58,7 +62,7 @@ fn targets(
     aliases: &[Alias],
     extra_labels: &[String],
 ) -> Vec<EndpointScrape> {
-    let (targets, _) = query::split_by(result, |labels| {
+    let (targets, _) = prometheus_api::split_by(result, |labels| {
         Some(labels.get("instance").map_or("", String::as_str))
     });
     targets

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::presets::{Combine, Preset, Reading, Recipe};
 use crate::primitives::{ConfigError, HumanDuration};
 use crate::sources::exposition::fetch::{validate_limits, validate_scheme_and_path};
-use crate::sources::exposition::query::PrometheusQuery;
+use crate::sources::exposition::prometheus_api::PrometheusQuery;
 use crate::sources::kubernetes::pods::PodPort;
 use crate::sources::kubernetes::workloads::validate_extra_labels;
 use crate::sources::measure::Measure;

@@ -34,7 +34,7 @@ use crate::model::Sample;
 use crate::primitives::{ConfigError, redact_url};
 use crate::sources::exposition::fetch::{self, Fetch};
 use crate::sources::exposition::parse::parse_with;
-use crate::sources::exposition::query;
+use crate::sources::exposition::prometheus_api;
 use crate::sources::kubernetes::owners::Owners;
 use crate::sources::kubernetes::pods::{PodPort, SelectedPods};
 use crate::sources::kubernetes::workloads::{PodRef, validate_metric_labels};
@@ -124,7 +124,7 @@ pub async fn build(
         },
         (None, Some(p)) => Targets::Prometheus {
             url: p.url.clone(),
-            promql: query::series_and_times(&plans.families(), p.matchers.as_deref()),
+            promql: prometheus_api::series_and_times(&plans.families(), p.matchers.as_deref()),
         },
         (None, None) => anyhow::bail!("needs pods or prometheus"),
     };
@@ -291,7 +291,7 @@ impl Source for InferenceSource {
                 self.samples(&scrapes)
             }
             Targets::Prometheus { url, promql } => {
-                let result = query::instant(&self.client, url, promql, self.fetch)
+                let result = prometheus_api::instant(&self.client, url, promql, self.fetch)
                     .await
                     .map_err(|message| SourceError::Connect {
                         target: format!("Prometheus {}", redact_url(url)),
@@ -310,7 +310,7 @@ impl Source for InferenceSource {
                         meta: None,
                         endpoint: endpoint.clone(),
                         at: answer.oldest.unwrap_or(now),
-                        observed_at: answer.oldest.and_then(query::unix_time),
+                        observed_at: answer.oldest.and_then(prometheus_api::unix_time),
                         outcome: match answer.up {
                             Some(false) => {
                                 Err("Prometheus reports the pod down (up == 0)".to_string())

@@ -1,6 +1,6 @@
 //! The model servers' metrics from a Prometheus that already scrapes them (a PodMonitor or
 //! ServiceMonitor): one instant query per poll for every family the metrics read and for `up`
-//! ([`crate::sources::exposition::query::series_and_times`]), split per pod by the `namespace` and `pod` target labels the Prometheus Operator sets.
+//! ([`crate::sources::exposition::prometheus_api::series_and_times`]), split per pod by the `namespace` and `pod` target labels the Prometheus Operator sets.
 //!
 //! A pod Prometheus reports down (`up == 0`) is an unknown member of its workload, as a failed
 //! direct scrape is; each pod's readings carry the oldest sample time among them
@@ -9,13 +9,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::sources::exposition::query::{self, TargetAnswer, VectorSample};
+use crate::sources::exposition::prometheus_api::{self, TargetAnswer, VectorSample};
 use crate::sources::kubernetes::workloads::PodRef;
 
 /// Splits a vector answer per pod; series without `namespace` and `pod` labels name no pod and
 /// are counted in the second value (a scrape config that drops the target labels).
 pub fn split(result: &[VectorSample]) -> (BTreeMap<PodRef, TargetAnswer<'_>>, usize) {
-    query::split_by(result, |labels| {
+    prometheus_api::split_by(result, |labels| {
         Some(PodRef {
             namespace: labels.get("namespace")?.clone(),
             name: labels.get("pod")?.clone(),
@@ -26,7 +26,7 @@ pub fn split(result: &[VectorSample]) -> (BTreeMap<PodRef, TargetAnswer<'_>>, us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::exposition::query::vector;
+    use crate::sources::exposition::prometheus_api::vector;
 
     #[test]
     fn answers_split_per_pod_with_up_and_sample_times() {

@@ -1,6 +1,8 @@
 //! A generated dcgm-exporter body of any size, in the shape of the 4.8 template (label order
 //! `gpu, UUID, pci_bus_id, device, modelName[, GPU_I_PROFILE, GPU_I_ID], Hostname,
 //! DCGM_FI_DRIVER_VERSION[, container, namespace, pod]`), for tests and benchmarks of scale.
+//! Test data, not part of the crate's API: `benches/dcgm.rs` and the unit test of
+//! `sources::dcgm::aggregate` include this file by path.
 
 use std::fmt::Write as _;
 
