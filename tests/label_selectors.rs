@@ -222,6 +222,14 @@ async fn every_rabbitmq_series_is_selectable_by_its_own_labels() {
     })
     .await;
     for (name, _) in metrics {
+        // Each column may show up a statistics interval after `ready` (consumers lag).
+        a.wait_for(name, None, STATS, |status, body| {
+            status == 200
+                && body["items"]
+                    .as_array()
+                    .is_some_and(|items| items.len() == queues.len())
+        })
+        .await;
         each_series_is_selectable(&a, "default", name, queues.len()).await;
     }
     a.stop().await;
