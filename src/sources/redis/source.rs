@@ -1,0 +1,213 @@
+//! The running Redis source: one poll brings the keys up to date (the `discovery` module),
+//! plans the series once per set of keys (the `plan` module), and reads them in one pipelined
+//! round trip per node, plus a second only where a lookup needs the first's answer (the
+//! `reads` module). Connections belong to the `topology`.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use super::Redis;
+use super::batch::Batch;
+use super::discovery::Discovery;
+use super::plan::{MetricPlan, Plan};
+use super::reads::Pending;
+use super::reply;
+use super::topology::Topology;
+use super::tracking::Tracking;
+use crate::model::Sample;
+use crate::sources::build::SourceSpec;
+use crate::sources::source::{Source, SourceError};
+use crate::wake::{WakePace, WakeSignal};
+
+/// A Redis server (or Sentinel set, or cluster) and the metrics read from it.
+pub struct RedisSource {
+    name: String,
+    /// The servers and how commands reach them.
+    topology: Topology,
+    /// The servers, for messages (a URL's password redacted).
+    display: String,
+    /// The database the keys are read in, for messages.
+    db: i64,
+    metrics: Vec<MetricPlan>,
+    /// The keys each pattern metric polls.
+    discovery: Discovery,
+    /// Exact keys that have existed at some poll since the source started.
+    seen: HashSet<String>,
+    /// Exact keys already logged as never seen, so each is logged once.
+    warned: HashSet<String>,
+    /// The series and their round-one commands, planned once per set of keys and reused by
+    /// every poll until discovery changes the keys.
+    plan: Option<Plan>,
+    /// The watch that wakes the poll loop when a key changes (`None`: `wake.enabled: false`).
+    tracking: Option<Tracking>,
+}
+
+impl RedisSource {
+    /// Builds the source of `spec`: its connection and the metrics that read it.
+    /// Does not connect: the first poll does, so a server that is down at start-up is a poll
+    /// error like any other, not a reason to exit.
+    ///
+    /// # Errors
+    /// [`SourceError::Config`] when an address, URL or CA file cannot be used.
+    pub fn new(spec: &SourceSpec<'_, Redis>) -> Result<Self, SourceError> {
+        let metrics: Vec<MetricPlan> = spec
+            .metrics
+            .iter()
+            .filter_map(|(m, target)| MetricPlan::of(m, *target))
+            .collect();
+        let topology = Topology::new(spec.connection, spec.poll_timeout)?;
+        let tracking = spec.connection.wake.enabled.then(|| {
+            let (mut keys, mut patterns) = (Vec::new(), Vec::new());
+            for m in &metrics {
+                keys.extend(m.target.key.clone());
+                patterns.extend(m.target.pattern.clone());
+            }
+            let signal = WakeSignal::new(WakePace {
+                debounce: spec.connection.wake.debounce.0,
+                max_polls_per_second: spec.connection.wake.max_polls_per_second,
+            });
+            Tracking::new(spec.name, signal, &keys, &patterns)
+        });
+        let discovery = Discovery::new(
+            metrics.iter().map(|m| &m.target),
+            spec.discovery_interval,
+            spec.pattern_key_retention,
+        );
+        Ok(RedisSource {
+            name: spec.name.to_string(),
+            db: topology.db(),
+            topology,
+            display: spec.connection.display(),
+            metrics,
+            discovery,
+            seen: HashSet::new(),
+            warned: HashSet::new(),
+            plan: None,
+            tracking,
+        })
+    }
+}
+
+impl Source for RedisSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn wake(&self) -> Option<WakeSignal> {
+        self.tracking.as_ref().map(Tracking::signal)
+    }
+
+    async fn poll(&mut self) -> Result<Vec<Sample>, SourceError> {
+        self.topology.prepare().await?;
+        if let Some(t) = &mut self.tracking {
+            t.ensure(&self.topology).await;
+        }
+        let keys_changed = self
+            .discovery
+            .run(&mut self.topology, self.tracking.as_ref())
+            .await?;
+        if keys_changed {
+            self.plan = None;
+        }
+        let outcome = self.read().await;
+        if outcome.is_err() {
+            // A refusal or a broken reply: start from fresh connections next time.
+            self.topology.reset();
+        }
+        outcome
+    }
+}
+
+impl RedisSource {
+    /// Reads every series: round one, then round two where a lookup needs it.
+    async fn read(&mut self) -> Result<Vec<Sample>, SourceError> {
+        let plan = match self.plan.take() {
+            Some(plan) => plan,
+            None => Plan::new(
+                &self.metrics,
+                &self.discovery,
+                self.topology.checks_role(),
+                self.db,
+            ),
+        };
+        let samples = self.read_plan(&plan).await;
+        self.plan = Some(plan);
+        samples
+    }
+
+    async fn read_plan(&mut self, plan: &Plan) -> Result<Vec<Sample>, SourceError> {
+        let started = Instant::now();
+        let replies = self.topology.run(&plan.first, plan.role_idx).await?;
+        let round_one = started.elapsed();
+        if let Some(message) = reply::server_error(&replies[plan.time_idx]) {
+            return Err(SourceError::Refused {
+                target: self.display.clone(),
+                message,
+            });
+        }
+        let now_ms =
+            reply::time_ms(&replies[plan.time_idx]).map_err(|e| SourceError::BadReply {
+                what: format!("TIME: {e}"),
+            })?;
+        let mut second = Batch::new();
+        let mut unseen = Vec::with_capacity(plan.series.len());
+        let polled_at = Instant::now();
+        let pending: Vec<Pending> = plan
+            .series
+            .iter()
+            .map(|s| {
+                let read = s.read(&self.metrics, self.db);
+                let exists = read.exists(&s.planned, &replies);
+                let target = read.target;
+                let never_seen = if target.key.is_some() {
+                    if exists && !self.seen.contains(&*s.key) {
+                        self.seen.insert(s.key.to_string());
+                    }
+                    target.key_type.deleted_when_empty() && !self.seen.contains(&*s.key)
+                } else {
+                    self.discovery.note_presence(&s.key, exists, polled_at);
+                    false
+                };
+                if never_seen && !self.warned.contains(&*s.key) {
+                    self.warned.insert(s.key.to_string());
+                    tracing::warn!(source = %self.name, metric = %s.metric_name, key = %s.key, db = self.db, "key does not exist and has not since start: served as 0, because Redis deletes an empty list or sorted set; if it should hold jobs, check the key for a typo and the db");
+                }
+                unseen.push(never_seen);
+                read.after_round_one(&s.planned, &replies, now_ms, &mut second)
+            })
+            .collect();
+        drop(replies);
+        let replies = if second.is_empty() {
+            Vec::new()
+        } else {
+            self.topology.run(&second, None).await?
+        };
+        let samples: Vec<Sample> = plan
+            .series
+            .iter()
+            .zip(pending)
+            .zip(unseen)
+            .map(|((s, p), unseen)| Sample {
+                unseen,
+                ..Sample::new(
+                    s.metric_name.clone(),
+                    s.labels.clone(),
+                    s.read(&self.metrics, self.db).finish(p, &replies, now_ms),
+                )
+            })
+            .collect();
+        // Where a poll's time goes (BENCHMARKS.md): the round trip through the client, the rest.
+        tracing::debug!(
+            source = %self.name,
+            commands = plan.first.len(),
+            round_one_ms = round_one.as_secs_f64() * 1000.0,
+            total_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "read"
+        );
+        Ok(samples)
+    }
+}
