@@ -505,7 +505,7 @@ mod tests {
             panic!("jobs is a redis source");
         };
         assert_eq!(
-            r.password.as_ref().map(Secret::expose),
+            r.credentials.password.as_ref().map(Secret::expose),
             Some("hunter2-secret")
         );
         let _ = std::fs::remove_dir_all(dir);

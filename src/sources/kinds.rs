@@ -162,7 +162,7 @@ impl SourceConfig {
     pub fn password_files(&self) -> Vec<PathBuf> {
         match self {
             SourceConfig::Redis(c) => c.password_files(),
-            SourceConfig::RabbitMq(c) => c.password_file.iter().cloned().collect(),
+            SourceConfig::RabbitMq(c) => c.credentials.password_file.iter().cloned().collect(),
             SourceConfig::Dcgm(_) | SourceConfig::Inference(_) => Vec::new(),
         }
     }

@@ -30,7 +30,9 @@
 
 pub mod age;
 pub mod build;
+pub mod credentials;
 pub mod exposition;
+pub mod field_group;
 pub mod http;
 pub mod kinds;
 pub mod kubernetes;

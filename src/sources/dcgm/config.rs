@@ -1,18 +1,17 @@
 //! The `dcgm:` blocks of the configuration: where the exporters are (under `sources`) and how a
 //! metric combines a workload's GPUs (under `metrics`).
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::gpus::Alias;
 use crate::primitives::redact_url;
 use crate::primitives::{ConfigError, HumanDuration};
-use crate::sources::exposition::fetch::{validate_limits, validate_scheme_and_path};
+use crate::sources::exposition::fetch::validate_scheme_and_path;
+use crate::sources::exposition::scrape_settings::ScrapeSettings;
+use crate::sources::field_group::{self, Grouped};
 use crate::sources::kubernetes::workloads::WorkloadAggregate;
-use crate::sources::kubernetes::workloads::validate_extra_labels;
 use crate::sources::measure::Measure;
 
 pub use crate::sources::exposition::prometheus_api::PrometheusQuery;
@@ -29,7 +28,7 @@ pub const MEASURES: &[Measure] = &[
 
 /// dcgm-exporter endpoints (`sources.<name>.dcgm`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct DcgmSourceConfig {
     /// A static list of `http(s)://host:9400/metrics` URLs.
     #[serde(default)]
@@ -40,28 +39,50 @@ pub struct DcgmSourceConfig {
     /// Or: a Prometheus that already scrapes the exporters, asked once per poll.
     #[serde(default)]
     pub prometheus: Option<PrometheusQuery>,
-    /// Time allowed to each endpoint's scrape. Default: 80 % of the poll timeout, so one slow
-    /// node fails alone instead of taking the whole poll with it.
-    #[serde(default)]
-    pub scrape_timeout: Option<HumanDuration>,
-    /// Extra series labels copied from exporter labels: `model_name: modelName`.
-    #[serde(default)]
-    pub extra_labels: BTreeMap<String, String>,
     /// More exporter metric names, on top of the built-in table (exporter renames, custom names).
     #[serde(default)]
     pub aliases: Vec<Alias>,
-    /// PEM CA for `https://` exporters with a private CA.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Largest answer read from one exporter or from Prometheus, in bytes. Default 32 MiB.
-    #[serde(default)]
-    pub max_response_bytes: Option<usize>,
+    /// `scrape_timeout`, `extra_labels`, `ca_file`, `max_response_bytes`: how each endpoint
+    /// is scraped.
+    #[serde(skip)]
+    pub scrape: ScrapeSettings,
     /// Overrides the global `poll_interval`.
     #[serde(default)]
     pub poll_interval: Option<HumanDuration>,
     /// Overrides the global `poll_timeout`.
     #[serde(default)]
     pub poll_timeout: Option<HumanDuration>,
+}
+
+impl<'de> Grouped<'de> for DcgmSourceConfig {
+    type Group = ScrapeSettings;
+    const NAME: &'static str = "DcgmSourceConfig";
+    const FIELDS: &'static [&'static str] = &[
+        "endpoints",
+        "discover",
+        "prometheus",
+        "scrape_timeout",
+        "extra_labels",
+        "aliases",
+        "ca_file",
+        "max_response_bytes",
+        "poll_interval",
+        "poll_timeout",
+    ];
+
+    fn deserialize_own<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        DcgmSourceConfig::deserialize(d)
+    }
+
+    fn set_group(&mut self, group: ScrapeSettings) {
+        self.scrape = group;
+    }
+}
+
+impl<'de> Deserialize<'de> for DcgmSourceConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        field_group::deserialize(d)
+    }
 }
 
 /// An exporter Service to discover endpoints from (`discover:`).
@@ -91,25 +112,11 @@ fn default_path() -> String {
 }
 
 impl DcgmSourceConfig {
-    /// The per-endpoint scrape timeout, given the source's poll timeout.
-    pub fn scrape_timeout(&self, poll_timeout: Duration) -> Duration {
-        self.scrape_timeout
-            .map_or(poll_timeout.mul_f64(0.8), |d| d.0)
-    }
-
     /// The built-in alias table with this source's additions.
     pub fn all_aliases(&self) -> Vec<Alias> {
         let mut aliases = super::gpus::builtin_aliases();
         aliases.extend(self.aliases.iter().cloned());
         aliases
-    }
-
-    /// The extra labels as (series label, exporter label) pairs, in a stable order.
-    pub fn extra_labels(&self) -> (Vec<String>, Vec<String>) {
-        self.extra_labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .unzip()
     }
 
     pub(crate) fn validate(&self, at: &str, poll_timeout: Duration) -> Result<(), ConfigError> {
@@ -170,13 +177,7 @@ impl DcgmSourceConfig {
                 validate_scheme_and_path(&format!("{at}.discover"), &d.scheme, &d.path)?;
             }
         }
-        validate_limits(
-            at,
-            self.scrape_timeout(poll_timeout),
-            poll_timeout,
-            self.max_response_bytes,
-        )?;
-        validate_extra_labels(at, &self.extra_labels, "modelName")?;
+        self.scrape.validate(at, poll_timeout, "modelName")?;
         for (i, alias) in self.aliases.iter().enumerate() {
             let name_ok = alias.metric.chars().enumerate().all(|(i, c)| {
                 c.is_ascii_alphabetic() || matches!(c, '_' | ':') || (i > 0 && c.is_ascii_digit())
@@ -262,7 +263,7 @@ mod tests {
             ("http", "/metrics")
         );
         assert_eq!(
-            d.scrape_timeout(std::time::Duration::from_secs(5)),
+            d.scrape.scrape_timeout(std::time::Duration::from_secs(5)),
             std::time::Duration::from_secs(4)
         );
         assert_eq!(

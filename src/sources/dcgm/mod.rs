@@ -139,7 +139,7 @@ pub fn validate_metric(
             ),
         ));
     }
-    validate_metric_labels(at, &m.labels, &conn.extra_labels)?;
+    validate_metric_labels(at, &m.labels, &conn.scrape.extra_labels)?;
     Ok(())
 }
 
@@ -187,10 +187,10 @@ impl DcgmSource {
         owners: Arc<Owners>,
     ) -> Result<Self, SourceError> {
         let (name, conn) = (spec.name, spec.connection);
-        let client = crate::sources::exposition::fetch::client(conn.ca_file.as_deref())?;
+        let client = crate::sources::exposition::fetch::client(conn.scrape.ca_file.as_deref())?;
         let poll_timeout = spec.poll_timeout;
         let aliases = conn.all_aliases();
-        let (extra_names, extra_from) = conn.extra_labels();
+        let (extra_names, extra_from) = conn.scrape.extra_labels();
         let metrics = spec
             .metrics
             .iter()
@@ -206,12 +206,7 @@ impl DcgmSource {
             endpoints,
             owners,
             client,
-            fetch: Fetch {
-                timeout: conn.scrape_timeout(poll_timeout),
-                max_bytes: conn
-                    .max_response_bytes
-                    .unwrap_or(crate::sources::http::DEFAULT_MAX_RESPONSE_BYTES),
-            },
+            fetch: conn.scrape.fetch(poll_timeout),
             aliases,
             extra_names,
             extra_from,

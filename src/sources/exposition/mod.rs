@@ -7,3 +7,4 @@
 pub mod fetch;
 pub mod parse;
 pub mod prometheus_api;
+pub mod scrape_settings;

@@ -2,17 +2,17 @@
 //! `sources`) and what a metric reads from them (under `metrics`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::presets::{Combine, Preset, Reading, Recipe};
 use crate::primitives::{ConfigError, HumanDuration};
-use crate::sources::exposition::fetch::{validate_limits, validate_scheme_and_path};
+use crate::sources::exposition::fetch::validate_scheme_and_path;
 use crate::sources::exposition::prometheus_api::PrometheusQuery;
+use crate::sources::exposition::scrape_settings::ScrapeSettings;
+use crate::sources::field_group::{self, Grouped};
 use crate::sources::kubernetes::pods::PodPort;
-use crate::sources::kubernetes::workloads::validate_extra_labels;
 use crate::sources::measure::Measure;
 
 /// Default rate window: long enough for several polls at the default interval, short enough
@@ -21,7 +21,7 @@ pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(30);
 
 /// Model-server pods (`sources.<name>.inference`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct InferenceSourceConfig {
     /// The server's metric names (`vllm`, `tgi`, `triton`, `sglang`); without one, only
     /// `value` and `rate` measures of named families.
@@ -33,28 +33,50 @@ pub struct InferenceSourceConfig {
     /// Or: a Prometheus that already scrapes them, asked once per poll.
     #[serde(default)]
     pub prometheus: Option<PrometheusQuery>,
-    /// Time allowed to each pod's scrape. Default: 80 % of the poll timeout, so one stuck pod
-    /// fails alone.
-    #[serde(default)]
-    pub scrape_timeout: Option<HumanDuration>,
     /// Counter rates and queue times are computed over the scrapes of this window. Default 30s.
     #[serde(default)]
     pub rate_window: Option<HumanDuration>,
-    /// Extra series labels copied from the server's sample labels: `model: model_name`.
-    #[serde(default)]
-    pub extra_labels: BTreeMap<String, String>,
-    /// PEM CA for `https` pods (or Prometheus) behind a private CA.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Largest answer read from one pod or from Prometheus, in bytes. Default 32 MiB.
-    #[serde(default)]
-    pub max_response_bytes: Option<usize>,
+    /// `scrape_timeout`, `extra_labels`, `ca_file`, `max_response_bytes`: how each endpoint
+    /// is scraped.
+    #[serde(skip)]
+    pub scrape: ScrapeSettings,
     /// Overrides the global `poll_interval`.
     #[serde(default)]
     pub poll_interval: Option<HumanDuration>,
     /// Overrides the global `poll_timeout`.
     #[serde(default)]
     pub poll_timeout: Option<HumanDuration>,
+}
+
+impl<'de> Grouped<'de> for InferenceSourceConfig {
+    type Group = ScrapeSettings;
+    const NAME: &'static str = "InferenceSourceConfig";
+    const FIELDS: &'static [&'static str] = &[
+        "preset",
+        "pods",
+        "prometheus",
+        "scrape_timeout",
+        "rate_window",
+        "extra_labels",
+        "ca_file",
+        "max_response_bytes",
+        "poll_interval",
+        "poll_timeout",
+    ];
+
+    fn deserialize_own<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        InferenceSourceConfig::deserialize(d)
+    }
+
+    fn set_group(&mut self, group: ScrapeSettings) {
+        self.scrape = group;
+    }
+}
+
+impl<'de> Deserialize<'de> for InferenceSourceConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        field_group::deserialize(d)
+    }
 }
 
 /// Which pods serve the metrics (`pods:`).
@@ -104,23 +126,9 @@ pub struct InferenceTarget {
 }
 
 impl InferenceSourceConfig {
-    /// The per-pod scrape timeout, given the source's poll timeout.
-    pub fn scrape_timeout(&self, poll_timeout: Duration) -> Duration {
-        self.scrape_timeout
-            .map_or(poll_timeout.mul_f64(0.8), |d| d.0)
-    }
-
     /// The rate window.
     pub fn rate_window(&self) -> Duration {
         self.rate_window.map_or(DEFAULT_RATE_WINDOW, |d| d.0)
-    }
-
-    /// The extra labels as (series label, sample label) pairs, in a stable order.
-    pub fn extra_labels(&self) -> (Vec<String>, Vec<String>) {
-        self.extra_labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .unzip()
     }
 
     pub(crate) fn validate(&self, at: &str, poll_timeout: Duration) -> Result<(), ConfigError> {
@@ -137,19 +145,13 @@ impl InferenceSourceConfig {
             (Some(p), None) => p.validate(&format!("{at}.pods"))?,
             (None, Some(p)) => p.validate(&format!("{at}.prometheus"))?,
         }
-        validate_limits(
-            at,
-            self.scrape_timeout(poll_timeout),
-            poll_timeout,
-            self.max_response_bytes,
-        )?;
+        self.scrape.validate(at, poll_timeout, "model_name")?;
         if self.rate_window() < Duration::from_secs(1) {
             return Err(ConfigError::invalid(
                 format!("{at}.rate_window"),
                 "must be at least 1s (a rate needs two scrapes inside it)",
             ));
         }
-        validate_extra_labels(at, &self.extra_labels, "model_name")?;
         Ok(())
     }
 

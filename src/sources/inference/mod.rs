@@ -95,7 +95,7 @@ pub fn validate_metric(
     at: &str,
 ) -> Result<(), ConfigError> {
     conn.recipe(m.measure, target, at)?;
-    validate_metric_labels(at, &m.labels, &conn.extra_labels)
+    validate_metric_labels(at, &m.labels, &conn.scrape.extra_labels)
 }
 
 /// Builds a inference source from its spec, starting the Kubernetes watches it needs.
@@ -132,13 +132,8 @@ pub async fn build(
         name: spec.name.to_string(),
         targets,
         owners: watches.owners.clone(),
-        client: fetch::client(conn.ca_file.as_deref())?,
-        fetch: Fetch {
-            timeout: conn.scrape_timeout(spec.poll_timeout),
-            max_bytes: conn
-                .max_response_bytes
-                .unwrap_or(crate::sources::http::DEFAULT_MAX_RESPONSE_BYTES),
-        },
+        client: fetch::client(conn.scrape.ca_file.as_deref())?,
+        fetch: conn.scrape.fetch(spec.poll_timeout),
         families: plans.families().into_iter().map(str::to_string).collect(),
         plans,
         malformed: HashMap::new(),

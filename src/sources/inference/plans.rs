@@ -92,7 +92,7 @@ impl Plans {
                 last_keys: HashMap::new(),
             });
         }
-        let (extra_names, extra_from) = conn.extra_labels();
+        let (extra_names, extra_from) = conn.scrape.extra_labels();
         Ok(Plans {
             plans,
             extra_names,

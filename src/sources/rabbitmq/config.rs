@@ -3,10 +3,12 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use crate::primitives::{ConfigError, HumanDuration, Secret};
+use crate::primitives::{ConfigError, HumanDuration};
 use crate::primitives::{percent_decode, redact_url};
+use crate::sources::credentials::Credentials;
+use crate::sources::field_group::{self, Grouped};
 use crate::sources::measure::Measure;
 
 /// Drain time served for a backlog that nothing acknowledges: one day (see README).
@@ -28,7 +30,7 @@ pub enum ReadVia {
 
 /// A RabbitMQ broker (`sources.<name>.rabbitmq`).
 #[derive(Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct RabbitMqSourceConfig {
     /// `http(s)://host:15672`, the management API.
     #[serde(default)]
@@ -40,15 +42,10 @@ pub struct RabbitMqSourceConfig {
     /// Which of the two to read. Default: `management` when `management_url` is set, else `amqp`.
     #[serde(default)]
     pub read_via: Option<ReadVia>,
-    /// User name (management API basic auth, and AMQP when the URL has none).
-    #[serde(default)]
-    pub username: Option<String>,
-    /// File holding the password.
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// Environment variable holding the password.
-    #[serde(default)]
-    pub password_env: Option<String>,
+    /// `username`, `password_file`, `password_env`: the management API's basic auth, and
+    /// AMQP's login when the URL has none.
+    #[serde(skip)]
+    pub credentials: Credentials,
     /// PEM CA for `https://` / `amqps://` with a private CA.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -73,9 +70,40 @@ pub struct RabbitMqSourceConfig {
     /// Overrides the global `poll_timeout`.
     #[serde(default)]
     pub poll_timeout: Option<HumanDuration>,
-    /// The password, read at load.
-    #[serde(skip)]
-    pub password: Option<Secret>,
+}
+
+impl<'de> Grouped<'de> for RabbitMqSourceConfig {
+    type Group = Credentials;
+    const NAME: &'static str = "RabbitMqSourceConfig";
+    const FIELDS: &'static [&'static str] = &[
+        "management_url",
+        "amqp_url",
+        "read_via",
+        "username",
+        "password_file",
+        "password_env",
+        "ca_file",
+        "max_response_bytes",
+        "max_drain_seconds",
+        "idle_poll_interval",
+        "idle_max_queues",
+        "poll_interval",
+        "poll_timeout",
+    ];
+
+    fn deserialize_own<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        RabbitMqSourceConfig::deserialize(d)
+    }
+
+    fn set_group(&mut self, group: Credentials) {
+        self.credentials = group;
+    }
+}
+
+impl<'de> Deserialize<'de> for RabbitMqSourceConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        field_group::deserialize(d)
+    }
 }
 
 impl std::fmt::Debug for RabbitMqSourceConfig {
@@ -87,8 +115,7 @@ impl std::fmt::Debug for RabbitMqSourceConfig {
             )
             .field("amqp_url", &self.amqp_url.as_deref().map(redact_url))
             .field("read_via", &self.read_via())
-            .field("username", &self.username)
-            .field("password", &self.password)
+            .field("credentials", &self.credentials)
             .finish()
     }
 }
@@ -213,12 +240,7 @@ impl RabbitMqSourceConfig {
     }
 
     pub(crate) fn resolve_secrets(&mut self, at: &str) -> Result<(), ConfigError> {
-        self.password = Secret::resolve(
-            self.password_file.as_deref(),
-            self.password_env.as_deref(),
-            at,
-        )?;
-        Ok(())
+        self.credentials.resolve(at)
     }
 }
 

@@ -76,8 +76,8 @@ fn amqp_of(
 ) -> Result<Amqp, SourceError> {
     Amqp::new(
         conn.amqp_url.as_deref().unwrap_or_default(),
-        conn.username.as_deref(),
-        conn.password.clone(),
+        conn.credentials.username.as_deref(),
+        conn.credentials.password.clone(),
         ca.map(|c| String::from_utf8_lossy(c).into_owned()),
         name,
     )
@@ -133,8 +133,8 @@ impl RabbitMqSource {
             ReadVia::Management => Reader::Management(
                 Management::new(
                     conn.management_url.as_deref().unwrap_or_default(),
-                    conn.username.as_deref(),
-                    conn.password.clone(),
+                    conn.credentials.username.as_deref(),
+                    conn.credentials.password.clone(),
                     ca.as_deref(),
                     timeout,
                     conn.max_response_bytes

@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::k8s::label::validate_key;
-use crate::primitives::{ConfigError, HumanDuration, Secret};
+use crate::primitives::{ConfigError, HumanDuration};
+use crate::sources::credentials::Credentials;
+use crate::sources::field_group::{self, Grouped};
 use crate::sources::measure::Measure;
 
 /// The label a pattern series carries with the part of the key its wildcards matched.
@@ -20,7 +22,7 @@ pub const KEY_LABEL_FULL: &str = "key";
 /// A Redis connection (`sources.<name>.redis`): one server (`url`), a Sentinel-managed master
 /// (`sentinel`) or a Redis Cluster (`cluster`); exactly one of the three.
 #[derive(Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct RedisSourceConfig {
     /// One server: `redis://host:port/db` or `rediss://` for TLS. A password written in the URL
     /// works but prefer `password_file`/`password_env`; the URL is never logged with it.
@@ -39,16 +41,11 @@ pub struct RedisSourceConfig {
     /// Database number; overrides the one in the URL. A cluster has only database 0.
     #[serde(default)]
     pub db: Option<i64>,
-    /// ACL user name on the data nodes (Redis 6+).
-    #[serde(default)]
-    pub username: Option<String>,
-    /// File holding the data nodes' password (a mounted Secret). Re-read on every reconnect,
-    /// so a token a sidecar refreshes (ElastiCache IAM, Entra ID) is picked up.
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// Environment variable holding the data nodes' password.
-    #[serde(default)]
-    pub password_env: Option<String>,
+    /// The data nodes' `username` (an ACL user, Redis 6+), `password_file` (a mounted Secret,
+    /// re-read on every reconnect, so a token a sidecar refreshes, ElastiCache IAM or Entra
+    /// ID, is picked up) or `password_env`.
+    #[serde(skip)]
+    pub credentials: Credentials,
     /// PEM file of the CA that signed the servers' certificates (`rediss://` or `tls: true`).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -61,9 +58,39 @@ pub struct RedisSourceConfig {
     /// Polling at once when a key changes (`CLIENT TRACKING`).
     #[serde(default)]
     pub wake: WakeConfig,
-    /// The password, read at load from `password_file` or `password_env`.
-    #[serde(skip)]
-    pub password: Option<Secret>,
+}
+
+impl<'de> Grouped<'de> for RedisSourceConfig {
+    type Group = Credentials;
+    const NAME: &'static str = "RedisSourceConfig";
+    const FIELDS: &'static [&'static str] = &[
+        "url",
+        "sentinel",
+        "cluster",
+        "tls",
+        "db",
+        "username",
+        "password_file",
+        "password_env",
+        "ca_file",
+        "poll_interval",
+        "poll_timeout",
+        "wake",
+    ];
+
+    fn deserialize_own<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        RedisSourceConfig::deserialize(d)
+    }
+
+    fn set_group(&mut self, group: Credentials) {
+        self.credentials = group;
+    }
+}
+
+impl<'de> Deserialize<'de> for RedisSourceConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        field_group::deserialize(d)
+    }
 }
 
 /// `sources.<name>.redis.wake`: being told when a watched key changes, so a job pushed into an
@@ -118,45 +145,50 @@ pub enum ReadFrom {
 }
 
 /// Redis Sentinel (`sources.<name>.redis.sentinel`).
-#[derive(Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct SentinelConfig {
     /// The sentinels, `host:port` (port 26379 by convention); asked in order.
     pub addresses: Vec<String>,
     /// The master's name in the sentinels' configuration (`sentinel monitor <name> ...`).
     pub master_name: String,
-    /// ACL user name on the sentinels, when they require one.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// File holding the sentinels' password (`requirepass` in sentinel.conf).
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// Environment variable holding the sentinels' password.
-    #[serde(default)]
-    pub password_env: Option<String>,
+    /// The sentinels' own `username`, `password_file` or `password_env` (`requirepass` in
+    /// sentinel.conf), when they require one.
+    #[serde(skip)]
+    pub credentials: Credentials,
     /// `master` (default) or `replica`.
     #[serde(default)]
     pub read_from: ReadFrom,
     /// How long one sentinel may take to answer (see [`node_timeout`]).
     #[serde(default)]
     pub node_timeout: Option<HumanDuration>,
-    /// The sentinels' password, read at load.
-    #[serde(skip)]
-    pub password: Option<Secret>,
 }
 
-impl std::fmt::Debug for SentinelConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SentinelConfig")
-            .field("addresses", &self.addresses)
-            .field("master_name", &self.master_name)
-            .field("username", &self.username)
-            .field("password_file", &self.password_file)
-            .field("password_env", &self.password_env)
-            .field("read_from", &self.read_from)
-            .field("node_timeout", &self.node_timeout)
-            .field("password", &self.password)
-            .finish()
+impl<'de> Grouped<'de> for SentinelConfig {
+    type Group = Credentials;
+    const NAME: &'static str = "SentinelConfig";
+    const FIELDS: &'static [&'static str] = &[
+        "addresses",
+        "master_name",
+        "username",
+        "password_file",
+        "password_env",
+        "read_from",
+        "node_timeout",
+    ];
+
+    fn deserialize_own<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        SentinelConfig::deserialize(d)
+    }
+
+    fn set_group(&mut self, group: Credentials) {
+        self.credentials = group;
+    }
+}
+
+impl<'de> Deserialize<'de> for SentinelConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        field_group::deserialize(d)
     }
 }
 
@@ -212,12 +244,9 @@ impl std::fmt::Debug for RedisSourceConfig {
             .field("cluster", &self.cluster)
             .field("tls", &self.tls)
             .field("db", &self.db)
-            .field("username", &self.username)
-            .field("password_file", &self.password_file)
-            .field("password_env", &self.password_env)
+            .field("credentials", &self.credentials)
             .field("ca_file", &self.ca_file)
             .field("wake", &self.wake)
-            .field("password", &self.password)
             .finish()
     }
 }
@@ -354,27 +383,19 @@ impl RedisSourceConfig {
     }
 
     pub(crate) fn resolve_secrets(&mut self, at: &str) -> Result<(), ConfigError> {
-        self.password = Secret::resolve(
-            self.password_file.as_deref(),
-            self.password_env.as_deref(),
-            at,
-        )?;
+        self.credentials.resolve(at)?;
         if let Some(s) = &mut self.sentinel {
-            s.password = Secret::resolve(
-                s.password_file.as_deref(),
-                s.password_env.as_deref(),
-                &format!("{at}.sentinel"),
-            )?;
+            s.credentials.resolve(&format!("{at}.sentinel"))?;
         }
         Ok(())
     }
 
     /// The password files this connection reads: the data nodes' and the sentinels'.
     pub fn password_files(&self) -> Vec<PathBuf> {
-        self.password_file
-            .iter()
-            .chain(self.sentinel.iter().flat_map(|s| s.password_file.iter()))
-            .cloned()
+        let sentinels = self.sentinel.iter().map(|s| &s.credentials);
+        std::iter::once(&self.credentials)
+            .chain(sentinels)
+            .filter_map(|c| c.password_file.clone())
             .collect()
     }
 

@@ -5,7 +5,6 @@
 //! a short-lived token that a sidecar rewrites (ElastiCache IAM tokens last 15 minutes, Entra ID
 //! tokens about an hour) is used by the next connection without a restart.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use redis::{AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoC
 use super::config::{RedisSourceConfig, redact_url};
 use super::wire::{Endpoint, Login, Wire};
 use crate::primitives::Secret;
+use crate::sources::credentials::Credentials;
 use crate::sources::source::SourceError;
 
 /// A node's address as a topology reports it.
@@ -54,39 +54,6 @@ impl std::fmt::Display for NodeAddr {
 
 /// What receives a connection's push messages (RESP3), such as key invalidations.
 pub type PushHandler = std::sync::Arc<dyn Fn(redis::PushInfo) + Send + Sync>;
-
-/// Who a connection logs in as: a user name and a password that is re-read from its file on
-/// every connect.
-#[derive(Clone)]
-pub struct Credentials {
-    username: Option<String>,
-    file: Option<PathBuf>,
-    /// The password read at load (from the file or the environment).
-    loaded: Option<Secret>,
-}
-
-impl Credentials {
-    /// Credentials from their config fields.
-    pub fn new(username: Option<String>, file: Option<PathBuf>, loaded: Option<Secret>) -> Self {
-        Credentials {
-            username,
-            file,
-            loaded,
-        }
-    }
-
-    /// The password now: the file's current contents, or what was read at load.
-    fn password(&self) -> Result<Option<Secret>, SourceError> {
-        match &self.file {
-            Some(path) => Secret::resolve(Some(path), None, "password_file").map_err(|e| {
-                SourceError::Config {
-                    message: e.to_string(),
-                }
-            }),
-            None => Ok(self.loaded.clone()),
-        }
-    }
-}
 
 /// Opens connections with one set of credentials and TLS settings.
 #[derive(Clone)]
@@ -140,14 +107,19 @@ impl Connector {
             tls,
             root_cert,
             wire_tls,
-            credentials: Credentials::new(
-                conn.username.clone(),
-                conn.password_file.clone(),
-                conn.password.clone(),
-            ),
+            credentials: conn.credentials.clone(),
             db: conn.db,
             timeout,
         })
+    }
+
+    /// The password now (a `password_file` is read afresh at every connect).
+    fn password(&self) -> Result<Option<Secret>, SourceError> {
+        self.credentials
+            .current_password()
+            .map_err(|e| SourceError::Config {
+                message: e.to_string(),
+            })
     }
 
     /// The same TLS settings with other credentials and no database (the sentinels).
@@ -254,7 +226,7 @@ impl Connector {
                 .username
                 .clone()
                 .or_else(|| url.and_then(|u| u.username()).map(str::to_string)),
-            password: self.credentials.password()?.or_else(|| {
+            password: self.password()?.or_else(|| {
                 url.and_then(|u| u.password())
                     .map(|p| Secret::new(p.to_string()))
             }),
@@ -286,7 +258,7 @@ impl Connector {
         if let Some(user) = &self.credentials.username {
             settings = settings.set_username(user);
         }
-        if let Some(password) = self.credentials.password()? {
+        if let Some(password) = self.password()? {
             settings = settings.set_password(password.expose());
         }
         info = info.set_redis_settings(settings);
@@ -382,10 +354,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("token");
         std::fs::write(&file, "first\n").unwrap();
-        let creds = Credentials::new(None, Some(file.clone()), None);
-        assert_eq!(creds.password().unwrap().unwrap().expose(), "first");
+        let creds = Credentials {
+            password_file: Some(file.clone()),
+            ..Credentials::default()
+        };
+        let current = |c: &Credentials| c.current_password().unwrap().unwrap();
+        assert_eq!(current(&creds).expose(), "first");
         std::fs::write(&file, "second").unwrap();
-        assert_eq!(creds.password().unwrap().unwrap().expose(), "second");
+        assert_eq!(current(&creds).expose(), "second");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -26,7 +26,7 @@ use redis::aio::MultiplexedConnection;
 
 use super::batch::Batch;
 use super::config::{ReadFrom, SentinelConfig};
-use super::connect::{Connector, Credentials, NodeAddr, describe};
+use super::connect::{Connector, NodeAddr, describe};
 use super::node::{Scanned, scan_node, send_batch, within};
 use super::reply;
 use super::wire::Wire;
@@ -67,11 +67,7 @@ impl Sentinel {
         poll_timeout: Duration,
     ) -> Result<Self, SourceError> {
         let sentinels = NodeAddr::parse_all(&config.addresses)?;
-        let to_sentinels = to_data.with_credentials(Credentials::new(
-            config.username.clone(),
-            config.password_file.clone(),
-            config.password.clone(),
-        ));
+        let to_sentinels = to_data.with_credentials(config.credentials.clone());
         Ok(Sentinel {
             display,
             master_name: config.master_name.clone(),
