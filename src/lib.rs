@@ -20,6 +20,7 @@
 pub mod api;
 pub mod app;
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod file_watch;
 pub mod k8s;

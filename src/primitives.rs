@@ -221,3 +221,31 @@ pub fn quoted_prefix(text: &str) -> String {
         Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_common_forms() {
+        for (text, ms) in [
+            ("500ms", 500),
+            ("2s", 2000),
+            ("1.5s", 1500),
+            ("1m30s", 90_000),
+            ("1h", 3_600_000),
+        ] {
+            assert_eq!(
+                HumanDuration::parse(text).map(|d| d.0.as_millis()),
+                Ok(ms),
+                "{text}"
+            );
+        }
+        for bad in ["", "2", "s", "2 sec", "-1s", "1d"] {
+            assert!(
+                HumanDuration::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+}

@@ -4,16 +4,13 @@
 //! tests exercise the real wiring on ephemeral ports.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use crate::api::keda::server::GrpcTls;
 use crate::api::service::Service;
 use crate::api::{self, AppState, Routes, health::Health};
 use crate::config::{Config, SourceConfig};
@@ -21,66 +18,14 @@ use crate::poller::{Heartbeats, PollContext};
 use crate::reload::store_for;
 use crate::reload::{Live, SourceSet, spawn_watch};
 use crate::security::keda_clients::KedaClients;
-use crate::security::setup::{ApiTls, AuthSettings, secure};
+use crate::security::setup::secure;
 use crate::sources::build::BuildContext;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 
-/// Where to listen and how to stop.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The external metrics API (and, without `health_listen`, the probes and `/metrics`).
-    pub listen: SocketAddr,
-    /// A separate port for probes and `/metrics`, if wanted.
-    pub health_listen: Option<SocketAddr>,
-    /// The KEDA external scaler (gRPC), if wanted.
-    pub grpc_listen: Option<SocketAddr>,
-    /// TLS for the gRPC server (KEDA's `enableTLS`/`caCert`/`tlsClientCert`); plaintext without.
-    pub grpc_tls: Option<GrpcTls>,
-    /// How long readiness reports 503 before the servers stop, so endpoints drop the pod first.
-    pub shutdown_delay: Duration,
-    /// Limit on waiting for in-flight requests and poll loops after that.
-    pub shutdown_timeout: Duration,
-    /// HTTPS for the API port; `None` serves plain HTTP (`--insecure-http`, local development).
-    pub api_tls: Option<ApiTls>,
-    /// Authentication and authorization of metric requests; `None` turns them off
-    /// (`--disable-auth`, local development).
-    pub auth: Option<AuthSettings>,
-    /// The config file to watch for changes (a mounted ConfigMap); `None`: no reload.
-    pub config_path: Option<PathBuf>,
-    /// How often that file is checked.
-    pub config_reload_interval: Duration,
-    /// The bounds every HTTP listener keeps (timeouts, connections, sizes).
-    pub limits: crate::api::listener::Limits,
-    /// Open `StreamIsActive` streams the gRPC server allows at once.
-    pub grpc_max_streams: usize,
-    /// Show every series' value with its labels in `/metrics` (`qma_metric_value`). Off by
-    /// default: `/metrics` is unauthenticated.
-    pub metrics_show_values: bool,
-}
+mod settings;
 
-impl Settings {
-    /// Loopback on ephemeral ports, plain HTTP without authentication, no gRPC, no reload, no
-    /// shutdown delay: for tests, the demo and local tools, never for a cluster. Override
-    /// fields with struct update syntax.
-    pub fn local() -> Self {
-        Settings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            health_listen: None,
-            grpc_listen: None,
-            grpc_tls: None,
-            shutdown_delay: Duration::ZERO,
-            shutdown_timeout: Duration::from_secs(5),
-            api_tls: None,
-            auth: None,
-            config_path: None,
-            config_reload_interval: Duration::from_secs(10),
-            limits: crate::api::listener::Limits::default(),
-            grpc_max_streams: crate::api::keda::scaler::DEFAULT_MAX_STREAMS,
-            metrics_show_values: false,
-        }
-    }
-}
+pub use settings::{GrpcTls, Settings};
 
 /// A started adapter.
 pub struct Running {
@@ -130,22 +75,7 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
         token: token.clone(),
         tracker: tracker.clone(),
     };
-    let needs_kube =
-        settings.auth.is_some() || config.sources.values().any(SourceConfig::needs_kubernetes);
-    let kube_client = if needs_kube {
-        let client = crate::k8s::client::client(&config.kubernetes).await;
-        Some(client.with_context(|| {
-            if settings.auth.is_some() {
-                "authentication and authorization ask the Kubernetes API (TokenReview, \
-                 SubjectAccessReview); outside a cluster, for local development, pass \
-                 --disable-auth (and --insecure-http)"
-            } else {
-                "dcgm and inference sources read pods through the Kubernetes API"
-            }
-        })?)
-    } else {
-        None
-    };
+    let kube_client = kubernetes_client(&config, &settings).await?;
     let secured = secure(
         settings.api_tls.as_ref(),
         settings.auth.as_ref(),
@@ -272,6 +202,29 @@ pub async fn start(config: Config, settings: Settings) -> anyhow::Result<Running
         tracker,
         settings,
     })
+}
+
+/// A Kubernetes client, when something needs one: authentication and authorization (reviews),
+/// or a source that reads pods (dcgm, inference).
+async fn kubernetes_client(
+    config: &Config,
+    settings: &Settings,
+) -> anyhow::Result<Option<kube::Client>> {
+    let needs_kube =
+        settings.auth.is_some() || config.sources.values().any(SourceConfig::needs_kubernetes);
+    if !needs_kube {
+        return Ok(None);
+    }
+    let client = crate::k8s::client::client(&config.kubernetes).await;
+    Ok(Some(client.with_context(|| {
+        if settings.auth.is_some() {
+            "authentication and authorization ask the Kubernetes API (TokenReview, \
+             SubjectAccessReview); outside a cluster, for local development, pass \
+             --disable-auth (and --insecure-http)"
+        } else {
+            "dcgm and inference sources read pods through the Kubernetes API"
+        }
+    })?))
 }
 
 fn spawn_server(
