@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::k8s::label::encode_value;
+use crate::apimachinery::label::encode_value;
 
 /// Labels of one series: what `metricLabels` shows and what a `labelSelector` matches.
 ///
@@ -22,7 +22,7 @@ use crate::k8s::label::encode_value;
 /// configured `labels:` value, which config load checks, and most names) costs a check and no
 /// copy. The raw value of each encoded pair is kept beside it ([`Labels::raw_iter`]) for where
 /// a person looks: the `check` table, messages and `/metrics`. Names are never encoded: every
-/// name is a constant or comes from the config, which checks it ([`crate::k8s::label::validate_key`]).
+/// name is a constant or comes from the config, which checks it ([`crate::apimachinery::label::validate_key`]).
 ///
 /// Pairs sorted by name, so that the JSON output and the `/metrics` output are in a stable
 /// order. A series' labels are a few pairs set once, and with 20,000 series they are much of the
@@ -463,14 +463,17 @@ mod tests {
 
     #[test]
     fn values_from_data_are_served_encoded_and_kept_raw_for_people() {
-        use crate::k8s::label::encode_value;
+        use crate::apimachinery::label::encode_value;
         let mut labels = Labels::from([("queue", "emb"), ("key", "queue:emb"), ("vhost", "/")]);
         // Served: every value valid, the valid ones as they were.
         assert_eq!(labels.get("queue"), Some("emb"));
         assert_eq!(labels.get("key"), Some(encode_value("queue:emb").as_ref()));
         assert_eq!(labels.get("vhost"), Some(encode_value("/").as_ref()));
         for (_, v) in &labels {
-            assert!(crate::k8s::label::validate_value(v).is_ok(), "{v:?}");
+            assert!(
+                crate::apimachinery::label::validate_value(v).is_ok(),
+                "{v:?}"
+            );
         }
         assert_eq!(
             serde_json::to_value(&labels).unwrap()["key"],

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::k8s::selector::Selector;
+use crate::apimachinery::selector::Selector;
 use crate::model::{Labels, MetricValue, Sample, SeriesError, SharedLabels};
 
 /// What the API surfaces know of a metric without reading its values.

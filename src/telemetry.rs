@@ -362,7 +362,7 @@ pub fn render_store(store: &Store, now: SystemTime, values: bool, out: &mut Stri
 /// scrape over one duplicate label.
 ///
 /// Values are the raw ones (`key="queue:emb"`), not the encoded ones the external metrics API
-/// and KEDA serve ([`crate::k8s::label::encode_value`]): a Prometheus label value may be any
+/// and KEDA serve ([`crate::apimachinery::label::encode_value`]): a Prometheus label value may be any
 /// UTF-8, dashboards and alerts written before the encoding keep matching, and a person reading
 /// a graph sees the queue's real name.
 fn value_labels(metric: &str, labels: &crate::model::Labels) -> String {

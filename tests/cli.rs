@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Cleanup, cmd, connect, prefix, redis_url};
-use queue_metrics_adapter::k8s::label::encode_value;
+use queue_metrics_adapter::apimachinery::label::encode_value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue-metrics-adapter");
 

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Adapter, Cleanup, cmd, connect, prefix, redis_url};
-use queue_metrics_adapter::k8s::label::encode_value;
+use queue_metrics_adapter::apimachinery::label::encode_value;
 use serde_json::json;
 
 const API: &str = "/apis/external.metrics.k8s.io/v1beta1";
@@ -100,7 +100,7 @@ async fn metric_values_are_an_external_metric_value_list() {
     assert_eq!(item["metricName"], "embedding_queue_length");
     assert_eq!(
         item["metricLabels"],
-        // The full key, encoded: `:` is not valid in a label value (k8s::label::encode_value).
+        // The full key, encoded: `:` is not valid in a label value (apimachinery::label::encode_value).
         json!({"queue": "embed", "key": encode_value(&format!("{p}queue:embed"))})
     );
     assert_eq!(item["value"], "3");

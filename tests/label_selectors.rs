@@ -15,7 +15,7 @@ use common::gpu::{Exporter, NODE_A, NODE_B, eventually, populate};
 use common::kube_stub::{KubeStub, pod};
 use common::rabbit::{MANAGEMENT, TestVhost, set_guest_password_env};
 use common::{Adapter, Cleanup, cmd, connect, prefix, redis_url, server_now_ms};
-use queue_metrics_adapter::k8s::label::{validate_key, validate_value};
+use queue_metrics_adapter::apimachinery::label::{validate_key, validate_value};
 use serde_json::Value;
 
 /// How long the broker's statistics may take to show a queue.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use queue_metrics_adapter::k8s::label::encode_value;
+use queue_metrics_adapter::apimachinery::label::encode_value;
 
 use common::{
     Adapter, Cleanup, cmd, connect, prefix, quantity, redis_url, server_now_ms, single_value,
@@ -450,7 +450,7 @@ async fn pattern_metrics_serve_one_series_per_key_and_follow_new_keys() {
     assert_eq!(items.len(), 2, "{body}");
     let (_, embed) = a.metric("queues", Some("queue=embed")).await;
     assert_eq!(single_value(&embed), 2.0);
-    // The full key, encoded: `:` is not valid in a label value (k8s::label::encode_value).
+    // The full key, encoded: `:` is not valid in a label value (apimachinery::label::encode_value).
     assert_eq!(
         embed["items"][0]["metricLabels"]["key"],
         encode_value(&format!("{p}queue:embed")).as_ref()

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use queue_metrics_adapter::k8s::quantity::format_quantity;
+use queue_metrics_adapter::apimachinery::quantity::format_quantity;
 
 fuzz_target!(|data: [u8; 8]| {
     let v = f64::from_le_bytes(data);

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use queue_metrics_adapter::k8s::selector::Selector;
+use queue_metrics_adapter::apimachinery::selector::Selector;
 use queue_metrics_adapter::model::Labels;
 
 fuzz_target!(|data: &[u8]| {

@@ -17,10 +17,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use super::http::{lookup_status, status_response, write_rfc3339_seconds};
+use super::response::{lookup_status, status_response, write_rfc3339_seconds};
 use super::{AppState, Shared};
-use crate::k8s::quantity::format_quantity;
-use crate::k8s::status::Status;
+use crate::apimachinery::quantity::format_quantity;
+use crate::apimachinery::status::Status;
 use crate::model::MetricValue;
 
 /// The API group.
@@ -222,14 +222,14 @@ mod tests {
 
     #[test]
     fn labels_are_escaped_as_json() {
-        // Values are served encoded (crate::k8s::label::encode_value), so only a name can
+        // Values are served encoded (crate::apimachinery::label::encode_value), so only a name can
         // still need escaping; both go through the same writer.
         let tricky = "a \"quoted\" \\ back\u{1}slash\nnew line, é, \u{2028}";
         let body = value_list_body(&[value(&[(tricky, tricky)], 1.5, 60)]).expect("quantity");
         let parsed: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
         assert_eq!(
             parsed["items"][0]["metricLabels"][tricky],
-            json!(crate::k8s::label::encode_value(tricky))
+            json!(crate::apimachinery::label::encode_value(tricky))
         );
         assert_eq!(parsed["items"][0]["value"], json!("1500m"));
         assert_eq!(

@@ -29,9 +29,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::http::status_response;
+use super::response::status_response;
 use super::service::Service;
-use crate::k8s::status::Status;
+use crate::apimachinery::status::Status;
 use crate::security::serving::{PeerCertificate, ServingTls, peer_of};
 
 /// Bounds every HTTP listener applies. The defaults suit an API that answers small `GET`s from

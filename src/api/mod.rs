@@ -7,10 +7,11 @@
 
 pub mod external_metrics;
 pub mod health;
-pub mod http;
 pub mod keda;
 pub mod listener;
 pub mod observe;
+pub mod request;
+pub mod response;
 pub mod selectors;
 pub mod service;
 
@@ -21,7 +22,7 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 
-use crate::k8s::status::Status;
+use crate::apimachinery::status::Status;
 use crate::poller::Heartbeats;
 use crate::security::Guard;
 use crate::security::serving::PeerCertificate;
@@ -98,14 +99,14 @@ pub fn router(state: AppState, routes: Routes) -> Router {
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
-    http::status_response(Status::not_found(format!(
+    response::status_response(Status::not_found(format!(
         "the server could not find the requested resource {}",
         uri.path()
     )))
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
-    http::status_response(Status::failure(
+    response::status_response(Status::failure(
         405,
         "MethodNotAllowed",
         format!(
@@ -150,7 +151,7 @@ async fn admit(
         Ok(_) => Ok(()),
         Err(refusal) => {
             tracing::debug!(%path, ?refusal, "refused");
-            Err(http::status_response(refusal.status()))
+            Err(response::status_response(refusal.status()))
         }
     }
 }

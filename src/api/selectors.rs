@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::http::query_param;
-use crate::k8s::selector::{Selector, SelectorError};
+use super::request::query_param;
+use crate::apimachinery::selector::{Selector, SelectorError};
 
 /// How many distinct query strings are kept. Beyond it the cache starts over, so a client
 /// sending endless different selectors costs a parse each, not memory.

@@ -215,7 +215,7 @@ async fn kubernetes_client(
     if !needs_kube {
         return Ok(None);
     }
-    let client = crate::k8s::client::client(&config.kubernetes).await;
+    let client = crate::kube_client::client(&config.kubernetes).await;
     Ok(Some(client.with_context(|| {
         if settings.auth.is_some() {
             "authentication and authorization ask the Kubernetes API (TokenReview, \

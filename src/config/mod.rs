@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::k8s::client::KubernetesConfig;
+pub use crate::kube_client::KubernetesConfig;
 pub use crate::primitives::{ConfigError, HumanDuration, Secret};
 use crate::security::keda_clients::KedaClientConfig;
 pub use crate::sources::measure::Measure;

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::{Config, ConfigError};
-use crate::k8s::label::{validate_key, validate_value};
+use crate::apimachinery::label::{validate_key, validate_value};
 use crate::model::validate_metric_name;
 
 impl Config {

@@ -18,7 +18,7 @@ use axum::http::HeaderMap;
 use self::identity::{MASTERS_GROUP, RequestHeader, UserInfo};
 use self::reviews::{Attributes, Decision, Reviews};
 use self::serving::PeerCertificate;
-use crate::k8s::status::Status;
+use crate::apimachinery::status::Status;
 
 /// Authentication and authorization for the metric routes.
 pub struct Guard {

@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use super::kubernetes::owners::Owners;
 use super::metric::MetricConfig;
-use crate::k8s::client::KubernetesConfig;
+use crate::kube_client::KubernetesConfig;
 
 /// A kind's two config block types: what [`SourceSpec`] is generic over, so that each kind's
 /// constructor takes its own types. Implemented by each kind's unit type (`redis::Redis`).
@@ -127,7 +127,7 @@ impl BuildContext {
             let client = match &self.client {
                 Some(c) => c.clone(),
                 None => {
-                    let c = crate::k8s::client::client(&self.kubernetes).await?;
+                    let c = crate::kube_client::client(&self.kubernetes).await?;
                     self.client = Some(c.clone());
                     c
                 }

@@ -6,9 +6,12 @@
 //! queue.
 //!
 //! The base every kind uses names no kind: [`source`] (the trait and the poll's error),
-//! [`http`] (bodies read within a limit), [`build`] (what a source is built from), [`metric`]
-//! (a metric as configured, with each kind's block). [`kinds`] is the one file that dispatches
-//! over every kind.
+//! [`http`] (bodies read within a limit), [`build`] (what a source is built from), [`measure`]
+//! (what a metric computes), [`age`] (an enqueue time to an age), [`credentials`] and
+//! [`field_group`] (fields several kinds' blocks share, read without serde's `flatten`).
+//! What some kinds share: [`exposition`] (Prometheus-format scrapes, dcgm and inference) and
+//! [`kubernetes`] (pod and EndpointSlice watches). [`metric`] is a metric as configured, with
+//! each kind's block, and [`kinds`] the one file that dispatches over every kind.
 //!
 //! # Adding a source kind
 //! 1. A folder `src/sources/<kind>/` with `mod.rs`, `config.rs` and what the reads need, and

@@ -111,7 +111,7 @@ pub fn populate(stub: &KubeStub) {
 pub fn llm_infer_on(model: &str) -> String {
     format!(
         "workload=llm-infer,model_name={}",
-        queue_metrics_adapter::k8s::label::encode_value(model)
+        queue_metrics_adapter::apimachinery::label::encode_value(model)
     )
 }
 

@@ -18,10 +18,9 @@ use serde_json::json;
 
 use super::trigger::{Trigger, TriggerLookupError};
 use crate::api::AppState;
-use crate::api::http::{
-    NamespacedRequest, lookup_status, namespaced_request, rfc3339_seconds, status_response,
-};
-use crate::k8s::status::Status;
+use crate::api::request::{NamespacedRequest, namespaced_request};
+use crate::api::response::{lookup_status, rfc3339_seconds, status_response};
+use crate::apimachinery::status::Status;
 
 /// The route.
 pub fn routes() -> Router<AppState> {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use crate::k8s::selector::Selector;
+use crate::apimachinery::selector::Selector;
 use crate::primitives::quoted_prefix;
 use crate::store::{LookupError, MetricsProvider};
 

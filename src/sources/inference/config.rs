@@ -279,7 +279,7 @@ impl PodSelection {
                 "must select the model-server pods, e.g. app.kubernetes.io/name=vllm (an empty selector would scrape every pod)",
             ));
         }
-        crate::k8s::selector::Selector::parse(&self.selector).map_err(|e| {
+        crate::apimachinery::selector::Selector::parse(&self.selector).map_err(|e| {
             ConfigError::invalid(
                 format!("{at}.selector"),
                 format!("{:?}: {e}", self.selector),

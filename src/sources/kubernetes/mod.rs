@@ -1,7 +1,7 @@
 //! Kubernetes watches that sources share to map what they scrape to workloads: the pod ->
 //! owner cache (Deployment, StatefulSet, ...) and the EndpointSlices of a Service. Started by
 //! [`super::build::BuildContext`] for the first source that needs them; the wire formats and the
-//! client itself are [`crate::k8s`]'s.
+//! client itself are [`crate::apimachinery`]'s.
 
 pub mod endpoint_slices;
 pub mod owners;

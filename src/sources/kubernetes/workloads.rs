@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 
 use super::owners::Workload;
-use crate::k8s::label::validate_key;
+use crate::apimachinery::label::validate_key;
 use crate::primitives::ConfigError;
 
 /// Series label: the workload's namespace. A request sees only its own namespace's series.
 pub const NAMESPACE_LABEL: &str = "namespace";
 /// Series label: the workload's name (the Deployment, StatefulSet, Job, ... that owns the pods;
-/// a name over 63 characters is served encoded: [`crate::k8s::label::encode_value`]).
+/// a name over 63 characters is served encoded: [`crate::apimachinery::label::encode_value`]).
 pub const WORKLOAD_LABEL: &str = "workload";
 /// Series label: the workload's kind (`Deployment`, `StatefulSet`, `Job`, ...).
 pub const WORKLOAD_KIND_LABEL: &str = "workload_kind";
@@ -120,7 +120,7 @@ pub struct SeriesKey {
 impl SeriesKey {
     /// The series labels: `base` (the metric's own) plus namespace, workload, workload kind and
     /// each extra label under its configured name (values encoded where they are not valid label
-    /// values, such as a workload name over 63 characters: [`crate::k8s::label::encode_value`]).
+    /// values, such as a workload name over 63 characters: [`crate::apimachinery::label::encode_value`]).
     pub fn labels(
         &self,
         base: &crate::model::Labels,

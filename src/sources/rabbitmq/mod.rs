@@ -32,7 +32,7 @@ use crate::sources::measure::Measure;
 use crate::sources::metric::MetricConfig;
 
 /// Label naming the queue of a series (encoded where the name is not a valid label value:
-/// [`crate::k8s::label::encode_value`]).
+/// [`crate::apimachinery::label::encode_value`]).
 pub const QUEUE_LABEL: &str = "queue";
 /// Label naming the vhost of a series (encoded the same way: `/` is served as `8a5edab282`).
 pub const VHOST_LABEL: &str = "vhost";

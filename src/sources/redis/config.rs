@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::k8s::label::validate_key;
+use crate::apimachinery::label::validate_key;
 use crate::primitives::{ConfigError, HumanDuration};
 use crate::sources::credentials::Credentials;
 use crate::sources::field_group::{self, Grouped};
@@ -16,7 +16,7 @@ use crate::sources::measure::Measure;
 /// The label a pattern series carries with the part of the key its wildcards matched.
 pub const DEFAULT_KEY_LABEL: &str = "queue";
 /// The label every Redis series carries with its full key, served encoded where it is not a
-/// valid label value (`queue:emb` has a colon: [`crate::k8s::label::encode_value`]).
+/// valid label value (`queue:emb` has a colon: [`crate::apimachinery::label::encode_value`]).
 pub const KEY_LABEL_FULL: &str = "key";
 
 /// A Redis connection (`sources.<name>.redis`): one server (`url`), a Sentinel-managed master

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::k8s::label::{validate_key, validate_value};
+use crate::apimachinery::label::{validate_key, validate_value};
 use crate::model::Labels;
 use crate::primitives::{QUOTED_CHARS, quoted_prefix};
 

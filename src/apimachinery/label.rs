@@ -1,7 +1,7 @@
 //! Kubernetes label rules: what a label key and value may be ([`validate_key`],
 //! [`validate_value`]), and how a value read from data becomes one ([`encode_value`]). No I/O.
 //!
-//! A selector the API server would refuse is refused by [`crate::k8s::selector`] with these same
+//! A selector the API server would refuse is refused by [`crate::apimachinery::selector`] with these same
 //! rules, so every value the adapter serves must follow them too: a served label that is not a
 //! valid label value (`key=queue:emb`) can never be selected, neither by an HPA's `matchLabels`
 //! nor by a `labelSelector`.
