@@ -72,22 +72,35 @@ impl MetricTargets {
             *slot = Some(map.next_value()?);
             Ok(true)
         }
+        // Every field named (no `..`): a new kind's block is a compile error here until read.
+        let MetricTargets {
+            redis,
+            rabbitmq,
+            dcgm,
+            inference,
+        } = self;
         match key {
-            "redis" => once(&mut self.redis, "redis", map),
-            "rabbitmq" => once(&mut self.rabbitmq, "rabbitmq", map),
-            "dcgm" => once(&mut self.dcgm, "dcgm", map),
-            "inference" => once(&mut self.inference, "inference", map),
+            "redis" => once(redis, "redis", map),
+            "rabbitmq" => once(rabbitmq, "rabbitmq", map),
+            "dcgm" => once(dcgm, "dcgm", map),
+            "inference" => once(inference, "inference", map),
             _ => Ok(false),
         }
     }
 
     /// The kinds whose block is set.
     pub fn present(&self) -> Vec<&'static str> {
+        let MetricTargets {
+            redis,
+            rabbitmq,
+            dcgm,
+            inference,
+        } = self;
         let set = [
-            ("redis", self.redis.is_some()),
-            ("rabbitmq", self.rabbitmq.is_some()),
-            ("dcgm", self.dcgm.is_some()),
-            ("inference", self.inference.is_some()),
+            ("redis", redis.is_some()),
+            ("rabbitmq", rabbitmq.is_some()),
+            ("dcgm", dcgm.is_some()),
+            ("inference", inference.is_some()),
         ];
         set.into_iter()
             .filter_map(|(kind, set)| set.then_some(kind))
