@@ -24,10 +24,11 @@
 //!    constructor from a [`build::SourceSpec`].
 //! 4. Its measures: new [`measure::Measure`] variants if it reads something new, with
 //!    their names in `Measure::as_str`.
-//! 5. In [`metric`]: its name in `KINDS`, a field of `MetricTargets` (its metric block) and
-//!    that field's arms in `MetricTargets::read` and `present`.
-//! 6. In [`kinds`]: a variant of `SourceConfig` and of `RunningSource`, an `impl Kind`, and its
-//!    arm in every `match`: each is a compile error until written.
+//! 5. In [`metric`]: its name in `KINDS`, and a field of `MetricTargets` (its metric block),
+//!    which is a compile error in `MetricTargets::read` and `present` until written there.
+//! 6. In [`kinds`]: a variant of `SourceConfig` and of `RunningSource`, an `impl Kind`, its key
+//!    in `SourceConfig`'s reader, and its arm in every `match`: each `match` is a compile error
+//!    until written (a throwaway `file` kind met 17 of them, and nothing else to edit).
 //! 7. Tests beside it against the real backend (a private instance where the topology needs
 //!    one), a line in the read-only test, and its section in the README.
 
