@@ -42,19 +42,10 @@ pub mod tracking;
 pub mod wire;
 
 use self::config::{RedisSourceConfig, RedisTarget};
-use super::build::Blocks;
 use crate::primitives::ConfigError;
 use crate::sources::metric::MetricConfig;
 
-pub use self::source::RedisSource;
-
-/// The Redis kind: `sources.<name>.redis` and `metrics[].redis`.
-pub struct Redis;
-
-impl Blocks for Redis {
-    type Connection = RedisSourceConfig;
-    type Target = RedisTarget;
-}
+pub use self::source::{Redis, RedisSource};
 
 /// Checks metric `m` of a Redis source (`at` names it); `target` is its `redis:` block.
 ///

@@ -6,8 +6,8 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use super::Redis;
 use super::batch::Batch;
+use super::config::{RedisSourceConfig, RedisTarget};
 use super::discovery::Discovery;
 use super::plan::{MetricPlan, Plan};
 use super::reads::Pending;
@@ -15,9 +15,18 @@ use super::reply;
 use super::topology::Topology;
 use super::tracking::Tracking;
 use crate::model::Sample;
-use crate::sources::build::SourceSpec;
+use crate::sources::build::{Blocks, SourceSpec};
 use crate::sources::source::{Source, SourceError};
 use crate::wake::{WakePace, WakeSignal};
+
+/// The Redis kind, naming its two blocks: `sources.<name>.redis` ([`RedisSourceConfig`]) and
+/// `metrics[].redis` ([`RedisTarget`]).
+pub struct Redis;
+
+impl Blocks for Redis {
+    type Connection = RedisSourceConfig;
+    type Target = RedisTarget;
+}
 
 /// A Redis server (or Sentinel set, or cluster) and the metrics read from it.
 pub struct RedisSource {
