@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use queue_metrics_adapter::api::{AppState, Shared, health::Health};
+use queue_metrics_adapter::api::health_state::Health;
+use queue_metrics_adapter::api::{AppState, Shared};
 use queue_metrics_adapter::model::{Labels, Sample};
 use queue_metrics_adapter::poller::Heartbeats;
 use queue_metrics_adapter::security::Guard;

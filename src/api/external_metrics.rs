@@ -18,7 +18,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::response::{lookup_status, status_response, write_rfc3339_seconds};
-use super::{AppState, Shared};
+use super::state::{AppState, Shared};
 use crate::apimachinery::quantity::format_quantity;
 use crate::apimachinery::status::Status;
 use crate::model::MetricValue;
@@ -30,7 +30,7 @@ pub const VERSION: &str = "v1beta1";
 /// `group/version`.
 pub const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
 
-/// The routes of this API; state is supplied by [`super::router`].
+/// The routes of this API; state is supplied by [`super::router()`].
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/apis", get(api_group_list))

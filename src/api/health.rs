@@ -7,8 +7,6 @@
 //! - `/healthz`: both.
 //! - `/metrics`: the `qma_*` families.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use axum::Router;
@@ -17,47 +15,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::AppState;
-use crate::poller::Heartbeats;
-use crate::store::Store;
-
-/// Process-wide state the probes report on.
-#[derive(Debug, Default)]
-pub struct Health {
-    listening: AtomicBool,
-    stopping: AtomicBool,
-}
-
-impl Health {
-    /// Marks the servers as listening.
-    pub fn set_listening(&self) {
-        self.listening.store(true, Ordering::Release);
-    }
-
-    /// Marks the process as shutting down: `/readyz` turns 503 from now on.
-    pub fn set_stopping(&self) {
-        self.stopping.store(true, Ordering::Release);
-    }
-
-    /// Why the adapter is not ready, or `None` when it is.
-    pub fn not_ready(&self, store: &Store) -> Option<String> {
-        if self.stopping.load(Ordering::Acquire) {
-            return Some("shutting down".into());
-        }
-        if !self.listening.load(Ordering::Acquire) {
-            return Some("servers not listening yet".into());
-        }
-        let pending = store.unpolled_sources();
-        (!pending.is_empty())
-            .then(|| format!("waiting for the first poll of {}", pending.join(", ")))
-    }
-
-    /// Why the adapter is not live, or `None` when it is.
-    pub fn not_live(heartbeats: &Heartbeats) -> Option<String> {
-        let stuck = heartbeats.stuck();
-        (!stuck.is_empty()).then(|| format!("poll loop stuck: {}", stuck.join(", ")))
-    }
-}
+use super::health_state::Health;
+use super::state::AppState;
 
 /// Probe and `/metrics` routes.
 pub fn routes() -> Router<AppState> {
@@ -98,6 +57,3 @@ async fn metrics(State(s): State<AppState>) -> Response {
     )
         .into_response()
 }
-
-/// Shared handle type used by `AppState`.
-pub type SharedHealth = Arc<Health>;

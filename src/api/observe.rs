@@ -16,7 +16,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 use tower::{Layer, Service};
 
-use super::AppState;
+use super::state::AppState;
 
 /// Adds [`Observed`] around every route (and the fallback) of a router.
 #[derive(Clone)]

@@ -1,4 +1,4 @@
-//! What a listener serves: the router of [`super::router`], with the metric GET answered before
+//! What a listener serves: the router of [`super::router()`], with the metric GET answered before
 //! it.
 //!
 //! `GET /apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}` is the request the
@@ -20,7 +20,9 @@ use axum::response::Response;
 use tower::ServiceExt as _;
 
 use super::external_metrics::{METRIC_VALUES_ROUTE, NAMESPACES_PREFIX, values_of};
-use super::{AppState, Routes, admit, observe, router};
+use super::observe;
+use super::router::{Routes, admit, router};
+use super::state::AppState;
 
 /// The router for a set of routes, and the state of the direct metric path when those routes
 /// include the external metrics API. Cheap to clone (two reference counts).

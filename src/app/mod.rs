@@ -11,8 +11,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::health_state::Health;
 use crate::api::service::Service;
-use crate::api::{self, AppState, Routes, health::Health};
+use crate::api::{self, AppState, Routes};
 use crate::config::{Config, SourceConfig};
 use crate::poller::{Heartbeats, PollContext};
 use crate::reload::store_for;

@@ -1,6 +1,6 @@
 //! `serve`'s flags for the bounds every listener keeps (README "Limits").
 
-use super::positive_duration;
+use super::flag_values::positive_duration;
 use crate::api::listener::Limits;
 use crate::primitives::HumanDuration;
 

@@ -1,16 +1,15 @@
 //! The command line: `serve` and `check`, their flags (each also read from a `QMA_...`
 //! environment variable), and the settings they make. `main.rs` parses it and runs.
 
+pub mod flag_values;
 pub mod limits;
 pub mod security;
 pub mod serve;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::primitives::HumanDuration;
 use crate::telemetry::LogFormat;
 
 pub use serve::ServeArgs;
@@ -37,8 +36,8 @@ pub struct Cli {
     pub log_format: LogFormat,
 }
 
-#[derive(Subcommand)]
 /// The subcommands.
+#[derive(Subcommand)]
 pub enum Command {
     /// Poll the configured sources and serve their metrics until SIGTERM.
     Serve(Box<ServeArgs>),
@@ -50,39 +49,12 @@ pub enum Command {
     },
 }
 
-/// A duration that must not be zero: a refresh every 0 s would spin (tokio's interval panics on
-/// it, which would leave certificate or CA rotation silently dead), so it is refused at start.
-fn positive_duration(text: &str) -> Result<HumanDuration, String> {
-    let d = HumanDuration::parse(text)?;
-    if d.0.is_zero() {
-        return Err(format!(
-            "{text:?} must be greater than zero (it is how often something is re-read)"
-        ));
-    }
-    Ok(d)
-}
-
-/// A listen address, or `off`.
-#[derive(Debug, Clone, Copy)]
-pub struct OptionalAddr(pub Option<SocketAddr>);
-
-/// `off`, or a socket address.
-fn parse_optional_addr(text: &str) -> Result<OptionalAddr, String> {
-    if text == "off" {
-        return Ok(OptionalAddr(None));
-    }
-    text.parse()
-        .map(|a| OptionalAddr(Some(a)))
-        .map_err(|e| format!("{text:?}: {e} (an address such as 0.0.0.0:9090, or off)"))
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
 
     use super::*;
     use crate::security::serving::CertSource;
-    use serve::ServeArgs;
 
     #[test]
     fn every_serve_flag_reads_an_environment_variable_named_after_it() {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::positive_duration;
+use super::flag_values::positive_duration;
 use crate::primitives::HumanDuration;
 use crate::security::serving::CertSource;
 use crate::security::setup::{ApiTls, AuthSettings, RequestHeaderFiles};

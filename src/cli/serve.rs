@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use super::flag_values::{OptionalAddr, parse_optional_addr};
 use super::limits::LimitFlags;
 use super::security::SecurityFlags;
-use super::{OptionalAddr, parse_optional_addr};
 use crate::app::{GrpcTls, Settings};
 use crate::primitives::HumanDuration;
 

@@ -17,9 +17,9 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::trigger::{Trigger, TriggerLookupError};
-use crate::api::AppState;
 use crate::api::request::{NamespacedRequest, namespaced_request};
 use crate::api::response::{lookup_status, rfc3339_seconds, status_response};
+use crate::api::state::AppState;
 use crate::apimachinery::status::Status;
 
 /// The route.
