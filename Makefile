@@ -37,7 +37,8 @@ demo: services
 check: services
 	$(CARGO) run --quiet -- check --config $(CONFIG)
 
-## The whole suite: formatting, clippy, unit and integration tests against the local Redis,
+## The whole suite: formatting, clippy, unit and integration tests against the local Redis (job
+## libraries' real clients and workers included, installed under target/ at pinned versions),
 ## the Redis tests a second time over RESP3, benchmarks run once as tests, `kubectl get --raw` against the adapter, and curl over HTTPS
 ## with and without a front-proxy client certificate, and every manifest under deploy/ validated
 ## offline (Kubernetes schemas + checkov, promtool for the alert rules), a few seconds of every fuzz
@@ -45,6 +46,7 @@ check: services
 test: export QMA_NEED_REDIS_TOOLS := 1
 test: services lint
 	@scripts/ensure-prometheus.sh
+	@scripts/ensure-job-libraries.sh python node
 	$(CARGO) test --all-targets
 	@echo "[make test] the Redis tests again over RESP3 (protocol=resp3)"
 	QMA_TEST_REDIS_PROTOCOL=resp3 $(CARGO) test --test redis_source --test redis_missing_keys --test read_only --test redis_restart --test redis_tls --test keda

@@ -203,6 +203,16 @@ mod tests {
                 mentions: &["timestamp.hash", "{id}"],
             },
             Case {
+                name: "a hash without id and without a pointer",
+                yaml: m("{name: a, source: jobs, measure: oldest_age_seconds, redis: {type: list, key: q, timestamp: {hash: \"{key}.msgs\", unit: ms}}}"),
+                mentions: &["timestamp", "give json_pointer"],
+            },
+            Case {
+                name: "a hash per element read by a pointer",
+                yaml: m("{name: a, source: jobs, measure: oldest_age_seconds, redis: {type: list, key: q, timestamp: {hash: \"rq:job:{id}\", json_pointer: /t, unit: ms}}}"),
+                mentions: &["timestamp.hash", "give field"],
+            },
+            Case {
                 name: "bad label value",
                 yaml: m("{name: a, source: jobs, measure: length, labels: {queue: \"a:b\"}, redis: {type: list, key: q}}"),
                 mentions: &["labels.queue", "\"a:b\""],

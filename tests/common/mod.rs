@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod gpu;
+pub mod job_libraries;
 pub mod kube_stub;
 pub mod model_server;
 pub mod pki;

@@ -496,18 +496,25 @@ pub enum ScoreUnit {
     Bullmq,
 }
 
-/// Where a list element's enqueue time is found.
+/// Where a list element's enqueue time is found: inside the element (`json_pointer`), in a
+/// hash the element names (`hash` with `{id}` + `field`), or inside the JSON a fixed hash keeps
+/// under the element as its field (`hash` without `{id}` + `json_pointer`: dramatiq's
+/// `dramatiq:<q>.msgs`, bee-queue's `bq:<q>:jobs`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimestampSpec {
-    /// RFC 6901 pointer into the element's JSON (`/enqueued_at`).
+    /// RFC 6901 pointer into the element's JSON (`/enqueued_at`), or, with a `hash` without
+    /// `{id}`, into the JSON that hash holds under the element.
     #[serde(default)]
     pub json_pointer: Option<String>,
-    /// Hash key template the element names: `{id}` is the element, `{key}` the list's key
-    /// (RQ `rq:job:{id}`, BullMQ `bull:embed:{id}`). Costs a second round trip.
+    /// Hash key template: `{key}` is the list's key; `{id}`, the element, makes it a hash per
+    /// element (RQ `rq:job:{id}`, BullMQ `bull:embed:{id}`), read at `field`; without `{id}`
+    /// one hash keeps every element's JSON under the element (`{key}.msgs`), read at
+    /// `json_pointer`. Costs a second round trip.
     #[serde(default)]
     pub hash: Option<String>,
-    /// The hash field holding the time (RQ `enqueued_at`, BullMQ `timestamp`).
+    /// With a hash per element: the field holding the time (RQ `enqueued_at`, BullMQ
+    /// `timestamp`).
     #[serde(default)]
     pub field: Option<String>,
     /// How the time is written.
@@ -688,16 +695,38 @@ impl RedisTarget {
                         ));
                     }
                 }
-                (None, Some(_), None) => {
+                (Some(p), Some(h), None) => {
+                    if h.contains("{id}") {
+                        return Err(ConfigError::invalid(
+                            format!("{at}.hash"),
+                            format!(
+                                "{h:?} names a hash per element: give field (the field holding the time), not json_pointer"
+                            ),
+                        ));
+                    }
+                    if !p.starts_with('/') {
+                        return Err(ConfigError::invalid(
+                            format!("{at}.json_pointer"),
+                            format!(
+                                "{p:?} must start with '/' (RFC 6901), e.g. /message_timestamp"
+                            ),
+                        ));
+                    }
+                }
+                (None, Some(h), None) => {
                     return Err(ConfigError::invalid(
                         at,
-                        "hash needs field (e.g. enqueued_at)",
+                        if h.contains("{id}") {
+                            "hash needs field (e.g. enqueued_at)"
+                        } else {
+                            "a hash without {id} keeps each element's JSON under the element: give json_pointer (e.g. /message_timestamp)"
+                        },
                     ));
                 }
                 _ => {
                     return Err(ConfigError::invalid(
                         at,
-                        "give json_pointer (time inside the element) or hash + field (time in a hash the element names)",
+                        "give json_pointer (time inside the element), hash with {id} + field (time in a hash the element names), or hash without {id} + json_pointer (time in the JSON a hash keeps under the element)",
                     ));
                 }
             }

@@ -131,13 +131,25 @@ impl Parts {
     }
 }
 
+/// One round-two `HGET` of an oldest element's time.
+#[derive(Debug)]
+pub struct HashLookup {
+    /// The reply's index in round two.
+    idx: usize,
+    /// The hash read.
+    hash: String,
+    /// The field read: the configured one, or the element itself.
+    field: String,
+}
+
 /// A series after round one: its value, or the round-two lookup it waits for.
 #[derive(Debug)]
 pub enum Pending {
     /// Finished.
     Done(Result<f64, SeriesError>),
-    /// `HGET`s of the hashes the oldest elements name; the oldest time wins.
-    HashTimes(Vec<(usize, String)>),
+    /// `HGET`s of the oldest elements' times (in the hashes they name, or their JSON in the
+    /// hash that keeps it); the oldest time wins.
+    HashTimes(Vec<HashLookup>),
     /// `XRANGE key (last-delivered + COUNT 1`.
     StreamFirstAfter(usize),
     /// `ZCOUNT key -inf now`.
@@ -416,18 +428,30 @@ impl SeriesRead<'_> {
                 continue;
             };
             match (&spec.json_pointer, &spec.hash, &spec.field) {
-                (Some(pointer), _, _) => {
+                (Some(pointer), None, _) => {
                     let ms = timestamp::from_json(element, pointer, spec.unit)
                         .map_err(|e| format!("oldest element of list {list_key:?}: {e}"))?;
                     oldest = Some(oldest.map_or(ms, |o: f64| o.min(ms)));
                 }
                 (None, Some(template), Some(field)) => {
                     let id = String::from_utf8_lossy(element);
-                    let hash_key = template.replace("{id}", &id).replace("{key}", list_key);
-                    let idx = next.add(&[b"HGET", hash_key.as_bytes(), field.as_bytes()]);
-                    lookups.push((idx, hash_key));
+                    let hash = template.replace("{id}", &id).replace("{key}", list_key);
+                    let idx = next.add(&[b"HGET", hash.as_bytes(), field.as_bytes()]);
+                    let field = field.clone();
+                    lookups.push(HashLookup { idx, hash, field });
                 }
-                _ => return Err("timestamp needs json_pointer or hash + field".into()),
+                (Some(_), Some(template), None) => {
+                    // One hash keeps every element's JSON under the element (dramatiq, bee-queue).
+                    let hash = template.replace("{key}", list_key);
+                    let idx = next.add(&[b"HGET", hash.as_bytes(), element]);
+                    let field = String::from_utf8_lossy(element).into_owned();
+                    lookups.push(HashLookup { idx, hash, field });
+                }
+                _ => {
+                    return Err(
+                        "timestamp needs json_pointer, hash + field, or hash + json_pointer".into(),
+                    );
+                }
             }
         }
         if !lookups.is_empty() {
@@ -551,21 +575,29 @@ fn expected(kt: KeyType) -> &'static str {
 }
 
 fn hash_times(
-    lookups: &[(usize, String)],
+    lookups: &[HashLookup],
     replies: &[Value],
     spec: Option<&TimestampSpec>,
     now_ms: f64,
 ) -> Result<f64, String> {
     let spec = spec.ok_or("no timestamp configured")?;
-    let field = spec.field.as_deref().unwrap_or_default();
     let mut oldest: Option<f64> = None;
-    for (i, hash_key) in lookups {
-        let v = checked(get(replies, *i, hash_key)?, hash_key, "a hash")?;
-        let text = reply::text(v)?.ok_or_else(|| {
-            format!("hash {hash_key:?} has no field {field:?} (the job it names is gone or was never written)")
-        })?;
-        let ms = timestamp::parse_text(&text, spec.unit)
-            .map_err(|e| format!("hash {hash_key:?} field {field:?}: {e}"))?;
+    for HashLookup { idx, hash, field } in lookups {
+        let v = checked(get(replies, *idx, hash)?, hash, "a hash")?;
+        let missing = || {
+            format!(
+                "hash {hash:?} has no field {field:?} (the job it names is gone or was never written)"
+            )
+        };
+        let ms = match &spec.json_pointer {
+            // The field is the element, its value the job's JSON.
+            Some(pointer) => {
+                let json = reply::bytes(v)?.ok_or_else(missing)?;
+                timestamp::from_json(json, pointer, spec.unit)
+            }
+            None => timestamp::parse_text(&reply::text(v)?.ok_or_else(missing)?, spec.unit),
+        }
+        .map_err(|e| format!("hash {hash:?} field {field:?}: {e}"))?;
         oldest = Some(oldest.map_or(ms, |o: f64| o.min(ms)));
     }
     match oldest {

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Installs the job libraries whose real clients and workers the job-library tests drive, at
+# pinned versions, under target/job-libraries/ (nothing system-wide but Debian's Sidekiq),
+# saying what it did; a second run with everything in place only checks:
+# - Python (PyPI, in a virtualenv at target/job-libraries/venv): Celery + kombu, RQ, dramatiq,
+#   arq, huey, and the redis client they share.
+# - Node.js (npm, at target/job-libraries/node): BullMQ's current major, BullMQ 5 (the last
+#   major with a separate `paused` list) as `bullmq5`, and bee-queue.
+# - Ruby: Debian's ruby-sidekiq (Sidekiq 6.4; 7 and 8 are not packaged), with apt-get as root.
+# Usage: scripts/ensure-job-libraries.sh [python|node|sidekiq ...] (default: all three).
+set -euo pipefail
+
+say() { echo "[ensure-job-libraries] $*"; }
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+DIR="${QMA_JOB_LIBRARIES_DIR:-$ROOT/target/job-libraries}"
+
+# The pinned versions (issue 32; ../shared/reference/job-libraries.md read these).
+PYTHON_PACKAGES=(
+  "celery==5.7.0"
+  "kombu==5.7.0"
+  "rq==3.0.0"
+  "dramatiq[redis]==2.2.1"
+  "arq==0.28.0"
+  "huey==3.5.4"
+  "redis==5.2.1"
+)
+NODE_PACKAGES=(
+  "bullmq@6.7.6"
+  "bullmq5@npm:bullmq@5.81.5"
+  "bee-queue@2.0.0"
+)
+SIDEKIQ_PACKAGE="ruby-sidekiq"
+
+python_libraries() {
+  local venv="$DIR/venv" stamp="$DIR/venv/.qma-pinned"
+  local want
+  want="$(printf '%s\n' "${PYTHON_PACKAGES[@]}")"
+  if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    say "Python libraries are installed in $venv ($(tr '\n' ' ' <"$stamp"))"
+    return 0
+  fi
+  command -v python3 >/dev/null 2>&1 || { say "python3 is missing: install Python 3 and retry" >&2; exit 1; }
+  say "installing ${PYTHON_PACKAGES[*]} from PyPI into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PYTHON_PACKAGES[@]}"
+  printf '%s' "$want" >"$stamp"
+  say "installed: $("$venv/bin/python" -c 'import celery, rq, dramatiq, arq, huey, redis; print("celery", celery.__version__, "rq", rq.__version__, "dramatiq", dramatiq.__version__, "arq", arq.VERSION, "huey", huey.__version__, "redis", redis.__version__)')"
+}
+
+node_libraries() {
+  local node="$DIR/node" stamp="$DIR/node/.qma-pinned"
+  local want
+  want="$(printf '%s\n' "${NODE_PACKAGES[@]}")"
+  if [ -d "$node/node_modules" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    say "Node.js libraries are installed in $node ($(tr '\n' ' ' <"$stamp"))"
+    return 0
+  fi
+  command -v npm >/dev/null 2>&1 || { say "npm is missing: install Node.js and npm and retry" >&2; exit 1; }
+  say "installing ${NODE_PACKAGES[*]} from npm into $node"
+  rm -rf "$node"
+  mkdir -p "$node"
+  (cd "$node" && echo '{"name":"qma-job-libraries","private":true}' >package.json &&
+    npm install --silent --no-audit --no-fund --save-exact "${NODE_PACKAGES[@]}" >/dev/null)
+  printf '%s' "$want" >"$stamp"
+  say "installed: bullmq $(node -p "require('$node/node_modules/bullmq/package.json').version"), bullmq5 $(node -p "require('$node/node_modules/bullmq5/package.json').version"), bee-queue $(node -p "require('$node/node_modules/bee-queue/package.json').version")"
+}
+
+sidekiq() {
+  if ruby -e 'require "sidekiq"' >/dev/null 2>&1; then
+    say "Sidekiq is installed ($(ruby -e 'require "sidekiq"; print Sidekiq::VERSION'), Debian's $SIDEKIQ_PACKAGE)"
+    return 0
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    say "Sidekiq is not installed and we are not root: install it (apt-get install $SIDEKIQ_PACKAGE) and retry" >&2
+    exit 1
+  fi
+  say "Sidekiq is not installed: installing Debian's $SIDEKIQ_PACKAGE with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "$SIDEKIQ_PACKAGE" >/dev/null
+  say "installed Sidekiq $(ruby -e 'require "sidekiq"; print Sidekiq::VERSION')"
+}
+
+mkdir -p "$DIR"
+parts=("$@")
+[ ${#parts[@]} -eq 0 ] && parts=(python node sidekiq)
+for part in "${parts[@]}"; do
+  case "$part" in
+    python) python_libraries ;;
+    node) node_libraries ;;
+    sidekiq) sidekiq ;;
+    *) say "unknown part $part (python, node or sidekiq)" >&2; exit 2 ;;
+  esac
+done

@@ -1,0 +1,70 @@
+//! The job libraries' real clients and workers, as `scripts/ensure-job-libraries.sh` installs
+//! them under `target/job-libraries/` (pinned versions from PyPI and npm): a test hands a short
+//! script to the library's own interpreter and reads what it prints.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+/// Where the installer put the libraries.
+fn dir() -> PathBuf {
+    std::env::var_os("QMA_JOB_LIBRARIES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/job-libraries"))
+}
+
+fn missing(what: &str) -> String {
+    format!(
+        "{what} is not installed under {}: run scripts/ensure-job-libraries.sh (make test does)",
+        dir().display()
+    )
+}
+
+/// Runs `script` with the virtualenv's Python (Celery, RQ, dramatiq, arq, huey), `args` as
+/// `sys.argv[1:]`, and returns its standard output; panics with its standard error if it fails
+/// or takes longer than `limit`.
+pub async fn python(script: &str, args: &[&str], limit: Duration) -> String {
+    let python = dir().join("venv/bin/python");
+    assert!(
+        python.exists(),
+        "{}",
+        missing("the Python job libraries' virtualenv")
+    );
+    let mut command = Command::new(python);
+    command.arg("-c").arg(script).args(args);
+    run(command, limit).await
+}
+
+/// Runs `script` with Node.js, its `require` finding BullMQ and bee-queue, `args` as
+/// `process.argv.slice(1)`; as [`python`].
+pub async fn node(script: &str, args: &[&str], limit: Duration) -> String {
+    let modules = dir().join("node/node_modules");
+    assert!(modules.exists(), "{}", missing("the Node.js job libraries"));
+    let mut command = Command::new("node");
+    command
+        .env("NODE_PATH", modules)
+        .arg("-e")
+        .arg(script)
+        .arg("--")
+        .args(args);
+    run(command, limit).await
+}
+
+async fn run(mut command: Command, limit: Duration) -> String {
+    let shown = format!("{command:?}").chars().take(200).collect::<String>();
+    // A script that overruns is killed with the future that waits for it.
+    command.kill_on_drop(true);
+    let out = tokio::time::timeout(limit, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{shown} took longer than {limit:?}"))
+        .unwrap_or_else(|e| panic!("{shown}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{shown} failed ({}):\n{}\n{stdout}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

@@ -1,0 +1,200 @@
+//! Job libraries' own queues, written by their real clients and drained by their real workers
+//! (pinned versions that `scripts/ensure-job-libraries.sh` installs under `target/`): the
+//! adapter serves the exact waiting count and the oldest job's age within a second, and after
+//! the worker has run every job exactly once (the adapter disturbed nothing), `0`.
+//!
+//! dramatiq and bee-queue keep each job's JSON, with its enqueue time, as the field `<id>` of
+//! one hash per queue (`dramatiq:<q>.msgs`, `bq:<q>:jobs`): a list's oldest id is looked up
+//! there (`timestamp: {hash, json_pointer}` without `{id}`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::job_libraries::{node, python};
+use common::{Adapter, Cleanup, connect, prefix, redis_url, server_now_ms, single_value, value_is};
+
+const SCRIPT_LIMIT: Duration = Duration::from_secs(60);
+const SERVED: Duration = Duration::from_secs(15);
+
+fn config(url: &str, key: &str, oldest_at: &str, hash: &str, pointer: &str) -> String {
+    format!(
+        r#"
+poll_interval: 200ms
+sources:
+  jobs:
+    redis: {{url: "{url}", wake: {{enabled: false}}}}
+metrics:
+  - name: waiting
+    source: jobs
+    measure: length
+    redis: {{type: list, key: "{key}"}}
+  - name: oldest
+    source: jobs
+    measure: oldest_age_seconds
+    redis:
+      type: list
+      key: "{key}"
+      oldest_at: {oldest_at}
+      timestamp: {{hash: "{hash}", json_pointer: "{pointer}", unit: ms}}
+"#
+    )
+}
+
+/// Waits until the oldest job has waited at least a second, then checks the served count and
+/// the served age against the first job's enqueue time (`first_ms`, the client's clock, which
+/// is the server's here).
+async fn check_served(a: &Adapter, url: &str, count: f64, first_ms: f64) {
+    a.wait_for("waiting", None, SERVED, value_is(count)).await;
+    let mut conn = connect(url).await;
+    loop {
+        let now = server_now_ms(&mut conn).await as f64;
+        if now - first_ms >= 1500.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.polls(2).await;
+    let (status, body) = a.metric("oldest", None).await;
+    assert_eq!(status, 200, "{body}");
+    let age = single_value(&body);
+    let truth = (server_now_ms(&mut conn).await as f64 - first_ms) / 1000.0;
+    assert!(
+        (age - truth).abs() <= 1.0,
+        "served age {age} s, the first job has waited {truth} s: {body}"
+    );
+}
+
+/// Each job's number as many times as the worker ran it: every one exactly once.
+fn ran_once(report: &serde_json::Value, count: usize) {
+    let runs = report["runs"].as_object().expect("runs");
+    assert_eq!(runs.len(), count, "every job ran: {report}");
+    for (job, n) in runs {
+        assert_eq!(n.as_u64(), Some(1), "job {job} ran once: {report}");
+    }
+}
+
+const DRAMATIQ_ENQUEUE: &str = r#"
+import json, sys, time
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+url, namespace = sys.argv[1], sys.argv[2]
+broker = RedisBroker(url=url, namespace=namespace)
+dramatiq.set_broker(broker)
+
+@dramatiq.actor(queue_name="embed")
+def embed(n):
+    pass
+
+first = time.time() * 1000
+for n in range(5):
+    embed.send(n)
+print(json.dumps({"first_ms": first}))
+"#;
+
+const DRAMATIQ_WORK: &str = r#"
+import json, sys, collections
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+url, namespace = sys.argv[1], sys.argv[2]
+broker = RedisBroker(url=url, namespace=namespace)
+dramatiq.set_broker(broker)
+runs = collections.Counter()
+
+@dramatiq.actor(queue_name="embed")
+def embed(n):
+    runs[str(n)] += 1
+
+worker = dramatiq.Worker(broker, worker_threads=1)
+worker.start()
+broker.join("embed", timeout=30000)
+worker.join()
+worker.stop()
+print(json.dumps({"runs": runs}))
+"#;
+
+#[tokio::test]
+async fn dramatiq_jobs_are_counted_and_aged_from_the_messages_hash() {
+    let url = redis_url();
+    let p = prefix("dramatiq");
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        prefix: p.clone(),
+    };
+    // dramatiq's keys are `<namespace>:<queue>` and `<namespace>:<queue>.msgs`.
+    let namespace = p.trim_end_matches(':').to_string();
+    let key = format!("{namespace}:embed");
+    let out = python(DRAMATIQ_ENQUEUE, &[&url, &namespace], SCRIPT_LIMIT).await;
+    let first_ms = serde_json::from_str::<serde_json::Value>(&out).expect("json")["first_ms"]
+        .as_f64()
+        .expect("first_ms");
+    let a = Adapter::start(&config(
+        &url,
+        &key,
+        "head",
+        "{key}.msgs",
+        "/message_timestamp",
+    ))
+    .await;
+    check_served(&a, &url, 5.0, first_ms).await;
+    let report = python(DRAMATIQ_WORK, &[&url, &namespace], SCRIPT_LIMIT).await;
+    ran_once(&serde_json::from_str(&report).expect("json"), 5);
+    a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
+    a.wait_for("oldest", None, SERVED, value_is(0.0)).await;
+    a.stop().await;
+}
+
+const BEE_ENQUEUE: &str = r#"
+const Queue = require('bee-queue');
+const [url, prefix] = process.argv.slice(1);
+(async () => {
+  const q = new Queue('embed', { prefix, redis: { url }, isWorker: false, getEvents: false, sendEvents: false });
+  await q.ready();
+  const first = Date.now();
+  for (let n = 0; n < 5; n++) await q.createJob({ n }).save();
+  await q.close();
+  console.log(JSON.stringify({ first_ms: first }));
+})().catch((e) => { console.error(e); process.exit(1); });
+"#;
+
+const BEE_WORK: &str = r#"
+const Queue = require('bee-queue');
+const [url, prefix] = process.argv.slice(1);
+const runs = {};
+const q = new Queue('embed', { prefix, redis: { url }, getEvents: false, sendEvents: false });
+q.process(async (job) => { runs[job.data.n] = (runs[job.data.n] || 0) + 1; });
+(async () => {
+  await q.ready();
+  const deadline = Date.now() + 30000;
+  while (Object.keys(runs).length < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  // A second run of any job would show in this time.
+  await new Promise((r) => setTimeout(r, 500));
+  await q.close();
+  console.log(JSON.stringify({ runs }));
+})().catch((e) => { console.error(e); process.exit(1); });
+"#;
+
+#[tokio::test]
+async fn bee_queue_jobs_are_counted_and_aged_from_the_jobs_hash() {
+    let url = redis_url();
+    let p = prefix("bee");
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        prefix: p.clone(),
+    };
+    // bee-queue's keys are `<prefix>:<queue>:waiting` and `<prefix>:<queue>:jobs`.
+    let bee_prefix = p.trim_end_matches(':').to_string();
+    let key = format!("{bee_prefix}:embed:waiting");
+    let out = node(BEE_ENQUEUE, &[&url, &bee_prefix], SCRIPT_LIMIT).await;
+    let first_ms = serde_json::from_str::<serde_json::Value>(&out).expect("json")["first_ms"]
+        .as_f64()
+        .expect("first_ms");
+    let hash = format!("{bee_prefix}:embed:jobs");
+    let a = Adapter::start(&config(&url, &key, "tail", &hash, "/options/timestamp")).await;
+    check_served(&a, &url, 5.0, first_ms).await;
+    let report = node(BEE_WORK, &[&url, &bee_prefix], SCRIPT_LIMIT).await;
+    ran_once(&serde_json::from_str(&report).expect("json"), 5);
+    a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
+    a.wait_for("oldest", None, SERVED, value_is(0.0)).await;
+    a.stop().await;
+}
