@@ -46,7 +46,7 @@ check: services
 test: export QMA_NEED_REDIS_TOOLS := 1
 test: services lint
 	@scripts/ensure-prometheus.sh
-	@scripts/ensure-job-libraries.sh python node
+	@scripts/ensure-job-libraries.sh
 	$(CARGO) test --all-targets
 	@echo "[make test] the Redis tests again over RESP3 (protocol=resp3)"
 	QMA_TEST_REDIS_PROTOCOL=resp3 $(CARGO) test --test redis_source --test redis_missing_keys --test read_only --test redis_restart --test redis_tls --test keda

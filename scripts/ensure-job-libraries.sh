@@ -2,8 +2,9 @@
 # Installs the job libraries whose real clients and workers the job-library tests drive, at
 # pinned versions, under target/job-libraries/ (nothing system-wide but Debian's Sidekiq),
 # saying what it did; a second run with everything in place only checks:
-# - Python (PyPI, in a virtualenv at target/job-libraries/venv): Celery + kombu, RQ, dramatiq,
-#   arq, huey, and the redis client they share.
+# - Python (PyPI): RQ, dramatiq, arq and huey in a virtualenv at target/job-libraries/venv, with
+#   the redis client arq accepts (< 6); Celery + kombu in target/job-libraries/venv-celery, with
+#   the redis client kombu 5.7 requires (>= 6.1): one environment cannot hold both.
 # - Node.js (npm, at target/job-libraries/node): BullMQ's current major, BullMQ 5 (the last
 #   major with a separate `paused` list) as `bullmq5`, and bee-queue.
 # - Ruby: Debian's ruby-sidekiq (Sidekiq 6.4; 7 and 8 are not packaged), with apt-get as root.
@@ -17,13 +18,17 @@ DIR="${QMA_JOB_LIBRARIES_DIR:-$ROOT/target/job-libraries}"
 
 # The pinned versions (issue 32; ../shared/reference/job-libraries.md read these).
 PYTHON_PACKAGES=(
-  "celery==5.7.0"
-  "kombu==5.7.0"
   "rq==3.0.0"
   "dramatiq[redis]==2.2.1"
   "arq==0.28.0"
   "huey==3.5.4"
   "redis==5.2.1"
+)
+CELERY_PACKAGES=(
+  "celery==5.7.0"
+  "kombu==5.7.0"
+  "redis==8.2.0"
+  "packaging==26.3"
 )
 NODE_PACKAGES=(
   "bullmq@6.7.6"
@@ -32,21 +37,29 @@ NODE_PACKAGES=(
 )
 SIDEKIQ_PACKAGE="ruby-sidekiq"
 
-python_libraries() {
-  local venv="$DIR/venv" stamp="$DIR/venv/.qma-pinned"
-  local want
-  want="$(printf '%s\n' "${PYTHON_PACKAGES[@]}")"
+# python_env <dir> <import check> <packages...>: a virtualenv holding exactly these pins.
+python_env() {
+  local venv="$1" check="$2"
+  shift 2
+  local stamp="$venv/.qma-pinned" want
+  want="$(printf '%s\n' "$@")"
   if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    say "Python libraries are installed in $venv ($(tr '\n' ' ' <"$stamp"))"
+    say "installed in $venv: $(tr '\n' ' ' <"$stamp")"
     return 0
   fi
   command -v python3 >/dev/null 2>&1 || { say "python3 is missing: install Python 3 and retry" >&2; exit 1; }
-  say "installing ${PYTHON_PACKAGES[*]} from PyPI into $venv"
+  say "installing $* from PyPI into $venv"
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PYTHON_PACKAGES[@]}"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+  "$venv/bin/python" -m pip check >/dev/null
   printf '%s' "$want" >"$stamp"
-  say "installed: $("$venv/bin/python" -c 'import celery, rq, dramatiq, arq, huey, redis; print("celery", celery.__version__, "rq", rq.__version__, "dramatiq", dramatiq.__version__, "arq", arq.VERSION, "huey", huey.__version__, "redis", redis.__version__)')"
+  say "installed: $("$venv/bin/python" -c "$check")"
+}
+
+python_libraries() {
+  python_env "$DIR/venv" 'import rq, dramatiq, arq, huey, redis; print("rq", rq.__version__, "dramatiq", dramatiq.__version__, "arq", arq.VERSION, "huey", huey.__version__, "redis", redis.__version__)' "${PYTHON_PACKAGES[@]}"
+  python_env "$DIR/venv-celery" 'import celery, kombu, redis, kombu.transport.redis; print("celery", celery.__version__, "kombu", kombu.__version__, "redis", redis.__version__)' "${CELERY_PACKAGES[@]}"
 }
 
 node_libraries() {

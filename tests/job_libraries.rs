@@ -3,6 +3,9 @@
 //! adapter serves the exact waiting count and the oldest job's age within a second, and after
 //! the worker has run every job exactly once (the adapter disturbed nothing), `0`.
 //!
+//! Sidekiq writes `enqueued_at` as float seconds up to 7.x and integer milliseconds from 8.x;
+//! `unit: sidekiq` tells them apart by the JSON number's type, as Sidekiq's own reader does.
+//!
 //! dramatiq and bee-queue keep each job's JSON, with its enqueue time, as the field `<id>` of
 //! one hash per queue (`dramatiq:<q>.msgs`, `bq:<q>:jobs`): a list's oldest id is looked up
 //! there (`timestamp: {hash, json_pointer}` without `{id}`).
@@ -11,8 +14,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::job_libraries::{node, python};
-use common::{Adapter, Cleanup, connect, prefix, redis_url, server_now_ms, single_value, value_is};
+use common::job_libraries::{node, python, ruby, sidekiq_worker};
+use common::{
+    Adapter, Cleanup, RedisProcess, cmd, connect, prefix, redis_url, server_now_ms, single_value,
+    value_is,
+};
 
 const SCRIPT_LIMIT: Duration = Duration::from_secs(60);
 const SERVED: Duration = Duration::from_secs(15);
@@ -197,4 +203,104 @@ async fn bee_queue_jobs_are_counted_and_aged_from_the_jobs_hash() {
     a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
     a.wait_for("oldest", None, SERVED, value_is(0.0)).await;
     a.stop().await;
+}
+
+const SIDEKIQ_ENQUEUE: &str = r#"
+require "sidekiq"
+require "json"
+Sidekiq.configure_client { |config| config.redis = { url: ARGV[0] } }
+first = Time.now.to_f * 1000
+5.times { |n| Sidekiq::Client.push("queue" => "embed", "class" => "EmbedJob", "args" => [n]) }
+puts JSON.generate({ first_ms: first, version: Sidekiq::VERSION })
+"#;
+
+const SIDEKIQ_WORKER: &str = r#"
+require "sidekiq"
+class EmbedJob
+  include Sidekiq::Worker
+  def perform(n)
+    Sidekiq.redis { |conn| conn.rpush("qma:ran", n) }
+  end
+end
+"#;
+
+/// A job as Sidekiq 8 pushes it: `enqueued_at` and `created_at` are integer epoch milliseconds,
+/// `::Process.clock_gettime(::Process::CLOCK_REALTIME, :millisecond)` (sidekiq v8.1.7
+/// `lib/sidekiq/client.rb:293-298`, `lib/sidekiq/job_util.rb:61,65-66`). Sidekiq 8 cannot be
+/// installed here (Debian packages 6.4), so this payload stands in for its client.
+fn sidekiq8_payload(now_ms: i64, n: u32) -> String {
+    format!(
+        r#"{{"retry":true,"queue":"embed8","class":"EmbedJob","args":[{n}],"jid":"{:024x}","created_at":{now_ms},"enqueued_at":{now_ms}}}"#,
+        u64::from(n) + 1
+    )
+}
+
+#[tokio::test]
+async fn sidekiq_jobs_are_aged_in_seconds_or_milliseconds_as_their_version_wrote_them() {
+    // Sidekiq's keys (`queue:<q>`, `queues`, `stat:*`) take no prefix: a private server.
+    let server = RedisProcess::start().await;
+    let url = server.url();
+    let out = ruby(SIDEKIQ_ENQUEUE, &[&url], SCRIPT_LIMIT).await;
+    let pushed: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(
+        pushed["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with('6')),
+        "{pushed}"
+    );
+    let first_ms = pushed["first_ms"].as_f64().expect("first_ms");
+    let mut conn = connect(&url).await;
+    let sidekiq8_ms = server_now_ms(&mut conn).await;
+    for n in 0..3 {
+        let _: i64 = cmd(
+            &mut conn,
+            &["LPUSH", "queue:embed8", &sidekiq8_payload(sidekiq8_ms, n)],
+        )
+        .await;
+    }
+    let config = format!(
+        r#"
+poll_interval: 200ms
+sources:
+  jobs:
+    redis: {{url: "{url}", wake: {{enabled: false}}}}
+metrics:
+  - {{name: waiting, source: jobs, measure: length, redis: {{type: list, key: "queue:embed"}}}}
+  - name: oldest
+    source: jobs
+    measure: oldest_age_seconds
+    redis: {{type: list, key: "queue:embed", timestamp: {{json_pointer: /enqueued_at, unit: sidekiq}}}}
+  - name: oldest8
+    source: jobs
+    measure: oldest_age_seconds
+    redis: {{type: list, key: "queue:embed8", timestamp: {{json_pointer: /enqueued_at, unit: sidekiq}}}}
+"#
+    );
+    let a = Adapter::start(&config).await;
+    check_served(&a, &url, 5.0, first_ms).await;
+    let (status, body) = a.metric("oldest8", None).await;
+    assert_eq!(status, 200, "{body}");
+    let truth = (server_now_ms(&mut conn).await - sidekiq8_ms) as f64 / 1000.0;
+    let age = single_value(&body);
+    assert!(
+        (age - truth).abs() <= 1.0,
+        "Sidekiq 8's milliseconds: served {age} s, truth {truth} s: {body}"
+    );
+    // Sidekiq's own server process runs the jobs.
+    let dir = std::env::temp_dir().join(format!("qma-sidekiq-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("worker.rb");
+    std::fs::write(&file, SIDEKIQ_WORKER).expect("worker file");
+    let worker = sidekiq_worker(&file, "embed", &url);
+    a.wait_for("waiting", None, Duration::from_secs(30), value_is(0.0))
+        .await;
+    // A second run of any job would show in this time.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(worker);
+    let mut ran: Vec<String> = cmd(&mut conn, &["LRANGE", "qma:ran", "0", "-1"]).await;
+    ran.sort();
+    assert_eq!(ran, ["0", "1", "2", "3", "4"], "every job ran once");
+    a.wait_for("oldest", None, SERVED, value_is(0.0)).await;
+    a.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

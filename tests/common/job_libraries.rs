@@ -1,6 +1,6 @@
 //! The job libraries' real clients and workers, as `scripts/ensure-job-libraries.sh` installs
-//! them under `target/job-libraries/` (pinned versions from PyPI and npm): a test hands a short
-//! script to the library's own interpreter and reads what it prints.
+//! them (pinned versions from PyPI and npm under `target/job-libraries/`, Debian's Sidekiq): a
+//! test hands a short script to the library's own interpreter and reads what it prints.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,6 +49,30 @@ pub async fn node(script: &str, args: &[&str], limit: Duration) -> String {
         .arg("--")
         .args(args);
     run(command, limit).await
+}
+
+/// Runs `script` with Ruby, which finds Debian's Sidekiq, `args` as `ARGV`; as [`python`].
+pub async fn ruby(script: &str, args: &[&str], limit: Duration) -> String {
+    let mut command = Command::new("ruby");
+    command.arg("-e").arg(script).args(args);
+    run(command, limit).await
+}
+
+/// Starts Sidekiq's own server process (`sidekiq -r <file> -q <queue>`, one thread) against
+/// `url`; it is killed when the returned child is dropped.
+pub fn sidekiq_worker(file: &std::path::Path, queue: &str, url: &str) -> tokio::process::Child {
+    Command::new("sidekiq")
+        .args(["-r"])
+        .arg(file)
+        .args(["-q", queue, "-c", "1"])
+        .env("REDIS_URL", url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("sidekiq: {e}; install Debian's ruby-sidekiq (scripts/ensure-job-libraries.sh sidekiq)")
+        })
 }
 
 async fn run(mut command: Command, limit: Duration) -> String {

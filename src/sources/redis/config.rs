@@ -481,6 +481,10 @@ pub enum TimeUnit {
     Ms,
     /// An RFC 3339 date-time (RQ's `2026-11-22T01:29:49.000000Z`).
     Rfc3339,
+    /// Sidekiq's `enqueued_at` across versions, told apart as Sidekiq's own reader does: a
+    /// number written with a fraction is epoch seconds (up to 7.x, `Time.now.to_f`), one
+    /// without is epoch milliseconds (8.x, `CLOCK_REALTIME` ms).
+    Sidekiq,
 }
 
 /// How a sorted set's scores encode run-at times.

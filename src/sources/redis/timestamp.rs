@@ -17,11 +17,15 @@ const EARLIEST_PLAUSIBLE_MS: f64 = 946_684_800_000.0;
 pub fn parse_text(text: &str, unit: TimeUnit) -> Result<f64, String> {
     let text = text.trim();
     let ms = match unit {
-        TimeUnit::S | TimeUnit::Ms => {
+        TimeUnit::S | TimeUnit::Ms | TimeUnit::Sidekiq => {
             let n: f64 = text
                 .parse()
                 .map_err(|_| format!("{text:?} is not a number of {}", unit_name(unit)))?;
-            if unit == TimeUnit::S { n * 1000.0 } else { n }
+            let seconds = match unit {
+                TimeUnit::Sidekiq => text.contains(['.', 'e', 'E']),
+                other => other == TimeUnit::S,
+            };
+            if seconds { n * 1000.0 } else { n }
         }
         TimeUnit::Rfc3339 => {
             let t = OffsetDateTime::parse(text, &Rfc3339)
@@ -42,10 +46,16 @@ pub fn from_json(payload: &[u8], pointer: &str, unit: TimeUnit) -> Result<f64, S
         .ok_or_else(|| format!("the element's JSON has nothing at {pointer}"))?;
     match &found {
         serde_json::Value::Number(n) if unit != TimeUnit::Rfc3339 => {
+            // Sidekiq's own rule: a JSON float is seconds, an integer milliseconds
+            // (sidekiq v8.1.7 `lib/sidekiq/api.rb:576-582`).
+            let seconds = match unit {
+                TimeUnit::Sidekiq => n.is_f64(),
+                other => other == TimeUnit::S,
+            };
             let n = n
                 .as_f64()
                 .ok_or_else(|| format!("{n} at {pointer} is not a usable number"))?;
-            plausible(if unit == TimeUnit::S { n * 1000.0 } else { n }, unit)
+            plausible(if seconds { n * 1000.0 } else { n }, unit)
         }
         serde_json::Value::String(s) => parse_text(s, unit).map_err(|e| format!("{pointer}: {e}")),
         other => Err(format!(
@@ -80,6 +90,7 @@ fn unit_name(unit: TimeUnit) -> &'static str {
         TimeUnit::S => "seconds (unit: s)",
         TimeUnit::Ms => "milliseconds (unit: ms)",
         TimeUnit::Rfc3339 => "RFC 3339 (unit: rfc3339)",
+        TimeUnit::Sidekiq => "Sidekiq's seconds (a fraction) or milliseconds (unit: sidekiq)",
     }
 }
 
@@ -97,6 +108,27 @@ mod tests {
             want_ms: f64,
         }
         let cases = [
+            Case {
+                name: "sidekiq 8 integer ms, told by its type",
+                payload: r#"{"queue":"embed","enqueued_at":1795310979997,"created_at":1795310979000}"#,
+                pointer: "/enqueued_at",
+                unit: TimeUnit::Sidekiq,
+                want_ms: 1_795_310_979_997.0,
+            },
+            Case {
+                name: "sidekiq 6 float seconds, told by its type",
+                payload: r#"{"queue":"embed","enqueued_at":1796615208.8964033}"#,
+                pointer: "/enqueued_at",
+                unit: TimeUnit::Sidekiq,
+                want_ms: 1_796_615_208_896.403_3,
+            },
+            Case {
+                name: "a whole float is still seconds",
+                payload: r#"{"enqueued_at":1796615208.0}"#,
+                pointer: "/enqueued_at",
+                unit: TimeUnit::Sidekiq,
+                want_ms: 1_796_615_208_000.0,
+            },
             Case {
                 name: "sidekiq 8 epoch ms",
                 payload: r#"{"queue":"embed","enqueued_at":1795310979997,"created_at":1795310979000}"#,
