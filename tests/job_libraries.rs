@@ -18,7 +18,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::job_libraries::{node, python, ruby, sidekiq_worker};
+use common::job_libraries::{celery_python, celery_worker, node, python, ruby, sidekiq_worker};
 use common::{
     Adapter, Cleanup, RedisProcess, cmd, connect, prefix, redis_url, server_now_ms, single_value,
     value_is,
@@ -446,4 +446,79 @@ metrics:
     a.wait_for("oldest", None, SERVED, value_is(0.0)).await;
     a.wait_for("queued", None, SERVED, value_is(1.0)).await;
     a.stop().await;
+}
+
+/// A Celery app on the Redis broker, its one task recording each run (the worker's module).
+const CELERY_TASKS: &str = r#"
+import os
+from celery import Celery
+from redis import Redis
+app = Celery("tasks", broker=os.environ["QMA_BROKER"])
+app.conf.task_default_queue = "embed"
+
+@app.task(name="embed")
+def embed(n):
+    Redis.from_url(os.environ["QMA_BROKER"]).rpush("qma:ran", n)
+"#;
+
+/// Five tasks, two with priorities: kombu keeps those in the sub-lists `embed\x06\x163` and
+/// `embed\x06\x169` (its default steps, set or not).
+const CELERY_ENQUEUE: &str = r#"
+import sys
+from celery import Celery
+app = Celery("tasks", broker=sys.argv[1])
+for n, priority in [(0, None), (1, None), (2, 0), (3, 5), (4, 9)]:
+    app.send_task("embed", args=[n], queue="embed", priority=priority)
+print("{}")
+"#;
+
+#[tokio::test]
+async fn celery_tasks_are_counted_across_kombu_priority_lists() {
+    // kombu's bindings (`_kombu.binding.*`) and `unacked` take no prefix: a private server.
+    let server = RedisProcess::start().await;
+    let url = server.url();
+    celery_python(CELERY_ENQUEUE, &[&url], SCRIPT_LIMIT).await;
+    let mut conn = connect(&url).await;
+    let sub_lists: i64 = cmd(&mut conn, &["EXISTS", "embed\x06\x163", "embed\x06\x169"]).await;
+    assert_eq!(
+        sub_lists, 2,
+        "kombu put the tasks with priorities 5 and 9 in sub-lists"
+    );
+    let config = format!(
+        r#"
+poll_interval: 200ms
+sources:
+  jobs:
+    redis: {{url: "{url}", wake: {{enabled: false}}}}
+metrics:
+  - {{name: waiting, source: jobs, measure: length, redis: {{type: list, key: embed, kombu_priority_steps: [3, 6, 9]}}}}
+  - {{name: base_list_only, source: jobs, measure: length, redis: {{type: list, key: embed}}}}
+"#
+    );
+    let a = Adapter::start(&config).await;
+    a.wait_for("waiting", None, SERVED, value_is(5.0)).await;
+    // Without the steps the sub-lists are not read: what the README warns of.
+    a.wait_for("base_list_only", None, SERVED, value_is(3.0))
+        .await;
+    let dir = std::env::temp_dir().join(format!("qma-celery-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("tasks.py"), CELERY_TASKS).expect("tasks module");
+    let worker = celery_worker(&dir, "tasks", "embed", &url);
+    let start = std::time::Instant::now();
+    while cmd::<i64>(&mut conn, &["LLEN", "qma:ran"]).await < 5 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "Celery ran every task in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A second run of any task would show in this time.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(worker);
+    let mut ran: Vec<String> = cmd(&mut conn, &["LRANGE", "qma:ran", "0", "-1"]).await;
+    ran.sort();
+    assert_eq!(ran, ["0", "1", "2", "3", "4"], "every task ran once");
+    a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
+    a.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

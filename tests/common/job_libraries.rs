@@ -36,6 +36,51 @@ pub async fn python(script: &str, args: &[&str], limit: Duration) -> String {
     run(command, limit).await
 }
 
+/// Runs `script` with the Celery virtualenv's Python (Celery and kombu need a newer redis
+/// client than arq accepts); as [`python`].
+pub async fn celery_python(script: &str, args: &[&str], limit: Duration) -> String {
+    let python = dir().join("venv-celery/bin/python");
+    assert!(python.exists(), "{}", missing("Celery's virtualenv"));
+    let mut command = Command::new(python);
+    command.arg("-c").arg(script).args(args);
+    run(command, limit).await
+}
+
+/// Starts Celery's own worker (`celery -A <module> worker -P solo -Q <queue>`) with `dir` on
+/// its path and `QMA_BROKER` set to `broker`; it is killed when the returned child is dropped.
+pub fn celery_worker(
+    dir: &std::path::Path,
+    module: &str,
+    queue: &str,
+    broker: &str,
+) -> tokio::process::Child {
+    Command::new(self::dir().join("venv-celery/bin/celery"))
+        .current_dir(dir)
+        .env("PYTHONPATH", dir)
+        .env("QMA_BROKER", broker)
+        .args([
+            "-A",
+            module,
+            "worker",
+            "-P",
+            "solo",
+            "-Q",
+            queue,
+            "--without-gossip",
+        ])
+        .args([
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel",
+            "WARNING",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("celery: {e}; {}", missing("Celery")))
+}
+
 /// Runs `script` with Node.js, its `require` finding BullMQ and bee-queue, `args` as
 /// `process.argv.slice(1)`; as [`python`].
 pub async fn node(script: &str, args: &[&str], limit: Duration) -> String {
