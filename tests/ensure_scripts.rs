@@ -1,7 +1,8 @@
 //! The set-up scripts `make run` and `make test` start with, on the paths CI's machine never
 //! takes: Redis and RabbitMQ installed but stopped (a fresh machine after boot), and a service
 //! that does not come up, which must end in a bounded time with a message saying where to look.
-//! Each runs the real script against a private instance on free ports and stops it after.
+//! Each runs the real script against a private instance on free ports and stops it after. The
+//! job libraries' installer is run where its interpreters are missing.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -165,4 +166,50 @@ fn ensure_rabbitmq_boots_a_stopped_node_with_its_management_api_and_times_out_wi
         "{said}"
     );
     assert!(took < Duration::from_secs(60), "bounded: {took:?}");
+}
+
+/// `ensure-job-libraries.sh` with `PATH` holding only the shell tools it uses, into an empty
+/// folder: each part says what is missing and fails, and an unknown part is refused by name.
+#[test]
+fn ensure_job_libraries_says_what_is_missing_and_refuses_an_unknown_part() {
+    let dir = std::env::temp_dir().join(format!("qma-ensure-jl-{}", std::process::id()));
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("temp bin");
+    for tool in ["dirname", "mkdir", "cat", "tr", "rm", "id"] {
+        let found = Command::new("bash")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .expect("bash");
+        let path = String::from_utf8_lossy(&found.stdout).trim().to_string();
+        std::os::unix::fs::symlink(&path, bin.join(tool)).expect("link a tool");
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ensure-job-libraries.sh");
+    let run_part = |part: &str| {
+        Command::new("/bin/bash")
+            .arg(&script)
+            .arg(part)
+            .env_clear()
+            .env("PATH", &bin)
+            .env("QMA_JOB_LIBRARIES_DIR", dir.join("libraries"))
+            .output()
+            .expect("bash runs")
+    };
+    let python = run_part("python");
+    let node = run_part("node");
+    let unknown = run_part("perl");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(python.status.code(), Some(1), "{}", text(&python));
+    assert!(
+        text(&python).contains("python3 is missing"),
+        "{}",
+        text(&python)
+    );
+    assert_eq!(node.status.code(), Some(1), "{}", text(&node));
+    assert!(text(&node).contains("npm is missing"), "{}", text(&node));
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+    assert!(
+        text(&unknown).contains("unknown part perl"),
+        "{}",
+        text(&unknown)
+    );
 }
