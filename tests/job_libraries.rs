@@ -27,15 +27,18 @@ use common::{
 const SCRIPT_LIMIT: Duration = Duration::from_secs(60);
 const SERVED: Duration = Duration::from_secs(15);
 
-fn config(url: &str, key: &str, oldest_at: &str, hash: &str, pointer: &str) -> String {
+/// A source `jobs` on `url`, polled every 200 ms, and `metrics` (YAML list items).
+fn with_source(url: &str, metrics: &str) -> String {
     format!(
-        r#"
-poll_interval: 200ms
-sources:
-  jobs:
-    redis: {{url: "{url}", wake: {{enabled: false}}}}
-metrics:
-  - name: waiting
+        "poll_interval: 200ms\nsources:\n  jobs:\n    redis: {{url: \"{url}\", wake: {{enabled: false}}}}\nmetrics:\n{metrics}"
+    )
+}
+
+fn config(url: &str, key: &str, oldest_at: &str, hash: &str, pointer: &str) -> String {
+    with_source(
+        url,
+        &format!(
+            r#"  - name: waiting
     source: jobs
     measure: length
     redis: {{type: list, key: "{key}"}}
@@ -48,6 +51,7 @@ metrics:
       oldest_at: {oldest_at}
       timestamp: {{hash: "{hash}", json_pointer: "{pointer}", unit: ms}}
 "#
+        ),
     )
 }
 
@@ -92,6 +96,27 @@ fn ran_once(report: &serde_json::Value, count: usize) {
     for (job, n) in runs {
         assert_eq!(n.as_u64(), Some(1), "job {job} ran once: {report}");
     }
+}
+
+/// Waits (bounded) until a worker process has recorded `count` runs in the list `qma:ran`, lets
+/// a second run of any job show, and checks each of `0..count` ran exactly once.
+async fn recorded_once(conn: &mut redis::aio::MultiplexedConnection, count: usize) {
+    let start = std::time::Instant::now();
+    while cmd::<usize>(conn, &["LLEN", "qma:ran"]).await < count {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the worker ran every job in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut ran: Vec<usize> = cmd::<Vec<String>>(conn, &["LRANGE", "qma:ran", "0", "-1"])
+        .await
+        .iter()
+        .map(|n| n.parse().expect("a job number"))
+        .collect();
+    ran.sort_unstable();
+    assert_eq!(ran, (0..count).collect::<Vec<_>>(), "every job ran once");
 }
 
 const DRAMATIQ_ENQUEUE: &str = r#"
@@ -268,23 +293,18 @@ async fn sidekiq_jobs_are_aged_in_seconds_or_milliseconds_as_their_version_wrote
         )
         .await;
     }
-    let config = format!(
-        r#"
-poll_interval: 200ms
-sources:
-  jobs:
-    redis: {{url: "{url}", wake: {{enabled: false}}}}
-metrics:
-  - {{name: waiting, source: jobs, measure: length, redis: {{type: list, key: "queue:embed"}}}}
+    let config = with_source(
+        &url,
+        r#"  - {name: waiting, source: jobs, measure: length, redis: {type: list, key: "queue:embed"}}
   - name: oldest
     source: jobs
     measure: oldest_age_seconds
-    redis: {{type: list, key: "queue:embed", timestamp: {{json_pointer: /enqueued_at, unit: sidekiq}}}}
+    redis: {type: list, key: "queue:embed", timestamp: {json_pointer: /enqueued_at, unit: sidekiq}}
   - name: oldest8
     source: jobs
     measure: oldest_age_seconds
-    redis: {{type: list, key: "queue:embed8", timestamp: {{json_pointer: /enqueued_at, unit: sidekiq}}}}
-"#
+    redis: {type: list, key: "queue:embed8", timestamp: {json_pointer: /enqueued_at, unit: sidekiq}}
+"#,
     );
     let a = Adapter::start(&config).await;
     check_served(&a, &url, 5.0, first_ms).await;
@@ -302,14 +322,9 @@ metrics:
     let file = dir.join("worker.rb");
     std::fs::write(&file, SIDEKIQ_WORKER).expect("worker file");
     let worker = sidekiq_worker(&file, "embed", &url);
-    a.wait_for("waiting", None, Duration::from_secs(30), value_is(0.0))
-        .await;
-    // A second run of any job would show in this time.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    recorded_once(&mut conn, 5).await;
     drop(worker);
-    let mut ran: Vec<String> = cmd(&mut conn, &["LRANGE", "qma:ran", "0", "-1"]).await;
-    ran.sort();
-    assert_eq!(ran, ["0", "1", "2", "3", "4"], "every job ran once");
+    a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
     a.wait_for("oldest", None, SERVED, value_is(0.0)).await;
     a.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -352,14 +367,9 @@ async fn rq_jobs_are_counted_and_aged_from_their_job_hashes() {
     let url = server.url();
     let out = python(RQ_ENQUEUE, &[&url], SCRIPT_LIMIT).await;
     let first_ms = printed(&out)["first_ms"].as_f64().expect("first_ms");
-    let config = format!(
-        r#"
-poll_interval: 200ms
-sources:
-  jobs:
-    redis: {{url: "{url}", wake: {{enabled: false}}}}
-metrics:
-  - {{name: waiting, source: jobs, measure: length, redis: {{type: list, key: "rq:queue:embed"}}}}
+    let config = with_source(
+        &url,
+        r#"  - {name: waiting, source: jobs, measure: length, redis: {type: list, key: "rq:queue:embed"}}
   - name: oldest
     source: jobs
     measure: oldest_age_seconds
@@ -367,8 +377,8 @@ metrics:
       type: list
       key: "rq:queue:embed"
       oldest_at: head
-      timestamp: {{hash: "rq:job:{{id}}", field: enqueued_at, unit: rfc3339}}
-"#
+      timestamp: {hash: "rq:job:{id}", field: enqueued_at, unit: rfc3339}
+"#,
     );
     let a = Adapter::start(&config).await;
     check_served(&a, &url, 5.0, first_ms).await;
@@ -424,17 +434,12 @@ async fn arq_jobs_are_counted_and_aged_from_their_scores() {
     let url = server.url();
     let out = python(ARQ_ENQUEUE, &[&url], SCRIPT_LIMIT).await;
     let first_ms = printed(&out)["first_ms"].as_f64().expect("first_ms");
-    let config = format!(
-        r#"
-poll_interval: 200ms
-sources:
-  jobs:
-    redis: {{url: "{url}", wake: {{enabled: false}}}}
-metrics:
-  - {{name: queued, source: jobs, measure: length, redis: {{type: zset, key: "arq:queue"}}}}
-  - {{name: waiting, source: jobs, measure: ready, redis: {{type: zset, key: "arq:queue", score_unit: ms}}}}
-  - {{name: oldest, source: jobs, measure: oldest_age_seconds, redis: {{type: zset, key: "arq:queue", score_unit: ms}}}}
-"#
+    let config = with_source(
+        &url,
+        r#"  - {name: queued, source: jobs, measure: length, redis: {type: zset, key: "arq:queue"}}
+  - {name: waiting, source: jobs, measure: ready, redis: {type: zset, key: "arq:queue", score_unit: ms}}
+  - {name: oldest, source: jobs, measure: oldest_age_seconds, redis: {type: zset, key: "arq:queue", score_unit: ms}}
+"#,
     );
     let a = Adapter::start(&config).await;
     // Five due and one deferred an hour: all six queued, five waiting.
@@ -484,16 +489,11 @@ async fn celery_tasks_are_counted_across_kombu_priority_lists() {
         sub_lists, 2,
         "kombu put the tasks with priorities 5 and 9 in sub-lists"
     );
-    let config = format!(
-        r#"
-poll_interval: 200ms
-sources:
-  jobs:
-    redis: {{url: "{url}", wake: {{enabled: false}}}}
-metrics:
-  - {{name: waiting, source: jobs, measure: length, redis: {{type: list, key: embed, kombu_priority_steps: [3, 6, 9]}}}}
-  - {{name: base_list_only, source: jobs, measure: length, redis: {{type: list, key: embed}}}}
-"#
+    let config = with_source(
+        &url,
+        r#"  - {name: waiting, source: jobs, measure: length, redis: {type: list, key: embed, kombu_priority_steps: [3, 6, 9]}}
+  - {name: base_list_only, source: jobs, measure: length, redis: {type: list, key: embed}}
+"#,
     );
     let a = Adapter::start(&config).await;
     a.wait_for("waiting", None, SERVED, value_is(5.0)).await;
@@ -504,20 +504,8 @@ metrics:
     std::fs::create_dir_all(&dir).expect("temp dir");
     std::fs::write(dir.join("tasks.py"), CELERY_TASKS).expect("tasks module");
     let worker = celery_worker(&dir, "tasks", "embed", &url);
-    let start = std::time::Instant::now();
-    while cmd::<i64>(&mut conn, &["LLEN", "qma:ran"]).await < 5 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "Celery ran every task in time"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // A second run of any task would show in this time.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    recorded_once(&mut conn, 5).await;
     drop(worker);
-    let mut ran: Vec<String> = cmd(&mut conn, &["LRANGE", "qma:ran", "0", "-1"]).await;
-    ran.sort();
-    assert_eq!(ran, ["0", "1", "2", "3", "4"], "every task ran once");
     a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
     a.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
