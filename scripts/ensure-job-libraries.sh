@@ -81,18 +81,12 @@ node_libraries() {
 }
 
 sidekiq() {
-  if ruby -e 'require "sidekiq"' >/dev/null 2>&1; then
+  if command -v sidekiq >/dev/null 2>&1 && ruby -e 'require "sidekiq"' >/dev/null 2>&1; then
     say "Sidekiq is installed ($(ruby -e 'require "sidekiq"; print Sidekiq::VERSION'), Debian's $SIDEKIQ_PACKAGE)"
     return 0
   fi
-  if [ "$(id -u)" -ne 0 ]; then
-    say "Sidekiq is not installed and we are not root: install it (apt-get install $SIDEKIQ_PACKAGE) and retry" >&2
-    exit 1
-  fi
-  say "Sidekiq is not installed: installing Debian's $SIDEKIQ_PACKAGE with apt-get"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "$SIDEKIQ_PACKAGE" >/dev/null
+  . "$(dirname "$0")/lib/apt.sh"
+  apt_install_missing sidekiq "$SIDEKIQ_PACKAGE" --no-install-recommends
   say "installed Sidekiq $(ruby -e 'require "sidekiq"; print Sidekiq::VERSION')"
 }
 
