@@ -9,8 +9,10 @@
 //! dramatiq and bee-queue keep each job's JSON, with its enqueue time, as the field `<id>` of
 //! one hash per queue (`dramatiq:<q>.msgs`, `bq:<q>:jobs`): a list's oldest id is looked up
 //! there (`timestamp: {hash, json_pointer}` without `{id}`). RQ keeps it in a hash per job
-//! (`rq:job:<id>`), arq as the score of the queue's sorted set (ms). These read through the
-//! generic knobs; the presets of issue 32 will name them for the user.
+//! (`rq:job:<id>`), arq as the score of the queue's sorted set (ms), BullMQ in a hash per job
+//! (`timestamp`, ms; prioritized jobs wait in a sorted set beside the list). huey's and Celery's
+//! lists record no enqueue time: only their counts are served. These read through the generic
+//! knobs; the presets of issue 32 will name them for the user.
 //!
 //! Libraries whose keys take no prefix (Sidekiq, RQ, arq) get a private Redis server.
 
@@ -18,7 +20,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::job_libraries::{celery_python, celery_worker, node, python, ruby, sidekiq_worker};
+use common::job_libraries::{
+    celery_python, celery_worker, huey_consumer, node, python, ruby, sidekiq_worker,
+};
 use common::{
     Adapter, Cleanup, RedisProcess, cmd, connect, prefix, redis_url, server_now_ms, single_value,
     value_is,
@@ -509,4 +513,128 @@ async fn celery_tasks_are_counted_across_kombu_priority_lists() {
     a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
     a.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A huey app on Redis (list storage), its one task recording each run (the consumer's module).
+const HUEY_TASKS: &str = r#"
+import os
+from huey import RedisHuey
+from redis import Redis
+huey = RedisHuey("embed", url=os.environ["QMA_BROKER"])
+
+@huey.task()
+def embed(n):
+    Redis.from_url(os.environ["QMA_BROKER"]).rpush("qma:ran", n)
+"#;
+
+const HUEY_ENQUEUE: &str = r#"
+import os, sys
+sys.path.insert(0, sys.argv[2])
+os.environ["QMA_BROKER"] = sys.argv[1]
+import tasks
+for n in range(5):
+    tasks.embed(n)
+print("{}")
+"#;
+
+#[tokio::test]
+async fn huey_tasks_are_counted_in_its_list() {
+    // huey's keys (`huey.redis.<name>`, `huey.results.<name>`) take no prefix: a private server.
+    let server = RedisProcess::start().await;
+    let url = server.url();
+    let dir = std::env::temp_dir().join(format!("qma-huey-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("tasks.py"), HUEY_TASKS).expect("tasks module");
+    let dir_text = dir.to_string_lossy().into_owned();
+    python(HUEY_ENQUEUE, &[&url, &dir_text], SCRIPT_LIMIT).await;
+    // huey records no enqueue time in its list storage: only the count can be served.
+    let config = with_source(
+        &url,
+        r#"  - {name: waiting, source: jobs, measure: length, redis: {type: list, key: huey.redis.embed}}
+"#,
+    );
+    let a = Adapter::start(&config).await;
+    a.wait_for("waiting", None, SERVED, value_is(5.0)).await;
+    let mut conn = connect(&url).await;
+    let consumer = huey_consumer(&dir, "tasks", &url);
+    recorded_once(&mut conn, 5).await;
+    drop(consumer);
+    a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
+    a.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// BullMQ (the package named by argv[0]: `bullmq` 6 or `bullmq5`): five jobs, then one with a
+/// priority, which BullMQ keeps in the sorted set `:prioritized`, not in the `:wait` list.
+const BULLMQ_ENQUEUE: &str = r#"
+const [pkg, url, prefix] = process.argv.slice(1);
+const { Queue } = require(pkg);
+const u = new URL(url);
+const connection = { host: u.hostname, port: Number(u.port), db: Number(u.pathname.slice(1) || 0) };
+(async () => {
+  const q = new Queue('embed', { prefix, connection });
+  const first = Date.now();
+  for (let n = 0; n < 5; n++) await q.add('embed', { n });
+  await q.add('embed', { n: 5 }, { priority: 1 });
+  await q.close();
+  console.log(JSON.stringify({ first_ms: first }));
+})().catch((e) => { console.error(e); process.exit(1); });
+"#;
+
+const BULLMQ_WORK: &str = r#"
+const [pkg, url, prefix] = process.argv.slice(1);
+const { Worker } = require(pkg);
+const u = new URL(url);
+const connection = { host: u.hostname, port: Number(u.port), db: Number(u.pathname.slice(1) || 0) };
+const runs = {};
+const w = new Worker('embed', async (job) => { runs[job.data.n] = (runs[job.data.n] || 0) + 1; }, { prefix, connection });
+(async () => {
+  const deadline = Date.now() + 30000;
+  while (Object.keys(runs).length < 6 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  await new Promise((r) => setTimeout(r, 500));
+  await w.close();
+  console.log(JSON.stringify({ runs }));
+})().catch((e) => { console.error(e); process.exit(1); });
+"#;
+
+/// BullMQ 6 and 5 keep plain jobs in the `:wait` list (oldest at the tail, each job's hash holding
+/// its `timestamp` in ms) and prioritized ones in the `:prioritized` sorted set: the two read
+/// apart here, as the generic knobs allow; the BullMQ preset will sum them.
+#[tokio::test]
+async fn bullmq_jobs_are_counted_in_wait_and_prioritized_and_aged_from_their_hashes() {
+    let url = redis_url();
+    for pkg in ["bullmq", "bullmq5"] {
+        let p = prefix(pkg);
+        let _cleanup = Cleanup {
+            url: url.clone(),
+            prefix: p.clone(),
+        };
+        let bull = p.trim_end_matches(':').to_string();
+        let out = node(BULLMQ_ENQUEUE, &[pkg, &url, &bull], SCRIPT_LIMIT).await;
+        let first_ms = printed(&out)["first_ms"].as_f64().expect("first_ms");
+        let config = with_source(
+            &url,
+            &format!(
+                r#"  - {{name: waiting, source: jobs, measure: length, redis: {{type: list, key: "{bull}:embed:wait"}}}}
+  - {{name: prioritized, source: jobs, measure: length, redis: {{type: zset, key: "{bull}:embed:prioritized"}}}}
+  - name: oldest
+    source: jobs
+    measure: oldest_age_seconds
+    redis:
+      type: list
+      key: "{bull}:embed:wait"
+      timestamp: {{hash: "{bull}:embed:{{id}}", field: timestamp, unit: ms}}
+"#
+            ),
+        );
+        let a = Adapter::start(&config).await;
+        check_served(&a, &url, 5.0, first_ms).await;
+        a.wait_for("prioritized", None, SERVED, value_is(1.0)).await;
+        let report = node(BULLMQ_WORK, &[pkg, &url, &bull], SCRIPT_LIMIT).await;
+        ran_once(&printed(&report), 6);
+        a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
+        a.wait_for("prioritized", None, SERVED, value_is(0.0)).await;
+        a.wait_for("oldest", None, SERVED, value_is(0.0)).await;
+        a.stop().await;
+    }
 }

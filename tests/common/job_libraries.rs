@@ -81,6 +81,22 @@ pub fn celery_worker(
         .unwrap_or_else(|e| panic!("celery: {e}; {}", missing("Celery")))
 }
 
+/// Starts huey's own consumer (`huey_consumer <module>.huey`, one thread) with `dir` on its path
+/// and `QMA_BROKER` set to `broker`; it is killed when the returned child is dropped.
+pub fn huey_consumer(dir: &std::path::Path, module: &str, broker: &str) -> tokio::process::Child {
+    Command::new(self::dir().join("venv/bin/huey_consumer"))
+        .current_dir(dir)
+        .env("PYTHONPATH", dir)
+        .env("QMA_BROKER", broker)
+        .arg(format!("{module}.huey"))
+        .args(["-w", "1", "-k", "thread"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("huey_consumer: {e}; {}", missing("huey")))
+}
+
 /// Runs `script` with Node.js, its `require` finding BullMQ and bee-queue, `args` as
 /// `process.argv.slice(1)`; as [`python`].
 pub async fn node(script: &str, args: &[&str], limit: Duration) -> String {
