@@ -139,11 +139,11 @@ impl Discovery {
         // A scan running beside the polls is older than this one: its answer is not wanted.
         self.background = None;
         let mut scanned = Vec::new();
-        for (pattern, key_type) in self.patterns.clone() {
+        for (pattern, key_type) in &self.patterns {
             let found = topology
-                .scan(&pattern, key_type.redis_name(), MAX_KEYS_PER_PATTERN)
+                .scan(pattern, key_type.redis_name(), MAX_KEYS_PER_PATTERN)
                 .await?;
-            scanned.push(((pattern, key_type), found));
+            scanned.push(((pattern.clone(), *key_type), found));
         }
         self.last = Some(Instant::now());
         Ok(self.apply(scanned, topology))

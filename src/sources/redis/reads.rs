@@ -138,8 +138,9 @@ pub struct HashLookup {
     idx: usize,
     /// The hash read.
     hash: String,
-    /// The field read: the configured one, or the element itself.
-    field: String,
+    /// The field read when it is the element itself (a hash keeping each element's JSON);
+    /// `None`: the configured `timestamp.field`.
+    element: Option<String>,
 }
 
 /// A series after round one: its value, or the round-two lookup it waits for.
@@ -437,15 +438,18 @@ impl SeriesRead<'_> {
                     let id = String::from_utf8_lossy(element);
                     let hash = template.replace("{id}", &id).replace("{key}", list_key);
                     let idx = next.add(&[b"HGET", hash.as_bytes(), field.as_bytes()]);
-                    let field = field.clone();
-                    lookups.push(HashLookup { idx, hash, field });
+                    lookups.push(HashLookup {
+                        idx,
+                        hash,
+                        element: None,
+                    });
                 }
                 (Some(_), Some(template), None) => {
                     // One hash keeps every element's JSON under the element (dramatiq, bee-queue).
                     let hash = template.replace("{key}", list_key);
                     let idx = next.add(&[b"HGET", hash.as_bytes(), element]);
-                    let field = String::from_utf8_lossy(element).into_owned();
-                    lookups.push(HashLookup { idx, hash, field });
+                    let element = Some(String::from_utf8_lossy(element).into_owned());
+                    lookups.push(HashLookup { idx, hash, element });
                 }
                 _ => {
                     return Err(
@@ -582,7 +586,11 @@ fn hash_times(
 ) -> Result<f64, String> {
     let spec = spec.ok_or("no timestamp configured")?;
     let mut oldest: Option<f64> = None;
-    for HashLookup { idx, hash, field } in lookups {
+    for HashLookup { idx, hash, element } in lookups {
+        let field = element
+            .as_deref()
+            .or(spec.field.as_deref())
+            .unwrap_or_default();
         let v = checked(get(replies, *idx, hash)?, hash, "a hash")?;
         let missing = || {
             format!(

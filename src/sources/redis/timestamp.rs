@@ -21,11 +21,11 @@ pub fn parse_text(text: &str, unit: TimeUnit) -> Result<f64, String> {
             let n: f64 = text
                 .parse()
                 .map_err(|_| format!("{text:?} is not a number of {}", unit_name(unit)))?;
-            let seconds = match unit {
-                TimeUnit::Sidekiq => text.contains(['.', 'e', 'E']),
-                other => other == TimeUnit::S,
-            };
-            if seconds { n * 1000.0 } else { n }
+            if in_seconds(unit, text.contains(['.', 'e', 'E'])) {
+                n * 1000.0
+            } else {
+                n
+            }
         }
         TimeUnit::Rfc3339 => {
             let t = OffsetDateTime::parse(text, &Rfc3339)
@@ -46,12 +46,7 @@ pub fn from_json(payload: &[u8], pointer: &str, unit: TimeUnit) -> Result<f64, S
         .ok_or_else(|| format!("the element's JSON has nothing at {pointer}"))?;
     match &found {
         serde_json::Value::Number(n) if unit != TimeUnit::Rfc3339 => {
-            // Sidekiq's own rule: a JSON float is seconds, an integer milliseconds
-            // (sidekiq v8.1.7 `lib/sidekiq/api.rb:576-582`).
-            let seconds = match unit {
-                TimeUnit::Sidekiq => n.is_f64(),
-                other => other == TimeUnit::S,
-            };
+            let seconds = in_seconds(unit, n.is_f64());
             let n = n
                 .as_f64()
                 .ok_or_else(|| format!("{n} at {pointer} is not a usable number"))?;
@@ -62,6 +57,18 @@ pub fn from_json(payload: &[u8], pointer: &str, unit: TimeUnit) -> Result<f64, S
             "{pointer} holds {other}, not a time in {}",
             unit_name(unit)
         )),
+    }
+}
+
+/// Whether a number in `unit` counts seconds (else milliseconds); `has_fraction`: it was
+/// written with a fraction or an exponent, which `unit: sidekiq` reads as seconds, as Sidekiq's
+/// own reader does (a float is seconds, an integer milliseconds: sidekiq v8.1.7
+/// `lib/sidekiq/api.rb:576-582`).
+fn in_seconds(unit: TimeUnit, has_fraction: bool) -> bool {
+    match unit {
+        TimeUnit::S => true,
+        TimeUnit::Sidekiq => has_fraction,
+        TimeUnit::Ms | TimeUnit::Rfc3339 => false,
     }
 }
 
