@@ -37,23 +37,33 @@ NODE_PACKAGES=(
 )
 SIDEKIQ_PACKAGE="ruby-sidekiq"
 
+# pinned <dir> <pins...>: whether <dir> was installed with exactly these pins (said when so).
+pinned() {
+  local dir="$1"
+  shift
+  [ -f "$dir/.qma-pinned" ] && [ "$(cat "$dir/.qma-pinned")" = "$(printf '%s\n' "$@")" ] || return 1
+  say "installed in $dir: $*"
+}
+
+# record_pins <dir> <pins...>: what <dir> now holds, for `pinned`.
+record_pins() {
+  local dir="$1"
+  shift
+  printf '%s\n' "$@" >"$dir/.qma-pinned"
+}
+
 # python_env <dir> <import check> <packages...>: a virtualenv holding exactly these pins.
 python_env() {
   local venv="$1" check="$2"
   shift 2
-  local stamp="$venv/.qma-pinned" want
-  want="$(printf '%s\n' "$@")"
-  if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    say "installed in $venv: $(tr '\n' ' ' <"$stamp")"
-    return 0
-  fi
+  [ -x "$venv/bin/python" ] && pinned "$venv" "$@" && return 0
   command -v python3 >/dev/null 2>&1 || { say "python3 is missing: install Python 3 and retry" >&2; exit 1; }
   say "installing $* from PyPI into $venv"
   rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
   "$venv/bin/python" -m pip check >/dev/null
-  printf '%s' "$want" >"$stamp"
+  record_pins "$venv" "$@"
   say "installed: $("$venv/bin/python" -c "$check")"
 }
 
@@ -63,20 +73,15 @@ python_libraries() {
 }
 
 node_libraries() {
-  local node="$DIR/node" stamp="$DIR/node/.qma-pinned"
-  local want
-  want="$(printf '%s\n' "${NODE_PACKAGES[@]}")"
-  if [ -d "$node/node_modules" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    say "Node.js libraries are installed in $node ($(tr '\n' ' ' <"$stamp"))"
-    return 0
-  fi
+  local node="$DIR/node"
+  [ -d "$node/node_modules" ] && pinned "$node" "${NODE_PACKAGES[@]}" && return 0
   command -v npm >/dev/null 2>&1 || { say "npm is missing: install Node.js and npm and retry" >&2; exit 1; }
   say "installing ${NODE_PACKAGES[*]} from npm into $node"
   rm -rf "$node"
   mkdir -p "$node"
   (cd "$node" && echo '{"name":"qma-job-libraries","private":true}' >package.json &&
     npm install --silent --no-audit --no-fund --save-exact "${NODE_PACKAGES[@]}" >/dev/null)
-  printf '%s' "$want" >"$stamp"
+  record_pins "$node" "${NODE_PACKAGES[@]}"
   say "installed: bullmq $(node -p "require('$node/node_modules/bullmq/package.json').version"), bullmq5 $(node -p "require('$node/node_modules/bullmq5/package.json').version"), bee-queue $(node -p "require('$node/node_modules/bee-queue/package.json').version")"
 }
 

@@ -21,26 +21,35 @@ fn missing(what: &str) -> String {
     )
 }
 
-/// Runs `script` with the virtualenv's Python (Celery, RQ, dramatiq, arq, huey), `args` as
+/// Runs `script` with the virtualenv's Python (RQ, dramatiq, arq, huey), `args` as
 /// `sys.argv[1:]`, and returns its standard output; panics with its standard error if it fails
 /// or takes longer than `limit`.
 pub async fn python(script: &str, args: &[&str], limit: Duration) -> String {
-    let python = dir().join("venv/bin/python");
-    assert!(
-        python.exists(),
-        "{}",
-        missing("the Python job libraries' virtualenv")
-    );
-    let mut command = Command::new(python);
-    command.arg("-c").arg(script).args(args);
-    run(command, limit).await
+    venv_python(
+        "venv",
+        "the Python job libraries' virtualenv",
+        script,
+        args,
+        limit,
+    )
+    .await
 }
 
 /// Runs `script` with the Celery virtualenv's Python (Celery and kombu need a newer redis
 /// client than arq accepts); as [`python`].
 pub async fn celery_python(script: &str, args: &[&str], limit: Duration) -> String {
-    let python = dir().join("venv-celery/bin/python");
-    assert!(python.exists(), "{}", missing("Celery's virtualenv"));
+    venv_python("venv-celery", "Celery's virtualenv", script, args, limit).await
+}
+
+async fn venv_python(
+    venv: &str,
+    what: &str,
+    script: &str,
+    args: &[&str],
+    limit: Duration,
+) -> String {
+    let python = dir().join(venv).join("bin/python");
+    assert!(python.exists(), "{}", missing(what));
     let mut command = Command::new(python);
     command.arg("-c").arg(script).args(args);
     run(command, limit).await
@@ -54,7 +63,8 @@ pub fn celery_worker(
     queue: &str,
     broker: &str,
 ) -> tokio::process::Child {
-    Command::new(self::dir().join("venv-celery/bin/celery"))
+    let mut command = Command::new(self::dir().join("venv-celery/bin/celery"));
+    command
         .current_dir(dir)
         .env("PYTHONPATH", dir)
         .env("QMA_BROKER", broker)
@@ -73,28 +83,21 @@ pub fn celery_worker(
             "--without-heartbeat",
             "--loglevel",
             "WARNING",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("celery: {e}; {}", missing("Celery")))
+        ]);
+    spawn_worker(command, || missing("Celery"))
 }
 
 /// Starts huey's own consumer (`huey_consumer <module>.huey`, one thread) with `dir` on its path
 /// and `QMA_BROKER` set to `broker`; it is killed when the returned child is dropped.
 pub fn huey_consumer(dir: &std::path::Path, module: &str, broker: &str) -> tokio::process::Child {
-    Command::new(self::dir().join("venv/bin/huey_consumer"))
+    let mut command = Command::new(self::dir().join("venv/bin/huey_consumer"));
+    command
         .current_dir(dir)
         .env("PYTHONPATH", dir)
         .env("QMA_BROKER", broker)
         .arg(format!("{module}.huey"))
-        .args(["-w", "1", "-k", "thread"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("huey_consumer: {e}; {}", missing("huey")))
+        .args(["-w", "1", "-k", "thread"]);
+    spawn_worker(command, || missing("huey"))
 }
 
 /// Runs `script` with Node.js, its `require` finding BullMQ and bee-queue, `args` as
@@ -122,18 +125,27 @@ pub async fn ruby(script: &str, args: &[&str], limit: Duration) -> String {
 /// Starts Sidekiq's own server process (`sidekiq -r <file> -q <queue>`, one thread) against
 /// `url`; it is killed when the returned child is dropped.
 pub fn sidekiq_worker(file: &std::path::Path, queue: &str, url: &str) -> tokio::process::Child {
-    Command::new("sidekiq")
+    let mut command = Command::new("sidekiq");
+    command
         .args(["-r"])
         .arg(file)
         .args(["-q", queue, "-c", "1"])
-        .env("REDIS_URL", url)
+        .env("REDIS_URL", url);
+    spawn_worker(command, || {
+        "install Debian's ruby-sidekiq (scripts/ensure-job-libraries.sh sidekiq)".to_string()
+    })
+}
+
+/// Starts a library's worker process, its output discarded, killed when the child is dropped;
+/// `hint` says what to install when it cannot start.
+fn spawn_worker(mut command: Command, hint: impl FnOnce() -> String) -> tokio::process::Child {
+    let shown = format!("{:?}", command.as_std().get_program());
+    command
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| {
-            panic!("sidekiq: {e}; install Debian's ruby-sidekiq (scripts/ensure-job-libraries.sh sidekiq)")
-        })
+        .unwrap_or_else(|e| panic!("{shown}: {e}; {}", hint()))
 }
 
 async fn run(mut command: Command, limit: Duration) -> String {
