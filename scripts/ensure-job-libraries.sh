@@ -85,7 +85,8 @@ node_libraries() {
   say "installed: bullmq $(node -p "require('$node/node_modules/bullmq/package.json').version"), bullmq5 $(node -p "require('$node/node_modules/bullmq5/package.json').version"), bee-queue $(node -p "require('$node/node_modules/bee-queue/package.json').version")"
 }
 
-sidekiq() {
+# Not named `sidekiq`: `command -v sidekiq` would then find this function, not the command.
+sidekiq_library() {
   if command -v sidekiq >/dev/null 2>&1 && ruby -e 'require "sidekiq"' >/dev/null 2>&1; then
     say "Sidekiq is installed ($(ruby -e 'require "sidekiq"; print Sidekiq::VERSION'), Debian's $SIDEKIQ_PACKAGE)"
     return 0
@@ -102,7 +103,7 @@ for part in "${parts[@]}"; do
   case "$part" in
     python) python_libraries ;;
     node) node_libraries ;;
-    sidekiq) sidekiq ;;
+    sidekiq) sidekiq_library ;;
     *) say "unknown part $part (python, node or sidekiq)" >&2; exit 2 ;;
   esac
 done

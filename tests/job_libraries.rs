@@ -38,7 +38,9 @@ fn with_source(url: &str, metrics: &str) -> String {
     )
 }
 
-fn config(url: &str, key: &str, oldest_at: &str, hash: &str, pointer: &str) -> String {
+/// The generic metrics `waiting` and `oldest` of list `key`, its times in the JSON a hash keeps
+/// under each element, and `more` metrics.
+fn config(url: &str, key: &str, oldest_at: &str, hash: &str, pointer: &str, more: &str) -> String {
     with_source(
         url,
         &format!(
@@ -54,8 +56,16 @@ fn config(url: &str, key: &str, oldest_at: &str, hash: &str, pointer: &str) -> S
       key: "{key}"
       oldest_at: {oldest_at}
       timestamp: {{hash: "{hash}", json_pointer: "{pointer}", unit: ms}}
-"#
+{more}"#
         ),
+    )
+}
+
+/// The preset metrics `p_waiting` and `p_oldest` of `library`'s queue `embed` (`extra`: more
+/// fields of the `redis:` block, each after a comma).
+fn preset(library: &str, extra: &str) -> String {
+    format!(
+        "  - {{name: p_waiting, source: jobs, measure: length, redis: {{library: {library}, queue: embed{extra}}}}}\n  - {{name: p_oldest, source: jobs, measure: oldest_age_seconds, redis: {{library: {library}, queue: embed{extra}}}}}\n"
     )
 }
 
@@ -63,7 +73,41 @@ fn config(url: &str, key: &str, oldest_at: &str, hash: &str, pointer: &str) -> S
 /// the served age against the first job's enqueue time (`first_ms`, the client's clock, which
 /// is the server's here).
 async fn check_served(a: &Adapter, url: &str, count: f64, first_ms: f64) {
-    a.wait_for("waiting", None, SERVED, value_is(count)).await;
+    check_served_as(a, url, count, first_ms, "waiting", "oldest").await;
+}
+
+/// [`check_served`] for the preset metrics of [`preset`], whose series carry the labels
+/// `library`, `queue` and `scope`.
+async fn check_preset(a: &Adapter, url: &str, count: f64, first_ms: f64, library: &str) {
+    check_served_as(a, url, count, first_ms, "p_waiting", "p_oldest").await;
+    for metric in ["p_waiting", "p_oldest"] {
+        let (_, body) = a.metric(metric, None).await;
+        let labels = &body["items"][0]["metricLabels"];
+        assert_eq!(labels["library"], library, "{body}");
+        assert_eq!(labels["queue"], "embed", "{body}");
+        assert_eq!(labels["scope"], "queue", "{body}");
+    }
+}
+
+/// Waits until `metric` answers an error that contains `text`.
+async fn check_error(a: &Adapter, metric: &str, text: &str) {
+    let (status, body) = a
+        .wait_for(metric, None, SERVED, |status, body| {
+            status != 200 && body.to_string().contains(text)
+        })
+        .await;
+    assert_ne!(status, 200, "{body}");
+}
+
+async fn check_served_as(
+    a: &Adapter,
+    url: &str,
+    count: f64,
+    first_ms: f64,
+    waiting: &str,
+    oldest: &str,
+) {
+    a.wait_for(waiting, None, SERVED, value_is(count)).await;
     let mut conn = connect(url).await;
     loop {
         let now = server_now_ms(&mut conn).await as f64;
@@ -73,7 +117,7 @@ async fn check_served(a: &Adapter, url: &str, count: f64, first_ms: f64) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     a.polls(2).await;
-    let (status, body) = a.metric("oldest", None).await;
+    let (status, body) = a.metric(oldest, None).await;
     assert_eq!(status, 200, "{body}");
     let age = single_value(&body);
     let truth = (server_now_ms(&mut conn).await as f64 - first_ms) / 1000.0;
@@ -181,13 +225,17 @@ async fn dramatiq_jobs_are_counted_and_aged_from_the_messages_hash() {
         "head",
         "{key}.msgs",
         "/message_timestamp",
+        &preset("dramatiq", &format!(", prefix: \"{namespace}\"")),
     ))
     .await;
     check_served(&a, &url, 5.0, first_ms).await;
+    check_preset(&a, &url, 5.0, first_ms, "dramatiq").await;
     let report = python(DRAMATIQ_WORK, &[&url, &namespace], SCRIPT_LIMIT).await;
     ran_once(&printed(&report), 5);
     a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
     a.wait_for("oldest", None, SERVED, value_is(0.0)).await;
+    a.wait_for("p_waiting", None, SERVED, value_is(0.0)).await;
+    a.wait_for("p_oldest", None, SERVED, value_is(0.0)).await;
     a.stop().await;
 }
 
@@ -199,6 +247,9 @@ const [url, prefix] = process.argv.slice(1);
   await q.ready();
   const first = Date.now();
   for (let n = 0; n < 5; n++) await q.createJob({ n }).save();
+  // Delayed: one due in 300 ms, one in an hour (no worker here promotes them).
+  await q.createJob({ n: 100 }).delayUntil(Date.now() + 300).save();
+  await q.createJob({ n: 101 }).delayUntil(Date.now() + 3600000).save();
   await q.close();
   console.log(JSON.stringify({ first_ms: first }));
 })().catch((e) => { console.error(e); process.exit(1); });
@@ -235,12 +286,29 @@ async fn bee_queue_jobs_are_counted_and_aged_from_the_jobs_hash() {
     let out = node(BEE_ENQUEUE, &[&url, &bee_prefix], SCRIPT_LIMIT).await;
     let first_ms = printed(&out)["first_ms"].as_f64().expect("first_ms");
     let hash = format!("{bee_prefix}:embed:jobs");
-    let a = Adapter::start(&config(&url, &key, "tail", &hash, "/options/timestamp")).await;
+    let more = format!(
+        "{}  - {{name: p_due, source: jobs, measure: due, redis: {{library: bee-queue, queue: embed, prefix: \"{bee_prefix}\"}}}}\n",
+        preset("bee-queue", &format!(", prefix: \"{bee_prefix}\""))
+    );
+    let a = Adapter::start(&config(
+        &url,
+        &key,
+        "tail",
+        &hash,
+        "/options/timestamp",
+        &more,
+    ))
+    .await;
     check_served(&a, &url, 5.0, first_ms).await;
+    check_preset(&a, &url, 5.0, first_ms, "bee-queue").await;
+    // The delayed job due after 300 ms, not the one due in an hour.
+    a.wait_for("p_due", None, SERVED, value_is(1.0)).await;
     let report = node(BEE_WORK, &[&url, &bee_prefix], SCRIPT_LIMIT).await;
     ran_once(&printed(&report), 5);
     a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
     a.wait_for("oldest", None, SERVED, value_is(0.0)).await;
+    a.wait_for("p_waiting", None, SERVED, value_is(0.0)).await;
+    a.wait_for("p_oldest", None, SERVED, value_is(0.0)).await;
     a.stop().await;
 }
 
@@ -250,6 +318,8 @@ require "json"
 Sidekiq.configure_client { |config| config.redis = { url: ARGV[0] } }
 first = Time.now.to_f * 1000
 5.times { |n| Sidekiq::Client.push("queue" => "embed", "class" => "EmbedJob", "args" => [n]) }
+# Scheduled 300 ms ahead: it waits in `schedule`, kept for all queues.
+Sidekiq::Client.push("queue" => "embed", "class" => "EmbedJob", "args" => [99], "at" => Time.now.to_f + 0.3)
 puts JSON.generate({ first_ms: first, version: Sidekiq::VERSION })
 "#;
 
@@ -308,18 +378,47 @@ async fn sidekiq_jobs_are_aged_in_seconds_or_milliseconds_as_their_version_wrote
     source: jobs
     measure: oldest_age_seconds
     redis: {type: list, key: "queue:embed8", timestamp: {json_pointer: /enqueued_at, unit: sidekiq}}
+  - {name: p_waiting, source: jobs, measure: length, redis: {library: sidekiq, queue: "*"}}
+  - {name: p_oldest, source: jobs, measure: oldest_age_seconds, redis: {library: sidekiq, queue: "*"}}
+  - {name: p_oldest8, source: jobs, measure: oldest_age_seconds, redis: {library: sidekiq, queue: embed8}}
+  - {name: p_due, source: jobs, measure: due, redis: {library: sidekiq, queue: "*"}}
+  - {name: p_in_flight, source: jobs, measure: in_flight, redis: {library: sidekiq, queue: embed}}
 "#,
     );
     let a = Adapter::start(&config).await;
     check_served(&a, &url, 5.0, first_ms).await;
-    let (status, body) = a.metric("oldest8", None).await;
-    assert_eq!(status, 200, "{body}");
-    let truth = (server_now_ms(&mut conn).await - sidekiq8_ms) as f64 / 1000.0;
-    let age = single_value(&body);
-    assert!(
-        (age - truth).abs() <= 1.0,
-        "Sidekiq 8's milliseconds: served {age} s, truth {truth} s: {body}"
+    // `*`: the queues Sidekiq's client listed in `queues` (the raw Sidekiq 8 pushes did not).
+    check_preset(&a, &url, 5.0, first_ms, "sidekiq").await;
+    for metric in ["oldest8", "p_oldest8"] {
+        let (status, body) = a.metric(metric, None).await;
+        assert_eq!(status, 200, "{body}");
+        let truth = (server_now_ms(&mut conn).await - sidekiq8_ms) as f64 / 1000.0;
+        let age = single_value(&body);
+        assert!(
+            (age - truth).abs() <= 1.0,
+            "{metric}: Sidekiq 8's milliseconds: served {age} s, truth {truth} s: {body}"
+        );
+    }
+    // The scheduled job is due, in the one `schedule` of all queues; `retry` is empty.
+    let (_, body) = a
+        .wait_for("p_due", Some("key=schedule"), SERVED, value_is(1.0))
+        .await;
+    let labels = &body["items"][0]["metricLabels"];
+    assert_eq!(
+        (&labels["scope"], &labels["queue"], &labels["library"]),
+        (
+            &"all-queues".into(),
+            &"all-queues".into(),
+            &"sidekiq".into()
+        ),
+        "{body}"
     );
+    a.wait_for("p_due", Some("key=retry"), SERVED, value_is(0.0))
+        .await;
+    // Sidekiq keeps running jobs per process, not per queue: an error that says so.
+    check_error(&a, "p_in_flight", "per process").await;
+    // The test (not the adapter) removes the scheduled job, so that the worker runs five.
+    let _: i64 = cmd(&mut conn, &["DEL", "schedule"]).await;
     // Sidekiq's own server process runs the jobs.
     let dir = std::env::temp_dir().join(format!("qma-sidekiq-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -330,6 +429,8 @@ async fn sidekiq_jobs_are_aged_in_seconds_or_milliseconds_as_their_version_wrote
     drop(worker);
     a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
     a.wait_for("oldest", None, SERVED, value_is(0.0)).await;
+    a.wait_for("p_waiting", None, SERVED, value_is(0.0)).await;
+    a.wait_for("p_oldest", None, SERVED, value_is(0.0)).await;
     a.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -343,6 +444,9 @@ q = Queue("embed", connection=r)
 first = time.time() * 1000
 for n in range(5):
     q.enqueue("builtins.abs", n, job_id=f"job-{n}")
+# Scheduled: due in 300 ms; only a worker started --with-scheduler would move it.
+from datetime import timedelta
+q.enqueue_in(timedelta(milliseconds=300), "builtins.abs", 99, job_id="later")
 print(json.dumps({"first_ms": first}))
 "#;
 
@@ -382,14 +486,22 @@ async fn rq_jobs_are_counted_and_aged_from_their_job_hashes() {
       key: "rq:queue:embed"
       oldest_at: head
       timestamp: {hash: "rq:job:{id}", field: enqueued_at, unit: rfc3339}
+  - {name: p_waiting, source: jobs, measure: length, redis: {library: rq, queue: "*"}}
+  - {name: p_oldest, source: jobs, measure: oldest_age_seconds, redis: {library: rq, queue: "*"}}
+  - {name: p_due, source: jobs, measure: due, redis: {library: rq, queue: embed}}
 "#,
     );
     let a = Adapter::start(&config).await;
     check_served(&a, &url, 5.0, first_ms).await;
+    // `*`: the queues RQ lists in `rq:queues`.
+    check_preset(&a, &url, 5.0, first_ms, "rq").await;
+    a.wait_for("p_due", None, SERVED, value_is(1.0)).await;
     let report = python(RQ_WORK, &[&url], SCRIPT_LIMIT).await;
     ran_once(&printed(&report), 5);
     a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
     a.wait_for("oldest", None, SERVED, value_is(0.0)).await;
+    a.wait_for("p_waiting", None, SERVED, value_is(0.0)).await;
+    a.wait_for("p_oldest", None, SERVED, value_is(0.0)).await;
     a.stop().await;
 }
 
@@ -443,16 +555,21 @@ async fn arq_jobs_are_counted_and_aged_from_their_scores() {
         r#"  - {name: queued, source: jobs, measure: length, redis: {type: zset, key: "arq:queue"}}
   - {name: waiting, source: jobs, measure: ready, redis: {type: zset, key: "arq:queue", score_unit: ms}}
   - {name: oldest, source: jobs, measure: oldest_age_seconds, redis: {type: zset, key: "arq:queue", score_unit: ms}}
+  - {name: p_waiting, source: jobs, measure: length, redis: {library: arq, queue: "arq:queue"}}
+  - {name: p_oldest, source: jobs, measure: oldest_age_seconds, redis: {library: arq, queue: "*"}}
 "#,
     );
     let a = Adapter::start(&config).await;
     // Five due and one deferred an hour: all six queued, five waiting.
     check_served(&a, &url, 5.0, first_ms).await;
+    check_served_as(&a, &url, 5.0, first_ms, "p_waiting", "p_oldest").await;
     a.wait_for("queued", None, SERVED, value_is(6.0)).await;
     let report = python(ARQ_WORK, &[&url], SCRIPT_LIMIT).await;
     ran_once(&printed(&report), 5);
     a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
     a.wait_for("oldest", None, SERVED, value_is(0.0)).await;
+    a.wait_for("p_waiting", None, SERVED, value_is(0.0)).await;
+    a.wait_for("p_oldest", None, SERVED, value_is(0.0)).await;
     a.wait_for("queued", None, SERVED, value_is(1.0)).await;
     a.stop().await;
 }
@@ -497,10 +614,24 @@ async fn celery_tasks_are_counted_across_kombu_priority_lists() {
         &url,
         r#"  - {name: waiting, source: jobs, measure: length, redis: {type: list, key: embed, kombu_priority_steps: [3, 6, 9]}}
   - {name: base_list_only, source: jobs, measure: length, redis: {type: list, key: embed}}
+  - {name: p_waiting, source: jobs, measure: length, redis: {library: celery, queue: "*"}}
+  - {name: p_oldest, source: jobs, measure: oldest_age_seconds, redis: {library: celery, queue: embed}}
+  - {name: p_in_flight, source: jobs, measure: in_flight, redis: {library: celery, queue: embed}}
 "#,
     );
     let a = Adapter::start(&config).await;
     a.wait_for("waiting", None, SERVED, value_is(5.0)).await;
+    // The preset reads kombu's priority sub-lists without being told; `*` finds the queue in
+    // kombu's binding set.
+    let (_, body) = a.wait_for("p_waiting", None, SERVED, value_is(5.0)).await;
+    assert_eq!(body["items"][0]["metricLabels"]["queue"], "embed", "{body}");
+    check_error(&a, "p_oldest", "before_task_publish").await;
+    // Nothing prefetched yet: the `unacked` hash of all queues is empty.
+    let (_, body) = a.wait_for("p_in_flight", None, SERVED, value_is(0.0)).await;
+    assert_eq!(
+        body["items"][0]["metricLabels"]["scope"], "all-queues",
+        "{body}"
+    );
     // Without the steps the sub-lists are not read: what the README warns of.
     a.wait_for("base_list_only", None, SERVED, value_is(3.0))
         .await;
@@ -511,6 +642,7 @@ async fn celery_tasks_are_counted_across_kombu_priority_lists() {
     recorded_once(&mut conn, 5).await;
     drop(worker);
     a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
+    a.wait_for("p_waiting", None, SERVED, value_is(0.0)).await;
     a.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -551,15 +683,20 @@ async fn huey_tasks_are_counted_in_its_list() {
     let config = with_source(
         &url,
         r#"  - {name: waiting, source: jobs, measure: length, redis: {type: list, key: huey.redis.embed}}
+  - {name: p_waiting, source: jobs, measure: length, redis: {library: huey, queue: "*"}}
+  - {name: p_oldest, source: jobs, measure: oldest_age_seconds, redis: {library: huey, queue: embed}}
 "#,
     );
     let a = Adapter::start(&config).await;
     a.wait_for("waiting", None, SERVED, value_is(5.0)).await;
+    a.wait_for("p_waiting", None, SERVED, value_is(5.0)).await;
+    check_error(&a, "p_oldest", "no enqueue time").await;
     let mut conn = connect(&url).await;
     let consumer = huey_consumer(&dir, "tasks", &url);
     recorded_once(&mut conn, 5).await;
     drop(consumer);
     a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
+    a.wait_for("p_waiting", None, SERVED, value_is(0.0)).await;
     a.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -26,7 +26,7 @@ use super::metric::{KINDS, MetricConfig};
 use super::rabbitmq::{
     self, RabbitMq, RabbitMqSource, config::RabbitMqSourceConfig, config::RabbitMqTarget,
 };
-use super::redis::{self, Redis, RedisSource, config::RedisSourceConfig, config::RedisTarget};
+use super::redis::{self, Redis, RedisSource, config::RedisMetric, config::RedisSourceConfig};
 use super::source::{Source, SourceError};
 use crate::model::Sample;
 use crate::primitives::{ConfigError, HumanDuration};
@@ -177,13 +177,15 @@ impl SourceConfig {
     }
 
     /// Whether metric `m` of this source having no series is itself an observed empty backlog
-    /// (a Redis list pattern: Redis deletes the keys as they empty).
+    /// (a Redis list pattern: Redis deletes the keys as they empty). A job library's `*` that
+    /// finds no queue is not: the wrong db or prefix looks the same.
     pub fn empty_means_zero(&self, m: &MetricConfig) -> bool {
         match self {
             SourceConfig::Redis(_) => m
                 .targets
                 .redis
                 .as_ref()
+                .and_then(|t| t.keys())
                 .is_some_and(|t| t.pattern.is_some() && t.key_type.deleted_when_empty()),
             SourceConfig::RabbitMq(_) | SourceConfig::Dcgm(_) | SourceConfig::Inference(_) => false,
         }
@@ -293,7 +295,7 @@ impl Kind for Redis {
             _ => None,
         }
     }
-    fn target_of(m: &MetricConfig) -> Option<&RedisTarget> {
+    fn target_of(m: &MetricConfig) -> Option<&RedisMetric> {
         m.targets.redis.as_ref()
     }
 }

@@ -54,6 +54,13 @@ pub enum Measure {
     /// Model server: mean time a request waited in the queue over the rate window, in seconds
     /// (Triton's cumulative queue duration per request).
     QueueTimeSeconds,
+    /// Job library: jobs a worker has taken and not finished (BullMQ `active`, RQ started).
+    InFlight,
+    /// Job library: delayed or scheduled jobs whose run-at time has come, not yet moved to
+    /// the queue.
+    Due,
+    /// Job library: failed jobs the library keeps.
+    Failed,
     /// Model server: a named gauge family as the server reports it.
     Value,
     /// Model server: per-second rate of a named counter family over the rate window.
@@ -85,6 +92,9 @@ impl Measure {
             Measure::RunningRequests => "running_requests",
             Measure::KvCacheUsageRatio => "kv_cache_usage_ratio",
             Measure::QueueTimeSeconds => "queue_time_seconds",
+            Measure::InFlight => "in_flight",
+            Measure::Due => "due",
+            Measure::Failed => "failed",
             Measure::Value => "value",
             Measure::Rate => "rate",
         }

@@ -14,7 +14,7 @@ use serde::de::{Error as _, MapAccess};
 use super::dcgm::config::DcgmTarget;
 use super::inference::config::InferenceTarget;
 use super::rabbitmq::config::RabbitMqTarget;
-use super::redis::config::RedisTarget;
+use super::redis::config::RedisMetric;
 use crate::sources::measure::Measure;
 
 /// One served metric.
@@ -45,7 +45,7 @@ pub const KINDS: &[&str] = &["redis", "rabbitmq", "dcgm", "inference"];
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetricTargets {
     /// `metrics[].redis`.
-    pub redis: Option<RedisTarget>,
+    pub redis: Option<RedisMetric>,
     /// `metrics[].rabbitmq`.
     pub rabbitmq: Option<RabbitMqTarget>,
     /// `metrics[].dcgm`.

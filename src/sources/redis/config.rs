@@ -427,6 +427,10 @@ pub enum KeyType {
     Stream,
     /// A sorted set scored by run-at time (delay and retry queues).
     Zset,
+    /// A hash counted by its fields (Celery's `unacked`): `length` only.
+    Hash,
+    /// A set counted by its members (bee-queue's `failed`): `length` only.
+    Set,
 }
 
 impl KeyType {
@@ -436,6 +440,8 @@ impl KeyType {
             KeyType::List => "list",
             KeyType::Stream => "stream",
             KeyType::Zset => "zset",
+            KeyType::Hash => "hash",
+            KeyType::Set => "set",
         }
     }
 
@@ -457,6 +463,7 @@ impl KeyType {
                 Measure::OldestUnprocessedAgeSeconds,
             ],
             KeyType::Zset => &[Measure::Length, Measure::Ready, Measure::OldestAgeSeconds],
+            KeyType::Hash | KeyType::Set => &[Measure::Length],
         }
     }
 }
@@ -557,9 +564,49 @@ pub struct RedisTarget {
     /// Sorted sets: how scores encode time. Default `s`.
     #[serde(default)]
     pub score_unit: Option<ScoreUnit>,
+    /// Lists: other keys holding jobs of the same queue (BullMQ's `prioritized` sorted set and
+    /// `paused` list), summed into `length`; `oldest_age_seconds` is the oldest across them.
+    /// A sorted set's members are read as the list's elements are (job ids, aged through
+    /// `timestamp`), at most [`MAX_MEMBERS_AGED`] of them. With `pattern`, `{match}` in a key
+    /// is what the pattern's wildcards matched.
+    #[serde(default)]
+    pub also: Vec<AlsoKey>,
+}
+
+/// Most members of an `also` sorted set whose times are looked up for `oldest_age_seconds`:
+/// its order is not enqueue order (BullMQ scores by priority), so every member is read, and
+/// a larger set is an error rather than an age from part of it.
+pub const MAX_MEMBERS_AGED: usize = 1000;
+
+/// One more key of a queue (`metrics[].redis.also[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlsoKey {
+    /// `list` or `zset`.
+    #[serde(rename = "type")]
+    pub key_type: KeyType,
+    /// The key; `{match}` with a `pattern`.
+    pub key: String,
 }
 
 impl RedisTarget {
+    /// A target reading one exact key of `key_type`, every option at its default: what the
+    /// job-library presets start from.
+    pub fn exact(key_type: KeyType, key: impl Into<String>) -> RedisTarget {
+        RedisTarget {
+            key_type,
+            key: Some(key.into()),
+            pattern: None,
+            key_label: None,
+            oldest_at: None,
+            timestamp: None,
+            kombu_priority_steps: None,
+            group: None,
+            score_unit: None,
+            also: Vec::new(),
+        }
+    }
+
     /// The label carrying a pattern match's wildcard part.
     pub fn key_label(&self) -> &str {
         self.key_label.as_deref().unwrap_or(DEFAULT_KEY_LABEL)
@@ -735,6 +782,28 @@ impl RedisTarget {
                 }
             }
         }
+        for (i, also) in self.also.iter().enumerate() {
+            let at = format!("{at}.also[{i}]");
+            if !matches!(also.key_type, KeyType::List | KeyType::Zset) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.type"),
+                    "must be list or zset (the keys a queue's jobs wait in)",
+                ));
+            }
+            if also.key.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{at}.key"),
+                    "must not be empty",
+                ));
+            }
+            if also.key.contains("{match}") && self.pattern.is_none() {
+                return Err(ConfigError::invalid(
+                    format!("{at}.key"),
+                    "{match} only applies with pattern (it is what the wildcards matched)",
+                ));
+            }
+        }
+        only_for("also", !self.also.is_empty(), KeyType::List)?;
         if let Some(steps) = &self.kombu_priority_steps
             && steps.is_empty()
         {
@@ -746,6 +815,264 @@ impl RedisTarget {
         Ok(())
     }
 }
+
+/// What a metric reads (`metrics[].redis`): keys named with the generic knobs, or a job
+/// library's queue (`{library: bullmq, queue: embed}`), told apart by the `library` field.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RedisMetric {
+    /// Keys, their types and where their times are.
+    Keys(RedisTarget),
+    /// A job library's queue: the library's own layout is read ([`crate::sources::redis::libraries`]).
+    Library(LibraryTarget),
+}
+
+impl<'de> Deserialize<'de> for RedisMetric {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = yaml_serde::Value::deserialize(d)?;
+        let is_library = value
+            .as_mapping()
+            .is_some_and(|m| m.contains_key(yaml_serde::Value::from("library")));
+        // The inner path (`timestamp.unit`) is kept in the message: buffering loses it otherwise.
+        let located = |e: serde_path_to_error::Error<yaml_serde::Error>| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                D::Error::custom(inner)
+            } else {
+                D::Error::custom(format!("{path}: {inner}"))
+            }
+        };
+        if is_library {
+            serde_path_to_error::deserialize(value)
+                .map(RedisMetric::Library)
+                .map_err(located)
+        } else {
+            serde_path_to_error::deserialize(value)
+                .map(RedisMetric::Keys)
+                .map_err(located)
+        }
+    }
+}
+
+impl RedisMetric {
+    /// The generic target, when the metric names keys.
+    pub fn keys(&self) -> Option<&RedisTarget> {
+        match self {
+            RedisMetric::Keys(t) => Some(t),
+            RedisMetric::Library(_) => None,
+        }
+    }
+
+    pub(crate) fn validate(
+        &self,
+        at: &str,
+        measure: Measure,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), ConfigError> {
+        match self {
+            RedisMetric::Keys(t) => t.validate(at, measure, labels),
+            RedisMetric::Library(l) => l.validate(at, measure, labels),
+        }
+    }
+}
+
+/// A job library whose Redis layout the adapter knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Library {
+    /// Sidekiq (Ruby), 6.4 checked; 7 and 8 from their code.
+    Sidekiq,
+    /// RQ (Python), 3.0.
+    Rq,
+    /// Celery (Python) on kombu's Redis transport, 5.7.
+    Celery,
+    /// dramatiq (Python) on its Redis broker, 2.2.
+    Dramatiq,
+    /// arq (Python), 0.28.
+    Arq,
+    /// huey (Python) with its Redis list storage, 3.5.
+    Huey,
+    /// BullMQ (Node.js), 5.x and 6.x.
+    Bullmq,
+    /// bee-queue (Node.js), 2.0.
+    BeeQueue,
+}
+
+impl Library {
+    /// The library's name as the config and the `library` label spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Library::Sidekiq => "sidekiq",
+            Library::Rq => "rq",
+            Library::Celery => "celery",
+            Library::Dramatiq => "dramatiq",
+            Library::Arq => "arq",
+            Library::Huey => "huey",
+            Library::Bullmq => "bullmq",
+            Library::BeeQueue => "bee-queue",
+        }
+    }
+
+    /// The key prefix the library puts before a queue's keys by default, for the libraries
+    /// whose prefix is a setting (BullMQ `prefix`, bee-queue `prefix`, dramatiq `namespace`).
+    pub fn default_prefix(self) -> Option<&'static str> {
+        match self {
+            Library::Bullmq => Some("bull"),
+            Library::BeeQueue => Some("bq"),
+            Library::Dramatiq => Some("dramatiq"),
+            Library::Sidekiq | Library::Rq | Library::Celery | Library::Arq | Library::Huey => None,
+        }
+    }
+}
+
+/// The labels every preset series carries besides `key`.
+pub const LIBRARY_LABELS: [&str; 3] = ["library", "queue", "scope"];
+
+/// `metrics[].redis` naming a job library's queue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LibraryTarget {
+    /// `sidekiq`, `rq`, `celery`, `dramatiq`, `arq`, `huey`, `bullmq` or `bee-queue`.
+    pub library: Library,
+    /// A queue name, a list of them, or `*`: every queue the library's registry (or its key
+    /// layout) shows.
+    pub queue: QueueNames,
+    /// The library's key prefix where it has one (BullMQ `prefix`, default `bull`; bee-queue
+    /// `prefix`, default `bq`; dramatiq `namespace`, default `dramatiq`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+/// The queues a preset metric covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum QueueNames {
+    /// `*`: every queue found.
+    All,
+    /// The queues named.
+    Named(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for QueueNames {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = QueueNames;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a queue name, a list of queue names, or \"*\" for every queue")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<QueueNames, E> {
+                Ok(if v == "*" {
+                    QueueNames::All
+                } else {
+                    QueueNames::Named(vec![v.to_string()])
+                })
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<QueueNames, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(QueueNames::Named(names))
+            }
+        }
+        d.deserialize_any(Names)
+    }
+}
+
+impl LibraryTarget {
+    /// The prefix in force: the configured one or the library's default (`""` where the
+    /// library has none).
+    pub fn prefix(&self) -> &str {
+        self.prefix
+            .as_deref()
+            .or(self.library.default_prefix())
+            .unwrap_or("")
+    }
+
+    pub(crate) fn validate(
+        &self,
+        at: &str,
+        measure: Measure,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), ConfigError> {
+        let lib = self.library.as_str();
+        if !PRESET_MEASURES.contains(&measure) {
+            let fits: Vec<&str> = PRESET_MEASURES.iter().map(|m| m.as_str()).collect();
+            return Err(ConfigError::invalid(
+                at,
+                format!(
+                    "measure {measure} does not apply to a job library's queue; {lib} has {fits:?}"
+                ),
+            ));
+        }
+        match &self.queue {
+            QueueNames::All => {}
+            QueueNames::Named(names) => {
+                if names.is_empty() {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.queue"),
+                        "names no queue: give a name, a list, or \"*\" for every queue",
+                    ));
+                }
+                for name in names {
+                    if name.is_empty() || name == "*" {
+                        return Err(ConfigError::invalid(
+                            format!("{at}.queue"),
+                            format!(
+                                "{name:?} is not a queue name (\"*\" stands alone, not in a list)"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(prefix) = &self.prefix {
+            if self.library.default_prefix().is_none() {
+                return Err(ConfigError::invalid(
+                    format!("{at}.prefix"),
+                    format!(
+                        "{lib}'s keys take no prefix the adapter knows of (prefix applies to bullmq, bee-queue and dramatiq)"
+                    ),
+                ));
+            }
+            if prefix.is_empty() || prefix.contains(['*', '?', '[', ']', '\\']) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.prefix"),
+                    format!(
+                        "{prefix:?} must be the library's prefix as set, without glob characters"
+                    ),
+                ));
+            }
+        }
+        for reserved in LIBRARY_LABELS.iter().chain([&KEY_LABEL_FULL]) {
+            if labels.contains_key(*reserved) {
+                return Err(ConfigError::invalid(
+                    at,
+                    format!(
+                        "the metric's labels must not set {reserved:?}: every {lib} series gets it from its queue"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The measures a job library's queue is read for.
+pub const PRESET_MEASURES: &[Measure] = &[
+    Measure::Length,
+    Measure::OldestAgeSeconds,
+    Measure::InFlight,
+    Measure::Due,
+    Measure::Failed,
+];
 
 #[cfg(test)]
 mod tests {

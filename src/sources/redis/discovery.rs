@@ -7,6 +7,11 @@
 //! takes its keys, so a large keyspace never holds back the poll of known keys. A cluster's
 //! scan, and one for keys the server reported changed (a new queue), still run inside the poll.
 //!
+//! Job-library presets over every queue (`queue: "*"`) find their queues the same way: by a
+//! marker key every queue has (a pattern), or from the set the library keeps its queue names
+//! in (Sidekiq `queues`, RQ `rq:queues`, kombu's binding sets), read with `SMEMBERS` at the same
+//! interval, inside the poll (one command per set).
+//!
 //! Redis deletes a list or sorted set when its last element goes, so such a key found by a
 //! pattern stays polled after it empties (served as `0`, and a job pushed into it is seen on
 //! the next poll) until it has been missing for `pattern_key_retention`.
@@ -14,8 +19,10 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use super::config::{KeyType, RedisTarget};
+use super::batch::Batch;
+use super::config::KeyType;
 use super::node::{self, Scanned};
+use super::reply;
 use super::topology::Topology;
 use super::tracking::Tracking;
 use crate::sources::source::SourceError;
@@ -23,10 +30,28 @@ use crate::sources::source::SourceError;
 /// Most keys one pattern may match; beyond it the pattern is an error rather than a surprise.
 pub const MAX_KEYS_PER_PATTERN: usize = 100_000;
 
+/// What a source's metrics need found: the keys of patterns, and the members of registry sets.
+#[derive(Debug, Default)]
+pub struct Wanted {
+    /// (pattern, type) pairs to scan for.
+    pub patterns: BTreeSet<(String, KeyType)>,
+    /// Sets whose members are read (job-library registries).
+    pub sets: BTreeSet<String>,
+    /// Patterns whose matching sets' members are read (each also among `patterns`).
+    pub set_patterns: BTreeSet<String>,
+}
+
 /// The keys of a source's pattern metrics, and when and how they are next looked for.
 pub struct Discovery {
     /// The (pattern, type) pairs scanned for.
     patterns: BTreeSet<(String, KeyType)>,
+    /// Registry sets read by name, and patterns whose sets are read.
+    sets: BTreeSet<String>,
+    set_patterns: BTreeSet<String>,
+    /// Each registry set's members, as last read.
+    members: HashMap<String, Vec<String>>,
+    /// When the registry sets were last read.
+    members_read: Option<Instant>,
     interval: Duration,
     /// Keys polled per (pattern, type), each list sorted: what the last discovery found, plus
     /// list and sorted-set keys that have been missing for less than `key_retention`.
@@ -56,18 +81,21 @@ impl Drop for BackgroundDiscovery {
 }
 
 impl Discovery {
-    /// Discovery for the pattern metrics among `targets`; nothing is scanned before the first
+    /// Discovery of what `wanted` names; nothing is scanned before the first
     /// [`Discovery::run`].
-    pub fn new<'a>(
-        targets: impl IntoIterator<Item = &'a RedisTarget>,
-        interval: Duration,
-        key_retention: Duration,
-    ) -> Self {
+    pub fn new(wanted: Wanted, interval: Duration, key_retention: Duration) -> Self {
+        let Wanted {
+            mut patterns,
+            sets,
+            set_patterns,
+        } = wanted;
+        patterns.extend(set_patterns.iter().map(|p| (p.clone(), KeyType::Set)));
         Discovery {
-            patterns: targets
-                .into_iter()
-                .filter_map(|t| t.pattern.clone().map(|p| (p, t.key_type)))
-                .collect(),
+            patterns,
+            sets,
+            set_patterns,
+            members: HashMap::new(),
+            members_read: None,
             interval,
             keys: HashMap::new(),
             last: None,
@@ -83,6 +111,11 @@ impl Discovery {
         self.keys
             .get(&(pattern.to_string(), key_type))
             .map_or(&[], Vec::as_slice)
+    }
+
+    /// The members of registry set `key`, as last read.
+    pub fn members(&self, key: &str) -> &[String] {
+        self.members.get(key).map_or(&[], Vec::as_slice)
     }
 
     /// Brings the keys up to date as far as this poll should: takes a finished background
@@ -118,6 +151,59 @@ impl Discovery {
                 }
             }
         }
+        if !(self.sets.is_empty() && self.set_patterns.is_empty())
+            && self
+                .members_read
+                .is_none_or(|t| t.elapsed() >= self.interval)
+        {
+            changed |= self.read_sets(topology).await?;
+        }
+        Ok(changed)
+    }
+
+    /// Reads every registry set's members (`SMEMBERS`, one round trip); returns whether any
+    /// changed.
+    async fn read_sets(&mut self, topology: &mut Topology) -> Result<bool, SourceError> {
+        let mut sets: BTreeSet<String> = self.sets.clone();
+        for pattern in &self.set_patterns {
+            sets.extend(self.keys(pattern, KeyType::Set).iter().cloned());
+        }
+        let sets: Vec<String> = sets.into_iter().collect();
+        let mut batch = Batch::new();
+        let idx: Vec<usize> = sets
+            .iter()
+            .map(|set| batch.add(&[b"SMEMBERS", set.as_bytes()]))
+            .collect();
+        batch.seal();
+        let replies = topology.run(&batch, None).await?;
+        let mut members = HashMap::new();
+        for (set, i) in sets.into_iter().zip(idx) {
+            let bad = |what: String| SourceError::BadReply {
+                what: format!("SMEMBERS {set:?}: {what}"),
+            };
+            let v = replies.get(i).ok_or_else(|| bad("no reply".to_string()))?;
+            if let Some(e) = reply::server_error(v) {
+                return Err(bad(format!(
+                    "Redis replied {e} (the set the library lists its queues in)"
+                )));
+            }
+            let items = reply::array(v).map_err(bad)?;
+            if items.len() > MAX_KEYS_PER_PATTERN {
+                return Err(bad(format!(
+                    "{} members, more than the {MAX_KEYS_PER_PATTERN} queues one registry may list",
+                    items.len()
+                )));
+            }
+            let mut names = Vec::with_capacity(items.len());
+            for item in items {
+                names.extend(reply::text(item).map_err(bad)?);
+            }
+            names.sort();
+            members.insert(set, names);
+        }
+        self.members_read = Some(Instant::now());
+        let changed = members != self.members;
+        self.members = members;
         Ok(changed)
     }
 

@@ -13,6 +13,8 @@
 //! - `source`: [`RedisSource`], one poll: discovery, the plan, round one, round two.
 //! - `discovery`: which keys each pattern metric polls (`SCAN ... TYPE`, never `KEYS`).
 //! - `plan`: the series and their round-one commands, made once per set of keys.
+//! - `libraries`: the job-library presets (`{library: bullmq, queue: embed}`), as the generic
+//!   targets each expands into.
 //! - `reads`: per key type and measure, every pair written out: what a series sends and how
 //!   its replies become a value (`timestamp`, `json_pointer`: reading a job's enqueue time).
 //! - `topology`: one server, a Sentinel's master (`sentinel`) or a cluster (`cluster`); they
@@ -30,6 +32,7 @@ pub mod connect;
 mod discovery;
 pub mod glob;
 mod json_pointer;
+pub mod libraries;
 pub mod node;
 mod plan;
 pub mod reads;
@@ -41,7 +44,7 @@ pub mod topology;
 pub mod tracking;
 pub mod wire;
 
-use self::config::{RedisSourceConfig, RedisTarget};
+use self::config::{RedisMetric, RedisSourceConfig};
 use crate::primitives::ConfigError;
 use crate::sources::metric::MetricConfig;
 
@@ -54,7 +57,7 @@ pub use self::source::{Redis, RedisSource};
 pub fn validate_metric(
     _conn: &RedisSourceConfig,
     m: &MetricConfig,
-    target: Option<&RedisTarget>,
+    target: Option<&RedisMetric>,
     at: &str,
 ) -> Result<(), ConfigError> {
     match target {

@@ -1,15 +1,17 @@
 //! The series a Redis source polls and their round-one commands, planned once per set of keys
 //! and reused by every poll until discovery changes the keys.
 //!
-//! Each series is one metric over one key (an exact key, or one a pattern's discovery found);
-//! what it sends and how its replies become a value is the `reads` module's, per key type.
+//! Each series is one metric over one key (an exact key, or one a pattern's discovery found),
+//! or one job library's queue (its preset expanded into generic targets by `libraries`); what
+//! it sends and how its replies become a value is the `reads` module's, per key type.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::batch::Batch;
-use super::config::{KEY_LABEL_FULL, RedisTarget};
-use super::discovery::{Discovery, wildcard_part};
+use super::config::{KEY_LABEL_FULL, KeyType, LibraryTarget, QueueNames, RedisMetric, RedisTarget};
+use super::discovery::{Discovery, Wanted, wildcard_part};
+use super::libraries::{self, Layout, Registry, SCOPE_ALL_QUEUES, SCOPE_QUEUE};
 use super::reads::{Planned, SeriesRead};
 use crate::model::Labels;
 use crate::sources::measure::Measure;
@@ -20,13 +22,13 @@ use crate::sources::metric::MetricConfig;
 pub struct MetricPlan {
     pub name: String,
     pub labels: Labels,
-    pub target: RedisTarget,
+    pub target: RedisMetric,
     pub measure: Measure,
 }
 
 impl MetricPlan {
     /// Metric `m` as read through `target`, its `redis:` block (`None`: not this kind's).
-    pub fn of(m: &MetricConfig, target: Option<&RedisTarget>) -> Option<MetricPlan> {
+    pub fn of(m: &MetricConfig, target: Option<&RedisMetric>) -> Option<MetricPlan> {
         Some(MetricPlan {
             name: m.name.clone(),
             labels: m.labels.clone().into_iter().collect(),
@@ -34,6 +36,86 @@ impl MetricPlan {
             measure: m.measure,
         })
     }
+
+    /// What discovery must find for this metric: its pattern, or its library's queues.
+    fn wanted(&self, wanted: &mut Wanted) {
+        match &self.target {
+            RedisMetric::Keys(t) => {
+                if let Some(p) = &t.pattern {
+                    wanted.patterns.insert((p.clone(), t.key_type));
+                }
+            }
+            RedisMetric::Library(l) => {
+                if l.queue != QueueNames::All {
+                    return;
+                }
+                match libraries::registry(l.library, l.prefix()) {
+                    Registry::Set(key) => {
+                        wanted.sets.insert(key);
+                    }
+                    Registry::SetsMatching(pattern) => {
+                        wanted.set_patterns.insert(pattern);
+                    }
+                    Registry::Marker(pattern, key_type) => {
+                        wanted.patterns.insert((pattern, key_type));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The keys and patterns a change to which should wake a poll.
+    pub fn watched(&self, keys: &mut Vec<String>, patterns: &mut Vec<String>) {
+        match &self.target {
+            RedisMetric::Keys(t) => {
+                keys.extend(t.key.clone());
+                patterns.extend(t.pattern.clone());
+                keys.extend(
+                    t.also
+                        .iter()
+                        .filter(|a| !a.key.contains("{match}"))
+                        .map(|a| a.key.clone()),
+                );
+            }
+            RedisMetric::Library(l) => match &l.queue {
+                QueueNames::Named(queues) => {
+                    for queue in queues {
+                        for read in preset_reads(l, queue, self.measure) {
+                            keys.extend(read.target.key.clone());
+                            keys.extend(read.target.also.iter().map(|a| a.key.clone()));
+                        }
+                    }
+                }
+                QueueNames::All => {
+                    match libraries::registry(l.library, l.prefix()) {
+                        Registry::Set(key) => keys.push(key),
+                        Registry::SetsMatching(p) | Registry::Marker(p, _) => patterns.push(p),
+                    }
+                    for read in preset_reads(l, "", self.measure) {
+                        keys.extend(read.target.key.clone());
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The generic reads of `l`'s preset for `queue` (none where the measure is unknowable).
+fn preset_reads(l: &LibraryTarget, queue: &str, measure: Measure) -> Vec<libraries::PresetRead> {
+    match libraries::layout(l.library, l.prefix(), queue, measure) {
+        Layout::PerQueue(r) => vec![*r],
+        Layout::AllQueues(reads) => reads,
+        Layout::Unknowable(_) => Vec::new(),
+    }
+}
+
+/// What discovery must find for `metrics`.
+pub fn wanted(metrics: &[MetricPlan]) -> Wanted {
+    let mut wanted = Wanted::default();
+    for m in metrics {
+        m.wanted(&mut wanted);
+    }
+    wanted
 }
 
 /// Every series of a source with its round-one plan, and the round-one batch itself.
@@ -48,26 +130,173 @@ pub struct Plan {
 
 /// One metric over one key.
 pub struct PlannedSeries {
-    /// Its metric's index in the source's metric list.
-    pub metric: usize,
     pub metric_name: Arc<str>,
+    /// What is read: the metric's target, or the target a preset expanded to for this queue.
+    pub target: Arc<RedisTarget>,
+    /// The generic measure read (a preset's `due` is a sorted set's `ready`).
+    pub measure: Measure,
     /// Shared by the series of every metric over the same key.
     pub key: Arc<str>,
     pub labels: Arc<Labels>,
     pub planned: Planned,
+    /// How the series' key was chosen, which says what its absence means.
+    pub origin: KeyOrigin,
+}
+
+/// How a series' key was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrigin {
+    /// Written in the config (a `key`, or a named queue of a preset): a key that has never
+    /// existed is as likely a typo, and is logged.
+    Configured,
+    /// Found by a pattern: kept while missing for `pattern_key_retention`.
+    Pattern,
+    /// A queue a library's registry or layout showed, or a structure for all queues.
+    Found,
 }
 
 impl PlannedSeries {
     /// How this series is read, in database `db`.
-    pub fn read<'a>(&'a self, metrics: &'a [MetricPlan], db: i64) -> SeriesRead<'a> {
-        let m = &metrics[self.metric];
+    pub fn read(&self, db: i64) -> SeriesRead<'_> {
         SeriesRead {
-            target: &m.target,
-            measure: m.measure,
+            target: &self.target,
+            measure: self.measure,
             key: &self.key,
             db,
         }
     }
+}
+
+/// One series about to be planned.
+struct Candidate {
+    target: Arc<RedisTarget>,
+    measure: Measure,
+    key: String,
+    labels: Labels,
+    origin: KeyOrigin,
+    /// Why it cannot be read (a preset measure its library does not keep).
+    unknowable: Option<Arc<str>>,
+}
+
+/// The series of generic metric `m` over `t`.
+fn key_candidates(m: &MetricPlan, t: &RedisTarget, discovery: &Discovery) -> Vec<Candidate> {
+    let shared = Arc::new(t.clone());
+    let one = |key: &str, labels: Labels, target: Arc<RedisTarget>, origin| Candidate {
+        target,
+        measure: m.measure,
+        key: key.to_string(),
+        labels,
+        origin,
+        unknowable: None,
+    };
+    match (&t.key, &t.pattern) {
+        (Some(key), _) => {
+            let mut labels = m.labels.clone();
+            labels.insert(KEY_LABEL_FULL.to_string(), key.clone());
+            vec![one(key, labels, shared, KeyOrigin::Configured)]
+        }
+        (None, Some(pattern)) => discovery
+            .keys(pattern, t.key_type)
+            .iter()
+            .map(|key| {
+                let matched = wildcard_part(pattern, key);
+                let mut labels = m.labels.clone();
+                labels.insert(KEY_LABEL_FULL.to_string(), key.clone());
+                labels.insert(t.key_label().to_string(), matched.clone());
+                // `also` keys name the match: this series' own copy of the target.
+                let target = if t.also.iter().any(|a| a.key.contains("{match}")) {
+                    let mut own = t.clone();
+                    for also in &mut own.also {
+                        also.key = also.key.replace("{match}", &matched);
+                    }
+                    Arc::new(own)
+                } else {
+                    shared.clone()
+                };
+                one(key, labels, target, KeyOrigin::Pattern)
+            })
+            .collect(),
+        (None, None) => Vec::new(),
+    }
+}
+
+/// The series of preset metric `m` over `l`: one per queue (named or found), or one per
+/// structure the library keeps for all queues.
+fn library_candidates(m: &MetricPlan, l: &LibraryTarget, discovery: &Discovery) -> Vec<Candidate> {
+    let (queues, origin) = match &l.queue {
+        QueueNames::Named(names) => (names.clone(), KeyOrigin::Configured),
+        QueueNames::All => (
+            libraries::found_queues(l.library, l.prefix(), discovery),
+            KeyOrigin::Found,
+        ),
+    };
+    let labels = |queue: &str, scope: &str, key: &str| {
+        let mut labels = m.labels.clone();
+        labels.insert("library".to_string(), l.library.as_str().to_string());
+        labels.insert("queue".to_string(), queue.to_string());
+        labels.insert("scope".to_string(), scope.to_string());
+        if !key.is_empty() {
+            labels.insert(KEY_LABEL_FULL.to_string(), key.to_string());
+        }
+        labels
+    };
+    // Whether the measure is kept per queue does not depend on the queue.
+    if let Layout::AllQueues(reads) = libraries::layout(l.library, l.prefix(), "", m.measure) {
+        return reads
+            .into_iter()
+            .map(|r| {
+                let key = r.target.key.clone().unwrap_or_default();
+                Candidate {
+                    labels: labels(SCOPE_ALL_QUEUES, SCOPE_ALL_QUEUES, &key),
+                    target: Arc::new(r.target),
+                    measure: r.measure,
+                    key,
+                    origin: KeyOrigin::Found,
+                    unknowable: None,
+                }
+            })
+            .collect();
+    }
+    queues
+        .iter()
+        .map(
+            |queue| match libraries::layout(l.library, l.prefix(), queue, m.measure) {
+                Layout::PerQueue(r) => {
+                    let libraries::PresetRead { target, measure } = *r;
+                    let key = target.key.clone().unwrap_or_default();
+                    Candidate {
+                        labels: labels(queue, SCOPE_QUEUE, &key),
+                        target: Arc::new(target),
+                        measure,
+                        key,
+                        origin,
+                        unknowable: None,
+                    }
+                }
+                other => {
+                    let why = match other {
+                        Layout::Unknowable(why) => why,
+                        // Not reached: a measure kept for all queues returned above.
+                        Layout::PerQueue(_) | Layout::AllQueues(_) => {
+                            "kept for all queues (see the series with scope all-queues)".into()
+                        }
+                    };
+                    Candidate {
+                        labels: labels(queue, SCOPE_QUEUE, ""),
+                        target: Arc::new(RedisTarget::exact(KeyType::List, "")),
+                        measure: m.measure,
+                        key: String::new(),
+                        origin: KeyOrigin::Found,
+                        unknowable: Some(Arc::from(format!(
+                            "{} {}: {why}",
+                            l.library.as_str(),
+                            m.measure
+                        ))),
+                    }
+                }
+            },
+        )
+        .collect()
 }
 
 impl Plan {
@@ -82,59 +311,47 @@ impl Plan {
         // age) share one copy of each label set: a series' labels are most of its memory.
         let mut shared: HashSet<Arc<Labels>> = HashSet::new();
         let mut shared_keys: HashSet<Arc<str>> = HashSet::new();
-        for (i, m) in metrics.iter().enumerate() {
+        for m in metrics {
             let metric_name: Arc<str> = Arc::from(m.name.as_str());
-            let keys: Vec<(String, Labels)> = match (&m.target.key, &m.target.pattern) {
-                (Some(key), _) => {
-                    let mut labels = m.labels.clone();
-                    labels.insert(KEY_LABEL_FULL.to_string(), key.clone());
-                    vec![(key.clone(), labels)]
-                }
-                (None, Some(pattern)) => discovery
-                    .keys(pattern, m.target.key_type)
-                    .iter()
-                    .map(|key| {
-                        let mut labels = m.labels.clone();
-                        labels.insert(KEY_LABEL_FULL.to_string(), key.clone());
-                        labels.insert(
-                            m.target.key_label().to_string(),
-                            wildcard_part(pattern, key),
-                        );
-                        (key.clone(), labels)
-                    })
-                    .collect(),
-                (None, None) => Vec::new(),
+            let candidates = match &m.target {
+                RedisMetric::Keys(t) => key_candidates(m, t, discovery),
+                RedisMetric::Library(l) => library_candidates(m, l, discovery),
             };
-            for (key, labels) in keys {
-                let read = SeriesRead {
-                    target: &m.target,
-                    measure: m.measure,
-                    key: &key,
-                    db,
+            for c in candidates {
+                let planned = match c.unknowable {
+                    Some(why) => Planned::Unknowable(why),
+                    None => SeriesRead {
+                        target: &c.target,
+                        measure: c.measure,
+                        key: &c.key,
+                        db,
+                    }
+                    .plan(&mut first),
                 };
-                let planned = read.plan(&mut first);
-                let key = match shared_keys.get(key.as_str()) {
+                let key = match shared_keys.get(c.key.as_str()) {
                     Some(k) => k.clone(),
                     None => {
-                        let k: Arc<str> = Arc::from(key.as_str());
+                        let k: Arc<str> = Arc::from(c.key.as_str());
                         shared_keys.insert(k.clone());
                         k
                     }
                 };
-                let labels = match shared.get(&labels) {
+                let labels = match shared.get(&c.labels) {
                     Some(l) => l.clone(),
                     None => {
-                        let l = Arc::new(labels);
+                        let l = Arc::new(c.labels);
                         shared.insert(l.clone());
                         l
                     }
                 };
                 series.push(PlannedSeries {
-                    metric: i,
                     metric_name: metric_name.clone(),
+                    target: c.target,
+                    measure: c.measure,
                     key,
                     labels,
                     planned,
+                    origin: c.origin,
                 });
             }
         }

@@ -9,7 +9,9 @@
 use redis::Value;
 
 use super::batch::Batch;
-use super::config::{KeyType, ListEnd, RedisTarget, ScoreUnit, TimestampSpec};
+use std::sync::Arc;
+
+use super::config::{KeyType, ListEnd, MAX_MEMBERS_AGED, RedisTarget, ScoreUnit, TimestampSpec};
 use super::reply;
 use super::timestamp;
 use crate::model::SeriesError;
@@ -62,6 +64,9 @@ pub enum Planned {
     /// Nothing: the measure does not apply to the key type (config validation refuses such a
     /// metric, so this is only ever seen by a caller that skipped it).
     Inapplicable,
+    /// Nothing: a job library does not keep what the measure counts; every poll answers this
+    /// error, which says why and what would make it knowable.
+    Unknowable(Arc<str>),
 }
 
 /// The measures a Redis key can be read for, out of every kind's [`Measure`]s: what
@@ -103,31 +108,49 @@ impl RedisRead {
             | Measure::KvCacheUsageRatio
             | Measure::QueueTimeSeconds
             | Measure::Value
-            | Measure::Rate => None,
+            | Measure::Rate
+            // A job library's measures are read through the generic ones its preset names.
+            | Measure::InFlight
+            | Measure::Due
+            | Measure::Failed => None,
         }
     }
 }
 
 /// The keys a length or list-age series reads, each with its command's reply index: the
-/// series' own key alone, unless kombu priority sub-lists are configured. Kept per series for
-/// every poll, so the usual case holds no copy of the key.
+/// series' own key alone, unless kombu priority sub-lists or `also` keys are configured. Kept
+/// per series for every poll, so the usual case holds no copy of the key.
 #[derive(Debug, Clone)]
 pub enum Parts {
     /// The series' own key.
     Own(usize),
-    /// The series' key and its kombu sub-lists.
-    Keys(Box<[(usize, String)]>),
+    /// The series' key, its kombu sub-lists and its `also` keys.
+    Keys(Box<[Part]>),
+}
+
+/// One key of a queue kept across several.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// Its command's reply index.
+    idx: usize,
+    key: String,
+    /// A list, or a sorted set of job ids (`also`).
+    key_type: KeyType,
 }
 
 impl Parts {
-    /// Each key read (`own` is the series' key) and its reply index.
-    fn each<'a>(&'a self, own: &'a str) -> impl Iterator<Item = (usize, &'a str)> + 'a {
+    /// Each key read (`own` is the series' key, of type `own_type`) with its reply index.
+    fn each<'a>(
+        &'a self,
+        own: &'a str,
+        own_type: KeyType,
+    ) -> impl Iterator<Item = (usize, &'a str, KeyType)> + 'a {
         let (one, many) = match self {
-            Parts::Own(i) => (Some((*i, own)), &[][..]),
+            Parts::Own(i) => (Some((*i, own, own_type)), &[][..]),
             Parts::Keys(keys) => (None, &keys[..]),
         };
         one.into_iter()
-            .chain(many.iter().map(|(i, k)| (*i, k.as_str())))
+            .chain(many.iter().map(|p| (p.idx, p.key.as_str(), p.key_type)))
     }
 }
 
@@ -169,14 +192,29 @@ impl SeriesRead<'_> {
         };
         match (self.target.key_type, read) {
             (KeyType::List, RedisRead::Length) => {
-                Planned::Sum(self.list_parts(|lk| batch.add(&[b"LLEN", lk])))
+                Planned::Sum(self.list_parts(|lk, ty| match ty {
+                    KeyType::Zset => batch.add(&[b"ZCARD", lk]),
+                    _ => batch.add(&[b"LLEN", lk]),
+                }))
             }
             (KeyType::List, RedisRead::OldestAge) => {
                 let index: &[u8] = match self.target.oldest_at.unwrap_or(ListEnd::Tail) {
                     ListEnd::Head => b"0",
                     ListEnd::Tail => b"-1",
                 };
-                Planned::ListOldest(self.list_parts(|lk| batch.add(&[b"LINDEX", lk, index])))
+                // A sorted set's order is not enqueue order: all its members (one more than
+                // the bound, to tell a larger set).
+                let last = MAX_MEMBERS_AGED.to_string();
+                Planned::ListOldest(self.list_parts(|lk, ty| match ty {
+                    KeyType::Zset => batch.add(&[b"ZRANGE", lk, b"0", last.as_bytes()]),
+                    _ => batch.add(&[b"LINDEX", lk, index]),
+                }))
+            }
+            (KeyType::Hash, RedisRead::Length) => {
+                Planned::Sum(Parts::Own(batch.add(&[b"HLEN", k])))
+            }
+            (KeyType::Set, RedisRead::Length) => {
+                Planned::Sum(Parts::Own(batch.add(&[b"SCARD", k])))
             }
             (KeyType::Stream, RedisRead::Length) => Planned::StreamLength {
                 type_idx: batch.add(&[b"TYPE", k]),
@@ -223,28 +261,51 @@ impl SeriesRead<'_> {
                 | RedisRead::Pending
                 | RedisRead::OldestPendingAge
                 | RedisRead::OldestUnprocessedAge,
+            )
+            | (
+                KeyType::Hash | KeyType::Set,
+                RedisRead::OldestAge
+                | RedisRead::Lag
+                | RedisRead::Pending
+                | RedisRead::OldestPendingAge
+                | RedisRead::OldestUnprocessedAge
+                | RedisRead::Ready,
             ) => Planned::Inapplicable,
         }
     }
 
-    /// The lists a list series reads, each planned by `add`: the key, plus kombu priority
-    /// sub-lists when configured.
-    fn list_parts(&self, mut add: impl FnMut(&[u8]) -> usize) -> Parts {
-        let own = add(self.key.as_bytes());
-        let subs: Vec<String> = self
+    /// The keys a list series reads, each planned by `add`: the list, plus kombu priority
+    /// sub-lists and `also` keys when configured.
+    fn list_parts(&self, mut add: impl FnMut(&[u8], KeyType) -> usize) -> Parts {
+        let own = add(self.key.as_bytes(), KeyType::List);
+        let subs = self
             .target
             .kombu_priority_steps
             .iter()
             .flatten()
             // Step 0 is the plain list itself in kombu.
             .filter(|step| **step != 0)
-            .map(|step| format!("{}{KOMBU_PRIORITY_SEP}{step}", self.key))
-            .collect();
-        if subs.is_empty() {
+            .map(|step| {
+                (
+                    format!("{}{KOMBU_PRIORITY_SEP}{step}", self.key),
+                    KeyType::List,
+                )
+            });
+        let also = self.target.also.iter().map(|a| (a.key.clone(), a.key_type));
+        let others: Vec<(String, KeyType)> = subs.chain(also).collect();
+        if others.is_empty() {
             return Parts::Own(own);
         }
-        let mut keys = vec![(own, self.key.to_string())];
-        keys.extend(subs.into_iter().map(|k| (add(k.as_bytes()), k)));
+        let mut keys = vec![Part {
+            idx: own,
+            key: self.key.to_string(),
+            key_type: KeyType::List,
+        }];
+        keys.extend(others.into_iter().map(|(key, key_type)| Part {
+            idx: add(key.as_bytes(), key_type),
+            key,
+            key_type,
+        }));
         Parts::Keys(keys.into_boxed_slice())
     }
 
@@ -258,16 +319,16 @@ impl SeriesRead<'_> {
             Some(_) => true,
         };
         match planned {
-            Planned::Sum(parts) | Planned::ListOldest(parts) => {
-                parts.each(self.key).any(|(i, _)| holds(&i))
-            }
+            Planned::Sum(parts) | Planned::ListOldest(parts) => parts
+                .each(self.key, self.target.key_type)
+                .any(|(i, _, _)| holds(&i)),
             Planned::StreamLength { type_idx, .. } | Planned::StreamGroup { type_idx, .. } => {
                 replies
                     .get(*type_idx)
                     .is_some_and(|v| !matches!(reply::text(v), Ok(Some(t)) if t == "none"))
             }
             Planned::ZsetOldest(i) | Planned::ZsetReady(i) => holds(i),
-            Planned::Inapplicable => false,
+            Planned::Inapplicable | Planned::Unknowable(_) => false,
         }
     }
 
@@ -351,14 +412,11 @@ impl SeriesRead<'_> {
                     self.target.key_type.redis_name()
                 ));
             }
+            Planned::Unknowable(why) => return Err(why.to_string()),
             Planned::Sum(parts) => {
                 let mut total = 0i64;
-                for (i, part_key) in parts.each(key) {
-                    let v = checked(
-                        get(replies, i, part_key)?,
-                        part_key,
-                        expected(self.target.key_type),
-                    )?;
+                for (i, part_key, part_type) in parts.each(key, self.target.key_type) {
+                    let v = checked(get(replies, i, part_key)?, part_key, expected(part_type))?;
                     total = total.saturating_add(
                         reply::int(v).map_err(|e| format!("key {part_key:?}: {e}"))?,
                     );
@@ -422,41 +480,34 @@ impl SeriesRead<'_> {
         };
         let mut oldest: Option<f64> = None;
         let mut lookups = Vec::new();
-        for (i, list_key) in parts.each(self.key) {
-            let v = checked(get(replies, i, list_key)?, list_key, "a list")?;
+        for (i, part_key, part_type) in parts.each(self.key, KeyType::List) {
+            let v = checked(get(replies, i, part_key)?, part_key, expected(part_type))?;
+            if part_type == KeyType::Zset {
+                let members = reply::array(v)?;
+                if members.len() > MAX_MEMBERS_AGED {
+                    return Err(format!(
+                        "sorted set {part_key:?} holds more than {MAX_MEMBERS_AGED} jobs: its order is not enqueue order, so the oldest is found by reading every job's time, which is not done beyond {MAX_MEMBERS_AGED}"
+                    ));
+                }
+                for member in members {
+                    if let Some(element) = reply::bytes(member)? {
+                        self.element_time(
+                            element,
+                            part_key,
+                            spec,
+                            next,
+                            &mut lookups,
+                            &mut oldest,
+                        )?;
+                    }
+                }
+                continue;
+            }
             // An empty list does not exist in Redis: nil here means this list holds nothing.
             let Some(element) = reply::bytes(v)? else {
                 continue;
             };
-            match (&spec.json_pointer, &spec.hash, &spec.field) {
-                (Some(pointer), None, _) => {
-                    let ms = timestamp::from_json(element, pointer, spec.unit)
-                        .map_err(|e| format!("oldest element of list {list_key:?}: {e}"))?;
-                    oldest = Some(oldest.map_or(ms, |o: f64| o.min(ms)));
-                }
-                (None, Some(template), Some(field)) => {
-                    let id = String::from_utf8_lossy(element);
-                    let hash = template.replace("{id}", &id).replace("{key}", list_key);
-                    let idx = next.add(&[b"HGET", hash.as_bytes(), field.as_bytes()]);
-                    lookups.push(HashLookup {
-                        idx,
-                        hash,
-                        element: None,
-                    });
-                }
-                (Some(_), Some(template), None) => {
-                    // One hash keeps every element's JSON under the element (dramatiq, bee-queue).
-                    let hash = template.replace("{key}", list_key);
-                    let idx = next.add(&[b"HGET", hash.as_bytes(), element]);
-                    let element = Some(String::from_utf8_lossy(element).into_owned());
-                    lookups.push(HashLookup { idx, hash, element });
-                }
-                _ => {
-                    return Err(
-                        "timestamp needs json_pointer, hash + field, or hash + json_pointer".into(),
-                    );
-                }
-            }
+            self.element_time(element, part_key, spec, next, &mut lookups, &mut oldest)?;
         }
         if !lookups.is_empty() {
             // json_pointer and hash are exclusive (config validation), so lookups decide alone.
@@ -467,6 +518,49 @@ impl SeriesRead<'_> {
             Some(ms) => timestamp::age_seconds(ms, now_ms)
                 .map_err(|e| SeriesError::new(format!("list {key:?}: {e}", key = self.key))),
         }))
+    }
+
+    /// The enqueue time of one job (`element`, an element of `list_key`): read from the
+    /// element itself into `oldest`, or a round-two lookup pushed to `lookups`.
+    fn element_time(
+        &self,
+        element: &[u8],
+        list_key: &str,
+        spec: &TimestampSpec,
+        next: &mut Batch,
+        lookups: &mut Vec<HashLookup>,
+        oldest: &mut Option<f64>,
+    ) -> Result<(), String> {
+        match (&spec.json_pointer, &spec.hash, &spec.field) {
+            (Some(pointer), None, _) => {
+                let ms = timestamp::from_json(element, pointer, spec.unit)
+                    .map_err(|e| format!("oldest element of {list_key:?}: {e}"))?;
+                *oldest = Some(oldest.map_or(ms, |o: f64| o.min(ms)));
+            }
+            (None, Some(template), Some(field)) => {
+                let id = String::from_utf8_lossy(element);
+                let hash = template.replace("{id}", &id).replace("{key}", list_key);
+                let idx = next.add(&[b"HGET", hash.as_bytes(), field.as_bytes()]);
+                lookups.push(HashLookup {
+                    idx,
+                    hash,
+                    element: None,
+                });
+            }
+            (Some(_), Some(template), None) => {
+                // One hash keeps every element's JSON under the element (dramatiq, bee-queue).
+                let hash = template.replace("{key}", list_key);
+                let idx = next.add(&[b"HGET", hash.as_bytes(), element]);
+                let element = Some(String::from_utf8_lossy(element).into_owned());
+                lookups.push(HashLookup { idx, hash, element });
+            }
+            _ => {
+                return Err(
+                    "timestamp needs json_pointer, hash + field, or hash + json_pointer".into(),
+                );
+            }
+        }
+        Ok(())
     }
 
     fn stream_group(
@@ -575,6 +669,8 @@ fn expected(kt: KeyType) -> &'static str {
         KeyType::List => "a list",
         KeyType::Stream => "a stream",
         KeyType::Zset => "a sorted set",
+        KeyType::Hash => "a hash",
+        KeyType::Set => "a set",
     }
 }
 
@@ -651,10 +747,10 @@ mod tests {
             db: 0,
         };
         let mut batch = Batch::new();
-        let parts = read.list_parts(|k| batch.add(&[b"LLEN", k]));
+        let parts = read.list_parts(|k, _| batch.add(&[b"LLEN", k]));
         let keys: Vec<String> = parts
-            .each("celery")
-            .map(|(i, k)| {
+            .each("celery", KeyType::List)
+            .map(|(i, k, _)| {
                 assert_eq!(batch.key(i), Some(k.as_bytes()));
                 k.to_string()
             })
@@ -676,7 +772,7 @@ mod tests {
             ..read
         };
         assert!(matches!(
-            read.list_parts(|k| batch.add(&[b"LLEN", k])),
+            read.list_parts(|k, _| batch.add(&[b"LLEN", k])),
             Parts::Own(_)
         ));
     }

@@ -7,9 +7,9 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use super::batch::Batch;
-use super::config::{RedisSourceConfig, RedisTarget};
+use super::config::{RedisMetric, RedisSourceConfig};
 use super::discovery::Discovery;
-use super::plan::{MetricPlan, Plan};
+use super::plan::{self, KeyOrigin, MetricPlan, Plan};
 use super::reads::Pending;
 use super::reply;
 use super::topology::Topology;
@@ -20,12 +20,12 @@ use crate::sources::source::{Source, SourceError};
 use crate::wake::{WakePace, WakeSignal};
 
 /// The Redis kind, naming its two blocks: `sources.<name>.redis` ([`RedisSourceConfig`]) and
-/// `metrics[].redis` ([`RedisTarget`]).
+/// `metrics[].redis` ([`RedisMetric`]).
 pub struct Redis;
 
 impl Blocks for Redis {
     type Connection = RedisSourceConfig;
-    type Target = RedisTarget;
+    type Target = RedisMetric;
 }
 
 /// A Redis server (or Sentinel set, or cluster) and the metrics read from it.
@@ -68,8 +68,7 @@ impl RedisSource {
         let tracking = spec.connection.wake.enabled.then(|| {
             let (mut keys, mut patterns) = (Vec::new(), Vec::new());
             for m in &metrics {
-                keys.extend(m.target.key.clone());
-                patterns.extend(m.target.pattern.clone());
+                m.watched(&mut keys, &mut patterns);
             }
             let signal = WakeSignal::new(WakePace {
                 debounce: spec.connection.wake.debounce.0,
@@ -78,7 +77,7 @@ impl RedisSource {
             Tracking::new(spec.name, signal, &keys, &patterns)
         });
         let discovery = Discovery::new(
-            metrics.iter().map(|m| &m.target),
+            plan::wanted(&metrics),
             spec.discovery_interval,
             spec.pattern_key_retention,
         );
@@ -169,17 +168,20 @@ impl RedisSource {
             .series
             .iter()
             .map(|s| {
-                let read = s.read(&self.metrics, self.db);
+                let read = s.read(self.db);
                 let exists = read.exists(&s.planned, &replies);
-                let target = read.target;
-                let never_seen = if target.key.is_some() {
-                    if exists && !self.seen.contains(&*s.key) {
-                        self.seen.insert(s.key.to_string());
+                let never_seen = match s.origin {
+                    KeyOrigin::Configured => {
+                        if exists && !self.seen.contains(&*s.key) {
+                            self.seen.insert(s.key.to_string());
+                        }
+                        read.target.key_type.deleted_when_empty() && !self.seen.contains(&*s.key)
                     }
-                    target.key_type.deleted_when_empty() && !self.seen.contains(&*s.key)
-                } else {
-                    self.discovery.note_presence(&s.key, exists, polled_at);
-                    false
+                    KeyOrigin::Pattern => {
+                        self.discovery.note_presence(&s.key, exists, polled_at);
+                        false
+                    }
+                    KeyOrigin::Found => false,
                 };
                 if never_seen && !self.warned.contains(&*s.key) {
                     self.warned.insert(s.key.to_string());
@@ -205,7 +207,7 @@ impl RedisSource {
                 ..Sample::new(
                     s.metric_name.clone(),
                     s.labels.clone(),
-                    s.read(&self.metrics, self.db).finish(p, &replies, now_ms),
+                    s.read(self.db).finish(p, &replies, now_ms),
                 )
             })
             .collect();
