@@ -713,21 +713,44 @@ const connection = { host: u.hostname, port: Number(u.port), db: Number(u.pathna
   const first = Date.now();
   for (let n = 0; n < 5; n++) await q.add('embed', { n });
   await q.add('embed', { n: 5 }, { priority: 1 });
+  // Delayed: one due in 300 ms (a worker promotes it, none runs yet), one in an hour.
+  await q.add('embed', { n: 6 }, { delay: 300 });
+  await q.add('embed', { n: 99 }, { delay: 3600000 });
   await q.close();
   console.log(JSON.stringify({ first_ms: first }));
 })().catch((e) => { console.error(e); process.exit(1); });
 "#;
 
-const BULLMQ_WORK: &str = r#"
+/// Pauses the queue and adds two jobs: BullMQ 5 moves the waiting jobs to the `:paused` list and
+/// adds there; BullMQ 6 keeps them in `:wait` (meta `paused`).
+const BULLMQ_PAUSE: &str = r#"
 const [pkg, url, prefix] = process.argv.slice(1);
-const { Worker } = require(pkg);
+const { Queue } = require(pkg);
+const u = new URL(url);
+const connection = { host: u.hostname, port: Number(u.port), db: Number(u.pathname.slice(1) || 0) };
+(async () => {
+  const q = new Queue('embed', { prefix, connection });
+  await q.pause();
+  await q.add('embed', { n: 7 });
+  await q.add('embed', { n: 8 });
+  await q.close();
+  console.log('{}');
+})().catch((e) => { console.error(e); process.exit(1); });
+"#;
+
+const BULLMQ_WORK: &str = r#"
+const [pkg, url, prefix, count] = process.argv.slice(1);
+const { Queue, Worker } = require(pkg);
 const u = new URL(url);
 const connection = { host: u.hostname, port: Number(u.port), db: Number(u.pathname.slice(1) || 0) };
 const runs = {};
-const w = new Worker('embed', async (job) => { runs[job.data.n] = (runs[job.data.n] || 0) + 1; }, { prefix, connection });
 (async () => {
+  const q = new Queue('embed', { prefix, connection });
+  await q.resume();
+  await q.close();
+  const w = new Worker('embed', async (job) => { runs[job.data.n] = (runs[job.data.n] || 0) + 1; }, { prefix, connection });
   const deadline = Date.now() + 30000;
-  while (Object.keys(runs).length < 6 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  while (Object.keys(runs).length < Number(count) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   await new Promise((r) => setTimeout(r, 500));
   await w.close();
   console.log(JSON.stringify({ runs }));
@@ -761,17 +784,43 @@ async fn bullmq_jobs_are_counted_in_wait_and_prioritized_and_aged_from_their_has
       type: list
       key: "{bull}:embed:wait"
       timestamp: {{hash: "{bull}:embed:{{id}}", field: timestamp, unit: ms}}
-"#
+  - {{name: p_due, source: jobs, measure: due, redis: {{library: bullmq, queue: embed, prefix: "{bull}"}}}}
+{}"#,
+                preset("bullmq", &format!(", prefix: \"{bull}\""))
             ),
         );
         let a = Adapter::start(&config).await;
         check_served(&a, &url, 5.0, first_ms).await;
         a.wait_for("prioritized", None, SERVED, value_is(1.0)).await;
-        let report = node(BULLMQ_WORK, &[pkg, &url, &bull], SCRIPT_LIMIT).await;
-        ran_once(&printed(&report), 6);
+        // The preset adds the prioritized job to the five in the list.
+        check_preset(&a, &url, 6.0, first_ms, "bullmq").await;
+        a.wait_for("p_due", None, SERVED, value_is(1.0)).await;
+        // Paused, two more: still waiting work, wherever this version keeps it.
+        node(BULLMQ_PAUSE, &[pkg, &url, &bull], SCRIPT_LIMIT).await;
+        let mut conn = connect(&url).await;
+        let paused: i64 = cmd(&mut conn, &["LLEN", &format!("{bull}:embed:paused")]).await;
+        assert_eq!(
+            paused,
+            if pkg == "bullmq5" { 7 } else { 0 },
+            "{pkg}: BullMQ 5 keeps a paused queue's jobs in :paused, 6 in :wait"
+        );
+        a.wait_for("p_waiting", None, SERVED, value_is(8.0)).await;
+        let (status, body) = a.metric("p_oldest", None).await;
+        let age = single_value(&body);
+        let truth = (server_now_ms(&mut conn).await as f64 - first_ms) / 1000.0;
+        assert!(
+            status == 200 && (age - truth).abs() <= 1.0,
+            "{pkg} paused: {age} s, truth {truth} s: {body}"
+        );
+        // The worker resumes the queue and runs the nine due jobs, not the one due in an hour.
+        let report = node(BULLMQ_WORK, &[pkg, &url, &bull, "9"], SCRIPT_LIMIT).await;
+        ran_once(&printed(&report), 9);
         a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
         a.wait_for("prioritized", None, SERVED, value_is(0.0)).await;
         a.wait_for("oldest", None, SERVED, value_is(0.0)).await;
+        a.wait_for("p_waiting", None, SERVED, value_is(0.0)).await;
+        a.wait_for("p_oldest", None, SERVED, value_is(0.0)).await;
+        a.wait_for("p_due", None, SERVED, value_is(0.0)).await;
         a.stop().await;
     }
 }
