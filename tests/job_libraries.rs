@@ -532,6 +532,9 @@ runs = {}
 
 async def embed(ctx, n):
     runs[str(n)] = runs.get(str(n), 0) + 1
+    # The first job runs long enough to be seen in flight.
+    if n == 0:
+        await asyncio.sleep(float(sys.argv[2]))
 
 async def main():
     # The deferred job keeps the queue from emptying: stop after the five that are due.
@@ -557,6 +560,7 @@ async fn arq_jobs_are_counted_and_aged_from_their_scores() {
   - {name: oldest, source: jobs, measure: oldest_age_seconds, redis: {type: zset, key: "arq:queue", score_unit: ms}}
   - {name: p_waiting, source: jobs, measure: length, redis: {library: arq, queue: "arq:queue"}}
   - {name: p_oldest, source: jobs, measure: oldest_age_seconds, redis: {library: arq, queue: "*"}}
+  - {name: p_in_flight, source: jobs, measure: in_flight, redis: {library: arq, queue: "arq:queue"}}
 "#,
     );
     let a = Adapter::start(&config).await;
@@ -564,13 +568,31 @@ async fn arq_jobs_are_counted_and_aged_from_their_scores() {
     check_served(&a, &url, 5.0, first_ms).await;
     check_served_as(&a, &url, 5.0, first_ms, "p_waiting", "p_oldest").await;
     a.wait_for("queued", None, SERVED, value_is(6.0)).await;
-    let report = python(ARQ_WORK, &[&url], SCRIPT_LIMIT).await;
+    a.wait_for("p_in_flight", None, SERVED, value_is(0.0)).await;
+    // The worker runs the five at once, the first for 3 s. While it runs, it stays in the
+    // sorted set: the generic `ready` still counts it as waiting, the preset sees its
+    // in-progress key and counts it in flight.
+    let args = [url.as_str(), "3"];
+    let (report, ()) = tokio::join!(python(ARQ_WORK, &args, SCRIPT_LIMIT), async {
+        a.wait_for("p_in_flight", None, SERVED, value_is(1.0)).await;
+        a.wait_for("p_waiting", None, SERVED, value_is(0.0)).await;
+        a.wait_for("p_oldest", None, SERVED, value_is(0.0)).await;
+        let (status, body) = a.metric("waiting", None).await;
+        assert_eq!((status, single_value(&body)), (200, 1.0), "{body}");
+        let (status, body) = a.metric("p_in_flight", None).await;
+        assert_eq!(
+            (status, single_value(&body)),
+            (200, 1.0),
+            "still running: {body}"
+        );
+    });
     ran_once(&printed(&report), 5);
     a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
     a.wait_for("oldest", None, SERVED, value_is(0.0)).await;
     a.wait_for("p_waiting", None, SERVED, value_is(0.0)).await;
     a.wait_for("p_oldest", None, SERVED, value_is(0.0)).await;
     a.wait_for("queued", None, SERVED, value_is(1.0)).await;
+    a.wait_for("p_in_flight", None, SERVED, value_is(0.0)).await;
     a.stop().await;
 }
 

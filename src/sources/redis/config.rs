@@ -462,7 +462,12 @@ impl KeyType {
                 Measure::OldestPendingAgeSeconds,
                 Measure::OldestUnprocessedAgeSeconds,
             ],
-            KeyType::Zset => &[Measure::Length, Measure::Ready, Measure::OldestAgeSeconds],
+            KeyType::Zset => &[
+                Measure::Length,
+                Measure::Ready,
+                Measure::OldestAgeSeconds,
+                Measure::InFlight,
+            ],
             KeyType::Hash | KeyType::Set => &[Measure::Length],
         }
     }
@@ -571,6 +576,12 @@ pub struct RedisTarget {
     /// is what the pattern's wildcards matched.
     #[serde(default)]
     pub also: Vec<AlsoKey>,
+    /// Sorted sets of job ids: a key template with `{id}` whose key exists while that job is
+    /// being run (arq's `arq:in-progress:{id}`). Such members are not waiting: `ready` and
+    /// `oldest_age_seconds` leave them out, and `in_flight` counts them, among the
+    /// [`MAX_MEMBERS_AGED`] lowest-scored members.
+    #[serde(default)]
+    pub in_progress: Option<String>,
 }
 
 /// Most members of an `also` sorted set whose times are looked up for `oldest_age_seconds`:
@@ -604,6 +615,7 @@ impl RedisTarget {
             group: None,
             score_unit: None,
             also: Vec::new(),
+            in_progress: None,
         }
     }
 
@@ -804,6 +816,23 @@ impl RedisTarget {
             }
         }
         only_for("also", !self.also.is_empty(), KeyType::List)?;
+        only_for("in_progress", self.in_progress.is_some(), KeyType::Zset)?;
+        if let Some(t) = &self.in_progress
+            && !t.contains("{id}")
+        {
+            return Err(ConfigError::invalid(
+                format!("{at}.in_progress"),
+                format!(
+                    "{t:?} must contain {{id}}, replaced by each member (e.g. arq:in-progress:{{id}})"
+                ),
+            ));
+        }
+        if measure == Measure::InFlight && self.in_progress.is_none() {
+            return Err(ConfigError::invalid(
+                at,
+                "measure in_flight on a sorted set needs in_progress (the key that marks a member being run)",
+            ));
+        }
         if let Some(steps) = &self.kombu_priority_steps
             && steps.is_empty()
         {

@@ -220,14 +220,11 @@ pub fn layout(library: Library, prefix: &str, queue: &str, measure: Measure) -> 
         }
         // arq 0.28 `connections.py:161-175`: one sorted set per queue (its name is the key),
         // member = job id, score = enqueue time in ms (later for a deferred job). A job being
-        // run stays in it until it finishes.
-        (Library::Arq, Length) => read(zset(queue.to_string(), ScoreUnit::Ms), Measure::Ready),
-        (Library::Arq, OldestAgeSeconds) => {
-            read(zset(queue.to_string(), ScoreUnit::Ms), OldestAgeSeconds)
-        }
-        (Library::Arq, InFlight) => unknowable(
-            "arq marks a job being run with a key of its own (arq:in-progress:<id>) and leaves it in the queue's sorted set: there is no count per queue",
-        ),
+        // run stays in it until it finishes, marked by `arq:in-progress:<id>`
+        // (`worker.py:450-465`, `constants.py`): such jobs are not waiting.
+        (Library::Arq, Length) => read(arq_queue(queue), Measure::Ready),
+        (Library::Arq, OldestAgeSeconds) => read(arq_queue(queue), OldestAgeSeconds),
+        (Library::Arq, InFlight) => read(arq_queue(queue), InFlight),
         (Library::Arq, Due) => unknowable(
             "arq keeps deferred jobs in the queue's own sorted set: the due ones are counted in length",
         ),
@@ -300,6 +297,14 @@ pub fn layout(library: Library, prefix: &str, queue: &str, measure: Measure) -> 
         (_, other) => Layout::Unknowable(format!(
             "measure {other} does not apply to a job library's queue"
         )),
+    }
+}
+
+/// An arq queue: its sorted set, scored in ms, whose members being run have an in-progress key.
+fn arq_queue(queue: &str) -> RedisTarget {
+    RedisTarget {
+        in_progress: Some("arq:in-progress:{id}".into()),
+        ..zset(queue.to_string(), ScoreUnit::Ms)
     }
 }
 

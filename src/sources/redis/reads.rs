@@ -61,6 +61,14 @@ pub enum Planned {
     ZsetOldest(usize),
     /// `ZCARD` in round one; where it is not 0, `ZCOUNT` to the server's now in round two.
     ZsetReady(usize),
+    /// A sorted set whose members may be being run (`in_progress`): `ZCARD` and its lowest
+    /// [`MAX_MEMBERS_AGED`] members with scores; in round two, whether each is being run.
+    ZsetRunning {
+        /// `ZCARD key`.
+        card: usize,
+        /// `ZRANGE key 0 N-1 WITHSCORES`.
+        range: usize,
+    },
     /// Nothing: the measure does not apply to the key type (config validation refuses such a
     /// metric, so this is only ever seen by a caller that skipped it).
     Inapplicable,
@@ -80,6 +88,7 @@ enum RedisRead {
     OldestPendingAge,
     OldestUnprocessedAge,
     Ready,
+    InFlight,
 }
 
 impl RedisRead {
@@ -93,6 +102,7 @@ impl RedisRead {
             Measure::OldestPendingAgeSeconds => Some(RedisRead::OldestPendingAge),
             Measure::OldestUnprocessedAgeSeconds => Some(RedisRead::OldestUnprocessedAge),
             Measure::Ready => Some(RedisRead::Ready),
+            Measure::InFlight => Some(RedisRead::InFlight),
             Measure::Unacked
             | Measure::Total
             | Measure::Consumers
@@ -110,7 +120,6 @@ impl RedisRead {
             | Measure::Value
             | Measure::Rate
             // A job library's measures are read through the generic ones its preset names.
-            | Measure::InFlight
             | Measure::Due
             | Measure::Failed => None,
         }
@@ -178,6 +187,23 @@ pub enum Pending {
     StreamFirstAfter(usize),
     /// `ZCOUNT key -inf now`.
     ZsetCount(usize),
+    /// `EXISTS` of each member's in-progress key: how many are being run.
+    Running(Vec<usize>),
+    /// `ZCOUNT key -inf now`, less the due members being run (`EXISTS` each).
+    ReadyLessRunning {
+        /// `ZCOUNT`.
+        count: usize,
+        /// `EXISTS` of each due member's in-progress key.
+        running: Vec<usize>,
+    },
+    /// The due members in score order, each with its in-progress `EXISTS`: the first not
+    /// being run is the oldest waiting.
+    OldestNotRunning {
+        /// Each due member's time (ms) and `EXISTS` index.
+        due: Vec<(f64, usize)>,
+        /// Whether the range read was full, so that more due members may follow.
+        truncated: bool,
+    },
 }
 
 impl SeriesRead<'_> {
@@ -242,6 +268,15 @@ impl SeriesRead<'_> {
             (KeyType::Zset, RedisRead::Length) => {
                 Planned::Sum(Parts::Own(batch.add(&[b"ZCARD", k])))
             }
+            (KeyType::Zset, RedisRead::Ready | RedisRead::OldestAge | RedisRead::InFlight)
+                if self.target.in_progress.is_some() =>
+            {
+                let last = (MAX_MEMBERS_AGED - 1).to_string();
+                Planned::ZsetRunning {
+                    card: batch.add(&[b"ZCARD", k]),
+                    range: batch.add(&[b"ZRANGE", k, b"0", last.as_bytes(), b"WITHSCORES"]),
+                }
+            }
             (KeyType::Zset, RedisRead::Ready) => Planned::ZsetReady(batch.add(&[b"ZCARD", k])),
             (KeyType::Zset, RedisRead::OldestAge) => {
                 Planned::ZsetOldest(batch.add(&[b"ZRANGE", k, b"0", b"0", b"WITHSCORES"]))
@@ -252,15 +287,17 @@ impl SeriesRead<'_> {
                 | RedisRead::Pending
                 | RedisRead::OldestPendingAge
                 | RedisRead::OldestUnprocessedAge
-                | RedisRead::Ready,
+                | RedisRead::Ready
+                | RedisRead::InFlight,
             )
-            | (KeyType::Stream, RedisRead::OldestAge | RedisRead::Ready)
+            | (KeyType::Stream, RedisRead::OldestAge | RedisRead::Ready | RedisRead::InFlight)
             | (
                 KeyType::Zset,
                 RedisRead::Lag
                 | RedisRead::Pending
                 | RedisRead::OldestPendingAge
-                | RedisRead::OldestUnprocessedAge,
+                | RedisRead::OldestUnprocessedAge
+                | RedisRead::InFlight,
             )
             | (
                 KeyType::Hash | KeyType::Set,
@@ -269,7 +306,8 @@ impl SeriesRead<'_> {
                 | RedisRead::Pending
                 | RedisRead::OldestPendingAge
                 | RedisRead::OldestUnprocessedAge
-                | RedisRead::Ready,
+                | RedisRead::Ready
+                | RedisRead::InFlight,
             ) => Planned::Inapplicable,
         }
     }
@@ -328,6 +366,7 @@ impl SeriesRead<'_> {
                     .is_some_and(|v| !matches!(reply::text(v), Ok(Some(t)) if t == "none"))
             }
             Planned::ZsetOldest(i) | Planned::ZsetReady(i) => holds(i),
+            Planned::ZsetRunning { card, .. } => holds(card),
             Planned::Inapplicable | Planned::Unknowable(_) => false,
         }
     }
@@ -392,6 +431,17 @@ impl SeriesRead<'_> {
             Pending::ZsetCount(i) => get(replies, i, key)
                 .and_then(|v| checked(v, key, "a sorted set"))
                 .and_then(|v| reply::int(v).map(|n| n as f64)),
+            Pending::Running(running) => count_running(&running, replies, key).map(|n| n as f64),
+            Pending::ReadyLessRunning { count, running } => get(replies, count, key)
+                .and_then(|v| checked(v, key, "a sorted set"))
+                .and_then(reply::int)
+                .and_then(|due| {
+                    let running = count_running(&running, replies, key)?;
+                    Ok(due.saturating_sub(running).max(0) as f64)
+                }),
+            Pending::OldestNotRunning { due, truncated } => {
+                oldest_not_running(&due, truncated, replies, key, now_ms)
+            }
         };
         result.map_err(SeriesError::new)
     }
@@ -450,6 +500,9 @@ impl SeriesRead<'_> {
                         }))
                     }
                 }
+            }
+            Planned::ZsetRunning { card, range } => {
+                self.zset_running(*card, *range, replies, now_ms, next)?
             }
             Planned::ZsetReady(card_idx) => {
                 let card = checked(get(replies, *card_idx, key)?, key, "a sorted set")?;
@@ -518,6 +571,61 @@ impl SeriesRead<'_> {
             Some(ms) => timestamp::age_seconds(ms, now_ms)
                 .map_err(|e| SeriesError::new(format!("list {key:?}: {e}", key = self.key))),
         }))
+    }
+
+    /// Round one of a sorted set whose members may be being run: asks, for the members that
+    /// matter to the measure, whether each is.
+    fn zset_running(
+        &self,
+        card: usize,
+        range: usize,
+        replies: &[Value],
+        now_ms: f64,
+        next: &mut Batch,
+    ) -> Result<Pending, String> {
+        let key = self.key;
+        let unit = self.target.score_unit.unwrap_or_default();
+        let template = self.target.in_progress.as_deref().unwrap_or_default();
+        let card = reply::int(checked(get(replies, card, key)?, key, "a sorted set")?)?;
+        if card == 0 {
+            return Ok(Pending::Done(Ok(0.0)));
+        }
+        let members =
+            reply::member_scores(checked(get(replies, range, key)?, key, "a sorted set")?)?;
+        let mut exists = |member: &[u8]| {
+            let marker = template.replace("{id}", &String::from_utf8_lossy(member));
+            next.add(&[b"EXISTS", marker.as_bytes()])
+        };
+        let truncated = members.len() == MAX_MEMBERS_AGED;
+        let mut due = Vec::new();
+        for (member, score) in &members {
+            let ms = score_to_ms(score, unit).map_err(|e| format!("sorted set {key:?}: {e}"))?;
+            if ms <= now_ms {
+                due.push((member.as_slice(), ms));
+            }
+        }
+        Ok(match self.measure {
+            Measure::InFlight => {
+                if usize::try_from(card).unwrap_or(usize::MAX) > MAX_MEMBERS_AGED {
+                    return Err(format!(
+                        "sorted set {key:?} holds {card} jobs; which are being run is read for at most {MAX_MEMBERS_AGED}"
+                    ));
+                }
+                Pending::Running(members.iter().map(|(m, _)| exists(m)).collect())
+            }
+            Measure::OldestAgeSeconds => Pending::OldestNotRunning {
+                due: due.iter().map(|(m, ms)| (*ms, exists(m))).collect(),
+                truncated,
+            },
+            _ => {
+                let running = due.iter().map(|(m, _)| exists(m)).collect();
+                let bound = ms_to_score(now_ms, unit);
+                Pending::ReadyLessRunning {
+                    count: next.add(&[b"ZCOUNT", key.as_bytes(), b"-inf", bound.as_bytes()]),
+                    running,
+                }
+            }
+        })
     }
 
     /// The enqueue time of one job (`element`, an element of `list_key`): read from the
@@ -708,6 +816,47 @@ fn hash_times(
         Some(ms) => timestamp::age_seconds(ms, now_ms),
         None => Ok(0.0),
     }
+}
+
+/// The age of the first of `due` (in score order) not being run.
+fn oldest_not_running(
+    due: &[(f64, usize)],
+    truncated: bool,
+    replies: &[Value],
+    key: &str,
+    now_ms: f64,
+) -> Result<f64, String> {
+    for (ms, idx) in due {
+        if !is_running(*idx, replies, key)? {
+            return timestamp::age_seconds(*ms, now_ms);
+        }
+    }
+    if truncated && due.len() == MAX_MEMBERS_AGED {
+        return Err(format!(
+            "the {MAX_MEMBERS_AGED} lowest-scored jobs of {key:?} are all being run; the oldest waiting one is further on and is not looked for"
+        ));
+    }
+    Ok(0.0)
+}
+
+/// Whether the `EXISTS` at `idx` found the in-progress key.
+fn is_running(idx: usize, replies: &[Value], key: &str) -> Result<bool, String> {
+    let v = get(replies, idx, key)?;
+    if let Some(e) = reply::server_error(v) {
+        return Err(format!(
+            "in-progress key of a job in {key:?}: Redis replied {e}"
+        ));
+    }
+    Ok(reply::int(v)? > 0)
+}
+
+/// How many of the `EXISTS` at `idx` found their in-progress key.
+fn count_running(idx: &[usize], replies: &[Value], key: &str) -> Result<i64, String> {
+    let mut n = 0;
+    for i in idx {
+        n += i64::from(is_running(*i, replies, key)?);
+    }
+    Ok(n)
 }
 
 fn score_to_ms(score: &str, unit: ScoreUnit) -> Result<f64, String> {

@@ -97,6 +97,41 @@ pub fn first_score(v: &Value) -> Result<Option<String>, String> {
     }
 }
 
+/// The members and scores of a `ZRANGE ... WITHSCORES` reply, flat (RESP2) or in pairs (RESP3).
+pub fn member_scores(v: &Value) -> Result<Vec<(Vec<u8>, String)>, String> {
+    let items = array(v)?;
+    let bad = || {
+        format!(
+            "ZRANGE WITHSCORES: expected members and scores, got {}",
+            describe(v)
+        )
+    };
+    let mut out = Vec::with_capacity(items.len() / 2 + 1);
+    let mut push = |member: &Value, score: &Value| -> Result<(), String> {
+        let member = bytes(member)?.ok_or_else(bad)?.to_vec();
+        let score = text(score)?.ok_or_else(bad)?;
+        out.push((member, score));
+        Ok(())
+    };
+    if items.iter().all(|i| matches!(i, Value::Array(_))) {
+        for pair in items {
+            let pair = array(pair)?;
+            match pair {
+                [member, score] => push(member, score)?,
+                _ => return Err(bad()),
+            }
+        }
+    } else {
+        if items.len() % 2 != 0 {
+            return Err(bad());
+        }
+        for pair in items.chunks(2) {
+            push(&pair[0], &pair[1])?;
+        }
+    }
+    Ok(out)
+}
+
 /// The server's clock from a `TIME` reply, in epoch milliseconds.
 pub fn time_ms(v: &Value) -> Result<f64, String> {
     let parts = array(v)?;
