@@ -273,6 +273,71 @@ mod tests {
                 mentions: &["measure lag is not available from RabbitMQ"],
             },
             Case {
+                name: "unknown library",
+                yaml: m("{name: a, source: jobs, measure: length, redis: {library: resque, queue: q}}"),
+                mentions: &["metrics[0]", "library", "unknown variant `resque`", "bullmq"],
+            },
+            Case {
+                name: "unknown field in a library block, with the generic knobs",
+                yaml: m("{name: a, source: jobs, measure: length, redis: {library: bullmq, queue: q, type: list}}"),
+                mentions: &["unknown field `type`", "`library`, `queue`, `prefix`"],
+            },
+            Case {
+                name: "inner path of a generic block",
+                yaml: m("{name: a, source: jobs, measure: oldest_age_seconds, redis: {type: list, key: q, timestamp: {json_pointer: /t, unit: hours}}}"),
+                mentions: &["redis: timestamp.unit", "unknown variant `hours`"],
+            },
+            Case {
+                name: "library measure it has not",
+                yaml: m("{name: a, source: jobs, measure: lag, redis: {library: rq, queue: q}}"),
+                mentions: &["metrics[0] (a).redis", "measure lag does not apply to a job library's queue", "in_flight"],
+            },
+            Case {
+                name: "star in a list of queues",
+                yaml: m("{name: a, source: jobs, measure: length, redis: {library: rq, queue: [a, \"*\"]}}"),
+                mentions: &["redis.queue", "stands alone"],
+            },
+            Case {
+                name: "prefix for a library without one",
+                yaml: m("{name: a, source: jobs, measure: length, redis: {library: sidekiq, queue: q, prefix: ns}}"),
+                mentions: &["redis.prefix", "take no prefix"],
+            },
+            Case {
+                name: "a preset's labels set by hand",
+                yaml: m("{name: a, source: jobs, measure: length, labels: {queue: x}, redis: {library: rq, queue: q}}"),
+                mentions: &["must not set \"queue\""],
+            },
+            Case {
+                name: "also on a sorted set",
+                yaml: m("{name: a, source: jobs, measure: length, redis: {type: zset, key: z, also: [{type: list, key: l}]}}"),
+                mentions: &["redis.also", "only applies to type list"],
+            },
+            Case {
+                name: "also of a hash",
+                yaml: m("{name: a, source: jobs, measure: length, redis: {type: list, key: l, also: [{type: hash, key: h}]}}"),
+                mentions: &["redis.also[0].type", "list or zset"],
+            },
+            Case {
+                name: "match without a pattern",
+                yaml: m("{name: a, source: jobs, measure: length, redis: {type: list, key: l, also: [{type: zset, key: \"{match}:p\"}]}}"),
+                mentions: &["redis.also[0].key", "only applies with pattern"],
+            },
+            Case {
+                name: "in_flight without in_progress",
+                yaml: m("{name: a, source: jobs, measure: in_flight, redis: {type: zset, key: z}}"),
+                mentions: &["needs in_progress"],
+            },
+            Case {
+                name: "in_progress without id",
+                yaml: m("{name: a, source: jobs, measure: ready, redis: {type: zset, key: z, in_progress: \"arq:in-progress\"}}"),
+                mentions: &["redis.in_progress", "{id}"],
+            },
+            Case {
+                name: "a hash has only length",
+                yaml: m("{name: a, source: jobs, measure: oldest_age_seconds, redis: {type: hash, key: unacked}}"),
+                mentions: &["does not apply to type hash", "[\"length\"]"],
+            },
+            Case {
                 name: "redis block on a rabbitmq metric",
                 yaml: "sources:\n  r:\n    rabbitmq: {management_url: \"http://127.0.0.1:15672\"}\nmetrics:\n  - {name: a, source: r, measure: ready, rabbitmq: {queue: q}, redis: {type: list, key: q}}\n".into(),
                 mentions: &["metrics[0] (a).redis", "remove the `redis:` block"],

@@ -1123,4 +1123,184 @@ mod tests {
             Ok(1_795_310_979_500.0)
         );
     }
+
+    /// Evaluates `measure` of `target` (a YAML `redis:` block) over key `key`, answering each
+    /// planned command from `answer(name, key)`.
+    fn evaluate(
+        target: &str,
+        measure: Measure,
+        key: &str,
+        answer: impl Fn(&str, &str) -> Value,
+        now_ms: f64,
+    ) -> Result<f64, SeriesError> {
+        let target: RedisTarget = yaml_serde::from_str(target).expect("parses");
+        let read = SeriesRead {
+            target: &target,
+            measure,
+            key,
+            db: 0,
+        };
+        let replies = |batch: &Batch| -> Vec<Value> {
+            (0..batch.len())
+                .map(|i| {
+                    let key =
+                        String::from_utf8_lossy(batch.key(i).unwrap_or_default()).into_owned();
+                    answer(&batch.name(i), &key)
+                })
+                .collect()
+        };
+        let mut first = Batch::new();
+        let planned = read.plan(&mut first);
+        let mut second = Batch::new();
+        let pending = read.after_round_one(&planned, &replies(&first), now_ms, &mut second);
+        read.finish(pending, &replies(&second), now_ms)
+    }
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    /// A time in epoch ms that the tests' times are counted from.
+    const T: f64 = 1_795_000_000_000.0;
+
+    const BULLMQ: &str = "{type: list, key: \"b:q:wait\", also: [{type: zset, key: \"b:q:prioritized\"}, {type: list, key: \"b:q:paused\"}], timestamp: {hash: \"b:q:{id}\", field: timestamp, unit: ms}}";
+
+    #[test]
+    fn a_queue_across_keys_sums_them_and_ages_its_oldest_job_wherever_it_waits() {
+        // Job 1 in the list (t = 5 000), jobs 2 and 3 prioritized (t = 3 000 and 8 000).
+        let answer = |name: &str, key: &str| match (name, key) {
+            ("LLEN", "b:q:wait") => Value::Int(1),
+            ("ZCARD", "b:q:prioritized") => Value::Int(2),
+            ("LLEN", "b:q:paused") => Value::Int(0),
+            ("LINDEX", "b:q:wait") => bulk("1"),
+            ("LINDEX", "b:q:paused") => Value::Nil,
+            ("ZRANGE", "b:q:prioritized") => Value::Array(vec![bulk("3"), bulk("2")]),
+            ("HGET", "b:q:1") => bulk("1795000005000"),
+            ("HGET", "b:q:2") => bulk("1795000003000"),
+            ("HGET", "b:q:3") => bulk("1795000008000"),
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(
+            evaluate(BULLMQ, Measure::Length, "b:q:wait", answer, T + 10_000.0),
+            Ok(3.0)
+        );
+        assert_eq!(
+            evaluate(
+                BULLMQ,
+                Measure::OldestAgeSeconds,
+                "b:q:wait",
+                answer,
+                T + 10_000.0
+            ),
+            Ok(7.0),
+            "the prioritized job enqueued at 3 000 is the oldest"
+        );
+        // A prioritized set larger than the bound is an error, never an age from part of it.
+        let many = |name: &str, key: &str| match (name, key) {
+            ("ZRANGE", _) => Value::Array(
+                (0..=MAX_MEMBERS_AGED)
+                    .map(|i| bulk(&i.to_string()))
+                    .collect(),
+            ),
+            ("LINDEX", _) => Value::Nil,
+            ("HGET", _) => bulk("1"),
+            other => panic!("unexpected {other:?}"),
+        };
+        let err = evaluate(
+            BULLMQ,
+            Measure::OldestAgeSeconds,
+            "b:q:wait",
+            many,
+            T + 10_000.0,
+        )
+        .expect_err("beyond the bound");
+        assert!(err.0.contains("more than 1000 jobs"), "{err}");
+        // The wrong type in one of the keys names that key, never a partial sum.
+        let wrong = |name: &str, key: &str| match (name, key) {
+            ("ZCARD", _) => super::super::node::error_reply(
+                "WRONGTYPE",
+                "Operation against a key holding the wrong kind of value",
+            ),
+            _ => Value::Int(1),
+        };
+        let err = evaluate(BULLMQ, Measure::Length, "b:q:wait", wrong, 0.0).expect_err("type");
+        assert!(
+            err.0.contains("\"b:q:prioritized\" is not a sorted set"),
+            "{err}"
+        );
+    }
+
+    const ARQ: &str = "{type: zset, key: q, score_unit: ms, in_progress: \"arq:in-progress:{id}\"}";
+
+    /// Jobs a (t 1 000, running), b (t 2 000), c (t 3 000, running), d (t 50 000, deferred).
+    fn arq_answer(name: &str, key: &str) -> Value {
+        match (name, key) {
+            ("ZCARD", "q") => Value::Int(4),
+            ("ZRANGE", "q") => Value::Array(vec![
+                bulk("a"),
+                bulk("1795000001000"),
+                bulk("b"),
+                bulk("1795000002000"),
+                bulk("c"),
+                bulk("1795000003000"),
+                bulk("d"),
+                bulk("1795000050000"),
+            ]),
+            ("ZCOUNT", "q") => Value::Int(3),
+            ("EXISTS", "arq:in-progress:a" | "arq:in-progress:c") => Value::Int(1),
+            ("EXISTS", _) => Value::Int(0),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn jobs_being_run_are_neither_waiting_nor_the_oldest_waiting() {
+        assert_eq!(
+            evaluate(ARQ, Measure::Ready, "q", arq_answer, T + 10_000.0),
+            Ok(1.0)
+        );
+        assert_eq!(
+            evaluate(ARQ, Measure::InFlight, "q", arq_answer, T + 10_000.0),
+            Ok(2.0)
+        );
+        assert_eq!(
+            evaluate(
+                ARQ,
+                Measure::OldestAgeSeconds,
+                "q",
+                arq_answer,
+                T + 10_000.0
+            ),
+            Ok(8.0),
+            "b, enqueued at 2 000, is the oldest not being run"
+        );
+        // RESP3 pairs read the same.
+        let resp3 = |name: &str, key: &str| match (name, key) {
+            ("ZRANGE", "q") => Value::Array(vec![
+                Value::Array(vec![bulk("a"), Value::Double(T + 1000.0)]),
+                Value::Array(vec![bulk("b"), Value::Double(T + 2000.0)]),
+            ]),
+            (name, key) => arq_answer(name, key),
+        };
+        assert_eq!(
+            evaluate(ARQ, Measure::OldestAgeSeconds, "q", resp3, T + 10_000.0),
+            Ok(8.0)
+        );
+        // Every job of a full range being run: the oldest waiting is beyond it, not 0.
+        let busy = |name: &str, key: &str| match (name, key) {
+            ("ZCARD", _) => Value::Int(5000),
+            ("ZRANGE", _) => Value::Array(
+                (0..MAX_MEMBERS_AGED)
+                    .flat_map(|i| [bulk(&format!("j{i}")), bulk("1795000001000")])
+                    .collect(),
+            ),
+            ("EXISTS", _) => Value::Int(1),
+            other => panic!("unexpected {other:?}"),
+        };
+        let err = evaluate(ARQ, Measure::OldestAgeSeconds, "q", busy, T + 10_000.0)
+            .expect_err("not looked for");
+        assert!(err.0.contains("all being run"), "{err}");
+        let err = evaluate(ARQ, Measure::InFlight, "q", busy, T + 10_000.0).expect_err("bound");
+        assert!(err.0.contains("at most 1000"), "{err}");
+    }
 }
