@@ -125,6 +125,26 @@ async fn polling_sends_only_read_commands_and_changes_no_key() {
     )
     .await;
 
+    // Job libraries' registries and keys, for the presets.
+    cmd::<i64>(&mut c, &["SADD", "queues", "embed"]).await;
+    cmd::<i64>(&mut c, &["SADD", "rq:queues", "rq:queue:default"]).await;
+    cmd::<i64>(
+        &mut c,
+        &[
+            "SADD",
+            "_kombu.binding.celery",
+            "celery\x06\x16\x06\x16celery",
+        ],
+    )
+    .await;
+    cmd::<i64>(&mut c, &["HSET", "unacked", "tag", "m"]).await;
+    cmd::<i64>(&mut c, &["HSET", "bull:q:meta", "version", "bullmq:6"]).await;
+    cmd::<i64>(&mut c, &["ZADD", "bull:q:prioritized", "4294967297", "1"]).await;
+    cmd::<i64>(&mut c, &["HSET", "bull:q:1", "timestamp", &now.to_string()]).await;
+    cmd::<i64>(&mut c, &["ZADD", "arq:queue", &now.to_string(), "a1"]).await;
+    cmd::<String>(&mut c, &["SET", "arq:in-progress:a1", "1"]).await;
+    cmd::<i64>(&mut c, &["SADD", "bq:q:failed", "7"]).await;
+
     let keys: Vec<String> = cmd(&mut c, &["KEYS", "*"]).await;
     let mut before = BTreeMap::new();
     for k in &keys {
@@ -150,6 +170,26 @@ async fn polling_sends_only_read_commands_and_changes_no_key() {
         lens("k", "oldest_unprocessed_age_seconds", "{type: stream, key: s, group: g2}"),
     ]
     .concat();
+    let mut presets = String::new();
+    for library in [
+        "sidekiq",
+        "rq",
+        "celery",
+        "dramatiq",
+        "arq",
+        "huey",
+        "bullmq",
+        "bee-queue",
+    ] {
+        for measure in ["length", "oldest_age_seconds", "in_flight", "due", "failed"] {
+            let name = format!("{}_{measure}", library.replace('-', "_"));
+            let target = format!("{{library: {library}, queue: \"*\"}}");
+            presets.push_str(&lens(&name, measure, &target));
+            let named = format!("{{library: {library}, queue: [q, embed]}}");
+            presets.push_str(&lens(&format!("{name}_named"), measure, &named));
+        }
+    }
+    let metrics = metrics + &presets;
     let a = Adapter::start(&format!(
         "poll_interval: 100ms\ndiscovery_interval: 100ms\nsources:\n  r:\n    redis: {{url: \"{}\"}}\nmetrics:\n{metrics}",
         redis.url()
@@ -175,6 +215,12 @@ async fn polling_sends_only_read_commands_and_changes_no_key() {
         "zrange",
         "scan",
         "client|tracking",
+        "smembers",
+        "hlen",
+        "scard",
+        "exists",
+        "zcard",
+        "llen",
     ] {
         assert!(
             seen.iter().any(|c| c == expected),
