@@ -808,3 +808,120 @@ async fn a_hung_primary_fails_only_its_own_keys_and_its_stale_copy_is_never_serv
     assert!(first_503.is_some(), "the hung primary's key never failed");
     adapter.stop().await;
 }
+
+/// BullMQ on a cluster, as its real client writes it (`ioredis` `Cluster`, the `{bull}` hash
+/// tag its docs require): six jobs in `embed` (one prioritized), two in `rerank`.
+const BULLMQ_CLUSTER_ENQUEUE: &str = r#"
+const { Queue } = require('bullmq');
+const { Cluster } = require('ioredis');
+const [host, port] = process.argv.slice(1);
+(async () => {
+  const connection = new Cluster([{ host, port: Number(port) }]);
+  const embed = new Queue('embed', { prefix: '{bull}', connection });
+  for (let n = 0; n < 5; n++) await embed.add('embed', { n });
+  await embed.add('embed', { n: 5 }, { priority: 3 });
+  const rerank = new Queue('rerank', { prefix: '{bull}', connection });
+  for (let n = 0; n < 2; n++) await rerank.add('rerank', { n });
+  await embed.close();
+  await rerank.close();
+  await connection.quit();
+  console.log('{}');
+})().catch((e) => { console.error(e); process.exit(1); });
+"#;
+
+/// Job-library presets on a cluster: `*` finds queues by SCAN on every primary (BullMQ, its
+/// real client) and from a registry set on whichever node owns it (Sidekiq's `queues`, the
+/// queues themselves on other nodes); each series' keys are read where they live. Nothing is
+/// written on any node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_library_presets_read_a_cluster_across_its_nodes() {
+    let cluster = Cluster::start().await;
+    let seed = &cluster.nodes[0];
+    common::job_libraries::node(
+        BULLMQ_CLUSTER_ENQUEUE,
+        &["127.0.0.1", &seed.port.to_string()],
+        Duration::from_secs(60),
+    )
+    .await;
+    // Sidekiq's layout, by hand: its queues spread over the primaries.
+    let names = ["a", "b", "c", "d", "e", "f"];
+    let mut owners = std::collections::BTreeSet::new();
+    for (i, name) in names.iter().enumerate() {
+        let key = format!("queue:{name}");
+        cluster.rpush(&key, i + 1).await;
+        owners.insert(cluster.owner_of(&key).await);
+    }
+    assert!(owners.len() > 1, "Sidekiq's queues on several primaries");
+    let mut c = cluster.node(cluster.owner_of("queues").await).conn().await;
+    let _: i64 = redis::cmd("SADD")
+        .arg("queues")
+        .arg(&names[..])
+        .query_async(&mut c)
+        .await
+        .expect("SADD");
+    let _: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(10_000)
+        .query_async(&mut c)
+        .await
+        .expect("WAIT");
+    let mut before = Vec::new();
+    for n in &cluster.nodes {
+        let mut c = n.conn().await;
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut c)
+            .await
+            .expect("resetstat");
+        before.push((dumps(&mut c, "").await, command_calls(&mut c).await));
+    }
+
+    let adapter = Adapter::start(&format!(
+        "poll_interval: 200ms\ndiscovery_interval: 1s\nsources:\n  jobs:\n    redis:\n      cluster: {{nodes: [{}]}}\nmetrics:\n  - {{name: bull, source: jobs, measure: length, redis: {{library: bullmq, queue: \"*\", prefix: \"{{bull}}\"}}}}\n  - {{name: bull_age, source: jobs, measure: oldest_age_seconds, redis: {{library: bullmq, queue: embed, prefix: \"{{bull}}\"}}}}\n  - {{name: sidekiq, source: jobs, measure: length, redis: {{library: sidekiq, queue: \"*\"}}}}\n",
+        seed.addr()
+    ))
+    .await;
+    for (queue, want) in [("embed", 6.0), ("rerank", 2.0)] {
+        let selector = format!("queue={queue}");
+        adapter
+            .wait_for(
+                "bull",
+                Some(&selector),
+                Duration::from_secs(20),
+                |s, body| {
+                    s == 200 && quantity(body["items"][0]["value"].as_str().unwrap_or("x")) == want
+                },
+            )
+            .await;
+    }
+    let (status, body) = adapter.metric("bull_age", None).await;
+    assert_eq!(status, 200, "{body}");
+    for (i, name) in names.iter().enumerate() {
+        let selector = format!("queue={name}");
+        adapter
+            .wait_for(
+                "sidekiq",
+                Some(&selector),
+                Duration::from_secs(20),
+                |s, body| {
+                    s == 200
+                        && quantity(body["items"][0]["value"].as_str().unwrap_or("x"))
+                            == (i + 1) as f64
+                },
+            )
+            .await;
+    }
+    adapter.stop().await;
+    for (n, (dumps_before, calls_before)) in cluster.nodes.iter().zip(&before) {
+        let mut c = n.conn().await;
+        let calls = command_calls(&mut c).await;
+        let ran: Vec<String> = calls
+            .iter()
+            .filter(|(k, v)| calls_before.get(*k) != Some(v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let writes = write_commands(&mut c, &ran).await;
+        assert!(writes.is_empty(), "node {}: writes {writes:?}", n.port);
+        assert_eq!(&dumps(&mut c, "").await, dumps_before, "node {}", n.port);
+    }
+}

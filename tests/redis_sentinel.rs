@@ -324,6 +324,17 @@ async fn read_from_replica_reads_the_replica_only_and_never_writes() {
         .find(|p| *p != master_port)
         .expect("replica");
     let mut m = set.node(master_port).conn().await;
+    // bee-queue's layout under a prefix of the test's, read by its preset for every queue;
+    // written first, so that the replica holding the list below holds these too.
+    let bee = format!("{prefix}bq");
+    for (i, job) in ["7", "8"].iter().enumerate() {
+        cmd::<i64>(&mut m, &["LPUSH", &format!("{bee}:embed:waiting"), job]).await;
+        let json = format!(
+            r#"{{"data":{{}},"options":{{"timestamp":{}}},"status":"created"}}"#,
+            1_795_000_000_000u64 + i as u64
+        );
+        cmd::<i64>(&mut m, &["HSET", &format!("{bee}:embed:jobs"), job, &json]).await;
+    }
     for i in 0..3 {
         cmd::<i64>(&mut m, &["RPUSH", &key, &format!("job-{i}")]).await;
     }
@@ -344,10 +355,18 @@ async fn read_from_replica_reads_the_replica_only_and_never_writes() {
     let master_before = command_calls(&mut m).await;
     let replica_before = command_calls(&mut r).await;
 
-    let adapter = Adapter::start(&set.config(&key, "replica")).await;
+    let config = format!(
+        "{}  - {{name: bee, source: jobs, measure: length, redis: {{library: bee-queue, queue: \"*\", prefix: \"{bee}\"}}}}\n",
+        set.config(&key, "replica")
+    );
+    let adapter = Adapter::start(&config).await;
     adapter
         .wait_for("depth", None, Duration::from_secs(15), value_is(3.0))
         .await;
+    let (_, body) = adapter
+        .wait_for("bee", None, Duration::from_secs(15), value_is(2.0))
+        .await;
+    assert_eq!(body["items"][0]["metricLabels"]["queue"], "embed", "{body}");
     adapter.polls(5).await;
     let master_after = command_calls(&mut m).await;
     let replica_after = command_calls(&mut r).await;
