@@ -25,6 +25,14 @@ const TARGETS: &[(&str, Measure)] = &[
     (r#"{"type":"zset","key":"z"}"#, Measure::Length),
     (r#"{"type":"zset","key":"z","score_unit":"ms"}"#, Measure::Ready),
     (r#"{"type":"zset","key":"z","score_unit":"bullmq"}"#, Measure::OldestAgeSeconds),
+    (r#"{"type":"list","key":"q","also":[{"type":"zset","key":"q:p"},{"type":"list","key":"q:x"}]}"#, Measure::Length),
+    (r#"{"type":"list","key":"q","also":[{"type":"zset","key":"q:p"}],"timestamp":{"hash":"j:{id}","field":"timestamp","unit":"ms"}}"#, Measure::OldestAgeSeconds),
+    (r#"{"type":"list","key":"q","timestamp":{"hash":"{key}.msgs","json_pointer":"/t","unit":"ms"}}"#, Measure::OldestAgeSeconds),
+    (r#"{"type":"zset","key":"z","score_unit":"ms","in_progress":"p:{id}"}"#, Measure::Ready),
+    (r#"{"type":"zset","key":"z","score_unit":"ms","in_progress":"p:{id}"}"#, Measure::OldestAgeSeconds),
+    (r#"{"type":"zset","key":"z","score_unit":"ms","in_progress":"p:{id}"}"#, Measure::InFlight),
+    (r#"{"type":"hash","key":"z"}"#, Measure::Length),
+    (r#"{"type":"set","key":"z"}"#, Measure::Length),
 ];
 
 /// The replies of one round trip: the items of a RESP array, padded with nil to `n`.
