@@ -611,13 +611,21 @@ def embed(n):
 
 /// Five tasks, two with priorities: kombu keeps those in the sub-lists `embed\x06\x163` and
 /// `embed\x06\x169` (its default steps, set or not).
+///
+/// The producer stamps each task with an enqueue time in a `before_task_publish` handler, as the
+/// preset's age error advises: a header the generic block reads.
 const CELERY_ENQUEUE: &str = r#"
-import sys
+import json, sys, time
 from celery import Celery
+from celery.signals import before_task_publish
+@before_task_publish.connect
+def stamp(headers=None, **kwargs):
+    headers["enqueued_at"] = int(time.time() * 1000)
 app = Celery("tasks", broker=sys.argv[1])
+first = time.time() * 1000
 for n, priority in [(0, None), (1, None), (2, 0), (3, 5), (4, 9)]:
     app.send_task("embed", args=[n], queue="embed", priority=priority)
-print("{}")
+print(json.dumps({"first_ms": first}))
 "#;
 
 #[tokio::test]
@@ -625,7 +633,8 @@ async fn celery_tasks_are_counted_across_kombu_priority_lists() {
     // kombu's bindings (`_kombu.binding.*`) and `unacked` take no prefix: a private server.
     let server = RedisProcess::start().await;
     let url = server.url();
-    celery_python(CELERY_ENQUEUE, &[&url], SCRIPT_LIMIT).await;
+    let out = celery_python(CELERY_ENQUEUE, &[&url], SCRIPT_LIMIT).await;
+    let first_ms = printed(&out)["first_ms"].as_f64().expect("first_ms");
     let mut conn = connect(&url).await;
     let sub_lists: i64 = cmd(&mut conn, &["EXISTS", "embed\x06\x163", "embed\x06\x169"]).await;
     assert_eq!(
@@ -639,6 +648,10 @@ async fn celery_tasks_are_counted_across_kombu_priority_lists() {
   - {name: p_waiting, source: jobs, measure: length, redis: {library: celery, queue: "*"}}
   - {name: p_oldest, source: jobs, measure: oldest_age_seconds, redis: {library: celery, queue: embed}}
   - {name: p_in_flight, source: jobs, measure: in_flight, redis: {library: celery, queue: embed}}
+  - name: stamped
+    source: jobs
+    measure: oldest_age_seconds
+    redis: {type: list, key: embed, kombu_priority_steps: [3, 6, 9], timestamp: {json_pointer: /headers/enqueued_at, unit: ms}}
 "#,
     );
     let a = Adapter::start(&config).await;
@@ -807,6 +820,7 @@ async fn bullmq_jobs_are_counted_in_wait_and_prioritized_and_aged_from_their_has
       key: "{bull}:embed:wait"
       timestamp: {{hash: "{bull}:embed:{{id}}", field: timestamp, unit: ms}}
   - {{name: p_due, source: jobs, measure: due, redis: {{library: bullmq, queue: embed, prefix: "{bull}"}}}}
+  - {{name: by_pattern, source: jobs, measure: length, redis: {{type: list, pattern: "{bull}:*:wait", also: [{{type: zset, key: "{bull}:{{match}}:prioritized"}}]}}}}
 {}"#,
                 preset("bullmq", &format!(", prefix: \"{bull}\""))
             ),
@@ -816,6 +830,8 @@ async fn bullmq_jobs_are_counted_in_wait_and_prioritized_and_aged_from_their_has
         a.wait_for("prioritized", None, SERVED, value_is(1.0)).await;
         // The preset adds the prioritized job to the five in the list.
         check_preset(&a, &url, 6.0, first_ms, "bullmq").await;
+        // The same sum by hand: a pattern whose `also` key names what the wildcard matched.
+        a.wait_for("by_pattern", None, SERVED, value_is(6.0)).await;
         a.wait_for("p_due", None, SERVED, value_is(1.0)).await;
         // Paused, two more: still waiting work, wherever this version keeps it.
         node(BULLMQ_PAUSE, &[pkg, &url, &bull], SCRIPT_LIMIT).await;
