@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 use crate::config::Config;
 use crate::reload::{schedule_of, store_for};
 use crate::sources::build::BuildContext;
+use crate::sources::redis::config::RedisMetric;
 use crate::sources::{Source, SourceError};
 use crate::store::{Store, render_labels};
 
@@ -75,13 +76,14 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
             continue;
         }
         if state.series.is_empty() {
-            rows.push([
-                m.name.clone(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "(no series: the pattern matched nothing)".into(),
-            ]);
+            let note = match m.targets.redis.as_ref() {
+                Some(RedisMetric::Library(l)) => format!(
+                    "(no series: no {} queue found; check the db and prefix)",
+                    l.library.as_str()
+                ),
+                _ => "(no series: the pattern matched nothing)".into(),
+            };
+            rows.push([m.name.clone(), "-".into(), "-".into(), "-".into(), note]);
         }
         for s in &state.series {
             let age = now

@@ -233,3 +233,36 @@ async fn a_pattern_without_a_literal_prefix_is_polled_alone() {
     );
     a.stop().await;
 }
+
+/// A job library's queues, `*`: a job pushed to a known queue, and a new queue the library
+/// lists in its registry (Sidekiq's `queues`), are both served long before the next poll or
+/// discovery. Sidekiq's keys take no prefix: a private server.
+#[tokio::test]
+async fn a_push_to_a_library_queue_and_a_new_queue_in_its_registry_wake_the_poll() {
+    let server = RedisProcess::start().await;
+    let mut c = connect(&server.url()).await;
+    cmd::<i64>(&mut c, &["SADD", "queues", "embed"]).await;
+    let a = Adapter::start(&format!(
+        "poll_interval: {INTERVAL}\ndiscovery_interval: {INTERVAL}\nsources:\n  jobs:\n    redis: {{url: \"{}\"}}\nmetrics:\n  - {{name: sidekiq, source: jobs, measure: length, redis: {{library: sidekiq, queue: \"*\"}}}}\n",
+        server.url()
+    ))
+    .await;
+    a.ready().await;
+    a.wait_for("sidekiq", Some("queue=embed"), WITHIN, value_is(0.0))
+        .await;
+    let started = Instant::now();
+    cmd::<i64>(&mut c, &["LPUSH", "queue:embed", "{}"]).await;
+    a.wait_for("sidekiq", Some("queue=embed"), WITHIN, value_is(1.0))
+        .await;
+    // As Sidekiq's client does for a queue it has not seen: SADD, then LPUSH.
+    cmd::<i64>(&mut c, &["SADD", "queues", "rerank"]).await;
+    cmd::<i64>(&mut c, &["LPUSH", "queue:rerank", "{}", "{}"]).await;
+    a.wait_for("sidekiq", Some("queue=rerank"), WITHIN, value_is(2.0))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "both were seen before the 30 s poll: {:?}",
+        started.elapsed()
+    );
+    a.stop().await;
+}

@@ -131,7 +131,10 @@ impl Discovery {
         tracking: Option<&Tracking>,
     ) -> Result<bool, SourceError> {
         let mut changed = self.finish_background(topology).await?;
-        let reported = self.unknown_reported(tracking);
+        let mut reported = self.unknown_reported(tracking);
+        // A registry set that changed (a library listed a new queue) is read again now.
+        let registry_changed = reported.iter().any(|k| self.sets.contains(k));
+        reported.retain(|k| !self.sets.contains(k));
         let inline = if !reported.is_empty() {
             true
         } else if self.due() && self.background.is_none() {
@@ -152,9 +155,10 @@ impl Discovery {
             }
         }
         if !(self.sets.is_empty() && self.set_patterns.is_empty())
-            && self
-                .members_read
-                .is_none_or(|t| t.elapsed() >= self.interval)
+            && (registry_changed
+                || self
+                    .members_read
+                    .is_none_or(|t| t.elapsed() >= self.interval))
         {
             changed |= self.read_sets(topology).await?;
         }

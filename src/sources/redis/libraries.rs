@@ -340,6 +340,20 @@ pub fn registry(library: Library, prefix: &str) -> Registry {
     }
 }
 
+/// The literal start every queue key of `library` shares, watched (as a prefix) for `*` so that
+/// a job pushed to any of its queues wakes a poll; `None` where queue keys share none (Celery's
+/// are the queue names themselves).
+pub fn key_prefix(library: Library, prefix: &str) -> Option<String> {
+    match library {
+        Library::Sidekiq => Some("queue:".into()),
+        Library::Rq => Some("rq:queue:".into()),
+        Library::Celery => None,
+        Library::Arq => Some("arq:queue".into()),
+        Library::Huey => Some("huey.redis.".into()),
+        Library::Dramatiq | Library::Bullmq | Library::BeeQueue => Some(format!("{prefix}:")),
+    }
+}
+
 /// The queues of `library` that `discovery` found, sorted.
 pub fn found_queues(library: Library, prefix: &str, discovery: &Discovery) -> Vec<String> {
     let mut queues: Vec<String> = match registry(library, prefix) {

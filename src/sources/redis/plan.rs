@@ -87,8 +87,11 @@ impl MetricPlan {
                     }
                 }
                 QueueNames::All => {
+                    keys.extend(libraries::key_prefix(l.library, l.prefix()));
+                    // A registry set is a pattern matching itself: its change is reported, and
+                    // discovery reads it again at once (a new queue).
                     match libraries::registry(l.library, l.prefix()) {
-                        Registry::Set(key) => keys.push(key),
+                        Registry::Set(key) => patterns.push(key),
                         Registry::SetsMatching(p) | Registry::Marker(p, _) => patterns.push(p),
                     }
                     for read in preset_reads(l, "", self.measure) {
