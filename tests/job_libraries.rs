@@ -667,6 +667,8 @@ async fn celery_tasks_are_counted_across_kombu_priority_lists() {
         body["items"][0]["metricLabels"]["scope"], "all-queues",
         "{body}"
     );
+    // With the producer's stamp, the generic block ages the oldest task across the sub-lists.
+    check_served_as(&a, &url, 5.0, first_ms, "waiting", "stamped").await;
     // Without the steps the sub-lists are not read: what the README warns of.
     a.wait_for("base_list_only", None, SERVED, value_is(3.0))
         .await;
