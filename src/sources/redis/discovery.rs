@@ -113,6 +113,26 @@ impl Discovery {
             .map_or(&[], Vec::as_slice)
     }
 
+    /// A discovery that has found `keys` (per pattern and type) and read `members` (per set),
+    /// for tests of what is made of them.
+    #[cfg(test)]
+    pub fn found(
+        keys: Vec<((&str, KeyType), Vec<&str>)>,
+        members: Vec<(&str, Vec<&str>)>,
+    ) -> Discovery {
+        let owned = |v: Vec<&str>| v.into_iter().map(str::to_string).collect::<Vec<_>>();
+        let mut d = Discovery::new(Wanted::default(), Duration::ZERO, Duration::ZERO);
+        d.keys = keys
+            .into_iter()
+            .map(|((p, t), k)| ((p.to_string(), t), owned(k)))
+            .collect();
+        d.members = members
+            .into_iter()
+            .map(|(s, m)| (s.to_string(), owned(m)))
+            .collect();
+        d
+    }
+
     /// The members of registry set `key`, as last read.
     pub fn members(&self, key: &str) -> &[String] {
         self.members.get(key).map_or(&[], Vec::as_slice)
@@ -187,9 +207,13 @@ impl Discovery {
             };
             let v = replies.get(i).ok_or_else(|| bad("no reply".to_string()))?;
             if let Some(e) = reply::server_error(v) {
-                return Err(bad(format!(
-                    "Redis replied {e} (the set the library lists its queues in)"
-                )));
+                // A node that did not answer, or a key of another type: the queues last
+                // known stay (a cluster node's failure fails only its own series), and the
+                // reason is logged at each read until it passes.
+                tracing::warn!(set = %set, "reading a job library's queue registry failed: {e}; keeping the queues last found in it");
+                let kept = self.members.get(&set).cloned().unwrap_or_default();
+                members.insert(set, kept);
+                continue;
             }
             let items = reply::array(v).map_err(bad)?;
             if items.len() > MAX_KEYS_PER_PATTERN {

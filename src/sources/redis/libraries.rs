@@ -468,6 +468,58 @@ mod tests {
     }
 
     #[test]
+    fn every_queue_is_found_where_each_library_lists_it() {
+        let d = Discovery::found(
+            vec![
+                (
+                    ("dramatiq:*.msgs", KeyType::Hash),
+                    vec![
+                        "dramatiq:embed.msgs",
+                        "dramatiq:embed.DQ.msgs",
+                        "dramatiq:embed.XQ.msgs",
+                    ],
+                ),
+                (
+                    ("_kombu.binding.*", KeyType::Set),
+                    vec!["_kombu.binding.celery", "_kombu.binding.celery.pidbox"],
+                ),
+                (
+                    ("bull:*:meta", KeyType::Hash),
+                    vec!["bull:embed:meta", "bull:a:b:meta"],
+                ),
+                (
+                    ("arq:queue*", KeyType::Zset),
+                    vec!["arq:queue", "arq:queue:low"],
+                ),
+            ],
+            vec![
+                ("queues", vec!["embed", "default"]),
+                ("rq:queues", vec!["rq:queue:embed", "rq:queue:high"]),
+                (
+                    "_kombu.binding.celery",
+                    vec!["embed\x06\x16\x06\x16embed", "celery\x06\x16\x06\x16celery"],
+                ),
+                (
+                    "_kombu.binding.celery.pidbox",
+                    vec!["\x06\x16\x06\x16abc.reply.celery.pidbox"],
+                ),
+            ],
+        );
+        let found = |library, prefix| found_queues(library, prefix, &d);
+        assert_eq!(found(Library::Sidekiq, ""), ["default", "embed"]);
+        assert_eq!(found(Library::Rq, ""), ["embed", "high"]);
+        assert_eq!(found(Library::Celery, ""), ["celery", "embed"]);
+        assert_eq!(
+            found(Library::Dramatiq, "dramatiq"),
+            ["embed"],
+            "not its DQ and XQ"
+        );
+        assert_eq!(found(Library::Bullmq, "bull"), ["a:b", "embed"]);
+        assert_eq!(found(Library::Arq, ""), ["arq:queue", "arq:queue:low"]);
+        assert!(found(Library::Huey, "").is_empty());
+    }
+
+    #[test]
     fn huey_names_keep_letters_digits_and_underscores() {
         assert_eq!(huey_name("my-app.v2"), "myappv2");
         assert_eq!(huey_name("embed_1"), "embed_1");

@@ -64,6 +64,19 @@ impl MetricPlan {
         }
     }
 
+    /// Why this metric can never be read, when it names a measure its library does not keep.
+    pub fn unknowable(&self) -> Option<String> {
+        match &self.target {
+            RedisMetric::Keys(_) => None,
+            RedisMetric::Library(l) => {
+                match libraries::layout(l.library, l.prefix(), "", self.measure) {
+                    Layout::Unknowable(why) => Some(why),
+                    Layout::PerQueue(_) | Layout::AllQueues(_) => None,
+                }
+            }
+        }
+    }
+
     /// The keys and patterns a change to which should wake a poll.
     pub fn watched(&self, keys: &mut Vec<String>, patterns: &mut Vec<String>) {
         match &self.target {
@@ -303,8 +316,9 @@ fn library_candidates(m: &MetricPlan, l: &LibraryTarget, discovery: &Discovery) 
 }
 
 impl Plan {
-    /// Plans every series of `metrics`: exact keys, and the keys `discovery` holds for each
-    /// pattern; `checks_role` asks for a `ROLE` in round one.
+    /// Plans every series of `metrics`: exact keys, the keys `discovery` holds for each
+    /// pattern, and each library queue named or found; `checks_role` asks for a `ROLE` in
+    /// round one.
     pub fn new(metrics: &[MetricPlan], discovery: &Discovery, checks_role: bool, db: i64) -> Plan {
         let mut first = Batch::new();
         let time_idx = first.add(&[b"TIME"]);

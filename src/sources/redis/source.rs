@@ -64,6 +64,11 @@ impl RedisSource {
             .iter()
             .filter_map(|(m, target)| MetricPlan::of(m, *target))
             .collect();
+        for m in &metrics {
+            if let Some(why) = m.unknowable() {
+                tracing::warn!(source = %spec.name, metric = %m.name, "every series of this metric answers an error: {why}");
+            }
+        }
         let topology = Topology::new(spec.connection, spec.poll_timeout)?;
         let tracking = spec.connection.wake.enabled.then(|| {
             let (mut keys, mut patterns) = (Vec::new(), Vec::new());
