@@ -287,7 +287,7 @@ async fn bee_queue_jobs_are_counted_and_aged_from_the_jobs_hash() {
     let first_ms = printed(&out)["first_ms"].as_f64().expect("first_ms");
     let hash = format!("{bee_prefix}:embed:jobs");
     let more = format!(
-        "{}  - {{name: p_due, source: jobs, measure: due, redis: {{library: bee-queue, queue: embed, prefix: \"{bee_prefix}\"}}}}\n",
+        "{}  - {{name: p_due, source: jobs, measure: due, redis: {{library: bee-queue, queue: embed, prefix: \"{bee_prefix}\"}}}}\n  - {{name: p_delayed, source: jobs, measure: delayed, redis: {{library: bee-queue, queue: embed, prefix: \"{bee_prefix}\"}}}}\n",
         preset("bee-queue", &format!(", prefix: \"{bee_prefix}\""))
     );
     let a = Adapter::start(&config(
@@ -301,8 +301,9 @@ async fn bee_queue_jobs_are_counted_and_aged_from_the_jobs_hash() {
     .await;
     check_served(&a, &url, 5.0, first_ms).await;
     check_preset(&a, &url, 5.0, first_ms, "bee-queue").await;
-    // The delayed job due after 300 ms, not the one due in an hour.
+    // The delayed job due after 300 ms, not the one due in an hour; both are delayed.
     a.wait_for("p_due", None, SERVED, value_is(1.0)).await;
+    a.wait_for("p_delayed", None, SERVED, value_is(2.0)).await;
     let report = node(BEE_WORK, &[&url, &bee_prefix], SCRIPT_LIMIT).await;
     ran_once(&printed(&report), 5);
     a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
@@ -489,6 +490,7 @@ async fn rq_jobs_are_counted_and_aged_from_their_job_hashes() {
   - {name: p_waiting, source: jobs, measure: length, redis: {library: rq, queue: "*"}}
   - {name: p_oldest, source: jobs, measure: oldest_age_seconds, redis: {library: rq, queue: "*"}}
   - {name: p_due, source: jobs, measure: due, redis: {library: rq, queue: embed}}
+  - {name: p_delayed, source: jobs, measure: delayed, redis: {library: rq, queue: embed}}
 "#,
     );
     let a = Adapter::start(&config).await;
@@ -496,6 +498,7 @@ async fn rq_jobs_are_counted_and_aged_from_their_job_hashes() {
     // `*`: the queues RQ lists in `rq:queues`.
     check_preset(&a, &url, 5.0, first_ms, "rq").await;
     a.wait_for("p_due", None, SERVED, value_is(1.0)).await;
+    a.wait_for("p_delayed", None, SERVED, value_is(1.0)).await;
     let report = python(RQ_WORK, &[&url], SCRIPT_LIMIT).await;
     ran_once(&printed(&report), 5);
     a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
@@ -822,6 +825,7 @@ async fn bullmq_jobs_are_counted_in_wait_and_prioritized_and_aged_from_their_has
       key: "{bull}:embed:wait"
       timestamp: {{hash: "{bull}:embed:{{id}}", field: timestamp, unit: ms}}
   - {{name: p_due, source: jobs, measure: due, redis: {{library: bullmq, queue: embed, prefix: "{bull}"}}}}
+  - {{name: p_delayed, source: jobs, measure: delayed, redis: {{library: bullmq, queue: embed, prefix: "{bull}"}}}}
   - {{name: by_pattern, source: jobs, measure: length, redis: {{type: list, pattern: "{bull}:*:wait", also: [{{type: zset, key: "{bull}:{{match}}:prioritized"}}]}}}}
 {}"#,
                 preset("bullmq", &format!(", prefix: \"{bull}\""))
@@ -835,6 +839,7 @@ async fn bullmq_jobs_are_counted_in_wait_and_prioritized_and_aged_from_their_has
         // The same sum by hand: a pattern whose `also` key names what the wildcard matched.
         a.wait_for("by_pattern", None, SERVED, value_is(6.0)).await;
         a.wait_for("p_due", None, SERVED, value_is(1.0)).await;
+        a.wait_for("p_delayed", None, SERVED, value_is(2.0)).await;
         // Paused, two more: still waiting work, wherever this version keeps it.
         node(BULLMQ_PAUSE, &[pkg, &url, &bull], SCRIPT_LIMIT).await;
         let mut conn = connect(&url).await;
@@ -861,6 +866,8 @@ async fn bullmq_jobs_are_counted_in_wait_and_prioritized_and_aged_from_their_has
         a.wait_for("p_waiting", None, SERVED, value_is(0.0)).await;
         a.wait_for("p_oldest", None, SERVED, value_is(0.0)).await;
         a.wait_for("p_due", None, SERVED, value_is(0.0)).await;
+        // The job due in an hour is still delayed.
+        a.wait_for("p_delayed", None, SERVED, value_is(1.0)).await;
         a.stop().await;
     }
 }

@@ -61,6 +61,8 @@ pub enum Measure {
     Due,
     /// Job library: failed jobs the library keeps.
     Failed,
+    /// Job library: delayed or scheduled jobs, due or not, not yet moved to the queue.
+    Delayed,
     /// Model server: a named gauge family as the server reports it.
     Value,
     /// Model server: per-second rate of a named counter family over the rate window.
@@ -95,6 +97,7 @@ impl Measure {
             Measure::InFlight => "in_flight",
             Measure::Due => "due",
             Measure::Failed => "failed",
+            Measure::Delayed => "delayed",
             Measure::Value => "value",
             Measure::Rate => "rate",
         }
@@ -106,3 +109,13 @@ impl fmt::Display for Measure {
         f.write_str(self.as_str())
     }
 }
+
+/// The measures of a job library's queue, on any broker (`{library: ..., queue: ...}`).
+pub const JOB_LIBRARY_MEASURES: &[Measure] = &[
+    Measure::Length,
+    Measure::OldestAgeSeconds,
+    Measure::InFlight,
+    Measure::Due,
+    Measure::Delayed,
+    Measure::Failed,
+];

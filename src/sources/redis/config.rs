@@ -11,7 +11,7 @@ use crate::apimachinery::label::validate_key;
 use crate::primitives::{ConfigError, HumanDuration};
 use crate::sources::credentials::Credentials;
 use crate::sources::field_group::{self, Grouped};
-use crate::sources::measure::Measure;
+use crate::sources::measure::{JOB_LIBRARY_MEASURES, Measure};
 
 /// The label a pattern series carries with the part of the key its wildcards matched.
 pub const DEFAULT_KEY_LABEL: &str = "queue";
@@ -1032,8 +1032,8 @@ impl LibraryTarget {
         labels: &BTreeMap<String, String>,
     ) -> Result<(), ConfigError> {
         let lib = self.library.as_str();
-        if !PRESET_MEASURES.contains(&measure) {
-            let fits: Vec<&str> = PRESET_MEASURES.iter().map(|m| m.as_str()).collect();
+        if !JOB_LIBRARY_MEASURES.contains(&measure) {
+            let fits: Vec<&str> = JOB_LIBRARY_MEASURES.iter().map(|m| m.as_str()).collect();
             return Err(ConfigError::invalid(
                 at,
                 format!(
@@ -1094,14 +1094,6 @@ impl LibraryTarget {
     }
 }
 
-/// The measures a job library's queue is read for.
-pub const PRESET_MEASURES: &[Measure] = &[
-    Measure::Length,
-    Measure::OldestAgeSeconds,
-    Measure::InFlight,
-    Measure::Due,
-    Measure::Failed,
-];
 
 #[cfg(test)]
 mod tests {

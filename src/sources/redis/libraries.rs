@@ -121,7 +121,7 @@ const KOMBU_SEP: &str = "\x06\x16";
 /// Where `library` keeps what `measure` counts for `queue` (`prefix`: the library's key prefix,
 /// `""` where it has none).
 pub fn layout(library: Library, prefix: &str, queue: &str, measure: Measure) -> Layout {
-    use Measure::{Due, Failed, InFlight, Length, OldestAgeSeconds};
+    use Measure::{Delayed, Due, Failed, InFlight, Length, OldestAgeSeconds};
     match (library, measure) {
         // Sidekiq 6.4 `client.rb:214-229` (LPUSH `queue:<q>`, JSON with `enqueued_at`),
         // `fetch.rb:47` (BRPOP: oldest at the tail); 8.x writes ms (`api.rb:576-582`).
@@ -294,6 +294,37 @@ pub fn layout(library: Library, prefix: &str, queue: &str, measure: Measure) -> 
             RedisTarget::exact(KeyType::Set, format!("{prefix}:{queue}:failed")),
             Length,
         ),
+        // Delayed or scheduled jobs, due or not.
+        (Library::Sidekiq, Delayed) => Layout::AllQueues(vec![PresetRead {
+            target: zset("schedule".into(), ScoreUnit::S),
+            measure: Length,
+        }]),
+        (Library::Rq, Delayed) => read(
+            zset(format!("rq:scheduled:{queue}"), ScoreUnit::S),
+            Length,
+        ),
+        (Library::Celery, Delayed) => unknowable(
+            "Celery keeps a task with an ETA or countdown in a worker, among the unacked tasks of all queues (in_flight)",
+        ),
+        // `dispatch.lua`: a delayed message waits in the list `<ns>:<q>.DQ` until a worker
+        // takes it and holds it to its eta.
+        (Library::Dramatiq, Delayed) => read(list(format!("{prefix}:{queue}.DQ")), Length),
+        (Library::Arq, Delayed) => unknowable(
+            "arq keeps deferred jobs in the queue's own sorted set, not apart: those due are in length",
+        ),
+        // The count is right whatever the clock its scores were written in.
+        (Library::Huey, Delayed) => read(
+            zset(format!("huey.schedule.{}", huey_name(queue)), ScoreUnit::S),
+            Length,
+        ),
+        (Library::Bullmq, Delayed) => read(
+            zset(format!("{prefix}:{queue}:delayed"), ScoreUnit::Bullmq),
+            Length,
+        ),
+        (Library::BeeQueue, Delayed) => read(
+            zset(format!("{prefix}:{queue}:delayed"), ScoreUnit::Ms),
+            Length,
+        ),
         (_, other) => Layout::Unknowable(format!(
             "measure {other} does not apply to a job library's queue"
         )),
@@ -421,7 +452,7 @@ mod tests {
 
     #[test]
     fn every_library_answers_every_preset_measure_with_keys_or_a_reason() {
-        use super::super::config::PRESET_MEASURES;
+        use crate::sources::measure::JOB_LIBRARY_MEASURES;
         for library in [
             Library::Sidekiq,
             Library::Rq,
@@ -438,7 +469,7 @@ mod tests {
                 matches!(length, Layout::PerQueue(_)),
                 "{library:?}: waiting work is per queue"
             );
-            for measure in PRESET_MEASURES {
+            for measure in JOB_LIBRARY_MEASURES {
                 match layout(library, prefix, "embed", *measure) {
                     Layout::PerQueue(r) => {
                         let at = format!("{library:?} {measure}");

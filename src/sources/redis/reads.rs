@@ -121,6 +121,7 @@ impl RedisRead {
             | Measure::Rate
             // A job library's measures are read through the generic ones its preset names.
             | Measure::Due
+            | Measure::Delayed
             | Measure::Failed => None,
         }
     }
