@@ -3,8 +3,9 @@
 # pinned versions, under target/job-libraries/ (nothing system-wide but Debian's Sidekiq),
 # saying what it did; a second run with everything in place only checks:
 # - Python (PyPI): RQ, dramatiq, arq and huey in a virtualenv at target/job-libraries/venv, with
-#   the redis client arq accepts (< 6); Celery + kombu in target/job-libraries/venv-celery, with
-#   the redis client kombu 5.7 requires (>= 6.1): one environment cannot hold both.
+#   the redis client arq accepts (< 6), and pika (dramatiq's RabbitMQ broker); Celery + kombu
+#   (with py-amqp, its RabbitMQ transport) in target/job-libraries/venv-celery, with the redis
+#   client kombu 5.7 requires (>= 6.1): one environment cannot hold both.
 # - Node.js (npm, at target/job-libraries/node): BullMQ's current major, BullMQ 5 (the last
 #   major with a separate `paused` list) as `bullmq5`, and bee-queue.
 # - Ruby: Debian's ruby-sidekiq (Sidekiq 6.4; 7 and 8 are not packaged), with apt-get as root.
@@ -23,10 +24,12 @@ PYTHON_PACKAGES=(
   "arq==0.28.0"
   "huey==3.5.4"
   "redis==5.2.1"
+  "pika==1.3.2"
 )
 CELERY_PACKAGES=(
   "celery==5.7.0"
   "kombu==5.7.0"
+  "amqp==5.4.2"
   "redis==8.2.0"
   "packaging==26.3"
 )
@@ -68,8 +71,8 @@ python_env() {
 }
 
 python_libraries() {
-  python_env "$DIR/venv" 'import rq, dramatiq, arq, huey, redis; print("rq", rq.__version__, "dramatiq", dramatiq.__version__, "arq", arq.VERSION, "huey", huey.__version__, "redis", redis.__version__)' "${PYTHON_PACKAGES[@]}"
-  python_env "$DIR/venv-celery" 'import celery, kombu, redis, kombu.transport.redis; print("celery", celery.__version__, "kombu", kombu.__version__, "redis", redis.__version__)' "${CELERY_PACKAGES[@]}"
+  python_env "$DIR/venv" 'import rq, dramatiq, arq, huey, redis, pika; print("rq", rq.__version__, "dramatiq", dramatiq.__version__, "arq", arq.VERSION, "huey", huey.__version__, "redis", redis.__version__, "pika", pika.__version__)' "${PYTHON_PACKAGES[@]}"
+  python_env "$DIR/venv-celery" 'import celery, kombu, redis, amqp, kombu.transport.redis; print("celery", celery.__version__, "kombu", kombu.__version__, "amqp", amqp.__version__, "redis", redis.__version__)' "${CELERY_PACKAGES[@]}"
 }
 
 node_libraries() {

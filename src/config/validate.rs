@@ -338,6 +338,26 @@ mod tests {
                 mentions: &["does not apply to type hash", "[\"length\"]"],
             },
             Case {
+                name: "rabbitmq library without its queue",
+                yaml: "sources:\n  r:\n    rabbitmq: {management_url: \"http://127.0.0.1:15672\"}\nmetrics:\n  - {name: a, source: r, measure: length, rabbitmq: {library: celery, queue_pattern: \"^e\"}}\n".into(),
+                mentions: &["metrics[0] (a).rabbitmq.queue", "names its queue"],
+            },
+            Case {
+                name: "rabbitmq library with a timestamp unit",
+                yaml: "sources:\n  r:\n    rabbitmq: {management_url: \"http://127.0.0.1:15672\"}\nmetrics:\n  - {name: a, source: r, measure: length, rabbitmq: {library: dramatiq, queue: q, timestamp_unit: ms}}\n".into(),
+                mentions: &["rabbitmq.timestamp_unit", "does not apply with library"],
+            },
+            Case {
+                name: "rabbitmq library measure over AMQP",
+                yaml: "sources:\n  r:\n    rabbitmq: {amqp_url: \"amqp://127.0.0.1:5672\"}\nmetrics:\n  - {name: a, source: r, measure: in_flight, rabbitmq: {library: celery, queue: q}}\n".into(),
+                mentions: &["celery in_flight is read as the queue's unacked", "AMQP cannot tell"],
+            },
+            Case {
+                name: "a job library's measure without library",
+                yaml: "sources:\n  r:\n    rabbitmq: {management_url: \"http://127.0.0.1:15672\"}\nmetrics:\n  - {name: a, source: r, measure: in_flight, rabbitmq: {queue: q}}\n".into(),
+                mentions: &["measure in_flight is a job library's: add library"],
+            },
+            Case {
                 name: "redis block on a rabbitmq metric",
                 yaml: "sources:\n  r:\n    rabbitmq: {management_url: \"http://127.0.0.1:15672\"}\nmetrics:\n  - {name: a, source: r, measure: ready, rabbitmq: {queue: q}, redis: {type: list, key: q}}\n".into(),
                 mentions: &["metrics[0] (a).redis", "remove the `redis:` block"],

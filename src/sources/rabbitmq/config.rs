@@ -9,7 +9,7 @@ use crate::primitives::{ConfigError, HumanDuration};
 use crate::primitives::{percent_decode, redact_url};
 use crate::sources::credentials::Credentials;
 use crate::sources::field_group::{self, Grouped};
-use crate::sources::measure::Measure;
+use crate::sources::measure::{JOB_LIBRARY_MEASURES, Measure};
 
 /// Drain time served for a backlog that nothing acknowledges: one day (see README).
 pub const DEFAULT_MAX_DRAIN_SECONDS: f64 = 86_400.0;
@@ -264,6 +264,30 @@ pub struct RabbitMqTarget {
     /// milliseconds (JavaScript `Date.now()`, many Java clients).
     #[serde(default)]
     pub timestamp_unit: Option<HeadTimestampUnit>,
+    /// A job library whose queue `queue` is: the measures are the library's
+    /// (`length`, `in_flight`, ...), read from the queues it keeps ([`super::libraries`]).
+    #[serde(default)]
+    pub library: Option<RabbitLibrary>,
+}
+
+/// A job library on RabbitMQ whose queue layout the adapter knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RabbitLibrary {
+    /// Celery (Python) on kombu's AMQP transport, 5.7.
+    Celery,
+    /// dramatiq (Python) on its RabbitMQ broker, 2.2.
+    Dramatiq,
+}
+
+impl RabbitLibrary {
+    /// The library's name as the config and the `library` label spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RabbitLibrary::Celery => "celery",
+            RabbitLibrary::Dramatiq => "dramatiq",
+        }
+    }
 }
 
 /// The unit of the AMQP `timestamp` property that RabbitMQ reports as `head_message_timestamp`.
@@ -319,6 +343,9 @@ impl RabbitMqTarget {
         let via = conn.read_via();
         self.vhost_in(conn)
             .map_err(|e| ConfigError::invalid(format!("{at}.vhost"), e))?;
+        if let Some(library) = self.library {
+            return self.validate_library(at, library, measure, via);
+        }
         match (&self.queue, &self.queue_pattern) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::invalid(
@@ -366,6 +393,14 @@ impl RabbitMqTarget {
         };
         if !allowed.contains(&measure) {
             let names: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
+            if JOB_LIBRARY_MEASURES.contains(&measure) && !MANAGEMENT_MEASURES.contains(&measure) {
+                return Err(ConfigError::invalid(
+                    at,
+                    format!(
+                        "measure {measure} is a job library's: add library (celery or dramatiq), or use one of {names:?}"
+                    ),
+                ));
+            }
             let how = if via == ReadVia::Amqp {
                 "over AMQP"
             } else {
@@ -374,6 +409,61 @@ impl RabbitMqTarget {
             return Err(ConfigError::invalid(
                 at,
                 format!("measure {measure} is not available {how}; the measures are {names:?}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RabbitMqTarget {
+    /// Checks a job library's queue: a named queue, the library's measures, each available
+    /// through `via`.
+    fn validate_library(
+        &self,
+        at: &str,
+        library: RabbitLibrary,
+        measure: Measure,
+        via: ReadVia,
+    ) -> Result<(), ConfigError> {
+        let lib = library.as_str();
+        let Some(queue) = self.queue.as_deref().filter(|q| !q.is_empty()) else {
+            return Err(ConfigError::invalid(
+                format!("{at}.queue"),
+                format!("a {lib} metric names its queue (the library's queue name)"),
+            ));
+        };
+        for (field, set) in [
+            ("queue_pattern", self.queue_pattern.is_some()),
+            ("timestamp_unit", self.timestamp_unit.is_some()),
+        ] {
+            if set {
+                return Err(ConfigError::invalid(
+                    format!("{at}.{field}"),
+                    format!(
+                        "does not apply with library: a {lib} queue is read as the library keeps it"
+                    ),
+                ));
+            }
+        }
+        if !JOB_LIBRARY_MEASURES.contains(&measure) {
+            let fits: Vec<&str> = JOB_LIBRARY_MEASURES.iter().map(|m| m.as_str()).collect();
+            return Err(ConfigError::invalid(
+                at,
+                format!(
+                    "measure {measure} does not apply to a job library's queue; {lib} has {fits:?}"
+                ),
+            ));
+        }
+        if let super::libraries::Layout::Queue { measure: read, .. } =
+            super::libraries::layout(library, queue, measure)
+            && via == ReadVia::Amqp
+            && !AMQP_MEASURES.contains(&read)
+        {
+            return Err(ConfigError::invalid(
+                at,
+                format!(
+                    "{lib} {measure} is read as the queue's {read}, which AMQP cannot tell; use the management API (management_url)"
+                ),
             ));
         }
         Ok(())
@@ -418,6 +508,7 @@ mod tests {
             queue: Some("q".into()),
             queue_pattern: None,
             timestamp_unit: None,
+            library: None,
         };
         let jobs = source(Some("amqp://h/jobs"));
         let bare = source(Some("amqp://h"));

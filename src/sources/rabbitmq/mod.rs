@@ -12,6 +12,7 @@
 pub mod amqp;
 pub mod config;
 pub mod idle;
+pub mod libraries;
 pub mod management;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -21,7 +22,9 @@ use std::time::{Duration, Instant, SystemTime};
 use regex::Regex;
 
 use self::amqp::{Amqp, DeclareOutcome};
-use self::config::{DEFAULT_IDLE_MAX_QUEUES, RabbitMqSourceConfig, RabbitMqTarget, ReadVia};
+use self::config::{
+    DEFAULT_IDLE_MAX_QUEUES, RabbitLibrary, RabbitMqSourceConfig, RabbitMqTarget, ReadVia,
+};
 use self::idle::IdleWatch;
 use self::management::{ListError, Management, QueueInfo, Reading};
 use super::build::{Blocks, SourceSpec};
@@ -39,14 +42,41 @@ pub const VHOST_LABEL: &str = "vhost";
 /// How often the broker's rate collection is re-checked: it changes only with its config.
 const OVERVIEW_EVERY: Duration = Duration::from_secs(60);
 
+/// Labels a job library's series carry besides `queue` and `vhost`.
+pub const LIBRARY_LABELS: [&str; 2] = ["library", "scope"];
+
 struct MetricPlan {
     name: Arc<str>,
+    /// The metric's labels, and for a job library's queue `library`, `queue` and `scope`.
     labels: Labels,
     /// The vhost read: the metric's own, else the one `amqp_url` names, else `/`.
     vhost: String,
     target: RabbitMqTarget,
-    pattern: Option<Regex>,
-    measure: Measure,
+    read: Read,
+}
+
+/// What a metric reads of its vhost's queues.
+enum Read {
+    /// One queue, and which of its counts (for a job library, the queue and count its measure
+    /// is kept in: dramatiq's dead letters are `<q>.XQ`'s total).
+    Queue(String, Measure),
+    /// Every queue whose name matches, one series each.
+    Pattern(Regex, Measure),
+    /// A job library's measure no queue holds: every poll answers this error.
+    Unknowable(String),
+}
+
+impl MetricPlan {
+    /// The labels of its series over RabbitMQ queue `queue`: a job library's series are
+    /// labelled with the library's queue, whichever of its RabbitMQ queues is read.
+    fn labels(&self, queue: &str) -> Arc<Labels> {
+        let mut labels = self.labels.clone();
+        if self.target.library.is_none() {
+            labels.insert(QUEUE_LABEL.into(), queue.into());
+        }
+        labels.insert(VHOST_LABEL.into(), self.vhost.clone());
+        Arc::new(labels)
+    }
 }
 
 enum Reader {
@@ -92,6 +122,16 @@ impl Blocks for RabbitMq {
     type Target = RabbitMqTarget;
 }
 
+/// What a job library's metric reads.
+fn library_read(library: RabbitLibrary, queue: &str, measure: Measure) -> Read {
+    match libraries::layout(library, queue, measure) {
+        libraries::Layout::Queue { queue, measure } => Read::Queue(queue, measure),
+        libraries::Layout::Unknowable(why) => {
+            Read::Unknowable(format!("{} {measure}: {why}", library.as_str()))
+        }
+    }
+}
+
 /// Checks metric `m` of a RabbitMQ source (`at` names it); `target` is its `rabbitmq:` block.
 ///
 /// # Errors
@@ -102,8 +142,10 @@ pub fn validate_metric(
     target: Option<&RabbitMqTarget>,
     at: &str,
 ) -> Result<(), ConfigError> {
-    for reserved in [QUEUE_LABEL, VHOST_LABEL] {
-        if m.labels.contains_key(reserved) {
+    let library = target.is_some_and(|t| t.library.is_some());
+    let own: &[&str] = if library { &LIBRARY_LABELS } else { &[] };
+    for reserved in [QUEUE_LABEL, VHOST_LABEL].iter().chain(own) {
+        if m.labels.contains_key(*reserved) {
             return Err(ConfigError::invalid(
                 format!("{at}.labels"),
                 format!("must not set {reserved:?}: every RabbitMQ series gets it from its queue"),
@@ -156,17 +198,30 @@ impl RabbitMqSource {
         let mut metrics = Vec::new();
         for &(m, target) in &spec.metrics {
             let Some(target) = target else { continue };
-            let pattern = target
-                .queue_pattern
-                .as_deref()
-                .and_then(|p| Regex::new(p).ok());
+            let mut labels = Labels::from(&m.labels);
+            let read = match (target.library, &target.queue, &target.queue_pattern) {
+                (Some(library), Some(q), _) => {
+                    labels.insert("library".into(), library.as_str().into());
+                    labels.insert(QUEUE_LABEL.into(), q.clone());
+                    labels.insert("scope".into(), "queue".into());
+                    library_read(library, q, m.measure)
+                }
+                (None, Some(q), _) => Read::Queue(q.clone(), m.measure),
+                (_, None, Some(p)) => match Regex::new(p) {
+                    Ok(re) => Read::Pattern(re, m.measure),
+                    Err(e) => Read::Unknowable(format!("queue_pattern {p:?}: {e}")),
+                },
+                (_, None, None) => Read::Unknowable("no queue named".into()),
+            };
+            if let Read::Unknowable(why) = &read {
+                tracing::warn!(source = %name, metric = %m.name, "every series of this metric answers an error: {why}");
+            }
             metrics.push(MetricPlan {
                 name: Arc::from(m.name.as_str()),
-                labels: Labels::from(&m.labels),
+                labels,
                 vhost: target.vhost_in(conn).map_err(bad)?,
                 target: target.clone(),
-                pattern,
-                measure: m.measure,
+                read,
             });
         }
         Ok(RabbitMqSource {
@@ -187,13 +242,6 @@ impl RabbitMqSource {
 
     fn vhosts(&self) -> BTreeSet<String> {
         self.metrics.iter().map(|m| m.vhost.clone()).collect()
-    }
-
-    fn labels(&self, m: &MetricPlan, vhost: &str, queue: &str) -> Arc<Labels> {
-        let mut labels = m.labels.clone();
-        labels.insert(QUEUE_LABEL.into(), queue.into());
-        labels.insert(VHOST_LABEL.into(), vhost.into());
-        Arc::new(labels)
     }
 
     async fn poll_management(&mut self) -> Result<Vec<Sample>, SourceError> {
@@ -227,11 +275,15 @@ impl RabbitMqSource {
         }
         let uses_rates = self.metrics.iter().any(|m| {
             matches!(
-                m.measure,
-                Measure::PublishRate
-                    | Measure::DeliverRate
-                    | Measure::AckRate
-                    | Measure::DrainSeconds
+                m.read,
+                Read::Queue(_, measure) | Read::Pattern(_, measure)
+                    if matches!(
+                        measure,
+                        Measure::PublishRate
+                            | Measure::DeliverRate
+                            | Measure::AckRate
+                            | Measure::DrainSeconds
+                    )
             )
         });
         let rates_due = self
@@ -257,13 +309,24 @@ impl RabbitMqSource {
         let mut samples = Vec::new();
         for m in &self.metrics {
             let vhost = &m.vhost;
+            let series_queue = m.target.queue.as_deref();
+            if let Read::Unknowable(why) = &m.read {
+                samples.extend(series_queue.map(|q| {
+                    Sample::new(
+                        m.name.clone(),
+                        m.labels(q),
+                        Err(SeriesError::new(why.clone())),
+                    )
+                }));
+                continue;
+            }
             let listing = match listings.get(vhost) {
                 Some(Ok(l)) => l,
                 _ => {
-                    if let Some(q) = &m.target.queue {
+                    if let Some(q) = series_queue {
                         samples.push(Sample::new(
                             m.name.clone(),
-                            self.labels(m, vhost, q),
+                            m.labels(q),
                             Err(SeriesError::new(format!("vhost {vhost:?} does not exist"))),
                         ));
                     }
@@ -276,27 +339,27 @@ impl RabbitMqSource {
                 rates,
                 timestamp_unit: m.target.timestamp_unit.unwrap_or_default(),
             };
-            match (&m.target.queue, &m.pattern) {
-                (Some(q), _) => samples.push(Sample::new(
+            match &m.read {
+                Read::Queue(q, measure) => samples.push(Sample::new(
                     m.name.clone(),
-                    self.labels(m, vhost, q),
+                    m.labels(series_queue.unwrap_or(q)),
                     match listing.get(q) {
-                        Some(info) => management::value(info, m.measure, &at),
+                        Some(info) => management::value(info, *measure, &at),
                         None => Err(SeriesError::new(format!(
                             "queue {q:?} not found in vhost {vhost:?}"
                         ))),
                     },
                 )),
-                (None, Some(re)) => {
+                Read::Pattern(re, measure) => {
                     for (q, info) in listing.iter().filter(|(q, _)| re.is_match(q)) {
                         samples.push(Sample::new(
                             m.name.clone(),
-                            self.labels(m, vhost, q),
-                            management::value(info, m.measure, &at),
+                            m.labels(q),
+                            management::value(info, *measure, &at),
                         ));
                     }
                 }
-                (None, None) => {}
+                Read::Unknowable(_) => {}
             }
         }
         Ok(samples)
@@ -305,7 +368,7 @@ impl RabbitMqSource {
     async fn poll_amqp(&mut self) -> Result<Vec<Sample>, SourceError> {
         let mut per_vhost: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for m in &self.metrics {
-            if let Some(q) = &m.target.queue {
+            if let Read::Queue(q, _) = &m.read {
                 per_vhost
                     .entry(m.vhost.clone())
                     .or_default()
@@ -332,10 +395,21 @@ impl RabbitMqSource {
         let mut samples = Vec::new();
         let mut idle = Vec::new();
         for m in &self.metrics {
-            let Some(q) = &m.target.queue else { continue };
+            let Some(series_queue) = m.target.queue.as_deref() else {
+                continue;
+            };
+            let (q, measure) = match &m.read {
+                Read::Queue(q, measure) => (q, *measure),
+                Read::Unknowable(why) => {
+                    let error = Err(SeriesError::new(why.clone()));
+                    samples.push(Sample::new(m.name.clone(), m.labels(series_queue), error));
+                    continue;
+                }
+                Read::Pattern(..) => continue,
+            };
             let vhost = &m.vhost;
             let value = match outcomes.get(&(vhost.clone(), q.clone())) {
-                Some(DeclareOutcome::Found(d)) => match m.measure {
+                Some(DeclareOutcome::Found(d)) => match measure {
                     Measure::Ready => Ok(f64::from(d.ready)),
                     Measure::Consumers => Ok(f64::from(d.consumers)),
                     other => Err(SeriesError::new(format!(
@@ -350,10 +424,10 @@ impl RabbitMqSource {
                 }
                 None => Err(SeriesError::new(format!("queue {q:?} was not read"))),
             };
-            if m.measure == Measure::Ready && value == Ok(0.0) {
+            if measure == Measure::Ready && value == Ok(0.0) {
                 idle.push((vhost.clone(), q.clone()));
             }
-            samples.push(Sample::new(m.name.clone(), self.labels(m, vhost, q), value));
+            samples.push(Sample::new(m.name.clone(), m.labels(series_queue), value));
         }
         if let Some(watch) = &self.idle {
             idle.sort();

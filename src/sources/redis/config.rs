@@ -1094,7 +1094,6 @@ impl LibraryTarget {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;

@@ -299,10 +299,7 @@ pub fn layout(library: Library, prefix: &str, queue: &str, measure: Measure) -> 
             target: zset("schedule".into(), ScoreUnit::S),
             measure: Length,
         }]),
-        (Library::Rq, Delayed) => read(
-            zset(format!("rq:scheduled:{queue}"), ScoreUnit::S),
-            Length,
-        ),
+        (Library::Rq, Delayed) => read(zset(format!("rq:scheduled:{queue}"), ScoreUnit::S), Length),
         (Library::Celery, Delayed) => unknowable(
             "Celery keeps a task with an ETA or countdown in a worker, among the unacked tasks of all queues (in_flight)",
         ),
