@@ -33,13 +33,13 @@ async fn poll_once<S: Source>(mut source: S, timeout: std::time::Duration, store
     store.record_poll(source.name(), SystemTime::now(), outcome);
 }
 
-/// Polls every source of `config` once and renders the table.
+/// Polls every source of `config` once, into a store as `serve` keeps it (`discover` reads
+/// what the sources found from it).
 ///
 /// # Errors
 /// When a source cannot be built from its config.
-pub async fn run(config: &Config) -> anyhow::Result<Report> {
+pub async fn poll(config: &Config) -> anyhow::Result<Arc<Store>> {
     let store = Arc::new(store_for(config));
-    let started = Instant::now();
     let token = tokio_util::sync::CancellationToken::new();
     let _stop_watches = token.clone().drop_guard();
     let tracker = tokio_util::task::TaskTracker::new();
@@ -51,6 +51,16 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
             .await?;
         poll_once(built, timeout, &store).await;
     }
+    Ok(store)
+}
+
+/// Polls every source of `config` once and renders the table.
+///
+/// # Errors
+/// When a source cannot be built from its config.
+pub async fn run(config: &Config) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let store = poll(config).await?;
     let now = SystemTime::now();
     let mut rows = vec![[
         "METRIC".to_string(),

@@ -28,6 +28,7 @@ pub mod app;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod discover;
 pub mod file_watch;
 pub mod kube_client;
 pub mod model;

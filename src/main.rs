@@ -1,5 +1,5 @@
 //! The `queue-metrics-adapter` binary: parses the command line ([`queue_metrics_adapter::cli`])
-//! and runs `serve` or `check`.
+//! and runs `serve`, `check` or `discover`.
 
 use std::process::ExitCode;
 
@@ -8,7 +8,7 @@ use clap::Parser as _;
 use queue_metrics_adapter::cli::{Cli, Command};
 use queue_metrics_adapter::config::Config;
 use queue_metrics_adapter::telemetry::init_logging;
-use queue_metrics_adapter::{app, check, shutdown};
+use queue_metrics_adapter::{app, check, discover, shutdown};
 
 /// mimalloc instead of glibc's malloc: the metric GET allocates and frees a few dozen small
 /// blocks per request on whichever runtime thread serves it, and glibc's arenas spent about a
@@ -51,6 +51,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Discover(args) => {
+            let found = discover::run(&args).await?;
+            eprint!("{}", found.summary);
+            print!("{}", found.config);
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -924,4 +924,30 @@ async fn job_library_presets_read_a_cluster_across_its_nodes() {
         assert!(writes.is_empty(), "node {}: writes {writes:?}", n.port);
         assert_eq!(&dumps(&mut c, "").await, dumps_before, "node {}", n.port);
     }
+
+    // `discover` from one seed finds the same queues on every node: BullMQ's under its
+    // hash-tagged prefix, Sidekiq's from its registry.
+    let found =
+        queue_metrics_adapter::discover::run(&queue_metrics_adapter::cli::discover::DiscoverArgs {
+            redis_cluster: vec![seed.addr()],
+            ..Default::default()
+        })
+        .await
+        .expect("discover");
+    for needle in [
+        "library: bullmq, queue: \"embed\", prefix: \"{bull}\"",
+        "library: bullmq, queue: \"rerank\", prefix: \"{bull}\"",
+        "library: sidekiq, queue: \"a\"",
+        "library: sidekiq, queue: \"f\"",
+        "cluster: {nodes: [",
+    ] {
+        assert!(found.config.contains(needle), "{needle}:\n{}", found.config);
+    }
+    assert!(
+        found
+            .summary
+            .contains("every key belongs to a library found"),
+        "{}",
+        found.summary
+    );
 }

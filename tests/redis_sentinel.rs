@@ -335,6 +335,9 @@ async fn read_from_replica_reads_the_replica_only_and_never_writes() {
         );
         cmd::<i64>(&mut m, &["HSET", &format!("{bee}:embed:jobs"), job, &json]).await;
     }
+    // Sidekiq's layout, for `discover` (the private set holds nothing else of Sidekiq's).
+    cmd::<i64>(&mut m, &["SADD", "queues", "embed"]).await;
+    cmd::<i64>(&mut m, &["LPUSH", "queue:embed", "{}", "{}"]).await;
     for i in 0..3 {
         cmd::<i64>(&mut m, &["RPUSH", &key, &format!("job-{i}")]).await;
     }
@@ -401,6 +404,32 @@ async fn read_from_replica_reads_the_replica_only_and_never_writes() {
         "a key changed"
     );
     adapter.stop().await;
+    // `discover` through the sentinels finds Sidekiq's queue on the master, and writes a
+    // source that reaches it the same way.
+    let addresses: Vec<String> = set.sentinels.iter().map(|s| s.addr()).collect();
+    let found =
+        queue_metrics_adapter::discover::run(&queue_metrics_adapter::cli::discover::DiscoverArgs {
+            redis_sentinel: vec![format!("{MASTER}@{}", addresses.join(","))],
+            ..Default::default()
+        })
+        .await
+        .expect("discover");
+    assert!(
+        found.config.contains("library: sidekiq, queue: \"embed\"")
+            && found.config.contains("sentinel: {master_name:"),
+        "{}",
+        found.config
+    );
+    assert!(
+        found.summary.lines().any(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.get(1) == Some(&"sidekiq")
+                && cells.get(3) == Some(&"embed")
+                && cells.get(4) == Some(&"2")
+        }),
+        "{}",
+        found.summary
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
-//! The command line: `serve` and `check`, their flags (each also read from a `QMA_...`
+//! The command line: `serve`, `check` and `discover`, their flags (each also read from a `QMA_...`
 //! environment variable), and the settings they make. `main.rs` parses it and runs.
 
+pub mod discover;
 pub mod flag_values;
 pub mod limits;
 pub mod security;
@@ -47,6 +48,9 @@ pub enum Command {
         #[arg(long, env = "QMA_CONFIG")]
         config: PathBuf,
     },
+    /// Find the job-library queues on Redis servers and RabbitMQ brokers (read-only) and print
+    /// a config that serves them; a summary goes to standard error.
+    Discover(discover::DiscoverArgs),
 }
 
 #[cfg(test)]
@@ -187,7 +191,7 @@ mod tests {
         let cli = Cli::try_parse_from(argv)?;
         match cli.command {
             Command::Serve(args) => Ok(*args),
-            Command::Check { .. } => panic!("serve"),
+            Command::Check { .. } | Command::Discover(_) => panic!("serve"),
         }
     }
 

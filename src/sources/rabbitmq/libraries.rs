@@ -5,7 +5,10 @@
 //! Checked against the libraries' code (`../shared/reference/job-libraries.md` §2) and their
 //! real clients and workers (`tests/job_libraries.rs`).
 
+use std::collections::BTreeSet;
+
 use super::config::RabbitLibrary;
+use super::management::Binding;
 use crate::sources::measure::Measure;
 
 /// Where a library keeps what a measure counts.
@@ -68,6 +71,50 @@ pub fn layout(library: RabbitLibrary, name: &str, measure: Measure) -> Layout {
     }
 }
 
+/// The job-library queues among a vhost's `queues`, told by their names and `bindings`, for
+/// `discover`:
+/// - dramatiq declares `<q>`, `<q>.DQ` and `<q>.XQ` together (`brokers/rabbitmq.py`
+///   `_ensure_queue`): a queue with both beside it is dramatiq's `<q>`;
+/// - kombu binds a Celery queue `<q>` from the direct exchange of the same name with routing
+///   key `<q>` (`Queue(name, Exchange(name), routing_key=name)`, Celery's `task_queues`
+///   default); Celery's own reply and event queues (`*.pidbox`, `celeryev.*`) and quorum ETA
+///   queues (`celery_delayed_*`) are not work queues.
+///
+/// Returns each library queue found, and every queue it accounts for (the library's own
+/// delay, dead-letter, reply and event queues too), so that the rest can be counted.
+pub fn recognise(
+    queues: &BTreeSet<String>,
+    bindings: &[Binding],
+) -> (Vec<(RabbitLibrary, String)>, BTreeSet<String>) {
+    let mut found = Vec::new();
+    let mut known = BTreeSet::new();
+    for q in queues {
+        let (dq, xq) = (format!("{q}.DQ"), format!("{q}.XQ"));
+        if queues.contains(&dq) && queues.contains(&xq) {
+            found.push((RabbitLibrary::Dramatiq, q.clone()));
+            known.extend([q.clone(), dq, xq]);
+        }
+    }
+    let celery_internal = |q: &str| {
+        q.ends_with(".pidbox") || q.starts_with("celeryev.") || q.starts_with("celery_delayed_")
+    };
+    for b in bindings {
+        let q = &b.destination;
+        if b.source == *q && b.routing_key == *q && queues.contains(q) && !known.contains(q) {
+            if celery_internal(q) {
+                continue;
+            }
+            found.push((RabbitLibrary::Celery, q.clone()));
+            known.insert(q.clone());
+        }
+    }
+    if found.iter().any(|(l, _)| *l == RabbitLibrary::Celery) {
+        known.extend(queues.iter().filter(|q| celery_internal(q)).cloned());
+    }
+    found.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+    (found, known)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +133,42 @@ mod tests {
             layout(RabbitLibrary::Dramatiq, "embed", Measure::Failed),
             queue("embed.XQ".into(), Measure::Total)
         );
+    }
+
+    #[test]
+    fn library_queues_are_told_by_their_siblings_and_bindings() {
+        let queues: BTreeSet<String> = [
+            "embed",
+            "embed.DQ",
+            "embed.XQ",
+            "celery",
+            "w1.celery.pidbox",
+            "celeryev.x",
+            "other",
+        ]
+        .map(String::from)
+        .into();
+        let bind = |source: &str, q: &str, rk: &str| Binding {
+            source: source.into(),
+            destination: q.into(),
+            destination_type: "queue".into(),
+            routing_key: rk.into(),
+        };
+        let bindings = [
+            bind("celery", "celery", "celery"),
+            bind("celery.pidbox", "w1.celery.pidbox", ""),
+            bind("amq.topic", "other", "x"),
+        ];
+        let (found, known) = recognise(&queues, &bindings);
+        assert_eq!(
+            found,
+            [
+                (RabbitLibrary::Celery, "celery".to_string()),
+                (RabbitLibrary::Dramatiq, "embed".to_string())
+            ]
+        );
+        let unknown: Vec<&String> = queues.difference(&known).collect();
+        assert_eq!(unknown, ["other"]);
     }
 
     #[test]

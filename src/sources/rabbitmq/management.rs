@@ -23,6 +23,20 @@ message_stats.get_no_ack_details.rate";
 /// What `/api/overview` is asked for: whether the broker collects message rates at all.
 pub const OVERVIEW_COLUMNS: &str = "rates_mode,disable_stats";
 
+/// A binding as `/api/bindings/{vhost}` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Binding {
+    /// The exchange (`""` is the default exchange).
+    pub source: String,
+    /// The queue or exchange bound.
+    pub destination: String,
+    /// `queue` or `exchange`.
+    pub destination_type: String,
+    /// The routing key.
+    #[serde(default)]
+    pub routing_key: String,
+}
+
 /// One queue as the listing reports it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct QueueInfo {
@@ -147,6 +161,16 @@ pub enum ListError {
     Failed(String),
 }
 
+impl ListError {
+    /// The error as a message about `GET path`.
+    fn message(self, path: &str) -> String {
+        match self {
+            ListError::VhostMissing => format!("GET {path}: HTTP 404"),
+            ListError::Failed(message) => message,
+        }
+    }
+}
+
 /// A management API client for one broker.
 pub struct Management {
     http: reqwest::Client,
@@ -197,10 +221,7 @@ impl Management {
     pub async fn overview(&self) -> Result<Overview, String> {
         self.get_json("/api/overview", &format!("columns={OVERVIEW_COLUMNS}"))
             .await
-            .map_err(|e| match e {
-                ListError::VhostMissing => "GET /api/overview: HTTP 404".to_string(),
-                ListError::Failed(message) => message,
-            })
+            .map_err(|e| e.message("/api/overview"))
     }
 
     /// `GET path?query`, read as JSON; a 404 is [`ListError::VhostMissing`].
@@ -240,6 +261,42 @@ impl Management {
             .map_err(|e| ListError::Failed(format!("GET {path}: {e}")))?;
         serde_json::from_slice(&body)
             .map_err(|e| ListError::Failed(format!("GET {path}: unreadable reply: {e}")))
+    }
+
+    /// Every vhost's name (`GET /api/vhosts`, one column), for `discover`.
+    ///
+    /// # Errors
+    /// When the call fails or the answer is not a list of vhosts.
+    pub async fn list_vhosts(&self) -> Result<Vec<String>, String> {
+        #[derive(Deserialize)]
+        struct Vhost {
+            name: String,
+        }
+        let vhosts: Vec<Vhost> = self
+            .get_json("/api/vhosts", "columns=name")
+            .await
+            .map_err(|e| e.message("/api/vhosts"))?;
+        Ok(vhosts.into_iter().map(|v| v.name).collect())
+    }
+
+    /// Every binding in `vhost` from a named exchange to a queue, for `discover` (kombu binds
+    /// a Celery queue from the exchange of its own name).
+    ///
+    /// # Errors
+    /// When the call fails or the answer is not a list of bindings.
+    pub async fn list_bindings(&self, vhost: &str) -> Result<Vec<Binding>, String> {
+        let path = format!("/api/bindings/{}", encode(vhost));
+        let all: Vec<Binding> = self
+            .get_json(
+                &path,
+                "columns=source,destination,destination_type,routing_key",
+            )
+            .await
+            .map_err(|e| e.message(&path))?;
+        Ok(all
+            .into_iter()
+            .filter(|b| !b.source.is_empty() && b.destination_type == "queue")
+            .collect())
     }
 
     /// Every queue of `vhost`, one page of [`PAGE_SIZE`] per call.

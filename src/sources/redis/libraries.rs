@@ -382,6 +382,32 @@ pub fn key_prefix(library: Library, prefix: &str) -> Option<String> {
     }
 }
 
+/// Whether `key` is one of `library`'s own keys, given the `queues` found: for `discover`'s
+/// count of the keys no library found explains. Broad on purpose (any key under the library's
+/// prefix), since job hashes, results and statistics are the library's too.
+pub fn owns(library: Library, prefix: &str, queues: &[String], key: &str) -> bool {
+    let under = |p: &str| key.starts_with(p);
+    match library {
+        Library::Sidekiq => {
+            ["queues", "schedule", "retry", "dead", "processes"].contains(&key)
+                || under("queue:")
+                || under("stat:")
+        }
+        Library::Rq => under("rq:"),
+        Library::Celery => {
+            ["unacked", "unacked_index", "unacked_mutex"].contains(&key)
+                || under("_kombu.")
+                || under("celery-task-meta-")
+                || queues
+                    .iter()
+                    .any(|q| key == q || key.starts_with(&format!("{q}{KOMBU_SEP}")))
+        }
+        Library::Arq => under("arq:"),
+        Library::Huey => under("huey."),
+        Library::Dramatiq | Library::Bullmq | Library::BeeQueue => under(&format!("{prefix}:")),
+    }
+}
+
 /// The queues of `library` that `discovery` found, sorted.
 pub fn found_queues(library: Library, prefix: &str, discovery: &Discovery) -> Vec<String> {
     let mut queues: Vec<String> = match registry(library, prefix) {
