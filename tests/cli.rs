@@ -463,3 +463,78 @@ async fn a_series_failing_on_its_own_is_logged_once_when_it_fails_and_once_when_
         "{stderr}"
     );
 }
+
+/// `discover` as an operator runs it: the config on standard output (it loads, `check` passes
+/// it), the summary on standard error; a password written in a URL is refused without
+/// printing it, and a server that does not answer is an error naming it.
+#[tokio::test]
+async fn discover_prints_a_config_check_accepts_and_its_summary_apart() {
+    let server = common::RedisProcess::start().await;
+    let mut c = connect(&server.url()).await;
+    cmd::<i64>(&mut c, &["SADD", "queues", "embed"]).await;
+    let job = format!(
+        r#"{{"enqueued_at":{}.5}}"#,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+    );
+    cmd::<i64>(&mut c, &["LPUSH", "queue:embed", &job, &job]).await;
+    let url = format!("redis://127.0.0.1:{}", server.port);
+    let out = Command::new(BIN)
+        .args(["discover", "--redis", &url])
+        .output()
+        .expect("runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains("sidekiq_embed_length") && !stdout.contains("LIBRARY"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("LIBRARY") && stderr.contains("sidekiq"),
+        "{stderr}"
+    );
+    let written = write_config("discovered", &stdout);
+    let check = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&written.0)
+        .output()
+        .expect("runs");
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    let out = Command::new(BIN)
+        .args(["discover", "--redis", "redis://:hunter2@127.0.0.1:6379"])
+        .output()
+        .expect("runs");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("--password-env") && !all.contains("hunter2"),
+        "{all}"
+    );
+
+    let out = Command::new(BIN)
+        .args([
+            "discover",
+            "--redis",
+            &format!("redis://127.0.0.1:{}", free_port()),
+        ])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("127.0.0.1"), "{stderr}");
+}
