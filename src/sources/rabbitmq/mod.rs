@@ -8,6 +8,10 @@
 //! `queue.declare` per queue. Neither consumes, gets, acknowledges or requeues anything:
 //! `basic.get` + requeue would set `redelivered`, reorder quorum queues and count toward
 //! delivery limits (docs/reference/sources.md §3.4).
+//!
+//! A job library's queue (`{library: celery, queue: embed}`) is read the same way: `libraries`
+//! says which queue and which of its counts each measure is (dramatiq's dead letters are
+//! `embed.XQ`'s total), or why none is.
 
 pub mod amqp;
 pub mod config;
