@@ -462,8 +462,12 @@ fn prefix_field(library: Library, prefix: &str) -> String {
 /// `<library>_<queue>_<measure>`, made a valid metric name (lowercase letters, digits, `_`,
 /// `.`, `-`).
 fn metric_name(library: &str, queue: &str, measure: Measure) -> String {
-    format!("{library}_{queue}_{measure}")
-        .chars()
+    valid_name(&format!("{library}_{queue}_{measure}"))
+}
+
+/// `name` with every character a metric name cannot hold made `_`, and letters lowercase.
+fn valid_name(name: &str) -> String {
+    name.chars()
         .map(|c| match c.to_ascii_lowercase() {
             c @ ('a'..='z' | '0'..='9' | '_' | '.' | '-') => c,
             _ => '_',
@@ -471,8 +475,8 @@ fn metric_name(library: &str, queue: &str, measure: Measure) -> String {
         .collect()
 }
 
-/// Makes every metric name unique: a name two metrics share gets its source appended, then a
-/// number.
+/// Makes every metric name unique: a name two metrics share gets what tells them apart
+/// appended (the vhost of a RabbitMQ queue, else the source), then a number.
 fn unique_names(metrics: &mut [Metric]) {
     let mut count: BTreeMap<String, usize> = BTreeMap::new();
     for m in metrics.iter() {
@@ -480,7 +484,11 @@ fn unique_names(metrics: &mut [Metric]) {
     }
     for m in metrics.iter_mut() {
         if count[&m.name] > 1 {
-            m.name = format!("{}_{}", m.name, m.source);
+            let apart = match &m.about {
+                Some((_, _, vhost, _)) if !vhost.is_empty() => format!("{}_{vhost}", m.source),
+                _ => m.source.clone(),
+            };
+            m.name = valid_name(&format!("{}_{apart}", m.name));
         }
     }
     let mut taken = BTreeSet::new();

@@ -223,4 +223,48 @@ async fn discover_finds_celery_and_dramatiq_queues_in_a_rabbitmq_vhost() {
             && !config.contains("guest\"}"),
         "the password is named, never written\n{config}"
     );
+    // Served, the discovered metrics of this vhost equal the presets written by hand.
+    let name_of = |library: &str, queue: &str| -> String {
+        let line = ours
+            .iter()
+            .find(|l| {
+                l.contains(&format!("library: {library}, queue: \"{queue}\""))
+                    && l.contains("measure: length")
+            })
+            .unwrap_or_else(|| panic!("{library} {queue}: {config}"));
+        let rest = line.split("name: ").nth(1).expect("a name");
+        rest.split(',').next().expect("a name").to_string()
+    };
+    let (celery, dramatiq) = (name_of("celery", "embed"), name_of("dramatiq", "ocr"));
+    let by_hand = format!(
+        "  - {{name: hand_celery, source: rabbitmq1, measure: length, rabbitmq: {{vhost: \"{v}\", library: celery, queue: embed}}}}\n  - {{name: hand_dramatiq, source: rabbitmq1, measure: length, rabbitmq: {{vhost: \"{v}\", library: dramatiq, queue: ocr}}}}\n",
+        v = vhost.name
+    );
+    let a = Adapter::start(&format!("poll_interval: 250ms\n{config}{by_hand}")).await;
+    for (discovered, hand, want) in [
+        (&celery, "hand_celery", 2.0),
+        (&dramatiq, "hand_dramatiq", 3.0),
+    ] {
+        assert_eq!(
+            value_is_eventually(&a, discovered, want).await,
+            want,
+            "{discovered}"
+        );
+        assert_eq!(value_is_eventually(&a, hand, want).await, want, "{hand}");
+    }
+    a.stop().await;
+}
+
+/// Waits (bounded) for `metric` to serve `want` (the management API's statistics lag), and
+/// returns what it serves then.
+async fn value_is_eventually(a: &Adapter, metric: &str, want: f64) -> f64 {
+    let _ = a
+        .wait_for(
+            metric,
+            None,
+            Duration::from_secs(20),
+            common::value_is(want),
+        )
+        .await;
+    value(a, metric).await
 }
