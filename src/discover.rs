@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::primitives::{Secret, redact_url};
 use crate::sources::measure::{JOB_LIBRARY_MEASURES, Measure};
 use crate::sources::rabbitmq::libraries as rabbit_libraries;
-use crate::sources::rabbitmq::management::Management;
+use crate::sources::rabbitmq::management::{ListError, Management};
 use crate::sources::redis::batch::Batch;
 use crate::sources::redis::config::{Library, RedisSourceConfig};
 use crate::sources::redis::libraries::{self as redis_libraries, Layout, SCOPE_QUEUE};
@@ -92,135 +92,26 @@ pub async fn run(args: &DiscoverArgs) -> anyhow::Result<Discovered> {
         );
     }
     let credentials = credentials_yaml(args);
-    let mut sources: Vec<(String, String)> = Vec::new();
-    let mut metrics: Vec<Metric> = Vec::new();
-    let mut found: Vec<FoundQueue> = Vec::new();
-    let mut notes: Vec<String> = Vec::new();
-
+    let mut f = Findings::default();
     for (i, block) in redis_blocks(args)?.into_iter().enumerate() {
-        let base = format!("redis{}", i + 1);
-        let conn = redis_connection(&format!("{block}{credentials}"))?;
-        let cluster = conn.cluster.is_some();
-        let dbs = if cluster {
-            vec![0]
-        } else {
-            dbs_with_keys(&conn).await.with_context(|| conn.display())?
-        };
-        if dbs.is_empty() {
-            notes.push(format!("{}: no db holds keys", conn.display()));
-        }
-        for db in dbs {
-            let source = format!("{base}_db{db}");
-            let db_field = if cluster {
-                String::new()
-            } else {
-                format!(", db: {db}")
-            };
-            let source_block = format!("{block}{credentials}{db_field}");
-            let queues = redis_queues(&source, &source_block).await?;
-            let mut by_library: BTreeMap<(Library, &str), Vec<String>> = BTreeMap::new();
-            for (library, prefix, queue) in queues {
-                by_library.entry((library, prefix)).or_default().push(queue);
-            }
-            let unexplained = unexplained_keys(&source_block, &by_library).await?;
-            notes.push(match unexplained {
-                Some(0) => format!("{source}: every key belongs to a library found"),
-                Some(n) => format!("{source}: {n} key(s) no library found explains, left out"),
-                None => format!(
-                    "{source}: more than {MAX_KEYS_COUNTED} keys; the ones no library explains were not counted"
-                ),
-            });
-            if by_library.is_empty() {
-                continue;
-            }
-            sources.push((source.clone(), format!("redis: {{{source_block}}}")));
-            for ((library, prefix), queues) in &by_library {
-                redis_metrics(&source, *library, prefix, queues, &mut metrics, &mut found);
-            }
-        }
+        find_redis(&mut f, &format!("redis{}", i + 1), &block, &credentials).await?;
     }
-
     for (i, url) in args.rabbitmq_management.iter().enumerate() {
-        if redact_url(url) != *url {
-            bail!(
-                "{}: discover prints a config; give the password with --password-env or --password-file, not in the URL",
-                redact_url(url)
-            );
-        }
-        let source = format!("rabbitmq{}", i + 1);
-        let client = Management::new(
+        find_rabbitmq(
+            &mut f,
+            &format!("rabbitmq{}", i + 1),
             url,
-            args.username.as_deref(),
-            password(args)?,
-            None,
-            TIMEOUT,
-            crate::sources::http::DEFAULT_MAX_RESPONSE_BYTES,
+            args,
+            &credentials,
         )
-        .map_err(anyhow::Error::msg)?;
-        let vhosts = client
-            .list_vhosts()
-            .await
-            .map_err(anyhow::Error::msg)
-            .with_context(|| url.clone())?;
-        let mut any = false;
-        for vhost in vhosts {
-            let (queues, _) = client
-                .list_queues(&vhost)
-                .await
-                .map_err(|e| anyhow::anyhow!("{url}: listing vhost {vhost:?}: {e:?}"))?;
-            let names: BTreeSet<String> = queues.into_iter().map(|q| q.name).collect();
-            let bindings = client
-                .list_bindings(&vhost)
-                .await
-                .map_err(anyhow::Error::msg)?;
-            let (libraries, known) = rabbit_libraries::recognise(&names, &bindings);
-            let unknown = names.difference(&known).count();
-            if unknown > 0 {
-                notes.push(format!(
-                    "{source} vhost {vhost:?}: {unknown} queue(s) no library found explains, left out"
-                ));
-            }
-            for (library, queue) in libraries {
-                any = true;
-                for measure in JOB_LIBRARY_MEASURES {
-                    if let rabbit_libraries::Layout::Queue { .. } =
-                        rabbit_libraries::layout(library, &queue, *measure)
-                    {
-                        metrics.push(Metric {
-                            name: metric_name(library.as_str(), &queue, *measure),
-                            source: source.clone(),
-                            measure: *measure,
-                            block: format!(
-                                "rabbitmq: {{vhost: {}, library: {}, queue: {}}}",
-                                quoted(&vhost),
-                                library.as_str(),
-                                quoted(&queue)
-                            ),
-                            about: Some((
-                                source.clone(),
-                                library.as_str().into(),
-                                vhost.clone(),
-                                queue.clone(),
-                            )),
-                        });
-                    }
-                }
-                found.push(FoundQueue {
-                    source: source.clone(),
-                    library: library.as_str().into(),
-                    vhost: vhost.clone(),
-                    queue,
-                });
-            }
-        }
-        if any {
-            sources.push((
-                source,
-                format!("rabbitmq: {{management_url: {}{credentials}}}", quoted(url)),
-            ));
-        }
+        .await?;
     }
-
+    let Findings {
+        sources,
+        mut metrics,
+        found,
+        notes,
+    } = f;
     if sources.is_empty() {
         bail!(
             "no job-library queue found{}",
@@ -233,6 +124,166 @@ pub async fn run(args: &DiscoverArgs) -> anyhow::Result<Discovered> {
         .context("the config discover wrote does not load (a bug: please report it)")?;
     let summary = summarise(&config, &metrics, &found, &notes).await?;
     Ok(Discovered { config, summary })
+}
+
+/// What `discover` has found so far, and its notes for the summary.
+#[derive(Default)]
+struct Findings {
+    /// Each source of the config: its name and its block.
+    sources: Vec<(String, String)>,
+    metrics: Vec<Metric>,
+    found: Vec<FoundQueue>,
+    notes: Vec<String>,
+}
+
+/// Looks at one Redis connection (`block`, the start of its `redis:` block): every db that
+/// holds keys, named `<base>_db<N>`.
+async fn find_redis(
+    f: &mut Findings,
+    base: &str,
+    block: &str,
+    credentials: &str,
+) -> anyhow::Result<()> {
+    let conn = redis_connection(&format!("{block}{credentials}"))?;
+    let cluster = conn.cluster.is_some();
+    let dbs = if cluster {
+        vec![0]
+    } else {
+        dbs_with_keys(&conn).await.with_context(|| conn.display())?
+    };
+    if dbs.is_empty() {
+        f.notes
+            .push(format!("{}: no db holds keys", conn.display()));
+    }
+    for db in dbs {
+        let source = format!("{base}_db{db}");
+        let db_field = if cluster {
+            String::new()
+        } else {
+            format!(", db: {db}")
+        };
+        let source_block = format!("{block}{credentials}{db_field}");
+        let queues = redis_queues(&source, &source_block).await?;
+        let mut by_library: BTreeMap<(Library, &str), Vec<String>> = BTreeMap::new();
+        for (library, prefix, queue) in queues {
+            by_library.entry((library, prefix)).or_default().push(queue);
+        }
+        let unexplained = unexplained_keys(&source_block, &by_library).await?;
+        f.notes.push(match unexplained {
+            Some(0) => format!("{source}: every key belongs to a library found"),
+            Some(n) => format!("{source}: {n} key(s) no library found explains, left out"),
+            None => format!(
+                "{source}: more than {MAX_KEYS_COUNTED} keys; the ones no library explains were not counted"
+            ),
+        });
+        if by_library.is_empty() {
+            continue;
+        }
+        f.sources
+            .push((source.clone(), format!("redis: {{{source_block}}}")));
+        for ((library, prefix), queues) in &by_library {
+            redis_metrics(
+                &source,
+                *library,
+                prefix,
+                queues,
+                &mut f.metrics,
+                &mut f.found,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Looks at one RabbitMQ management API: every vhost, as source `source`.
+async fn find_rabbitmq(
+    f: &mut Findings,
+    source: &str,
+    url: &str,
+    args: &DiscoverArgs,
+    credentials: &str,
+) -> anyhow::Result<()> {
+    if redact_url(url) != *url {
+        bail!(
+            "{}: discover prints a config; give the password with --password-env or --password-file, not in the URL",
+            redact_url(url)
+        );
+    }
+    let source = source.to_string();
+    let client = Management::new(
+        url,
+        args.username.as_deref(),
+        password(args)?,
+        None,
+        TIMEOUT,
+        crate::sources::http::DEFAULT_MAX_RESPONSE_BYTES,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let vhosts = client
+        .list_vhosts()
+        .await
+        .map_err(anyhow::Error::msg)
+        .with_context(|| url.to_string())?;
+    let mut any = false;
+    for vhost in vhosts {
+        let queues = match client.list_queues(&vhost).await {
+            Ok((queues, _)) => queues,
+            // Deleted since it was listed.
+            Err(ListError::VhostMissing) => continue,
+            Err(ListError::Failed(e)) => bail!("{url}: listing vhost {vhost:?}: {e}"),
+        };
+        let names: BTreeSet<String> = queues.into_iter().map(|q| q.name).collect();
+        let bindings = client
+            .list_bindings(&vhost)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let (libraries, known) = rabbit_libraries::recognise(&names, &bindings);
+        let unknown = names.difference(&known).count();
+        if unknown > 0 {
+            f.notes.push(format!(
+                "{source} vhost {vhost:?}: {unknown} queue(s) no library found explains, left out"
+            ));
+        }
+        for (library, queue) in libraries {
+            any = true;
+            for measure in JOB_LIBRARY_MEASURES {
+                if let rabbit_libraries::Layout::Queue { .. } =
+                    rabbit_libraries::layout(library, &queue, *measure)
+                {
+                    f.metrics.push(Metric {
+                        name: metric_name(library.as_str(), &queue, *measure),
+                        source: source.clone(),
+                        measure: *measure,
+                        block: format!(
+                            "rabbitmq: {{vhost: {}, library: {}, queue: {}}}",
+                            quoted(&vhost),
+                            library.as_str(),
+                            quoted(&queue)
+                        ),
+                        about: Some((
+                            source.clone(),
+                            library.as_str().into(),
+                            vhost.clone(),
+                            queue.clone(),
+                        )),
+                    });
+                }
+            }
+            f.found.push(FoundQueue {
+                source: source.clone(),
+                library: library.as_str().into(),
+                vhost: vhost.clone(),
+                queue,
+            });
+        }
+    }
+    if any {
+        f.sources.push((
+            source,
+            format!("rabbitmq: {{management_url: {}{credentials}}}", quoted(url)),
+        ));
+    }
+    Ok(())
 }
 
 /// The credential fields every source of the printed config gets, as written after a field.
