@@ -311,6 +311,18 @@ async fn a_failover_and_a_killed_master_serve_503_or_the_truth_never_a_demoted_n
     adapter.stop().await;
 }
 
+/// Two RQ jobs in `rerank`, enqueued through the sentinel at argv[1] for master argv[2].
+const RQ_THROUGH_SENTINEL: &str = r#"
+import sys
+from redis.sentinel import Sentinel
+from rq import Queue
+host, port = sys.argv[1].rsplit(":", 1)
+master = Sentinel([(host, int(port))]).master_for(sys.argv[2])
+q = Queue("rerank", connection=master)
+for n in range(2):
+    q.enqueue("builtins.abs", n)
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_from_replica_reads_the_replica_only_and_never_writes() {
     let set = Set::start().await;
@@ -335,9 +347,14 @@ async fn read_from_replica_reads_the_replica_only_and_never_writes() {
         );
         cmd::<i64>(&mut m, &["HSET", &format!("{bee}:embed:jobs"), job, &json]).await;
     }
-    // Sidekiq's layout, for `discover` (the private set holds nothing else of Sidekiq's).
-    cmd::<i64>(&mut m, &["SADD", "queues", "embed"]).await;
-    cmd::<i64>(&mut m, &["LPUSH", "queue:embed", "{}", "{}"]).await;
+    // RQ's real client, through the sentinels as RQ users connect, for `discover`.
+    let addresses: Vec<String> = set.sentinels.iter().map(|s| s.addr()).collect();
+    common::job_libraries::python(
+        RQ_THROUGH_SENTINEL,
+        &[&addresses[0], MASTER],
+        Duration::from_secs(60),
+    )
+    .await;
     for i in 0..3 {
         cmd::<i64>(&mut m, &["RPUSH", &key, &format!("job-{i}")]).await;
     }
@@ -404,9 +421,8 @@ async fn read_from_replica_reads_the_replica_only_and_never_writes() {
         "a key changed"
     );
     adapter.stop().await;
-    // `discover` through the sentinels finds Sidekiq's queue on the master, and writes a
-    // source that reaches it the same way.
-    let addresses: Vec<String> = set.sentinels.iter().map(|s| s.addr()).collect();
+    // `discover` through the sentinels finds RQ's queue on the master, and writes a source
+    // that reaches it the same way.
     let found =
         queue_metrics_adapter::discover::run(&queue_metrics_adapter::cli::discover::DiscoverArgs {
             redis_sentinel: vec![format!("{MASTER}@{}", addresses.join(","))],
@@ -415,7 +431,7 @@ async fn read_from_replica_reads_the_replica_only_and_never_writes() {
         .await
         .expect("discover");
     assert!(
-        found.config.contains("library: sidekiq, queue: \"embed\"")
+        found.config.contains("library: rq, queue: \"rerank\"")
             && found.config.contains("sentinel: {master_name:"),
         "{}",
         found.config
@@ -423,8 +439,8 @@ async fn read_from_replica_reads_the_replica_only_and_never_writes() {
     assert!(
         found.summary.lines().any(|l| {
             let cells: Vec<&str> = l.split_whitespace().collect();
-            cells.get(1) == Some(&"sidekiq")
-                && cells.get(3) == Some(&"embed")
+            cells.get(1) == Some(&"rq")
+                && cells.get(3) == Some(&"rerank")
                 && cells.get(4) == Some(&"2")
         }),
         "{}",
