@@ -66,7 +66,8 @@ enum Read {
     Queue(String, Measure),
     /// Every queue whose name matches, one series each.
     Pattern(Regex, Measure),
-    /// A job library's measure no queue holds: every poll answers this error.
+    /// A job library's measure no queue holds (or a block the config checks refuse, so not
+    /// reached): every poll answers this error.
     Unknowable(String),
 }
 
