@@ -33,6 +33,26 @@ async fn poll_once<S: Source>(mut source: S, timeout: std::time::Duration, store
     store.record_poll(source.name(), SystemTime::now(), outcome);
 }
 
+/// `rows` as text, each column as wide as its widest cell (what `check` and `discover` print).
+pub fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
 /// Polls every source of `config` once, into a store as `serve` keeps it (`discover` reads
 /// what the sources found from it).
 ///
@@ -120,21 +140,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
             rows.push([m.name.clone(), render_labels(&s.labels), value, age, error]);
         }
     }
-    let mut widths = [0usize; 5];
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut table = String::new();
-    for r in &rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        let _ = writeln!(table, "{}", line.join("  ").trim_end());
-    }
+    let mut table = aligned(&rows);
     let _ = writeln!(
         table,
         "\n{} metric(s), {} error(s), polled in {:.0} ms",

@@ -643,21 +643,7 @@ async fn summarise(
             value_of(q, Measure::OldestAgeSeconds),
         ]);
     }
-    let mut widths = [0usize; 6];
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in &rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
+    let mut out = check::aligned(&rows);
     let _ = writeln!(
         out,
         "\n{} queue(s) found, {} metric(s) written",

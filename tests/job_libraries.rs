@@ -21,7 +21,8 @@ mod common;
 use std::time::Duration;
 
 use common::job_libraries::{
-    celery_python, celery_worker, huey_consumer, node, python, ruby, sidekiq_worker,
+    celery_python, celery_worker, check_error, huey_consumer, node, python, recorded_once, ruby,
+    sidekiq_worker,
 };
 use common::{
     Adapter, Cleanup, RedisProcess, cmd, connect, prefix, redis_url, server_now_ms, single_value,
@@ -89,16 +90,6 @@ async fn check_preset(a: &Adapter, url: &str, count: f64, first_ms: f64, library
     }
 }
 
-/// Waits until `metric` answers an error that contains `text`.
-async fn check_error(a: &Adapter, metric: &str, text: &str) {
-    let (status, body) = a
-        .wait_for(metric, None, SERVED, |status, body| {
-            status != 200 && body.to_string().contains(text)
-        })
-        .await;
-    assert_ne!(status, 200, "{body}");
-}
-
 async fn check_served_as(
     a: &Adapter,
     url: &str,
@@ -144,27 +135,6 @@ fn ran_once(report: &serde_json::Value, count: usize) {
     for (job, n) in runs {
         assert_eq!(n.as_u64(), Some(1), "job {job} ran once: {report}");
     }
-}
-
-/// Waits (bounded) until a worker process has recorded `count` runs in the list `qma:ran`, lets
-/// a second run of any job show, and checks each of `0..count` ran exactly once.
-async fn recorded_once(conn: &mut redis::aio::MultiplexedConnection, count: usize) {
-    let start = std::time::Instant::now();
-    while cmd::<usize>(conn, &["LLEN", "qma:ran"]).await < count {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the worker ran every job in time"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut ran: Vec<usize> = cmd::<Vec<String>>(conn, &["LRANGE", "qma:ran", "0", "-1"])
-        .await
-        .iter()
-        .map(|n| n.parse().expect("a job number"))
-        .collect();
-    ran.sort_unstable();
-    assert_eq!(ran, (0..count).collect::<Vec<_>>(), "every job ran once");
 }
 
 const DRAMATIQ_ENQUEUE: &str = r#"
@@ -417,7 +387,7 @@ async fn sidekiq_jobs_are_aged_in_seconds_or_milliseconds_as_their_version_wrote
     a.wait_for("p_due", Some("key=retry"), SERVED, value_is(0.0))
         .await;
     // Sidekiq keeps running jobs per process, not per queue: an error that says so.
-    check_error(&a, "p_in_flight", "per process").await;
+    check_error(&a, "p_in_flight", "per process", SERVED).await;
     // The test (not the adapter) removes the scheduled job, so that the worker runs five.
     let _: i64 = cmd(&mut conn, &["DEL", "schedule"]).await;
     // Sidekiq's own server process runs the jobs.
@@ -426,7 +396,7 @@ async fn sidekiq_jobs_are_aged_in_seconds_or_milliseconds_as_their_version_wrote
     let file = dir.join("worker.rb");
     std::fs::write(&file, SIDEKIQ_WORKER).expect("worker file");
     let worker = sidekiq_worker(&file, "embed", &url);
-    recorded_once(&mut conn, 5).await;
+    recorded_once(&mut conn, "qma:ran", 5).await;
     drop(worker);
     a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
     a.wait_for("oldest", None, SERVED, value_is(0.0)).await;
@@ -663,7 +633,7 @@ async fn celery_tasks_are_counted_across_kombu_priority_lists() {
     // kombu's binding set.
     let (_, body) = a.wait_for("p_waiting", None, SERVED, value_is(5.0)).await;
     assert_eq!(body["items"][0]["metricLabels"]["queue"], "embed", "{body}");
-    check_error(&a, "p_oldest", "before_task_publish").await;
+    check_error(&a, "p_oldest", "before_task_publish", SERVED).await;
     // Nothing prefetched yet: the `unacked` hash of all queues is empty.
     let (_, body) = a.wait_for("p_in_flight", None, SERVED, value_is(0.0)).await;
     assert_eq!(
@@ -679,7 +649,7 @@ async fn celery_tasks_are_counted_across_kombu_priority_lists() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     std::fs::write(dir.join("tasks.py"), CELERY_TASKS).expect("tasks module");
     let worker = celery_worker(&dir, "tasks", "embed", &url);
-    recorded_once(&mut conn, 5).await;
+    recorded_once(&mut conn, "qma:ran", 5).await;
     drop(worker);
     a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
     a.wait_for("p_waiting", None, SERVED, value_is(0.0)).await;
@@ -730,10 +700,10 @@ async fn huey_tasks_are_counted_in_its_list() {
     let a = Adapter::start(&config).await;
     a.wait_for("waiting", None, SERVED, value_is(5.0)).await;
     a.wait_for("p_waiting", None, SERVED, value_is(5.0)).await;
-    check_error(&a, "p_oldest", "no enqueue time").await;
+    check_error(&a, "p_oldest", "no enqueue time", SERVED).await;
     let mut conn = connect(&url).await;
     let consumer = huey_consumer(&dir, "tasks", &url);
-    recorded_once(&mut conn, 5).await;
+    recorded_once(&mut conn, "qma:ran", 5).await;
     drop(consumer);
     a.wait_for("waiting", None, SERVED, value_is(0.0)).await;
     a.wait_for("p_waiting", None, SERVED, value_is(0.0)).await;

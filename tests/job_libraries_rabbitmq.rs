@@ -10,9 +10,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::job_libraries::{celery_python, celery_worker, python};
+use common::job_libraries::{celery_python, celery_worker, check_error, python, recorded_once};
 use common::rabbit::{TestVhost, encode, set_guest_password_env};
-use common::{Adapter, Cleanup, cmd, connect, prefix, redis_url, single_value, value_is};
+use common::{Adapter, Cleanup, connect, prefix, redis_url, single_value, value_is};
 
 const SCRIPT_LIMIT: Duration = Duration::from_secs(60);
 /// The management API refreshes its queue statistics every 5 s.
@@ -27,38 +27,6 @@ fn config(vhost: &str, metrics: &[(&str, &str, &str)]) -> String {
 
 fn amqp_url(vhost: &TestVhost) -> String {
     format!("amqp://guest:guest@127.0.0.1:5672/{}", encode(&vhost.name))
-}
-
-/// Waits (bounded) until `count` runs are recorded in the list `key`, lets a second run of any
-/// job show, and checks each of `0..count` ran exactly once.
-async fn recorded_once(key: &str, count: usize) {
-    let mut conn = connect(&redis_url()).await;
-    let start = std::time::Instant::now();
-    while cmd::<usize>(&mut conn, &["LLEN", key]).await < count {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the worker ran every job in time"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut ran: Vec<usize> = cmd::<Vec<String>>(&mut conn, &["LRANGE", key, "0", "-1"])
-        .await
-        .iter()
-        .map(|n| n.parse().expect("a job number"))
-        .collect();
-    ran.sort_unstable();
-    assert_eq!(ran, (0..count).collect::<Vec<_>>(), "every job ran once");
-}
-
-/// Waits until `metric` answers an error that contains `text`.
-async fn check_error(a: &Adapter, metric: &str, text: &str) {
-    let (status, body) = a
-        .wait_for(metric, None, SERVED, |status, body| {
-            status != 200 && body.to_string().contains(text)
-        })
-        .await;
-    assert_ne!(status, 200, "{body}");
 }
 
 /// Checks the labels of `metric`'s one series.
@@ -129,8 +97,8 @@ async fn celery_tasks_on_rabbitmq_are_counted_and_its_missing_timestamp_is_said(
     a.wait_for("p_waiting", None, SERVED, value_is(5.0)).await;
     check_labels(&a, "p_waiting", "celery", &vhost.name).await;
     a.wait_for("p_in_flight", None, SERVED, value_is(0.0)).await;
-    check_error(&a, "p_oldest", "before_task_publish").await;
-    check_error(&a, "p_due", "in_flight").await;
+    check_error(&a, "p_oldest", "before_task_publish", SERVED).await;
+    check_error(&a, "p_due", "in_flight", SERVED).await;
     // The producer's stamp is the queue's head_message_timestamp: the generic block ages it.
     let (status, body) = a.metric("stamped", None).await;
     assert_eq!(status, 200, "{body}");
@@ -147,7 +115,7 @@ async fn celery_tasks_on_rabbitmq_are_counted_and_its_missing_timestamp_is_said(
         .replace("{ran_key}", &ran);
     std::fs::write(dir.join("tasks.py"), tasks).expect("tasks module");
     let worker = celery_worker(&dir, "tasks", "embed", &url);
-    recorded_once(&ran, 5).await;
+    recorded_once(&mut connect(&redis_url()).await, &ran, 5).await;
     drop(worker);
     a.wait_for("p_waiting", None, SERVED, value_is(0.0)).await;
     a.stop().await;
@@ -223,10 +191,10 @@ async fn dramatiq_messages_on_rabbitmq_are_counted_apart_from_its_delay_and_dead
     a.wait_for("p_delayed", None, SERVED, value_is(1.0)).await;
     a.wait_for("p_failed", None, SERVED, value_is(0.0)).await;
     a.wait_for("p_in_flight", None, SERVED, value_is(0.0)).await;
-    check_error(&a, "p_oldest", "set_header_timestamp").await;
-    check_error(&a, "p_due", "cannot tell the due ones").await;
+    check_error(&a, "p_oldest", "set_header_timestamp", SERVED).await;
+    check_error(&a, "p_due", "cannot tell the due ones", SERVED).await;
     python(DRAMATIQ_WORK, &[&url, &redis_url(), &ran], SCRIPT_LIMIT).await;
-    recorded_once(&ran, 5).await;
+    recorded_once(&mut connect(&redis_url()).await, &ran, 5).await;
     a.wait_for("p_waiting", None, SERVED, value_is(0.0)).await;
     // The delayed message is still there (its worker gave it back when it stopped).
     a.wait_for("p_delayed", None, SERVED, value_is(1.0)).await;

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use common::redis_topology::{Node, command_calls, dumps, until, write_commands};
 use common::{Adapter, quantity};
 
+/// A node's keys (`DUMP` each) and command counts when an audit starts.
+type Audit = (BTreeMap<String, Vec<u8>>, BTreeMap<String, u64>);
+
 struct Cluster {
     nodes: Vec<Node>,
 }
@@ -183,6 +186,47 @@ impl Cluster {
         panic!("slot {slot} of {key} has no owner");
     }
 
+    /// Resets every node's command statistics and takes every key's `DUMP`, for
+    /// [`Cluster::audit_nothing_written`].
+    async fn audit_start(&self) -> Vec<Audit> {
+        let mut before = Vec::new();
+        for n in &self.nodes {
+            let mut c = n.conn().await;
+            let _: () = redis::cmd("CONFIG")
+                .arg("RESETSTAT")
+                .query_async(&mut c)
+                .await
+                .expect("resetstat");
+            before.push((dumps(&mut c, "").await, command_calls(&mut c).await));
+        }
+        before
+    }
+
+    /// No node ran a write command since [`Cluster::audit_start`], and no key changed.
+    async fn audit_nothing_written(&self, before: &[Audit]) {
+        for (n, (dumps_before, calls_before)) in self.nodes.iter().zip(before) {
+            let mut c = n.conn().await;
+            let calls = command_calls(&mut c).await;
+            let ran: Vec<String> = calls
+                .iter()
+                .filter(|(k, v)| calls_before.get(*k) != Some(v))
+                .map(|(k, _)| k.clone())
+                .collect();
+            let writes = write_commands(&mut c, &ran).await;
+            assert!(
+                writes.is_empty(),
+                "node {}: write commands {writes:?} ran ({ran:?})",
+                n.port
+            );
+            assert_eq!(
+                &dumps(&mut c, "").await,
+                dumps_before,
+                "node {}: a key changed",
+                n.port
+            );
+        }
+    }
+
     async fn rpush(&self, key: &str, n: usize) {
         let mut c = self.node(self.owner_of(key).await).conn().await;
         for i in 0..n {
@@ -296,16 +340,7 @@ async fn resharding_and_a_failover_serve_the_truth_or_503_never_0_or_a_gap() {
     assert_eq!(owners.len(), 3, "keys on every primary");
 
     // Read-only audit: stats and dumps of every node before the adapter runs.
-    let mut before = Vec::new();
-    for n in &cluster.nodes {
-        let mut c = n.conn().await;
-        let _: () = redis::cmd("CONFIG")
-            .arg("RESETSTAT")
-            .query_async(&mut c)
-            .await
-            .expect("resetstat");
-        before.push((dumps(&mut c, "").await, command_calls(&mut c).await));
-    }
+    let before = cluster.audit_start().await;
 
     // `check` reads the cluster as `serve` will: every series with its value.
     let yaml = config(&[cluster.nodes[0].addr()]);
@@ -344,27 +379,7 @@ async fn resharding_and_a_failover_serve_the_truth_or_503_never_0_or_a_gap() {
     assert!(quantity(body["items"][0]["value"].as_str().unwrap()) > 1e6);
 
     // Nothing was written, nothing changed, on any node.
-    for (n, (dumps_before, calls_before)) in cluster.nodes.iter().zip(&before) {
-        let mut c = n.conn().await;
-        let calls = command_calls(&mut c).await;
-        let ran: Vec<String> = calls
-            .iter()
-            .filter(|(k, v)| calls_before.get(*k) != Some(v))
-            .map(|(k, _)| k.clone())
-            .collect();
-        let writes = write_commands(&mut c, &ran).await;
-        assert!(
-            writes.is_empty(),
-            "node {}: write commands {writes:?} ran ({ran:?})",
-            n.port
-        );
-        assert_eq!(
-            &dumps(&mut c, "").await,
-            dumps_before,
-            "node {}: a key changed",
-            n.port
-        );
-    }
+    cluster.audit_nothing_written(&before).await;
 
     // A slot caught mid-migration answers ASK for a key already moved, and MOVED once the
     // move is final: both are followed within the poll, so every answer stays 200 and true.
@@ -865,16 +880,7 @@ async fn job_library_presets_read_a_cluster_across_its_nodes() {
         .query_async(&mut c)
         .await
         .expect("WAIT");
-    let mut before = Vec::new();
-    for n in &cluster.nodes {
-        let mut c = n.conn().await;
-        let _: () = redis::cmd("CONFIG")
-            .arg("RESETSTAT")
-            .query_async(&mut c)
-            .await
-            .expect("resetstat");
-        before.push((dumps(&mut c, "").await, command_calls(&mut c).await));
-    }
+    let before = cluster.audit_start().await;
 
     let adapter = Adapter::start(&format!(
         "poll_interval: 200ms\ndiscovery_interval: 1s\nsources:\n  jobs:\n    redis:\n      cluster: {{nodes: [{}]}}\nmetrics:\n  - {{name: bull, source: jobs, measure: length, redis: {{library: bullmq, queue: \"*\", prefix: \"{{bull}}\"}}}}\n  - {{name: bull_age, source: jobs, measure: oldest_age_seconds, redis: {{library: bullmq, queue: embed, prefix: \"{{bull}}\"}}}}\n  - {{name: sidekiq, source: jobs, measure: length, redis: {{library: sidekiq, queue: \"*\"}}}}\n",
@@ -912,18 +918,7 @@ async fn job_library_presets_read_a_cluster_across_its_nodes() {
             .await;
     }
     adapter.stop().await;
-    for (n, (dumps_before, calls_before)) in cluster.nodes.iter().zip(&before) {
-        let mut c = n.conn().await;
-        let calls = command_calls(&mut c).await;
-        let ran: Vec<String> = calls
-            .iter()
-            .filter(|(k, v)| calls_before.get(*k) != Some(v))
-            .map(|(k, _)| k.clone())
-            .collect();
-        let writes = write_commands(&mut c, &ran).await;
-        assert!(writes.is_empty(), "node {}: writes {writes:?}", n.port);
-        assert_eq!(&dumps(&mut c, "").await, dumps_before, "node {}", n.port);
-    }
+    cluster.audit_nothing_written(&before).await;
 
     // `discover` from one seed finds the same queues on every node: BullMQ's under its
     // hash-tagged prefix, Sidekiq's from its registry.

@@ -119,3 +119,18 @@ pub const JOB_LIBRARY_MEASURES: &[Measure] = &[
     Measure::Delayed,
     Measure::Failed,
 ];
+
+/// Whether `measure` is one a job library's queue is read for (`library` names it in the
+/// error).
+///
+/// # Errors
+/// The message naming the measures there are.
+pub fn job_library_measure(measure: Measure, library: &str) -> Result<(), String> {
+    if JOB_LIBRARY_MEASURES.contains(&measure) {
+        return Ok(());
+    }
+    let fits: Vec<&str> = JOB_LIBRARY_MEASURES.iter().map(|m| m.as_str()).collect();
+    Err(format!(
+        "measure {measure} does not apply to a job library's queue; {library} has {fits:?}"
+    ))
+}

@@ -165,3 +165,34 @@ async fn run(mut command: Command, limit: Duration) -> String {
     );
     stdout
 }
+
+/// Waits (bounded) until a worker has recorded `count` runs in the Redis list `key`, lets a
+/// second run of any job show, and checks each of `0..count` ran exactly once.
+pub async fn recorded_once(conn: &mut redis::aio::MultiplexedConnection, key: &str, count: usize) {
+    let start = std::time::Instant::now();
+    while super::cmd::<usize>(conn, &["LLEN", key]).await < count {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the worker ran every job in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut ran: Vec<usize> = super::cmd::<Vec<String>>(conn, &["LRANGE", key, "0", "-1"])
+        .await
+        .iter()
+        .map(|n| n.parse().expect("a job number"))
+        .collect();
+    ran.sort_unstable();
+    assert_eq!(ran, (0..count).collect::<Vec<_>>(), "every job ran once");
+}
+
+/// Waits (up to `limit`) until `metric` answers an error that contains `text`.
+pub async fn check_error(a: &super::Adapter, metric: &str, text: &str, limit: Duration) {
+    let (status, body) = a
+        .wait_for(metric, None, limit, |status, body| {
+            status != 200 && body.to_string().contains(text)
+        })
+        .await;
+    assert_ne!(status, 200, "{body}");
+}

@@ -9,7 +9,7 @@ use crate::primitives::{ConfigError, HumanDuration};
 use crate::primitives::{percent_decode, redact_url};
 use crate::sources::credentials::Credentials;
 use crate::sources::field_group::{self, Grouped};
-use crate::sources::measure::{JOB_LIBRARY_MEASURES, Measure};
+use crate::sources::measure::{JOB_LIBRARY_MEASURES, Measure, job_library_measure};
 
 /// Drain time served for a backlog that nothing acknowledges: one day (see README).
 pub const DEFAULT_MAX_DRAIN_SECONDS: f64 = 86_400.0;
@@ -445,15 +445,7 @@ impl RabbitMqTarget {
                 ));
             }
         }
-        if !JOB_LIBRARY_MEASURES.contains(&measure) {
-            let fits: Vec<&str> = JOB_LIBRARY_MEASURES.iter().map(|m| m.as_str()).collect();
-            return Err(ConfigError::invalid(
-                at,
-                format!(
-                    "measure {measure} does not apply to a job library's queue; {lib} has {fits:?}"
-                ),
-            ));
-        }
+        job_library_measure(measure, lib).map_err(|e| ConfigError::invalid(at, e))?;
         if let super::libraries::Layout::Queue { measure: read, .. } =
             super::libraries::layout(library, queue, measure)
             && via == ReadVia::Amqp

@@ -11,7 +11,7 @@ use crate::apimachinery::label::validate_key;
 use crate::primitives::{ConfigError, HumanDuration};
 use crate::sources::credentials::Credentials;
 use crate::sources::field_group::{self, Grouped};
-use crate::sources::measure::{JOB_LIBRARY_MEASURES, Measure};
+use crate::sources::measure::{Measure, job_library_measure};
 
 /// The label a pattern series carries with the part of the key its wildcards matched.
 pub const DEFAULT_KEY_LABEL: &str = "queue";
@@ -1032,15 +1032,7 @@ impl LibraryTarget {
         labels: &BTreeMap<String, String>,
     ) -> Result<(), ConfigError> {
         let lib = self.library.as_str();
-        if !JOB_LIBRARY_MEASURES.contains(&measure) {
-            let fits: Vec<&str> = JOB_LIBRARY_MEASURES.iter().map(|m| m.as_str()).collect();
-            return Err(ConfigError::invalid(
-                at,
-                format!(
-                    "measure {measure} does not apply to a job library's queue; {lib} has {fits:?}"
-                ),
-            ));
-        }
+        job_library_measure(measure, lib).map_err(|e| ConfigError::invalid(at, e))?;
         match &self.queue {
             QueueNames::All => {}
             QueueNames::Named(names) => {
