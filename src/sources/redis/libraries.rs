@@ -1,9 +1,11 @@
 //! Job libraries' Redis layouts, as data: for a library, a queue and a measure, which keys
 //! hold the jobs and how the generic reads (`reads`) read them. A preset is only this: it
 //! expands into [`RedisTarget`]s, so a library's series are planned, batched, routed (Cluster)
-//! and evaluated exactly as the same keys written out by hand would be. The one step a library
-//! needs beyond plain keys, BullMQ's `prioritized` sorted set whose order is not enqueue order,
-//! is the generic `also` knob with its stated bound ([`super::config::MAX_MEMBERS_AGED`]).
+//! and evaluated exactly as the same keys written out by hand would be. The steps a library
+//! needs beyond plain keys are generic knobs with a stated bound
+//! ([`super::config::MAX_MEMBERS_AGED`]): BullMQ's `prioritized` sorted set, whose order is not
+//! enqueue order, is `also`; arq's jobs being run, which stay in its queue marked by a key of
+//! their own, are `in_progress`.
 //!
 //! Each layout was checked against the library's real client and worker (`tests/job_libraries.rs`)
 //! and its code; the lines are cited where each library is laid out below.
