@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::job_libraries::{celery_python, node, python, ruby};
 use common::rabbit::{TestVhost, encode};
-use common::redis_topology::{command_calls, dumps, write_commands};
+use common::redis_topology::{command_calls, dumps, ran_between, write_commands};
 use common::{Adapter, RedisProcess, cmd, connect, quantity};
 use queue_metrics_adapter::cli::discover::DiscoverArgs;
 
@@ -143,12 +143,7 @@ async fn discover_finds_every_library_queue_in_every_db_and_writes_nothing() {
         found.summary
     );
     // Nothing was written: no write command ran, every key is as it was.
-    let calls = command_calls(&mut c).await;
-    let ran: Vec<String> = calls
-        .iter()
-        .filter(|(k, v)| calls_before.get(*k) != Some(v))
-        .map(|(k, _)| k.clone())
-        .collect();
+    let ran = ran_between(&calls_before, &command_calls(&mut c).await);
     let writes = write_commands(&mut c, &ran).await;
     assert!(writes.is_empty(), "discover ran {writes:?} ({ran:?})");
     for n in 0..3u8 {

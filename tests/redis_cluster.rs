@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::redis_topology::{Node, command_calls, dumps, until, write_commands};
+use common::redis_topology::{Node, command_calls, dumps, ran_between, until, write_commands};
 use common::{Adapter, quantity};
 
 /// A node's keys (`DUMP` each) and command counts when an audit starts.
@@ -206,12 +206,7 @@ impl Cluster {
     async fn audit_nothing_written(&self, before: &[Audit]) {
         for (n, (dumps_before, calls_before)) in self.nodes.iter().zip(before) {
             let mut c = n.conn().await;
-            let calls = command_calls(&mut c).await;
-            let ran: Vec<String> = calls
-                .iter()
-                .filter(|(k, v)| calls_before.get(*k) != Some(v))
-                .map(|(k, _)| k.clone())
-                .collect();
+            let ran = ran_between(calls_before, &command_calls(&mut c).await);
             let writes = write_commands(&mut c, &ran).await;
             assert!(
                 writes.is_empty(),

@@ -9,7 +9,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::redis_topology::{Node, command_calls, dumps, until, write_commands};
+use common::redis_topology::{Node, command_calls, dumps, ran_between, until, write_commands};
 use common::{Adapter, cmd, quantity, value_is};
 
 struct Set {
@@ -404,11 +404,7 @@ async fn read_from_replica_reads_the_replica_only_and_never_writes() {
         (&mut m, &master_before, &master_after),
         (&mut r, &replica_before, &replica_after),
     ] {
-        let ran: Vec<String> = after
-            .iter()
-            .filter(|(c, n)| before.get(*c) != Some(n))
-            .map(|(c, _)| c.clone())
-            .collect();
+        let ran = ran_between(before, after);
         let writes = write_commands(conn, &ran).await;
         assert!(
             writes.is_empty(),

@@ -183,6 +183,15 @@ pub async fn command_calls(conn: &mut MultiplexedConnection) -> BTreeMap<String,
         .collect()
 }
 
+/// The commands whose call count changed from `before` to `after` (two [`command_calls`]).
+pub fn ran_between(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> Vec<String> {
+    after
+        .iter()
+        .filter(|(name, calls)| before.get(*name) != Some(calls))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 /// The commands among `names` that Redis flags `write` (`COMMAND INFO`; `a|b` for a
 /// subcommand).
 pub async fn write_commands(conn: &mut MultiplexedConnection, names: &[String]) -> Vec<String> {
