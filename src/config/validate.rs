@@ -333,9 +333,54 @@ mod tests {
                 mentions: &["redis.in_progress", "{id}"],
             },
             Case {
-                name: "a hash has only length",
+                name: "a hash has only length and its counters' rates",
                 yaml: m("{name: a, source: jobs, measure: oldest_age_seconds, redis: {type: hash, key: unacked}}"),
-                mentions: &["does not apply to type hash", "[\"length\"]"],
+                mentions: &["does not apply to type hash", "[\"length\", \"arrival_rate\", \"completion_rate\"]"],
+            },
+            Case {
+                name: "a list keeps no counter",
+                yaml: m("{name: a, source: jobs, measure: arrival_rate, redis: {type: list, key: q}}"),
+                mentions: &["metrics[0] (a).redis", "keeps no count", "never inferred from length differences"],
+            },
+            Case {
+                name: "a list has no drain time",
+                yaml: m("{name: a, source: jobs, measure: drain_seconds, window: 30s, redis: {type: list, key: q}}"),
+                mentions: &["does not apply to type list", "keeps no count"],
+            },
+            Case {
+                name: "a hash counter needs its field",
+                yaml: m("{name: a, source: jobs, measure: completion_rate, redis: {type: hash, key: 'bull:q:metrics:completed'}}"),
+                mentions: &["needs field"],
+            },
+            Case {
+                name: "a field is for counters",
+                yaml: m("{name: a, source: jobs, measure: length, redis: {type: hash, key: h, field: count}}"),
+                mentions: &["metrics[0] (a).redis.field", "only applies to arrival_rate and completion_rate"],
+            },
+            Case {
+                name: "a stream's completions need its group",
+                yaml: m("{name: a, source: jobs, measure: completion_rate, redis: {type: stream, key: s}}"),
+                mentions: &["needs group"],
+            },
+            Case {
+                name: "window only over a window",
+                yaml: m("{name: a, source: jobs, measure: length, window: 30s, redis: {type: list, key: q}}"),
+                mentions: &["metrics[0] (a).window", "not computed over a window"],
+            },
+            Case {
+                name: "window at least a second",
+                yaml: m("{name: a, source: jobs, measure: arrival_rate, window: 500ms, redis: {type: stream, key: s}}"),
+                mentions: &["metrics[0] (a).window", "at least 1s"],
+            },
+            Case {
+                name: "a counter's also keys are counters",
+                yaml: m("{name: a, source: jobs, measure: completion_rate, redis: {type: string, key: c, also: [{type: list, key: l}]}}"),
+                mentions: &["also[0].type", "must be string"],
+            },
+            Case {
+                name: "rabbitmq drain time is over the broker's rates",
+                yaml: "sources:\n  r:\n    rabbitmq: {management_url: \"http://127.0.0.1:15672\"}\nmetrics:\n  - {name: a, source: r, measure: drain_seconds, window: 30s, rabbitmq: {queue: q}}\n".into(),
+                mentions: &["metrics[0] (a).window", "not computed over a window"],
             },
             Case {
                 name: "rabbitmq library without its queue",

@@ -223,7 +223,7 @@ mod tests {
         let cases = [
             (
                 r#"sources: {r: {redis: {url: "redis://127.0.0.1", bogus: 1}}}"#,
-                "sources.r.redis.bogus: unknown field `bogus`, expected one of `url`, `sentinel`, `cluster`, `tls`, `db`, `username`, `password_file`, `password_env`, `ca_file`, `poll_interval`, `poll_timeout`, `wake` at line 1 column 49",
+                "sources.r.redis.bogus: unknown field `bogus`, expected one of `url`, `sentinel`, `cluster`, `tls`, `db`, `username`, `password_file`, `password_env`, `ca_file`, `poll_interval`, `poll_timeout`, `wake`, `max_drain_seconds` at line 1 column 49",
             ),
             (
                 r#"sources: {r: {redis: {sentinel: {addresses: ["a:1"], master_name: m, bogus: 1}}}}"#,

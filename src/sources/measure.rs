@@ -36,8 +36,15 @@ pub enum Measure {
     DeliverRate,
     /// RabbitMQ: messages acknowledged per second.
     AckRate,
-    /// RabbitMQ: backlog / ack rate, seconds to drain at the current pace.
+    /// Waiting work / completion rate: seconds to drain at the current pace (RabbitMQ over
+    /// the broker's own rates; streams and job libraries over the metric's `window`).
     DrainSeconds,
+    /// Jobs entering the queue per second over the metric's `window`, from a counter the
+    /// broker or library keeps.
+    ArrivalRate,
+    /// Jobs finished per second over the metric's `window`, from a counter the broker or
+    /// library keeps.
+    CompletionRate,
     /// GPU utilization in percent 0–100 (engine activity, else GPU_UTIL).
     GpuUtilization,
     /// Frame buffer used / (used + free), 0–1.
@@ -87,6 +94,8 @@ impl Measure {
             Measure::DeliverRate => "deliver_rate",
             Measure::AckRate => "ack_rate",
             Measure::DrainSeconds => "drain_seconds",
+            Measure::ArrivalRate => "arrival_rate",
+            Measure::CompletionRate => "completion_rate",
             Measure::GpuUtilization => "gpu_utilization",
             Measure::MemoryUsedRatio => "memory_used_ratio",
             Measure::PowerWatts => "power_watts",
@@ -104,6 +113,14 @@ impl Measure {
     }
 }
 
+impl Measure {
+    /// Whether the measure is computed over the metric's `window` from counters the adapter
+    /// reads at each poll (`arrival_rate`, `completion_rate`).
+    pub fn is_counter_rate(self) -> bool {
+        matches!(self, Measure::ArrivalRate | Measure::CompletionRate)
+    }
+}
+
 impl fmt::Display for Measure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -118,6 +135,9 @@ pub const JOB_LIBRARY_MEASURES: &[Measure] = &[
     Measure::Due,
     Measure::Delayed,
     Measure::Failed,
+    Measure::ArrivalRate,
+    Measure::CompletionRate,
+    Measure::DrainSeconds,
 ];
 
 /// Whether `measure` is one a job library's queue is read for (`library` names it in the

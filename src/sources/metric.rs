@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
@@ -15,6 +16,7 @@ use super::dcgm::config::DcgmTarget;
 use super::inference::config::InferenceTarget;
 use super::rabbitmq::config::RabbitMqTarget;
 use super::redis::config::RedisMetric;
+use crate::primitives::{ConfigError, HumanDuration};
 use crate::sources::measure::Measure;
 
 /// One served metric.
@@ -33,8 +35,53 @@ pub struct MetricConfig {
     pub labels: BTreeMap<String, String>,
     /// Namespaces this metric is served in; absent means every namespace.
     pub namespaces: Option<Vec<String>>,
+    /// `arrival_rate`, `completion_rate` and (streams, job libraries) `drain_seconds`: the
+    /// counters' readings of this window make the rate. Default [`DEFAULT_WINDOW`].
+    pub window: Option<HumanDuration>,
     /// What to read, in the block of its source's kind (`redis: {...}`, `rabbitmq: {...}`).
     pub targets: MetricTargets,
+}
+
+/// Default rate window: several polls at the default interval, and six of Sidekiq's 10 s
+/// counter flushes.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
+
+/// The shortest window: a rate needs two readings inside it.
+pub const MIN_WINDOW: Duration = Duration::from_secs(1);
+
+impl MetricConfig {
+    /// The rate window.
+    pub fn window(&self) -> Duration {
+        self.window.map_or(DEFAULT_WINDOW, |w| w.0)
+    }
+
+    /// Checks `window` (`at` names the metric): only for a measure over a window, and not
+    /// shorter than [`MIN_WINDOW`]. Which kinds compute which measure over a window is each
+    /// kind's own check.
+    ///
+    /// # Errors
+    /// The message, naming `window`.
+    pub fn validate_window(&self, at: &str, over_window: bool) -> Result<(), ConfigError> {
+        let Some(w) = self.window else {
+            return Ok(());
+        };
+        if !over_window {
+            return Err(ConfigError::invalid(
+                format!("{at}.window"),
+                format!(
+                    "measure {} is not computed over a window (window applies to arrival_rate, completion_rate, and drain_seconds of streams and job libraries)",
+                    self.measure
+                ),
+            ));
+        }
+        if w.0 < MIN_WINDOW {
+            return Err(ConfigError::invalid(
+                format!("{at}.window"),
+                "must be at least 1s: a rate needs two polls inside it",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The kinds' names, as the config spells them (`sources.<name>.<kind>`, `metrics[].<kind>`).
@@ -116,6 +163,7 @@ const METRIC_FIELDS: &[&str] = &[
     "measure",
     "labels",
     "namespaces",
+    "window",
 ];
 
 impl<'de> Deserialize<'de> for MetricConfig {
@@ -131,7 +179,7 @@ impl<'de> Deserialize<'de> for MetricConfig {
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetricConfig, A::Error> {
                 let (mut name, mut description, mut source, mut measure) = (None, None, None, None);
-                let (mut labels, mut namespaces) = (None, None);
+                let (mut labels, mut namespaces, mut window) = (None, None, None);
                 let mut targets = MetricTargets::default();
                 while let Some(key) = map.next_key::<String>()? {
                     fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
@@ -152,6 +200,7 @@ impl<'de> Deserialize<'de> for MetricConfig {
                         "measure" => once(&mut measure, "measure", &mut map)?,
                         "labels" => once(&mut labels, "labels", &mut map)?,
                         "namespaces" => once(&mut namespaces, "namespaces", &mut map)?,
+                        "window" => once(&mut window, "window", &mut map)?,
                         other => {
                             if !targets.read(other, &mut map)? {
                                 let mut expected: Vec<&str> = METRIC_FIELDS.to_vec();
@@ -173,6 +222,7 @@ impl<'de> Deserialize<'de> for MetricConfig {
                     measure: measure.ok_or_else(|| A::Error::missing_field("measure"))?,
                     labels: labels.unwrap_or_default(),
                     namespaces: namespaces.unwrap_or_default(),
+                    window,
                     targets,
                 })
             }

@@ -42,6 +42,7 @@ pub mod kinds;
 pub mod kubernetes;
 pub mod measure;
 pub mod metric;
+pub mod rates;
 pub mod source;
 
 // The source kinds: a folder each; [`kinds`] names them all.

@@ -5,7 +5,7 @@
 //! One poll lists the selected ready pods from a watch ([`crate::sources::kubernetes::pods`]),
 //! scrapes them all at once, each bounded in time and size, reads each body with the shared
 //! exposition parser and hands the scrapes to [`plans`], which takes each metric's series per
-//! pod ([`reading`], names from [`presets`], counter rates from [`rates`]) and combines pods
+//! pod ([`reading`], names from [`presets`], counter rates from [`crate::sources::rates`]) and combines pods
 //! per workload ([`crate::sources::kubernetes::workloads`]) as the owner cache resolves them.
 //! Or a Prometheus that already scrapes the pods answers one query ([`prometheus`]).
 //!
@@ -19,7 +19,6 @@ pub mod config;
 pub mod plans;
 pub mod presets;
 pub mod prometheus;
-pub mod rates;
 pub mod reading;
 
 use std::collections::{BTreeSet, HashMap};

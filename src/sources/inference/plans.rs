@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::config::{InferenceSourceConfig, InferenceTarget};
 use super::presets::{Combine, Reading};
-use super::rates::Rates;
+use super::reading::SeriesId;
 use super::reading::{Selection, pod_values};
 use crate::model::{Labels, Sample, SeriesError};
 use crate::primitives::ConfigError;
@@ -22,6 +22,7 @@ use crate::sources::kubernetes::workloads::{
 };
 use crate::sources::measure::Measure;
 use crate::sources::metric::MetricConfig;
+use crate::sources::rates::Rates;
 
 /// One pod's scrape in a poll.
 pub struct PodScrape<'a> {
@@ -48,7 +49,7 @@ struct Plan {
     matchers: Vec<(String, String)>,
     pod: Combine,
     workload: WorkloadAggregate,
-    rates: Rates,
+    rates: Rates<SeriesId>,
     /// The extra-label values each pod's series had at its last good scrape: when the pod
     /// fails, these are the series it is an unknown member of.
     last_keys: HashMap<PodRef, Vec<Vec<String>>>,

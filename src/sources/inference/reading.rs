@@ -7,9 +7,12 @@
 use std::collections::BTreeMap;
 
 use super::presets::{Combine, Reading};
-use super::rates::{Rates, SeriesId};
 use crate::sources::exposition::parse::PromSample;
 use crate::sources::kubernetes::workloads::PodRef;
+use crate::sources::rates::Rates;
+
+/// A counter series: its pod and its name and labels as the server wrote them.
+pub type SeriesId = (PodRef, String);
 
 /// One pod's value for each combination of extra-label values its series have.
 pub type PodValues = BTreeMap<Vec<String>, Result<f64, String>>;
@@ -62,7 +65,7 @@ pub fn pod_values(
     selection: &Selection<'_>,
     pod: &PodRef,
     samples: &[PromSample<'_>],
-    rates: &mut Rates,
+    rates: &mut Rates<SeriesId>,
     at: f64,
 ) -> PodValues {
     match reading {
@@ -366,7 +369,7 @@ mod tests {
             extra_from: &[],
             combine: Combine::Sum,
         };
-        let at = |t: f64, a: f64, b: f64, rates: &mut Rates| {
+        let at = |t: f64, a: f64, b: f64, rates: &mut Rates<SeriesId>| {
             let body = format!(
                 "vllm:generation_tokens_total{{engine=\"0\"}} {a}\nvllm:generation_tokens_total{{engine=\"1\"}} {b}\n"
             );

@@ -11,8 +11,7 @@ use crate::sources::credentials::Credentials;
 use crate::sources::field_group::{self, Grouped};
 use crate::sources::measure::{JOB_LIBRARY_MEASURES, Measure, job_library_measure};
 
-/// Drain time served for a backlog that nothing acknowledges: one day (see README).
-pub const DEFAULT_MAX_DRAIN_SECONDS: f64 = 86_400.0;
+pub use crate::sources::rates::DEFAULT_MAX_DRAIN_SECONDS;
 /// How often idle queues are declared again between polls (`read_via: amqp`).
 pub const DEFAULT_IDLE_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 /// Most idle queues declared per idle check.
@@ -312,6 +311,8 @@ pub const MANAGEMENT_MEASURES: &[Measure] = &[
     Measure::AckRate,
     Measure::OldestAgeSeconds,
     Measure::DrainSeconds,
+    Measure::ArrivalRate,
+    Measure::CompletionRate,
 ];
 /// What a passive `queue.declare` tells: ready messages and consumers.
 pub const AMQP_MEASURES: &[Measure] = &[Measure::Ready, Measure::Consumers];

@@ -35,7 +35,8 @@ fn queue(name: String, measure: Measure) -> Layout {
 /// Where `library` keeps what `measure` counts for its queue `name`.
 pub fn layout(library: RabbitLibrary, name: &str, measure: Measure) -> Layout {
     use Measure::{
-        Delayed, Due, Failed, InFlight, Length, OldestAgeSeconds, Ready, Total, Unacked,
+        ArrivalRate, CompletionRate, Delayed, DrainSeconds, Due, Failed, InFlight, Length,
+        OldestAgeSeconds, Ready, Total, Unacked,
     };
     match (library, measure) {
         // Celery 5.7 (`app/amqp.py`): a task is published to the queue named by its routing;
@@ -65,6 +66,10 @@ pub fn layout(library: RabbitLibrary, name: &str, measure: Measure) -> Layout {
             "dramatiq's delayed messages wait in <queue>.DQ, held unacknowledged by workers until their eta, which is inside each message: the broker cannot tell the due ones without consuming (delayed counts them all)".into(),
         ),
         (RabbitLibrary::Dramatiq, Failed) => queue(format!("{name}.XQ"), Total),
+        // The queue's own counters: publishes in, acknowledgements out. dramatiq acknowledges
+        // a message once its actor has run; Celery, unless `task_acks_late`, when a worker
+        // starts the task, so its completions are starts (the same in a steady state).
+        (_, ArrivalRate | CompletionRate | DrainSeconds) => queue(name.into(), measure),
         (_, other) => Layout::Unknowable(format!(
             "measure {other} does not apply to a job library's queue"
         )),
@@ -125,7 +130,15 @@ mod tests {
         for measure in JOB_LIBRARY_MEASURES {
             if let Layout::Queue { queue, .. } = layout(RabbitLibrary::Dramatiq, "embed", *measure)
             {
-                let waiting = matches!(measure, Measure::Length | Measure::InFlight);
+                // The rates and drain time are the queue's own (work in and out of it).
+                let waiting = matches!(
+                    measure,
+                    Measure::Length
+                        | Measure::InFlight
+                        | Measure::ArrivalRate
+                        | Measure::CompletionRate
+                        | Measure::DrainSeconds
+                );
                 assert_eq!(queue == "embed", waiting, "{measure}: {queue}");
             }
         }

@@ -18,7 +18,8 @@ pub const PAGE_SIZE: u32 = 500;
 pub const COLUMNS: &str = "name,vhost,type,messages,messages_ready,messages_unacknowledged,consumers,\
 head_message_timestamp,message_stats.publish_details.rate,message_stats.deliver_get_details.rate,\
 message_stats.ack_details.rate,message_stats.deliver_no_ack_details.rate,\
-message_stats.get_no_ack_details.rate";
+message_stats.get_no_ack_details.rate,message_stats.publish,message_stats.deliver_get,\
+message_stats.ack,message_stats.deliver_no_ack,message_stats.get_no_ack";
 
 /// What `/api/overview` is asked for: whether the broker collects message rates at all.
 pub const OVERVIEW_COLUMNS: &str = "rates_mode,disable_stats";
@@ -90,6 +91,21 @@ pub struct MessageStats {
     /// `basic.get`s without acknowledgement.
     #[serde(default)]
     pub get_no_ack_details: Option<Rate>,
+    /// Publishes into the queue since the statistics began (cumulative).
+    #[serde(default)]
+    pub publish: Option<u64>,
+    /// Deliveries and gets, cumulative.
+    #[serde(default)]
+    pub deliver_get: Option<u64>,
+    /// Acknowledgements, cumulative.
+    #[serde(default)]
+    pub ack: Option<u64>,
+    /// Deliveries in automatic-acknowledgement mode, cumulative.
+    #[serde(default)]
+    pub deliver_no_ack: Option<u64>,
+    /// `basic.get`s without acknowledgement, cumulative.
+    #[serde(default)]
+    pub get_no_ack: Option<u64>,
 }
 
 /// A `*_details` object.
@@ -409,6 +425,24 @@ pub fn value(q: &QueueInfo, measure: Measure, at: &Reading<'_>) -> Result<f64, S
             ))),
         }
     };
+    // A cumulative counter: `pick` says whether its group is there and its value. An absent
+    // group has counted nothing yet (0); a group without the field is an error.
+    let counter = |pick: fn(&MessageStats) -> (bool, Option<f64>), field: &str| {
+        at.rates
+            .as_ref()
+            .map_err(|why| SeriesError::new(format!("{measure} of queue {:?}: {why}", q.name)))?;
+        let Some(stats) = &q.message_stats else {
+            return Ok(0.0);
+        };
+        match pick(stats) {
+            (_, Some(n)) => Ok(n),
+            (false, None) => Ok(0.0),
+            (true, None) => Err(SeriesError::new(format!(
+                "RabbitMQ sent the statistics of queue {:?} without the counter {field}",
+                q.name
+            ))),
+        }
+    };
     match measure {
         Measure::Ready => count(q.messages_ready, "messages_ready"),
         Measure::Unacked => count(q.messages_unacknowledged, "messages_unacknowledged"),
@@ -445,6 +479,31 @@ pub fn value(q: &QueueInfo, measure: Measure, at: &Reading<'_>) -> Result<f64, S
                 ))),
             }
         }
+        // The cumulative counters, whose rate over the metric's window the source computes.
+        Measure::ArrivalRate => counter(
+            |s| {
+                (
+                    s.publish.is_some() || s.publish_details.is_some(),
+                    s.publish.map(|n| n as f64),
+                )
+            },
+            "publish",
+        ),
+        Measure::CompletionRate => counter(
+            |s| {
+                let group = s.deliver_get.is_some()
+                    || s.ack.is_some()
+                    || s.deliver_no_ack.is_some()
+                    || s.get_no_ack.is_some()
+                    || s.deliver_get_details.is_some();
+                let sum = match (s.ack, s.deliver_no_ack, s.get_no_ack) {
+                    (Some(a), Some(d), Some(g)) => Some((a + d + g) as f64),
+                    _ => None,
+                };
+                (group, sum)
+            },
+            "ack, deliver_no_ack and get_no_ack",
+        ),
         Measure::DrainSeconds => {
             let backlog = count(q.messages, "messages")?;
             if backlog == 0.0 {
@@ -453,11 +512,11 @@ pub fn value(q: &QueueInfo, measure: Measure, at: &Reading<'_>) -> Result<f64, S
             let leaving = rate(|s| s.ack_details, "ack_details")?
                 + rate(|s| s.deliver_no_ack_details, "deliver_no_ack_details")?
                 + rate(|s| s.get_no_ack_details, "get_no_ack_details")?;
-            Ok(if leaving > 0.0 {
-                (backlog / leaving).min(at.max_drain_seconds)
-            } else {
-                at.max_drain_seconds
-            })
+            Ok(crate::sources::rates::drain_seconds(
+                backlog,
+                leaving,
+                at.max_drain_seconds,
+            ))
         }
         other => Err(SeriesError::new(format!(
             "measure {other} does not apply to RabbitMQ queues"
@@ -566,7 +625,48 @@ mod tests {
                 rate: deliver_no_ack,
             }),
             get_no_ack_details: Some(Rate { rate: get_no_ack }),
+            ..MessageStats::default()
         })
+    }
+
+    #[test]
+    fn counters_are_read_whole_and_a_group_without_its_counter_is_an_error() {
+        let mut q = fixture("ts");
+        q.message_stats = Some(MessageStats {
+            publish: Some(120),
+            deliver_get: Some(100),
+            ack: Some(90),
+            deliver_no_ack: Some(7),
+            get_no_ack: Some(3),
+            ..MessageStats::default()
+        });
+        let at = at(0.0, 100.0);
+        assert_eq!(value(&q, Measure::ArrivalRate, &at), Ok(120.0));
+        assert_eq!(
+            value(&q, Measure::CompletionRate, &at),
+            Ok(100.0),
+            "acknowledged, plus delivered and got without acknowledgement"
+        );
+        q.message_stats = Some(MessageStats {
+            publish: Some(5),
+            ..MessageStats::default()
+        });
+        assert_eq!(
+            value(&q, Measure::CompletionRate, &at),
+            Ok(0.0),
+            "nothing delivered yet: the delivery counters are absent together"
+        );
+        q.message_stats = Some(MessageStats {
+            deliver_get: Some(5),
+            ack: Some(5),
+            ..MessageStats::default()
+        });
+        let err = value(&q, Measure::CompletionRate, &at).expect_err("half a group");
+        assert!(err.to_string().contains("without the counter"), "{err}");
+        assert_eq!(value(&q, Measure::ArrivalRate, &at), Ok(0.0));
+        let off = Err("rates_mode: none".to_string());
+        let at = Reading { rates: &off, ..at };
+        assert!(value(&q, Measure::ArrivalRate, &at).is_err());
     }
 
     #[test]

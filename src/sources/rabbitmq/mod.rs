@@ -37,6 +37,7 @@ use crate::model::{Labels, Sample, SeriesError};
 use crate::primitives::ConfigError;
 use crate::sources::measure::Measure;
 use crate::sources::metric::MetricConfig;
+use crate::sources::rates::{Increase, Rates};
 
 /// Label naming the queue of a series (encoded where the name is not a valid label value:
 /// [`crate::apimachinery::label::encode_value`]).
@@ -95,6 +96,9 @@ pub struct RabbitMqSource {
     reader: Reader,
     metrics: Vec<MetricPlan>,
     max_drain_seconds: f64,
+    /// The counter readings of each `arrival_rate` and `completion_rate` metric's queues, by
+    /// metric name.
+    counters: HashMap<Arc<str>, Rates<String>>,
     /// Whether the broker collects message rates, and when that was last asked.
     rates: Option<(Instant, Result<(), String>)>,
     /// Management calls made by the last poll, for tests and benchmarks.
@@ -229,11 +233,18 @@ impl RabbitMqSource {
                 read,
             });
         }
+        let counters = spec
+            .metrics
+            .iter()
+            .filter(|(m, _)| m.measure.is_counter_rate())
+            .map(|(m, _)| (Arc::from(m.name.as_str()), Rates::new(m.window())))
+            .collect();
         Ok(RabbitMqSource {
             name: name.to_string(),
             reader,
             metrics,
             max_drain_seconds: conn.max_drain_seconds(),
+            counters,
             rates: None,
             last_calls: 0,
             idle,
@@ -288,6 +299,8 @@ impl RabbitMqSource {
                             | Measure::DeliverRate
                             | Measure::AckRate
                             | Measure::DrainSeconds
+                            | Measure::ArrivalRate
+                            | Measure::CompletionRate
                     )
             )
         });
@@ -344,28 +357,48 @@ impl RabbitMqSource {
                 rates,
                 timestamp_unit: m.target.timestamp_unit.unwrap_or_default(),
             };
+            // A counter's reading becomes its rate over the metric's window.
+            let mut served =
+                |queue: &str, measure: Measure, read: Result<f64, SeriesError>| match self
+                    .counters
+                    .get_mut(&m.name)
+                {
+                    Some(counters) if measure.is_counter_rate() => read.and_then(|count| {
+                        counters
+                            .observe(queue.to_string(), now_ms / 1000.0, count)
+                            .map(Increase::rate)
+                    }),
+                    _ => read,
+                };
             match &m.read {
                 Read::Queue(q, measure) => samples.push(Sample::new(
                     m.name.clone(),
                     m.labels(series_queue.unwrap_or(q)),
-                    match listing.get(q) {
-                        Some(info) => management::value(info, *measure, &at),
-                        None => Err(SeriesError::new(format!(
-                            "queue {q:?} not found in vhost {vhost:?}"
-                        ))),
-                    },
+                    served(
+                        q,
+                        *measure,
+                        match listing.get(q) {
+                            Some(info) => management::value(info, *measure, &at),
+                            None => Err(SeriesError::new(format!(
+                                "queue {q:?} not found in vhost {vhost:?}"
+                            ))),
+                        },
+                    ),
                 )),
                 Read::Pattern(re, measure) => {
                     for (q, info) in listing.iter().filter(|(q, _)| re.is_match(q)) {
                         samples.push(Sample::new(
                             m.name.clone(),
                             m.labels(q),
-                            management::value(info, *measure, &at),
+                            served(q, *measure, management::value(info, *measure, &at)),
                         ));
                     }
                 }
                 Read::Unknowable(_) => {}
             }
+        }
+        for counters in self.counters.values_mut() {
+            counters.prune(now_ms / 1000.0);
         }
         Ok(samples)
     }

@@ -58,6 +58,10 @@ pub struct RedisSourceConfig {
     /// Polling at once when a key changes (`CLIENT TRACKING`).
     #[serde(default)]
     pub wake: WakeConfig,
+    /// `drain_seconds` served when work waits and nothing finished in the window. Default
+    /// 86400 (1 day), as RabbitMQ's.
+    #[serde(default)]
+    pub max_drain_seconds: Option<f64>,
 }
 
 impl<'de> Grouped<'de> for RedisSourceConfig {
@@ -76,6 +80,7 @@ impl<'de> Grouped<'de> for RedisSourceConfig {
         "poll_interval",
         "poll_timeout",
         "wake",
+        "max_drain_seconds",
     ];
 
     fn deserialize_own<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -247,6 +252,7 @@ impl std::fmt::Debug for RedisSourceConfig {
             .field("credentials", &self.credentials)
             .field("ca_file", &self.ca_file)
             .field("wake", &self.wake)
+            .field("max_drain_seconds", &self.max_drain_seconds)
             .finish()
     }
 }
@@ -272,6 +278,12 @@ pub fn host_port(address: &str) -> Result<(String, u16), String> {
 }
 
 impl RedisSourceConfig {
+    /// The drain time served for waiting work that nothing finishes.
+    pub fn max_drain_seconds(&self) -> f64 {
+        self.max_drain_seconds
+            .unwrap_or(crate::sources::rates::DEFAULT_MAX_DRAIN_SECONDS)
+    }
+
     pub(crate) fn validate(&self, at: &str, poll_timeout: Duration) -> Result<(), ConfigError> {
         let given = [
             self.url.is_some(),
@@ -359,6 +371,14 @@ impl RedisSourceConfig {
                 ));
             }
         }
+        if let Some(d) = self.max_drain_seconds
+            && !(d.is_finite() && d > 0.0)
+        {
+            return Err(ConfigError::invalid(
+                format!("{at}.max_drain_seconds"),
+                "must be a positive number",
+            ));
+        }
         if !(self.wake.max_polls_per_second.is_finite() && self.wake.max_polls_per_second > 0.0) {
             return Err(ConfigError::invalid(
                 format!("{at}.wake.max_polls_per_second"),
@@ -431,6 +451,9 @@ pub enum KeyType {
     Hash,
     /// A set counted by its members (bee-queue's `failed`): `length` only.
     Set,
+    /// A counter (`INCR`, Sidekiq's `stat:processed`, BullMQ's `:id`): its rate over the
+    /// metric's `window` (`arrival_rate` or `completion_rate`, as the counter counts).
+    String,
 }
 
 impl KeyType {
@@ -442,6 +465,7 @@ impl KeyType {
             KeyType::Zset => "zset",
             KeyType::Hash => "hash",
             KeyType::Set => "set",
+            KeyType::String => "string",
         }
     }
 
@@ -449,7 +473,7 @@ impl KeyType {
     /// sets), so that a missing key is an empty queue. A stream is never deleted by Redis
     /// itself: a missing stream is a typo, the wrong `db`, or a deliberate `DEL`.
     pub fn deleted_when_empty(self) -> bool {
-        !matches!(self, KeyType::Stream)
+        !matches!(self, KeyType::Stream | KeyType::String)
     }
 
     fn measures(self) -> &'static [Measure] {
@@ -461,6 +485,9 @@ impl KeyType {
                 Measure::Pending,
                 Measure::OldestPendingAgeSeconds,
                 Measure::OldestUnprocessedAgeSeconds,
+                Measure::ArrivalRate,
+                Measure::CompletionRate,
+                Measure::DrainSeconds,
             ],
             KeyType::Zset => &[
                 Measure::Length,
@@ -468,7 +495,13 @@ impl KeyType {
                 Measure::OldestAgeSeconds,
                 Measure::InFlight,
             ],
-            KeyType::Hash | KeyType::Set => &[Measure::Length],
+            KeyType::Hash => &[
+                Measure::Length,
+                Measure::ArrivalRate,
+                Measure::CompletionRate,
+            ],
+            KeyType::Set => &[Measure::Length],
+            KeyType::String => &[Measure::ArrivalRate, Measure::CompletionRate],
         }
     }
 }
@@ -582,6 +615,10 @@ pub struct RedisTarget {
     /// [`MAX_MEMBERS_AGED`] lowest-scored members.
     #[serde(default)]
     pub in_progress: Option<String>,
+    /// Hashes: the field holding a counter, for `arrival_rate` and `completion_rate`
+    /// (BullMQ's `bull:<q>:metrics:completed` keeps it in `count`).
+    #[serde(default)]
+    pub field: Option<String>,
 }
 
 /// Most members of an `also` sorted set whose times are looked up for `oldest_age_seconds`:
@@ -616,6 +653,7 @@ impl RedisTarget {
             score_unit: None,
             also: Vec::new(),
             in_progress: None,
+            field: None,
         }
     }
 
@@ -686,6 +724,15 @@ impl RedisTarget {
                 ));
             }
         }
+        let counts = measure.is_counter_rate() || measure == Measure::DrainSeconds;
+        if counts && matches!(self.key_type, KeyType::List | KeyType::Zset | KeyType::Set) {
+            return Err(ConfigError::invalid(
+                at,
+                format!(
+                    "measure {measure} does not apply to type {kt}: a {kt} keeps no count of the jobs that entered or left it, and a rate is never inferred from length differences; read a counter (type string, or hash with field) or a stream"
+                ),
+            ));
+        }
         if !self.key_type.measures().contains(&measure) {
             let fits: Vec<&str> = self
                 .key_type
@@ -725,7 +772,10 @@ impl RedisTarget {
                 "oldest_age_seconds on a list needs timestamp (json_pointer, or hash + field) to find the enqueue time",
             ));
         }
-        if self.key_type == KeyType::Stream && measure != Measure::Length && self.group.is_none() {
+        if self.key_type == KeyType::Stream
+            && !matches!(measure, Measure::Length | Measure::ArrivalRate)
+            && self.group.is_none()
+        {
             return Err(ConfigError::invalid(
                 at,
                 format!("measure {measure} needs group (the consumer group)"),
@@ -794,9 +844,44 @@ impl RedisTarget {
                 }
             }
         }
+        only_for("field", self.field.is_some(), KeyType::Hash)?;
+        match (&self.field, self.key_type, measure.is_counter_rate()) {
+            (None, KeyType::Hash, true) => {
+                return Err(ConfigError::invalid(
+                    at,
+                    format!(
+                        "measure {measure} on a hash needs field (the field holding the counter)"
+                    ),
+                ));
+            }
+            (Some(_), _, false) => {
+                return Err(ConfigError::invalid(
+                    format!("{at}.field"),
+                    "only applies to arrival_rate and completion_rate (the field holding a counter)",
+                ));
+            }
+            (Some(f), _, true) if f.is_empty() => {
+                return Err(ConfigError::invalid(
+                    format!("{at}.field"),
+                    "must not be empty",
+                ));
+            }
+            _ => {}
+        }
+        // A counter's `also` keys are more counters of its type, summed (BullMQ's completed
+        // and failed counts).
+        let counter =
+            measure.is_counter_rate() && matches!(self.key_type, KeyType::String | KeyType::Hash);
         for (i, also) in self.also.iter().enumerate() {
             let at = format!("{at}.also[{i}]");
-            if !matches!(also.key_type, KeyType::List | KeyType::Zset) {
+            if counter {
+                if also.key_type != self.key_type {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.type"),
+                        format!("must be {kt}, like the counter it is added to"),
+                    ));
+                }
+            } else if !matches!(also.key_type, KeyType::List | KeyType::Zset) {
                 return Err(ConfigError::invalid(
                     format!("{at}.type"),
                     "must be list or zset (the keys a queue's jobs wait in)",
@@ -815,7 +900,9 @@ impl RedisTarget {
                 ));
             }
         }
-        only_for("also", !self.also.is_empty(), KeyType::List)?;
+        if !counter {
+            only_for("also", !self.also.is_empty(), KeyType::List)?;
+        }
         only_for("in_progress", self.in_progress.is_some(), KeyType::Zset)?;
         if let Some(t) = &self.in_progress
             && !t.contains("{id}")
@@ -849,8 +936,8 @@ impl RedisTarget {
 /// library's queue (`{library: bullmq, queue: embed}`), told apart by the `library` field.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RedisMetric {
-    /// Keys, their types and where their times are.
-    Keys(RedisTarget),
+    /// Keys, their types and where their times are (boxed: many fields, most unset).
+    Keys(Box<RedisTarget>),
     /// A job library's queue: the library's own layout is read ([`crate::sources::redis::libraries`]).
     Library(LibraryTarget),
 }
@@ -878,7 +965,7 @@ impl<'de> Deserialize<'de> for RedisMetric {
                 .map_err(located)
         } else {
             serde_path_to_error::deserialize(value)
-                .map(RedisMetric::Keys)
+                .map(|t| RedisMetric::Keys(Box::new(t)))
                 .map_err(located)
         }
     }

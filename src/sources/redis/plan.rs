@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::batch::Batch;
 use super::config::{KEY_LABEL_FULL, KeyType, LibraryTarget, QueueNames, RedisMetric, RedisTarget};
@@ -24,6 +25,8 @@ pub struct MetricPlan {
     pub labels: Labels,
     pub target: RedisMetric,
     pub measure: Measure,
+    /// The window of a rate (and of `drain_seconds`' rate).
+    pub window: Duration,
 }
 
 impl MetricPlan {
@@ -34,6 +37,7 @@ impl MetricPlan {
             labels: m.labels.clone().into_iter().collect(),
             target: target?.clone(),
             measure: m.measure,
+            window: m.window(),
         })
     }
 
@@ -157,6 +161,40 @@ pub struct PlannedSeries {
     pub planned: Planned,
     /// How the series' key was chosen, which says what its absence means.
     pub origin: KeyOrigin,
+    /// How the value read becomes the value served.
+    pub serve: Serve,
+}
+
+/// How a series' value read at a poll becomes the value served.
+#[derive(Debug)]
+pub enum Serve {
+    /// As read.
+    AsRead,
+    /// The value read is a counter: served is its rate over the metric's window.
+    Rate,
+    /// The value read is the work waiting; served is that over the rate of the completions
+    /// counter read beside it (`drain_seconds`).
+    Drain(Box<CounterRead>),
+}
+
+/// The completions counter a `drain_seconds` series reads beside its waiting work.
+#[derive(Debug)]
+pub struct CounterRead {
+    pub target: Arc<RedisTarget>,
+    pub key: Arc<str>,
+    pub planned: Planned,
+}
+
+impl CounterRead {
+    /// How this counter is read, in database `db`.
+    pub fn read(&self, db: i64) -> SeriesRead<'_> {
+        SeriesRead {
+            target: &self.target,
+            measure: Measure::CompletionRate,
+            key: &self.key,
+            db,
+        }
+    }
 }
 
 /// How a series' key was chosen.
@@ -192,12 +230,17 @@ struct Candidate {
     origin: KeyOrigin,
     /// Why it cannot be read (a preset measure its library does not keep).
     unknowable: Option<Arc<str>>,
+    /// `drain_seconds`: the completions counter, a generic target and its key.
+    completions: Option<(Arc<RedisTarget>, String)>,
 }
 
 /// The series of generic metric `m` over `t`.
 fn key_candidates(m: &MetricPlan, t: &RedisTarget, discovery: &Discovery) -> Vec<Candidate> {
     let shared = Arc::new(t.clone());
+    // A stream's drain time: its group's waiting entries over the group's completions.
     let one = |key: &str, labels: Labels, target: Arc<RedisTarget>, origin| Candidate {
+        completions: (m.measure == Measure::DrainSeconds)
+            .then(|| (target.clone(), key.to_string())),
         target,
         measure: m.measure,
         key: key.to_string(),
@@ -256,6 +299,12 @@ fn library_candidates(m: &MetricPlan, l: &LibraryTarget, discovery: &Discovery) 
         }
         labels
     };
+    if m.measure == Measure::DrainSeconds {
+        return queues
+            .iter()
+            .map(|queue| drain_candidate(m, l, queue, origin, labels(queue, SCOPE_QUEUE, "")))
+            .collect();
+    }
     // Whether the measure is kept per queue does not depend on the queue.
     if let Layout::AllQueues(reads) = libraries::layout(l.library, l.prefix(), "", m.measure) {
         return reads
@@ -269,6 +318,7 @@ fn library_candidates(m: &MetricPlan, l: &LibraryTarget, discovery: &Discovery) 
                     key,
                     origin: KeyOrigin::Found,
                     unknowable: None,
+                    completions: None,
                 }
             })
             .collect();
@@ -287,6 +337,7 @@ fn library_candidates(m: &MetricPlan, l: &LibraryTarget, discovery: &Discovery) 
                         key,
                         origin,
                         unknowable: None,
+                        completions: None,
                     }
                 }
                 other => {
@@ -308,11 +359,58 @@ fn library_candidates(m: &MetricPlan, l: &LibraryTarget, discovery: &Discovery) 
                             l.library.as_str(),
                             m.measure
                         ))),
+                        completions: None,
                     }
                 }
             },
         )
         .collect()
+}
+
+/// A preset queue's `drain_seconds`: the work waiting (its `length` read) over the rate of
+/// its completions counter, where the library keeps one for the queue.
+fn drain_candidate(
+    m: &MetricPlan,
+    l: &LibraryTarget,
+    queue: &str,
+    origin: KeyOrigin,
+    mut labels: Labels,
+) -> Candidate {
+    let layout = |measure| libraries::layout(l.library, l.prefix(), queue, measure);
+    let why = match (layout(Measure::Length), layout(Measure::CompletionRate)) {
+        (Layout::PerQueue(waiting), Layout::PerQueue(done)) => {
+            let key = waiting.target.key.clone().unwrap_or_default();
+            labels.insert(KEY_LABEL_FULL.to_string(), key.clone());
+            let done_key = done.target.key.clone().unwrap_or_default();
+            return Candidate {
+                target: Arc::new(waiting.target),
+                measure: waiting.measure,
+                key,
+                labels,
+                origin,
+                unknowable: None,
+                completions: Some((Arc::new(done.target), done_key)),
+            };
+        }
+        (Layout::Unknowable(why), _) | (_, Layout::Unknowable(why)) => why,
+        (_, Layout::AllQueues(_)) => {
+            "the library counts finished jobs for all its queues together, so no one queue's completion rate, and no drain time, can be told (completion_rate has the count for all queues)".to_string()
+        }
+        (Layout::AllQueues(_), _) => "the library keeps this queue's waiting jobs with all queues'".to_string(),
+    };
+    Candidate {
+        labels,
+        target: Arc::new(RedisTarget::exact(KeyType::List, "")),
+        measure: m.measure,
+        key: String::new(),
+        origin: KeyOrigin::Found,
+        unknowable: Some(Arc::from(format!(
+            "{} {}: {why}",
+            l.library.as_str(),
+            m.measure
+        ))),
+        completions: None,
+    }
 }
 
 impl Plan {
@@ -353,6 +451,25 @@ impl Plan {
                         k
                     }
                 };
+                let serve = match c.completions {
+                    Some((target, key)) => {
+                        let key: Arc<str> = Arc::from(key.as_str());
+                        let planned = SeriesRead {
+                            target: &target,
+                            measure: Measure::CompletionRate,
+                            key: &key,
+                            db,
+                        }
+                        .plan(&mut first);
+                        Serve::Drain(Box::new(CounterRead {
+                            target,
+                            key,
+                            planned,
+                        }))
+                    }
+                    None if m.measure.is_counter_rate() => Serve::Rate,
+                    None => Serve::AsRead,
+                };
                 let labels = match shared.get(&c.labels) {
                     Some(l) => l.clone(),
                     None => {
@@ -369,6 +486,7 @@ impl Plan {
                     labels,
                     planned,
                     origin: c.origin,
+                    serve,
                 });
             }
         }

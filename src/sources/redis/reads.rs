@@ -48,6 +48,15 @@ pub enum Planned {
         /// `XLEN key`.
         len_idx: usize,
     },
+    /// `TYPE` and `XINFO STREAM`: the stream's `entries-added` counter (Redis 7.0+).
+    StreamAdded {
+        /// `TYPE key`.
+        type_idx: usize,
+        /// `XINFO STREAM key`.
+        info_idx: usize,
+    },
+    /// Counters (`GET`, or `HGET` of the configured field), summed: a rate's reading.
+    Counter(Parts),
     /// `TYPE`, `XINFO GROUPS` and, for ages, the `XPENDING` summary.
     StreamGroup {
         /// `TYPE key`.
@@ -89,6 +98,13 @@ enum RedisRead {
     OldestUnprocessedAge,
     Ready,
     InFlight,
+    /// A counter of jobs that entered (`arrival_rate`).
+    Arrivals,
+    /// A counter of jobs that finished (`completion_rate`, and `drain_seconds`' rate).
+    Completions,
+    /// The work waiting, for `drain_seconds`: a stream group's undelivered and pending
+    /// entries, a list's or sorted set's length.
+    Backlog,
 }
 
 impl RedisRead {
@@ -103,13 +119,15 @@ impl RedisRead {
             Measure::OldestUnprocessedAgeSeconds => Some(RedisRead::OldestUnprocessedAge),
             Measure::Ready => Some(RedisRead::Ready),
             Measure::InFlight => Some(RedisRead::InFlight),
+            Measure::ArrivalRate => Some(RedisRead::Arrivals),
+            Measure::CompletionRate => Some(RedisRead::Completions),
+            Measure::DrainSeconds => Some(RedisRead::Backlog),
             Measure::Unacked
             | Measure::Total
             | Measure::Consumers
             | Measure::PublishRate
             | Measure::DeliverRate
             | Measure::AckRate
-            | Measure::DrainSeconds
             | Measure::GpuUtilization
             | Measure::MemoryUsedRatio
             | Measure::PowerWatts
@@ -144,7 +162,7 @@ pub struct Part {
     /// Its command's reply index.
     idx: usize,
     key: String,
-    /// A list, or a sorted set of job ids (`also`).
+    /// A list, or a sorted set of job ids (`also`); a counter's more counters.
     key_type: KeyType,
 }
 
@@ -217,6 +235,11 @@ impl SeriesRead<'_> {
         let Some(read) = RedisRead::of(self.measure) else {
             return Planned::Inapplicable;
         };
+        // What waits in a list or sorted set is its length; a stream's is the group's own.
+        let read = match (self.target.key_type, read) {
+            (KeyType::List | KeyType::Zset, RedisRead::Backlog) => RedisRead::Length,
+            _ => read,
+        };
         match (self.target.key_type, read) {
             (KeyType::List, RedisRead::Length) => {
                 Planned::Sum(self.list_parts(|lk, ty| match ty {
@@ -243,6 +266,17 @@ impl SeriesRead<'_> {
             (KeyType::Set, RedisRead::Length) => {
                 Planned::Sum(Parts::Own(batch.add(&[b"SCARD", k])))
             }
+            (KeyType::String, RedisRead::Arrivals | RedisRead::Completions) => {
+                Planned::Counter(self.counter_parts(|ck| batch.add(&[b"GET", ck])))
+            }
+            (KeyType::Hash, RedisRead::Arrivals | RedisRead::Completions) => {
+                let field = self.target.field.as_deref().unwrap_or_default().as_bytes();
+                Planned::Counter(self.counter_parts(|ck| batch.add(&[b"HGET", ck, field])))
+            }
+            (KeyType::Stream, RedisRead::Arrivals) => Planned::StreamAdded {
+                type_idx: batch.add(&[b"TYPE", k]),
+                info_idx: batch.add(&[b"XINFO", b"STREAM", k]),
+            },
             (KeyType::Stream, RedisRead::Length) => Planned::StreamLength {
                 type_idx: batch.add(&[b"TYPE", k]),
                 len_idx: batch.add(&[b"XLEN", k]),
@@ -252,7 +286,9 @@ impl SeriesRead<'_> {
                 RedisRead::Lag
                 | RedisRead::Pending
                 | RedisRead::OldestPendingAge
-                | RedisRead::OldestUnprocessedAge,
+                | RedisRead::OldestUnprocessedAge
+                | RedisRead::Completions
+                | RedisRead::Backlog,
             ) => {
                 let group = self.target.group.as_deref().unwrap_or_default().as_bytes();
                 let pending_idx = matches!(
@@ -289,7 +325,9 @@ impl SeriesRead<'_> {
                 | RedisRead::OldestPendingAge
                 | RedisRead::OldestUnprocessedAge
                 | RedisRead::Ready
-                | RedisRead::InFlight,
+                | RedisRead::InFlight
+                | RedisRead::Arrivals
+                | RedisRead::Completions,
             )
             | (KeyType::Stream, RedisRead::OldestAge | RedisRead::Ready | RedisRead::InFlight)
             | (
@@ -298,7 +336,9 @@ impl SeriesRead<'_> {
                 | RedisRead::Pending
                 | RedisRead::OldestPendingAge
                 | RedisRead::OldestUnprocessedAge
-                | RedisRead::InFlight,
+                | RedisRead::InFlight
+                | RedisRead::Arrivals
+                | RedisRead::Completions,
             )
             | (
                 KeyType::Hash | KeyType::Set,
@@ -308,8 +348,24 @@ impl SeriesRead<'_> {
                 | RedisRead::OldestPendingAge
                 | RedisRead::OldestUnprocessedAge
                 | RedisRead::Ready
-                | RedisRead::InFlight,
-            ) => Planned::Inapplicable,
+                | RedisRead::InFlight
+                | RedisRead::Backlog,
+            )
+            | (KeyType::Set, RedisRead::Arrivals | RedisRead::Completions)
+            | (
+                KeyType::String,
+                RedisRead::Length
+                | RedisRead::OldestAge
+                | RedisRead::Lag
+                | RedisRead::Pending
+                | RedisRead::OldestPendingAge
+                | RedisRead::OldestUnprocessedAge
+                | RedisRead::Ready
+                | RedisRead::InFlight
+                | RedisRead::Backlog,
+            )
+            // Mapped to `Length` above.
+            | (KeyType::List | KeyType::Zset, RedisRead::Backlog) => Planned::Inapplicable,
         }
     }
 
@@ -348,6 +404,26 @@ impl SeriesRead<'_> {
         Parts::Keys(keys.into_boxed_slice())
     }
 
+    /// The counter keys a rate series reads (its key and its `also` keys), each planned by
+    /// `add`.
+    fn counter_parts(&self, mut add: impl FnMut(&[u8]) -> usize) -> Parts {
+        let own = add(self.key.as_bytes());
+        if self.target.also.is_empty() {
+            return Parts::Own(own);
+        }
+        let mut keys = vec![Part {
+            idx: own,
+            key: self.key.to_string(),
+            key_type: self.target.key_type,
+        }];
+        keys.extend(self.target.also.iter().map(|a| Part {
+            idx: add(a.key.as_bytes()),
+            key: a.key.clone(),
+            key_type: a.key_type,
+        }));
+        Parts::Keys(keys.into_boxed_slice())
+    }
+
     /// Whether the key this series reads exists, from its round-one replies. Redis deletes an
     /// empty list or sorted set, so for them existing and holding something are the same; an
     /// error reply (a key of another type) means the key exists.
@@ -358,14 +434,14 @@ impl SeriesRead<'_> {
             Some(_) => true,
         };
         match planned {
-            Planned::Sum(parts) | Planned::ListOldest(parts) => parts
+            Planned::Sum(parts) | Planned::ListOldest(parts) | Planned::Counter(parts) => parts
                 .each(self.key, self.target.key_type)
                 .any(|(i, _, _)| holds(&i)),
-            Planned::StreamLength { type_idx, .. } | Planned::StreamGroup { type_idx, .. } => {
-                replies
-                    .get(*type_idx)
-                    .is_some_and(|v| !matches!(reply::text(v), Ok(Some(t)) if t == "none"))
-            }
+            Planned::StreamLength { type_idx, .. }
+            | Planned::StreamGroup { type_idx, .. }
+            | Planned::StreamAdded { type_idx, .. } => replies
+                .get(*type_idx)
+                .is_some_and(|v| !matches!(reply::text(v), Ok(Some(t)) if t == "none")),
             Planned::ZsetOldest(i) | Planned::ZsetReady(i) => holds(i),
             Planned::ZsetRunning { card, .. } => holds(card),
             Planned::Inapplicable | Planned::Unknowable(_) => false,
@@ -475,6 +551,19 @@ impl SeriesRead<'_> {
                 Pending::Done(Ok(total as f64))
             }
             Planned::ListOldest(parts) => self.list_oldest(parts, replies, now_ms, next)?,
+            Planned::Counter(parts) => Pending::Done(Ok(self.counter(parts, replies)?)),
+            Planned::StreamAdded { type_idx, info_idx } => {
+                self.stream_type(replies, *type_idx)?;
+                let info = reply::pairs(get(replies, *info_idx, key)?)?;
+                match info.iter().find(|(k, _)| k == "entries-added") {
+                    Some((_, Value::Nil)) | None => {
+                        return Err(format!(
+                            "Redis did not report entries-added for stream {key:?} (it counts arrivals from Redis 7.0 on); refusing to guess"
+                        ));
+                    }
+                    Some((_, v)) => Pending::Done(Ok(reply::int(v)? as f64)),
+                }
+            }
             Planned::StreamLength { type_idx, len_idx } => {
                 self.stream_type(replies, *type_idx)?;
                 let v = checked(get(replies, *len_idx, key)?, key, "a stream")?;
@@ -672,6 +761,43 @@ impl SeriesRead<'_> {
         Ok(())
     }
 
+    /// The sum of a rate's counters. A key that does not exist counts 0 beside one that does
+    /// (BullMQ writes its failed count at the first failure); none existing is an error, never
+    /// a counter at 0: a typo, or a library that does not keep it.
+    fn counter(&self, parts: &Parts, replies: &[Value]) -> Result<f64, String> {
+        let mut total = 0.0;
+        let mut found = false;
+        for (i, part_key, _) in parts.each(self.key, self.target.key_type) {
+            let v = checked(
+                get(replies, i, part_key)?,
+                part_key,
+                expected(self.target.key_type),
+            )?;
+            let Some(text) = reply::text(v)? else {
+                continue;
+            };
+            let n: f64 = text
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+                .ok_or_else(|| format!("counter {part_key:?} holds {text:?}, not a count"))?;
+            total += n;
+            found = true;
+        }
+        if !found {
+            let field = match &self.target.field {
+                Some(f) => format!(" field {f:?}"),
+                None => String::new(),
+            };
+            return Err(format!(
+                "counter {:?}{field} does not exist in db {}: nothing has counted yet, or it is not the key the producer or worker counts in; refusing to serve 0",
+                self.key, self.db
+            ));
+        }
+        Ok(total)
+    }
+
     fn stream_group(
         &self,
         type_idx: usize,
@@ -716,6 +842,26 @@ impl SeriesRead<'_> {
                 Some(v) => Pending::Done(Ok(reply::int(v)? as f64)),
             },
             Measure::Pending => Pending::Done(Ok(pending as f64)),
+            // Entries the group has been given, less those not yet acknowledged: the entries
+            // it finished. Redis counts `entries-read` from 7.0 on.
+            Measure::CompletionRate => match field("entries-read") {
+                Some(Value::Nil) | None => {
+                    return Err(format!(
+                        "Redis did not report entries-read for group {group:?} on stream {key:?} (it counts them from Redis 7.0 on, and reports nil when the group was created at an arbitrary ID); refusing to guess"
+                    ));
+                }
+                Some(v) => Pending::Done(Ok(reply::int(v)?.saturating_sub(pending) as f64)),
+            },
+            // What waits for the group: entries not yet delivered, and those delivered and not
+            // yet acknowledged.
+            Measure::DrainSeconds => match field("lag") {
+                Some(Value::Nil) | None => {
+                    return Err(format!(
+                        "Redis cannot tell the lag of group {group:?} on stream {key:?} (it reports nil after XDEL or when the group's position is unknown), so not what waits; refusing to guess"
+                    ));
+                }
+                Some(v) => Pending::Done(Ok(reply::int(v)?.saturating_add(pending) as f64)),
+            },
             _ if pending > 0 => {
                 let summary = reply::array(get(replies, pending_idx.unwrap_or(usize::MAX), key)?)?;
                 let min_id =
@@ -780,6 +926,7 @@ fn expected(kt: KeyType) -> &'static str {
         KeyType::Zset => "a sorted set",
         KeyType::Hash => "a hash",
         KeyType::Set => "a set",
+        KeyType::String => "a string",
     }
 }
 

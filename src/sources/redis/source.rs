@@ -3,19 +3,22 @@
 //! round trip per node, plus a second only where a lookup needs the first's answer (the
 //! `reads` module). Connections belong to the `topology`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::batch::Batch;
 use super::config::{RedisMetric, RedisSourceConfig};
 use super::discovery::Discovery;
-use super::plan::{self, KeyOrigin, MetricPlan, Plan};
+use super::plan::{self, KeyOrigin, MetricPlan, Plan, Serve};
 use super::reads::Pending;
 use super::reply;
 use super::topology::Topology;
 use super::tracking::Tracking;
-use crate::model::Sample;
+use crate::model::{Labels, Sample, SeriesError};
 use crate::sources::build::{Blocks, SourceSpec};
+use crate::sources::measure::Measure;
+use crate::sources::rates::{self, Increase, Rates};
 use crate::sources::source::{Source, SourceError};
 use crate::wake::{WakePace, WakeSignal};
 
@@ -49,6 +52,11 @@ pub struct RedisSource {
     plan: Option<Plan>,
     /// The watch that wakes the poll loop when a key changes (`None`: `wake.enabled: false`).
     tracking: Option<Tracking>,
+    /// The counter readings of each rate metric's series (and of `drain_seconds`'
+    /// completions), by metric name.
+    rates: HashMap<Arc<str>, Rates<Arc<Labels>>>,
+    /// `drain_seconds` when work waits and nothing finished in the window.
+    max_drain_seconds: f64,
 }
 
 impl RedisSource {
@@ -86,7 +94,14 @@ impl RedisSource {
             spec.discovery_interval,
             spec.pattern_key_retention,
         );
+        let rates = metrics
+            .iter()
+            .filter(|m| m.measure.is_counter_rate() || m.measure == Measure::DrainSeconds)
+            .map(|m| (Arc::from(m.name.as_str()), Rates::new(m.window)))
+            .collect();
         Ok(RedisSource {
+            max_drain_seconds: spec.connection.max_drain_seconds(),
+            rates,
             name: spec.name.to_string(),
             db: topology.db(),
             topology,
@@ -136,6 +151,26 @@ impl Source for RedisSource {
 }
 
 impl RedisSource {
+    /// Records `count`, a reading of the counter of `metric`'s series `labels` at `now_s`,
+    /// and returns its increase over the metric's window.
+    ///
+    /// # Errors
+    /// Before the counter's second reading: a rate is never made up from one.
+    fn rate(
+        &mut self,
+        metric: &str,
+        labels: &Arc<Labels>,
+        now_s: f64,
+        count: f64,
+    ) -> Result<Increase, SeriesError> {
+        self.rates
+            .get_mut(metric)
+            .ok_or_else(|| {
+                SeriesError::new(format!("metric {metric:?} keeps no counter readings"))
+            })?
+            .observe(labels.clone(), now_s, count)
+    }
+
     /// Reads every series: round one, then round two where a lookup needs it.
     async fn read(&mut self) -> Result<Vec<Sample>, SourceError> {
         let plan = match self.plan.take() {
@@ -169,7 +204,7 @@ impl RedisSource {
         let mut second = Batch::new();
         let mut unseen = Vec::with_capacity(plan.series.len());
         let polled_at = Instant::now();
-        let pending: Vec<Pending> = plan
+        let pending: Vec<(Pending, Option<Pending>)> = plan
             .series
             .iter()
             .map(|s| {
@@ -193,7 +228,19 @@ impl RedisSource {
                     tracing::warn!(source = %self.name, metric = %s.metric_name, key = %s.key, db = self.db, "key does not exist and has not since start: served as 0, because Redis deletes an empty list or sorted set; if it should hold jobs, check the key for a typo and the db");
                 }
                 unseen.push(never_seen);
-                read.after_round_one(&s.planned, &replies, now_ms, &mut second)
+                let counter = match &s.serve {
+                    Serve::Drain(c) => Some(c.read(self.db).after_round_one(
+                        &c.planned,
+                        &replies,
+                        now_ms,
+                        &mut second,
+                    )),
+                    Serve::AsRead | Serve::Rate => None,
+                };
+                (
+                    read.after_round_one(&s.planned, &replies, now_ms, &mut second),
+                    counter,
+                )
             })
             .collect();
         drop(replies);
@@ -202,20 +249,46 @@ impl RedisSource {
         } else {
             self.topology.run(&second, None).await?
         };
+        let now_s = now_ms / 1000.0;
         let samples: Vec<Sample> = plan
             .series
             .iter()
             .zip(pending)
             .zip(unseen)
-            .map(|((s, p), unseen)| Sample {
-                unseen,
-                ..Sample::new(
-                    s.metric_name.clone(),
-                    s.labels.clone(),
-                    s.read(self.db).finish(p, &replies, now_ms),
-                )
+            .map(|((s, (p, counter)), unseen)| {
+                let read = s.read(self.db).finish(p, &replies, now_ms);
+                let value = match (&s.serve, counter) {
+                    (Serve::Rate, _) => read.and_then(|count| {
+                        self.rate(s.metric_name.as_ref(), &s.labels, now_s, count)
+                            .map(Increase::rate)
+                    }),
+                    (Serve::Drain(c), Some(counter)) => {
+                        let count = c.read(self.db).finish(counter, &replies, now_ms);
+                        let done = count
+                            .and_then(|n| self.rate(s.metric_name.as_ref(), &s.labels, now_s, n));
+                        read.and_then(|waiting| {
+                            if waiting <= 0.0 {
+                                return Ok(0.0);
+                            }
+                            let done = done?;
+                            Ok(rates::drain_seconds(
+                                waiting,
+                                done.rate(),
+                                self.max_drain_seconds,
+                            ))
+                        })
+                    }
+                    (Serve::AsRead | Serve::Drain(_), _) => read,
+                };
+                Sample {
+                    unseen,
+                    ..Sample::new(s.metric_name.clone(), s.labels.clone(), value)
+                }
             })
             .collect();
+        for r in self.rates.values_mut() {
+            r.prune(now_s);
+        }
         // Where a poll's time goes (BENCHMARKS.md): the round trip through the client, the rest.
         tracing::debug!(
             source = %self.name,

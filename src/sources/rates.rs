@@ -1,24 +1,43 @@
-//! Counter rates computed by the adapter from its own scrapes: per series, over the rate
-//! window, with counter resets understood the way Prometheus' `rate()` does. No I/O here.
+//! Counter rates computed by the adapter from its own readings: per series, over a window,
+//! with counter resets understood the way Prometheus' `rate()` does. No I/O here. Model
+//! servers' counters (`inference`), stream and job-library counters (`redis`) and RabbitMQ's
+//! cumulative `message_stats` (`rabbitmq`) all go through it, so every rate the adapter serves
+//! follows one rule.
 //!
-//! A counter that goes down was reset (the server restarted, in the same pod): the value
-//! after the reset is counted as the increase since it, never a negative rate. A series needs
-//! two scrapes before it has a rate; a new pod has none until its second scrape, so it is an
-//! unknown member of its workload for one poll rather than a rate of 0.
+//! A counter that goes down was reset (a server restarted, a stream's group was moved, a queue
+//! was deleted and declared again): the value after the reset is counted as the increase since
+//! it, never a negative rate. A series needs two readings before it has a rate; a new series
+//! has none until its second reading, so it answers an error for one poll rather than a rate
+//! of 0.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::time::Duration;
 
-use crate::sources::kubernetes::workloads::PodRef;
+use crate::model::SeriesError;
 
-/// A counter series: its pod and its name and labels as the server wrote them.
-pub type SeriesId = (PodRef, String);
+/// Drain time served for waiting work that nothing finishes: one day (see README). Every
+/// kind's `drain_seconds` follows [`drain_seconds`].
+pub const DEFAULT_MAX_DRAIN_SECONDS: f64 = 86_400.0;
 
-/// The recent scrapes of every counter series a metric reads.
-#[derive(Debug, Default)]
-pub struct Rates {
+/// The time `waiting` work takes to drain at `leaving` jobs per second: `waiting / leaving`,
+/// capped at `max`, which is also what is served when nothing leaves ("nothing leaves":
+/// never an estimate from other numbers); nothing waiting drains in 0 s.
+pub fn drain_seconds(waiting: f64, leaving: f64, max: f64) -> f64 {
+    if waiting <= 0.0 {
+        0.0
+    } else if leaving > 0.0 {
+        (waiting / leaving).min(max)
+    } else {
+        max
+    }
+}
+
+/// The recent readings of every counter series a metric reads, keyed by `K`.
+#[derive(Debug)]
+pub struct Rates<K> {
     window: f64,
-    series: HashMap<SeriesId, VecDeque<(f64, f64)>>,
+    series: HashMap<K, VecDeque<(f64, f64)>>,
 }
 
 /// What a series increased by, and over how long.
@@ -26,7 +45,7 @@ pub struct Rates {
 pub struct Increase {
     /// The increase, resets accounted for.
     pub by: f64,
-    /// Seconds between the first and the last scrape used.
+    /// Seconds between the first and the last reading used.
     pub over: f64,
 }
 
@@ -37,7 +56,7 @@ impl Increase {
     }
 }
 
-impl Rates {
+impl<K: Hash + Eq> Rates<K> {
     /// Rates over `window`.
     pub fn new(window: Duration) -> Self {
         Rates {
@@ -46,11 +65,11 @@ impl Rates {
         }
     }
 
-    /// Records a scrape of `id` at `at` (unix seconds). A scrape no newer than the last one
-    /// (Prometheus relaying the same sample) adds nothing. Scrapes older than the window are
+    /// Records a reading of `id` at `at` (unix seconds). A reading no newer than the last one
+    /// (Prometheus relaying the same sample) adds nothing. Readings older than the window are
     /// dropped, but the last two are always kept, so a poll slower than the window still has
-    /// the rate between its last two scrapes.
-    pub fn record(&mut self, id: SeriesId, at: f64, value: f64) {
+    /// the rate between its last two readings.
+    pub fn record(&mut self, id: K, at: f64, value: f64) {
         if !value.is_finite() || !at.is_finite() {
             return;
         }
@@ -64,8 +83,8 @@ impl Rates {
         }
     }
 
-    /// The increase of `id` over its kept scrapes; `None` before its second scrape.
-    pub fn increase(&self, id: &SeriesId) -> Option<Increase> {
+    /// The increase of `id` over its kept readings; `None` before its second reading.
+    pub fn increase(&self, id: &K) -> Option<Increase> {
         let points = self.series.get(id)?;
         let (first, last) = (points.front()?, points.back()?);
         let over = last.0 - first.0;
@@ -80,8 +99,25 @@ impl Rates {
         Some(Increase { by, over })
     }
 
-    /// Forgets series last scraped before `now - 2 × window` (pods gone, series no longer
-    /// exported), so the table does not grow with pod churn.
+    /// Records `count`, a reading of `id`'s counter at `at`, and returns its increase over the
+    /// window.
+    ///
+    /// # Errors
+    /// Before the counter's second reading: a rate is never made up from one.
+    pub fn observe(&mut self, id: K, at: f64, count: f64) -> Result<Increase, SeriesError>
+    where
+        K: Clone,
+    {
+        self.record(id.clone(), at, count);
+        self.increase(&id).ok_or_else(|| {
+            SeriesError::new(
+                "the counter has been read once so far: a rate needs a second reading (the next poll)",
+            )
+        })
+    }
+
+    /// Forgets series last read before `now - 2 × window` (pods gone, queues gone, series no
+    /// longer exported), so the table does not grow with churn.
     pub fn prune(&mut self, now: f64) {
         let horizon = now - 2.0 * self.window;
         self.series
@@ -103,14 +139,8 @@ impl Rates {
 mod tests {
     use super::*;
 
-    fn id(name: &str) -> SeriesId {
-        (
-            PodRef {
-                namespace: "ml".into(),
-                name: "vllm-0".into(),
-            },
-            name.into(),
-        )
+    fn id(name: &str) -> String {
+        name.to_string()
     }
 
     #[test]
