@@ -474,7 +474,7 @@ fn redis_metrics(
                 block: format!("redis: {{library: {lib}, queue: \"*\"{with_prefix}}}"),
                 about: None,
             }),
-            Layout::PerQueue(_) => {
+            Layout::PerQueue(_) | Layout::Drain { .. } => {
                 for queue in queues {
                     metrics.push(Metric {
                         name: metric_name(lib, queue, *measure),

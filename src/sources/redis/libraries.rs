@@ -40,6 +40,14 @@ pub enum Layout {
     /// In structures kept for all queues at once: one series per structure, whatever the
     /// queues named (never re-parsed member by member to split it by queue).
     AllQueues(Vec<PresetRead>),
+    /// `drain_seconds`: the queue's waiting work (its `length` read) over the rate of its own
+    /// completions counter.
+    Drain {
+        /// What `length` reads.
+        waiting: Box<PresetRead>,
+        /// What `completion_rate` reads.
+        completions: Box<PresetRead>,
+    },
     /// Not kept where a reader can see it: every queue's series is this error.
     Unknowable(String),
 }
@@ -123,7 +131,10 @@ const KOMBU_SEP: &str = "\x06\x16";
 /// Where `library` keeps what `measure` counts for `queue` (`prefix`: the library's key prefix,
 /// `""` where it has none).
 pub fn layout(library: Library, prefix: &str, queue: &str, measure: Measure) -> Layout {
-    use Measure::{Delayed, Due, Failed, InFlight, Length, OldestAgeSeconds};
+    use Measure::{
+        ArrivalRate, CompletionRate, Delayed, DrainSeconds, Due, Failed, InFlight, Length,
+        OldestAgeSeconds,
+    };
     match (library, measure) {
         // Sidekiq 6.4 `client.rb:214-229` (LPUSH `queue:<q>`, JSON with `enqueued_at`),
         // `fetch.rb:47` (BRPOP: oldest at the tail); 8.x writes ms (`api.rb:576-582`).
@@ -324,6 +335,75 @@ pub fn layout(library: Library, prefix: &str, queue: &str, measure: Measure) -> 
             zset(format!("{prefix}:{queue}:delayed"), ScoreUnit::Ms),
             Length,
         ),
+        // Counters (arrivals and completions).
+        (Library::Sidekiq, ArrivalRate) => unknowable(
+            "Sidekiq counts no enqueues (stat:processed and stat:failed count jobs run, for all queues)",
+        ),
+        // `launcher.rb` (`❤`): each process adds the jobs it ran since its last heartbeat to
+        // `stat:processed` (failures included; failures also to `stat:failed`) every 5 s
+        // (6.x) or 10 s (7.0+): a window of 30 s or more holds several flushes.
+        (Library::Sidekiq, CompletionRate) => Layout::AllQueues(vec![PresetRead {
+            target: RedisTarget::exact(KeyType::String, "stat:processed"),
+            measure: CompletionRate,
+        }]),
+        (Library::Rq, ArrivalRate | CompletionRate) => unknowable(
+            "RQ counts finished jobs per worker (rq:worker:<name> successful_job_count, failed_job_count), and a worker's counts vanish when it stops, so their sum is no counter; it counts no enqueues",
+        ),
+        (Library::Celery, ArrivalRate | CompletionRate) => unknowable(
+            "Celery keeps no counters in Redis (events or a result backend record outcomes)",
+        ),
+        (Library::Dramatiq, ArrivalRate | CompletionRate) => {
+            unknowable("dramatiq keeps no counters in Redis")
+        }
+        (Library::Arq, ArrivalRate | CompletionRate) => unknowable(
+            "arq writes its counts per worker into arq:queue:health-check (j_complete=...), each worker overwriting the others': not a count of the queue",
+        ),
+        (Library::Huey, ArrivalRate | CompletionRate) => {
+            unknowable("huey keeps no counters in Redis")
+        }
+        // `addStandardJob`/`addPrioritizedJob`/`addDelayedJob`: `INCR <p>:<q>:id` at every
+        // add, before a duplicate custom id is turned away (so duplicates count as arrivals).
+        (Library::Bullmq, ArrivalRate) => read(
+            RedisTarget::exact(KeyType::String, format!("{prefix}:{queue}:id")),
+            ArrivalRate,
+        ),
+        // `moveToFinished` → `collectMetrics`: `HINCRBY <p>:<q>:metrics:<completed|failed>
+        // count 1` at every finish, only where workers set `metrics: {maxDataPoints}`.
+        (Library::Bullmq, CompletionRate) => read(
+            RedisTarget {
+                field: Some("count".into()),
+                also: vec![AlsoKey {
+                    key_type: KeyType::Hash,
+                    key: format!("{prefix}:{queue}:metrics:failed"),
+                }],
+                ..RedisTarget::exact(KeyType::Hash, format!("{prefix}:{queue}:metrics:completed"))
+            },
+            CompletionRate,
+        ),
+        (Library::BeeQueue, ArrivalRate) => unknowable(
+            "bee-queue increments <prefix>:<queue>:id only for a job without a custom id, so it can count short",
+        ),
+        (Library::BeeQueue, CompletionRate) => unknowable(
+            "bee-queue keeps finished jobs in sets (succeeded, failed) that removeOnSuccess and removeOnFailure empty: sizes, not counters",
+        ),
+        (_, DrainSeconds) => {
+            let waiting = layout(library, prefix, queue, Length);
+            match (waiting, layout(library, prefix, queue, CompletionRate)) {
+                (Layout::PerQueue(waiting), Layout::PerQueue(completions)) => Layout::Drain {
+                    waiting,
+                    completions,
+                },
+                (_, Layout::Unknowable(why)) => {
+                    Layout::Unknowable(format!("no completion rate, so no drain time: {why}"))
+                }
+                (_, Layout::AllQueues(_)) => unknowable(
+                    "the library counts finished jobs for all its queues together, so no one queue's completion rate, and no drain time, can be told (completion_rate serves the count for all queues)",
+                ),
+                (waiting, _) => {
+                    Layout::Unknowable(format!("no waiting work per queue to drain ({waiting:?})"))
+                }
+            }
+        }
         (_, other) => Layout::Unknowable(format!(
             "measure {other} does not apply to a job library's queue"
         )),
@@ -503,6 +583,22 @@ mod tests {
                             .unwrap_or_else(|e| panic!("{at}: {e}"));
                     }
                     Layout::AllQueues(reads) => assert!(!reads.is_empty()),
+                    Layout::Drain {
+                        waiting,
+                        completions,
+                    } => {
+                        let at = format!("{library:?} {measure}");
+                        assert_eq!(completions.measure, Measure::CompletionRate, "{at}");
+                        completions
+                            .target
+                            .validate(&at, completions.measure, &Default::default())
+                            .unwrap_or_else(|e| panic!("{at}: {e}"));
+                        assert_eq!(
+                            Layout::PerQueue(waiting),
+                            layout(library, prefix, "embed", Measure::Length),
+                            "{at}: what drains is what waits"
+                        );
+                    }
                     Layout::Unknowable(why) => assert!(why.len() > 20, "{why}"),
                 }
             }

@@ -75,7 +75,7 @@ impl MetricPlan {
             RedisMetric::Library(l) => {
                 match libraries::layout(l.library, l.prefix(), "", self.measure) {
                     Layout::Unknowable(why) => Some(why),
-                    Layout::PerQueue(_) | Layout::AllQueues(_) => None,
+                    Layout::PerQueue(_) | Layout::AllQueues(_) | Layout::Drain { .. } => None,
                 }
             }
         }
@@ -125,6 +125,7 @@ fn preset_reads(l: &LibraryTarget, queue: &str, measure: Measure) -> Vec<librari
     match libraries::layout(l.library, l.prefix(), queue, measure) {
         Layout::PerQueue(r) => vec![*r],
         Layout::AllQueues(reads) => reads,
+        Layout::Drain { waiting, .. } => vec![*waiting],
         Layout::Unknowable(_) => Vec::new(),
     }
 }
@@ -299,12 +300,6 @@ fn library_candidates(m: &MetricPlan, l: &LibraryTarget, discovery: &Discovery) 
         }
         labels
     };
-    if m.measure == Measure::DrainSeconds {
-        return queues
-            .iter()
-            .map(|queue| drain_candidate(m, l, queue, origin, labels(queue, SCOPE_QUEUE, "")))
-            .collect();
-    }
     // Whether the measure is kept per queue does not depend on the queue.
     if let Layout::AllQueues(reads) = libraries::layout(l.library, l.prefix(), "", m.measure) {
         return reads
@@ -340,11 +335,27 @@ fn library_candidates(m: &MetricPlan, l: &LibraryTarget, discovery: &Discovery) 
                         completions: None,
                     }
                 }
+                Layout::Drain {
+                    waiting,
+                    completions,
+                } => {
+                    let key = waiting.target.key.clone().unwrap_or_default();
+                    let done_key = completions.target.key.clone().unwrap_or_default();
+                    Candidate {
+                        labels: labels(queue, SCOPE_QUEUE, &key),
+                        target: Arc::new(waiting.target),
+                        measure: Measure::DrainSeconds,
+                        key,
+                        origin,
+                        unknowable: None,
+                        completions: Some((Arc::new(completions.target), done_key)),
+                    }
+                }
                 other => {
                     let why = match other {
                         Layout::Unknowable(why) => why,
                         // Not reached: a measure kept for all queues returned above.
-                        Layout::PerQueue(_) | Layout::AllQueues(_) => {
+                        Layout::PerQueue(_) | Layout::AllQueues(_) | Layout::Drain { .. } => {
                             "kept for all queues (see the series with scope all-queues)".into()
                         }
                     };
@@ -365,52 +376,6 @@ fn library_candidates(m: &MetricPlan, l: &LibraryTarget, discovery: &Discovery) 
             },
         )
         .collect()
-}
-
-/// A preset queue's `drain_seconds`: the work waiting (its `length` read) over the rate of
-/// its completions counter, where the library keeps one for the queue.
-fn drain_candidate(
-    m: &MetricPlan,
-    l: &LibraryTarget,
-    queue: &str,
-    origin: KeyOrigin,
-    mut labels: Labels,
-) -> Candidate {
-    let layout = |measure| libraries::layout(l.library, l.prefix(), queue, measure);
-    let why = match (layout(Measure::Length), layout(Measure::CompletionRate)) {
-        (Layout::PerQueue(waiting), Layout::PerQueue(done)) => {
-            let key = waiting.target.key.clone().unwrap_or_default();
-            labels.insert(KEY_LABEL_FULL.to_string(), key.clone());
-            let done_key = done.target.key.clone().unwrap_or_default();
-            return Candidate {
-                target: Arc::new(waiting.target),
-                measure: waiting.measure,
-                key,
-                labels,
-                origin,
-                unknowable: None,
-                completions: Some((Arc::new(done.target), done_key)),
-            };
-        }
-        (Layout::Unknowable(why), _) | (_, Layout::Unknowable(why)) => why,
-        (_, Layout::AllQueues(_)) => {
-            "the library counts finished jobs for all its queues together, so no one queue's completion rate, and no drain time, can be told (completion_rate has the count for all queues)".to_string()
-        }
-        (Layout::AllQueues(_), _) => "the library keeps this queue's waiting jobs with all queues'".to_string(),
-    };
-    Candidate {
-        labels,
-        target: Arc::new(RedisTarget::exact(KeyType::List, "")),
-        measure: m.measure,
-        key: String::new(),
-        origin: KeyOrigin::Found,
-        unknowable: Some(Arc::from(format!(
-            "{} {}: {why}",
-            l.library.as_str(),
-            m.measure
-        ))),
-        completions: None,
-    }
 }
 
 impl Plan {

@@ -1189,6 +1189,94 @@ mod tests {
     }
 
     #[test]
+    fn stream_counters_are_what_redis_counts_and_never_a_guess() {
+        let fixture: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/redis-7.0.15-queue-idioms.json"
+        ))
+        .expect("fixture");
+        let stream = fixture["stream"].clone();
+        let now_ms = fixture["now_ms"].as_f64().expect("now_ms");
+        let answer = |xinfo: serde_json::Value| {
+            move |name: &str| match name {
+                "TYPE" => Value::SimpleString("stream".into()),
+                "XINFO" => value_of(&xinfo),
+                other => panic!("unexpected command {other}"),
+            }
+        };
+        let groups = stream["XINFO_GROUPS"].clone();
+        assert_eq!(
+            stream_measure(
+                Measure::ArrivalRate,
+                answer(stream["XINFO_STREAM"].clone()),
+                now_ms
+            ),
+            Ok(6.0),
+            "entries-added"
+        );
+        assert_eq!(
+            stream_measure(Measure::CompletionRate, answer(groups.clone()), now_ms),
+            Ok(0.0),
+            "entries-read 2, both still pending: none acknowledged"
+        );
+        assert_eq!(
+            stream_measure(Measure::DrainSeconds, answer(groups.clone()), now_ms),
+            Ok(6.0),
+            "what waits: lag 4 + pending 2"
+        );
+        let nil_lag = stream["XINFO_GROUPS_after_XDEL_of_undelivered_entry"].clone();
+        let err = stream_measure(Measure::DrainSeconds, answer(nil_lag), now_ms)
+            .expect_err("nil lag: what waits is unknown");
+        assert!(err.0.contains("refusing to guess"), "{err}");
+        // Redis 6 sends no entries-read, nor entries-added.
+        let mut old = groups.clone();
+        old[0]
+            .as_object_mut()
+            .expect("group")
+            .remove("entries-read");
+        let err = stream_measure(Measure::CompletionRate, answer(old), now_ms)
+            .expect_err("no entries-read");
+        assert!(err.0.contains("Redis 7.0"), "{err}");
+        let mut old = stream["XINFO_STREAM"].clone();
+        old.as_object_mut().expect("info").remove("entries-added");
+        let err = stream_measure(Measure::ArrivalRate, answer(old), now_ms)
+            .expect_err("no entries-added");
+        assert!(err.0.contains("Redis 7.0"), "{err}");
+    }
+
+    #[test]
+    fn counters_sum_their_keys_and_none_existing_is_an_error() {
+        let target: RedisTarget = yaml_serde::from_str(
+            "{type: hash, key: 'bull:q:metrics:completed', field: count, also: [{type: hash, key: 'bull:q:metrics:failed'}]}",
+        )
+        .expect("parses");
+        let run = |replies: Vec<Value>| {
+            let read = SeriesRead {
+                target: &target,
+                measure: Measure::CompletionRate,
+                key: "bull:q:metrics:completed",
+                db: 0,
+            };
+            let mut first = Batch::new();
+            let planned = read.plan(&mut first);
+            assert_eq!(first.len(), 2, "one HGET per counter");
+            let mut second = Batch::new();
+            let pending = read.after_round_one(&planned, &replies, 0.0, &mut second);
+            read.finish(pending, &[], 0.0)
+        };
+        assert_eq!(run(vec![bulk("40"), bulk("2")]), Ok(42.0));
+        assert_eq!(
+            run(vec![bulk("40"), Value::Nil]),
+            Ok(40.0),
+            "no failure yet: the failed count is written at the first"
+        );
+        let err = run(vec![Value::Nil, Value::Nil]).expect_err("no counter at all");
+        assert!(err.0.contains("does not exist"), "{err}");
+        assert!(err.0.contains("field \"count\""), "{err}");
+        let err = run(vec![bulk("forty"), Value::Nil]).expect_err("not a number");
+        assert!(err.0.contains("not a count"), "{err}");
+    }
+
+    #[test]
     fn resp2_flat_group_replies_read_the_same_as_resp3_maps() {
         let text = include_str!("../../../tests/fixtures/redis-7.0.15-streams-resp2-resp3.txt");
         let mut lines = text.lines();
