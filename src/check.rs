@@ -25,7 +25,13 @@ pub struct Report {
     pub failed: usize,
 }
 
-async fn poll_once<S: Source>(mut source: S, timeout: std::time::Duration, store: &Store) {
+/// The pause between `check`'s two polls of a source with rates: a rate needs two readings.
+pub const RATE_CHECK_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What `check` prints beside a rate: over its two polls, not the metric's window.
+pub const RATE_NOTE: &str = "over check's two polls 1 s apart, not the window";
+
+async fn poll_once<S: Source>(source: &mut S, timeout: std::time::Duration, store: &Store) {
     let outcome = tokio::time::timeout(timeout, source.poll())
         .await
         .unwrap_or(Err(SourceError::Timeout { after: timeout }))
@@ -53,8 +59,9 @@ pub fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
     out
 }
 
-/// Polls every source of `config` once, into a store as `serve` keeps it (`discover` reads
-/// what the sources found from it).
+/// Polls every source of `config` once (twice, [`RATE_CHECK_PAUSE`] apart, where a metric
+/// is a rate), into a store as `serve` keeps it (`discover` reads what the sources found from
+/// it).
 ///
 /// # Errors
 /// When a source cannot be built from its config.
@@ -66,10 +73,18 @@ pub async fn poll(config: &Config) -> anyhow::Result<Arc<Store>> {
     let mut context = BuildContext::new(config.kubernetes.clone(), None, &token, &tracker);
     for (name, source) in &config.sources {
         let timeout = schedule_of(config, source).timeout;
-        let built = source
+        let mut built = source
             .build(name, &config.metrics, config.globals(), &mut context)
             .await?;
-        poll_once(built, timeout, &store).await;
+        poll_once(&mut built, timeout, &store).await;
+        if config
+            .metrics
+            .iter()
+            .any(|m| m.source == *name && m.over_window())
+        {
+            tokio::time::sleep(RATE_CHECK_PAUSE).await;
+            poll_once(&mut built, timeout, &store).await;
+        }
     }
     Ok(store)
 }
@@ -128,6 +143,8 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
                         .to_string(),
                     if s.unseen {
                         UNSEEN_NOTE.to_string()
+                    } else if m.over_window() {
+                        RATE_NOTE.to_string()
                     } else {
                         String::new()
                     },

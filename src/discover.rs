@@ -20,7 +20,7 @@ use crate::check;
 use crate::cli::discover::DiscoverArgs;
 use crate::config::Config;
 use crate::primitives::{Secret, redact_url};
-use crate::sources::measure::{JOB_LIBRARY_MEASURES, Measure};
+use crate::sources::measure::{COUNTER_MEASURES, JOB_LIBRARY_MEASURES, Measure};
 use crate::sources::rabbitmq::libraries as rabbit_libraries;
 use crate::sources::rabbitmq::management::{ListError, Management};
 use crate::sources::redis::batch::Batch;
@@ -110,7 +110,7 @@ pub async fn run(args: &DiscoverArgs) -> anyhow::Result<Discovered> {
         sources,
         mut metrics,
         found,
-        notes,
+        mut notes,
     } = f;
     if sources.is_empty() {
         bail!(
@@ -118,12 +118,23 @@ pub async fn run(args: &DiscoverArgs) -> anyhow::Result<Discovered> {
             notes.iter().map(|n| format!("\n  {n}")).collect::<String>()
         );
     }
+    notes.push(
+        "rates (arrival_rate, completion_rate, drain_seconds) are not written: add them where a library counts jobs (README, \"Rates and drain time\")".into(),
+    );
     unique_names(&mut metrics);
     let config = render(&sources, &metrics);
     Config::from_yaml(&config, std::path::Path::new("discovered.yaml"))
         .context("the config discover wrote does not load (a bug: please report it)")?;
     let summary = summarise(&config, &metrics, &found, &notes).await?;
     Ok(Discovered { config, summary })
+}
+
+/// The measures `discover` writes a metric for, where a library keeps them: all but those
+/// from counters ([`COUNTER_MEASURES`]).
+fn written_measures() -> impl Iterator<Item = &'static Measure> {
+    JOB_LIBRARY_MEASURES
+        .iter()
+        .filter(|m| !COUNTER_MEASURES.contains(m))
 }
 
 /// What `discover` has found so far, and its notes for the summary.
@@ -246,7 +257,7 @@ async fn find_rabbitmq(
         }
         for (library, queue) in libraries {
             any = true;
-            for measure in JOB_LIBRARY_MEASURES {
+            for measure in written_measures() {
                 if let rabbit_libraries::Layout::Queue { .. } =
                     rabbit_libraries::layout(library, &queue, *measure)
                 {
@@ -465,7 +476,7 @@ fn redis_metrics(
 ) {
     let lib = library.as_str();
     let with_prefix = prefix_field(library, prefix);
-    for measure in JOB_LIBRARY_MEASURES {
+    for measure in written_measures() {
         match redis_libraries::layout(library, prefix, "", *measure) {
             Layout::AllQueues(_) => metrics.push(Metric {
                 name: metric_name(lib, "all_queues", *measure),

@@ -176,6 +176,37 @@ async fn check_prints_a_table_and_fails_when_a_metric_fails() {
     assert!(stdout.contains("is not a list"), "{stdout}");
 }
 
+/// A rate needs two readings: `check` polls a source with rates twice, a second apart, and
+/// says that its rate is over those polls.
+#[tokio::test]
+async fn check_reads_a_rate_over_two_polls_and_says_so() {
+    let p = prefix("cli-rate");
+    let _clean = Cleanup {
+        url: redis_url(),
+        prefix: p.clone(),
+    };
+    let mut c = connect(&redis_url()).await;
+    cmd::<String>(&mut c, &["XADD", &format!("{p}s"), "*", "n", "1"]).await;
+    let cfg = write_config(
+        "rate",
+        &format!(
+            "sources:\n  jobs:\n    redis: {{url: \"{}\"}}\nmetrics:\n  - {{name: arrivals, source: jobs, measure: arrival_rate, window: 10s, redis: {{type: stream, key: \"{p}s\"}}}}\n",
+            redis_url()
+        ),
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg.0)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("arrivals") && stdout.contains("over check's two polls"),
+        "{stdout}"
+    );
+}
+
 #[tokio::test]
 async fn serve_turns_unready_on_sigterm_then_exits_cleanly() {
     let p = prefix("cli-serve");

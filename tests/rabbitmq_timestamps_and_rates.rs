@@ -194,6 +194,8 @@ async fn a_broker_that_collects_no_rates_makes_rates_errors_and_keeps_counts() {
             ("publishing", "publish_rate", "queue: jobs"),
             ("acks", "ack_rate", "queue: jobs"),
             ("drain", "drain_seconds", "queue: jobs"),
+            ("arrivals", "arrival_rate", "queue: jobs"),
+            ("completions", "completion_rate", "queue: jobs"),
         ],
     ))
     .await;
@@ -202,7 +204,7 @@ async fn a_broker_that_collects_no_rates_makes_rates_errors_and_keeps_counts() {
         s == 200 && value_of(b) == Some(3.0)
     })
     .await;
-    for metric in ["publishing", "acks", "drain"] {
+    for metric in ["publishing", "acks", "drain", "arrivals", "completions"] {
         a.wait_for(metric, None, limit, error_saying("rates_mode: none"))
             .await;
     }
@@ -221,7 +223,7 @@ async fn a_broker_that_collects_no_rates_makes_rates_errors_and_keeps_counts() {
     .expect("conf");
     node.boot().await;
     let limit = Duration::from_secs(60);
-    for metric in ["publishing", "drain"] {
+    for metric in ["publishing", "drain", "arrivals"] {
         a.wait_for(metric, None, limit, error_saying("disable_stats"))
             .await;
     }

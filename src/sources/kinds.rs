@@ -22,7 +22,6 @@ use super::inference::{
     self, Inference, InferenceSource, config::InferenceSourceConfig, config::InferenceTarget,
 };
 use super::kubernetes::workloads::NAMESPACE_LABEL;
-use super::measure::Measure;
 use super::metric::{KINDS, MetricConfig};
 use super::rabbitmq::{
     self, RabbitMq, RabbitMqSource, config::RabbitMqSourceConfig, config::RabbitMqTarget,
@@ -134,17 +133,7 @@ impl SourceConfig {
                 inference::validate_metric(c, m, t.inference.as_ref(), at)?;
             }
         }
-        // Which kinds compute which measure over `window`: Redis its counters' rates and
-        // drain time, RabbitMQ its counters' rates (its drain time is over the broker's own
-        // rates, as before `window` existed).
-        let over_window = match self {
-            SourceConfig::Redis(_) => {
-                m.measure.is_counter_rate() || m.measure == Measure::DrainSeconds
-            }
-            SourceConfig::RabbitMq(_) => m.measure.is_counter_rate(),
-            SourceConfig::Dcgm(_) | SourceConfig::Inference(_) => false,
-        };
-        m.validate_window(at, over_window)?;
+        m.validate_window(at, m.over_window())?;
         if let Some(block) = t.present().into_iter().find(|k| *k != kind) {
             return Err(ConfigError::invalid(
                 format!("{at}.{block}"),

@@ -140,6 +140,14 @@ pub const JOB_LIBRARY_MEASURES: &[Measure] = &[
     Measure::DrainSeconds,
 ];
 
+/// The job-library measures that come from counters, which `discover` leaves out of the
+/// config it writes: most libraries keep none, and those that do may not have counted yet.
+pub const COUNTER_MEASURES: &[Measure] = &[
+    Measure::ArrivalRate,
+    Measure::CompletionRate,
+    Measure::DrainSeconds,
+];
+
 /// Whether `measure` is one a job library's queue is read for (`library` names it in the
 /// error).
 ///

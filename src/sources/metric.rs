@@ -55,6 +55,14 @@ impl MetricConfig {
         self.window.map_or(DEFAULT_WINDOW, |w| w.0)
     }
 
+    /// Whether this metric is computed over its `window` from counters read at each poll, so
+    /// that it has no value before a source's second poll: rates, and the drain time of
+    /// streams and job libraries on Redis (RabbitMQ's is over the broker's own rates).
+    pub fn over_window(&self) -> bool {
+        self.measure.is_counter_rate()
+            || (self.measure == Measure::DrainSeconds && self.targets.redis.is_some())
+    }
+
     /// Checks `window` (`at` names the metric): only for a measure over a window, and not
     /// shorter than [`MIN_WINDOW`]. Which kinds compute which measure over a window is each
     /// kind's own check.
