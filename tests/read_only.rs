@@ -144,6 +144,10 @@ async fn polling_sends_only_read_commands_and_changes_no_key() {
     cmd::<i64>(&mut c, &["ZADD", "arq:queue", &now.to_string(), "a1"]).await;
     cmd::<String>(&mut c, &["SET", "arq:in-progress:a1", "1"]).await;
     cmd::<i64>(&mut c, &["SADD", "bq:q:failed", "7"]).await;
+    // Counters: Sidekiq's processed count, BullMQ's job id and completion count.
+    cmd::<String>(&mut c, &["SET", "stat:processed", "41"]).await;
+    cmd::<String>(&mut c, &["SET", "bull:q:id", "9"]).await;
+    cmd::<i64>(&mut c, &["HSET", "bull:q:metrics:completed", "count", "5"]).await;
 
     let keys: Vec<String> = cmd(&mut c, &["KEYS", "*"]).await;
     let mut before = BTreeMap::new();
@@ -168,6 +172,11 @@ async fn polling_sends_only_read_commands_and_changes_no_key() {
         lens("i", "oldest_age_seconds", "{type: zset, key: schedule}"),
         lens("j", "length", "{type: stream, key: s}"),
         lens("k", "oldest_unprocessed_age_seconds", "{type: stream, key: s, group: g2}"),
+        lens("l", "arrival_rate", "{type: stream, key: s}"),
+        lens("m", "completion_rate", "{type: stream, key: s, group: g}"),
+        lens("n", "drain_seconds", "{type: stream, key: s, group: g}"),
+        lens("o", "completion_rate", "{type: string, key: \"stat:processed\"}"),
+        lens("p", "arrival_rate", "{type: hash, key: \"bull:q:metrics:completed\", field: count}"),
     ]
     .concat();
     let mut presets = String::new();
@@ -181,7 +190,16 @@ async fn polling_sends_only_read_commands_and_changes_no_key() {
         "bullmq",
         "bee-queue",
     ] {
-        for measure in ["length", "oldest_age_seconds", "in_flight", "due", "failed"] {
+        for measure in [
+            "length",
+            "oldest_age_seconds",
+            "in_flight",
+            "due",
+            "failed",
+            "arrival_rate",
+            "completion_rate",
+            "drain_seconds",
+        ] {
             let name = format!("{}_{measure}", library.replace('-', "_"));
             let target = format!("{{library: {library}, queue: \"*\"}}");
             presets.push_str(&lens(&name, measure, &target));
@@ -209,6 +227,8 @@ async fn polling_sends_only_read_commands_and_changes_no_key() {
         "lindex",
         "hget",
         "xinfo|groups",
+        "xinfo|stream",
+        "get",
         "xpending",
         "xrange",
         "zcount",
