@@ -33,6 +33,11 @@ const TARGETS: &[(&str, Measure)] = &[
     (r#"{"type":"zset","key":"z","score_unit":"ms","in_progress":"p:{id}"}"#, Measure::InFlight),
     (r#"{"type":"hash","key":"z"}"#, Measure::Length),
     (r#"{"type":"set","key":"z"}"#, Measure::Length),
+    (r#"{"type":"stream","key":"s"}"#, Measure::ArrivalRate),
+    (r#"{"type":"stream","key":"s","group":"g"}"#, Measure::CompletionRate),
+    (r#"{"type":"stream","key":"s","group":"g"}"#, Measure::DrainSeconds),
+    (r#"{"type":"string","key":"c","also":[{"type":"string","key":"d"}]}"#, Measure::CompletionRate),
+    (r#"{"type":"hash","key":"h","field":"count"}"#, Measure::ArrivalRate),
 ];
 
 /// The replies of one round trip: the items of a RESP array, padded with nil to `n`.
