@@ -94,6 +94,31 @@ fn first_id(v: &redis::Value) -> Option<String> {
     }
 }
 
+/// A worker of group `workers` reads one new entry of `stream` and acknowledges it; `false`
+/// when none was new.
+async fn work_one(c: &mut redis::aio::MultiplexedConnection, stream: &str) -> bool {
+    let read: redis::Value = cmd(
+        c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "workers",
+            "w1",
+            "COUNT",
+            "1",
+            "STREAMS",
+            stream,
+            ">",
+        ],
+    )
+    .await;
+    let Some(id) = first_id(&read) else {
+        return false;
+    };
+    cmd::<i64>(c, &["XACK", stream, "workers", &id]).await;
+    true
+}
+
 /// KEDA's view of `metric`: GetMetrics over gRPC, and the metrics-api JSON.
 async fn keda_values(a: &Adapter, metric: &str) -> (f64, f64) {
     let addr = a
@@ -184,23 +209,7 @@ metrics:
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             loop {
                 tick.tick().await;
-                let read: redis::Value = cmd(
-                    &mut c,
-                    &[
-                        "XREADGROUP",
-                        "GROUP",
-                        "workers",
-                        "w1",
-                        "COUNT",
-                        "1",
-                        "STREAMS",
-                        &stream,
-                        ">",
-                    ],
-                )
-                .await;
-                if let Some(id) = first_id(&read) {
-                    cmd::<i64>(&mut c, &["XACK", &stream, "workers", &id]).await;
+                if work_one(&mut c, &stream).await {
                     acked.record();
                 }
             }
@@ -268,25 +277,7 @@ metrics:
     a.wait_for("completions", None, quiet, value_is(0.0)).await;
     a.wait_for("drain", None, quiet, value_is(3600.0)).await;
     // The group finishes the backlog: nothing waits, the drain time is 0.
-    loop {
-        let read: redis::Value = cmd(
-            &mut c,
-            &[
-                "XREADGROUP",
-                "GROUP",
-                "workers",
-                "w1",
-                "COUNT",
-                "1",
-                "STREAMS",
-                &stream,
-                ">",
-            ],
-        )
-        .await;
-        let Some(id) = first_id(&read) else { break };
-        cmd::<i64>(&mut c, &["XACK", &stream, "workers", &id]).await;
-    }
+    while work_one(&mut c, &stream).await {}
     a.wait_for("drain", None, quiet, value_is(0.0)).await;
     a.stop().await;
 }
