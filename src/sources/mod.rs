@@ -7,7 +7,8 @@
 //!
 //! The base every kind uses names no kind: [`source`] (the trait and the poll's error),
 //! [`http`] (bodies read within a limit), [`build`] (what a source is built from), [`measure`]
-//! (what a metric computes), [`age`] (an enqueue time to an age), [`credentials`] and
+//! (what a metric computes), [`age`] (an enqueue time to an age), [`rates`] (a counter's
+//! readings to a rate over a window, and the drain-time rule), [`credentials`] and
 //! [`field_group`] (fields several kinds' blocks share, read without serde's `flatten`).
 //! What some kinds share: [`exposition`] (Prometheus-format scrapes, dcgm and inference) and
 //! [`kubernetes`] (pod and EndpointSlice watches). [`metric`] is a metric as configured, with

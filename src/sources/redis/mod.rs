@@ -10,7 +10,8 @@
 //!
 //! The files, from the configuration down to the wire:
 //! - `config`: the `sources.<name>.redis` and `metrics[].redis` blocks, and their checks.
-//! - `source`: [`RedisSource`], one poll: discovery, the plan, round one, round two.
+//! - `source`: [`RedisSource`], one poll: discovery, the plan, round one, round two, and the
+//!   counters' readings that make rates and drain times ([`crate::sources::rates`]).
 //! - `discovery`: which keys each pattern metric polls (`SCAN ... TYPE`, never `KEYS`).
 //! - `plan`: the series and their round-one commands, made once per set of keys.
 //! - `libraries`: the job-library presets (`{library: bullmq, queue: embed}`), as the generic

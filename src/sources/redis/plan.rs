@@ -83,6 +83,11 @@ impl MetricPlan {
 
     /// The keys and patterns a change to which should wake a poll.
     pub fn watched(&self, keys: &mut Vec<String>, patterns: &mut Vec<String>) {
+        // A rate is over a window: a counter's every increment is no reason to poll at once
+        // (a busy counter would wake every poll the pace allows).
+        if self.measure.is_counter_rate() {
+            return;
+        }
         match &self.target {
             RedisMetric::Keys(t) => {
                 keys.extend(t.key.clone());
