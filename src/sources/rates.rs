@@ -165,6 +165,22 @@ mod tests {
     }
 
     #[test]
+    fn a_first_reading_is_an_error_and_the_drain_rule_never_estimates() {
+        let mut r = Rates::new(Duration::from_secs(10));
+        let err = r.observe(id("q"), 0.0, 5.0).expect_err("one reading");
+        assert!(err.to_string().contains("read once"), "{err}");
+        assert_eq!(r.observe(id("q"), 2.0, 25.0).map(Increase::rate), Ok(10.0));
+        assert_eq!(drain_seconds(50.0, 10.0, 3600.0), 5.0);
+        assert_eq!(drain_seconds(0.0, 0.0, 3600.0), 0.0, "nothing waits");
+        assert_eq!(
+            drain_seconds(50.0, 0.0, 3600.0),
+            3600.0,
+            "nothing leaves: the cap"
+        );
+        assert_eq!(drain_seconds(1e9, 0.001, 3600.0), 3600.0, "capped");
+    }
+
+    #[test]
     fn old_scrapes_leave_the_window_but_two_always_stay() {
         let mut r = Rates::new(Duration::from_secs(10));
         let s = id("x_total");
