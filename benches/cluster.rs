@@ -210,7 +210,7 @@ fn bench(c: &mut Criterion) {
     );
     let config = Config::from_yaml(&yaml, Path::new("bench.yaml")).expect("config");
     let spec = config.spec_of::<Redis>("jobs").expect("a redis source");
-    let mut source = RedisSource::new(&spec).expect("source");
+    let mut source = RedisSource::new(&spec, None).expect("source");
     let samples = rt.block_on(source.poll()).expect("poll");
     assert_eq!(samples.len(), 2 * QUEUES);
     assert!(

@@ -70,7 +70,7 @@ fn bench(c: &mut Criterion) {
     let spec = config
         .spec_of::<Redis>("jobs")
         .expect("jobs is a redis source");
-    let mut source = RedisSource::new(&spec).expect("source");
+    let mut source = RedisSource::new(&spec, None).expect("source");
     // The first poll discovers the keys (SCAN); the measured polls are the steady state.
     let samples = rt.block_on(source.poll()).expect("poll");
     assert_eq!(samples.len(), 2 * QUEUES);

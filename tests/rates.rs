@@ -9,14 +9,13 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::job_libraries::{check_error, node, ruby, sidekiq_worker};
+use common::paced::{Events, served, waiting, work_one};
 use common::rabbit::{RabbitNode, set_guest_password_env};
 use common::{
-    Adapter, Cleanup, RedisProcess, cmd, connect, prefix, quantity, redis_url, server_now_ms,
-    value_is,
+    Adapter, Cleanup, RedisProcess, cmd, connect, prefix, redis_url, server_now_ms, value_is,
 };
 use queue_metrics_adapter::api::keda::metadata;
 use queue_metrics_adapter::api::keda::pb::external_scaler_client::ExternalScalerClient;
@@ -24,38 +23,6 @@ use queue_metrics_adapter::api::keda::pb::{GetMetricsRequest, ScaledObjectRef};
 
 /// How far a served rate may be from the truth.
 const TOLERANCE: f64 = 0.15;
-
-/// When each job entered or finished, as the client that did it recorded.
-#[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<Instant>>>);
-
-impl Events {
-    fn record(&self) {
-        self.0.lock().expect("events").push(Instant::now());
-    }
-
-    /// Jobs per second over the last `window`.
-    fn rate(&self, window: Duration) -> f64 {
-        let since = Instant::now() - window;
-        let n = self
-            .0
-            .lock()
-            .expect("events")
-            .iter()
-            .filter(|t| **t >= since)
-            .count();
-        n as f64 / window.as_secs_f64()
-    }
-}
-
-/// The value of `metric`'s only series, or its error.
-async fn served(a: &Adapter, metric: &str) -> Result<f64, String> {
-    let (status, body) = a.metric(metric, None).await;
-    match body["items"][0]["value"].as_str() {
-        Some(v) if status == 200 => Ok(quantity(v)),
-        _ => Err(format!("{status} {body}")),
-    }
-}
 
 /// Waits (up to `limit`) until `metric` is within [`TOLERANCE`] of `truth()` (asked anew at
 /// each reading) and returns the served value.
@@ -75,48 +42,6 @@ async fn close_to(a: &Adapter, metric: &str, limit: Duration, truth: impl AsyncF
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The first stream entry ID in a reply (`XREADGROUP`'s one entry).
-fn first_id(v: &redis::Value) -> Option<String> {
-    match v {
-        redis::Value::BulkString(b) => {
-            let s = String::from_utf8_lossy(b);
-            let (ms, seq) = s.split_once('-')?;
-            (ms.chars().all(|c| c.is_ascii_digit()) && seq.chars().all(|c| c.is_ascii_digit()))
-                .then(|| s.into_owned())
-        }
-        redis::Value::Array(items) => items.iter().find_map(first_id),
-        redis::Value::Map(pairs) => pairs
-            .iter()
-            .find_map(|(k, v)| first_id(k).or_else(|| first_id(v))),
-        _ => None,
-    }
-}
-
-/// A worker of group `workers` reads one new entry of `stream` and acknowledges it; `false`
-/// when none was new.
-async fn work_one(c: &mut redis::aio::MultiplexedConnection, stream: &str) -> bool {
-    let read: redis::Value = cmd(
-        c,
-        &[
-            "XREADGROUP",
-            "GROUP",
-            "workers",
-            "w1",
-            "COUNT",
-            "1",
-            "STREAMS",
-            stream,
-            ">",
-        ],
-    )
-    .await;
-    let Some(id) = first_id(&read) else {
-        return false;
-    };
-    cmd::<i64>(c, &["XACK", stream, "workers", &id]).await;
-    true
 }
 
 /// KEDA's view of `metric`: GetMetrics over gRPC, and the metrics-api JSON.
@@ -223,26 +148,11 @@ metrics:
     let done = close_to(&a, "completions", limit, async || acked.rate(window)).await;
 
     // The drain time is what waits (undelivered + pending) over the served completion rate.
-    let waiting = async |c: &mut redis::aio::MultiplexedConnection| {
-        let groups: redis::Value = cmd(c, &["XINFO", "GROUPS", &stream]).await;
-        let text = format!("{groups:?}");
-        let int_after = |name: &str| -> f64 {
-            let at = text
-                .find(name)
-                .unwrap_or_else(|| panic!("{name} in {text}"));
-            text[at..]
-                .split(|ch: char| !ch.is_ascii_digit())
-                .find(|s| !s.is_empty())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("{name} in {text}"))
-        };
-        int_after("\"lag\"") + int_after("\"pending\"")
-    };
     let start = Instant::now();
     loop {
         let rate = served(&a, "completions").await;
         let drain = served(&a, "drain").await;
-        let w = waiting(&mut c).await;
+        let w = waiting(&mut c, &stream).await;
         if let (Ok(rate), Ok(drain)) = (&rate, &drain) {
             let formula = w / rate;
             if (drain - formula).abs() <= TOLERANCE * formula {

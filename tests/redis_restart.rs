@@ -107,7 +107,7 @@ async fn a_rewritten_password_file_is_used_by_the_next_connection() {
     );
     let config = Config::from_yaml(&yaml, std::path::Path::new("t.yaml")).expect("config");
     let spec = config.spec_of::<Redis>("r").expect("redis source");
-    let mut source = RedisSource::new(&spec).expect("source");
+    let mut source = RedisSource::new(&spec, None).expect("source");
     let mut admin = connect(&format!("redis://:token-1@127.0.0.1:{}/0", redis.port)).await;
     cmd::<i64>(&mut admin, &["LPUSH", "jobs", "a", "b"]).await;
     let value =

@@ -513,7 +513,7 @@ async fn later_discoveries_run_beside_the_polls_and_the_next_poll_takes_their_ke
     );
     let config = Config::from_yaml(&yaml, std::path::Path::new("t.yaml")).expect("config");
     let spec = config.spec_of::<Redis>("jobs").expect("a redis source");
-    let mut source = RedisSource::new(&spec).expect("source");
+    let mut source = RedisSource::new(&spec, None).expect("source");
     let keys = |samples: &[queue_metrics_adapter::model::Sample]| -> Vec<String> {
         let mut k: Vec<String> = samples
             .iter()

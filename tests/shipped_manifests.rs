@@ -73,6 +73,30 @@ fn every_example_hpa_asks_for_metrics_its_config_serves() {
     }
     assert!(targets.contains(&("vllm_waiting_requests".into(), "AverageValue".into())));
     assert!(targets.contains(&("vllm_kv_cache_usage_ratio".into(), "Value".into())));
+    // Workers needed: the adapter serves a replica count, which the HPA follows at 1 per replica.
+    let workers = embedded_config("deploy/examples/workers-needed/adapter-config.yaml");
+    let targets = hpa_metrics("deploy/examples/workers-needed/hpa.yaml");
+    assert_eq!(
+        targets,
+        vec![(
+            "embed_workers_needed".to_string(),
+            "AverageValue".to_string()
+        )]
+    );
+    let text = std::fs::read_to_string("deploy/examples/workers-needed/hpa.yaml").expect("hpa");
+    assert!(text.contains("averageValue: \"1\""), "desired = the value");
+    let m = workers
+        .metrics
+        .iter()
+        .find(|m| m.name == "embed_workers_needed")
+        .expect("served");
+    assert_eq!(m.measure.as_str(), "workers_needed");
+    let keda = std::fs::read_to_string("deploy/examples/keda/scaledobject-workers-needed.yaml")
+        .expect("ScaledObject");
+    assert!(
+        keda.contains("metricName: embed_workers_needed") && keda.contains("targetValue: \"1\""),
+        "{keda}"
+    );
 }
 
 /// Docker cannot run here, so the Dockerfile's build stage is checked against what the build
@@ -204,6 +228,7 @@ fn the_keda_grpc_port_runs_mutual_tls_and_every_example_trigger_presents_a_clien
         "deploy/examples/keda/scaledjob-embedding-workers.yaml",
         "deploy/examples/keda/scaledobject-gpu-inference.yaml",
         "deploy/examples/keda/scaledobject-inference-queue.yaml",
+        "deploy/examples/keda/scaledobject-workers-needed.yaml",
     ] {
         for doc in documents(file) {
             let triggers = doc["spec"]["triggers"].as_sequence().expect("triggers");
@@ -276,6 +301,18 @@ const PAIRS: &[(&str, &str)] = &[
     (
         "deploy/examples/keda/scaledobject-metrics-api.yaml",
         "deploy/base/configmap.yaml",
+    ),
+    (
+        "deploy/examples/keda/scaledobject-workers-needed.yaml",
+        "deploy/examples/workers-needed/adapter-config.yaml",
+    ),
+    (
+        "deploy/examples/workers-needed/adapter-config.yaml",
+        "deploy/examples/workers-needed/adapter-config.yaml",
+    ),
+    (
+        "deploy/examples/workers-needed/hpa.yaml",
+        "deploy/examples/workers-needed/adapter-config.yaml",
     ),
 ];
 

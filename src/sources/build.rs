@@ -118,6 +118,19 @@ impl BuildContext {
         }
     }
 
+    /// The Kubernetes client, made on first use (no watch started).
+    ///
+    /// # Errors
+    /// When no Kubernetes configuration is found.
+    pub async fn kube_client(&mut self) -> anyhow::Result<kube::Client> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let c = crate::kube_client::client(&self.kubernetes).await?;
+        self.client = Some(c.clone());
+        Ok(c)
+    }
+
     /// The Kubernetes client and the pod owner cache, started on first use.
     ///
     /// # Errors

@@ -21,6 +21,7 @@ use super::dcgm::{self, Dcgm, DcgmSource, config::DcgmSourceConfig, config::Dcgm
 use super::inference::{
     self, Inference, InferenceSource, config::InferenceSourceConfig, config::InferenceTarget,
 };
+use super::kubernetes::replicas::ReplicaReader;
 use super::kubernetes::workloads::NAMESPACE_LABEL;
 use super::metric::{KINDS, MetricConfig};
 use super::rabbitmq::{
@@ -134,6 +135,7 @@ impl SourceConfig {
             }
         }
         m.validate_window(at, m.over_window())?;
+        m.validate_workers(at)?;
         if let Some(block) = t.present().into_iter().find(|k| *k != kind) {
             return Err(ConfigError::invalid(
                 format!("{at}.{block}"),
@@ -217,7 +219,16 @@ impl SourceConfig {
             SourceConfig::Redis(c) => {
                 let spec =
                     SourceSpec::<Redis>::new(name, c, timeout, metrics, Redis::target_of, globals);
-                RedisSource::new(&spec)
+                // `workers_needed` reads its workload's replicas from the Kubernetes API.
+                let replicas = if metrics
+                    .iter()
+                    .any(|m| m.source == name && m.workers.is_some())
+                {
+                    Some(ReplicaReader::new(context.kube_client().await?))
+                } else {
+                    None
+                };
+                RedisSource::new(&spec, replicas)
                     .map(|s| RunningSource::Redis(Box::new(s)))
                     .map_err(Into::into)
             }

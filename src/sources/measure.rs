@@ -45,6 +45,10 @@ pub enum Measure {
     /// Jobs finished per second over the metric's `window`, from a counter the broker or
     /// library keeps.
     CompletionRate,
+    /// The replicas that finish the waiting work within the metric's `target_wait` while
+    /// keeping up with arrivals, from the throughput per replica of the workload named in
+    /// `workers` over the metric's `window` ([`crate::sources::workers`]).
+    WorkersNeeded,
     /// GPU utilization in percent 0–100 (engine activity, else GPU_UTIL).
     GpuUtilization,
     /// Frame buffer used / (used + free), 0–1.
@@ -96,6 +100,7 @@ impl Measure {
             Measure::DrainSeconds => "drain_seconds",
             Measure::ArrivalRate => "arrival_rate",
             Measure::CompletionRate => "completion_rate",
+            Measure::WorkersNeeded => "workers_needed",
             Measure::GpuUtilization => "gpu_utilization",
             Measure::MemoryUsedRatio => "memory_used_ratio",
             Measure::PowerWatts => "power_watts",
@@ -138,6 +143,7 @@ pub const JOB_LIBRARY_MEASURES: &[Measure] = &[
     Measure::ArrivalRate,
     Measure::CompletionRate,
     Measure::DrainSeconds,
+    Measure::WorkersNeeded,
 ];
 
 /// The job-library measures that come from counters, which `discover` leaves out of the
@@ -146,6 +152,7 @@ pub const COUNTER_MEASURES: &[Measure] = &[
     Measure::ArrivalRate,
     Measure::CompletionRate,
     Measure::DrainSeconds,
+    Measure::WorkersNeeded,
 ];
 
 /// Whether `measure` is one a job library's queue is read for (`library` names it in the

@@ -17,6 +17,7 @@ use super::inference::config::InferenceTarget;
 use super::rabbitmq::config::RabbitMqTarget;
 use super::redis::config::RedisMetric;
 use crate::primitives::{ConfigError, HumanDuration};
+use crate::sources::kubernetes::replicas::WorkersConfig;
 use crate::sources::measure::Measure;
 
 /// One served metric.
@@ -38,6 +39,10 @@ pub struct MetricConfig {
     /// `arrival_rate`, `completion_rate` and (streams, job libraries) `drain_seconds`: the
     /// counters' readings of this window make the rate. Default [`DEFAULT_WINDOW`].
     pub window: Option<HumanDuration>,
+    /// `workers_needed`: the longest a job should wait.
+    pub target_wait: Option<HumanDuration>,
+    /// `workers_needed`: the workload whose ready replicas run the jobs.
+    pub workers: Option<WorkersConfig>,
     /// What to read, in the block of its source's kind (`redis: {...}`, `rabbitmq: {...}`).
     pub targets: MetricTargets,
 }
@@ -60,7 +65,52 @@ impl MetricConfig {
     /// streams and job libraries on Redis (RabbitMQ's is over the broker's own rates).
     pub fn over_window(&self) -> bool {
         self.measure.is_counter_rate()
+            || self.measure == Measure::WorkersNeeded
             || (self.measure == Measure::DrainSeconds && self.targets.redis.is_some())
+    }
+
+    /// Checks `target_wait` and `workers` (`at` names the metric): both for `workers_needed`,
+    /// neither for any other measure.
+    ///
+    /// # Errors
+    /// The message, naming the field.
+    pub fn validate_workers(&self, at: &str) -> Result<(), ConfigError> {
+        if self.measure != Measure::WorkersNeeded {
+            for (field, set) in [
+                ("target_wait", self.target_wait.is_some()),
+                ("workers", self.workers.is_some()),
+            ] {
+                if set {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.{field}"),
+                        "only applies to measure workers_needed",
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        match self.target_wait {
+            None => {
+                return Err(ConfigError::invalid(
+                    at,
+                    "workers_needed needs target_wait (the longest a job should wait, e.g. 30s)",
+                ));
+            }
+            Some(t) if t.0 < Duration::from_secs(1) => {
+                return Err(ConfigError::invalid(
+                    format!("{at}.target_wait"),
+                    "must be at least 1s",
+                ));
+            }
+            Some(_) => {}
+        }
+        match &self.workers {
+            None => Err(ConfigError::invalid(
+                at,
+                "workers_needed needs workers: {deployment: NAME, namespace: NS} (or statefulset), whose ready replicas run the jobs",
+            )),
+            Some(w) => w.validate(&format!("{at}.workers")),
+        }
     }
 
     /// Checks `window` (`at` names the metric): only for a measure over a window, and not
@@ -172,6 +222,8 @@ const METRIC_FIELDS: &[&str] = &[
     "labels",
     "namespaces",
     "window",
+    "target_wait",
+    "workers",
 ];
 
 impl<'de> Deserialize<'de> for MetricConfig {
@@ -188,6 +240,7 @@ impl<'de> Deserialize<'de> for MetricConfig {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetricConfig, A::Error> {
                 let (mut name, mut description, mut source, mut measure) = (None, None, None, None);
                 let (mut labels, mut namespaces, mut window) = (None, None, None);
+                let (mut target_wait, mut workers) = (None, None);
                 let mut targets = MetricTargets::default();
                 while let Some(key) = map.next_key::<String>()? {
                     fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
@@ -209,6 +262,8 @@ impl<'de> Deserialize<'de> for MetricConfig {
                         "labels" => once(&mut labels, "labels", &mut map)?,
                         "namespaces" => once(&mut namespaces, "namespaces", &mut map)?,
                         "window" => once(&mut window, "window", &mut map)?,
+                        "target_wait" => once(&mut target_wait, "target_wait", &mut map)?,
+                        "workers" => once(&mut workers, "workers", &mut map)?,
                         other => {
                             if !targets.read(other, &mut map)? {
                                 let mut expected: Vec<&str> = METRIC_FIELDS.to_vec();
@@ -231,6 +286,8 @@ impl<'de> Deserialize<'de> for MetricConfig {
                     labels: labels.unwrap_or_default(),
                     namespaces: namespaces.unwrap_or_default(),
                     window,
+                    target_wait,
+                    workers,
                     targets,
                 })
             }

@@ -45,6 +45,7 @@ pub mod measure;
 pub mod metric;
 pub mod rates;
 pub mod source;
+pub mod workers;
 
 // The source kinds: a folder each; [`kinds`] names them all.
 pub mod dcgm;

@@ -25,10 +25,12 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 /// The collections the stub serves: (URL prefix before `namespaces/`, resource, list kind).
-const COLLECTIONS: [(&str, &str, &str); 4] = [
+const COLLECTIONS: [(&str, &str, &str); 6] = [
     ("/api/v1", "pods", "PodList"),
     ("/api/v1", "configmaps", "ConfigMapList"),
     ("/apis/apps/v1", "replicasets", "ReplicaSetList"),
+    ("/apis/apps/v1", "deployments", "DeploymentList"),
+    ("/apis/apps/v1", "statefulsets", "StatefulSetList"),
     (
         "/apis/discovery.k8s.io/v1",
         "endpointslices",
@@ -436,6 +438,22 @@ pub fn pod(namespace: &str, name: &str, owner: Option<(&str, &str, &str)>) -> Va
 }
 
 /// A ReplicaSet owned by the Deployment `deployment` when given.
+/// A Deployment with `ready` ready replicas (`status.readyReplicas`, omitted at 0 as the API
+/// server omits it).
+pub fn deployment(namespace: &str, name: &str, ready: u32) -> Value {
+    let mut d = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}")},
+        "spec": {"replicas": ready, "selector": {"matchLabels": {"app": name}}, "template": {}},
+        "status": {"replicas": ready},
+    });
+    if ready > 0 {
+        d["status"]["readyReplicas"] = json!(ready);
+    }
+    d
+}
+
 pub fn replicaset(namespace: &str, name: &str, deployment: Option<&str>) -> Value {
     object(
         "apps/v1",

@@ -488,6 +488,7 @@ impl KeyType {
                 Measure::ArrivalRate,
                 Measure::CompletionRate,
                 Measure::DrainSeconds,
+                Measure::WorkersNeeded,
             ],
             KeyType::Zset => &[
                 Measure::Length,
@@ -696,6 +697,12 @@ impl RedisTarget {
             }
             _ => {}
         }
+        if measure == Measure::WorkersNeeded && self.pattern.is_some() {
+            return Err(ConfigError::invalid(
+                format!("{at}.pattern"),
+                "workers_needed is about one queue and the workload that runs it: give key",
+            ));
+        }
         if self.key_label.is_some() && self.pattern.is_none() {
             return Err(ConfigError::invalid(
                 format!("{at}.key_label"),
@@ -724,7 +731,8 @@ impl RedisTarget {
                 ));
             }
         }
-        let counts = measure.is_counter_rate() || measure == Measure::DrainSeconds;
+        let counts = measure.is_counter_rate()
+            || matches!(measure, Measure::DrainSeconds | Measure::WorkersNeeded);
         if counts && matches!(self.key_type, KeyType::List | KeyType::Zset | KeyType::Set) {
             return Err(ConfigError::invalid(
                 at,
@@ -1120,6 +1128,14 @@ impl LibraryTarget {
     ) -> Result<(), ConfigError> {
         let lib = self.library.as_str();
         job_library_measure(measure, lib).map_err(|e| ConfigError::invalid(at, e))?;
+        if measure == Measure::WorkersNeeded
+            && !matches!(&self.queue, QueueNames::Named(names) if names.len() == 1)
+        {
+            return Err(ConfigError::invalid(
+                format!("{at}.queue"),
+                "workers_needed is about one queue and the workload that runs it: name one queue",
+            ));
+        }
         match &self.queue {
             QueueNames::All => {}
             QueueNames::Named(names) => {

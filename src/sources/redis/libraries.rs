@@ -40,13 +40,15 @@ pub enum Layout {
     /// In structures kept for all queues at once: one series per structure, whatever the
     /// queues named (never re-parsed member by member to split it by queue).
     AllQueues(Vec<PresetRead>),
-    /// `drain_seconds`: the queue's waiting work (its `length` read) over the rate of its own
-    /// completions counter.
+    /// `drain_seconds` and `workers_needed`: the queue's waiting work (its `length` read)
+    /// and its own completions counter and, for `workers_needed`, its arrivals counter.
     Drain {
         /// What `length` reads.
         waiting: Box<PresetRead>,
         /// What `completion_rate` reads.
         completions: Box<PresetRead>,
+        /// What `arrival_rate` reads (`workers_needed` only).
+        arrivals: Option<Box<PresetRead>>,
     },
     /// Not kept where a reader can see it: every queue's series is this error.
     Unknowable(String),
@@ -133,7 +135,7 @@ const KOMBU_SEP: &str = "\x06\x16";
 pub fn layout(library: Library, prefix: &str, queue: &str, measure: Measure) -> Layout {
     use Measure::{
         ArrivalRate, CompletionRate, Delayed, DrainSeconds, Due, Failed, InFlight, Length,
-        OldestAgeSeconds,
+        OldestAgeSeconds, WorkersNeeded,
     };
     match (library, measure) {
         // Sidekiq 6.4 `client.rb:214-229` (LPUSH `queue:<q>`, JSON with `enqueued_at`),
@@ -386,18 +388,33 @@ pub fn layout(library: Library, prefix: &str, queue: &str, measure: Measure) -> 
         (Library::BeeQueue, CompletionRate) => unknowable(
             "bee-queue keeps finished jobs in sets (succeeded, failed) that removeOnSuccess and removeOnFailure empty: sizes, not counters",
         ),
-        (_, DrainSeconds) => {
+        (_, DrainSeconds | WorkersNeeded) => {
+            let arrivals = match (measure, layout(library, prefix, queue, ArrivalRate)) {
+                (DrainSeconds, _) => None,
+                (_, Layout::PerQueue(arrivals)) => Some(arrivals),
+                (_, Layout::Unknowable(why)) => {
+                    return Layout::Unknowable(format!(
+                        "no arrival rate, so no replicas that keep up with it: {why}"
+                    ));
+                }
+                (_, other) => {
+                    return Layout::Unknowable(format!(
+                        "no arrival rate of this queue alone ({other:?})"
+                    ));
+                }
+            };
             let waiting = layout(library, prefix, queue, Length);
             match (waiting, layout(library, prefix, queue, CompletionRate)) {
                 (Layout::PerQueue(waiting), Layout::PerQueue(completions)) => Layout::Drain {
                     waiting,
                     completions,
+                    arrivals,
                 },
                 (_, Layout::Unknowable(why)) => {
-                    Layout::Unknowable(format!("no completion rate, so no drain time: {why}"))
+                    Layout::Unknowable(format!("no completion rate, so no throughput: {why}"))
                 }
                 (_, Layout::AllQueues(_)) => unknowable(
-                    "the library counts finished jobs for all its queues together, so no one queue's completion rate, and no drain time, can be told (completion_rate serves the count for all queues)",
+                    "the library counts finished jobs for all its queues together, so no one queue's completion rate, drain time or throughput can be told (completion_rate serves the count for all queues)",
                 ),
                 (waiting, _) => {
                     Layout::Unknowable(format!("no waiting work per queue to drain ({waiting:?})"))
@@ -586,7 +603,11 @@ mod tests {
                     Layout::Drain {
                         waiting,
                         completions,
+                        arrivals,
                     } => {
+                        if let Some(arrivals) = arrivals {
+                            assert_eq!(arrivals.measure, Measure::ArrivalRate, "{library:?}");
+                        }
                         let at = format!("{library:?} {measure}");
                         assert_eq!(completions.measure, Measure::CompletionRate, "{at}");
                         completions

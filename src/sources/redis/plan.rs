@@ -15,6 +15,7 @@ use super::discovery::{Discovery, Wanted, wildcard_part};
 use super::libraries::{self, Layout, Registry, SCOPE_ALL_QUEUES, SCOPE_QUEUE};
 use super::reads::{Planned, SeriesRead};
 use crate::model::Labels;
+use crate::sources::kubernetes::replicas::WorkersConfig;
 use crate::sources::measure::Measure;
 use crate::sources::metric::MetricConfig;
 
@@ -27,6 +28,8 @@ pub struct MetricPlan {
     pub measure: Measure,
     /// The window of a rate (and of `drain_seconds`' rate).
     pub window: Duration,
+    /// `workers_needed`: the workload whose replicas run the jobs, and the target wait.
+    pub workers: Option<(WorkersConfig, Duration)>,
 }
 
 impl MetricPlan {
@@ -38,6 +41,7 @@ impl MetricPlan {
             target: target?.clone(),
             measure: m.measure,
             window: m.window(),
+            workers: m.workers.clone().zip(m.target_wait.map(|t| t.0)),
         })
     }
 
@@ -181,22 +185,53 @@ pub enum Serve {
     /// The value read is the work waiting; served is that over the rate of the completions
     /// counter read beside it (`drain_seconds`).
     Drain(Box<CounterRead>),
+    /// The value read is the work waiting; served is the replicas needed, from the
+    /// completions and arrivals counters read beside it and the workload's replicas
+    /// (`workers_needed`).
+    Workers(Box<[CounterRead; 2]>),
 }
 
-/// The completions counter a `drain_seconds` series reads beside its waiting work.
+/// A counter a series reads beside its waiting work: completions (`drain_seconds`,
+/// `workers_needed`) or arrivals (`workers_needed`).
 #[derive(Debug)]
 pub struct CounterRead {
     pub target: Arc<RedisTarget>,
     pub key: Arc<str>,
+    /// `completion_rate` or `arrival_rate`.
+    pub measure: Measure,
     pub planned: Planned,
 }
 
 impl CounterRead {
+    /// Plans the counter `measure` of `key` (read through `target`) into `batch`.
+    fn plan(
+        target: Arc<RedisTarget>,
+        key: &str,
+        measure: Measure,
+        db: i64,
+        batch: &mut Batch,
+    ) -> Self {
+        let key: Arc<str> = Arc::from(key);
+        let planned = SeriesRead {
+            target: &target,
+            measure,
+            key: &key,
+            db,
+        }
+        .plan(batch);
+        CounterRead {
+            target,
+            key,
+            measure,
+            planned,
+        }
+    }
+
     /// How this counter is read, in database `db`.
     pub fn read(&self, db: i64) -> SeriesRead<'_> {
         SeriesRead {
             target: &self.target,
-            measure: Measure::CompletionRate,
+            measure: self.measure,
             key: &self.key,
             db,
         }
@@ -236,17 +271,29 @@ struct Candidate {
     origin: KeyOrigin,
     /// Why it cannot be read (a preset measure its library does not keep).
     unknowable: Option<Arc<str>>,
-    /// `drain_seconds`: the completions counter, a generic target and its key.
-    completions: Option<(Arc<RedisTarget>, String)>,
+    /// `drain_seconds`, `workers_needed`: the counters read beside the waiting work.
+    flow: Option<Flow>,
+}
+
+/// The counters a `drain_seconds` or `workers_needed` series reads beside its waiting work,
+/// each a generic target and its key.
+struct Flow {
+    completions: (Arc<RedisTarget>, String),
+    /// `workers_needed` only.
+    arrivals: Option<(Arc<RedisTarget>, String)>,
 }
 
 /// The series of generic metric `m` over `t`.
 fn key_candidates(m: &MetricPlan, t: &RedisTarget, discovery: &Discovery) -> Vec<Candidate> {
     let shared = Arc::new(t.clone());
-    // A stream's drain time: its group's waiting entries over the group's completions.
+    // A stream's drain time and workers needed: its group's waiting entries, the group's
+    // completions and the stream's arrivals.
     let one = |key: &str, labels: Labels, target: Arc<RedisTarget>, origin| Candidate {
-        completions: (m.measure == Measure::DrainSeconds)
-            .then(|| (target.clone(), key.to_string())),
+        flow: matches!(m.measure, Measure::DrainSeconds | Measure::WorkersNeeded).then(|| Flow {
+            completions: (target.clone(), key.to_string()),
+            arrivals: (m.measure == Measure::WorkersNeeded)
+                .then(|| (target.clone(), key.to_string())),
+        }),
         target,
         measure: m.measure,
         key: key.to_string(),
@@ -318,7 +365,7 @@ fn library_candidates(m: &MetricPlan, l: &LibraryTarget, discovery: &Discovery) 
                     key,
                     origin: KeyOrigin::Found,
                     unknowable: None,
-                    completions: None,
+                    flow: None,
                 }
             })
             .collect();
@@ -337,23 +384,30 @@ fn library_candidates(m: &MetricPlan, l: &LibraryTarget, discovery: &Discovery) 
                         key,
                         origin,
                         unknowable: None,
-                        completions: None,
+                        flow: None,
                     }
                 }
                 Layout::Drain {
                     waiting,
                     completions,
+                    arrivals,
                 } => {
                     let key = waiting.target.key.clone().unwrap_or_default();
-                    let done_key = completions.target.key.clone().unwrap_or_default();
+                    let counter = |r: libraries::PresetRead| {
+                        let key = r.target.key.clone().unwrap_or_default();
+                        (Arc::new(r.target), key)
+                    };
                     Candidate {
                         labels: labels(queue, SCOPE_QUEUE, &key),
                         target: Arc::new(waiting.target),
-                        measure: Measure::DrainSeconds,
+                        measure: m.measure,
                         key,
                         origin,
                         unknowable: None,
-                        completions: Some((Arc::new(completions.target), done_key)),
+                        flow: Some(Flow {
+                            completions: counter(*completions),
+                            arrivals: arrivals.map(|a| counter(*a)),
+                        }),
                     }
                 }
                 other => {
@@ -375,7 +429,7 @@ fn library_candidates(m: &MetricPlan, l: &LibraryTarget, discovery: &Discovery) 
                             l.library.as_str(),
                             m.measure
                         ))),
-                        completions: None,
+                        flow: None,
                     }
                 }
             },
@@ -421,21 +475,19 @@ impl Plan {
                         k
                     }
                 };
-                let serve = match c.completions {
-                    Some((target, key)) => {
-                        let key: Arc<str> = Arc::from(key.as_str());
-                        let planned = SeriesRead {
-                            target: &target,
-                            measure: Measure::CompletionRate,
-                            key: &key,
-                            db,
-                        }
-                        .plan(&mut first);
-                        Serve::Drain(Box::new(CounterRead {
-                            target,
-                            key,
-                            planned,
-                        }))
+                let mut counter = |(target, key): (Arc<RedisTarget>, String), measure| {
+                    CounterRead::plan(target, &key, measure, db, &mut first)
+                };
+                let serve = match c.flow {
+                    Some(Flow {
+                        completions,
+                        arrivals: Some(arrivals),
+                    }) => Serve::Workers(Box::new([
+                        counter(completions, Measure::CompletionRate),
+                        counter(arrivals, Measure::ArrivalRate),
+                    ])),
+                    Some(Flow { completions, .. }) => {
+                        Serve::Drain(Box::new(counter(completions, Measure::CompletionRate)))
                     }
                     None if m.measure.is_counter_rate() => Serve::Rate,
                     None => Serve::AsRead,

@@ -121,7 +121,7 @@ impl RedisRead {
             Measure::InFlight => Some(RedisRead::InFlight),
             Measure::ArrivalRate => Some(RedisRead::Arrivals),
             Measure::CompletionRate => Some(RedisRead::Completions),
-            Measure::DrainSeconds => Some(RedisRead::Backlog),
+            Measure::DrainSeconds | Measure::WorkersNeeded => Some(RedisRead::Backlog),
             Measure::Unacked
             | Measure::Total
             | Measure::Consumers
@@ -854,7 +854,7 @@ impl SeriesRead<'_> {
             },
             // What waits for the group: entries not yet delivered, and those delivered and not
             // yet acknowledged.
-            Measure::DrainSeconds => match field("lag") {
+            Measure::DrainSeconds | Measure::WorkersNeeded => match field("lag") {
                 Some(Value::Nil) | None => {
                     return Err(format!(
                         "Redis cannot tell the lag of group {group:?} on stream {key:?} (it reports nil after XDEL or when the group's position is unknown), so not what waits; refusing to guess"

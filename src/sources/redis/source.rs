@@ -17,9 +17,11 @@ use super::topology::Topology;
 use super::tracking::Tracking;
 use crate::model::{Labels, Sample, SeriesError};
 use crate::sources::build::{Blocks, SourceSpec};
+use crate::sources::kubernetes::replicas::{ReplicaReader, WorkersConfig};
 use crate::sources::measure::Measure;
 use crate::sources::rates::{self, Increase, Rates};
 use crate::sources::source::{Source, SourceError};
+use crate::sources::workers::{self, Observed, ReplicaHistory, Throughput};
 use crate::wake::{WakePace, WakeSignal};
 
 /// The Redis kind, naming its two blocks: `sources.<name>.redis` ([`RedisSourceConfig`]) and
@@ -57,6 +59,24 @@ pub struct RedisSource {
     rates: HashMap<Arc<str>, Rates<Arc<Labels>>>,
     /// `drain_seconds` when work waits and nothing finished in the window.
     max_drain_seconds: f64,
+    /// The arrivals counter readings of each `workers_needed` metric's series, by metric name.
+    arrivals: HashMap<Arc<str>, Rates<Arc<Labels>>>,
+    /// Each `workers_needed` metric's workload and what was seen of it, by metric name.
+    workers: HashMap<Arc<str>, WorkersState>,
+    /// Reads the workloads' replicas (`Some` when a metric is `workers_needed`).
+    replicas: Option<ReplicaReader>,
+}
+
+/// A `workers_needed` metric's workload: its replicas over the window and the throughput per
+/// replica kept from the last steady window (one series per such metric: one queue).
+struct WorkersState {
+    config: WorkersConfig,
+    target_wait: f64,
+    window: f64,
+    history: ReplicaHistory,
+    kept: Throughput,
+    /// Why the last reading of the replicas failed.
+    failed: Option<String>,
 }
 
 impl RedisSource {
@@ -66,7 +86,10 @@ impl RedisSource {
     ///
     /// # Errors
     /// [`SourceError::Config`] when an address, URL or CA file cannot be used.
-    pub fn new(spec: &SourceSpec<'_, Redis>) -> Result<Self, SourceError> {
+    pub fn new(
+        spec: &SourceSpec<'_, Redis>,
+        replicas: Option<ReplicaReader>,
+    ) -> Result<Self, SourceError> {
         let metrics: Vec<MetricPlan> = spec
             .metrics
             .iter()
@@ -96,10 +119,42 @@ impl RedisSource {
         );
         let rates = metrics
             .iter()
-            .filter(|m| m.measure.is_counter_rate() || m.measure == Measure::DrainSeconds)
+            .filter(|m| {
+                m.measure.is_counter_rate()
+                    || matches!(m.measure, Measure::DrainSeconds | Measure::WorkersNeeded)
+            })
             .map(|m| (Arc::from(m.name.as_str()), Rates::new(m.window)))
             .collect();
+        let workers: HashMap<Arc<str>, WorkersState> = metrics
+            .iter()
+            .filter_map(|m| {
+                let (config, target_wait) = m.workers.clone()?;
+                Some((
+                    Arc::from(m.name.as_str()),
+                    WorkersState {
+                        config,
+                        target_wait: target_wait.as_secs_f64(),
+                        window: m.window.as_secs_f64(),
+                        history: ReplicaHistory::default(),
+                        kept: Throughput::default(),
+                        failed: None,
+                    },
+                ))
+            })
+            .collect();
+        let arrivals = workers
+            .iter()
+            .map(|(name, w)| {
+                (
+                    name.clone(),
+                    Rates::new(std::time::Duration::from_secs_f64(w.window)),
+                )
+            })
+            .collect();
         Ok(RedisSource {
+            arrivals,
+            workers,
+            replicas,
             max_drain_seconds: spec.connection.max_drain_seconds(),
             rates,
             name: spec.name.to_string(),
@@ -141,6 +196,7 @@ impl Source for RedisSource {
         if keys_changed {
             self.plan = None;
         }
+        self.read_replicas().await;
         let outcome = self.read().await;
         if outcome.is_err() {
             // A refusal or a broken reply: start from fresh connections next time.
@@ -151,6 +207,73 @@ impl Source for RedisSource {
 }
 
 impl RedisSource {
+    /// Reads the ready replicas of every `workers_needed` metric's workload, one `GET` each,
+    /// at the adapter's clock. A failure is that metric's series' error, not the source's.
+    async fn read_replicas(&mut self) {
+        let Some(reader) = &self.replicas else {
+            return;
+        };
+        for w in self.workers.values_mut() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            match reader.ready(&w.config).await {
+                Ok(ready) => {
+                    w.history.record(now, ready, w.window);
+                    w.failed = None;
+                }
+                Err(e) => w.failed = Some(e),
+            }
+        }
+    }
+
+    /// The replicas `metric` needs, from the waiting work, its counters' readings and its
+    /// workload's replicas ([`workers::workers_needed`]).
+    fn workers_needed(
+        &mut self,
+        metric: &Arc<str>,
+        labels: &Arc<Labels>,
+        now_s: f64,
+        waiting: Result<f64, SeriesError>,
+        completed: Result<f64, SeriesError>,
+        arrived: Result<f64, SeriesError>,
+    ) -> Result<f64, SeriesError> {
+        let done = completed.and_then(|n| self.rate(metric, labels, now_s, n));
+        let arrivals = arrived.and_then(|n| {
+            self.arrivals
+                .get_mut(metric)
+                .ok_or_else(|| {
+                    SeriesError::new(format!("metric {metric:?} keeps no arrival readings"))
+                })?
+                .observe(labels.clone(), now_s, n)
+        });
+        // The counters are recorded above whatever else fails; the workload's error is named
+        // first, as it is the configuration's.
+        let w = self
+            .workers
+            .get_mut(metric)
+            .ok_or_else(|| SeriesError::new(format!("metric {metric:?} names no workload")))?;
+        if let Some(e) = &w.failed {
+            return Err(SeriesError::new(e.clone()));
+        }
+        let waiting = waiting?;
+        let (done, arrivals) = (done?, arrivals?);
+        let replicas = w.history.over(w.window).ok_or_else(|| {
+            SeriesError::new(format!(
+                "the ready replicas of {} have been read once so far: the throughput per replica needs a second reading (the next poll)",
+                w.config.describe()
+            ))
+        })?;
+        let observed = Observed {
+            waiting,
+            arrivals: arrivals.rate(),
+            completed: done.by,
+            completed_over: done.over,
+            replicas,
+        };
+        workers::workers_needed(&observed, w.target_wait, &mut w.kept).map_err(SeriesError::new)
+    }
+
     /// Records `count`, a reading of the counter of `metric`'s series `labels` at `now_s`,
     /// and returns its increase over the metric's window.
     ///
@@ -204,7 +327,7 @@ impl RedisSource {
         let mut second = Batch::new();
         let mut unseen = Vec::with_capacity(plan.series.len());
         let polled_at = Instant::now();
-        let pending: Vec<(Pending, Option<Pending>)> = plan
+        let pending: Vec<(Pending, Vec<Pending>)> = plan
             .series
             .iter()
             .map(|s| {
@@ -228,18 +351,18 @@ impl RedisSource {
                     tracing::warn!(source = %self.name, metric = %s.metric_name, key = %s.key, db = self.db, "key does not exist and has not since start: served as 0, because Redis deletes an empty list or sorted set; if it should hold jobs, check the key for a typo and the db");
                 }
                 unseen.push(never_seen);
-                let counter = match &s.serve {
-                    Serve::Drain(c) => Some(c.read(self.db).after_round_one(
-                        &c.planned,
-                        &replies,
-                        now_ms,
-                        &mut second,
-                    )),
-                    Serve::AsRead | Serve::Rate => None,
+                let mut counter = |c: &plan::CounterRead| {
+                    c.read(self.db)
+                        .after_round_one(&c.planned, &replies, now_ms, &mut second)
+                };
+                let counters = match &s.serve {
+                    Serve::Drain(c) => vec![counter(c)],
+                    Serve::Workers(cs) => cs.iter().map(&mut counter).collect(),
+                    Serve::AsRead | Serve::Rate => Vec::new(),
                 };
                 (
                     read.after_round_one(&s.planned, &replies, now_ms, &mut second),
-                    counter,
+                    counters,
                 )
             })
             .collect();
@@ -255,13 +378,30 @@ impl RedisSource {
             .iter()
             .zip(pending)
             .zip(unseen)
-            .map(|((s, (p, counter)), unseen)| {
+            .map(|((s, (p, counters)), unseen)| {
                 let read = s.read(self.db).finish(p, &replies, now_ms);
-                let value = match (&s.serve, counter) {
+                let mut counters = counters.into_iter();
+                let value = match (&s.serve, counters.next()) {
                     (Serve::Rate, _) => read.and_then(|count| {
                         self.rate(s.metric_name.as_ref(), &s.labels, now_s, count)
                             .map(Increase::rate)
                     }),
+                    (Serve::Workers(cs), Some(completed)) => {
+                        let [done, arrived] = &**cs;
+                        let completed = done.read(self.db).finish(completed, &replies, now_ms);
+                        let arrived = match counters.next() {
+                            Some(p) => arrived.read(self.db).finish(p, &replies, now_ms),
+                            None => Err(SeriesError::new("no arrivals counter was read")),
+                        };
+                        self.workers_needed(
+                            &s.metric_name,
+                            &s.labels,
+                            now_s,
+                            read,
+                            completed,
+                            arrived,
+                        )
+                    }
                     (Serve::Drain(c), Some(counter)) => {
                         let count = c.read(self.db).finish(counter, &replies, now_ms);
                         let done = count
@@ -278,7 +418,7 @@ impl RedisSource {
                             ))
                         })
                     }
-                    (Serve::AsRead | Serve::Drain(_), _) => read,
+                    (Serve::AsRead | Serve::Drain(_) | Serve::Workers(_), _) => read,
                 };
                 Sample {
                     unseen,

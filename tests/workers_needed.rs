@@ -1,0 +1,149 @@
+//! `workers_needed` against a real Redis stream fed and drained by real clients at known paces,
+//! with the workload's replicas read from the Kubernetes API (the local stub,
+//! `common::kube_stub`: a Deployment whose ready replicas the test changes). The served value
+//! is the formula on what the clients did; replicas just added do not feed back; every rule
+//! (the wake-up at no replica, an error while nothing finishes, `0` when idle) holds.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::job_libraries::check_error;
+use common::kube_stub::{KubeStub, deployment};
+use common::paced::{Events, served, waiting, work_one};
+use common::{Adapter, Cleanup, cmd, connect, prefix, redis_url, value_is};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_needed_follows_the_formula_and_its_rules() {
+    let stub = KubeStub::start().await;
+    stub.apply("deployments", deployment("ml", "embed-worker", 2));
+    let url = redis_url();
+    let p = prefix("workers-needed");
+    let _clean = Cleanup {
+        url: url.clone(),
+        prefix: p.clone(),
+    };
+    let stream = format!("{p}jobs");
+    let mut c = connect(&url).await;
+    cmd::<String>(
+        &mut c,
+        &["XGROUP", "CREATE", &stream, "workers", "$", "MKSTREAM"],
+    )
+    .await;
+    let config = format!(
+        r#"poll_interval: 200ms
+kubernetes:
+  kubeconfig: {kubeconfig}
+sources:
+  jobs:
+    redis: {{url: "{url}", wake: {{enabled: false}}}}
+metrics:
+  - name: needed
+    source: jobs
+    measure: workers_needed
+    window: 3s
+    target_wait: 10s
+    workers: {{deployment: embed-worker, namespace: ml}}
+    redis: {{type: stream, key: "{stream}", group: workers}}
+  - name: nowhere
+    source: jobs
+    measure: workers_needed
+    window: 3s
+    target_wait: 10s
+    workers: {{deployment: gone, namespace: ml}}
+    redis: {{type: stream, key: "{stream}", group: workers}}
+"#,
+        kubeconfig = stub.kubeconfig().display()
+    );
+    let a = Adapter::start(&config).await;
+    // A workload that does not exist: an error naming it, never a number.
+    check_error(
+        &a,
+        "nowhere",
+        "deployment ml/gone does not exist",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // 20 jobs a second arrive; the two replicas finish 10 a second together (5 each).
+    let (added, acked) = (Events::default(), Events::default());
+    let producer = {
+        let (url, stream, added) = (url.clone(), stream.clone(), added.clone());
+        tokio::spawn(async move {
+            let mut c = connect(&url).await;
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tick.tick().await;
+                cmd::<String>(&mut c, &["XADD", &stream, "*", "job", "x"]).await;
+                added.record();
+            }
+        })
+    };
+    let consumer = {
+        let (url, stream, acked) = (url.clone(), stream.clone(), acked.clone());
+        tokio::spawn(async move {
+            let mut c = connect(&url).await;
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                if work_one(&mut c, &stream).await {
+                    acked.record();
+                }
+            }
+        })
+    };
+    let window = Duration::from_secs(3);
+    let limit = Duration::from_secs(20);
+    tokio::time::sleep(window + Duration::from_millis(500)).await;
+
+    // The formula on the truth: ⌈(λ + W / T) / μ⌉, μ the acknowledgements per replica.
+    let formula = |arrivals: f64, waiting: f64, per_replica: f64| {
+        ((arrivals + waiting / 10.0) / per_replica).ceil()
+    };
+    let start = Instant::now();
+    let per_replica = loop {
+        let got = served(&a, "needed").await;
+        let w = waiting(&mut c, &stream).await;
+        let mu = acked.rate(window) / 2.0;
+        let want = formula(added.rate(window), w, mu);
+        if let Ok(v) = got
+            && (v - want).abs() <= 1.0
+        {
+            break mu;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "needed {got:?}, the formula {want} (waiting {w}, μ {mu})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // The HPA adds four replicas; they finish nothing yet. Counted at once they would halve
+    // the throughput per replica and ask for twice as many: the last steady window's holds.
+    stub.apply("deployments", deployment("ml", "embed-worker", 6));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let got = served(&a, "needed").await.expect("a number");
+    let w = waiting(&mut c, &stream).await;
+    let guarded = formula(added.rate(window), w, per_replica);
+    let fed_back = formula(added.rate(window), w, acked.rate(window) / 6.0);
+    assert!(
+        (got - guarded).abs() <= 1.0 && got < fed_back - 1.0,
+        "needed {got}: the kept throughput gives {guarded}, the new replicas counted at once {fed_back}"
+    );
+
+    // Nothing finishes any more while replicas are ready: an error, never a number.
+    consumer.abort();
+    stub.apply("deployments", deployment("ml", "embed-worker", 2));
+    check_error(&a, "needed", "refusing to guess", window + limit).await;
+
+    // No replica at all, work waiting: the wake-up, 1.
+    stub.apply("deployments", deployment("ml", "embed-worker", 0));
+    a.wait_for("needed", None, limit, value_is(1.0)).await;
+
+    // Idle: nothing arrives and nothing waits.
+    producer.abort();
+    while work_one(&mut c, &stream).await {}
+    a.wait_for("needed", None, window + limit, value_is(0.0))
+        .await;
+    a.stop().await;
+}
