@@ -173,7 +173,7 @@ fn bench_rabbitmq(c: &mut Criterion) {
     let spec = config
         .spec_of::<RabbitMq>("rabbit")
         .expect("rabbit is a rabbitmq source");
-    let mut source = RabbitMqSource::new(&spec).expect("source");
+    let mut source = RabbitMqSource::new(&spec, None).expect("source");
     let samples = rt.block_on(source.poll()).expect("poll");
     assert_eq!(samples.len(), 2 * RABBIT_QUEUES);
     assert_eq!(

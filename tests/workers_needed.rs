@@ -147,3 +147,127 @@ metrics:
         .await;
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rabbitmq_queue_serves_workers_needed_from_its_counters() {
+    use common::rabbit::{RabbitNode, set_guest_password_env};
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        QueueDeclareOptions,
+    };
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+    set_guest_password_env();
+    queue_metrics_adapter::tls::ensure_crypto_provider();
+    let stub = KubeStub::start().await;
+    stub.apply("deployments", deployment("ml", "celery-worker", 2));
+    // Statistics every 250 ms rather than every 5 s, so a window of a few seconds holds many.
+    let node = RabbitNode::start_with(|_, _| ("collect_statistics_interval = 250\n".into(), false))
+        .await;
+    let config = format!(
+        r#"poll_interval: 250ms
+kubernetes:
+  kubeconfig: {kubeconfig}
+sources:
+  rabbit:
+    rabbitmq: {{management_url: "{management}", username: guest, password_env: QMA_TEST_RABBIT_PASSWORD}}
+metrics:
+  - {{name: backlog, source: rabbit, measure: total, rabbitmq: {{queue: jobs}}}}
+  - name: needed
+    source: rabbit
+    measure: workers_needed
+    window: 5s
+    target_wait: 10s
+    workers: {{deployment: celery-worker, namespace: ml}}
+    rabbitmq: {{library: celery, queue: jobs}}
+"#,
+        kubeconfig = stub.kubeconfig().display(),
+        management = node.management_url()
+    );
+    let conn = Connection::connect(&node.amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("amqp");
+    let publish = conn.create_channel().await.expect("channel");
+    publish
+        .queue_declare(
+            "jobs".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+    let a = Adapter::start(&config).await;
+    let (published, acked) = (Events::default(), Events::default());
+    let publisher = {
+        let published = published.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tick.tick().await;
+                publish
+                    .basic_publish(
+                        "".into(),
+                        "jobs".into(),
+                        BasicPublishOptions::default(),
+                        b"job",
+                        BasicProperties::default(),
+                    )
+                    .await
+                    .expect("publish");
+                published.record();
+            }
+        })
+    };
+    let consume = conn.create_channel().await.expect("channel");
+    consume
+        .basic_qos(1, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut deliveries = consume
+        .basic_consume(
+            "jobs".into(),
+            "worker".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let consumer = {
+        let acked = acked.clone();
+        tokio::spawn(async move {
+            use futures_util::StreamExt as _;
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            while let Some(Ok(d)) = deliveries.next().await {
+                tick.tick().await;
+                d.ack(BasicAckOptions::default()).await.expect("ack");
+                acked.record();
+            }
+        })
+    };
+    let window = Duration::from_secs(5);
+    let limit = Duration::from_secs(30);
+    tokio::time::sleep(window + Duration::from_secs(1)).await;
+    let start = Instant::now();
+    loop {
+        let got = served(&a, "needed").await;
+        let backlog = served(&a, "backlog").await;
+        let mu = acked.rate(window) / 2.0;
+        let want = backlog
+            .as_ref()
+            .map(|w| ((published.rate(window) + w / 10.0) / mu).ceil());
+        if let (Ok(v), Ok(want)) = (&got, &want)
+            && (v - want).abs() <= 1.0
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "needed {got:?}, the formula {want:?} (backlog {backlog:?}, μ {mu})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    publisher.abort();
+    consumer.abort();
+    a.stop().await;
+    let _ = conn.close(200, "done".into()).await;
+}

@@ -241,7 +241,15 @@ impl SourceConfig {
                     RabbitMq::target_of,
                     globals,
                 );
-                RabbitMqSource::new(&spec)
+                let replicas = if metrics
+                    .iter()
+                    .any(|m| m.source == name && m.workers.is_some())
+                {
+                    Some(ReplicaReader::new(context.kube_client().await?))
+                } else {
+                    None
+                };
+                RabbitMqSource::new(&spec, replicas)
                     .map(|s| RunningSource::RabbitMq(Box::new(s)))
                     .map_err(Into::into)
             }

@@ -24,6 +24,101 @@
 //! present (a replica ready for half the window counts half).
 
 use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::model::SeriesError;
+use crate::sources::kubernetes::replicas::WorkersConfig;
+use crate::sources::rates::Rates;
+
+/// One `workers_needed` metric's queue and workload: the readings of its completions and
+/// arrivals counters, its workload's ready replicas over the window, and the throughput per
+/// replica kept from the last steady window. A source holds one per such metric (one queue
+/// each), feeds it at every poll, and serves what [`Workload::serve`] answers.
+#[derive(Debug)]
+pub struct Workload {
+    /// The workload whose ready replicas run the jobs.
+    pub config: WorkersConfig,
+    target_wait: f64,
+    window: f64,
+    history: ReplicaHistory,
+    kept: Throughput,
+    /// Why the last reading of the replicas failed.
+    failed: Option<String>,
+    completions: Rates<()>,
+    arrivals: Rates<()>,
+}
+
+impl Workload {
+    /// The state of a metric with `config`, `target_wait` and `window`.
+    pub fn new(config: WorkersConfig, target_wait: Duration, window: Duration) -> Self {
+        Workload {
+            config,
+            target_wait: target_wait.as_secs_f64(),
+            window: window.as_secs_f64(),
+            history: ReplicaHistory::default(),
+            kept: Throughput::default(),
+            failed: None,
+            completions: Rates::new(window),
+            arrivals: Rates::new(window),
+        }
+    }
+
+    /// Records a reading of the workload's ready replicas at `at` (unix seconds), or why it
+    /// failed.
+    pub fn replicas_read(&mut self, at: f64, ready: Result<u32, String>) {
+        match ready {
+            Ok(n) => {
+                self.history.record(at, n, self.window);
+                self.failed = None;
+            }
+            Err(e) => self.failed = Some(e),
+        }
+    }
+
+    /// Records this poll's counter readings (at `now_s`, the source's clock) and answers the
+    /// replicas needed for the work `waiting`.
+    ///
+    /// # Errors
+    /// What was not observed: the workload, a counter, a second reading, a completion.
+    pub fn serve(
+        &mut self,
+        now_s: f64,
+        waiting: Result<f64, SeriesError>,
+        completed: Result<f64, SeriesError>,
+        arrived: Result<f64, SeriesError>,
+    ) -> Result<f64, SeriesError> {
+        // The counters are recorded whatever else fails; the workload's error is named first,
+        // as it is the configuration's.
+        let done = completed.and_then(|n| self.completions.observe((), now_s, n));
+        let arrivals = arrived.and_then(|n| self.arrivals.observe((), now_s, n));
+        if let Some(e) = &self.failed {
+            return Err(SeriesError::new(e.clone()));
+        }
+        let waiting = waiting?;
+        let (done, arrivals) = (done?, arrivals?);
+        let replicas = self.history.over(self.window).ok_or_else(|| {
+            SeriesError::new(format!(
+                "the ready replicas of {} have been read once so far: the throughput per replica needs a second reading (the next poll)",
+                self.config.describe()
+            ))
+        })?;
+        let observed = Observed {
+            waiting,
+            arrivals: arrivals.rate(),
+            completed: done.by,
+            completed_over: done.over,
+            replicas,
+        };
+        workers_needed(&observed, self.target_wait, &mut self.kept).map_err(SeriesError::new)
+    }
+}
+
+/// The adapter's clock in unix seconds, for replica readings.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
 
 /// Ready replicas of a workload, as read at each poll.
 #[derive(Debug, Default)]

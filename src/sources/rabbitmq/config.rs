@@ -313,6 +313,7 @@ pub const MANAGEMENT_MEASURES: &[Measure] = &[
     Measure::DrainSeconds,
     Measure::ArrivalRate,
     Measure::CompletionRate,
+    Measure::WorkersNeeded,
 ];
 /// What a passive `queue.declare` tells: ready messages and consumers.
 pub const AMQP_MEASURES: &[Measure] = &[Measure::Ready, Measure::Consumers];
@@ -381,6 +382,12 @@ impl RabbitMqTarget {
                 ));
             }
             _ => {}
+        }
+        if measure == Measure::WorkersNeeded && self.queue.is_none() {
+            return Err(ConfigError::invalid(
+                format!("{at}.queue_pattern"),
+                "workers_needed is about one queue and the workload that runs it: give queue",
+            ));
         }
         if self.timestamp_unit.is_some() && measure != Measure::OldestAgeSeconds {
             return Err(ConfigError::invalid(

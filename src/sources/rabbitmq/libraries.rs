@@ -36,7 +36,7 @@ fn queue(name: String, measure: Measure) -> Layout {
 pub fn layout(library: RabbitLibrary, name: &str, measure: Measure) -> Layout {
     use Measure::{
         ArrivalRate, CompletionRate, Delayed, DrainSeconds, Due, Failed, InFlight, Length,
-        OldestAgeSeconds, Ready, Total, Unacked,
+        OldestAgeSeconds, Ready, Total, Unacked, WorkersNeeded,
     };
     match (library, measure) {
         // Celery 5.7 (`app/amqp.py`): a task is published to the queue named by its routing;
@@ -69,7 +69,9 @@ pub fn layout(library: RabbitLibrary, name: &str, measure: Measure) -> Layout {
         // The queue's own counters: publishes in, acknowledgements out. dramatiq acknowledges
         // a message once its actor has run; Celery, unless `task_acks_late`, when a worker
         // starts the task, so its completions are starts (the same in a steady state).
-        (_, ArrivalRate | CompletionRate | DrainSeconds) => queue(name.into(), measure),
+        (_, ArrivalRate | CompletionRate | DrainSeconds | WorkersNeeded) => {
+            queue(name.into(), measure)
+        }
         (_, other) => Layout::Unknowable(format!(
             "measure {other} does not apply to a job library's queue"
         )),
@@ -138,6 +140,7 @@ mod tests {
                         | Measure::ArrivalRate
                         | Measure::CompletionRate
                         | Measure::DrainSeconds
+                        | Measure::WorkersNeeded
                 );
                 assert_eq!(queue == "embed", waiting, "{measure}: {queue}");
             }

@@ -35,9 +35,11 @@ use super::build::{Blocks, SourceSpec};
 use super::source::{Source, SourceError};
 use crate::model::{Labels, Sample, SeriesError};
 use crate::primitives::ConfigError;
+use crate::sources::kubernetes::replicas::ReplicaReader;
 use crate::sources::measure::Measure;
 use crate::sources::metric::MetricConfig;
 use crate::sources::rates::{Increase, Rates};
+use crate::sources::workers::{self, Workload};
 
 /// Label naming the queue of a series (encoded where the name is not a valid label value:
 /// [`crate::apimachinery::label::encode_value`]).
@@ -99,6 +101,10 @@ pub struct RabbitMqSource {
     /// The counter readings of each `arrival_rate` and `completion_rate` metric's queues, by
     /// metric name.
     counters: HashMap<Arc<str>, Rates<String>>,
+    /// Each `workers_needed` metric's queue and workload, by metric name (one queue each).
+    workers: HashMap<Arc<str>, Workload>,
+    /// Reads the workloads' replicas (`Some` when a metric is `workers_needed`).
+    replicas: Option<ReplicaReader>,
     /// Whether the broker collects message rates, and when that was last asked.
     rates: Option<(Instant, Result<(), String>)>,
     /// Management calls made by the last poll, for tests and benchmarks.
@@ -172,7 +178,10 @@ impl RabbitMqSource {
     ///
     /// # Errors
     /// [`SourceError::Config`] when the CA file cannot be read or a client cannot be built.
-    pub fn new(spec: &SourceSpec<'_, RabbitMq>) -> Result<Self, SourceError> {
+    pub fn new(
+        spec: &SourceSpec<'_, RabbitMq>,
+        replicas: Option<ReplicaReader>,
+    ) -> Result<Self, SourceError> {
         let (name, conn) = (spec.name, spec.connection);
         let bad = |message: String| SourceError::Config { message };
         let ca = match &conn.ca_file {
@@ -239,12 +248,26 @@ impl RabbitMqSource {
             .filter(|(m, _)| m.measure.is_counter_rate())
             .map(|(m, _)| (Arc::from(m.name.as_str()), Rates::new(m.window())))
             .collect();
+        let workers = spec
+            .metrics
+            .iter()
+            .filter_map(|(m, _)| {
+                let config = m.workers.clone()?;
+                let target_wait = m.target_wait?.0;
+                Some((
+                    Arc::from(m.name.as_str()),
+                    Workload::new(config, target_wait, m.window()),
+                ))
+            })
+            .collect();
         Ok(RabbitMqSource {
             name: name.to_string(),
             reader,
             metrics,
             max_drain_seconds: conn.max_drain_seconds(),
             counters,
+            workers,
+            replicas,
             rates: None,
             last_calls: 0,
             idle,
@@ -261,6 +284,12 @@ impl RabbitMqSource {
     }
 
     async fn poll_management(&mut self) -> Result<Vec<Sample>, SourceError> {
+        if let Some(reader) = &self.replicas {
+            for w in self.workers.values_mut() {
+                let ready = reader.ready(&w.config).await;
+                w.replicas_read(workers::unix_now(), ready);
+            }
+        }
         let Reader::Management(client) = &self.reader else {
             unreachable!("management reader")
         };
@@ -301,6 +330,7 @@ impl RabbitMqSource {
                             | Measure::DrainSeconds
                             | Measure::ArrivalRate
                             | Measure::CompletionRate
+                            | Measure::WorkersNeeded
                     )
             )
         });
@@ -357,40 +387,47 @@ impl RabbitMqSource {
                 rates,
                 timestamp_unit: m.target.timestamp_unit.unwrap_or_default(),
             };
-            // A counter's reading becomes its rate over the metric's window.
-            let mut served =
-                |queue: &str, measure: Measure, read: Result<f64, SeriesError>| match self
-                    .counters
-                    .get_mut(&m.name)
-                {
-                    Some(counters) if measure.is_counter_rate() => read.and_then(|count| {
-                        counters
-                            .observe(queue.to_string(), now_ms / 1000.0, count)
-                            .map(Increase::rate)
-                    }),
-                    _ => read,
+            // A counter's reading becomes its rate over the metric's window; workers_needed
+            // follows from the queue's backlog, its two counters and its workload.
+            let mut served = |queue: &str, measure: Measure, info: Option<&QueueInfo>| {
+                let read = |measure| match info {
+                    Some(info) => management::value(info, measure, &at),
+                    None => Err(SeriesError::new(format!(
+                        "queue {queue:?} not found in vhost {vhost:?}"
+                    ))),
                 };
+                match (
+                    self.counters.get_mut(&m.name),
+                    self.workers.get_mut(&m.name),
+                ) {
+                    (Some(counters), _) if measure.is_counter_rate() => {
+                        read(measure).and_then(|count| {
+                            counters
+                                .observe(queue.to_string(), now_ms / 1000.0, count)
+                                .map(Increase::rate)
+                        })
+                    }
+                    (_, Some(w)) if measure == Measure::WorkersNeeded => w.serve(
+                        now_ms / 1000.0,
+                        read(Measure::Total),
+                        read(Measure::CompletionRate),
+                        read(Measure::ArrivalRate),
+                    ),
+                    _ => read(measure),
+                }
+            };
             match &m.read {
                 Read::Queue(q, measure) => samples.push(Sample::new(
                     m.name.clone(),
                     m.labels(series_queue.unwrap_or(q)),
-                    served(
-                        q,
-                        *measure,
-                        match listing.get(q) {
-                            Some(info) => management::value(info, *measure, &at),
-                            None => Err(SeriesError::new(format!(
-                                "queue {q:?} not found in vhost {vhost:?}"
-                            ))),
-                        },
-                    ),
+                    served(q, *measure, listing.get(q)),
                 )),
                 Read::Pattern(re, measure) => {
                     for (q, info) in listing.iter().filter(|(q, _)| re.is_match(q)) {
                         samples.push(Sample::new(
                             m.name.clone(),
                             m.labels(q),
-                            served(q, *measure, management::value(info, *measure, &at)),
+                            served(q, *measure, Some(info)),
                         ));
                     }
                 }

@@ -17,11 +17,11 @@ use super::topology::Topology;
 use super::tracking::Tracking;
 use crate::model::{Labels, Sample, SeriesError};
 use crate::sources::build::{Blocks, SourceSpec};
-use crate::sources::kubernetes::replicas::{ReplicaReader, WorkersConfig};
+use crate::sources::kubernetes::replicas::ReplicaReader;
 use crate::sources::measure::Measure;
 use crate::sources::rates::{self, Increase, Rates};
 use crate::sources::source::{Source, SourceError};
-use crate::sources::workers::{self, Observed, ReplicaHistory, Throughput};
+use crate::sources::workers::{self, Workload};
 use crate::wake::{WakePace, WakeSignal};
 
 /// The Redis kind, naming its two blocks: `sources.<name>.redis` ([`RedisSourceConfig`]) and
@@ -59,24 +59,10 @@ pub struct RedisSource {
     rates: HashMap<Arc<str>, Rates<Arc<Labels>>>,
     /// `drain_seconds` when work waits and nothing finished in the window.
     max_drain_seconds: f64,
-    /// The arrivals counter readings of each `workers_needed` metric's series, by metric name.
-    arrivals: HashMap<Arc<str>, Rates<Arc<Labels>>>,
-    /// Each `workers_needed` metric's workload and what was seen of it, by metric name.
-    workers: HashMap<Arc<str>, WorkersState>,
+    /// Each `workers_needed` metric's queue and workload, by metric name (one series each).
+    workers: HashMap<Arc<str>, Workload>,
     /// Reads the workloads' replicas (`Some` when a metric is `workers_needed`).
     replicas: Option<ReplicaReader>,
-}
-
-/// A `workers_needed` metric's workload: its replicas over the window and the throughput per
-/// replica kept from the last steady window (one series per such metric: one queue).
-struct WorkersState {
-    config: WorkersConfig,
-    target_wait: f64,
-    window: f64,
-    history: ReplicaHistory,
-    kept: Throughput,
-    /// Why the last reading of the replicas failed.
-    failed: Option<String>,
 }
 
 impl RedisSource {
@@ -119,40 +105,20 @@ impl RedisSource {
         );
         let rates = metrics
             .iter()
-            .filter(|m| {
-                m.measure.is_counter_rate()
-                    || matches!(m.measure, Measure::DrainSeconds | Measure::WorkersNeeded)
-            })
+            .filter(|m| m.measure.is_counter_rate() || m.measure == Measure::DrainSeconds)
             .map(|m| (Arc::from(m.name.as_str()), Rates::new(m.window)))
             .collect();
-        let workers: HashMap<Arc<str>, WorkersState> = metrics
+        let workers = metrics
             .iter()
             .filter_map(|m| {
                 let (config, target_wait) = m.workers.clone()?;
                 Some((
                     Arc::from(m.name.as_str()),
-                    WorkersState {
-                        config,
-                        target_wait: target_wait.as_secs_f64(),
-                        window: m.window.as_secs_f64(),
-                        history: ReplicaHistory::default(),
-                        kept: Throughput::default(),
-                        failed: None,
-                    },
+                    Workload::new(config, target_wait, m.window),
                 ))
             })
             .collect();
-        let arrivals = workers
-            .iter()
-            .map(|(name, w)| {
-                (
-                    name.clone(),
-                    Rates::new(std::time::Duration::from_secs_f64(w.window)),
-                )
-            })
-            .collect();
         Ok(RedisSource {
-            arrivals,
             workers,
             replicas,
             max_drain_seconds: spec.connection.max_drain_seconds(),
@@ -214,64 +180,9 @@ impl RedisSource {
             return;
         };
         for w in self.workers.values_mut() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
-            match reader.ready(&w.config).await {
-                Ok(ready) => {
-                    w.history.record(now, ready, w.window);
-                    w.failed = None;
-                }
-                Err(e) => w.failed = Some(e),
-            }
+            let ready = reader.ready(&w.config).await;
+            w.replicas_read(workers::unix_now(), ready);
         }
-    }
-
-    /// The replicas `metric` needs, from the waiting work, its counters' readings and its
-    /// workload's replicas ([`workers::workers_needed`]).
-    fn workers_needed(
-        &mut self,
-        metric: &Arc<str>,
-        labels: &Arc<Labels>,
-        now_s: f64,
-        waiting: Result<f64, SeriesError>,
-        completed: Result<f64, SeriesError>,
-        arrived: Result<f64, SeriesError>,
-    ) -> Result<f64, SeriesError> {
-        let done = completed.and_then(|n| self.rate(metric, labels, now_s, n));
-        let arrivals = arrived.and_then(|n| {
-            self.arrivals
-                .get_mut(metric)
-                .ok_or_else(|| {
-                    SeriesError::new(format!("metric {metric:?} keeps no arrival readings"))
-                })?
-                .observe(labels.clone(), now_s, n)
-        });
-        // The counters are recorded above whatever else fails; the workload's error is named
-        // first, as it is the configuration's.
-        let w = self
-            .workers
-            .get_mut(metric)
-            .ok_or_else(|| SeriesError::new(format!("metric {metric:?} names no workload")))?;
-        if let Some(e) = &w.failed {
-            return Err(SeriesError::new(e.clone()));
-        }
-        let waiting = waiting?;
-        let (done, arrivals) = (done?, arrivals?);
-        let replicas = w.history.over(w.window).ok_or_else(|| {
-            SeriesError::new(format!(
-                "the ready replicas of {} have been read once so far: the throughput per replica needs a second reading (the next poll)",
-                w.config.describe()
-            ))
-        })?;
-        let observed = Observed {
-            waiting,
-            arrivals: arrivals.rate(),
-            completed: done.by,
-            completed_over: done.over,
-            replicas,
-        };
-        workers::workers_needed(&observed, w.target_wait, &mut w.kept).map_err(SeriesError::new)
     }
 
     /// Records `count`, a reading of the counter of `metric`'s series `labels` at `now_s`,
@@ -393,14 +304,10 @@ impl RedisSource {
                             Some(p) => arrived.read(self.db).finish(p, &replies, now_ms),
                             None => Err(SeriesError::new("no arrivals counter was read")),
                         };
-                        self.workers_needed(
-                            &s.metric_name,
-                            &s.labels,
-                            now_s,
-                            read,
-                            completed,
-                            arrived,
-                        )
+                        match self.workers.get_mut(&s.metric_name) {
+                            Some(w) => w.serve(now_s, read, completed, arrived),
+                            None => Err(SeriesError::new("the metric names no workload")),
+                        }
                     }
                     (Serve::Drain(c), Some(counter)) => {
                         let count = c.read(self.db).finish(counter, &replies, now_ms);
