@@ -29,7 +29,8 @@ run: services
 
 ## Autoscaling end to end on the local Redis and RabbitMQ: a burst of jobs, simulated workers, the
 ## HPA formula and KEDA activation applied to the adapter's answers; ends at zero replicas and
-## writes target/demo/autoscaling.svg. Cleans up its keys and vhost.
+## writes target/demo/autoscaling.svg; then one burst scaled three ways (depth, age,
+## workers_needed) compared in a table and target/demo/strategies.svg. Cleans up its keys and vhost.
 demo: services
 	$(CARGO) run --quiet --example demo
 

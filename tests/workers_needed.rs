@@ -162,8 +162,8 @@ async fn a_rabbitmq_queue_serves_workers_needed_from_its_counters() {
     let stub = KubeStub::start().await;
     stub.apply("deployments", deployment("ml", "celery-worker", 2));
     // Statistics every 250 ms rather than every 5 s, so a window of a few seconds holds many.
-    let node = RabbitNode::start_with(|_, _| ("collect_statistics_interval = 250\n".into(), false))
-        .await;
+    let node =
+        RabbitNode::start_with(|_, _| ("collect_statistics_interval = 250\n".into(), false)).await;
     let config = format!(
         r#"poll_interval: 250ms
 kubernetes:

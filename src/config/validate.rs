@@ -378,6 +378,41 @@ mod tests {
                 mentions: &["also[0].type", "must be string"],
             },
             Case {
+                name: "workers_needed needs a target wait",
+                yaml: m("{name: a, source: jobs, measure: workers_needed, workers: {deployment: w, namespace: ml}, redis: {type: stream, key: s, group: g}}"),
+                mentions: &["metrics[0] (a)", "needs target_wait"],
+            },
+            Case {
+                name: "workers_needed needs its workload",
+                yaml: m("{name: a, source: jobs, measure: workers_needed, target_wait: 30s, redis: {type: stream, key: s, group: g}}"),
+                mentions: &["needs workers"],
+            },
+            Case {
+                name: "one workload kind",
+                yaml: m("{name: a, source: jobs, measure: workers_needed, target_wait: 30s, workers: {deployment: w, statefulset: w, namespace: ml}, redis: {type: stream, key: s, group: g}}"),
+                mentions: &["metrics[0] (a).workers", "exactly one of deployment or statefulset"],
+            },
+            Case {
+                name: "a workload name is a Kubernetes name",
+                yaml: m("{name: a, source: jobs, measure: workers_needed, target_wait: 30s, workers: {deployment: Embed_Workers, namespace: ml}, redis: {type: stream, key: s, group: g}}"),
+                mentions: &["workers.name", "not a Kubernetes object name"],
+            },
+            Case {
+                name: "target_wait only for workers_needed",
+                yaml: m("{name: a, source: jobs, measure: lag, target_wait: 30s, redis: {type: stream, key: s, group: g}}"),
+                mentions: &["metrics[0] (a).target_wait", "only applies to measure workers_needed"],
+            },
+            Case {
+                name: "workers_needed is one queue",
+                yaml: m("{name: a, source: jobs, measure: workers_needed, target_wait: 30s, workers: {deployment: w, namespace: ml}, redis: {library: bullmq, queue: \"*\"}}"),
+                mentions: &["redis.queue", "name one queue"],
+            },
+            Case {
+                name: "workers_needed is one key",
+                yaml: m("{name: a, source: jobs, measure: workers_needed, target_wait: 30s, workers: {deployment: w, namespace: ml}, redis: {type: stream, pattern: \"s:*\", group: g}}"),
+                mentions: &["redis.pattern", "give key"],
+            },
+            Case {
                 name: "rabbitmq drain time is over the broker's rates",
                 yaml: "sources:\n  r:\n    rabbitmq: {management_url: \"http://127.0.0.1:15672\"}\nmetrics:\n  - {name: a, source: r, measure: drain_seconds, window: 30s, rabbitmq: {queue: q}}\n".into(),
                 mentions: &["metrics[0] (a).window", "not computed over a window"],

@@ -11,6 +11,9 @@
 //!
 //! Times are compressed (the HPA syncs every 2 s instead of 15 s, windows are seconds instead
 //! of minutes) so the whole run fits in about 20 seconds; the formulas are the real ones.
+//!
+//! A second act ([`second_act`]) then scales one burst three ways (jobs per replica, oldest
+//! age, `workers_needed`) and compares them in a table and `target/demo/strategies.svg`.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,8 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use plotters::prelude::*;
 use queue_metrics_adapter::app::{self, Settings};
 use queue_metrics_adapter::config::Config;
+
+mod second_act;
 
 const REDIS: &str = "redis://127.0.0.1:6379/0";
 const MANAGEMENT: &str = "http://127.0.0.1:15672";
@@ -565,5 +570,5 @@ async fn run(q: &mut Queues) -> anyhow::Result<()> {
     println!("zero replicas:   at {total:.1} s");
     println!("HPA syncs:       {}", points.len());
     println!("chart:           {}", svg.display());
-    Ok(())
+    second_act::run(&mut q.redis, &dir).await
 }
