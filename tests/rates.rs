@@ -12,6 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::job_libraries::{check_error, node, ruby, sidekiq_worker};
+use common::kube_stub::{KubeStub, deployment};
 use common::paced::{Events, served, waiting, work_one};
 use common::rabbit::{RabbitNode, set_guest_password_env};
 use common::{
@@ -361,8 +362,12 @@ async fn bullmq_counts_arrivals_in_its_id_and_completions_where_workers_keep_met
                 }
             )
         };
+        // The worker runs one job at a time: one ready replica (the Kubernetes API stub's).
+        let stub = KubeStub::start().await;
+        stub.apply("deployments", deployment("ml", "embed", 1));
         let config = format!(
-            "poll_interval: 200ms\nsources:\n  jobs:\n    redis: {{url: \"{url}\", wake: {{enabled: false}}, max_drain_seconds: 3600}}\nmetrics:\n{}{}{}{}{}",
+            "poll_interval: 200ms\nkubernetes:\n  kubeconfig: {}\nsources:\n  jobs:\n    redis: {{url: \"{url}\", wake: {{enabled: false}}, max_drain_seconds: 3600}}\nmetrics:\n{}{}{}{}{}  - {{name: needed, source: jobs, measure: workers_needed, window: 3s, target_wait: 5s, workers: {{deployment: embed, namespace: ml}}, redis: {{library: bullmq, queue: paced, prefix: \"{bull}\"}}}}\n",
+            stub.kubeconfig().display(),
             preset("arrivals", "arrival_rate", "paced"),
             preset("completions", "completion_rate", "paced"),
             preset("drain", "drain_seconds", "paced"),
@@ -434,6 +439,27 @@ async fn bullmq_counts_arrivals_in_its_id_and_completions_where_workers_keep_met
             assert!(
                 start.elapsed() < limit,
                 "{pkg}: drain {drain:?}, waiting {waiting:?} over {done}/s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // workers_needed from the same readings: ⌈(arrivals + waiting / 5 s) / completions⌉ for
+        // the one replica.
+        let start = Instant::now();
+        loop {
+            let parts = (
+                served(&a, "arrivals").await,
+                served(&a, "waiting").await,
+                served(&a, "completions").await,
+            );
+            let needed = served(&a, "needed").await;
+            if let ((Ok(l), Ok(w), Ok(mu)), Ok(n)) = (&parts, &needed)
+                && (n - ((l + w / 5.0) / mu).ceil()).abs() <= 1.0
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{pkg}: needed {needed:?} from arrivals, waiting, completions {parts:?}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
