@@ -224,7 +224,11 @@ impl SourceConfig {
                     .iter()
                     .any(|m| m.source == name && m.workers.is_some())
                 {
-                    Some(ReplicaReader::new(context.kube_client().await?))
+                    // A quarter of the poll: the queue's own reads keep the rest.
+                    Some(ReplicaReader::new(
+                        context.kube_client().await?,
+                        timeout / 4,
+                    ))
                 } else {
                     None
                 };
@@ -245,7 +249,11 @@ impl SourceConfig {
                     .iter()
                     .any(|m| m.source == name && m.workers.is_some())
                 {
-                    Some(ReplicaReader::new(context.kube_client().await?))
+                    // A quarter of the poll: the queue's own reads keep the rest.
+                    Some(ReplicaReader::new(
+                        context.kube_client().await?,
+                        timeout / 4,
+                    ))
                 } else {
                     None
                 };

@@ -3,6 +3,8 @@
 //! time limit. Ready replicas are the ones doing work: a pod still starting has finished
 //! nothing, and counting it would lower the measured throughput per replica.
 
+use std::time::Duration;
+
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::Api;
 use serde::Deserialize;
@@ -70,16 +72,19 @@ impl WorkersConfig {
     }
 }
 
-/// Reads workloads' ready replicas through the Kubernetes API.
+/// Reads workloads' ready replicas through the Kubernetes API, each read bounded by its own
+/// time limit: an API server that hangs fails the `workers_needed` series, not the queue's
+/// other metrics polled with it.
 #[derive(Clone)]
 pub struct ReplicaReader {
     client: kube::Client,
+    timeout: Duration,
 }
 
 impl ReplicaReader {
-    /// A reader over `client`.
-    pub fn new(client: kube::Client) -> Self {
-        ReplicaReader { client }
+    /// A reader over `client`, each read given at most `timeout`.
+    pub fn new(client: kube::Client, timeout: Duration) -> Self {
+        ReplicaReader { client, timeout }
     }
 
     /// The ready replicas of `w` now (`status.readyReplicas`; absent is 0, as the API omits
@@ -88,6 +93,18 @@ impl ReplicaReader {
     /// # Errors
     /// The workload does not exist, or the API cannot be read.
     pub async fn ready(&self, w: &WorkersConfig) -> Result<u32, String> {
+        tokio::time::timeout(self.timeout, self.read(w))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "reading {} took longer than {:?}",
+                    w.describe(),
+                    self.timeout
+                ))
+            })
+    }
+
+    async fn read(&self, w: &WorkersConfig) -> Result<u32, String> {
         let ns = w.namespace.as_str();
         let ready = match (&w.deployment, &w.statefulset) {
             (Some(name), _) => Api::<Deployment>::namespaced(self.client.clone(), ns)
