@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::job_libraries::{check_error, node, ruby, sidekiq_worker};
 use common::kube_stub::{KubeStub, deployment};
-use common::paced::{Events, served, waiting, work_one};
+use common::paced::{PacedRabbit, PacedStream, served, waiting, work_one};
 use common::rabbit::{RabbitNode, set_guest_password_env};
 use common::{
     Adapter, Cleanup, RedisProcess, cmd, connect, prefix, redis_url, server_now_ms, value_is,
@@ -115,32 +115,8 @@ metrics:
     let a = Adapter::start(&config).await;
 
     // 20 entries a second in; 10 a second read and acknowledged, one at a time.
-    let (added, acked) = (Events::default(), Events::default());
-    let producer = {
-        let (url, stream, added) = (url.clone(), stream.clone(), added.clone());
-        tokio::spawn(async move {
-            let mut c = connect(&url).await;
-            let mut tick = tokio::time::interval(Duration::from_millis(50));
-            loop {
-                tick.tick().await;
-                cmd::<String>(&mut c, &["XADD", &stream, "*", "job", "x"]).await;
-                added.record();
-            }
-        })
-    };
-    let consumer = {
-        let (url, stream, acked) = (url.clone(), stream.clone(), acked.clone());
-        tokio::spawn(async move {
-            let mut c = connect(&url).await;
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            loop {
-                tick.tick().await;
-                if work_one(&mut c, &stream).await {
-                    acked.record();
-                }
-            }
-        })
-    };
+    let clients = PacedStream::start(&url, &stream);
+    let (added, acked) = (clients.added.clone(), clients.acked.clone());
     let window = Duration::from_secs(3);
     let limit = Duration::from_secs(20);
     // Not before a full window of both has passed.
@@ -181,8 +157,7 @@ metrics:
     check_error(&a, "late-drain", "refusing to guess", limit).await;
 
     // Everything stops: no arrivals, no completions, and a backlog nothing drains.
-    producer.abort();
-    consumer.abort();
+    clients.stop();
     let quiet = window + Duration::from_secs(10);
     a.wait_for("arrivals", None, quiet, value_is(0.0)).await;
     a.wait_for("completions", None, quiet, value_is(0.0)).await;
@@ -195,12 +170,6 @@ metrics:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rabbitmq_queue_serves_rates_from_its_cumulative_counters() {
-    use lapin::options::{
-        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-        QueueDeclareOptions,
-    };
-    use lapin::types::FieldTable;
-    use lapin::{BasicProperties, Connection, ConnectionProperties};
     set_guest_password_env();
     queue_metrics_adapter::tls::ensure_crypto_provider();
     // Statistics every 250 ms rather than every 5 s, so a window of a few seconds holds many.
@@ -218,66 +187,10 @@ metrics:
 "#,
         node.management_url()
     );
-    let conn = Connection::connect(&node.amqp_url(), ConnectionProperties::default())
-        .await
-        .expect("amqp");
-    let publish = conn.create_channel().await.expect("channel");
-    publish
-        .queue_declare(
-            "jobs".into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
+    let mut clients = PacedRabbit::declare(&node.amqp_url()).await;
     let a = Adapter::start(&config).await;
-    let (published, acked) = (Events::default(), Events::default());
-    let publisher = {
-        let published = published.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(50));
-            loop {
-                tick.tick().await;
-                publish
-                    .basic_publish(
-                        "".into(),
-                        "jobs".into(),
-                        BasicPublishOptions::default(),
-                        b"job",
-                        BasicProperties::default(),
-                    )
-                    .await
-                    .expect("publish");
-                published.record();
-            }
-        })
-    };
-    let consume = conn.create_channel().await.expect("channel");
-    consume
-        .basic_qos(1, BasicQosOptions::default())
-        .await
-        .expect("qos");
-    let mut deliveries = consume
-        .basic_consume(
-            "jobs".into(),
-            "worker".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
-    let consumer = {
-        let acked = acked.clone();
-        tokio::spawn(async move {
-            use futures_util::StreamExt as _;
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            while let Some(Ok(d)) = deliveries.next().await {
-                tick.tick().await;
-                d.ack(BasicAckOptions::default()).await.expect("ack");
-                acked.record();
-            }
-        })
-    };
+    clients.start().await;
+    let (published, acked) = (clients.published.clone(), clients.acked.clone());
     let window = Duration::from_secs(5);
     let limit = Duration::from_secs(30);
     tokio::time::sleep(window + Duration::from_secs(1)).await;
@@ -288,13 +201,11 @@ metrics:
         acked.rate(window)
     })
     .await;
-    publisher.abort();
-    consumer.abort();
+    clients.stop().await;
     let quiet = window + Duration::from_secs(10);
     a.wait_for("arrivals", None, quiet, value_is(0.0)).await;
     a.wait_for("completions", None, quiet, value_is(0.0)).await;
     a.stop().await;
-    let _ = conn.close(200, "done".into()).await;
 }
 
 /// BullMQ: `count` jobs added one every 50 ms, run by a worker (one at a time, 100 ms each)

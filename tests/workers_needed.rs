@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::job_libraries::check_error;
 use common::kube_stub::{KubeStub, deployment};
-use common::paced::{Events, served, waiting, work_one};
+use common::paced::{PacedRabbit, PacedStream, served, waiting, work_one};
 use common::{Adapter, Cleanup, cmd, connect, prefix, redis_url, value_is};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,32 +66,8 @@ metrics:
     .await;
 
     // 20 jobs a second arrive; the two replicas finish 10 a second together (5 each).
-    let (added, acked) = (Events::default(), Events::default());
-    let producer = {
-        let (url, stream, added) = (url.clone(), stream.clone(), added.clone());
-        tokio::spawn(async move {
-            let mut c = connect(&url).await;
-            let mut tick = tokio::time::interval(Duration::from_millis(50));
-            loop {
-                tick.tick().await;
-                cmd::<String>(&mut c, &["XADD", &stream, "*", "job", "x"]).await;
-                added.record();
-            }
-        })
-    };
-    let consumer = {
-        let (url, stream, acked) = (url.clone(), stream.clone(), acked.clone());
-        tokio::spawn(async move {
-            let mut c = connect(&url).await;
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            loop {
-                tick.tick().await;
-                if work_one(&mut c, &stream).await {
-                    acked.record();
-                }
-            }
-        })
-    };
+    let clients = PacedStream::start(&url, &stream);
+    let (added, acked) = (clients.added.clone(), clients.acked.clone());
     let window = Duration::from_secs(3);
     let limit = Duration::from_secs(20);
     tokio::time::sleep(window + Duration::from_millis(500)).await;
@@ -132,7 +108,7 @@ metrics:
     );
 
     // Nothing finishes any more while replicas are ready: an error, never a number.
-    consumer.abort();
+    clients.stop_worker();
     stub.apply("deployments", deployment("ml", "embed-worker", 2));
     check_error(&a, "needed", "refusing to guess", window + limit).await;
 
@@ -141,7 +117,7 @@ metrics:
     a.wait_for("needed", None, limit, value_is(1.0)).await;
 
     // Idle: nothing arrives and nothing waits.
-    producer.abort();
+    clients.stop();
     while work_one(&mut c, &stream).await {}
     a.wait_for("needed", None, window + limit, value_is(0.0))
         .await;
@@ -151,12 +127,6 @@ metrics:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rabbitmq_queue_serves_workers_needed_from_its_counters() {
     use common::rabbit::{RabbitNode, set_guest_password_env};
-    use lapin::options::{
-        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-        QueueDeclareOptions,
-    };
-    use lapin::types::FieldTable;
-    use lapin::{BasicProperties, Connection, ConnectionProperties};
     set_guest_password_env();
     queue_metrics_adapter::tls::ensure_crypto_provider();
     let stub = KubeStub::start().await;
@@ -184,66 +154,10 @@ metrics:
         kubeconfig = stub.kubeconfig().display(),
         management = node.management_url()
     );
-    let conn = Connection::connect(&node.amqp_url(), ConnectionProperties::default())
-        .await
-        .expect("amqp");
-    let publish = conn.create_channel().await.expect("channel");
-    publish
-        .queue_declare(
-            "jobs".into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
+    let mut clients = PacedRabbit::declare(&node.amqp_url()).await;
     let a = Adapter::start(&config).await;
-    let (published, acked) = (Events::default(), Events::default());
-    let publisher = {
-        let published = published.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(50));
-            loop {
-                tick.tick().await;
-                publish
-                    .basic_publish(
-                        "".into(),
-                        "jobs".into(),
-                        BasicPublishOptions::default(),
-                        b"job",
-                        BasicProperties::default(),
-                    )
-                    .await
-                    .expect("publish");
-                published.record();
-            }
-        })
-    };
-    let consume = conn.create_channel().await.expect("channel");
-    consume
-        .basic_qos(1, BasicQosOptions::default())
-        .await
-        .expect("qos");
-    let mut deliveries = consume
-        .basic_consume(
-            "jobs".into(),
-            "worker".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
-    let consumer = {
-        let acked = acked.clone();
-        tokio::spawn(async move {
-            use futures_util::StreamExt as _;
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            while let Some(Ok(d)) = deliveries.next().await {
-                tick.tick().await;
-                d.ack(BasicAckOptions::default()).await.expect("ack");
-                acked.record();
-            }
-        })
-    };
+    clients.start().await;
+    let (published, acked) = (clients.published.clone(), clients.acked.clone());
     let window = Duration::from_secs(5);
     let limit = Duration::from_secs(30);
     tokio::time::sleep(window + Duration::from_secs(1)).await;
@@ -266,8 +180,6 @@ metrics:
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    publisher.abort();
-    consumer.abort();
+    clients.stop().await;
     a.stop().await;
-    let _ = conn.close(200, "done".into()).await;
 }

@@ -78,6 +78,35 @@ fn proposal(usage: f64, target: f64, average: bool, current: u32) -> u32 {
     desired.clamp(0.0, f64::from(u32::MAX)) as u32
 }
 
+/// The HPA's scale-down stabilization: `desired` joins the recommendations of the last
+/// `window`; a scale-up is taken at once, a scale-down only to the highest recommendation of
+/// the window.
+fn stabilize(
+    recommendations: &mut VecDeque<(Instant, u32)>,
+    now: Instant,
+    desired: u32,
+    current: u32,
+    window: Duration,
+) -> u32 {
+    recommendations.push_back((now, desired));
+    while recommendations
+        .front()
+        .is_some_and(|(t, _)| now - *t > window)
+    {
+        recommendations.pop_front();
+    }
+    let highest = recommendations
+        .iter()
+        .map(|(_, r)| *r)
+        .max()
+        .unwrap_or(desired);
+    if desired >= current {
+        desired
+    } else {
+        highest.min(current)
+    }
+}
+
 /// The Deployment's scaler: HPA recommendations with a scale-down window, and KEDA's
 /// activation and cooldown around them.
 struct Scaler {
@@ -115,26 +144,13 @@ impl Scaler {
         .max()
         .unwrap_or(1)
         .clamp(1, MAX_REPLICAS);
-        self.recommendations.push_back((now, desired));
-        while self
-            .recommendations
-            .front()
-            .is_some_and(|(t, _)| now - *t > SCALE_DOWN_WINDOW)
-        {
-            self.recommendations.pop_front();
-        }
-        // Scale down only to the highest recommendation of the window.
-        let stabilized = self
-            .recommendations
-            .iter()
-            .map(|(_, r)| *r)
-            .max()
-            .unwrap_or(desired);
-        self.replicas = if desired >= self.replicas {
-            desired
-        } else {
-            stabilized.min(self.replicas)
-        };
+        self.replicas = stabilize(
+            &mut self.recommendations,
+            now,
+            desired,
+            self.replicas,
+            SCALE_DOWN_WINDOW,
+        );
         self.replicas
     }
 }

@@ -25,7 +25,7 @@ use plotters::prelude::*;
 use queue_metrics_adapter::app::{self, Settings};
 use queue_metrics_adapter::config::Config;
 
-use super::{REDIS, proposal, read};
+use super::{REDIS, proposal, read, stabilize};
 
 /// The burst, the same for each strategy: jobs produced over `BURST_SECONDS`.
 const JOBS: u64 = 1200;
@@ -74,25 +74,13 @@ impl Deployment {
     fn sync(&mut self, now: Instant, value: Option<f64>, target: f64, average: bool) {
         let Some(v) = value else { return };
         let desired = proposal(v, target, average, self.desired).clamp(MIN_REPLICAS, MAX_REPLICAS);
-        self.recommendations.push_back((now, desired));
-        while self
-            .recommendations
-            .front()
-            .is_some_and(|(t, _)| now - *t > SCALE_DOWN_WINDOW)
-        {
-            self.recommendations.pop_front();
-        }
-        let stabilized = self
-            .recommendations
-            .iter()
-            .map(|(_, r)| *r)
-            .max()
-            .unwrap_or(desired);
-        let next = if desired >= self.desired {
-            desired
-        } else {
-            stabilized.min(self.desired)
-        };
+        let next = stabilize(
+            &mut self.recommendations,
+            now,
+            desired,
+            self.desired,
+            SCALE_DOWN_WINDOW,
+        );
         let n = next as usize;
         if n > self.started.len() {
             self.started.resize(n, now + STARTUP);

@@ -219,19 +219,7 @@ impl SourceConfig {
             SourceConfig::Redis(c) => {
                 let spec =
                     SourceSpec::<Redis>::new(name, c, timeout, metrics, Redis::target_of, globals);
-                // `workers_needed` reads its workload's replicas from the Kubernetes API.
-                let replicas = if metrics
-                    .iter()
-                    .any(|m| m.source == name && m.workers.is_some())
-                {
-                    // A quarter of the poll: the queue's own reads keep the rest.
-                    Some(ReplicaReader::new(
-                        context.kube_client().await?,
-                        timeout / 4,
-                    ))
-                } else {
-                    None
-                };
+                let replicas = replica_reader(name, metrics, timeout, context).await?;
                 RedisSource::new(&spec, replicas)
                     .map(|s| RunningSource::Redis(Box::new(s)))
                     .map_err(Into::into)
@@ -245,18 +233,7 @@ impl SourceConfig {
                     RabbitMq::target_of,
                     globals,
                 );
-                let replicas = if metrics
-                    .iter()
-                    .any(|m| m.source == name && m.workers.is_some())
-                {
-                    // A quarter of the poll: the queue's own reads keep the rest.
-                    Some(ReplicaReader::new(
-                        context.kube_client().await?,
-                        timeout / 4,
-                    ))
-                } else {
-                    None
-                };
+                let replicas = replica_reader(name, metrics, timeout, context).await?;
                 RabbitMqSource::new(&spec, replicas)
                     .map(|s| RunningSource::RabbitMq(Box::new(s)))
                     .map_err(Into::into)
@@ -284,6 +261,30 @@ impl SourceConfig {
         };
         built.with_context(|| format!("source {name}"))
     }
+}
+
+/// The reader of the workloads' replicas for source `name`, where one of its metrics is
+/// `workers_needed` (which names its workload): each read gets a quarter of the poll's
+/// `timeout`, so the queue's own reads keep the rest.
+///
+/// # Errors
+/// When no Kubernetes configuration is found.
+async fn replica_reader(
+    name: &str,
+    metrics: &[MetricConfig],
+    timeout: Duration,
+    context: &mut BuildContext,
+) -> anyhow::Result<Option<ReplicaReader>> {
+    if !metrics
+        .iter()
+        .any(|m| m.source == name && m.workers.is_some())
+    {
+        return Ok(None);
+    }
+    Ok(Some(ReplicaReader::new(
+        context.kube_client().await?,
+        timeout / 4,
+    )))
 }
 
 /// The spec of source `name` as kind `K` (its connection, its metrics out of `metrics` with

@@ -115,3 +115,152 @@ pub async fn served(a: &super::Adapter, metric: &str) -> Result<f64, String> {
         _ => Err(format!("{status} {body}")),
     }
 }
+
+/// A RabbitMQ queue `jobs` with a publisher (20 messages a second) and a consumer that
+/// acknowledges one message at a time, 10 a second: [`PacedRabbit::declare`] the queue, start the
+/// adapter, then [`PacedRabbit::start`] the clients.
+pub struct PacedRabbit {
+    conn: lapin::Connection,
+    pub published: Events,
+    pub acked: Events,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl PacedRabbit {
+    /// Connects to `amqp_url` and declares the queue.
+    pub async fn declare(amqp_url: &str) -> PacedRabbit {
+        use lapin::options::QueueDeclareOptions;
+        let conn = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default())
+            .await
+            .expect("amqp");
+        let ch = conn.create_channel().await.expect("channel");
+        ch.queue_declare(
+            "jobs".into(),
+            QueueDeclareOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+        PacedRabbit {
+            conn,
+            published: Events::default(),
+            acked: Events::default(),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Starts the publisher and the consumer.
+    pub async fn start(&mut self) {
+        use lapin::options::{
+            BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        };
+        let publish = self.conn.create_channel().await.expect("channel");
+        let published = self.published.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tick.tick().await;
+                publish
+                    .basic_publish(
+                        "".into(),
+                        "jobs".into(),
+                        BasicPublishOptions::default(),
+                        b"job",
+                        lapin::BasicProperties::default(),
+                    )
+                    .await
+                    .expect("publish");
+                published.record();
+            }
+        }));
+        let consume = self.conn.create_channel().await.expect("channel");
+        consume
+            .basic_qos(1, BasicQosOptions::default())
+            .await
+            .expect("qos");
+        let mut deliveries = consume
+            .basic_consume(
+                "jobs".into(),
+                "worker".into(),
+                BasicConsumeOptions::default(),
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let acked = self.acked.clone();
+        self.tasks.push(tokio::spawn(async move {
+            use futures_util::StreamExt as _;
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            while let Some(Ok(d)) = deliveries.next().await {
+                tick.tick().await;
+                d.ack(BasicAckOptions::default()).await.expect("ack");
+                acked.record();
+            }
+        }));
+    }
+
+    /// Stops the clients and closes the connection.
+    pub async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self.conn.close(200, "done".into()).await;
+    }
+}
+
+/// A producer adding 20 entries a second to `stream` and a worker of group `workers` reading
+/// and acknowledging 10 a second, one at a time, each on its own connection, until stopped.
+pub struct PacedStream {
+    pub added: Events,
+    pub acked: Events,
+    producer: tokio::task::JoinHandle<()>,
+    consumer: tokio::task::JoinHandle<()>,
+}
+
+impl PacedStream {
+    pub fn start(url: &str, stream: &str) -> PacedStream {
+        let (added, acked) = (Events::default(), Events::default());
+        let producer = {
+            let (url, stream, added) = (url.to_string(), stream.to_string(), added.clone());
+            tokio::spawn(async move {
+                let mut c = super::connect(&url).await;
+                let mut tick = tokio::time::interval(Duration::from_millis(50));
+                loop {
+                    tick.tick().await;
+                    super::cmd::<String>(&mut c, &["XADD", &stream, "*", "job", "x"]).await;
+                    added.record();
+                }
+            })
+        };
+        let consumer = {
+            let (url, stream, acked) = (url.to_string(), stream.to_string(), acked.clone());
+            tokio::spawn(async move {
+                let mut c = super::connect(&url).await;
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                loop {
+                    tick.tick().await;
+                    if work_one(&mut c, &stream).await {
+                        acked.record();
+                    }
+                }
+            })
+        };
+        PacedStream {
+            added,
+            acked,
+            producer,
+            consumer,
+        }
+    }
+
+    /// Stops the worker; the producer goes on.
+    pub fn stop_worker(&self) {
+        self.consumer.abort();
+    }
+
+    /// Stops both.
+    pub fn stop(&self) {
+        self.producer.abort();
+        self.consumer.abort();
+    }
+}
