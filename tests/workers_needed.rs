@@ -183,3 +183,77 @@ metrics:
     clients.stop().await;
     a.stop().await;
 }
+
+/// A Kubernetes API server that accepts connections and never answers: `workers_needed` answers
+/// an error naming the time limit within each poll, and the queue's other metrics, polled with
+/// it, are served on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_kubernetes_api_fails_only_workers_needed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("qma-hung-kube-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: hung\n  cluster:\n    server: http://{addr}\nusers:\n- name: hung\n  user: {{}}\ncontexts:\n- name: hung\n  context:\n    cluster: hung\n    user: hung\ncurrent-context: hung\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let url = redis_url();
+    let p = prefix("workers-hung");
+    let _clean = Cleanup {
+        url: url.clone(),
+        prefix: p.clone(),
+    };
+    let stream = format!("{p}jobs");
+    let mut c = connect(&url).await;
+    cmd::<String>(
+        &mut c,
+        &["XGROUP", "CREATE", &stream, "workers", "$", "MKSTREAM"],
+    )
+    .await;
+    for _ in 0..3 {
+        cmd::<String>(&mut c, &["XADD", &stream, "*", "job", "x"]).await;
+    }
+    let config = format!(
+        r#"poll_interval: 200ms
+poll_timeout: 2s
+kubernetes:
+  kubeconfig: {kubeconfig}
+sources:
+  jobs:
+    redis: {{url: "{url}", wake: {{enabled: false}}}}
+metrics:
+  - {{name: lag, source: jobs, measure: lag, redis: {{type: stream, key: "{stream}", group: workers}}}}
+  - name: needed
+    source: jobs
+    measure: workers_needed
+    window: 3s
+    target_wait: 10s
+    workers: {{deployment: embed-worker, namespace: ml}}
+    redis: {{type: stream, key: "{stream}", group: workers}}
+"#,
+        kubeconfig = kubeconfig.display()
+    );
+    let a = Adapter::start(&config).await;
+    let limit = Duration::from_secs(10);
+    a.wait_for("lag", None, limit, value_is(3.0)).await;
+    check_error(&a, "needed", "took longer than 500ms", limit).await;
+    // Polls go on at their pace: the lag follows new entries within a few polls.
+    cmd::<String>(&mut c, &["XADD", &stream, "*", "job", "x"]).await;
+    a.wait_for("lag", None, Duration::from_secs(3), value_is(4.0))
+        .await;
+    a.stop().await;
+    held.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
