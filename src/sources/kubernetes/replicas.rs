@@ -10,6 +10,7 @@ use kube::Api;
 use serde::Deserialize;
 
 use crate::primitives::ConfigError;
+use crate::sources::workers::{self, Workload};
 
 /// Whether `name` is a DNS subdomain, as Kubernetes object names are: lowercase letters,
 /// digits, `-` and `.`, starting and ending alphanumeric, at most 253 characters.
@@ -85,6 +86,15 @@ impl ReplicaReader {
     /// A reader over `client`, each read given at most `timeout`.
     pub fn new(client: kube::Client, timeout: Duration) -> Self {
         ReplicaReader { client, timeout }
+    }
+
+    /// Reads the ready replicas of each of `workloads`' workload, one after the other, and
+    /// records each reading (or why it failed) at the adapter's clock.
+    pub async fn read_into<'a>(&self, workloads: impl IntoIterator<Item = &'a mut Workload>) {
+        for w in workloads {
+            let ready = self.ready(&w.config).await;
+            w.replicas_read(workers::unix_now(), ready);
+        }
     }
 
     /// The ready replicas of `w` now (`status.readyReplicas`; absent is 0, as the API omits

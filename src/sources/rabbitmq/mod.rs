@@ -39,7 +39,7 @@ use crate::sources::kubernetes::replicas::ReplicaReader;
 use crate::sources::measure::Measure;
 use crate::sources::metric::MetricConfig;
 use crate::sources::rates::{Increase, Rates};
-use crate::sources::workers::{self, Workload};
+use crate::sources::workers::Workload;
 
 /// Label naming the queue of a series (encoded where the name is not a valid label value:
 /// [`crate::apimachinery::label::encode_value`]).
@@ -285,10 +285,7 @@ impl RabbitMqSource {
 
     async fn poll_management(&mut self) -> Result<Vec<Sample>, SourceError> {
         if let Some(reader) = &self.replicas {
-            for w in self.workers.values_mut() {
-                let ready = reader.ready(&w.config).await;
-                w.replicas_read(workers::unix_now(), ready);
-            }
+            reader.read_into(self.workers.values_mut()).await;
         }
         let Reader::Management(client) = &self.reader else {
             unreachable!("management reader")

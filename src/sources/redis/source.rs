@@ -21,7 +21,7 @@ use crate::sources::kubernetes::replicas::ReplicaReader;
 use crate::sources::measure::Measure;
 use crate::sources::rates::{self, Increase, Rates};
 use crate::sources::source::{Source, SourceError};
-use crate::sources::workers::{self, Workload};
+use crate::sources::workers::Workload;
 use crate::wake::{WakePace, WakeSignal};
 
 /// The Redis kind, naming its two blocks: `sources.<name>.redis` ([`RedisSourceConfig`]) and
@@ -176,12 +176,8 @@ impl RedisSource {
     /// Reads the ready replicas of every `workers_needed` metric's workload, one `GET` each,
     /// at the adapter's clock. A failure is that metric's series' error, not the source's.
     async fn read_replicas(&mut self) {
-        let Some(reader) = &self.replicas else {
-            return;
-        };
-        for w in self.workers.values_mut() {
-            let ready = reader.ready(&w.config).await;
-            w.replicas_read(workers::unix_now(), ready);
+        if let Some(reader) = &self.replicas {
+            reader.read_into(self.workers.values_mut()).await;
         }
     }
 
