@@ -1,6 +1,6 @@
 //! The ready replicas of the workload that runs a queue's jobs (`metrics[].workers`), for
-//! `workers_needed`: one `GET` of the Deployment or StatefulSet per poll, inside the poll's
-//! time limit. Ready replicas are the ones doing work: a pod still starting has finished
+//! `workers_needed`: one `GET` of the Deployment or StatefulSet per poll, bounded by its own
+//! share of the poll's time limit. Ready replicas are the ones doing work: a pod still starting has finished
 //! nothing, and counting it would lower the measured throughput per replica.
 
 use std::time::Duration;
