@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::job_libraries::{check_error, node, ruby, sidekiq_worker};
 use common::kube_stub::{KubeStub, deployment};
-use common::paced::{PacedRabbit, PacedStream, served, waiting, work_one};
+use common::paced::{PacedRabbit, PacedStream, group_stream, served, waiting, work_one};
 use common::rabbit::{RabbitNode, set_guest_password_env};
 use common::{
     Adapter, Cleanup, RedisProcess, cmd, connect, prefix, redis_url, server_now_ms, value_is,
@@ -81,18 +81,8 @@ async fn keda_values(a: &Adapter, metric: &str) -> (f64, f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_group_serves_its_arrival_and_completion_rates_and_drain_time() {
     let url = redis_url();
-    let p = prefix("rates-stream");
-    let _clean = Cleanup {
-        url: url.clone(),
-        prefix: p.clone(),
-    };
-    let stream = format!("{p}jobs");
-    let mut c = connect(&url).await;
-    cmd::<String>(
-        &mut c,
-        &["XGROUP", "CREATE", &stream, "workers", "$", "MKSTREAM"],
-    )
-    .await;
+    let (clean, stream, mut c) = group_stream("rates-stream").await;
+    let p = clean.prefix.clone();
     // A group created at an ID of its own has no entries-read until its first delivery.
     let mid = format!("{p}mid");
     for id in ["1-1", "2-1", "3-1"] {

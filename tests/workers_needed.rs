@@ -9,27 +9,16 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::job_libraries::check_error;
-use common::kube_stub::{KubeStub, deployment};
-use common::paced::{PacedRabbit, PacedStream, served, waiting, work_one};
-use common::{Adapter, Cleanup, cmd, connect, prefix, redis_url, value_is};
+use common::kube_stub::{KubeStub, deployment, kubeconfig_text};
+use common::paced::{PacedRabbit, PacedStream, group_stream, served, waiting, work_one};
+use common::{Adapter, cmd, redis_url, value_is};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_needed_follows_the_formula_and_its_rules() {
     let stub = KubeStub::start().await;
     stub.apply("deployments", deployment("ml", "embed-worker", 2));
     let url = redis_url();
-    let p = prefix("workers-needed");
-    let _clean = Cleanup {
-        url: url.clone(),
-        prefix: p.clone(),
-    };
-    let stream = format!("{p}jobs");
-    let mut c = connect(&url).await;
-    cmd::<String>(
-        &mut c,
-        &["XGROUP", "CREATE", &stream, "workers", "$", "MKSTREAM"],
-    )
-    .await;
+    let (_clean, stream, mut c) = group_stream("workers-needed").await;
     let config = format!(
         r#"poll_interval: 200ms
 kubernetes:
@@ -202,26 +191,9 @@ async fn a_hung_kubernetes_api_fails_only_workers_needed() {
     let dir = std::env::temp_dir().join(format!("qma-hung-kube-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: hung\n  cluster:\n    server: http://{addr}\nusers:\n- name: hung\n  user: {{}}\ncontexts:\n- name: hung\n  context:\n    cluster: hung\n    user: hung\ncurrent-context: hung\n"
-        ),
-    )
-    .expect("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_text(addr)).expect("kubeconfig");
     let url = redis_url();
-    let p = prefix("workers-hung");
-    let _clean = Cleanup {
-        url: url.clone(),
-        prefix: p.clone(),
-    };
-    let stream = format!("{p}jobs");
-    let mut c = connect(&url).await;
-    cmd::<String>(
-        &mut c,
-        &["XGROUP", "CREATE", &stream, "workers", "$", "MKSTREAM"],
-    )
-    .await;
+    let (_clean, stream, mut c) = group_stream("workers-hung").await;
     for _ in 0..3 {
         cmd::<String>(&mut c, &["XADD", &stream, "*", "job", "x"]).await;
     }

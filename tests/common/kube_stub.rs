@@ -115,22 +115,13 @@ impl KubeStub {
             dir,
             stop: Some(stop),
         };
-        std::fs::write(stub.kubeconfig(), stub.kubeconfig_text()).expect("kubeconfig");
+        std::fs::write(stub.kubeconfig(), kubeconfig_text(addr)).expect("kubeconfig");
         stub
     }
 
     /// The kubeconfig file for this stub.
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")
-    }
-
-    fn kubeconfig_text(&self) -> String {
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: stub\n  cluster:\n    server: http://{}\n\
-             users:\n- name: stub\n  user:\n    token: stub-token\ncontexts:\n- name: stub\n  context:\n    cluster: stub\n    user: stub\n\
-             current-context: stub\n",
-            self.addr
-        )
     }
 
     /// Creates or replaces an object of `resource` (`pods`, `replicasets`, `endpointslices`).
@@ -216,6 +207,16 @@ impl Drop for KubeStub {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A kubeconfig whose one cluster is the API server at `addr` (plain HTTP, a token nobody
+/// checks): this stub's, or a test's own server.
+pub fn kubeconfig_text(addr: std::net::SocketAddr) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: stub\n  cluster:\n    server: http://{addr}\n\
+         users:\n- name: stub\n  user:\n    token: stub-token\ncontexts:\n- name: stub\n  context:\n    cluster: stub\n    user: stub\n\
+         current-context: stub\n"
+    )
 }
 
 /// Where a request points: which collection, and the namespace if it is namespaced.

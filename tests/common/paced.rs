@@ -7,6 +7,24 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
+/// A stream `<prefix>jobs` with the group `workers` (created at `$`, as a deployment creates
+/// it) on the shared Redis under a prefix of its own (`name`): the guard that removes the prefix's
+/// keys when dropped, the stream's key, and a connection for the test's own commands.
+pub async fn group_stream(name: &str) -> (super::Cleanup, String, MultiplexedConnection) {
+    let clean = super::Cleanup {
+        url: super::redis_url(),
+        prefix: super::prefix(name),
+    };
+    let stream = format!("{}jobs", clean.prefix);
+    let mut conn = super::connect(&clean.url).await;
+    super::cmd::<String>(
+        &mut conn,
+        &["XGROUP", "CREATE", &stream, "workers", "$", "MKSTREAM"],
+    )
+    .await;
+    (clean, stream, conn)
+}
+
 /// When each job entered or finished, as the client that did it recorded.
 #[derive(Clone, Default)]
 pub struct Events(Arc<Mutex<Vec<Instant>>>);
