@@ -12,8 +12,80 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::primitives::{ConfigError, HumanDuration};
+
+/// `sources.<name>.<kind>.wake` (Redis, NATS): being told when a watched queue changes, so a job
+/// pushed into an empty queue is seen in milliseconds rather than at the next poll.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WakeConfig {
+    /// Watch (default `true`); `false`: poll only.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Most extra polls per second that changes may cause (default 5): a queue taking
+    /// thousands of pushes a second costs this many polls, not thousands.
+    #[serde(default = "default_wake_rate")]
+    pub max_polls_per_second: f64,
+    /// Time let pass after a change before polling, so a burst is one poll (default 5ms).
+    #[serde(default = "default_debounce")]
+    pub debounce: HumanDuration,
+}
+
+impl Default for WakeConfig {
+    fn default() -> Self {
+        WakeConfig {
+            enabled: true,
+            max_polls_per_second: default_wake_rate(),
+            debounce: default_debounce(),
+        }
+    }
+}
+
+impl WakeConfig {
+    /// Checks the block (`at` names it).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        if !(self.max_polls_per_second.is_finite() && self.max_polls_per_second > 0.0) {
+            return Err(ConfigError::invalid(
+                format!("{at}.max_polls_per_second"),
+                "must be a positive number (set wake.enabled: false to poll only)",
+            ));
+        }
+        if self.debounce.0 > Duration::from_secs(10) {
+            return Err(ConfigError::invalid(
+                format!("{at}.debounce"),
+                "must be at most 10s (it delays every wake)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The pacing of the woken polls.
+    pub fn pace(&self) -> WakePace {
+        WakePace {
+            debounce: self.debounce.0,
+            max_polls_per_second: self.max_polls_per_second,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_wake_rate() -> f64 {
+    5.0
+}
+
+fn default_debounce() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_millis(5))
+}
 
 /// How a woken loop paces itself.
 #[derive(Debug, Clone, Copy, PartialEq)]

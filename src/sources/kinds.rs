@@ -24,6 +24,7 @@ use super::inference::{
 use super::kubernetes::replicas::ReplicaReader;
 use super::kubernetes::workloads::NAMESPACE_LABEL;
 use super::metric::{KINDS, MetricConfig};
+use super::nats::{self, Nats, NatsSource, config::NatsSourceConfig, config::NatsTarget};
 use super::rabbitmq::{
     self, RabbitMq, RabbitMqSource, config::RabbitMqSourceConfig, config::RabbitMqTarget,
 };
@@ -44,6 +45,8 @@ pub enum SourceConfig {
     Dcgm(DcgmSourceConfig),
     /// An `inference` source.
     Inference(InferenceSourceConfig),
+    /// A `nats` (JetStream) source.
+    Nats(NatsSourceConfig),
 }
 
 impl SourceConfig {
@@ -54,6 +57,7 @@ impl SourceConfig {
             SourceConfig::RabbitMq(_) => "rabbitmq",
             SourceConfig::Dcgm(_) => "dcgm",
             SourceConfig::Inference(_) => "inference",
+            SourceConfig::Nats(_) => "nats",
         }
     }
 
@@ -63,6 +67,7 @@ impl SourceConfig {
             SourceConfig::RabbitMq(c) => c.poll_interval,
             SourceConfig::Dcgm(c) => c.poll_interval,
             SourceConfig::Inference(c) => c.poll_interval,
+            SourceConfig::Nats(c) => c.poll_interval,
         }
     }
 
@@ -72,6 +77,7 @@ impl SourceConfig {
             SourceConfig::RabbitMq(c) => c.poll_timeout,
             SourceConfig::Dcgm(c) => c.poll_timeout,
             SourceConfig::Inference(c) => c.poll_timeout,
+            SourceConfig::Nats(c) => c.poll_timeout,
         }
     }
 
@@ -97,6 +103,7 @@ impl SourceConfig {
             SourceConfig::RabbitMq(c) => c.validate(&at),
             SourceConfig::Dcgm(c) => c.validate(&at, timeout),
             SourceConfig::Inference(c) => c.validate(&at, timeout),
+            SourceConfig::Nats(c) => c.validate(&at),
         }
     }
 
@@ -133,6 +140,10 @@ impl SourceConfig {
             SourceConfig::Inference(c) => {
                 inference::validate_metric(c, m, t.inference.as_ref(), at)?;
             }
+            SourceConfig::Nats(c) => {
+                required(t.nats.is_some())?;
+                nats::validate_metric(c, m, t.nats.as_ref(), at)?;
+            }
         }
         m.validate_window(at, m.over_window())?;
         m.validate_workers(at)?;
@@ -157,6 +168,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Redis(c) => c.resolve_secrets(&at),
             SourceConfig::RabbitMq(c) => c.resolve_secrets(&at),
+            SourceConfig::Nats(c) => c.resolve_secrets(&at),
             SourceConfig::Dcgm(_) | SourceConfig::Inference(_) => Ok(()),
         }
     }
@@ -166,6 +178,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Redis(c) => c.password_files(),
             SourceConfig::RabbitMq(c) => c.credentials.password_file.iter().cloned().collect(),
+            SourceConfig::Nats(c) => c.secret_files(),
             SourceConfig::Dcgm(_) | SourceConfig::Inference(_) => Vec::new(),
         }
     }
@@ -174,7 +187,7 @@ impl SourceConfig {
     /// (GPU workloads); `None`: the request's namespace is the metric's.
     pub fn namespace_label(&self) -> Option<&'static str> {
         match self {
-            SourceConfig::Redis(_) | SourceConfig::RabbitMq(_) => None,
+            SourceConfig::Redis(_) | SourceConfig::RabbitMq(_) | SourceConfig::Nats(_) => None,
             SourceConfig::Dcgm(_) | SourceConfig::Inference(_) => Some(NAMESPACE_LABEL),
         }
     }
@@ -190,14 +203,17 @@ impl SourceConfig {
                 .as_ref()
                 .and_then(|t| t.keys())
                 .is_some_and(|t| t.pattern.is_some() && t.key_type.deleted_when_empty()),
-            SourceConfig::RabbitMq(_) | SourceConfig::Dcgm(_) | SourceConfig::Inference(_) => false,
+            SourceConfig::RabbitMq(_)
+            | SourceConfig::Dcgm(_)
+            | SourceConfig::Inference(_)
+            | SourceConfig::Nats(_) => false,
         }
     }
 
     /// Whether building this source needs the Kubernetes API (to map pods to workloads).
     pub fn needs_kubernetes(&self) -> bool {
         match self {
-            SourceConfig::Redis(_) | SourceConfig::RabbitMq(_) => false,
+            SourceConfig::Redis(_) | SourceConfig::RabbitMq(_) | SourceConfig::Nats(_) => false,
             SourceConfig::Dcgm(_) | SourceConfig::Inference(_) => true,
         }
     }
@@ -257,6 +273,14 @@ impl SourceConfig {
                 inference::build(spec, context)
                     .await
                     .map(|s| RunningSource::Inference(Box::new(s)))
+            }
+            SourceConfig::Nats(c) => {
+                let spec =
+                    SourceSpec::<Nats>::new(name, c, timeout, metrics, Nats::target_of, globals);
+                let replicas = replica_reader(name, metrics, timeout, context).await?;
+                NatsSource::new(&spec, replicas)
+                    .map(|s| RunningSource::Nats(Box::new(s)))
+                    .map_err(Into::into)
             }
         };
         built.with_context(|| format!("source {name}"))
@@ -365,6 +389,18 @@ impl Kind for Inference {
     }
 }
 
+impl Kind for Nats {
+    fn connection(source: &SourceConfig) -> Option<&NatsSourceConfig> {
+        match source {
+            SourceConfig::Nats(c) => Some(c),
+            _ => None,
+        }
+    }
+    fn target_of(m: &MetricConfig) -> Option<&NatsTarget> {
+        m.targets.nats.as_ref()
+    }
+}
+
 /// A built source of any kind, as the poller and `check` drive it. Each is boxed: they range
 /// from a few hundred bytes to a few kilobytes, and the poll future holds the enum.
 pub enum RunningSource {
@@ -376,6 +412,8 @@ pub enum RunningSource {
     Dcgm(Box<DcgmSource>),
     /// A model-server source.
     Inference(Box<InferenceSource>),
+    /// A NATS JetStream source.
+    Nats(Box<NatsSource>),
 }
 
 impl Source for RunningSource {
@@ -385,6 +423,7 @@ impl Source for RunningSource {
             RunningSource::RabbitMq(s) => s.name(),
             RunningSource::Dcgm(s) => s.name(),
             RunningSource::Inference(s) => s.name(),
+            RunningSource::Nats(s) => s.name(),
         }
     }
 
@@ -394,6 +433,7 @@ impl Source for RunningSource {
             RunningSource::RabbitMq(s) => s.kind(),
             RunningSource::Dcgm(s) => s.kind(),
             RunningSource::Inference(s) => s.kind(),
+            RunningSource::Nats(s) => s.kind(),
         }
     }
 
@@ -403,6 +443,7 @@ impl Source for RunningSource {
             RunningSource::RabbitMq(s) => s.poll().await,
             RunningSource::Dcgm(s) => s.poll().await,
             RunningSource::Inference(s) => s.poll().await,
+            RunningSource::Nats(s) => s.poll().await,
         }
     }
 
@@ -412,6 +453,7 @@ impl Source for RunningSource {
             RunningSource::RabbitMq(s) => s.wake(),
             RunningSource::Dcgm(s) => s.wake(),
             RunningSource::Inference(s) => s.wake(),
+            RunningSource::Nats(s) => s.wake(),
         }
     }
 }
@@ -445,6 +487,7 @@ impl<'de> serde::Deserialize<'de> for SourceConfig {
                     "rabbitmq" => SourceConfig::RabbitMq(map.next_value()?),
                     "dcgm" => SourceConfig::Dcgm(map.next_value()?),
                     "inference" => SourceConfig::Inference(map.next_value()?),
+                    "nats" => SourceConfig::Nats(map.next_value()?),
                     other => return Err(A::Error::unknown_field(other, KINDS)),
                 };
                 if map.next_key::<String>()?.is_some() {

@@ -14,7 +14,7 @@ pub enum Measure {
     Length,
     /// Seconds since the oldest entry was enqueued (list, sorted set).
     OldestAgeSeconds,
-    /// Stream entries not yet delivered to the consumer group.
+    /// Stream entries not yet delivered to the consumer group (NATS: to the consumer).
     Lag,
     /// Stream entries delivered to the group and not yet acknowledged.
     Pending,
@@ -49,6 +49,13 @@ pub enum Measure {
     /// keeping up with arrivals, from the throughput per replica of the workload named in
     /// `workers` over the metric's `window` ([`crate::sources::workers`]).
     WorkersNeeded,
+    /// NATS: messages delivered to the consumer and not yet acknowledged (`num_ack_pending`).
+    AckPending,
+    /// NATS: messages of the consumer's pending ones that were delivered more than once
+    /// (`num_redelivered`: the ones tracked now, not a running total).
+    Redelivered,
+    /// NATS: pull requests waiting at the consumer (`num_waiting`): idle workers asking for work.
+    WaitingPulls,
     /// GPU utilization in percent 0–100 (engine activity, else GPU_UTIL).
     GpuUtilization,
     /// Frame buffer used / (used + free), 0–1.
@@ -101,6 +108,9 @@ impl Measure {
             Measure::ArrivalRate => "arrival_rate",
             Measure::CompletionRate => "completion_rate",
             Measure::WorkersNeeded => "workers_needed",
+            Measure::AckPending => "ack_pending",
+            Measure::Redelivered => "redelivered",
+            Measure::WaitingPulls => "waiting_pulls",
             Measure::GpuUtilization => "gpu_utilization",
             Measure::MemoryUsedRatio => "memory_used_ratio",
             Measure::PowerWatts => "power_watts",

@@ -14,6 +14,7 @@ use serde::de::{Error as _, MapAccess};
 
 use super::dcgm::config::DcgmTarget;
 use super::inference::config::InferenceTarget;
+use super::nats::config::NatsTarget;
 use super::rabbitmq::config::RabbitMqTarget;
 use super::redis::config::RedisMetric;
 use crate::primitives::{ConfigError, HumanDuration};
@@ -62,11 +63,13 @@ impl MetricConfig {
 
     /// Whether this metric is computed over its `window` from counters read at each poll, so
     /// that it has no value before a source's second poll: rates, and the drain time of
-    /// streams and job libraries on Redis (RabbitMQ's is over the broker's own rates).
+    /// streams and job libraries on Redis and of NATS consumers (RabbitMQ's is over the
+    /// broker's own rates).
     pub fn over_window(&self) -> bool {
         self.measure.is_counter_rate()
             || self.measure == Measure::WorkersNeeded
-            || (self.measure == Measure::DrainSeconds && self.targets.redis.is_some())
+            || (self.measure == Measure::DrainSeconds
+                && (self.targets.redis.is_some() || self.targets.nats.is_some()))
     }
 
     /// Checks `target_wait` and `workers` (`at` names the metric): both for `workers_needed`,
@@ -143,7 +146,7 @@ impl MetricConfig {
 }
 
 /// The kinds' names, as the config spells them (`sources.<name>.<kind>`, `metrics[].<kind>`).
-pub const KINDS: &[&str] = &["redis", "rabbitmq", "dcgm", "inference"];
+pub const KINDS: &[&str] = &["redis", "rabbitmq", "dcgm", "inference", "nats"];
 
 /// A metric's kind-specific block (`metrics[].redis`, ...): at most one is meant to be set,
 /// the one of its source's kind (checked by [`super::SourceConfig::validate_metric`]).
@@ -157,6 +160,8 @@ pub struct MetricTargets {
     pub dcgm: Option<DcgmTarget>,
     /// `metrics[].inference`.
     pub inference: Option<InferenceTarget>,
+    /// `metrics[].nats`.
+    pub nats: Option<NatsTarget>,
 }
 
 impl MetricTargets {
@@ -183,12 +188,14 @@ impl MetricTargets {
             rabbitmq,
             dcgm,
             inference,
+            nats,
         } = self;
         match key {
             "redis" => once(redis, "redis", map),
             "rabbitmq" => once(rabbitmq, "rabbitmq", map),
             "dcgm" => once(dcgm, "dcgm", map),
             "inference" => once(inference, "inference", map),
+            "nats" => once(nats, "nats", map),
             _ => Ok(false),
         }
     }
@@ -200,12 +207,14 @@ impl MetricTargets {
             rabbitmq,
             dcgm,
             inference,
+            nats,
         } = self;
         let set = [
             ("redis", redis.is_some()),
             ("rabbitmq", rabbitmq.is_some()),
             ("dcgm", dcgm.is_some()),
             ("inference", inference.is_some()),
+            ("nats", nats.is_some()),
         ];
         set.into_iter()
             .filter_map(|(kind, set)| set.then_some(kind))

@@ -50,6 +50,7 @@ pub mod workers;
 // The source kinds: a folder each; [`kinds`] names them all.
 pub mod dcgm;
 pub mod inference;
+pub mod nats;
 pub mod rabbitmq;
 pub mod redis;
 

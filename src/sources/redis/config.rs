@@ -98,44 +98,7 @@ impl<'de> Deserialize<'de> for RedisSourceConfig {
     }
 }
 
-/// `sources.<name>.redis.wake`: being told when a watched key changes, so a job pushed into an
-/// empty queue is seen in milliseconds rather than at the next poll.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WakeConfig {
-    /// Watch the keys (default `true`); `false`: poll only.
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// Most extra polls per second that changes may cause (default 5): a queue taking
-    /// thousands of pushes a second costs this many polls, not thousands.
-    #[serde(default = "default_wake_rate")]
-    pub max_polls_per_second: f64,
-    /// Time let pass after a change before polling, so a burst is one poll (default 5ms).
-    #[serde(default = "default_debounce")]
-    pub debounce: HumanDuration,
-}
-
-impl Default for WakeConfig {
-    fn default() -> Self {
-        WakeConfig {
-            enabled: true,
-            max_polls_per_second: default_wake_rate(),
-            debounce: default_debounce(),
-        }
-    }
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_wake_rate() -> f64 {
-    5.0
-}
-
-fn default_debounce() -> HumanDuration {
-    HumanDuration(std::time::Duration::from_millis(5))
-}
+pub use crate::wake::WakeConfig;
 
 /// Where a Sentinel-managed source reads (`sentinel.read_from`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -379,18 +342,7 @@ impl RedisSourceConfig {
                 "must be a positive number",
             ));
         }
-        if !(self.wake.max_polls_per_second.is_finite() && self.wake.max_polls_per_second > 0.0) {
-            return Err(ConfigError::invalid(
-                format!("{at}.wake.max_polls_per_second"),
-                "must be a positive number (set wake.enabled: false to poll only)",
-            ));
-        }
-        if self.wake.debounce.0 > std::time::Duration::from_secs(10) {
-            return Err(ConfigError::invalid(
-                format!("{at}.wake.debounce"),
-                "must be at most 10s (it delays every wake)",
-            ));
-        }
+        self.wake.validate(&format!("{at}.wake"))?;
         if let Some(db) = self.db
             && db < 0
         {

@@ -137,6 +137,9 @@ impl RedisRead {
             | Measure::QueueTimeSeconds
             | Measure::Value
             | Measure::Rate
+            | Measure::AckPending
+            | Measure::Redelivered
+            | Measure::WaitingPulls
             // A job library's measures are read through the generic ones its preset names.
             | Measure::Due
             | Measure::Delayed
