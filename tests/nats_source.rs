@@ -1,0 +1,374 @@
+//! The `nats` source against the NATS server on 127.0.0.1:4222 (JetStream on; `make test`
+//! starts one), a stream of its own per test, deleted after: work-queue and limits retention,
+//! pull and push consumers, filtered consumers and consumer patterns, with the official client
+//! (async-nats' JetStream layer) publishing, fetching and acknowledging as workers do. What is
+//! served is compared with what the clients did; what cannot be read is an error naming it,
+//! never 0.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use common::{Adapter, on_own_runtime, quantity, value_is};
+use futures_util::StreamExt as _;
+
+const URL: &str = "nats://127.0.0.1:4222";
+
+/// A stream name and subject root no other test uses.
+fn unique(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("QMA_{}_{}_{nanos}", test.to_uppercase(), std::process::id())
+}
+
+/// Deletes its stream (and so its consumers and messages) when dropped.
+struct StreamGuard(String);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        on_own_runtime(async move {
+            if let Ok(c) = async_nats::connect(URL).await {
+                let _ = jetstream::new(c).delete_stream(&name).await;
+            }
+        });
+    }
+}
+
+async fn js() -> (async_nats::Client, jetstream::Context) {
+    let client = async_nats::connect(URL)
+        .await
+        .expect("NATS on 127.0.0.1:4222 (make test starts it: scripts/ensure-nats.sh)");
+    let js = jetstream::new(client.clone());
+    (client, js)
+}
+
+async fn make_stream(
+    js: &jetstream::Context,
+    name: &str,
+    retention: stream::RetentionPolicy,
+) -> (stream::Stream, StreamGuard) {
+    let s = js
+        .create_stream(stream::Config {
+            name: name.to_string(),
+            subjects: vec![format!("{}.>", name.to_lowercase())],
+            retention,
+            ..Default::default()
+        })
+        .await
+        .expect("create stream");
+    (s, StreamGuard(name.to_string()))
+}
+
+async fn pull_consumer(
+    s: &stream::Stream,
+    name: &str,
+    filter: Option<String>,
+) -> consumer::Consumer<consumer::pull::Config> {
+    s.create_consumer(consumer::pull::Config {
+        durable_name: Some(name.to_string()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        filter_subject: filter.unwrap_or_default(),
+        ..Default::default()
+    })
+    .await
+    .expect("create consumer")
+}
+
+async fn publish(js: &jetstream::Context, subject: String, n: usize) {
+    for i in 0..n {
+        js.publish(subject.clone(), format!("job {i}").into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+}
+
+/// A config of source `js` on the local server with `metrics` (YAML list items).
+fn config(poll: &str, metrics: &str) -> String {
+    format!(
+        "poll_interval: {poll}\nsources:\n  js:\n    nats:\n      servers: [{URL}]\nmetrics:\n{metrics}"
+    )
+}
+
+fn metric(name: &str, measure: &str, stream: &str, consumer: Option<&str>) -> String {
+    let consumer = consumer.map_or(String::new(), |c| format!(", consumer: {c}"));
+    format!(
+        "  - {{name: {name}, source: js, measure: {measure}, nats: {{stream: {stream}{consumer}}}}}\n"
+    )
+}
+
+async fn value(a: &Adapter, name: &str) -> Result<f64, String> {
+    let (status, body) = a.metric(name, None).await;
+    match body["items"][0]["value"].as_str() {
+        Some(v) if status == 200 => Ok(quantity(v)),
+        _ => Err(format!("{status} {body}")),
+    }
+}
+
+/// Waits until `name` serves `want` (bounded).
+async fn until(a: &Adapter, name: &str, want: f64) {
+    a.wait_for(name, None, Duration::from_secs(10), value_is(want))
+        .await;
+}
+
+/// Waits until `name` answers an error whose text holds `needle` (bounded) and returns it.
+async fn error_of(a: &Adapter, name: &str, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let got = value(a, name).await;
+        if let Err(e) = &got
+            && e.contains(needle)
+        {
+            return e.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{name}: {got:?}, wanted an error with {needle:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_work_queue_pull_consumer_lag_in_flight_and_oldest_age_as_a_worker_takes_and_acks() {
+    let (_client, js) = js().await;
+    let name = unique("wq");
+    let (s, _guard) = make_stream(&js, &name, stream::RetentionPolicy::WorkQueue).await;
+    let workers = pull_consumer(&s, "workers", None).await;
+    let subject = format!("{}.embed", name.to_lowercase());
+    publish(&js, subject.clone(), 1).await;
+    let first_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    publish(&js, subject.clone(), 4).await;
+    let metrics = [
+        metric("lag", "lag", &name, Some("workers")),
+        metric("in_flight", "ack_pending", &name, Some("workers")),
+        metric("waiting", "waiting_pulls", &name, Some("workers")),
+        metric("redelivered", "redelivered", &name, Some("workers")),
+        metric(
+            "age",
+            "oldest_unprocessed_age_seconds",
+            &name,
+            Some("workers"),
+        ),
+        metric("length", "length", &name, None),
+        metric("consumer_length", "length", &name, Some("workers")),
+    ]
+    .concat();
+    let a = Adapter::start(&config("200ms", &metrics)).await;
+    until(&a, "lag", 5.0).await;
+    until(&a, "length", 5.0).await;
+    until(&a, "consumer_length", 5.0).await;
+    until(&a, "in_flight", 0.0).await;
+    until(&a, "waiting", 0.0).await;
+    let age = value(&a, "age").await.expect("age");
+    let truth = first_at.elapsed().as_secs_f64();
+    assert!(
+        (age - truth).abs() < 0.5,
+        "oldest age {age}, first message published {truth} s ago"
+    );
+
+    // A worker takes two and acknowledges neither: in flight, and still the oldest.
+    let mut taken = workers
+        .fetch()
+        .max_messages(2)
+        .messages()
+        .await
+        .expect("fetch");
+    let mut held = Vec::new();
+    while let Some(m) = taken.next().await {
+        held.push(m.expect("message"));
+    }
+    assert_eq!(held.len(), 2);
+    until(&a, "lag", 3.0).await;
+    until(&a, "in_flight", 2.0).await;
+    let age = value(&a, "age").await.expect("age");
+    assert!(
+        age >= first_at.elapsed().as_secs_f64() - 0.5,
+        "the unacknowledged first message is still the oldest: {age}"
+    );
+    // Acknowledging the first makes the second (published 1.5 s later) the oldest.
+    held[0].ack().await.expect("ack");
+    let start = Instant::now();
+    loop {
+        let age = value(&a, "age").await.expect("age");
+        if age < first_at.elapsed().as_secs_f64() - 1.0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "age stays {age}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    held[1].ack().await.expect("ack");
+
+    // A pull request waiting at the consumer is an idle worker.
+    let mut rest = workers
+        .fetch()
+        .max_messages(3)
+        .messages()
+        .await
+        .expect("fetch");
+    while let Some(m) = rest.next().await {
+        m.expect("message").ack().await.expect("ack");
+    }
+    until(&a, "lag", 0.0).await;
+    until(&a, "in_flight", 0.0).await;
+    until(&a, "age", 0.0).await;
+    until(&a, "length", 0.0).await;
+    let waiting = workers
+        .batch()
+        .max_messages(1)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .expect("pull request");
+    until(&a, "waiting", 1.0).await;
+    drop(waiting);
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn limits_retention_filters_patterns_and_push_consumers() {
+    let (client, js) = js().await;
+    let name = unique("limits");
+    let root = name.to_lowercase();
+    let (s, _guard) = make_stream(&js, &name, stream::RetentionPolicy::Limits).await;
+    pull_consumer(&s, "gpu-a", Some(format!("{root}.gpu.a"))).await;
+    pull_consumer(&s, "gpu-b", Some(format!("{root}.gpu.b"))).await;
+    pull_consumer(&s, "all", None).await;
+    let deliver = client.new_inbox();
+    s.create_consumer(consumer::push::Config {
+        durable_name: Some("pushed".into()),
+        deliver_subject: deliver.clone(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ..Default::default()
+    })
+    .await
+    .expect("push consumer");
+    publish(&js, format!("{root}.gpu.a"), 3).await;
+    publish(&js, format!("{root}.gpu.b"), 2).await;
+    publish(&js, format!("{root}.cpu"), 4).await;
+    let pattern = format!(
+        "  - {{name: gpu_lag, source: js, measure: lag, nats: {{stream: {name}, consumer_pattern: '^gpu-'}}}}\n"
+    );
+    let metrics = [
+        pattern,
+        metric("a_length", "length", &name, Some("gpu-a")),
+        metric("all_length", "length", &name, Some("all")),
+        metric(
+            "a_age",
+            "oldest_unprocessed_age_seconds",
+            &name,
+            Some("gpu-a"),
+        ),
+        metric("a_arrivals", "arrival_rate", &name, Some("gpu-a")),
+        metric("push_lag", "lag", &name, Some("pushed")),
+        metric("push_waiting", "waiting_pulls", &name, Some("pushed")),
+    ]
+    .concat();
+    let a = Adapter::start(&config("200ms", &metrics)).await;
+    a.ready().await;
+    let (status, body) = a
+        .wait_for("gpu_lag", None, Duration::from_secs(10), |s, b| {
+            s == 200 && b["items"].as_array().is_some_and(|i| i.len() == 2)
+        })
+        .await;
+    assert_eq!(status, 200);
+    let mut lags: Vec<(String, f64)> = body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            assert_eq!(i["metricLabels"]["stream"], name.as_str());
+            (
+                i["metricLabels"]["consumer"]
+                    .as_str()
+                    .expect("consumer label")
+                    .to_string(),
+                quantity(i["value"].as_str().expect("value")),
+            )
+        })
+        .collect();
+    lags.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        lags,
+        vec![("gpu-a".to_string(), 3.0), ("gpu-b".to_string(), 2.0)]
+    );
+    until(&a, "a_length", 3.0).await;
+    until(&a, "all_length", 9.0).await;
+    assert!(value(&a, "a_age").await.expect("age") >= 0.0);
+    let e = error_of(&a, "a_arrivals", "cannot be counted").await;
+    assert!(e.contains(&format!("{root}.gpu.a")), "{e}");
+    // Nothing subscribes to the push consumer's subject: it delivers nothing, lag stays.
+    until(&a, "push_lag", 9.0).await;
+    error_of(&a, "push_waiting", "push consumer").await;
+    // Limits retention keeps acknowledged messages: the stream's length stays; lag moves.
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_stream_or_consumer_is_an_error_naming_it_until_it_exists() {
+    let (_client, js) = js().await;
+    let name = unique("missing");
+    let metrics = [
+        metric("lag", "lag", &name, Some("workers")),
+        metric("length", "length", &name, None),
+    ]
+    .concat();
+    let a = Adapter::start(&config("200ms", &metrics)).await;
+    let e = error_of(&a, "lag", "not found").await;
+    assert!(
+        e.contains(&format!("stream \\\"{name}\\\" not found")),
+        "{e}"
+    );
+    error_of(&a, "length", &name).await;
+    let (s, _guard) = make_stream(&js, &name, stream::RetentionPolicy::WorkQueue).await;
+    until(&a, "length", 0.0).await;
+    let e = error_of(&a, "lag", "consumer").await;
+    assert!(e.contains("\\\"workers\\\" not found"), "{e}");
+    pull_consumer(&s, "workers", None).await;
+    until(&a, "lag", 0.0).await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_deleted_oldest_message_gives_the_next_ones_age_never_zero() {
+    let (_client, js) = js().await;
+    let name = unique("deleted");
+    let (s, _guard) = make_stream(&js, &name, stream::RetentionPolicy::Limits).await;
+    pull_consumer(&s, "workers", None).await;
+    let subject = format!("{}.x", name.to_lowercase());
+    publish(&js, subject.clone(), 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second_at = Instant::now();
+    publish(&js, subject.clone(), 1).await;
+    let metrics = metric(
+        "age",
+        "oldest_unprocessed_age_seconds",
+        &name,
+        Some("workers"),
+    );
+    let a = Adapter::start(&config("200ms", &metrics)).await;
+    a.ready().await;
+    let age = value(&a, "age").await.expect("age");
+    assert!(age >= 1.4, "the first message's age: {age}");
+    s.delete_message(1).await.expect("delete the oldest");
+    let start = Instant::now();
+    loop {
+        let age = value(&a, "age").await.expect("age");
+        let truth = second_at.elapsed().as_secs_f64();
+        if (age - truth).abs() < 0.5 {
+            break;
+        }
+        assert!(
+            age > 0.0,
+            "a deleted oldest message is never an age of 0: {age}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(10), "age stays {age}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.stop().await;
+}
