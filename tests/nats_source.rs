@@ -372,3 +372,207 @@ async fn a_deleted_oldest_message_gives_the_next_ones_age_never_zero() {
     }
     a.stop().await;
 }
+
+/// What waits at consumer `c`: undelivered + delivered and not acknowledged.
+async fn backlog(c: &mut consumer::Consumer<consumer::pull::Config>) -> f64 {
+    let info = c.info().await.expect("consumer info");
+    (info.num_pending + info.num_ack_pending as u64) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rates_drain_time_and_workers_needed_follow_a_publisher_and_a_worker() {
+    use common::kube_stub::{KubeStub, deployment};
+    use common::paced::Events;
+    let stub = KubeStub::start().await;
+    stub.apply("deployments", deployment("ml", "embed-worker", 2));
+    let (_client, js) = js().await;
+    let name = unique("rates");
+    let (s, _guard) = make_stream(&js, &name, stream::RetentionPolicy::WorkQueue).await;
+    let mut workers = pull_consumer(&s, "workers", None).await;
+    let config = format!(
+        r#"poll_interval: 200ms
+kubernetes:
+  kubeconfig: {kubeconfig}
+sources:
+  js:
+    nats: {{servers: [{URL}], wake: {{enabled: false}}, max_drain_seconds: 3600}}
+metrics:
+  - {{name: arrivals, source: js, measure: arrival_rate, window: 3s, nats: {{stream: {name}, consumer: workers}}}}
+  - {{name: stream_arrivals, source: js, measure: arrival_rate, window: 3s, nats: {{stream: {name}}}}}
+  - {{name: completions, source: js, measure: completion_rate, window: 3s, nats: {{stream: {name}, consumer: workers}}}}
+  - {{name: drain, source: js, measure: drain_seconds, window: 3s, nats: {{stream: {name}, consumer: workers}}}}
+  - name: needed
+    source: js
+    measure: workers_needed
+    window: 3s
+    target_wait: 10s
+    workers: {{deployment: embed-worker, namespace: ml}}
+    nats: {{stream: {name}, consumer: workers}}
+"#,
+        kubeconfig = stub.kubeconfig().display()
+    );
+    let a = Adapter::start(&config).await;
+    // The first reading of a counter is no rate.
+    error_of(&a, "arrivals", "read once").await;
+
+    // 20 messages a second in; one worker takes and acknowledges 10 a second.
+    let (published, acked) = (Events::default(), Events::default());
+    let producer = {
+        let (js, published) = (js.clone(), published.clone());
+        let subject = format!("{}.job", name.to_lowercase());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tick.tick().await;
+                js.publish(subject.clone(), "job".into())
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("stored");
+                published.record();
+            }
+        })
+    };
+    let worker = {
+        let (workers, acked) = (workers.clone(), acked.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                let mut batch = workers
+                    .fetch()
+                    .max_messages(1)
+                    .messages()
+                    .await
+                    .expect("fetch");
+                while let Some(m) = batch.next().await {
+                    m.expect("message").ack().await.expect("ack");
+                    acked.record();
+                }
+            }
+        })
+    };
+    let window = Duration::from_secs(3);
+    tokio::time::sleep(window + Duration::from_millis(500)).await;
+    let close = async |metric: &str, truth: &dyn Fn() -> f64| {
+        let start = Instant::now();
+        loop {
+            let got = value(&a, metric).await;
+            let want = truth();
+            if let Ok(v) = got
+                && (v - want).abs() <= 0.15 * want
+            {
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{metric}: served {got:?}, the clients' {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    close("arrivals", &|| published.rate(window)).await;
+    close("stream_arrivals", &|| published.rate(window)).await;
+    let done = close("completions", &|| acked.rate(window)).await;
+
+    // Drain time: what waits over the served completion rate; workers needed: the formula
+    // ⌈(λ + W / T) / μ⌉ with μ the acknowledgements per ready replica (2).
+    let start = Instant::now();
+    loop {
+        let (rate, drain, needed) = (
+            value(&a, "completions").await,
+            value(&a, "drain").await,
+            value(&a, "needed").await,
+        );
+        let w = backlog(&mut workers).await;
+        if let (Ok(rate), Ok(drain), Ok(needed)) = (&rate, &drain, &needed) {
+            let formula = ((published.rate(window) + w / 10.0) / (acked.rate(window) / 2.0)).ceil();
+            if (drain - w / rate).abs() <= 0.15 * (w / rate) && (needed - formula).abs() <= 1.0 {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "drain {drain:?} / needed {needed:?}: waiting {w}, completions {rate:?} (served {done})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The clients stop: nothing arrives, nothing leaves, a backlog stays: rates 0, the drain
+    // time is max_drain_seconds.
+    producer.abort();
+    worker.abort();
+    a.wait_for("arrivals", None, Duration::from_secs(10), value_is(0.0))
+        .await;
+    a.wait_for("completions", None, Duration::from_secs(10), value_is(0.0))
+        .await;
+    a.wait_for("drain", None, Duration::from_secs(10), value_is(3600.0))
+        .await;
+    a.stop().await;
+}
+
+/// Publishes one message to each of `streams` in turn, idle until then, and returns how long
+/// each took to be served (the metric `lag_<i>` going from 0 to 1).
+async fn wake_latencies(poll: &str, n: usize) -> Vec<Duration> {
+    let (_client, js) = js().await;
+    let mut guards = Vec::new();
+    let mut metrics = String::new();
+    let mut names = Vec::new();
+    for i in 0..n {
+        let name = unique(&format!("wake{i}"));
+        let (s, guard) = make_stream(&js, &name, stream::RetentionPolicy::WorkQueue).await;
+        pull_consumer(&s, "workers", None).await;
+        metrics.push_str(&metric(&format!("lag_{i}"), "lag", &name, Some("workers")));
+        guards.push(guard);
+        names.push(name);
+    }
+    let a = Adapter::start(&config(poll, &metrics)).await;
+    for i in 0..n {
+        until(&a, &format!("lag_{i}"), 0.0).await;
+    }
+    // The subscriptions are made after the first poll; give them a moment to reach the server.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut took = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let start = Instant::now();
+        publish(&js, format!("{}.job", name.to_lowercase()), 1).await;
+        let metric = format!("lag_{i}");
+        loop {
+            if value(&a, &metric).await == Ok(1.0) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{metric} never served 1"
+            );
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        took.push(start.elapsed());
+        // Past the wake rate limit's bucket refill, as separate arrivals are.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    a.stop().await;
+    took.sort();
+    took
+}
+
+#[tokio::test]
+async fn a_publish_to_an_idle_stream_wakes_the_poll_at_once() {
+    // At a 30 s poll interval, only the wake can serve a message within a second.
+    let took = wake_latencies("30s", 20).await;
+    let (p50, p95) = (took[took.len() / 2], took[took.len() * 95 / 100]);
+    eprintln!(
+        "NATS wake at poll_interval 30s: p50 {p50:?}, p95 {p95:?}, max {:?}",
+        took.last()
+    );
+    assert!(
+        p95 < Duration::from_secs(2),
+        "woken polls serve a publish within milliseconds, not at the next poll: p95 {p95:?}"
+    );
+    let took = wake_latencies("2s", 20).await;
+    let (p50, p95) = (took[took.len() / 2], took[took.len() * 95 / 100]);
+    eprintln!(
+        "NATS wake at poll_interval 2s: p50 {p50:?}, p95 {p95:?}, max {:?}",
+        took.last()
+    );
+}
