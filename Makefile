@@ -1,5 +1,5 @@
-# Two commands matter: `make run` and `make test`. Both make sure Redis and RabbitMQ (with its
-# management plugin) run first.
+# Two commands matter: `make run` and `make test`. Both make sure Redis, RabbitMQ (with its
+# management plugin) and NATS (with JetStream) run first.
 CARGO ?= cargo
 CONFIG ?= examples/local.yaml
 LISTEN ?= 127.0.0.1:8080
@@ -10,8 +10,10 @@ GRPC ?= 127.0.0.1:9090
 services:
 	@scripts/ensure-redis.sh
 	@scripts/ensure-rabbitmq.sh
+	@scripts/ensure-nats.sh
 
-## Build, make sure Redis runs, and serve examples/local.yaml in the foreground.
+## Build, make sure Redis, RabbitMQ and NATS (with JetStream) run, and serve examples/local.yaml in
+## the foreground.
 run: services
 	$(CARGO) build --release
 	@echo
@@ -40,11 +42,13 @@ check: services
 
 ## The whole suite: formatting, clippy, unit and integration tests against the local Redis (job
 ## libraries' real clients and workers included, installed under target/ at pinned versions),
+## RabbitMQ and NATS with JetStream (and private nats-server processes: TLS, NKeys, accounts),
 ## the Redis tests a second time over RESP3, benchmarks run once as tests, `kubectl get --raw` against the adapter, and curl over HTTPS
 ## with and without a front-proxy client certificate, and every manifest under deploy/ validated
 ## offline (Kubernetes schemas + checkov, promtool for the alert rules), a few seconds of every fuzz
 ## target, the OCI image built and run (`make image`), and `make demo` to zero replicas.
 test: export QMA_NEED_REDIS_TOOLS := 1
+test: export QMA_NEED_NATS_SERVER := 1
 test: services lint
 	@scripts/ensure-prometheus.sh
 	@scripts/ensure-job-libraries.sh

@@ -1,6 +1,7 @@
 //! The set-up scripts `make run` and `make test` start with, on the paths CI's machine never
-//! takes: Redis and RabbitMQ installed but stopped (a fresh machine after boot), and a service
-//! that does not come up, which must end in a bounded time with a message saying where to look.
+//! takes: Redis, RabbitMQ and NATS installed but stopped (a fresh machine after boot), and a
+//! service that does not come up, which must end in a bounded time with a message saying where
+//! to look.
 //! Each runs the real script against a private instance on free ports and stops it after. The
 //! job libraries' installer is run where its interpreters are missing.
 
@@ -75,6 +76,168 @@ fn ensure_redis_starts_a_stopped_server_and_gives_up_on_a_port_that_never_answer
         "the message names the address and the log: {said}"
     );
     assert!(took < Duration::from_secs(30), "bounded: {took:?}");
+}
+
+/// The INFO line a NATS server on `port` sends first, or what went wrong reading it.
+fn nats_info(port: u16) -> Result<String, String> {
+    use std::io::BufRead;
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    Ok(line)
+}
+
+/// Kills the nats-server the script started on `port` (its pid file) and removes its directory.
+fn stop_script_nats(port: u16) {
+    let dir = format!("/tmp/qma-nats-{port}");
+    if let Ok(pid) = std::fs::read_to_string(format!("{dir}/nats.pid")) {
+        let _ = Command::new("kill").args(["-9", pid.trim()]).output();
+    }
+    // Its store may be written to until it is gone.
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ensure_nats_starts_a_stopped_server_with_jetstream_and_refuses_what_is_not_one() {
+    let port = free_port();
+    let env = [("NATS_PORT", port.to_string())];
+    let (out, took) = run("ensure-nats.sh", &env);
+    let said = text(&out);
+    let info = nats_info(port);
+    let (again, _) = run("ensure-nats.sh", &env);
+    let said_again = text(&again);
+    // Stop it before asserting, so a failure leaves nothing running.
+    stop_script_nats(port);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("starting nats-server"), "{said}");
+    let info = info.expect("the started server answers");
+    assert!(
+        info.starts_with("INFO ") && info.contains(r#""jetstream":true"#),
+        "{info}"
+    );
+    eprintln!("stopped NATS started by the script in {took:?}");
+    assert!(
+        again.status.success() && said_again.contains("already running"),
+        "{said_again}"
+    );
+
+    // A NATS server without JetStream holds the port: it says so and fails.
+    let plain = free_port();
+    let mut server = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &plain.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nats-server is installed (make test installs it)");
+    let start = Instant::now();
+    while nats_info(plain).is_err() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (out, _) = run("ensure-nats.sh", &[("NATS_PORT", plain.to_string())]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(format!("/tmp/qma-nats-{plain}"));
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("127.0.0.1:{plain}")) && said.contains("JetStream is off"),
+        "{said}"
+    );
+
+    // Something else holds the port and never answers: a clear error, in bounded time.
+    let squatter = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let held = squatter.local_addr().expect("addr").port();
+    let (out, took) = run(
+        "ensure-nats.sh",
+        &[
+            ("NATS_PORT", held.to_string()),
+            ("QMA_NATS_START_TIMEOUT", "2".into()),
+        ],
+    );
+    let said = text(&out);
+    let _ = std::fs::remove_dir_all(format!("/tmp/qma-nats-{held}"));
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("127.0.0.1:{held}")) && said.contains("no NATS INFO"),
+        "the message names the address: {said}"
+    );
+    assert!(took < Duration::from_secs(30), "bounded: {took:?}");
+    drop(squatter);
+}
+
+/// A `nats-server` that never answers (it hangs) or dies at once: the script gives up in
+/// bounded time and names its log.
+#[test]
+fn ensure_nats_gives_up_on_a_server_that_never_answers_and_names_its_log() {
+    let dir = std::env::temp_dir().join(format!("qma-ensure-nats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp bin");
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let fake = |body: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let file = dir.join("nats-server");
+        std::fs::write(
+            &file,
+            format!(
+                "#!/bin/sh
+{body}
+"
+            ),
+        )
+        .expect("fake nats-server");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    };
+    // Hangs for a little longer than the script waits, then goes away by itself.
+    fake("exec sleep 4");
+    let hung = free_port();
+    let (out_hung, took_hung) = run(
+        "ensure-nats.sh",
+        &[
+            ("NATS_PORT", hung.to_string()),
+            ("QMA_NATS_START_TIMEOUT", "2".into()),
+            ("PATH", path.clone()),
+        ],
+    );
+    fake("echo 'fake nats-server: listen tcp: address already in use' >&2; exit 1");
+    let died = free_port();
+    let (out_died, took_died) = run(
+        "ensure-nats.sh",
+        &[("NATS_PORT", died.to_string()), ("PATH", path)],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(format!("/tmp/qma-nats-{hung}"));
+    let _ = std::fs::remove_dir_all(format!("/tmp/qma-nats-{died}"));
+
+    let said = text(&out_hung);
+    assert!(!out_hung.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("did not answer on 127.0.0.1:{hung} within 2s"))
+            && said.contains(&format!("/tmp/qma-nats-{hung}/nats.log")),
+        "the message names the address and the log: {said}"
+    );
+    assert!(
+        took_hung < Duration::from_secs(30),
+        "bounded: {took_hung:?}"
+    );
+
+    let said = text(&out_died);
+    assert!(!out_died.status.success(), "{said}");
+    assert!(
+        said.contains("exited without answering")
+            && said.contains(&format!("/tmp/qma-nats-{died}/nats.log"))
+            && said.contains("address already in use"),
+        "the message names the log and quotes it: {said}"
+    );
+    assert!(took_died < Duration::from_secs(5), "at once: {took_died:?}");
 }
 
 /// A private node's directory, as the rabbitmq user's, with the management plugin off.

@@ -12,6 +12,7 @@ pub mod gpu;
 pub mod job_libraries;
 pub mod kube_stub;
 pub mod model_server;
+pub mod nats;
 pub mod paced;
 pub mod pki;
 pub mod prometheus;
