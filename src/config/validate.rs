@@ -453,6 +453,26 @@ mod tests {
                 mentions: &["exactly one kind"],
             },
             Case {
+                name: "nats metric without a consumer",
+                yaml: "sources:\n  n:\n    nats: {servers: [\"nats://127.0.0.1:4222\"]}\nmetrics:\n  - {name: a, source: n, measure: lag, nats: {stream: JOBS}}\n".into(),
+                mentions: &["metrics[0] (a).nats", "name it with consumer"],
+            },
+            Case {
+                name: "nats source without a server",
+                yaml: "sources:\n  n:\n    nats: {servers: []}\nmetrics:\n  - {name: a, source: n, measure: length, nats: {stream: JOBS}}\n".into(),
+                mentions: &["sources.n.nats.servers", "at least one server"],
+            },
+            Case {
+                name: "nats window on a gauge",
+                yaml: "sources:\n  n:\n    nats: {servers: [\"nats://127.0.0.1:4222\"]}\nmetrics:\n  - {name: a, source: n, measure: lag, window: 5s, nats: {stream: JOBS, consumer: w}}\n".into(),
+                mentions: &["metrics[0] (a).window", "not computed over a window"],
+            },
+            Case {
+                name: "reserved nats label",
+                yaml: "sources:\n  n:\n    nats: {servers: [\"nats://127.0.0.1:4222\"]}\nmetrics:\n  - {name: a, source: n, measure: lag, labels: {consumer: x}, nats: {stream: JOBS, consumer: w}}\n".into(),
+                mentions: &["must not set \"consumer\""],
+            },
+            Case {
                 name: "zero interval",
                 yaml: format!("poll_interval: 0s\n{}", m("{name: a, source: jobs, measure: length, redis: {type: list, key: q}}")),
                 mentions: &["poll_interval", "greater than zero"],
