@@ -300,6 +300,14 @@ impl NatsSource {
     }
 }
 
+/// One series of a metric this poll.
+enum Series<'r> {
+    /// The stream itself.
+    Stream,
+    /// A consumer (`None` where the list of a pattern failed), its info or why there is none.
+    Consumer(Option<String>, Result<&'r ConsumerInfo, String>),
+}
+
 /// What the first round read.
 #[derive(Default)]
 struct Round {
@@ -459,14 +467,11 @@ impl NatsSource {
         round
     }
 
-    /// The consumers each metric reads, with their infos (or why a consumer or list is
-    /// missing: one series naming it).
-    fn consumers_of<'r>(
-        m: &MetricPlan,
-        round: &'r Round,
-    ) -> Vec<(Option<String>, Result<&'r ConsumerInfo, String>)> {
+    /// The series metric `m` has this poll: its stream, or each consumer it reads with its
+    /// info (or why a consumer or the list is missing: one series naming it).
+    fn series_of<'r>(m: &MetricPlan, round: &'r Round) -> Vec<Series<'r>> {
         match &m.consumers {
-            Consumers::Stream => vec![(None, Err(String::new()))],
+            Consumers::Stream => vec![Series::Stream],
             Consumers::One(c) => {
                 let info = round
                     .consumers
@@ -474,16 +479,19 @@ impl NatsSource {
                     .map_or(Err(format!("consumer {c:?} was not read")), |r| {
                         r.as_ref().map_err(ToString::to_string)
                     });
-                vec![(Some(c.clone()), info)]
+                vec![Series::Consumer(Some(c.clone()), info)]
             }
             Consumers::Pattern(re) => match round.lists.get(&m.stream) {
                 Some(Ok(list)) => list
                     .iter()
                     .filter(|c| re.is_match(&c.name))
-                    .map(|c| (Some(c.name.clone()), Ok(c)))
+                    .map(|c| Series::Consumer(Some(c.name.clone()), Ok(c)))
                     .collect(),
-                Some(Err(e)) => vec![(None, Err(e.to_string()))],
-                None => vec![(None, Err("the consumers were not listed".into()))],
+                Some(Err(e)) => vec![Series::Consumer(None, Err(e.to_string()))],
+                None => vec![Series::Consumer(
+                    None,
+                    Err("the consumers were not listed".into()),
+                )],
             },
         }
     }
@@ -492,8 +500,10 @@ impl NatsSource {
         let mut ages: BTreeMap<(String, String), ConsumerInfo> = BTreeMap::new();
         let mut filtered: BTreeSet<(String, Vec<String>)> = BTreeSet::new();
         for m in &self.metrics {
-            for (_, info) in Self::consumers_of(m, round) {
-                let Ok(info) = info else { continue };
+            for series in Self::series_of(m, round) {
+                let Series::Consumer(_, Ok(info)) = series else {
+                    continue;
+                };
                 match m.measure {
                     Measure::OldestUnprocessedAgeSeconds => {
                         ages.insert((m.stream.clone(), info.name.clone()), info.clone());
@@ -553,18 +563,21 @@ impl NatsSource {
                 Some(Err(e)) => Err(e.to_string()),
                 None => Err(format!("stream {:?} was not read", m.stream)),
             };
-            for (consumer, info) in Self::consumers_of(m, &round) {
-                let value = match (&stream, &m.consumers) {
-                    (Err(e), _) => Err(SeriesError::new(e.clone())),
-                    (Ok(s), Consumers::Stream) => self.stream_value(m, s, now_s),
-                    (Ok(s), _) => match &info {
-                        Ok(info) => self.consumer_value(m, s, info, &round, now_s),
-                        Err(e) => Err(SeriesError::new(e.clone())),
-                    },
+            for series in Self::series_of(m, &round) {
+                let (consumer, info) = match series {
+                    Series::Stream => (None, None),
+                    Series::Consumer(name, info) => (name, Some(info)),
                 };
+                let value = match (&stream, &info) {
+                    (Err(e), _) => Err(SeriesError::new(e.clone())),
+                    (Ok(s), None) => self.stream_value(m, s, now_s),
+                    (Ok(s), Some(Ok(info))) => self.consumer_value(m, s, info, &round, now_s),
+                    (Ok(_), Some(Err(e))) => Err(SeriesError::new(e.clone())),
+                };
+                let info = info.and_then(Result::ok);
                 if value == Ok(0.0)
                     && wakes(m.measure)
-                    && let Some(subjects) = subjects_of(&stream, &info)
+                    && let Some(subjects) = subjects_of(&stream, info)
                 {
                     idle.extend(subjects);
                 }
@@ -713,9 +726,9 @@ fn wakes(measure: Measure) -> bool {
 /// subjects.
 fn subjects_of(
     stream: &Result<&StreamInfo, String>,
-    info: &Result<&ConsumerInfo, String>,
+    info: Option<&ConsumerInfo>,
 ) -> Option<Vec<String>> {
-    if let Ok(info) = info {
+    if let Some(info) = info {
         let f = info.config.filters();
         if !f.is_empty() {
             return Some(f);
