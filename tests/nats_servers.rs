@@ -141,7 +141,7 @@ async fn tls_with_a_client_certificate() {
 }
 
 #[tokio::test]
-async fn user_password_and_nkey_logins() {
+async fn user_password_nkey_and_token_logins() {
     let users = "authorization {\n  users: [ { user: admin, password: admin-pass } ]\n}\n";
     let server = PrivateNats::start(users);
     let client =
@@ -189,11 +189,31 @@ async fn user_password_and_nkey_logins() {
     a.wait_for("lag", None, Duration::from_secs(10), value_is(1.0))
         .await;
     a.stop().await;
+
+    // A token, from a file.
+    let server = PrivateNats::start("authorization {\n  token: \"s3cret-token\"\n}\n");
+    let client = async_nats::ConnectOptions::with_token("s3cret-token".into())
+        .connect(server.url())
+        .await
+        .expect("connect with the token");
+    let _workers = fill(client, 2).await;
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "s3cret-token\n").expect("token file");
+    let config = format!(
+        "poll_interval: 200ms\nsources:\n  js:\n    nats: {{servers: [\"{}\"], token_file: \"{}\"}}\n{}",
+        server.url(),
+        token_file.display(),
+        metrics()
+    );
+    let a = Adapter::start(&config).await;
+    a.wait_for("lag", None, Duration::from_secs(10), value_is(2.0))
+        .await;
+    a.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
-async fn jetstream_of_another_account_through_its_api_prefix() {
+async fn jetstream_of_another_account_through_its_api_prefix_and_of_a_domain() {
     let server = PrivateNats::start(&account_prefix_config());
     let owner = async_nats::ConnectOptions::with_user_and_password("a".into(), "a".into())
         .connect(server.url())
@@ -215,6 +235,26 @@ async fn jetstream_of_another_account_through_its_api_prefix() {
     assert!(value(&a, "age").await.expect("age") >= 0.0);
     // Account B has no JetStream of its own: without the prefix its own API says so.
     error_of(&a, "direct_lag", "JetStream not enabled for account").await;
+    a.stop().await;
+
+    // A JetStream domain (a hub or leaf node's): the API is `$JS.<domain>.API`.
+    let dir = scratch_dir("domain");
+    let config = format!(
+        "jetstream {{\n  store_dir: \"{}\"\n  domain: hub\n}}\n",
+        dir.join("js").display()
+    );
+    let server = PrivateNats::start_in(dir, &config);
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let _workers = fill(client, 3).await;
+    let config = format!(
+        "poll_interval: 200ms\nsources:\n  js:\n    nats: {{servers: [\"{url}\"], domain: hub}}\n  other:\n    nats: {{servers: [\"{url}\"], domain: elsewhere}}\n{}  - {{name: other_lag, source: other, measure: lag, nats: {{stream: JOBS, consumer: workers}}}}\n",
+        metrics(),
+        url = server.url(),
+    );
+    let a = Adapter::start(&config).await;
+    a.wait_for("lag", None, Duration::from_secs(10), value_is(3.0))
+        .await;
+    error_of(&a, "other_lag", "nothing answered $JS.elsewhere.API").await;
     a.stop().await;
 }
 
