@@ -239,6 +239,7 @@ async fn limits_retention_filters_patterns_and_push_consumers() {
     pull_consumer(&s, "gpu-a", Some(format!("{root}.gpu.a"))).await;
     pull_consumer(&s, "gpu-b", Some(format!("{root}.gpu.b"))).await;
     pull_consumer(&s, "all", None).await;
+    pull_consumer(&s, "gpu-c", Some(format!("{root}.gpu.c"))).await;
     let deliver = client.new_inbox();
     s.create_consumer(consumer::push::Config {
         durable_name: Some("pushed".into()),
@@ -258,6 +259,7 @@ async fn limits_retention_filters_patterns_and_push_consumers() {
         pattern,
         metric("a_length", "length", &name, Some("gpu-a")),
         metric("all_length", "length", &name, Some("all")),
+        metric("c_length", "length", &name, Some("gpu-c")),
         metric(
             "a_age",
             "oldest_unprocessed_age_seconds",
@@ -273,7 +275,7 @@ async fn limits_retention_filters_patterns_and_push_consumers() {
     a.ready().await;
     let (status, body) = a
         .wait_for("gpu_lag", None, Duration::from_secs(10), |s, b| {
-            s == 200 && b["items"].as_array().is_some_and(|i| i.len() == 2)
+            s == 200 && b["items"].as_array().is_some_and(|i| i.len() == 3)
         })
         .await;
     assert_eq!(status, 200);
@@ -295,10 +297,15 @@ async fn limits_retention_filters_patterns_and_push_consumers() {
     lags.sort_by(|x, y| x.0.cmp(&y.0));
     assert_eq!(
         lags,
-        vec![("gpu-a".to_string(), 3.0), ("gpu-b".to_string(), 2.0)]
+        vec![
+            ("gpu-a".to_string(), 3.0),
+            ("gpu-b".to_string(), 2.0),
+            ("gpu-c".to_string(), 0.0)
+        ]
     );
     until(&a, "a_length", 3.0).await;
     until(&a, "all_length", 9.0).await;
+    until(&a, "c_length", 0.0).await;
     assert!(value(&a, "a_age").await.expect("age") >= 0.0);
     let e = error_of(&a, "a_arrivals", "cannot be counted").await;
     assert!(e.contains(&format!("{root}.gpu.a")), "{e}");

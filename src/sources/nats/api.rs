@@ -174,6 +174,13 @@ pub struct ConsumerInfo {
     pub ts: Option<String>,
 }
 
+impl ConsumerInfo {
+    /// Its messages not finished: not yet delivered, or delivered and not acknowledged.
+    pub fn backlog(&self) -> u64 {
+        self.num_pending.saturating_add(self.num_ack_pending)
+    }
+}
+
 /// The part of a consumer's configuration a poll uses.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct ConsumerConfig {
@@ -240,9 +247,10 @@ pub struct StoredMessage {
 /// # Errors
 /// The error JetStream answered, or what cannot be read.
 pub fn parse_reply<T: DeserializeOwned>(request: &str, bytes: &[u8]) -> Result<T, ApiError> {
+    // serde_json quotes a wrongly typed string whole: the message is cut to a bounded length.
     let bad = |e: serde_json::Error| ApiError::BadReply {
         request: request.to_string(),
-        what: e.to_string(),
+        what: bounded(&e.to_string()),
     };
     let head: ErrorOnly = serde_json::from_slice(bytes).map_err(bad)?;
     if let Some(e) = head.error {
@@ -254,6 +262,17 @@ pub fn parse_reply<T: DeserializeOwned>(request: &str, bytes: &[u8]) -> Result<T
         });
     }
     serde_json::from_slice(bytes).map_err(bad)
+}
+
+/// Longest error text kept from a reply.
+const MAX_ERROR_CHARS: usize = 300;
+
+/// `text`, cut to [`MAX_ERROR_CHARS`] characters.
+fn bounded(text: &str) -> String {
+    match text.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((at, _)) => format!("{}… ({} bytes in all)", &text[..at], text.len()),
+        None => text.to_string(),
+    }
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 time as the server writes them.
@@ -440,6 +459,13 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(named(e, "s", None), ApiError::StreamNotFound("s".into()));
+    }
+
+    #[test]
+    fn a_huge_wrongly_typed_field_gives_a_bounded_error() {
+        let body = format!(r#"{{"name":"{}","created":7}}"#, "x".repeat(100_000));
+        let e = parse_reply::<ConsumerInfo>("CONSUMER.INFO.s.c", body.as_bytes()).unwrap_err();
+        assert!(e.to_string().len() < 1_000, "{} bytes", e.to_string().len());
     }
 
     #[test]

@@ -25,8 +25,8 @@ pub const DEFAULT_MAX_REPLY_BYTES: usize = 8 * 1024 * 1024;
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(remote = "Self", deny_unknown_fields)]
 pub struct NatsSourceConfig {
-    /// `nats://host:4222` or `tls://host:4222`, several for a cluster (tried in order, then
-    /// the ones the server announces). No user or password in them: those come from files.
+    /// `nats://host:4222` or `tls://host:4222`, several for a cluster (the client picks one,
+    /// then the others and the ones the servers announce). No user or password in them: those come from files.
     #[serde(default)]
     pub servers: Vec<String>,
     /// `username`, `password_file`, `password_env`: user/password authentication.
@@ -79,6 +79,12 @@ pub struct NatsSourceConfig {
     /// The token, read at load from `token_file` or `token_env`.
     #[serde(skip)]
     pub token: Option<Secret>,
+    /// The NKey seed, read at load from `nkey_seed_file`.
+    #[serde(skip)]
+    pub nkey_seed: Option<Secret>,
+    /// The `.creds` file's content, read at load from `creds_file`.
+    #[serde(skip)]
+    pub creds: Option<Secret>,
 }
 
 impl<'de> Grouped<'de> for NatsSourceConfig {
@@ -292,14 +298,16 @@ impl NatsSourceConfig {
             })?)),
             _ => None,
         };
-        for (field, path) in [
-            ("nkey_seed_file", &self.nkey_seed_file),
-            ("creds_file", &self.creds_file),
-        ] {
-            if let Some(path) = path {
-                read_secret_file(path, &format!("{at}.{field}"))?;
-            }
-        }
+        // Kept in the config, so that a rotated file (the config watch re-reads it) is a
+        // changed source, which is built and connects anew with it.
+        self.nkey_seed = match &self.nkey_seed_file {
+            Some(path) => Some(read_secret_file(path, &format!("{at}.nkey_seed_file"))?),
+            None => None,
+        };
+        self.creds = match &self.creds_file {
+            Some(path) => Some(read_secret_file(path, &format!("{at}.creds_file"))?),
+            None => None,
+        };
         Ok(())
     }
 

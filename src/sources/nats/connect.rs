@@ -3,9 +3,10 @@
 //! while it is away fails at once with "not connected" rather than waiting for its requests to
 //! time out.
 //!
-//! Secrets are read from their files at each connect (a rotated token or seed is picked up when
-//! the client connects again) and handed to the client only; the client's own `Debug` prints no
-//! credential, and its errors name none.
+//! Secrets are the ones the config read at load (the password file is read again at each
+//! connect); a rotated token, seed or `.creds` file is a changed config, which builds the source
+//! anew and so connects with it. They are handed to the client only: the client's own `Debug`
+//! prints no credential, and its errors name none.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use async_nats::{ConnectOptions, Event, ServerAddr, ServerError};
 
-use super::config::{NatsSourceConfig, read_secret_file};
+use super::config::NatsSourceConfig;
 use crate::sources::source::SourceError;
 
 /// What the connection's events tell the source: a refused wake subscription turns waking off.
@@ -73,22 +74,21 @@ pub async fn connect(
             .unwrap_or_default();
         options = options.user_and_password(user.clone(), password);
     }
-    if let Some(path) = &conn.token_file {
-        let token = read_secret_file(path, "token_file").map_err(config)?;
-        options = options.token(token.expose().to_string());
-    } else if let Some(token) = &conn.token {
+    if let Some(token) = &conn.token {
         options = options.token(token.expose().to_string());
     }
-    if let Some(path) = &conn.nkey_seed_file {
-        let seed = read_secret_file(path, "nkey_seed_file").map_err(config)?;
+    if let Some(seed) = &conn.nkey_seed {
         options = options.nkey(seed.expose().to_string());
     }
-    if let Some(path) = &conn.creds_file {
+    if let Some(creds) = &conn.creds {
         options = options
-            .credentials_file(path)
-            .await
+            .credentials(creds.expose())
             .map_err(|e| SourceError::Config {
-                message: format!("creds_file {}: {}", path.display(), redact_io(&e)),
+                // Never the content: the error kind only.
+                message: format!(
+                    "creds_file does not hold a user JWT and seed ({})",
+                    e.kind()
+                ),
             })?;
     }
     if conn.tls_required() {
@@ -111,15 +111,6 @@ pub async fn connect(
             target: target(conn),
             message: e.to_string(),
         })
-}
-
-/// An I/O error's kind and message, never the file's content (a creds file that does not
-/// parse must not be quoted).
-fn redact_io(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => e.to_string(),
-        kind => format!("cannot be read as a .creds file ({kind})"),
-    }
 }
 
 fn readable(path: &Path, field: &str) -> Result<(), SourceError> {

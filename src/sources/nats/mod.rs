@@ -120,8 +120,9 @@ struct Continuity {
     identity: String,
     last_raw: f64,
     fed: f64,
-    /// The poll that last read it, so that vanished consumers are forgotten.
-    seen: u64,
+    /// When it was last read (unix seconds), so that vanished consumers are forgotten: after
+    /// the rates that use it have forgotten them too.
+    seen: f64,
 }
 
 /// This poll's readings of one consumer's counters, for rates.
@@ -145,7 +146,10 @@ pub struct NatsSource {
     /// (`""`: the stream).
     counters: HashMap<Arc<str>, Rates<String>>,
     continuity: HashMap<(Arc<str>, String, &'static str), Continuity>,
-    polls: u64,
+    /// How long a counter's continuity is kept after its last reading: longer than its rates
+    /// keep their readings (two windows), so a series that failed a few polls never restarts
+    /// from a lower count its rates would take for a reset.
+    forget_after: f64,
     /// Each `workers_needed` metric's consumer and workload, by metric name.
     workers: HashMap<Arc<str>, Workload>,
     replicas: Option<ReplicaReader>,
@@ -185,6 +189,11 @@ impl NatsSource {
                 measure: m.measure,
             });
         }
+        let max_window = spec
+            .metrics
+            .iter()
+            .map(|(m, _)| m.window().as_secs_f64())
+            .fold(0.0, f64::max);
         let counters = spec
             .metrics
             .iter()
@@ -217,7 +226,7 @@ impl NatsSource {
             max_drain_seconds: conn.max_drain_seconds(),
             counters,
             continuity: HashMap::new(),
-            polls: 0,
+            forget_after: 2.0 * max_window + 60.0,
             workers,
             replicas,
             signal,
@@ -266,10 +275,10 @@ impl NatsSource {
         Ok(c)
     }
 
-    /// Each request's bound: a third of the poll's, for the info round, the message gets and
-    /// one re-read.
+    /// Each request's bound: a quarter of the poll's, for the longest chain a poll makes (the
+    /// info round, the message gets, and where a message vanished a re-read and a get again).
     fn request_timeout(&self) -> Duration {
-        (self.poll_timeout / 3).max(Duration::from_millis(100))
+        (self.poll_timeout / 4).max(Duration::from_millis(100))
     }
 
     fn counter(
@@ -279,8 +288,8 @@ impl NatsSource {
         which: &'static str,
         identity: &str,
         raw: f64,
+        now_s: f64,
     ) -> f64 {
-        let polls = self.polls;
         let c = self
             .continuity
             .entry((metric.clone(), consumer.to_string(), which))
@@ -288,14 +297,14 @@ impl NatsSource {
                 identity: identity.to_string(),
                 last_raw: raw,
                 fed: raw,
-                seen: polls,
+                seen: now_s,
             });
         if c.identity == identity && raw >= c.last_raw {
             c.fed += raw - c.last_raw;
         }
         c.identity = identity.to_string();
         c.last_raw = raw;
-        c.seen = polls;
+        c.seen = now_s;
         c.fed
     }
 }
@@ -347,7 +356,7 @@ async fn oldest_age(api: &Api, stream: &str, info: &ConsumerInfo) -> (Result<f64
     let mut requests = 0;
     let mut info = info.clone();
     for attempt in 0..2 {
-        if info.num_pending + info.num_ack_pending == 0 {
+        if info.backlog() == 0 {
             return (Ok(0.0), requests);
         }
         let filters = info.config.filters();
@@ -398,7 +407,7 @@ async fn oldest_age(api: &Api, stream: &str, info: &ConsumerInfo) -> (Result<f64
         Err(format!(
             "consumer {:?} counts {} unprocessed messages but none is stored past its ack floor (stream sequence {}), twice: not served",
             info.name,
-            info.num_pending + info.num_ack_pending,
+            info.backlog(),
             info.ack_floor.stream_seq
         )),
         requests,
@@ -413,11 +422,13 @@ fn unix_ms() -> f64 {
 
 /// The messages `info` (a filtered stream info) holds on its subjects.
 fn filtered_count(info: &StreamInfo) -> Result<u64, String> {
-    let subjects = info
-        .state
-        .subjects
-        .as_ref()
-        .ok_or("the server sent no per-subject counts for the consumer's filter")?;
+    let Some(subjects) = info.state.subjects.as_ref() else {
+        // No subject matches: the server leaves the map out and says there are none.
+        return match info.total {
+            Some(0) => Ok(0),
+            _ => Err("the server sent no per-subject counts for the consumer's filter".into()),
+        };
+    };
     if let Some(total) = info.total
         && total > subjects.len() as u64
     {
@@ -426,7 +437,7 @@ fn filtered_count(info: &StreamInfo) -> Result<u64, String> {
             subjects.len()
         ));
     }
-    Ok(subjects.values().sum())
+    Ok(subjects.values().fold(0u64, |a, n| a.saturating_add(*n)))
 }
 
 impl NatsSource {
@@ -520,12 +531,11 @@ impl NatsSource {
         }
         let age_reads = ages.iter().map(|((s, _), info)| oldest_age(api, s, info));
         let filtered_reads = filtered.iter().map(|(s, f)| async move {
-            let mut total = 0;
-            for subject in f {
-                match api.stream_info(s, Some(subject)).await {
-                    Ok(info) => total += filtered_count(&info)?,
-                    Err(e) => return Err(e.to_string()),
-                }
+            let counts = join_all(f.iter().map(|subject| api.stream_info(s, Some(subject)))).await;
+            let mut total: u64 = 0;
+            for info in counts {
+                let n = filtered_count(&info.map_err(|e| e.to_string())?)?;
+                total = total.saturating_add(n);
             }
             Ok(total)
         });
@@ -551,7 +561,6 @@ impl NatsSource {
         );
         let mut round = self.first_round(&api).await;
         self.second_round(&api, &mut round).await;
-        self.polls += 1;
         self.last_requests = round.requests;
         let now_s = unix_ms() / 1000.0;
         let mut samples = Vec::new();
@@ -592,8 +601,8 @@ impl NatsSource {
         for rates in self.counters.values_mut() {
             rates.prune(now_s);
         }
-        let polls = self.polls;
-        self.continuity.retain(|_, c| c.seen == polls);
+        let horizon = now_s - self.forget_after;
+        self.continuity.retain(|_, c| c.seen >= horizon);
         if let Some(watch) = &mut self.watch {
             watch.set_idle(&client, idle).await;
         }
@@ -609,8 +618,14 @@ impl NatsSource {
         match m.measure {
             Measure::Length => Ok(s.state.messages as f64),
             Measure::ArrivalRate => {
-                let count =
-                    self.counter(&m.name, "", "arrived", &s.created, s.state.last_seq as f64);
+                let count = self.counter(
+                    &m.name,
+                    "",
+                    "arrived",
+                    &s.created,
+                    s.state.last_seq as f64,
+                    now_s,
+                );
                 self.rate(&m.name, "", now_s, count)
             }
             other => Err(SeriesError::new(format!(
@@ -643,7 +658,7 @@ impl NatsSource {
         now_s: f64,
     ) -> Result<f64, SeriesError> {
         let identity = format!("{} {}", s.created, info.created);
-        let backlog = (info.num_pending + info.num_ack_pending) as f64;
+        let backlog = info.backlog() as f64;
         let counted = |this: &mut Self, which: &'static str| -> Result<f64, SeriesError> {
             let c = counts(info)?;
             let raw = if which == "arrived" {
@@ -651,7 +666,7 @@ impl NatsSource {
             } else {
                 c.completed
             };
-            Ok(this.counter(&m.name, &info.name, which, &identity, raw))
+            Ok(this.counter(&m.name, &info.name, which, &identity, raw, now_s))
         };
         match m.measure {
             Measure::Lag => Ok(info.num_pending as f64),
@@ -789,5 +804,11 @@ mod tests {
         )
         .expect("stream info");
         assert!(filtered_count(&paged).is_err());
+        // Nothing stored on the filter: the server leaves the map out and counts none.
+        let none: StreamInfo = serde_json::from_str(
+            r#"{"config":{"subjects":["a.>"]},"created":"x","state":{"messages":9,"last_seq":9},"total":0,"offset":0,"limit":100000}"#,
+        )
+        .expect("stream info");
+        assert_eq!(filtered_count(&none), Ok(0));
     }
 }
