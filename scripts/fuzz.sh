@@ -41,6 +41,8 @@ for t in $targets; do
   # A fresh corpus each time in smoke mode, so the run does not depend on the machine's past.
   corpus=corpus/$t
   [ "$mode" = "--smoke" ] && corpus=$(mktemp -d)
+  # libFuzzer refuses a corpus directory that does not exist (a fresh clone has none).
+  mkdir -p "$corpus"
   if ! cargo fuzz run "${build[@]}" "$t" "$corpus" -- "${args[@]}" -rss_limit_mb=2048 2>"target/$t.log"; then
     tail -40 "target/$t.log" >&2
     say "$t FAILED: the crashing input is in fuzz/artifacts/$t/; copy it to fuzz/regressions/$t/ once fixed" >&2

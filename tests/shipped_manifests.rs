@@ -5,18 +5,32 @@ use std::path::Path;
 
 use queue_metrics_adapter::config::Config;
 
-/// The adapter config inside a ConfigMap manifest, secret-file lines dropped (the files exist
-/// only in a cluster).
+/// A secret file that exists here (examples/local.yaml reads it), standing in for the
+/// `password_file`s of shipped configs, which exist only in a cluster.
+const LOCAL_SECRET_FILE: &str = "examples/secrets/rabbitmq-password";
+
+/// `text` with every `password_file:` pointed at [`LOCAL_SECRET_FILE`] (kept, not dropped: a
+/// NATS `username` needs its password).
+fn with_local_secrets(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.split_once("password_file:") {
+            Some((before, _)) => format!("{before}password_file: {LOCAL_SECRET_FILE}"),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The adapter config inside a ConfigMap manifest, its secret files replaced by one that exists
+/// here.
 fn embedded_config(path: &str) -> Config {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let doc: yaml_serde::Value = yaml_serde::from_str(&text).expect("manifest is YAML");
-    let config = doc["data"]["config.yaml"]
-        .as_str()
-        .expect("data.config.yaml")
-        .lines()
-        .filter(|l| !l.contains("password_file"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let config = with_local_secrets(
+        doc["data"]["config.yaml"]
+            .as_str()
+            .expect("data.config.yaml"),
+    );
     Config::from_yaml(&config, Path::new(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -95,6 +109,52 @@ fn every_example_hpa_asks_for_metrics_its_config_serves() {
         .expect("ScaledObject");
     assert!(
         keda.contains("metricName: embed_workers_needed") && keda.contains("targetValue: \"1\""),
+        "{keda}"
+    );
+    // NATS JetStream: the consumer's lag is divided per replica, the oldest unfinished message's
+    // age compared as is; both read from the one consumer the selectors name.
+    let nats = embedded_config("deploy/examples/nats/adapter-config.yaml");
+    assert!(nats.sources.values().all(|s| s.kind() == "nats"));
+    let targets = hpa_metrics("deploy/examples/nats/hpa.yaml");
+    assert_eq!(
+        targets,
+        vec![
+            ("embed_lag".to_string(), "AverageValue".to_string()),
+            (
+                "embed_oldest_unprocessed_age_seconds".to_string(),
+                "Value".to_string()
+            ),
+        ]
+    );
+    for (name, measure) in [
+        ("embed_lag", "lag"),
+        ("embed_ack_pending", "ack_pending"),
+        (
+            "embed_oldest_unprocessed_age_seconds",
+            "oldest_unprocessed_age_seconds",
+        ),
+        ("embed_consumers_lag", "lag"),
+        ("embed_stream_length", "length"),
+        ("embed_workers_needed", "workers_needed"),
+    ] {
+        let m = nats
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("{name} is not served"));
+        assert_eq!(m.measure.as_str(), measure, "{name}");
+    }
+    let text = std::fs::read_to_string("deploy/examples/nats/hpa.yaml").expect("hpa");
+    assert!(
+        text.contains("{stream: EMBED, consumer: embed-workers}"),
+        "the HPA selects one consumer's series"
+    );
+    let keda = std::fs::read_to_string("deploy/examples/keda/scaledobject-nats.yaml")
+        .expect("ScaledObject");
+    assert!(
+        keda.contains("metricName: embed_lag")
+            && keda.contains("labelSelector: stream=EMBED,consumer=embed-workers")
+            && keda.contains("minReplicaCount: 0"),
         "{keda}"
     );
 }
@@ -229,6 +289,7 @@ fn the_keda_grpc_port_runs_mutual_tls_and_every_example_trigger_presents_a_clien
         "deploy/examples/keda/scaledobject-gpu-inference.yaml",
         "deploy/examples/keda/scaledobject-inference-queue.yaml",
         "deploy/examples/keda/scaledobject-workers-needed.yaml",
+        "deploy/examples/keda/scaledobject-nats.yaml",
     ] {
         for doc in documents(file) {
             let triggers = doc["spec"]["triggers"].as_sequence().expect("triggers");
@@ -305,6 +366,18 @@ const PAIRS: &[(&str, &str)] = &[
     (
         "deploy/examples/keda/scaledobject-workers-needed.yaml",
         "deploy/examples/workers-needed/adapter-config.yaml",
+    ),
+    (
+        "deploy/examples/keda/scaledobject-nats.yaml",
+        "deploy/examples/nats/adapter-config.yaml",
+    ),
+    (
+        "deploy/examples/nats/adapter-config.yaml",
+        "deploy/examples/nats/adapter-config.yaml",
+    ),
+    (
+        "deploy/examples/nats/hpa.yaml",
+        "deploy/examples/nats/adapter-config.yaml",
     ),
     (
         "deploy/examples/workers-needed/adapter-config.yaml",
@@ -480,18 +553,8 @@ fn the_own_backends_overlay_config_loads() {
     let path = "deploy/overlays/my-backends/config.yaml";
     let text = std::fs::read_to_string(path).expect("config.yaml");
     // Its password files exist only in a cluster: point them at a file that exists here.
-    let here = std::env::temp_dir().join(format!("qma-overlay-password-{}", std::process::id()));
-    std::fs::write(&here, "secret\n").expect("write");
-    let text = text
-        .lines()
-        .map(|l| match l.split_once("password_file:") {
-            Some((indent, _)) => format!("{indent}password_file: {}", here.display()),
-            None => l.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let text = with_local_secrets(&text);
     let config = Config::from_yaml(&text, Path::new(path)).unwrap_or_else(|e| panic!("{e}"));
-    let _ = std::fs::remove_file(here);
     assert_eq!(config.sources.len(), 2);
     assert!(config.keda_clients.is_some());
 }
