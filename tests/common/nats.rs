@@ -324,16 +324,13 @@ pub fn account_prefix_config() -> String {
     .to_string()
 }
 
-/// The JetStream API subjects the adapter publishes to: all it needs to read streams and
-/// consumers, nothing that changes them.
+/// The JetStream API subjects the adapter publishes to, exactly the four README's
+/// `authorization` block grants: all it needs to read streams and consumers, nothing that
+/// changes them, no direct get.
 pub const READ_ONLY_PUBLISH: &[&str] = &[
-    "$JS.API.INFO",
     "$JS.API.STREAM.INFO.*",
-    "$JS.API.STREAM.NAMES",
     "$JS.API.STREAM.MSG.GET.*",
-    "$JS.API.DIRECT.GET.*",
     "$JS.API.CONSUMER.INFO.*.*",
-    "$JS.API.CONSUMER.NAMES.*",
     "$JS.API.CONSUMER.LIST.*",
 ];
 

@@ -19,8 +19,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-/// A consumer list page: the server answers up to 256 consumers per request.
-const LIST_PAGE_GUARD: usize = 10_000;
+/// Most consumers of one stream a listing reads (the server sends up to 256 a page).
+const MAX_LISTED: usize = 10_000;
 
 /// The JetStream error codes a poll tells apart.
 const STREAM_NOT_FOUND: u64 = 10059;
@@ -224,8 +224,13 @@ pub struct SequenceInfo {
 #[derive(Debug, Deserialize)]
 struct ConsumerList {
     total: u64,
-    #[serde(default)]
     consumers: Vec<ConsumerInfo>,
+    /// Consumers whose info did not arrive (a clustered server's replicas): counted in `total`.
+    #[serde(default)]
+    missing: Vec<String>,
+    /// Consumers offline (2.11 and later), also counted in `total`.
+    #[serde(default)]
+    offline: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,6 +241,8 @@ struct MessageReply {
 /// A stored message as `STREAM.MSG.GET` answers it; its payload is skipped unread.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct StoredMessage {
+    /// Its subject.
+    pub subject: String,
     /// Its stream sequence.
     pub seq: u64,
     /// When the server stored it (RFC 3339, nanoseconds).
@@ -294,25 +301,44 @@ pub struct Api {
     prefix: String,
     max_bytes: usize,
     timeout: Duration,
+    /// When the poll's requests must be done: no request waits past it.
+    deadline: tokio::time::Instant,
 }
 
 impl Api {
     /// The API at `prefix` (`$JS.API`) over `client`, replies at most `max_bytes`, each request
-    /// answered within `timeout`.
-    pub fn new(client: Client, prefix: String, max_bytes: usize, timeout: Duration) -> Self {
+    /// answered within `timeout` and before `deadline`.
+    pub fn new(
+        client: Client,
+        prefix: String,
+        max_bytes: usize,
+        timeout: Duration,
+        deadline: tokio::time::Instant,
+    ) -> Self {
         Api {
             client,
             prefix,
             max_bytes,
             timeout,
+            deadline,
         }
     }
 
     async fn request(&self, api: &str, body: Bytes) -> Result<Bytes, ApiError> {
         let subject = format!("{}.{api}", self.prefix);
+        let left = self
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        let timeout = self.timeout.min(left);
+        if timeout.is_zero() {
+            return Err(ApiError::TimedOut {
+                request: api.to_string(),
+                after: Duration::ZERO,
+            });
+        }
         let request = async_nats::Request::new()
             .payload(body)
-            .timeout(Some(self.timeout));
+            .timeout(Some(timeout));
         match self.client.send_request(subject.clone(), request).await {
             Ok(reply) if reply.payload.len() > self.max_bytes => Err(ApiError::TooLarge {
                 request: api.to_string(),
@@ -320,7 +346,7 @@ impl Api {
                 limit: self.max_bytes,
             }),
             Ok(reply) => Ok(reply.payload),
-            Err(e) => Err(request_error(api, subject, self.timeout, &e)),
+            Err(e) => Err(request_error(api, subject, timeout, &e)),
         }
     }
 
@@ -359,30 +385,61 @@ impl Api {
         parse_reply::<ConsumerInfo>(&api, &reply).map_err(|e| named(e, stream, Some(consumer)))
     }
 
-    /// Every consumer of `stream` with its info (`CONSUMER.LIST`, page after page).
+    /// Every consumer of `stream` with its info (`CONSUMER.LIST`, page after page), each once.
     ///
     /// # Errors
-    /// [`ApiError::StreamNotFound`], or why a page could not be read.
+    /// [`ApiError::StreamNotFound`]; a listing that is not whole (a consumer whose info did not
+    /// arrive, fewer consumers than the server counts, one listed twice as consumers came and
+    /// went between pages): an error, as a sum over part of the consumers would be a made-up
+    /// number; or why a page could not be read.
     pub async fn consumer_list(&self, stream: &str) -> Result<Vec<ConsumerInfo>, ApiError> {
         let api = format!("CONSUMER.LIST.{stream}");
+        let partial = |what: String| ApiError::BadReply {
+            request: api.clone(),
+            what,
+        };
         let mut all: Vec<ConsumerInfo> = Vec::new();
         loop {
             let body = serde_json::json!({ "offset": all.len() }).to_string();
             let reply = self.request(&api, body.into()).await?;
             let page =
                 parse_reply::<ConsumerList>(&api, &reply).map_err(|e| named(e, stream, None))?;
+            if !page.missing.is_empty() || page.offline.as_ref().is_some_and(|o| !o.is_null()) {
+                let names: Vec<String> = page
+                    .missing
+                    .iter()
+                    .take(5)
+                    .map(|n| crate::primitives::quoted_prefix(n))
+                    .collect();
+                return Err(partial(format!(
+                    "the listing is not whole: the info of consumers {} (and any offline) did not arrive",
+                    names.join(", ")
+                )));
+            }
             let got = page.consumers.len();
             all.extend(page.consumers);
-            if got == 0 || all.len() as u64 >= page.total {
-                return Ok(all);
+            if all.len() as u64 >= page.total {
+                break;
             }
-            if all.len() > LIST_PAGE_GUARD {
-                return Err(ApiError::BadReply {
-                    request: api,
-                    what: format!("more than {LIST_PAGE_GUARD} consumers listed"),
-                });
+            if got == 0 {
+                return Err(partial(format!(
+                    "{} consumers listed of the {} the server counts",
+                    all.len(),
+                    page.total
+                )));
+            }
+            if all.len() > MAX_LISTED {
+                return Err(partial(format!("more than {MAX_LISTED} consumers")));
             }
         }
+        let mut names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Err(partial(
+                "a consumer was listed twice (consumers came and went between pages); read again at the next poll".into(),
+            ));
+        }
+        Ok(all)
     }
 
     /// The first message of `stream` at or after sequence `from` on `subject` (`>`: any),
@@ -400,9 +457,36 @@ impl Api {
         let body = serde_json::json!({ "seq": from, "next_by_subj": subject }).to_string();
         let reply = self.request(&api, body.into()).await?;
         match parse_reply::<MessageReply>(&api, &reply) {
+            // A server that ignores `next_by_subj` answers the message at `from`, whatever
+            // its subject: that is not the oldest on `subject`.
+            Ok(r) if r.message.seq < from || !subject_matches(subject, &r.message.subject) => {
+                Err(ApiError::BadReply {
+                    request: api,
+                    what: format!(
+                        "asked for the first message from {from} on {subject:?}, got message {} on {:?}: the server does not honour next_by_subj (nats-server 2.9 or later does)",
+                        r.message.seq,
+                        crate::primitives::quoted_prefix(&r.message.subject)
+                    ),
+                })
+            }
             Ok(r) => Ok(Some(r.message)),
             Err(ApiError::Server { err_code, .. }) if err_code == NO_MESSAGE_FOUND => Ok(None),
             Err(e) => Err(named(e, stream, None)),
+        }
+    }
+}
+
+/// Whether `subject` matches the subject filter `filter` (`*` one token, `>` the rest).
+pub fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut want = filter.split('.');
+    let mut got = subject.split('.');
+    loop {
+        match (want.next(), got.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(w), Some(g)) if w == g => {}
+            (None, None) => return true,
+            _ => return false,
         }
     }
 }
@@ -481,6 +565,17 @@ mod tests {
         assert!((ms - 1_796_637_600_123.456_8).abs() < 0.01, "{ms}");
         assert!(parse_time_ms("yesterday").is_err());
         assert!(parse_time_ms("0001-01-01T00:00:00Z").is_ok());
+    }
+
+    #[test]
+    fn subject_filters_match_as_nats_does() {
+        assert!(subject_matches(">", "a.b"));
+        assert!(subject_matches("a.>", "a.b.c"));
+        assert!(!subject_matches("a.>", "a"));
+        assert!(subject_matches("a.*.c", "a.b.c"));
+        assert!(!subject_matches("a.*", "a.b.c"));
+        assert!(subject_matches("a.b", "a.b"));
+        assert!(!subject_matches("a.b", "a.c"));
     }
 
     #[test]

@@ -257,17 +257,28 @@ impl NatsSourceConfig {
                 "give either domain or api_prefix, not both (a domain is the prefix $JS.<domain>.API)",
             ));
         }
-        for (field, value) in [("domain", &self.domain), ("api_prefix", &self.api_prefix)] {
-            if let Some(v) = value
-                && (v.is_empty()
-                    || v.contains([' ', '*', '>'])
-                    || v.split('.').any(str::is_empty) && !v.ends_with('.'))
-            {
-                return Err(ConfigError::invalid(
-                    format!("{at}.{field}"),
-                    format!("{v:?} is not a subject prefix (dot-separated tokens, no wildcards)"),
-                ));
-            }
+        let bad_token = |t: &str| {
+            t.is_empty() || t.contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
+        };
+        if let Some(d) = &self.domain
+            && (bad_token(d) || d.contains('.'))
+        {
+            return Err(ConfigError::invalid(
+                format!("{at}.domain"),
+                format!(
+                    "{d:?} is not a JetStream domain (one subject token: no dots, spaces or wildcards)"
+                ),
+            ));
+        }
+        if let Some(p) = &self.api_prefix
+            && p.trim_end_matches('.').split('.').any(bad_token)
+        {
+            return Err(ConfigError::invalid(
+                format!("{at}.api_prefix"),
+                format!(
+                    "{p:?} is not a subject prefix (dot-separated tokens, no spaces or wildcards)"
+                ),
+            ));
         }
         if self.max_response_bytes == Some(0) {
             return Err(ConfigError::invalid(
@@ -479,6 +490,15 @@ mod tests {
         );
         let both = source("servers: [nats://h:1]\ndomain: hub\napi_prefix: JS.A.API");
         assert!(both.validate("s").is_err());
+        for bad in [
+            "domain: hub.",
+            "domain: 'a b'",
+            "api_prefix: JS..API.",
+            "api_prefix: 'JS.*'",
+        ] {
+            let c = source(&format!("servers: [nats://h:1]\n{bad}"));
+            assert!(c.validate("s").is_err(), "{bad}");
+        }
         let unknown = yaml_serde::from_str::<NatsSourceConfig>("servers: []\npasword_env: X");
         let e = unknown.unwrap_err().to_string();
         assert!(e.contains("unknown field `pasword_env`"), "{e}");

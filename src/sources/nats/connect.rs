@@ -3,9 +3,10 @@
 //! while it is away fails at once with "not connected" rather than waiting for its requests to
 //! time out.
 //!
-//! Secrets are the ones the config read at load (the password file is read again at each
-//! connect); a rotated token, seed or `.creds` file is a changed config, which builds the source
-//! anew and so connects with it. They are handed to the client only: the client's own `Debug`
+//! Secrets are the ones the config read at load (the password file is read again when the
+//! source connects: its first poll, or after it was built anew; the client's own reconnects
+//! reuse what it was given). A rotated password, token, seed or `.creds` file is a changed
+//! config, which builds the source anew and so connects with it. They are handed to the client only: the client's own `Debug`
 //! prints no credential, and its errors name none.
 
 use std::path::Path;
@@ -133,7 +134,16 @@ fn log_event(source: &str, event: Event, on_refused: &OnRefusedSubscription) {
         Event::ServerError(ServerError::Other(text))
             if text.contains("Permissions Violation for Subscription") =>
         {
-            on_refused(crate::primitives::quoted_prefix(&text));
+            if text.contains("_INBOX") {
+                // The replies' inbox: without it no request is ever answered.
+                tracing::error!(
+                    source,
+                    error = %crate::primitives::quoted_prefix(&text),
+                    "NATS refused the subscription to the reply inbox: every JetStream request of this source will time out; allow this user to subscribe to _INBOX.>"
+                );
+            } else {
+                on_refused(crate::primitives::quoted_prefix(&text));
+            }
         }
         Event::ServerError(e) => tracing::warn!(source, error = %e, "NATS server error"),
         Event::ClientError(e) => tracing::warn!(source, error = %e, "NATS client error"),

@@ -155,8 +155,6 @@ pub struct NatsSource {
     replicas: Option<ReplicaReader>,
     signal: Option<WakeSignal>,
     watch: Option<SubjectWatch>,
-    /// API requests made by the last poll, for tests and benchmarks.
-    last_requests: usize,
 }
 
 impl NatsSource {
@@ -231,21 +229,7 @@ impl NatsSource {
             replicas,
             signal,
             watch,
-            last_requests: 0,
         })
-    }
-
-    /// JetStream API requests made by the last poll.
-    pub fn last_requests(&self) -> usize {
-        self.last_requests
-    }
-
-    /// The subjects the wake holds subscriptions to now (for tests).
-    pub fn wake_subjects(&self) -> Vec<String> {
-        self.watch
-            .as_ref()
-            .map(SubjectWatch::subjects)
-            .unwrap_or_default()
     }
 
     /// The client, connecting first if there is none yet.
@@ -259,9 +243,14 @@ impl NatsSource {
                 }),
             };
         }
-        let on_refused = match &self.watch {
+        let on_refused: connect::OnRefusedSubscription = match &self.watch {
             Some(w) => w.on_refused(),
-            None => Arc::new(|_: String| {}),
+            None => {
+                let source = self.name.clone();
+                Arc::new(move |error: String| {
+                    tracing::warn!(source = %source, %error, "NATS refused a subscription");
+                })
+            }
         };
         // Connect and request bounds leave room for the second round within the poll.
         let c = connect::connect(
@@ -324,10 +313,9 @@ struct Round {
     consumers: HashMap<(String, String), Result<ConsumerInfo, ApiError>>,
     lists: HashMap<String, Result<Vec<ConsumerInfo>, ApiError>>,
     /// Per (stream, consumer): the oldest unprocessed message's age, or why not.
-    ages: HashMap<(String, String), Result<f64, String>>,
+    ages: BTreeMap<(String, String), Result<f64, String>>,
     /// Per (stream, filter subjects): the messages stored on them.
     filtered: HashMap<(String, Vec<String>), Result<u64, String>>,
-    requests: usize,
 }
 
 /// The counts a consumer's rates come from, or why it has none: a filtered consumer's position
@@ -349,15 +337,16 @@ fn counts(info: &ConsumerInfo) -> Result<Counts, SeriesError> {
 }
 
 /// The age of the oldest message `info`'s consumer has not finished: the first message past its
-/// ack floor on its filter. A message deleted after the info was read is skipped by the get
-/// (the next one is the oldest now); if none is left while the info counted some, the info is
-/// read again once, never answered 0.
-async fn oldest_age(api: &Api, stream: &str, info: &ConsumerInfo) -> (Result<f64, String>, usize) {
-    let mut requests = 0;
+/// ack floor on its filter, as of the info. A message deleted after the info was read (a
+/// work-queue stream removes it at its acknowledgement) is skipped by the get, and the next one
+/// is the oldest now; on a limits stream an acknowledged message stays stored, so one
+/// acknowledged between the info and the get is still served as the oldest for that poll. If
+/// none is left while the info counted some, the info is read again once, never answered 0.
+async fn oldest_age(api: &Api, stream: &str, info: &ConsumerInfo) -> Result<f64, String> {
     let mut info = info.clone();
     for attempt in 0..2 {
         if info.backlog() == 0 {
-            return (Ok(0.0), requests);
+            return Ok(0.0);
         }
         let filters = info.config.filters();
         let subjects = if filters.is_empty() {
@@ -369,49 +358,35 @@ async fn oldest_age(api: &Api, stream: &str, info: &ConsumerInfo) -> (Result<f64
         let gets = subjects
             .iter()
             .map(|s| api.first_message_from(stream, from, s));
-        let found = join_all(gets).await;
-        requests += subjects.len();
         let mut oldest: Option<api::StoredMessage> = None;
-        for f in found {
-            match f {
-                Ok(Some(m)) => {
-                    if oldest.as_ref().is_none_or(|o| m.seq < o.seq) {
-                        oldest = Some(m);
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => return (Err(e.to_string()), requests),
+        for found in join_all(gets).await {
+            match found.map_err(|e| e.to_string())? {
+                Some(m) if oldest.as_ref().is_none_or(|o| m.seq < o.seq) => oldest = Some(m),
+                _ => {}
             }
         }
-        let now_ms = unix_ms();
         if let Some(m) = oldest {
-            let stored = match api::parse_time_ms(&m.time) {
-                Ok(t) => t,
-                Err(e) => return (Err(format!("message {}: {e}", m.seq)), requests),
-            };
+            let stored =
+                api::parse_time_ms(&m.time).map_err(|e| format!("message {}: {e}", m.seq))?;
             let (now, clock) = match info.ts.as_deref().map(api::parse_time_ms) {
                 Some(Ok(ts)) => (ts, "the NATS server's clock"),
-                _ => (now_ms, "the adapter's clock"),
+                _ => (unix_ms(), "the adapter's clock"),
             };
-            return (age_seconds(stored, now, clock), requests);
+            return age_seconds(stored, now, clock);
         }
         if attempt == 0 {
-            requests += 1;
-            match api.consumer_info(stream, &info.name).await {
-                Ok(again) => info = again,
-                Err(e) => return (Err(e.to_string()), requests),
-            }
+            info = api
+                .consumer_info(stream, &info.name)
+                .await
+                .map_err(|e| e.to_string())?;
         }
     }
-    (
-        Err(format!(
-            "consumer {:?} counts {} unprocessed messages but none is stored past its ack floor (stream sequence {}), twice: not served",
-            info.name,
-            info.backlog(),
-            info.ack_floor.stream_seq
-        )),
-        requests,
-    )
+    Err(format!(
+        "consumer {:?} counts {} unprocessed messages but none is stored past its ack floor (stream sequence {}), twice: not served",
+        info.name,
+        info.backlog(),
+        info.ack_floor.stream_seq
+    ))
 }
 
 fn unix_ms() -> f64 {
@@ -464,18 +439,16 @@ impl NatsSource {
                 join_all(listed.iter().map(|s| api.consumer_list(s))),
             )
         );
-        let mut round = Round {
-            requests: streams.len() + named.len() + listed.len(),
+        Round {
+            streams: streams.iter().map(|s| s.to_string()).zip(s).collect(),
+            consumers: named
+                .iter()
+                .map(|(s, c)| (s.to_string(), c.to_string()))
+                .zip(c)
+                .collect(),
+            lists: listed.iter().map(|s| s.to_string()).zip(l).collect(),
             ..Round::default()
-        };
-        round.streams = streams.iter().map(|s| s.to_string()).zip(s).collect();
-        round.consumers = named
-            .iter()
-            .map(|(s, c)| (s.to_string(), c.to_string()))
-            .zip(c)
-            .collect();
-        round.lists = listed.iter().map(|s| s.to_string()).zip(l).collect();
-        round
+        }
     }
 
     /// The series metric `m` has this poll: its stream, or each consumer it reads with its
@@ -540,15 +513,14 @@ impl NatsSource {
             Ok(total)
         });
         let (a, f) = futures_util::join!(join_all(age_reads), join_all(filtered_reads));
-        for (key, (age, n)) in ages.into_keys().zip(a) {
-            round.requests += n;
-            round.ages.insert(key, age);
-        }
-        round.requests += filtered.iter().map(|(_, f)| f.len()).sum::<usize>();
+        round.ages = ages.into_keys().zip(a).collect();
         round.filtered = filtered.into_iter().zip(f).collect();
     }
 
     async fn poll_nats(&mut self) -> Result<Vec<Sample>, SourceError> {
+        // The requests end before the poll's own bound, so a slow server gives each series its
+        // error rather than failing the whole poll.
+        let deadline = tokio::time::Instant::now() + self.poll_timeout.mul_f64(0.9);
         if let Some(reader) = &self.replicas {
             reader.read_into(self.workers.values_mut()).await;
         }
@@ -558,10 +530,10 @@ impl NatsSource {
             self.connection.api_prefix(),
             self.connection.max_response_bytes(),
             self.request_timeout(),
+            deadline,
         );
         let mut round = self.first_round(&api).await;
         self.second_round(&api, &mut round).await;
-        self.last_requests = round.requests;
         let now_s = unix_ms() / 1000.0;
         let mut samples = Vec::new();
         let mut idle: BTreeSet<String> = BTreeSet::new();
