@@ -13,7 +13,7 @@
 use libfuzzer_sys::fuzz_target;
 use queue_metrics_adapter::sources::age::age_seconds;
 use queue_metrics_adapter::sources::nats::api::{
-    ConsumerInfo, StoredMessage, StreamInfo, parse_reply, parse_time_ms,
+    ConsumerInfo, StoredMessage, StreamInfo, parse_reply, parse_time_ms, subject_matches,
 };
 
 /// Replies with a hole `@`.
@@ -87,6 +87,13 @@ fuzz_target!(|data: &[u8]| {
         .ok()
         .and_then(|v| v.get("message").map(serde_json::Value::to_string))
         .and_then(|m| parse_reply::<StoredMessage>("STREAM.MSG.GET.s", m.as_bytes()).ok());
+    if let Some(m) = &message {
+        // The check of a get's subject against any filter: never a panic, and `>` takes all.
+        if let Ok(text) = std::str::from_utf8(data) {
+            let _ = subject_matches(text, &m.subject);
+        }
+        assert!(subject_matches(">", &m.subject) || m.subject.is_empty());
+    }
     if let Some(m) = message
         && let Some(stored) = time_ms(&m.time)
     {
