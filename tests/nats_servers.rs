@@ -11,36 +11,12 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use common::nats::{
-    PrivateNats, account_prefix_config, js_api, nkey_config, nkey_user, read_only_user_config,
-    scratch_dir, tls_config,
+    PrivateNats, account_prefix_config, error_of, js_api, nkey_config, nkey_user,
+    read_only_user_config, scratch_dir, tls_config,
 };
-use common::{Adapter, quantity, value_is};
+use common::paced::served;
+use common::{Adapter, value_is};
 use futures_util::StreamExt as _;
-
-async fn value(a: &Adapter, name: &str) -> Result<f64, String> {
-    let (status, body) = a.metric(name, None).await;
-    match body["items"][0]["value"].as_str() {
-        Some(v) if status == 200 => Ok(quantity(v)),
-        _ => Err(format!("{status} {body}")),
-    }
-}
-
-async fn error_of(a: &Adapter, name: &str, needle: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let got = value(a, name).await;
-        if let Err(e) = &got
-            && e.contains(needle)
-        {
-            return e.clone();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "{name}: {got:?}, wanted an error with {needle:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// A work-queue stream `JOBS` on `jobs.>` with the pull consumer `workers` and `n` messages.
 async fn fill(client: async_nats::Client, n: usize) -> consumer::Consumer<consumer::pull::Config> {
@@ -96,7 +72,7 @@ async fn a_restarted_server_is_an_error_while_down_never_zero_then_served_again(
     let e = error_of(&a, "lag", "").await;
     assert!(!e.starts_with("200"), "{e}");
     for _ in 0..5 {
-        assert!(value(&a, "length").await.is_err());
+        assert!(served(&a, "length").await.is_err());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     server.restart();
@@ -105,7 +81,7 @@ async fn a_restarted_server_is_an_error_while_down_never_zero_then_served_again(
         .await;
     a.wait_for("length", None, Duration::from_secs(10), value_is(3.0))
         .await;
-    assert!(value(&a, "age").await.expect("age") > 0.0);
+    assert!(served(&a, "age").await.expect("age") > 0.0);
     a.stop().await;
 }
 
@@ -232,7 +208,7 @@ async fn jetstream_of_another_account_through_its_api_prefix_and_of_a_domain() {
         .await;
     a.wait_for("length", None, Duration::from_secs(10), value_is(2.0))
         .await;
-    assert!(value(&a, "age").await.expect("age") > 0.0);
+    assert!(served(&a, "age").await.expect("age") > 0.0);
     // Account B has no JetStream of its own: without the prefix its own API says so.
     error_of(&a, "direct_lag", "JetStream not enabled for account").await;
     a.stop().await;
@@ -344,8 +320,8 @@ async fn a_read_only_user_polls_without_changing_anything_and_the_wake_is_refuse
     // Many polls (and the wake's subscription to the idle stream, which this user may not
     // make: refused, and the source is polled only).
     a.polls(30).await;
-    assert!(value(&a, "age").await.expect("age") > 0.0);
-    assert_eq!(value(&a, "length").await, Ok(12.0));
+    assert!(served(&a, "age").await.expect("age") > 0.0);
+    assert_eq!(served(&a, "length").await, Ok(12.0));
     let start = Instant::now();
     while !server
         .log()

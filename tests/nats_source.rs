@@ -10,6 +10,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
+use common::nats::error_of;
+use common::paced::served;
 use common::{Adapter, on_own_runtime, quantity, value_is};
 use futures_util::StreamExt as _;
 
@@ -101,36 +103,10 @@ fn metric(name: &str, measure: &str, stream: &str, consumer: Option<&str>) -> St
     )
 }
 
-async fn value(a: &Adapter, name: &str) -> Result<f64, String> {
-    let (status, body) = a.metric(name, None).await;
-    match body["items"][0]["value"].as_str() {
-        Some(v) if status == 200 => Ok(quantity(v)),
-        _ => Err(format!("{status} {body}")),
-    }
-}
-
 /// Waits until `name` serves `want` (bounded).
 async fn until(a: &Adapter, name: &str, want: f64) {
     a.wait_for(name, None, Duration::from_secs(10), value_is(want))
         .await;
-}
-
-/// Waits until `name` answers an error whose text holds `needle` (bounded) and returns it.
-async fn error_of(a: &Adapter, name: &str, needle: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let got = value(a, name).await;
-        if let Err(e) = &got
-            && e.contains(needle)
-        {
-            return e.clone();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{name}: {got:?}, wanted an error with {needle:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -166,7 +142,7 @@ async fn a_work_queue_pull_consumer_lag_in_flight_and_oldest_age_as_a_worker_tak
     until(&a, "in_flight", 0.0).await;
     until(&a, "waiting", 0.0).await;
     // Read at a poll before now, after the publish: within a poll interval (and slack).
-    let age = value(&a, "age").await.expect("age");
+    let age = served(&a, "age").await.expect("age");
     let truth = first_at.elapsed().as_secs_f64();
     assert!(
         age <= truth + 0.1 && age >= truth - 1.0,
@@ -187,7 +163,7 @@ async fn a_work_queue_pull_consumer_lag_in_flight_and_oldest_age_as_a_worker_tak
     assert_eq!(held.len(), 2);
     until(&a, "lag", 3.0).await;
     until(&a, "in_flight", 2.0).await;
-    let age = value(&a, "age").await.expect("age");
+    let age = served(&a, "age").await.expect("age");
     assert!(
         age >= first_at.elapsed().as_secs_f64() - 0.5,
         "the unacknowledged first message is still the oldest: {age}"
@@ -196,7 +172,7 @@ async fn a_work_queue_pull_consumer_lag_in_flight_and_oldest_age_as_a_worker_tak
     held[0].ack().await.expect("ack");
     let start = Instant::now();
     loop {
-        let age = value(&a, "age").await.expect("age");
+        let age = served(&a, "age").await.expect("age");
         if age < first_at.elapsed().as_secs_f64() - 1.0 {
             break;
         }
@@ -318,12 +294,12 @@ async fn limits_retention_filters_patterns_and_push_consumers() {
     until(&a, "all_length", 9.0).await;
     until(&a, "c_length", 0.0).await;
     // The filtered consumer's oldest is the first message on its subject, not the stream's.
-    let a_age = value(&a, "a_age").await.expect("age");
+    let a_age = served(&a, "a_age").await.expect("age");
     assert!(
         a_age <= gpu_at.elapsed().as_secs_f64() + 0.1,
         "gpu.a's oldest: {a_age}"
     );
-    let all_age = value(&a, "all_age").await.expect("age");
+    let all_age = served(&a, "all_age").await.expect("age");
     assert!(
         all_age >= cpu_at.elapsed().as_secs_f64() - 1.0 && all_age > a_age + 1.0,
         "the unfiltered consumer's oldest is the first cpu message: {all_age}"
@@ -389,12 +365,12 @@ async fn a_deleted_oldest_message_gives_the_next_ones_age_never_zero() {
     );
     let a = Adapter::start(&config("200ms", &metrics)).await;
     a.ready().await;
-    let age = value(&a, "age").await.expect("age");
+    let age = served(&a, "age").await.expect("age");
     assert!(age >= 1.4, "the first message's age: {age}");
     s.delete_message(1).await.expect("delete the oldest");
     let start = Instant::now();
     loop {
-        let age = value(&a, "age").await.expect("age");
+        let age = served(&a, "age").await.expect("age");
         let truth = second_at.elapsed().as_secs_f64();
         if (age - truth).abs() < 0.5 {
             break;
@@ -496,7 +472,7 @@ metrics:
     let close = async |metric: &str, truth: &dyn Fn() -> f64| {
         let start = Instant::now();
         loop {
-            let got = value(&a, metric).await;
+            let got = served(&a, metric).await;
             let want = truth();
             if let Ok(v) = got
                 && (v - want).abs() <= 0.15 * want
@@ -519,9 +495,9 @@ metrics:
     let start = Instant::now();
     loop {
         let (rate, drain, needed) = (
-            value(&a, "completions").await,
-            value(&a, "drain").await,
-            value(&a, "needed").await,
+            served(&a, "completions").await,
+            served(&a, "drain").await,
+            served(&a, "needed").await,
         );
         let w = backlog(&mut workers).await;
         if let (Ok(rate), Ok(drain), Ok(needed)) = (&rate, &drain, &needed) {
@@ -577,7 +553,7 @@ async fn wake_latencies(poll: &str, n: usize) -> Vec<Duration> {
         publish(&js, format!("{}.job", name.to_lowercase()), 1).await;
         let metric = format!("lag_{i}");
         loop {
-            if value(&a, &metric).await == Ok(1.0) {
+            if served(&a, &metric).await == Ok(1.0) {
                 break;
             }
             assert!(

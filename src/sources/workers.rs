@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use crate::model::SeriesError;
 use crate::sources::kubernetes::replicas::WorkersConfig;
+use crate::sources::metric::MetricConfig;
 use crate::sources::rates::Rates;
 
 /// One `workers_needed` metric's queue and workload: the readings of its completions and
@@ -61,6 +62,12 @@ impl Workload {
             completions: Rates::new(window),
             arrivals: Rates::new(window),
         }
+    }
+
+    /// The state of metric `m`, if it is a `workers_needed` one (it names its workload and
+    /// target wait; the config checks make sure it does).
+    pub fn of(m: &MetricConfig) -> Option<Self> {
+        Some(Workload::new(m.workers.clone()?, m.target_wait?.0, m.window()))
     }
 
     /// Records a reading of the workload's ready replicas at `at` (unix seconds), or why it

@@ -372,3 +372,22 @@ pub fn read_only_user_config() -> String {
 "#
     )
 }
+
+/// Waits (up to 15 s) until `metric` answers an error whose text holds `needle`, and returns
+/// that answer.
+pub async fn error_of(a: &super::Adapter, metric: &str, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let got = super::paced::served(a, metric).await;
+        if let Err(e) = &got
+            && e.contains(needle)
+        {
+            return e.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{metric}: {got:?}, wanted an error with {needle:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -201,14 +201,7 @@ impl NatsSource {
         let workers = spec
             .metrics
             .iter()
-            .filter_map(|(m, _)| {
-                let config = m.workers.clone()?;
-                let target_wait = m.target_wait?.0;
-                Some((
-                    Arc::from(m.name.as_str()),
-                    Workload::new(config, target_wait, m.window()),
-                ))
-            })
+            .filter_map(|(m, _)| Some((Arc::from(m.name.as_str()), Workload::of(m)?)))
             .collect();
         let conn = spec.connection;
         let signal = conn.wake.enabled.then(|| WakeSignal::new(conn.wake.pace()));
