@@ -125,6 +125,15 @@ struct Continuity {
     seen: f64,
 }
 
+/// The two counters rates are made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Count {
+    /// Messages that reached the consumer (or the stream).
+    Arrived,
+    /// Messages the consumer finished.
+    Completed,
+}
+
 /// This poll's readings of one consumer's counters, for rates.
 #[derive(Debug, Clone, Copy)]
 struct Counts {
@@ -145,7 +154,7 @@ pub struct NatsSource {
     /// The counter readings of each rate and drain metric, by metric name, keyed by consumer
     /// (`""`: the stream).
     counters: HashMap<Arc<str>, Rates<String>>,
-    continuity: HashMap<(Arc<str>, String, &'static str), Continuity>,
+    continuity: HashMap<(Arc<str>, String, Count), Continuity>,
     /// How long a counter's continuity is kept after its last reading: longer than its rates
     /// keep their readings (two windows), so a series that failed a few polls never restarts
     /// from a lower count its rates would take for a reset.
@@ -263,11 +272,14 @@ impl NatsSource {
         (self.poll_timeout / 4).max(Duration::from_millis(100))
     }
 
+    /// The reading `raw` of counter `which` of `consumer` (`""`: the stream) for `metric`, kept
+    /// continuous across a new `identity` (the stream or consumer made again) or a drop (a
+    /// purge): what the metric's rates are fed.
     fn counter(
         &mut self,
         metric: &Arc<str>,
         consumer: &str,
-        which: &'static str,
+        which: Count,
         identity: &str,
         raw: f64,
         now_s: f64,
@@ -586,7 +598,7 @@ impl NatsSource {
                 let count = self.counter(
                     &m.name,
                     "",
-                    "arrived",
+                    Count::Arrived,
                     &s.created,
                     s.state.last_seq as f64,
                     now_s,
@@ -624,12 +636,11 @@ impl NatsSource {
     ) -> Result<f64, SeriesError> {
         let identity = format!("{} {}", s.created, info.created);
         let backlog = info.backlog() as f64;
-        let counted = |this: &mut Self, which: &'static str| -> Result<f64, SeriesError> {
+        let counted = |this: &mut Self, which: Count| -> Result<f64, SeriesError> {
             let c = counts(info)?;
-            let raw = if which == "arrived" {
-                c.arrived
-            } else {
-                c.completed
+            let raw = match which {
+                Count::Arrived => c.arrived,
+                Count::Completed => c.completed,
             };
             Ok(this.counter(&m.name, &info.name, which, &identity, raw, now_s))
         };
@@ -662,21 +673,21 @@ impl NatsSource {
                 }
             }
             Measure::ArrivalRate => {
-                let n = counted(self, "arrived")?;
+                let n = counted(self, Count::Arrived)?;
                 self.rate(&m.name, &info.name, now_s, n)
             }
             Measure::CompletionRate => {
-                let n = counted(self, "completed")?;
+                let n = counted(self, Count::Completed)?;
                 self.rate(&m.name, &info.name, now_s, n)
             }
             Measure::DrainSeconds => {
-                let n = counted(self, "completed")?;
+                let n = counted(self, Count::Completed)?;
                 let leaving = self.rate(&m.name, &info.name, now_s, n)?;
                 Ok(drain_seconds(backlog, leaving, self.max_drain_seconds))
             }
             Measure::WorkersNeeded => {
-                let done = counted(self, "completed");
-                let arrived = counted(self, "arrived");
+                let done = counted(self, Count::Completed);
+                let arrived = counted(self, Count::Arrived);
                 match self.workers.get_mut(&m.name) {
                     Some(w) => w.serve(now_s, Ok(backlog), done, arrived),
                     None => Err(SeriesError::new("no workload for this metric")),
