@@ -67,7 +67,11 @@ impl Workload {
     /// The state of metric `m`, if it is a `workers_needed` one (it names its workload and
     /// target wait; the config checks make sure it does).
     pub fn of(m: &MetricConfig) -> Option<Self> {
-        Some(Workload::new(m.workers.clone()?, m.target_wait?.0, m.window()))
+        Some(Workload::new(
+            m.workers.clone()?,
+            m.target_wait?.0,
+            m.window(),
+        ))
     }
 
     /// Records a reading of the workload's ready replicas at `at` (unix seconds), or why it
