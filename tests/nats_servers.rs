@@ -2,8 +2,10 @@
 //! what the shared server cannot show: a restart, TLS with a client certificate, user/password
 //! and NKey logins, JetStream reached through another account's API prefix, and a user allowed
 //! only the read-only API, which proves that polls send nothing else and leave every stream,
-//! consumer and message as it was. (`.creds` files are not exercised: making the operator,
-//! account and user JWTs needs `nsc`, which cannot be installed here.)
+//! consumer and message as it was; and a three-server cluster whose stream leader is killed, to
+//! show that a stream electing its leader is an error, never a made-up value. (`.creds` files
+//! are not exercised: making the operator, account and user JWTs needs `nsc`, which cannot be
+//! installed here.)
 
 mod common;
 
@@ -11,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use common::nats::{
-    PrivateNats, account_prefix_config, error_of, js_api, nkey_config, nkey_user,
-    read_only_user_config, scratch_dir, tls_config,
+    PrivateCluster, PrivateNats, account_prefix_config, error_of, js_api, nkey_config, nkey_user,
+    read_only_user_config, scratch_dir, tls_config, try_js_api,
 };
 use common::paced::served;
 use common::{Adapter, value_is};
@@ -82,6 +84,229 @@ async fn a_restarted_server_is_an_error_while_down_never_zero_then_served_again(
     a.wait_for("length", None, Duration::from_secs(10), value_is(3.0))
         .await;
     assert!(served(&a, "age").await.expect("age") > 0.0);
+    a.stop().await;
+}
+
+/// The server name of stream `JOBS`'s leader, if its leader answers within a second.
+async fn stream_leader(client: &async_nats::Client) -> Option<String> {
+    let info = try_js_api(
+        client,
+        "$JS.API.STREAM.INFO.JOBS",
+        "",
+        Duration::from_secs(1),
+    )
+    .await?;
+    info["cluster"]["leader"].as_str().map(str::to_string)
+}
+
+/// What one read of a metric answered.
+#[derive(Debug, Clone, PartialEq)]
+enum Answer {
+    /// HTTP 200 with one series of this value.
+    Value(f64),
+    /// Not 200: the metric's error.
+    Error(u16, String),
+    /// Anything else: 200 without exactly one series, or a value that is not a number.
+    Other(u16, String),
+}
+
+async fn answer(a: &Adapter, metric: &str) -> Answer {
+    let (status, body) = a.metric(metric, None).await;
+    let items = body["items"].as_array().map_or(0, Vec::len);
+    let value = body["items"][0]["value"].as_str().and_then(|q| {
+        let milli = q.strip_suffix('m');
+        let n: f64 = milli.unwrap_or(q).parse().ok()?;
+        Some(if milli.is_some() { n / 1000.0 } else { n })
+    });
+    match (status, items, value) {
+        (200, 1, Some(v)) => Answer::Value(v),
+        (200, ..) => Answer::Other(status, body.to_string()),
+        _ => Answer::Error(status, body.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn a_clustered_stream_electing_its_leader_is_an_error_never_a_made_up_value() {
+    let mut cluster = PrivateCluster::start(3);
+    let urls = cluster.urls();
+    let addrs: Vec<async_nats::ServerAddr> = urls
+        .iter()
+        .map(|u| u.parse().expect("server url"))
+        .collect();
+    let client = async_nats::ConnectOptions::new()
+        .connect(addrs)
+        .await
+        .expect("connect");
+    let js = jetstream::new(client.clone());
+    // The meta group elects its leader a few seconds after the routes connect; until then a
+    // create is not answered, or refused.
+    let config = stream::Config {
+        name: "JOBS".into(),
+        subjects: vec!["jobs.>".into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        num_replicas: 3,
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let jobs = loop {
+        match tokio::time::timeout(Duration::from_secs(2), js.create_stream(config.clone())).await {
+            Ok(Ok(s)) => break s,
+            got => assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no JetStream meta leader after {:?}: {got:?}",
+                start.elapsed()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    jobs.create_consumer(consumer::pull::Config {
+        durable_name: Some("workers".into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        num_replicas: 3,
+        ..Default::default()
+    })
+    .await
+    .expect("consumer");
+    for i in 0..5 {
+        js.publish(format!("jobs.{i}"), format!("job {i}").into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+    let servers = urls
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = format!(
+        "poll_interval: 200ms\npoll_timeout: 2s\nsources:\n  js:\n    nats: {{servers: [{servers}]}}\n{}",
+        metrics()
+    );
+    let a = Adapter::start(&config).await;
+    a.wait_for("lag", None, Duration::from_secs(10), value_is(5.0))
+        .await;
+
+    // The leader is made the server the adapter is connected to (the client picks one of the
+    // three at random), by stepping it down until it is: its stop then also drops the
+    // adapter's connection, which reconnects to one of the other two.
+    let start = Instant::now();
+    let adapter_on = loop {
+        if let Some(i) = cluster.connected_to("queue-metrics-adapter/js").await {
+            break i;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the adapter is connected to no server"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let leader_now = async || {
+        let start = Instant::now();
+        loop {
+            if let Some(name) = stream_leader(&client).await {
+                return name;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "JOBS has no leader"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let mut leader = leader_now().await;
+    let mut stepdowns = 0;
+    while cluster.index_of(&leader) != Some(adapter_on) && stepdowns < 6 {
+        stepdowns += 1;
+        let _ = try_js_api(
+            &client,
+            "$JS.API.STREAM.LEADER.STEPDOWN.JOBS",
+            "",
+            Duration::from_secs(2),
+        )
+        .await;
+        let start = Instant::now();
+        loop {
+            let now = leader_now().await;
+            if now != leader {
+                leader = now;
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{leader} stayed the leader of JOBS after a step down"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let stopped_index = cluster
+        .index_of(&leader)
+        .expect("the leader is one of ours");
+    a.wait_for("lag", None, Duration::from_secs(10), value_is(5.0))
+        .await;
+
+    cluster.servers[stopped_index].stop();
+    let stopped = Instant::now();
+    // Every answer while the other two elect a new leader: 5 (a poll that read the leader), or
+    // an error (HPA holds); any other number would be made up.
+    let mut answers: Vec<(Duration, Answer)> = Vec::new();
+    // The first 5 after the last error, from a poll begun after the stop (a poll in flight at
+    // the stop ends within poll_timeout, 2 s).
+    let mut served_again: Option<Duration> = None;
+    loop {
+        let got = answer(&a, "lag").await;
+        let at = stopped.elapsed();
+        match &got {
+            Answer::Value(v) if *v == 5.0 => {
+                if served_again.is_none() && at > Duration::from_millis(2_500) {
+                    served_again = Some(at);
+                }
+            }
+            Answer::Error(..) => served_again = None,
+            wrong => panic!(
+                "lag served {wrong:?} {at:?} after the leader {leader} was stopped; the answers before it: {:?}",
+                answers.iter().rev().take(20).collect::<Vec<_>>()
+            ),
+        }
+        answers.push((at, got));
+        let settled = served_again.is_some_and(|t| at >= t + Duration::from_secs(2));
+        if (settled && at >= Duration::from_secs(5)) || at >= Duration::from_secs(20) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let errors: Vec<&(Duration, Answer)> = answers
+        .iter()
+        .filter(|(_, g)| matches!(g, Answer::Error(..)))
+        .collect();
+    let mut texts: Vec<&str> = errors
+        .iter()
+        .filter_map(|(_, g)| match g {
+            Answer::Error(_, t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    texts.dedup();
+    let reconnected_to = cluster.connected_to("queue-metrics-adapter/js").await;
+    eprintln!(
+        "stopped the leader {leader} after {stepdowns} step downs (the adapter was connected to n{adapter_on}, then to {reconnected_to:?}): {} answers over {:?}, {} of them 5, {} errors (first {:?}, last {:?}); served 5 again from {served_again:?}; the errors: {:?}",
+        answers.len(),
+        stopped.elapsed(),
+        answers.len() - errors.len(),
+        errors.len(),
+        errors.first().map(|(t, _)| t),
+        errors.last().map(|(t, _)| t),
+        texts.iter().take(4).collect::<Vec<_>>()
+    );
+    assert!(
+        served_again.is_some(),
+        "lag was not served again after the leader {leader} was stopped: {:?}",
+        answers.iter().rev().take(10).collect::<Vec<_>>()
+    );
+
+    cluster.servers[stopped_index].restart();
+    a.wait_for("lag", None, Duration::from_secs(10), value_is(5.0))
+        .await;
     a.stop().await;
 }
 

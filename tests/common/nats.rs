@@ -66,8 +66,13 @@ impl PrivateNats {
     /// `jetstream: disabled` gives a server without JetStream; an account's indented
     /// `jetstream: enabled` does not count).
     pub fn start_in(dir: PathBuf, config: &str) -> PrivateNats {
+        Self::start_at(dir, config, free_port())
+    }
+
+    /// Like [`PrivateNats::start_in`], on `port` (for a cluster, whose ports are all chosen up
+    /// front: see [`PrivateCluster`]).
+    pub fn start_at(dir: PathBuf, config: &str, port: u16) -> PrivateNats {
         std::fs::create_dir_all(&dir).expect("nats scratch dir");
-        let port = free_port();
         let mut text = config.to_string();
         if !text.ends_with('\n') {
             text.push('\n');
@@ -191,6 +196,129 @@ impl Drop for PrivateNats {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A JetStream cluster of private `nats-server`s named `n0`, `n1`, … on 127.0.0.1, each
+/// routing to the others, keeping its store in its own scratch directory, and serving
+/// monitoring (`/connz`) on a port of its own; killed and removed when dropped.
+///
+/// Every port (client, cluster, monitoring) is chosen before the first server starts, all held
+/// at once so that none is chosen twice: a server's routes name the others' cluster ports
+/// before those servers run. The cluster has no JetStream meta leader yet when `start` returns
+/// (nats-server 2.9 elects one a few seconds after the routes connect): a first JetStream
+/// request may time out or answer "JetStream system temporarily unavailable", so retry it.
+#[derive(Debug)]
+pub struct PrivateCluster {
+    /// The servers, `servers[i]` named `n<i>`.
+    pub servers: Vec<PrivateNats>,
+    http_ports: Vec<u16>,
+}
+
+impl PrivateCluster {
+    /// Starts `n` servers forming one cluster, each waited for until it answers clients.
+    pub fn start(n: usize) -> PrivateCluster {
+        let held: Vec<StdListener> = (0..3 * n)
+            .map(|_| StdListener::bind("127.0.0.1:0").expect("free port"))
+            .collect();
+        let ports: Vec<u16> = held
+            .iter()
+            .map(|l| l.local_addr().expect("addr").port())
+            .collect();
+        drop(held);
+        let (client, rest) = ports.split_at(n);
+        let (cluster, http) = rest.split_at(n);
+        let servers = (0..n)
+            .map(|i| {
+                let dir = scratch_dir(&format!("cluster-n{i}"));
+                let routes: Vec<u16> = (0..n).filter(|&j| j != i).map(|j| cluster[j]).collect();
+                let config = cluster_config(&format!("n{i}"), &dir, cluster[i], &routes, http[i]);
+                PrivateNats::start_at(dir, &config, client[i])
+            })
+            .collect();
+        PrivateCluster {
+            servers,
+            http_ports: http.to_vec(),
+        }
+    }
+
+    /// Every server's `nats://127.0.0.1:<port>`.
+    pub fn urls(&self) -> Vec<String> {
+        self.servers.iter().map(PrivateNats::url).collect()
+    }
+
+    /// The index of the server named `name` (`n<i>`).
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        name.strip_prefix('n')
+            .and_then(|i| i.parse::<usize>().ok())
+            .filter(|&i| i < self.servers.len())
+    }
+
+    /// The index of the server a client named `client_name` is connected to, as the servers'
+    /// `/connz` tell (a stopped server tells nothing).
+    pub async fn connected_to(&self, client_name: &str) -> Option<usize> {
+        queue_metrics_adapter::tls::ensure_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("http client");
+        for (i, port) in self.http_ports.iter().enumerate() {
+            let Ok(reply) = http
+                .get(format!("http://127.0.0.1:{port}/connz?limit=1024"))
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let Ok(connz) = reply.json::<serde_json::Value>().await else {
+                continue;
+            };
+            let here = connz["connections"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["name"] == client_name));
+            if here {
+                return Some(i);
+            }
+        }
+        None
+    }
+}
+
+/// The configuration of cluster member `name`: its JetStream store in `dir/js`, its cluster
+/// listen on `cluster_port`, routes to the other members' cluster ports, and monitoring on
+/// `http_port`. Its top-level `jetstream` block keeps [`PrivateNats::start_in`] from adding one.
+pub fn cluster_config(
+    name: &str,
+    dir: &Path,
+    cluster_port: u16,
+    routes: &[u16],
+    http_port: u16,
+) -> String {
+    let routes: String = routes
+        .iter()
+        .map(|p| format!("    nats-route://127.0.0.1:{p}\n"))
+        .collect();
+    format!(
+        "server_name: {name}\nhttp: 127.0.0.1:{http_port}\njetstream {{\n  store_dir: \"{}\"\n}}\ncluster {{\n  name: qma-test\n  listen: 127.0.0.1:{cluster_port}\n  routes: [\n{routes}  ]\n}}\n",
+        dir.join("js").display()
+    )
+}
+
+/// Like [`js_api`], waiting at most `timeout` and giving `None` for no reply (nobody answered
+/// in time: a clustered stream or the meta group electing a leader) or one that is not JSON.
+pub async fn try_js_api(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &str,
+    timeout: Duration,
+) -> Option<serde_json::Value> {
+    let request = async_nats::Request::new()
+        .payload(body.to_string().into())
+        .timeout(Some(timeout));
+    let reply = client
+        .send_request(subject.to_string(), request)
+        .await
+        .ok()?;
+    serde_json::from_slice(&reply.payload).ok()
 }
 
 /// One JetStream API request (`subject` may carry an account's API prefix), its JSON reply
