@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer, stream};
 use common::nats::{
     PrivateCluster, PrivateNats, account_prefix_config, error_of, js_api, nkey_config, nkey_user,
-    read_only_user_config, scratch_dir, tls_config, try_js_api,
+    read_only_user_config, scratch_dir, take, tls_config, try_js_api,
 };
 use common::paced::served;
 use common::{Adapter, value_is};
@@ -469,16 +469,7 @@ async fn a_read_only_user_polls_without_changing_anything_and_the_wake_is_refuse
             .expect("connect as admin");
     let workers = fill(admin.clone(), 12).await;
     // Two of them taken and not acknowledged: in flight while the adapter polls.
-    let mut taken = workers
-        .fetch()
-        .max_messages(2)
-        .messages()
-        .await
-        .expect("fetch");
-    let mut held = Vec::new();
-    while let Some(m) = taken.next().await {
-        held.push(m.expect("message"));
-    }
+    let held = take(&workers, 2).await;
     let snapshot = async || {
         let stream = js_api(&admin, "$JS.API.STREAM.INFO.JOBS", "").await;
         let consumer = js_api(&admin, "$JS.API.CONSUMER.INFO.JOBS.workers", "").await;

@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
-use common::nats::error_of;
+use common::nats::{error_of, take};
 use common::paced::served;
 use common::{Adapter, on_own_runtime, quantity, value_is};
 use futures_util::StreamExt as _;
@@ -150,16 +150,7 @@ async fn a_work_queue_pull_consumer_lag_in_flight_and_oldest_age_as_a_worker_tak
     );
 
     // A worker takes two and acknowledges neither: in flight, and still the oldest.
-    let mut taken = workers
-        .fetch()
-        .max_messages(2)
-        .messages()
-        .await
-        .expect("fetch");
-    let mut held = Vec::new();
-    while let Some(m) = taken.next().await {
-        held.push(m.expect("message"));
-    }
+    let held = take(&workers, 2).await;
     assert_eq!(held.len(), 2);
     until(&a, "lag", 3.0).await;
     until(&a, "in_flight", 2.0).await;

@@ -519,3 +519,25 @@ pub async fn error_of(a: &super::Adapter, metric: &str, needle: &str) -> String 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// What a worker of pull consumer `consumer` takes and holds without acknowledging: up to `n`
+/// messages of one fetch.
+pub async fn take(
+    consumer: &async_nats::jetstream::consumer::Consumer<
+        async_nats::jetstream::consumer::pull::Config,
+    >,
+    n: usize,
+) -> Vec<async_nats::jetstream::Message> {
+    use futures_util::StreamExt as _;
+    let mut batch = consumer
+        .fetch()
+        .max_messages(n)
+        .messages()
+        .await
+        .expect("fetch");
+    let mut held = Vec::new();
+    while let Some(m) = batch.next().await {
+        held.push(m.expect("message"));
+    }
+    held
+}
