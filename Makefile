@@ -1,5 +1,6 @@
 # Two commands matter: `make run` and `make test`. Both make sure Redis, RabbitMQ (with its
-# management plugin) and NATS (with JetStream) run first.
+# management plugin), NATS (with JetStream) and PostgreSQL (user postgres, no password over TCP)
+# run first.
 CARGO ?= cargo
 CONFIG ?= examples/local.yaml
 LISTEN ?= 127.0.0.1:8080
@@ -11,9 +12,10 @@ services:
 	@scripts/ensure-redis.sh
 	@scripts/ensure-rabbitmq.sh
 	@scripts/ensure-nats.sh
+	@scripts/ensure-postgres.sh
 
-## Build, make sure Redis, RabbitMQ and NATS (with JetStream) run, and serve examples/local.yaml in
-## the foreground.
+## Build, make sure Redis, RabbitMQ, NATS (with JetStream) and PostgreSQL run, and serve
+## examples/local.yaml in the foreground.
 run: services
 	$(CARGO) build --release
 	@echo
@@ -42,7 +44,8 @@ check: services
 
 ## The whole suite: formatting, clippy, unit and integration tests against the local Redis (job
 ## libraries' real clients and workers included, installed under target/ at pinned versions),
-## RabbitMQ and NATS with JetStream (and private nats-server processes: TLS, NKeys, accounts),
+## RabbitMQ, NATS with JetStream (and private nats-server processes: TLS, NKeys, accounts) and
+## PostgreSQL (job tables; a database per test, as user postgres),
 ## the Redis tests a second time over RESP3, benchmarks run once as tests, `kubectl get --raw` against the adapter, and curl over HTTPS
 ## with and without a front-proxy client certificate, and every manifest under deploy/ validated
 ## offline (Kubernetes schemas + checkov, promtool for the alert rules), a few seconds of every fuzz

@@ -9,7 +9,11 @@
 # - Node.js (npm, at target/job-libraries/node): BullMQ's current major, BullMQ 5 (the last
 #   major with a separate `paused` list) as `bullmq5`, and bee-queue.
 # - Ruby: Debian's ruby-sidekiq (Sidekiq 6.4; 7 and 8 are not packaged), with apt-get as root.
-# Usage: scripts/ensure-job-libraries.sh [python|node|sidekiq ...] (default: all three).
+# - PostgreSQL job tables: procrastinate (with psycopg 3) and River's Python client (riverqueue,
+#   through SQLAlchemy with psycopg or asyncpg) in target/job-libraries/venv-postgres; pg-boss
+#   and graphile-worker (npm) in target/job-libraries/node-postgres, apart from the node
+#   folder so neither's pins move the other's.
+# Usage: scripts/ensure-job-libraries.sh [python|node|sidekiq|postgres ...] (default: all four).
 set -euo pipefail
 
 say() { echo "[ensure-job-libraries] $*"; }
@@ -39,6 +43,19 @@ NODE_PACKAGES=(
   "bee-queue@2.0.0"
 )
 SIDEKIQ_PACKAGE="ruby-sidekiq"
+# The PostgreSQL job libraries; the drivers at the versions pip resolved for these pins (Python
+# 3.11) and that log in to the local PostgreSQL.
+POSTGRES_PYTHON_PACKAGES=(
+  "procrastinate==3.10.0"
+  "psycopg[binary]==3.3.9"
+  "riverqueue==0.7.0"
+  "sqlalchemy[asyncio]==2.1.9"
+  "asyncpg==0.32.0"
+)
+POSTGRES_NODE_PACKAGES=(
+  "pg-boss@10.4.2"
+  "graphile-worker@0.17.3"
+)
 
 # pinned <dir> <pins...>: whether <dir> was installed with exactly these pins (said when so).
 pinned() {
@@ -75,17 +92,34 @@ python_libraries() {
   python_env "$DIR/venv-celery" 'import celery, kombu, redis, amqp, kombu.transport.redis; print("celery", celery.__version__, "kombu", kombu.__version__, "amqp", amqp.__version__, "redis", redis.__version__)' "${CELERY_PACKAGES[@]}"
 }
 
-node_libraries() {
-  local node="$DIR/node"
-  [ -d "$node/node_modules" ] && pinned "$node" "${NODE_PACKAGES[@]}" && return 0
+# node_env <dir> <packages...>: an npm folder holding exactly these pins (true when it was
+# already in place).
+node_env() {
+  local node="$1"
+  shift
+  [ -d "$node/node_modules" ] && pinned "$node" "$@" && return 0
   command -v npm >/dev/null 2>&1 || { say "npm is missing: install Node.js and npm and retry" >&2; exit 1; }
-  say "installing ${NODE_PACKAGES[*]} from npm into $node"
+  say "installing $* from npm into $node"
   rm -rf "$node"
   mkdir -p "$node"
   (cd "$node" && echo '{"name":"qma-job-libraries","private":true}' >package.json &&
-    npm install --silent --no-audit --no-fund --save-exact "${NODE_PACKAGES[@]}" >/dev/null)
-  record_pins "$node" "${NODE_PACKAGES[@]}"
+    npm install --silent --no-audit --no-fund --save-exact "$@" >/dev/null)
+  record_pins "$node" "$@"
+  return 1
+}
+
+node_libraries() {
+  local node="$DIR/node"
+  node_env "$node" "${NODE_PACKAGES[@]}" && return 0
   say "installed: bullmq $(node -p "require('$node/node_modules/bullmq/package.json').version"), bullmq5 $(node -p "require('$node/node_modules/bullmq5/package.json').version"), bee-queue $(node -p "require('$node/node_modules/bee-queue/package.json').version")"
+}
+
+postgres_libraries() {
+  python_env "$DIR/venv-postgres" 'import procrastinate, riverqueue, sqlalchemy, psycopg, asyncpg, riverqueue.driver.riversqlalchemy; from importlib.metadata import version; print("procrastinate", procrastinate.__version__, "riverqueue", version("riverqueue"), "sqlalchemy", sqlalchemy.__version__, "psycopg", psycopg.__version__, "asyncpg", asyncpg.__version__)' "${POSTGRES_PYTHON_PACKAGES[@]}"
+  local node="$DIR/node-postgres"
+  node_env "$node" "${POSTGRES_NODE_PACKAGES[@]}" && return 0
+  # Loading them, not only their package.json: both must run on this Node.js.
+  say "installed: $(cd "$node" && node -e "require('pg-boss'); require('graphile-worker'); const v = (p) => require(p + '/package.json').version; console.log('pg-boss', v('pg-boss') + ',', 'graphile-worker', v('graphile-worker') + ',', 'pg', v('pg') + ',', 'node', process.versions.node)")"
 }
 
 # Not named `sidekiq`: `command -v sidekiq` would then find this function, not the command.
@@ -101,12 +135,13 @@ sidekiq_library() {
 
 mkdir -p "$DIR"
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(python node sidekiq)
+[ ${#parts[@]} -eq 0 ] && parts=(python node sidekiq postgres)
 for part in "${parts[@]}"; do
   case "$part" in
     python) python_libraries ;;
     node) node_libraries ;;
     sidekiq) sidekiq_library ;;
-    *) say "unknown part $part (python, node or sidekiq)" >&2; exit 2 ;;
+    postgres) postgres_libraries ;;
+    *) say "unknown part $part (python, node, sidekiq or postgres)" >&2; exit 2 ;;
   esac
 done

@@ -36,6 +36,33 @@ pub fn roots_from_pem(pem: &[u8]) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
+/// A TLS client's settings: trusting only the certificates of `root_cert` (a `ca_file`'s PEM)
+/// when given, else the system's roots.
+///
+/// # Errors
+/// Text naming what is wrong: the `ca_file`'s PEM, or the system's roots unreadable.
+pub fn client_config(root_cert: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+    let roots = match root_cert {
+        Some(pem) => roots_from_pem(pem).map_err(|e| format!("ca_file: {e}"))?,
+        None => {
+            let mut roots = rustls::RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            if let Some(e) = found.errors.first() {
+                return Err(format!("the system's CA certificates: {e}"));
+            }
+            for cert in found.certs {
+                // One unusable system certificate does not stop the others from being used.
+                let _ = roots.add(cert);
+            }
+            roots
+        }
+    };
+    ensure_crypto_provider();
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -376,3 +376,260 @@ fn ensure_job_libraries_says_what_is_missing_and_refuses_an_unknown_part() {
         text(&unknown)
     );
 }
+
+/// The newest PostgreSQL version with a Debian cluster `main` (what ensure-postgres.sh starts),
+/// if this machine has one.
+fn debian_postgres_version() -> Option<String> {
+    // As the script picks it: the newest folder under /etc/postgresql.
+    let mut versions: Vec<(Vec<u32>, String)> = std::fs::read_dir("/etc/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .map(|v| (v.split('.').filter_map(|n| n.parse().ok()).collect(), v))
+        .collect();
+    versions.sort();
+    let newest = versions.pop()?.1;
+    Path::new("/etc/postgresql")
+        .join(&newest)
+        .join("main")
+        .is_dir()
+        .then_some(newest)
+}
+
+/// The machine's PostgreSQL (started if stopped, never stopped), a port nothing answers on and
+/// that Debian's cluster is not configured for, and a port some other program holds.
+#[test]
+fn ensure_postgres_says_a_running_server_runs_and_refuses_ports_it_cannot_start() {
+    // Starts the machine's server if it is stopped (as `make test` does first), then says so.
+    let (first, _) = run("ensure-postgres.sh", &[]);
+    let (again, _) = run("ensure-postgres.sh", &[]);
+    let said = text(&again);
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        again.status.success()
+            && said.contains("PostgreSQL is already running on 127.0.0.1:5432")
+            && said.contains("user postgres logs in over TCP on 127.0.0.1:5432 without a password"),
+        "{said}"
+    );
+
+    // Something else holds the port and never answers: a clear error, in bounded time.
+    let squatter = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let held = squatter.local_addr().expect("addr").port();
+    let (out, took) = run(
+        "ensure-postgres.sh",
+        &[
+            ("QMA_POSTGRES_PORT", held.to_string()),
+            ("QMA_POSTGRES_START_TIMEOUT", "2".into()),
+        ],
+    );
+    drop(squatter);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("127.0.0.1:{held}"))
+            && said.contains("does not answer as PostgreSQL"),
+        "the message names the address: {said}"
+    );
+    assert!(took < Duration::from_secs(30), "bounded: {took:?}");
+
+    // Nothing answers, and Debian's cluster is for another port: it says so and starts nothing.
+    let Some(version) = debian_postgres_version() else {
+        eprintln!("no Debian PostgreSQL cluster `main` here: the wrong-port case is not run");
+        return;
+    };
+    let port = free_port();
+    let (out, took) = run(
+        "ensure-postgres.sh",
+        &[("QMA_POSTGRES_PORT", port.to_string())],
+    );
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("nothing answers on 127.0.0.1:{port}"))
+            && said.contains(&format!("cluster {version}/main is configured for port"))
+            && said.contains("QMA_POSTGRES_PORT="),
+        "{said}"
+    );
+    assert!(took < Duration::from_secs(10), "at once: {took:?}");
+}
+
+/// A private Debian cluster (pg_createcluster), stopped; dropped (stopped first) at the end.
+struct PrivateCluster {
+    version: String,
+    name: String,
+    port: u16,
+}
+
+impl PrivateCluster {
+    fn new(version: &str) -> PrivateCluster {
+        let port = free_port();
+        let name = format!("qmaensure{}x{port}", std::process::id());
+        let created = Command::new("pg_createcluster")
+            .args([version, &name, "-p", &port.to_string()])
+            .output()
+            .expect("pg_createcluster runs");
+        assert!(created.status.success(), "{}", text(&created));
+        PrivateCluster {
+            version: version.into(),
+            name,
+            port,
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("QMA_POSTGRES_PORT", self.port.to_string()),
+            ("QMA_POSTGRES_CLUSTER", self.name.clone()),
+        ]
+    }
+
+    fn hba(&self) -> String {
+        format!("/etc/postgresql/{}/{}/pg_hba.conf", self.version, self.name)
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("pg_dropcluster")
+            .args(["--stop", &self.version, &self.name])
+            .output();
+    }
+}
+
+/// Debian's start path on a private cluster of the machine's version (never the machine's own):
+/// a fresh cluster asks for a password over TCP (Debian's default pg_hba.conf), which the script
+/// says how to change; with the trust line it logs in.
+#[test]
+fn ensure_postgres_starts_a_stopped_cluster_and_says_which_pg_hba_line_it_needs() {
+    let Some(version) = debian_postgres_version() else {
+        eprintln!("no Debian PostgreSQL cluster `main` here: the start path is not run");
+        return;
+    };
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !root {
+        eprintln!("not root: pg_createcluster needs root, the start path is not run");
+        return;
+    }
+    let cluster = PrivateCluster::new(&version);
+    let env = cluster.env();
+    let (out, took) = run("ensure-postgres.sh", &env);
+    let said = text(&out);
+    let port = cluster.port;
+    assert!(
+        said.contains("is installed but stopped: starting it")
+            && said.contains(&format!("PostgreSQL {version} is up on 127.0.0.1:{port}")),
+        "{said}"
+    );
+    eprintln!("stopped cluster started by the script in {took:?}");
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("asks user postgres for a password")
+            && said.contains("host all all 127.0.0.1/32 trust")
+            && said.contains(&cluster.hba()),
+        "names the line and the file: {said}"
+    );
+
+    // What the message says to do; then it logs in.
+    let hba = std::fs::read_to_string(cluster.hba()).expect("pg_hba.conf");
+    std::fs::write(
+        cluster.hba(),
+        format!("host all all 127.0.0.1/32 trust\n{hba}"),
+    )
+    .expect("pg_hba.conf");
+    let reload = Command::new("pg_ctlcluster")
+        .args([&version, &cluster.name, "reload"])
+        .output()
+        .expect("pg_ctlcluster");
+    assert!(reload.status.success(), "{}", text(&reload));
+    let (again, _) = run("ensure-postgres.sh", &env);
+    let said = text(&again);
+    drop(cluster);
+    assert!(
+        again.status.success()
+            && said.contains(&format!(
+                "PostgreSQL is already running on 127.0.0.1:{port}"
+            ))
+            && said.contains("without a password"),
+        "{said}"
+    );
+}
+
+/// A `pg_ctlcluster` that hangs, or fails at once, for a cluster the fake `pg_lsclusters`
+/// reports stopped on a free port: the script gives up in bounded time and names the log.
+#[test]
+fn ensure_postgres_gives_up_on_a_cluster_that_never_answers_and_names_its_log() {
+    if debian_postgres_version().is_none() {
+        eprintln!("no Debian PostgreSQL cluster `main` here: the fake start path is not run");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("qma-ensure-postgres-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp bin");
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let log = dir.join("cluster.log");
+    std::fs::write(&log, "FATAL:  the fake cluster's last words\n").expect("log");
+    let fake = |name: &str, body: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let file = dir.join(name);
+        std::fs::write(&file, format!("#!/bin/sh\n{body}\n")).expect("fake");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    };
+    let port = free_port();
+    fake(
+        "pg_lsclusters",
+        &format!(
+            "echo \"${{1:-15}} main {port} down postgres /nonexistent {}\"",
+            log.display()
+        ),
+    );
+    // Hangs for a little longer than the script waits, then goes away by itself.
+    fake("pg_ctlcluster", "exec sleep 4");
+    let env = [
+        ("QMA_POSTGRES_PORT", port.to_string()),
+        ("QMA_POSTGRES_START_TIMEOUT", "2".into()),
+        ("PATH", path.clone()),
+    ];
+    let (out_hung, took_hung) = run("ensure-postgres.sh", &env);
+    fake(
+        "pg_ctlcluster",
+        "echo 'The PostgreSQL server failed to start. Please check the log output.' >&2; exit 1",
+    );
+    let (out_died, took_died) = run(
+        "ensure-postgres.sh",
+        &[("QMA_POSTGRES_PORT", port.to_string()), ("PATH", path)],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let said = text(&out_hung);
+    assert!(!out_hung.status.success(), "{said}");
+    assert!(
+        said.contains("did not return within 2s")
+            && said.contains(&format!(
+                "did not answer on 127.0.0.1:{port} within 2s; see {}",
+                log.display()
+            ))
+            && said.contains("last words"),
+        "the message names the address and the log, and quotes it: {said}"
+    );
+    assert!(
+        took_hung < Duration::from_secs(30),
+        "bounded: {took_hung:?}"
+    );
+
+    let said = text(&out_died);
+    assert!(!out_died.status.success(), "{said}");
+    assert!(
+        said.contains("failed (status 1)")
+            && said.contains("failed to start")
+            && said.contains(&format!("see {}", log.display())),
+        "the message quotes pg_ctlcluster and names the log: {said}"
+    );
+    assert!(took_died < Duration::from_secs(5), "at once: {took_died:?}");
+}

@@ -25,6 +25,9 @@ use super::kubernetes::replicas::ReplicaReader;
 use super::kubernetes::workloads::NAMESPACE_LABEL;
 use super::metric::{KINDS, MetricConfig};
 use super::nats::{self, Nats, NatsSource, config::NatsSourceConfig, config::NatsTarget};
+use super::postgres::{
+    self, Postgres, PostgresSource, config::PostgresSourceConfig, config::PostgresTarget,
+};
 use super::rabbitmq::{
     self, RabbitMq, RabbitMqSource, config::RabbitMqSourceConfig, config::RabbitMqTarget,
 };
@@ -47,6 +50,8 @@ pub enum SourceConfig {
     Inference(InferenceSourceConfig),
     /// A `nats` (JetStream) source.
     Nats(NatsSourceConfig),
+    /// A `postgres` source (job libraries' tables).
+    Postgres(PostgresSourceConfig),
 }
 
 impl SourceConfig {
@@ -58,6 +63,7 @@ impl SourceConfig {
             SourceConfig::Dcgm(_) => "dcgm",
             SourceConfig::Inference(_) => "inference",
             SourceConfig::Nats(_) => "nats",
+            SourceConfig::Postgres(_) => "postgres",
         }
     }
 
@@ -68,6 +74,7 @@ impl SourceConfig {
             SourceConfig::Dcgm(c) => c.poll_interval,
             SourceConfig::Inference(c) => c.poll_interval,
             SourceConfig::Nats(c) => c.poll_interval,
+            SourceConfig::Postgres(c) => c.poll_interval,
         }
     }
 
@@ -78,6 +85,7 @@ impl SourceConfig {
             SourceConfig::Dcgm(c) => c.poll_timeout,
             SourceConfig::Inference(c) => c.poll_timeout,
             SourceConfig::Nats(c) => c.poll_timeout,
+            SourceConfig::Postgres(c) => c.poll_timeout,
         }
     }
 
@@ -104,6 +112,7 @@ impl SourceConfig {
             SourceConfig::Dcgm(c) => c.validate(&at, timeout),
             SourceConfig::Inference(c) => c.validate(&at, timeout),
             SourceConfig::Nats(c) => c.validate(&at),
+            SourceConfig::Postgres(c) => c.validate(&at, timeout),
         }
     }
 
@@ -144,6 +153,10 @@ impl SourceConfig {
                 required(t.nats.is_some())?;
                 nats::validate_metric(c, m, t.nats.as_ref(), at)?;
             }
+            SourceConfig::Postgres(c) => {
+                required(t.postgres.is_some())?;
+                postgres::validate_metric(c, m, t.postgres.as_ref(), at)?;
+            }
         }
         m.validate_window(at, m.over_window())?;
         m.validate_workers(at)?;
@@ -169,6 +182,7 @@ impl SourceConfig {
             SourceConfig::Redis(c) => c.resolve_secrets(&at),
             SourceConfig::RabbitMq(c) => c.resolve_secrets(&at),
             SourceConfig::Nats(c) => c.resolve_secrets(&at),
+            SourceConfig::Postgres(c) => c.resolve_secrets(&at),
             SourceConfig::Dcgm(_) | SourceConfig::Inference(_) => Ok(()),
         }
     }
@@ -179,6 +193,7 @@ impl SourceConfig {
             SourceConfig::Redis(c) => c.password_files(),
             SourceConfig::RabbitMq(c) => c.credentials.password_file.iter().cloned().collect(),
             SourceConfig::Nats(c) => c.secret_files(),
+            SourceConfig::Postgres(c) => c.secret_files(),
             SourceConfig::Dcgm(_) | SourceConfig::Inference(_) => Vec::new(),
         }
     }
@@ -187,7 +202,10 @@ impl SourceConfig {
     /// (GPU workloads); `None`: the request's namespace is the metric's.
     pub fn namespace_label(&self) -> Option<&'static str> {
         match self {
-            SourceConfig::Redis(_) | SourceConfig::RabbitMq(_) | SourceConfig::Nats(_) => None,
+            SourceConfig::Redis(_)
+            | SourceConfig::RabbitMq(_)
+            | SourceConfig::Nats(_)
+            | SourceConfig::Postgres(_) => None,
             SourceConfig::Dcgm(_) | SourceConfig::Inference(_) => Some(NAMESPACE_LABEL),
         }
     }
@@ -203,6 +221,8 @@ impl SourceConfig {
                 .as_ref()
                 .and_then(|t| t.keys())
                 .is_some_and(|t| t.pattern.is_some() && t.key_type.deleted_when_empty()),
+            // A table read with no unfinished row in any queue: nothing waits.
+            SourceConfig::Postgres(_) => true,
             SourceConfig::RabbitMq(_)
             | SourceConfig::Dcgm(_)
             | SourceConfig::Inference(_)
@@ -213,7 +233,10 @@ impl SourceConfig {
     /// Whether building this source needs the Kubernetes API (to map pods to workloads).
     pub fn needs_kubernetes(&self) -> bool {
         match self {
-            SourceConfig::Redis(_) | SourceConfig::RabbitMq(_) | SourceConfig::Nats(_) => false,
+            SourceConfig::Redis(_)
+            | SourceConfig::RabbitMq(_)
+            | SourceConfig::Nats(_)
+            | SourceConfig::Postgres(_) => false,
             SourceConfig::Dcgm(_) | SourceConfig::Inference(_) => true,
         }
     }
@@ -280,6 +303,19 @@ impl SourceConfig {
                 let replicas = replica_reader(name, metrics, timeout, context).await?;
                 NatsSource::new(&spec, replicas)
                     .map(|s| RunningSource::Nats(Box::new(s)))
+                    .map_err(Into::into)
+            }
+            SourceConfig::Postgres(c) => {
+                let spec = SourceSpec::<Postgres>::new(
+                    name,
+                    c,
+                    timeout,
+                    metrics,
+                    Postgres::target_of,
+                    globals,
+                );
+                PostgresSource::new(&spec)
+                    .map(|s| RunningSource::Postgres(Box::new(s)))
                     .map_err(Into::into)
             }
         };
@@ -401,6 +437,18 @@ impl Kind for Nats {
     }
 }
 
+impl Kind for Postgres {
+    fn connection(source: &SourceConfig) -> Option<&PostgresSourceConfig> {
+        match source {
+            SourceConfig::Postgres(c) => Some(c),
+            _ => None,
+        }
+    }
+    fn target_of(m: &MetricConfig) -> Option<&PostgresTarget> {
+        m.targets.postgres.as_ref()
+    }
+}
+
 /// A built source of any kind, as the poller and `check` drive it. Each is boxed: they range
 /// from a few hundred bytes to a few kilobytes, and the poll future holds the enum.
 pub enum RunningSource {
@@ -414,6 +462,8 @@ pub enum RunningSource {
     Inference(Box<InferenceSource>),
     /// A NATS JetStream source.
     Nats(Box<NatsSource>),
+    /// A PostgreSQL source.
+    Postgres(Box<PostgresSource>),
 }
 
 impl Source for RunningSource {
@@ -424,6 +474,7 @@ impl Source for RunningSource {
             RunningSource::Dcgm(s) => s.name(),
             RunningSource::Inference(s) => s.name(),
             RunningSource::Nats(s) => s.name(),
+            RunningSource::Postgres(s) => s.name(),
         }
     }
 
@@ -434,6 +485,7 @@ impl Source for RunningSource {
             RunningSource::Dcgm(s) => s.kind(),
             RunningSource::Inference(s) => s.kind(),
             RunningSource::Nats(s) => s.kind(),
+            RunningSource::Postgres(s) => s.kind(),
         }
     }
 
@@ -444,6 +496,7 @@ impl Source for RunningSource {
             RunningSource::Dcgm(s) => s.poll().await,
             RunningSource::Inference(s) => s.poll().await,
             RunningSource::Nats(s) => s.poll().await,
+            RunningSource::Postgres(s) => s.poll().await,
         }
     }
 
@@ -454,6 +507,7 @@ impl Source for RunningSource {
             RunningSource::Dcgm(s) => s.wake(),
             RunningSource::Inference(s) => s.wake(),
             RunningSource::Nats(s) => s.wake(),
+            RunningSource::Postgres(s) => s.wake(),
         }
     }
 }
@@ -488,6 +542,7 @@ impl<'de> serde::Deserialize<'de> for SourceConfig {
                     "dcgm" => SourceConfig::Dcgm(map.next_value()?),
                     "inference" => SourceConfig::Inference(map.next_value()?),
                     "nats" => SourceConfig::Nats(map.next_value()?),
+                    "postgres" => SourceConfig::Postgres(map.next_value()?),
                     other => return Err(A::Error::unknown_field(other, KINDS)),
                 };
                 if map.next_key::<String>()?.is_some() {

@@ -15,6 +15,7 @@ use serde::de::{Error as _, MapAccess};
 use super::dcgm::config::DcgmTarget;
 use super::inference::config::InferenceTarget;
 use super::nats::config::NatsTarget;
+use super::postgres::config::PostgresTarget;
 use super::rabbitmq::config::RabbitMqTarget;
 use super::redis::config::RedisMetric;
 use crate::primitives::{ConfigError, HumanDuration};
@@ -146,7 +147,7 @@ impl MetricConfig {
 }
 
 /// The kinds' names, as the config spells them (`sources.<name>.<kind>`, `metrics[].<kind>`).
-pub const KINDS: &[&str] = &["redis", "rabbitmq", "dcgm", "inference", "nats"];
+pub const KINDS: &[&str] = &["redis", "rabbitmq", "dcgm", "inference", "nats", "postgres"];
 
 /// A metric's kind-specific block (`metrics[].redis`, ...): at most one is meant to be set,
 /// the one of its source's kind (checked by [`super::SourceConfig::validate_metric`]).
@@ -162,6 +163,8 @@ pub struct MetricTargets {
     pub inference: Option<InferenceTarget>,
     /// `metrics[].nats`.
     pub nats: Option<NatsTarget>,
+    /// `metrics[].postgres`.
+    pub postgres: Option<PostgresTarget>,
 }
 
 impl MetricTargets {
@@ -189,6 +192,7 @@ impl MetricTargets {
             dcgm,
             inference,
             nats,
+            postgres,
         } = self;
         match key {
             "redis" => once(redis, "redis", map),
@@ -196,6 +200,7 @@ impl MetricTargets {
             "dcgm" => once(dcgm, "dcgm", map),
             "inference" => once(inference, "inference", map),
             "nats" => once(nats, "nats", map),
+            "postgres" => once(postgres, "postgres", map),
             _ => Ok(false),
         }
     }
@@ -208,6 +213,7 @@ impl MetricTargets {
             dcgm,
             inference,
             nats,
+            postgres,
         } = self;
         let set = [
             ("redis", redis.is_some()),
@@ -215,6 +221,7 @@ impl MetricTargets {
             ("dcgm", dcgm.is_some()),
             ("inference", inference.is_some()),
             ("nats", nats.is_some()),
+            ("postgres", postgres.is_some()),
         ];
         set.into_iter()
             .filter_map(|(kind, set)| set.then_some(kind))

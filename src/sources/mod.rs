@@ -51,6 +51,7 @@ pub mod workers;
 pub mod dcgm;
 pub mod inference;
 pub mod nats;
+pub mod postgres;
 pub mod rabbitmq;
 pub mod redis;
 

@@ -196,3 +196,35 @@ pub async fn check_error(a: &super::Adapter, metric: &str, text: &str, limit: Du
         .await;
     assert_ne!(status, 200, "{body}");
 }
+
+/// Runs `script` with the Postgres job libraries' Python (Procrastinate, River's insert
+/// client); as [`python`].
+pub async fn pg_python(script: &str, args: &[&str], limit: Duration) -> String {
+    venv_python(
+        "venv-postgres",
+        "the Postgres job libraries' virtualenv",
+        script,
+        args,
+        limit,
+    )
+    .await
+}
+
+/// Runs `script` with Node.js, its `require` finding pg-boss and graphile-worker; as
+/// [`node`].
+pub async fn pg_node(script: &str, args: &[&str], limit: Duration) -> String {
+    let modules = dir().join("node-postgres/node_modules");
+    assert!(
+        modules.exists(),
+        "{}",
+        missing("the Postgres job libraries for Node.js")
+    );
+    let mut command = Command::new("node");
+    command
+        .env("NODE_PATH", modules)
+        .arg("-e")
+        .arg(script)
+        .arg("--")
+        .args(args);
+    run(command, limit).await
+}

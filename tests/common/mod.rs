@@ -15,6 +15,7 @@ pub mod model_server;
 pub mod nats;
 pub mod paced;
 pub mod pki;
+pub mod postgres;
 pub mod prometheus;
 pub mod rabbit;
 pub mod redis_topology;

@@ -298,26 +298,7 @@ impl Connector {
 /// The TLS client settings for the poll's connections: trusting only the `ca_file`'s
 /// certificates when there is one, else the system's roots, as the `redis` crate does.
 fn tls_config(root_cert: Option<&[u8]>) -> Result<rustls::ClientConfig, SourceError> {
-    let bad = |message: String| SourceError::Config { message };
-    let roots = match root_cert {
-        Some(pem) => crate::tls::roots_from_pem(pem).map_err(|e| bad(format!("ca_file: {e}")))?,
-        None => {
-            let mut roots = rustls::RootCertStore::empty();
-            let found = rustls_native_certs::load_native_certs();
-            if let Some(e) = found.errors.first() {
-                return Err(bad(format!("the system's CA certificates: {e}")));
-            }
-            for cert in found.certs {
-                // One unusable system certificate does not stop the others from being used.
-                let _ = roots.add(cert);
-            }
-            roots
-        }
-    };
-    crate::tls::ensure_crypto_provider();
-    Ok(rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    crate::tls::client_config(root_cert).map_err(|message| SourceError::Config { message })
 }
 
 /// A Redis client error as text with no URL (and so no password) in it.

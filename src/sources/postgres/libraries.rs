@@ -1,0 +1,400 @@
+//! Job libraries' tables, as the statements that read them: for each library, what "ready"
+//! means in its own fetch query, which rows a worker holds, which wait for their time, which
+//! failed, and the time each job became ready. Checked against the libraries' code
+//! (`../shared/reference/job-libraries.md` §4) and, where they run here, their real clients and
+//! workers (`tests/postgres_libraries.rs`).
+//!
+//! Every statement reads only rows that are not finished, by the predicate of an index the
+//! library keeps for its own workers' fetch, except `failed`, which reads the failed rows and
+//! is sent only when a metric asks for it. Times the libraries store as `timestamp without time
+//! zone` (Oban, GoodJob, Solid Queue: UTC by the libraries' rule) are read as UTC, and
+//! compared with `now() AT TIME ZONE 'UTC'` so that their indexes still serve.
+
+use super::config::PgLibrary;
+use super::rows::Column;
+use crate::sources::measure::Measure;
+
+/// The column a measure is served from.
+pub fn column_of(measure: Measure) -> Option<Column> {
+    match measure {
+        Measure::Length => Some(Column::Waiting),
+        Measure::OldestAgeSeconds => Some(Column::OldestMs),
+        Measure::InFlight => Some(Column::InFlight),
+        Measure::Due => Some(Column::Due),
+        Measure::Delayed => Some(Column::Delayed),
+        Measure::Failed => Some(Column::Failed),
+        _ => None,
+    }
+}
+
+/// Why `library` cannot give `measure`, where it cannot: it keeps no such state.
+pub fn unknowable(library: PgLibrary, measure: Measure) -> Option<&'static str> {
+    match (library, measure) {
+        (
+            PgLibrary::Procrastinate | PgLibrary::GraphileWorker | PgLibrary::PgBoss,
+            Measure::Due,
+        ) => Some(
+            "the library runs a scheduled job as soon as its time comes (its fetch query compares the run-at time with now()): there is no separate step, and due jobs are counted in length",
+        ),
+        (PgLibrary::GoodJob | PgLibrary::Pgmq, Measure::Due) => Some(
+            "the library's workers take a job as soon as its time comes: due jobs are counted in length",
+        ),
+        (PgLibrary::Pgmq, Measure::Failed) => Some(
+            "pgmq keeps no failed messages: a consumer deletes or archives (pgmq.archive) what it is done with",
+        ),
+        _ => None,
+    }
+}
+
+/// The statements that read `library`'s tables in `schema` for the columns in `wanted`
+/// (`Failed` only when asked for), joined into one simple query: first the server's clock and
+/// the schema version, then a statement per group of rows.
+pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String {
+    let s = schema;
+    let failed = wanted.contains(&Column::Failed);
+    let mut out = vec![format!(
+        "SELECT (extract(epoch FROM now()) * 1000)::float8 AS now_ms, {} AS version",
+        version_expression(library, s)
+    )];
+    // The epoch-ms of a timestamptz expression, and of a UTC `timestamp without time zone`.
+    let ms = |e: &str| format!("(extract(epoch FROM {e}) * 1000)::float8");
+    let utc_ms = |e: &str| format!("(extract(epoch FROM ({e}) AT TIME ZONE 'UTC') * 1000)::float8");
+    const NOW_UTC: &str = "(now() AT TIME ZONE 'UTC')";
+    match library {
+        // procrastinate 3.x `schema.sql`: a job is taken by `procrastinate_fetch_job` when
+        // `status = 'todo'` and `scheduled_at` is NULL or past (partial index on
+        // `status = 'todo'`); the row has no creation time: its `deferred` event has it.
+        PgLibrary::Procrastinate => {
+            let ready = "(j.scheduled_at IS NULL OR j.scheduled_at <= now())";
+            out.push(format!(
+                "SELECT j.queue_name AS queue, \
+                 count(*) FILTER (WHERE {ready}) AS waiting, \
+                 min({t}) FILTER (WHERE {ready}) AS oldest_ms, \
+                 count(*) FILTER (WHERE {ready} AND j.deferred_at IS NULL AND j.scheduled_at IS NULL) AS untimed, \
+                 count(*) FILTER (WHERE NOT {ready}) AS delayed \
+                 FROM (SELECT j.queue_name, j.scheduled_at, \
+                   (SELECT max(e.at) FROM {s}.procrastinate_events e WHERE e.job_id = j.id \
+                     AND e.type IN ('deferred', 'deferred_for_retry', 'retried')) AS deferred_at \
+                   FROM {s}.procrastinate_jobs j WHERE j.status = 'todo') j \
+                 GROUP BY j.queue_name",
+                t = ms("greatest(j.deferred_at, j.scheduled_at)"),
+            ));
+            out.push(format!(
+                "SELECT queue_name AS queue, count(*) AS in_flight FROM {s}.procrastinate_jobs \
+                 WHERE status = 'doing' GROUP BY queue_name"
+            ));
+            if failed {
+                out.push(format!(
+                    "SELECT queue_name AS queue, count(*) AS failed FROM {s}.procrastinate_jobs \
+                     WHERE status = 'failed' GROUP BY queue_name"
+                ));
+            }
+        }
+        // graphile-worker 0.17 (`getJobs.ts`, the `jobs` view): a job is available when not
+        // locked (or its lock is older than 4 hours, as its fetch takes it again) and has
+        // attempts left, and is ready when `run_at` is past. Success deletes the row; a job
+        // out of attempts stays, failed. Read through the view: the `_private_` tables have
+        // row security, and a role without it would read no rows at all.
+        PgLibrary::GraphileWorker => {
+            let free = "(locked_at IS NULL OR locked_at < now() - interval '4 hours')";
+            out.push(format!(
+                "SELECT coalesce(queue_name, '') AS queue, \
+                 count(*) FILTER (WHERE {free} AND run_at <= now()) AS waiting, \
+                 min({t}) FILTER (WHERE {free} AND run_at <= now()) AS oldest_ms, \
+                 count(*) FILTER (WHERE {free} AND run_at > now()) AS delayed, \
+                 count(*) FILTER (WHERE NOT {free}) AS in_flight \
+                 FROM {s}.jobs WHERE attempts < max_attempts GROUP BY 1",
+                t = ms("greatest(created_at, run_at)"),
+            ));
+            if failed {
+                out.push(format!(
+                    "SELECT coalesce(queue_name, '') AS queue, count(*) AS failed FROM {s}.jobs \
+                     WHERE attempts >= max_attempts GROUP BY 1"
+                ));
+            }
+        }
+        // pg-boss 10 (`plans.js` fetchNextJob): `state < 'active'` and `start_after < now()`
+        // (index `job_i5 (name, start_after) WHERE state < 'active'`); a queue is a job name.
+        PgLibrary::PgBoss => {
+            out.push(format!(
+                "SELECT name AS queue, \
+                 count(*) FILTER (WHERE start_after < now()) AS waiting, \
+                 min({t}) FILTER (WHERE start_after < now()) AS oldest_ms, \
+                 count(*) FILTER (WHERE start_after >= now()) AS delayed \
+                 FROM {s}.job WHERE state < 'active' GROUP BY name",
+                t = ms("greatest(created_on, start_after)"),
+            ));
+            out.push(format!(
+                "SELECT name AS queue, count(*) AS in_flight FROM {s}.job \
+                 WHERE state = 'active' GROUP BY name"
+            ));
+            if failed {
+                out.push(format!(
+                    "SELECT name AS queue, count(*) AS failed FROM {s}.job \
+                     WHERE state = 'failed' GROUP BY name"
+                ));
+            }
+        }
+        // pgmq 1.5 (`pgmq.read`): a message is visible when `vt <= clock_timestamp()`; a read
+        // moves `vt` ahead and counts `read_ct`; a message sent with a delay starts with `vt`
+        // ahead and `read_ct` 0. A queue is a table `q_<name>` listed in `meta`: each is read
+        // by a statement built from that list inside this one (`query_to_xml`).
+        PgLibrary::Pgmq => {
+            let inner = format!(
+                "SELECT count(*) FILTER (WHERE vt <= now()) AS w, \
+                 min({t}) FILTER (WHERE vt <= now()) AS o, \
+                 count(*) FILTER (WHERE vt > now() AND read_ct > 0) AS f, \
+                 count(*) FILTER (WHERE vt > now() AND read_ct = 0) AS d FROM {s}.%I",
+                t = ms("greatest(enqueued_at, vt)"),
+            );
+            let field =
+                |name: &str, ty: &str| format!("(xpath('/row/{name}/text()', x))[1]::text::{ty}");
+            out.push(format!(
+                "SELECT m.queue_name AS queue, {w} AS waiting, {o} AS oldest_ms, {f} AS in_flight, {d} AS delayed \
+                 FROM {s}.meta m, LATERAL query_to_xml(format('{inner}', 'q_' || m.queue_name), false, true, '') AS x",
+                inner = inner.replace('\'', "''"),
+                w = field("w", "int8"),
+                o = field("o", "float8"),
+                f = field("f", "int8"),
+                d = field("d", "int8"),
+            ));
+        }
+        // Solid Queue 1.x (`queue_schema.rb`): a job is ready while it has a row in
+        // `ready_executions` (made when it became ready, so its `created_at` is that time),
+        // claimed while in `claimed_executions`, scheduled while in `scheduled_executions`
+        // (the dispatcher moves due ones), failed while in `failed_executions`. A paused
+        // queue's jobs are not taken, so not waiting.
+        PgLibrary::SolidQueue => {
+            out.push(format!(
+                "SELECT r.queue_name AS queue, count(*) AS waiting, min({t}) AS oldest_ms \
+                 FROM {s}.solid_queue_ready_executions r \
+                 WHERE NOT EXISTS (SELECT 1 FROM {s}.solid_queue_pauses p WHERE p.queue_name = r.queue_name) \
+                 GROUP BY r.queue_name",
+                t = utc_ms("r.created_at"),
+            ));
+            out.push(format!(
+                "SELECT j.queue_name AS queue, count(*) AS in_flight \
+                 FROM {s}.solid_queue_claimed_executions c JOIN {s}.solid_queue_jobs j ON j.id = c.job_id \
+                 GROUP BY j.queue_name"
+            ));
+            out.push(format!(
+                "SELECT queue_name AS queue, \
+                 count(*) FILTER (WHERE scheduled_at <= {NOW_UTC}) AS due, \
+                 count(*) FILTER (WHERE scheduled_at > {NOW_UTC}) AS delayed \
+                 FROM {s}.solid_queue_scheduled_executions GROUP BY queue_name"
+            ));
+            if failed {
+                out.push(format!(
+                    "SELECT j.queue_name AS queue, count(*) AS failed \
+                     FROM {s}.solid_queue_failed_executions f JOIN {s}.solid_queue_jobs j ON j.id = f.job_id \
+                     GROUP BY j.queue_name"
+                ));
+            }
+        }
+        // GoodJob 4 (`job.rb` scopes `queued`, `running`): unfinished jobs (partial index on
+        // `finished_at IS NULL`), queued when not performed and `scheduled_at` past (set to
+        // the enqueue time when not scheduled), running when performed and not finished.
+        PgLibrary::GoodJob => {
+            let at = "coalesce(scheduled_at, created_at)";
+            out.push(format!(
+                "SELECT queue_name AS queue, \
+                 count(*) FILTER (WHERE performed_at IS NULL AND {at} <= {NOW_UTC}) AS waiting, \
+                 min({t}) FILTER (WHERE performed_at IS NULL AND {at} <= {NOW_UTC}) AS oldest_ms, \
+                 count(*) FILTER (WHERE performed_at IS NULL AND {at} > {NOW_UTC}) AS delayed, \
+                 count(*) FILTER (WHERE performed_at IS NOT NULL) AS in_flight \
+                 FROM {s}.good_jobs WHERE finished_at IS NULL GROUP BY queue_name",
+                t = utc_ms(at),
+            ));
+            if failed {
+                out.push(format!(
+                    "SELECT queue_name AS queue, count(*) AS failed FROM {s}.good_jobs \
+                     WHERE finished_at IS NOT NULL AND error IS NOT NULL GROUP BY queue_name"
+                ));
+            }
+        }
+        // Oban 2.x (`engines/basic.ex` fetch: `state = 'available'`; the Stager makes
+        // `scheduled` and `retryable` jobs whose time has come available).
+        PgLibrary::Oban => {
+            out.push(format!(
+                "SELECT queue, \
+                 count(*) FILTER (WHERE state = 'available') AS waiting, \
+                 min({t}) FILTER (WHERE state = 'available') AS oldest_ms, \
+                 count(*) FILTER (WHERE state = 'executing') AS in_flight, \
+                 count(*) FILTER (WHERE state IN ('scheduled', 'retryable') AND scheduled_at <= {NOW_UTC}) AS due, \
+                 count(*) FILTER (WHERE state IN ('scheduled', 'retryable') AND scheduled_at > {NOW_UTC}) AS delayed \
+                 FROM {s}.oban_jobs WHERE state IN ('available', 'executing', 'scheduled', 'retryable') \
+                 GROUP BY queue",
+                t = utc_ms("greatest(inserted_at, scheduled_at)"),
+            ));
+            if failed {
+                out.push(format!(
+                    "SELECT queue, count(*) AS failed FROM {s}.oban_jobs \
+                     WHERE state = 'discarded' GROUP BY queue"
+                ));
+            }
+        }
+        // River (`river_job.sql` JobGetAvailable: `state = 'available' AND scheduled_at <=
+        // now()`; the scheduler makes `scheduled` and `retryable` jobs whose time has come
+        // available).
+        PgLibrary::River => {
+            out.push(format!(
+                "SELECT queue, \
+                 count(*) FILTER (WHERE state = 'available' AND scheduled_at <= now()) AS waiting, \
+                 min({t}) FILTER (WHERE state = 'available' AND scheduled_at <= now()) AS oldest_ms, \
+                 count(*) FILTER (WHERE state = 'running') AS in_flight, \
+                 count(*) FILTER (WHERE (state IN ('scheduled', 'retryable') AND scheduled_at <= now())) AS due, \
+                 count(*) FILTER (WHERE (state IN ('scheduled', 'retryable') AND scheduled_at > now()) \
+                   OR (state = 'available' AND scheduled_at > now())) AS delayed \
+                 FROM {s}.river_job WHERE state IN ('available', 'running', 'scheduled', 'retryable') \
+                 GROUP BY queue",
+                t = ms("scheduled_at"),
+            ));
+            if failed {
+                out.push(format!(
+                    "SELECT queue, count(*) AS failed FROM {s}.river_job \
+                     WHERE state = 'discarded' GROUP BY queue"
+                ));
+            }
+        }
+    }
+    out.join(";\n")
+}
+
+/// The schema version `library`'s tables record, as SQL text (NULL where they record none).
+fn version_expression(library: PgLibrary, s: &str) -> String {
+    match library {
+        PgLibrary::GraphileWorker => format!("(SELECT max(id)::text FROM {s}.migrations)"),
+        PgLibrary::PgBoss => format!("(SELECT max(version)::text FROM {s}.version)"),
+        PgLibrary::Oban => format!("obj_description('{s}.oban_jobs'::regclass, 'pg_class')"),
+        PgLibrary::River => format!("(SELECT max(version)::text FROM {s}.river_migration)"),
+        PgLibrary::Pgmq => {
+            "(SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgmq')".into()
+        }
+        PgLibrary::Procrastinate | PgLibrary::SolidQueue | PgLibrary::GoodJob => {
+            "NULL::text".into()
+        }
+    }
+}
+
+/// Whether the statements know `library`'s schema at `version` (what its tables record).
+///
+/// # Errors
+/// The message naming the version and the ones known.
+pub fn check_version(library: PgLibrary, version: Option<&str>) -> Result<(), String> {
+    let number = version.and_then(|v| v.trim().parse::<u32>().ok());
+    let known = match library {
+        // graphile-worker 0.17.x ends at migration 19 (the one read here, with its `jobs` view).
+        PgLibrary::GraphileWorker => (19..=19, "19 (graphile-worker 0.17)"),
+        // pg-boss 10.x records 21 to 24 (10.4.2: 24): `state`, `start_after`, `created_on`,
+        // no `blocked`; 11 (25, 26) moved queues into shared partitions, 12.19 (31) added
+        // `blocked` and changed the ready test.
+        PgLibrary::PgBoss => (21..=24, "21 to 24 (pg-boss 10.x)"),
+        // Oban's migrations V8 (the fetch index) to V14 (2.23, `suspended`, never available).
+        PgLibrary::Oban => (8..=14, "8 to 14 (Oban 2.x)"),
+        // River's main line 2 to 7 (0.43): `river_job` with `state`, `queue`, `scheduled_at`.
+        PgLibrary::River => (2..=7, "2 to 7 (River 0.x)"),
+        PgLibrary::Pgmq => {
+            // The extension's version where installed; a layout installed from its SQL
+            // without the extension records none, and the table columns are the check.
+            return match version {
+                None => Ok(()),
+                Some(v) if v.starts_with("1.") => Ok(()),
+                Some(v) => Err(format!("pgmq {v} is not a version this preset knows (1.x)")),
+            };
+        }
+        PgLibrary::Procrastinate | PgLibrary::SolidQueue | PgLibrary::GoodJob => return Ok(()),
+    };
+    match (version, number) {
+        (_, Some(n)) if known.0.contains(&n) => Ok(()),
+        (None, _) => Err(format!(
+            "{}'s tables record no schema version; known: {}",
+            library.as_str(),
+            known.1
+        )),
+        (Some(v), _) => Err(format!(
+            "{}'s schema version {v:?} is not one this preset knows ({}): its tables may have other columns or states",
+            library.as_str(),
+            known.1
+        )),
+    }
+}
+
+/// The channel the library notifies a new job on, where it sends one from the database or
+/// its client by default (`None`: it sends none, and its metrics are only polled).
+pub fn notify_channel(library: PgLibrary, schema: &str) -> Option<String> {
+    match library {
+        PgLibrary::Procrastinate => Some("procrastinate_any_queue_v1".into()),
+        PgLibrary::GraphileWorker => Some("jobs:insert".into()),
+        PgLibrary::Oban => Some(format!("{schema}.oban_insert")),
+        PgLibrary::River => Some(format!("{schema}.river_insert")),
+        PgLibrary::GoodJob => Some("good_job".into()),
+        PgLibrary::PgBoss | PgLibrary::Pgmq | PgLibrary::SolidQueue => None,
+    }
+}
+
+/// The grants a read-only role needs for `library`'s preset in `schema`, for the README and
+/// for an error that says what to grant.
+pub fn grants(library: PgLibrary, schema: &str) -> String {
+    let s = schema;
+    match library {
+        PgLibrary::Procrastinate => format!(
+            "GRANT USAGE ON SCHEMA {s} TO <role>; GRANT SELECT ON {s}.procrastinate_jobs, {s}.procrastinate_events TO <role>"
+        ),
+        PgLibrary::GraphileWorker => format!(
+            "GRANT USAGE ON SCHEMA {s} TO <role>; GRANT SELECT ON {s}.jobs, {s}.migrations TO <role>"
+        ),
+        PgLibrary::PgBoss => format!(
+            "GRANT USAGE ON SCHEMA {s} TO <role>; GRANT SELECT ON {s}.job, {s}.version TO <role>"
+        ),
+        PgLibrary::Pgmq => format!(
+            "GRANT USAGE ON SCHEMA {s} TO <role>; GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO <role> (or GRANT pg_monitor TO <role>, which the extension grants them to)"
+        ),
+        PgLibrary::SolidQueue => format!(
+            "GRANT USAGE ON SCHEMA {s} TO <role>; GRANT SELECT ON {s}.solid_queue_ready_executions, {s}.solid_queue_pauses, {s}.solid_queue_claimed_executions, {s}.solid_queue_scheduled_executions, {s}.solid_queue_failed_executions, {s}.solid_queue_jobs TO <role>"
+        ),
+        PgLibrary::GoodJob => {
+            format!("GRANT USAGE ON SCHEMA {s} TO <role>; GRANT SELECT ON {s}.good_jobs TO <role>")
+        }
+        PgLibrary::Oban => {
+            format!("GRANT USAGE ON SCHEMA {s} TO <role>; GRANT SELECT ON {s}.oban_jobs TO <role>")
+        }
+        PgLibrary::River => format!(
+            "GRANT USAGE ON SCHEMA {s} TO <role>; GRANT SELECT ON {s}.river_job, {s}.river_migration TO <role>"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_rows_are_read_only_when_a_metric_asks_for_them() {
+        for lib in PgLibrary::ALL {
+            let live = statements(lib, lib.default_schema(), &[Column::Waiting]);
+            let all = statements(
+                lib,
+                lib.default_schema(),
+                &[Column::Waiting, Column::Failed],
+            );
+            assert!(
+                live.starts_with("SELECT (extract(epoch FROM now())"),
+                "{live}"
+            );
+            if unknowable(lib, Measure::Failed).is_none() {
+                assert!(!live.contains("AS failed"), "{lib:?}: {live}");
+                assert!(all.contains("AS failed"), "{lib:?}: {all}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_version_the_preset_does_not_know_is_an_error_naming_it() {
+        assert!(check_version(PgLibrary::PgBoss, Some("24")).is_ok());
+        let err = check_version(PgLibrary::PgBoss, Some("26")).expect_err("pg-boss 11");
+        assert!(err.contains("\"26\"") && err.contains("10.x"), "{err}");
+        assert!(check_version(PgLibrary::River, None).is_err());
+        assert!(check_version(PgLibrary::GoodJob, None).is_ok());
+        assert!(check_version(PgLibrary::Pgmq, Some("2.0.0")).is_err());
+    }
+}
