@@ -1,0 +1,169 @@
+//! The `postgres` source's truth and manners, on the PostgreSQL at 127.0.0.1:5432 (`make test`
+//! starts it), a database of its own per test: what cannot be read (no server, no table, no
+//! grant, a schema version the preset does not know) is an error naming it, never 0; and the
+//! adapter only reads: its sessions hold no lock but `AccessShareLock` on what they read, no
+//! advisory lock, no transaction id, and the tables are byte for byte what they were.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Adapter;
+use common::postgres::TestDb;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn config(source: &str, library: &str, measure: &str) -> String {
+    format!(
+        "poll_interval: 200ms\nsources:\n  db:\n    {source}\nmetrics:\n  - {{name: m, source: db, measure: {measure}, postgres: {{library: {library}, queue: emb}}}}\n"
+    )
+}
+
+/// Waits until `metric` answers an error whose message holds every one of `parts` (a value
+/// still served from before a change is let pass until the next poll).
+async fn error_holds(a: &Adapter, metric: &str, parts: &[&str]) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let (status, body) = a.metric(metric, None).await;
+        let text = body.to_string();
+        if status != 200 && parts.iter().all(|p| text.contains(p)) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "{metric}: {status} {text} does not name {parts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// River's tables (tests/fixtures/postgres/river.sql) with jobs in `emb`, read by a role
+/// with the README's grants.
+async fn river_db(test: &str) -> TestDb {
+    let db = TestDb::create(test).await;
+    db.apply_fixture("river.sql").await;
+    db.exec(
+        "INSERT INTO river_job (args, kind, queue, state, scheduled_at) \
+         SELECT '{}', 'embed', 'emb', 'available', now() - interval '5 seconds' FROM generate_series(1, 3)",
+    )
+    .await;
+    let r = &db.reader;
+    db.exec(&format!(
+        "GRANT USAGE ON SCHEMA public TO {r}; GRANT SELECT ON river_job, river_migration TO {r}"
+    ))
+    .await;
+    db
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_cannot_be_read_is_an_error_naming_it() {
+    // No server on the port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let a = Adapter::start(&config(
+        &format!("postgres: {{host: 127.0.0.1, port: {port}, dbname: x, sslmode: disable}}"),
+        "river",
+        "length",
+    ))
+    .await;
+    error_holds(&a, "m", &[&format!("127.0.0.1:{port}")]).await;
+    a.stop().await;
+
+    let db = river_db("truth").await;
+    // No such tables: another library's preset on this database.
+    let a = Adapter::start(&config(&db.source_yaml(), "pg-boss", "length")).await;
+    error_holds(&a, "m", &["pgboss", "does not exist", "pg-boss installed"]).await;
+    a.stop().await;
+
+    // No grant on the table: the error says what to grant.
+    db.exec(&format!("REVOKE SELECT ON river_job FROM {}", db.reader))
+        .await;
+    let a = Adapter::start(&config(&db.source_yaml(), "river", "length")).await;
+    error_holds(&a, "m", &["permission denied", "GRANT SELECT ON public.river_job"]).await;
+    a.stop().await;
+    db.exec(&format!("GRANT SELECT ON river_job TO {}", db.reader))
+        .await;
+
+    // A schema version the preset does not know.
+    let a = Adapter::start(&config(&db.source_yaml(), "river", "length")).await;
+    a.wait_for("m", None, LIMIT, common::value_is(3.0)).await;
+    db.exec("INSERT INTO river_migration (line, version) VALUES ('main', 8)")
+        .await;
+    error_holds(&a, "m", &["schema version", "\\\"8\\\"", "2 to 7"]).await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_takes_no_lock_and_changes_nothing() {
+    let db = river_db("readonly").await;
+    db.exec(
+        "INSERT INTO river_job (args, kind, queue, state, scheduled_at, attempted_at, attempt) \
+         VALUES ('{}', 'embed', 'emb', 'running', now(), now(), 1)",
+    )
+    .await;
+    let snapshot = "SELECT md5(string_agg(j::text, ',' ORDER BY id)) FROM river_job j";
+    let admin = db.admin().await;
+    let before: String = admin.query_one(snapshot, &[]).await.expect("md5").get(0);
+    let metrics: String = ["length", "oldest_age_seconds", "in_flight", "due", "delayed", "failed"]
+        .iter()
+        .map(|m| {
+            format!("  - {{name: {}, source: db, measure: {m}, postgres: {{library: river, queue: '*'}}}}\n", m.replace('_', "-"))
+        })
+        .collect();
+    let a = Adapter::start(&format!(
+        "poll_interval: 50ms\nsources:\n  db:\n    {}\nmetrics:\n{metrics}",
+        db.source_yaml()
+    ))
+    .await;
+    a.ready().await;
+    // While it polls every 50 ms, every lock an adapter session holds is the AccessShareLock a
+    // SELECT takes (or its own transaction's virtual id), none advisory, and no session of
+    // its has a transaction id (which only writing gets).
+    let locks = "SELECT l.locktype, l.mode, coalesce(a.backend_xid::text, '') \
+                 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE a.application_name = 'queue-metrics-adapter' AND a.datname = $1";
+    let mut seen = 0;
+    for _ in 0..200 {
+        for row in admin.query(locks, &[&db.name]).await.expect("pg_locks") {
+            let (kind, mode, xid): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+            seen += 1;
+            assert!(
+                (kind == "relation" && mode == "AccessShareLock")
+                    || (kind == "virtualxid" && mode == "ExclusiveLock"),
+                "the adapter holds a {mode} {kind} lock"
+            );
+            assert!(xid.is_empty(), "the adapter's session has transaction id {xid}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(a.metric("length", None).await.0, 200);
+    a.stop().await;
+    let after: String = admin.query_one(snapshot, &[]).await.expect("md5").get(0);
+    assert_eq!(before, after, "river_job is unchanged");
+    let advisory: i64 = admin
+        .query_one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'", &[])
+        .await
+        .expect("advisory")
+        .get(0);
+    assert_eq!(advisory, 0);
+    // The sessions are read-only from their first statement: a write through the same
+    // settings fails.
+    let (client, connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port=5432 user=postgres dbname={} options='{}'",
+            db.name,
+            queue_metrics_adapter::sources::postgres::connect::session_options(Duration::from_secs(1))
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("session");
+    tokio::spawn(connection);
+    let err = client
+        .batch_execute("DELETE FROM river_job")
+        .await
+        .expect_err("read-only");
+    assert!(err.to_string().contains("read-only") || format!("{err:?}").contains("read-only"), "{err:?}");
+    eprintln!("lock rows seen while polling: {seen}");
+}
