@@ -80,7 +80,12 @@ async fn what_cannot_be_read_is_an_error_naming_it() {
     db.exec(&format!("REVOKE SELECT ON river_job FROM {}", db.reader))
         .await;
     let a = Adapter::start(&config(&db.source_yaml(), "river", "length")).await;
-    error_holds(&a, "m", &["permission denied", "GRANT SELECT ON public.river_job"]).await;
+    error_holds(
+        &a,
+        "m",
+        &["permission denied", "GRANT SELECT ON public.river_job"],
+    )
+    .await;
     a.stop().await;
     db.exec(&format!("GRANT SELECT ON river_job TO {}", db.reader))
         .await;
@@ -133,7 +138,10 @@ async fn polling_takes_no_lock_and_changes_nothing() {
                     || (kind == "virtualxid" && mode == "ExclusiveLock"),
                 "the adapter holds a {mode} {kind} lock"
             );
-            assert!(xid.is_empty(), "the adapter's session has transaction id {xid}");
+            assert!(
+                xid.is_empty(),
+                "the adapter's session has transaction id {xid}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -142,7 +150,10 @@ async fn polling_takes_no_lock_and_changes_nothing() {
     let after: String = admin.query_one(snapshot, &[]).await.expect("md5").get(0);
     assert_eq!(before, after, "river_job is unchanged");
     let advisory: i64 = admin
-        .query_one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+            &[],
+        )
         .await
         .expect("advisory")
         .get(0);
@@ -153,7 +164,9 @@ async fn polling_takes_no_lock_and_changes_nothing() {
         &format!(
             "host=127.0.0.1 port=5432 user=postgres dbname={} options='{}'",
             db.name,
-            queue_metrics_adapter::sources::postgres::connect::session_options(Duration::from_secs(1))
+            queue_metrics_adapter::sources::postgres::connect::session_options(
+                Duration::from_secs(1)
+            )
         ),
         tokio_postgres::NoTls,
     )
@@ -164,6 +177,113 @@ async fn polling_takes_no_lock_and_changes_nothing() {
         .batch_execute("DELETE FROM river_job")
         .await
         .expect_err("read-only");
-    assert!(err.to_string().contains("read-only") || format!("{err:?}").contains("read-only"), "{err:?}");
+    assert!(
+        err.to_string().contains("read-only") || format!("{err:?}").contains("read-only"),
+        "{err:?}"
+    );
     eprintln!("lock rows seen while polling: {seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_described_table_and_a_users_query() {
+    let db = TestDb::create("generic").await;
+    db.exec(
+        "CREATE TABLE jobs (id bigserial PRIMARY KEY, queue text NOT NULL, state text NOT NULL, \
+           run_at timestamptz NOT NULL DEFAULT now(), created_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'), \
+           locked_by text); \
+         INSERT INTO jobs (queue, state, created_at) VALUES \
+           ('emb', 'ready', (now() AT TIME ZONE 'UTC') - interval '20 seconds'), ('emb', 'ready', now() AT TIME ZONE 'UTC'), \
+           ('o''dd', 'ready', now() AT TIME ZONE 'UTC'), ('emb', 'running', now() AT TIME ZONE 'UTC'), \
+           ('emb', 'done', (now() AT TIME ZONE 'UTC') - interval '1 day'); \
+         INSERT INTO jobs (queue, state, run_at) VALUES ('emb', 'ready', now() + interval '1 hour')",
+    )
+    .await;
+    db.exec(&format!(
+        // USAGE on the sequence would let the role call nextval: only the session's READ ONLY
+        // stops the `bumper` query below.
+        "GRANT USAGE ON SCHEMA public TO {r}; GRANT SELECT ON jobs TO {r}; GRANT USAGE ON SEQUENCE jobs_id_seq TO {r}",
+        r = db.reader
+    ))
+    .await;
+    let table = "table: {name: jobs, queue_column: queue, time_column: created_at, time_zone: UTC, \
+                 ready: [{column: state, equals: ready}, {column: run_at, not_after_now: true}], \
+                 in_flight: [{column: state, in: [running]}], \
+                 delayed: [{column: state, equals: ready}, {column: run_at, not_after_now: false}]}";
+    let a = Adapter::start(&format!(
+        "poll_interval: 200ms\nsources:\n  db:\n    {src}\nmetrics:\n\
+         - {{name: waiting, source: db, measure: length, postgres: {{queue: '*', {table}}}}}\n\
+         - {{name: age, source: db, measure: oldest_age_seconds, postgres: {{queue: emb, {table}}}}}\n\
+         - {{name: running, source: db, measure: in_flight, postgres: {{queue: emb, {table}}}}}\n\
+         - {{name: later, source: db, measure: delayed, postgres: {{queue: emb, {table}}}}}\n\
+         - {{name: counted, source: db, measure: length, postgres: {{query: \"SELECT queue, count(*) AS value FROM jobs WHERE state = 'ready' GROUP BY queue\"}}}}\n\
+         - {{name: oldest, source: db, measure: oldest_age_seconds, postgres: {{query: \"SELECT extract(epoch FROM now() - min(run_at)) AS value FROM jobs WHERE state = 'ready' AND run_at <= now()\"}}}}\n\
+         - {{name: shapeless, source: db, measure: length, postgres: {{query: \"SELECT queue, count(*) AS n FROM jobs GROUP BY queue\"}}}}\n\
+         - {{name: writer, source: db, measure: length, postgres: {{query: \"WITH d AS (DELETE FROM jobs RETURNING 1) SELECT count(*) AS value FROM d\"}}}}\n\
+         - {{name: bumper, source: db, measure: length, postgres: {{query: \"SELECT nextval('jobs_id_seq') - nextval('jobs_id_seq') + 1 AS value\"}}}}\n",
+        src = db.source_yaml()
+    ))
+    .await;
+    a.ready().await;
+    let (_, body) = a.metric("waiting", None).await;
+    let mut got: Vec<(String, String)> = body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            assert_eq!(i["metricLabels"]["library"], "table");
+            (
+                i["metricLabels"]["queue"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                i["value"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    // A queue name that is no label value is served as one (`o'dd` becomes `o_dd-<hash>`).
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0], ("emb".into(), "2".into()));
+    assert!(got[1].0.starts_with("o_dd-") && got[1].1 == "1", "{got:?}");
+    let (_, body) = a.metric("age", None).await;
+    let age = common::single_value(&body);
+    assert!(
+        (19.0..40.0).contains(&age),
+        "created 20 s ago (UTC without zone): {age}"
+    );
+    assert_eq!(
+        common::single_value(&a.metric("running", None).await.1),
+        1.0
+    );
+    assert_eq!(common::single_value(&a.metric("later", None).await.1), 1.0);
+    let (_, body) = a.metric("counted", Some("queue=emb")).await;
+    assert_eq!(common::single_value(&body), 3.0, "{body}");
+    let (_, body) = a.metric("oldest", None).await;
+    assert!(common::single_value(&body) < 30.0, "{body}");
+    error_holds(&a, "shapeless", &["must return value"]).await;
+    error_holds(&a, "writer", &["data-modifying"]).await;
+    error_holds(&a, "bumper", &["read-only transaction"]).await;
+    a.stop().await;
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM jobs").await,
+        6,
+        "nothing deleted"
+    );
+    assert_eq!(
+        db.scalar("SELECT last_value FROM jobs_id_seq").await,
+        6,
+        "the sequence did not move"
+    );
+
+    // A time column that is not a time, and one without a zone not said to hold UTC.
+    for (time, wanted) in [("id", "not a timestamp"), ("created_at", "time_zone: UTC")] {
+        let a = Adapter::start(&format!(
+            "poll_interval: 200ms\nsources:\n  db:\n    {src}\nmetrics:\n\
+             - {{name: age, source: db, measure: oldest_age_seconds, postgres: {{table: {{name: jobs, time_column: {time}, ready: [{{column: state, equals: ready}}]}}}}}}\n",
+            src = db.source_yaml()
+        ))
+        .await;
+        error_holds(&a, "age", &[wanted]).await;
+        a.stop().await;
+    }
 }

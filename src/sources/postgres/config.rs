@@ -405,36 +405,138 @@ pub enum QueueSelection {
     All,
 }
 
-/// A metric's `postgres:` block: a job library's queue.
+/// A metric's `postgres:` block: a job library's queue (`library`), a table of the user's
+/// described by a fixed grammar (`table`), or a read-only query of the user's (`query`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresTarget {
     /// The job library whose tables hold the queue.
-    pub library: PgLibrary,
+    #[serde(default)]
+    pub library: Option<PgLibrary>,
+    /// A table of another kind of queue.
+    #[serde(default)]
+    pub table: Option<TableSpec>,
+    /// A query returning `value` (and `queue` for a series per queue), run in a `READ ONLY`
+    /// transaction with the statement timeout, as a subquery (one statement).
+    #[serde(default)]
+    pub query: Option<String>,
     /// The queue's name, or `"*"` for a series per queue. graphile-worker's jobs in no named
-    /// queue are the queue `""`; pg-boss's queues are its job names.
-    pub queue: String,
-    /// The schema of the library's tables, where not its default (pg-boss `schema`, Oban
-    /// `prefix`, graphile-worker `schema`, River's schema): a plain lowercase identifier.
+    /// queue are the queue `""`; pg-boss's queues are its job names. Default `"*"`.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// The schema of the tables, where not the library's default (pg-boss `schema`, Oban
+    /// `prefix`, graphile-worker `schema`, River's schema) or `public`: a plain lowercase
+    /// identifier.
     #[serde(default)]
     pub schema: Option<String>,
 }
 
+/// What a metric's block reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TargetKind<'a> {
+    /// A job library's tables.
+    Library(PgLibrary),
+    /// A described table.
+    Table(&'a TableSpec),
+    /// A query of the user's.
+    Query(&'a str),
+}
+
+/// A queue table described by a fixed grammar (`metrics[].postgres.table`): never free SQL.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    /// The table (in `schema`, default `public`).
+    pub name: String,
+    /// The column naming each row's queue; none: one queue, `""`.
+    #[serde(default)]
+    pub queue_column: Option<String>,
+    /// The conditions, all of them, that make a row waiting (`length`,
+    /// `oldest_age_seconds`).
+    pub ready: Vec<Condition>,
+    /// When each row became ready (`oldest_age_seconds`): `timestamp with time zone`, or
+    /// `timestamp without time zone` holding UTC (say so with `time_zone: UTC`).
+    #[serde(default)]
+    pub time_column: Option<String>,
+    /// `UTC`: the `timestamp without time zone` columns hold UTC (the only zone taken).
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// The conditions of a row a worker holds (`in_flight`).
+    #[serde(default)]
+    pub in_flight: Option<Vec<Condition>>,
+    /// The conditions of a row waiting for its time (`delayed`).
+    #[serde(default)]
+    pub delayed: Option<Vec<Condition>>,
+    /// The conditions of a row that failed (`failed`).
+    #[serde(default)]
+    pub failed: Option<Vec<Condition>>,
+}
+
+/// One condition on a column: exactly one of its tests.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// The column (a plain identifier).
+    pub column: String,
+    /// `column = value`.
+    #[serde(default)]
+    pub equals: Option<Literal>,
+    /// `column IN (values)`.
+    #[serde(default, rename = "in")]
+    pub one_of: Option<Vec<Literal>>,
+    /// `column IS NULL` (true) or `IS NOT NULL` (false).
+    #[serde(default)]
+    pub is_null: Option<bool>,
+    /// `column <= now()` (true) or `column > now()` (false).
+    #[serde(default)]
+    pub not_after_now: Option<bool>,
+}
+
+/// A value a condition compares with: text or a number, written as an SQL literal.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Literal {
+    /// A whole number.
+    Integer(i64),
+    /// Text (quoted, `'` doubled).
+    Text(String),
+}
+
 impl PostgresTarget {
-    /// The queues it reads.
-    pub fn queues(&self) -> QueueSelection {
-        if self.queue == "*" {
-            QueueSelection::All
-        } else {
-            QueueSelection::Named(self.queue.clone())
+    /// What it reads.
+    pub fn kind(&self) -> Option<TargetKind<'_>> {
+        match (&self.library, &self.table, &self.query) {
+            (Some(l), None, None) => Some(TargetKind::Library(*l)),
+            (None, Some(t), None) => Some(TargetKind::Table(t)),
+            (None, None, Some(q)) => Some(TargetKind::Query(q)),
+            _ => None,
         }
     }
 
-    /// The schema its library's tables are read in.
+    /// The queues it reads.
+    pub fn queues(&self) -> QueueSelection {
+        match self.queue.as_deref() {
+            None | Some("*") => QueueSelection::All,
+            Some(q) => QueueSelection::Named(q.to_string()),
+        }
+    }
+
+    /// The schema its tables are read in.
     pub fn schema(&self) -> &str {
-        self.schema
-            .as_deref()
-            .unwrap_or_else(|| self.library.default_schema())
+        match (&self.schema, &self.library) {
+            (Some(s), _) => s,
+            (None, Some(l)) => l.default_schema(),
+            (None, None) => "public",
+        }
+    }
+
+    /// The `library` label of its series: the library, `table` or `query`.
+    pub fn library_label(&self) -> &'static str {
+        match self.kind() {
+            Some(TargetKind::Library(l)) => l.as_str(),
+            Some(TargetKind::Table(_)) => "table",
+            Some(TargetKind::Query(_)) | None => "query",
+        }
     }
 
     /// Checks the block (`at` names it) for `measure`.
@@ -442,26 +544,196 @@ impl PostgresTarget {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the field.
     pub fn validate(&self, at: &str, measure: Measure) -> Result<(), ConfigError> {
-        job_library_measure(measure, self.library.as_str())
-            .map_err(|e| ConfigError::invalid(at, e))?;
+        let Some(kind) = self.kind() else {
+            return Err(ConfigError::invalid(
+                at,
+                "needs exactly one of library (a job library's queue), table (a table described by conditions) or query (a read-only query)",
+            ));
+        };
         if let Some(s) = &self.schema
             && !is_plain_identifier(s)
         {
-            return Err(ConfigError::invalid(
-                format!("{at}.schema"),
-                format!(
-                    "{s:?} is not a plain identifier (lowercase letters, digits and _, not starting with a digit, at most 63 bytes)"
-                ),
-            ));
+            return Err(ConfigError::invalid(format!("{at}.schema"), not_plain(s)));
         }
-        if self.queue.contains('\0') {
+        if self.queue.as_deref().is_some_and(|q| q.contains('\0')) {
             return Err(ConfigError::invalid(
                 format!("{at}.queue"),
                 "must not hold a NUL byte",
             ));
         }
+        match kind {
+            TargetKind::Library(l) => {
+                job_library_measure(measure, l.as_str()).map_err(|e| ConfigError::invalid(at, e))
+            }
+            TargetKind::Table(t) => t.validate(&format!("{at}.table"), measure),
+            TargetKind::Query(q) => {
+                if self.schema.is_some() {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.schema"),
+                        "a query names its own tables",
+                    ));
+                }
+                if self.queues() != QueueSelection::All {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.queue"),
+                        "a query chooses its own rows: select one queue in its WHERE, or return a queue column for a series per queue",
+                    ));
+                }
+                validate_query(q).map_err(|e| ConfigError::invalid(format!("{at}.query"), e))
+            }
+        }
+    }
+}
+
+fn not_plain(s: &str) -> String {
+    format!(
+        "{s:?} is not a plain identifier (lowercase letters, digits and _, not starting with a digit, at most 63 bytes)"
+    )
+}
+
+impl TableSpec {
+    /// The conditions of `measure`'s rows, where the table has them.
+    pub fn conditions(&self, measure: Measure) -> Option<&[Condition]> {
+        match measure {
+            Measure::Length | Measure::OldestAgeSeconds => Some(&self.ready),
+            Measure::InFlight => self.in_flight.as_deref(),
+            Measure::Delayed => self.delayed.as_deref(),
+            Measure::Failed => self.failed.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn validate(&self, at: &str, measure: Measure) -> Result<(), ConfigError> {
+        let columns = std::iter::once(("name", &self.name))
+            .chain(self.queue_column.iter().map(|c| ("queue_column", c)))
+            .chain(self.time_column.iter().map(|c| ("time_column", c)));
+        for (field, c) in columns {
+            if !is_plain_identifier(c) {
+                return Err(ConfigError::invalid(format!("{at}.{field}"), not_plain(c)));
+            }
+        }
+        if let Some(z) = &self.time_zone
+            && z != "UTC"
+        {
+            return Err(ConfigError::invalid(
+                format!("{at}.time_zone"),
+                format!("{z:?}: only UTC is read (a timestamp without time zone holding UTC)"),
+            ));
+        }
+        let sets = [
+            ("ready", Some(&self.ready)),
+            ("in_flight", self.in_flight.as_ref()),
+            ("delayed", self.delayed.as_ref()),
+            ("failed", self.failed.as_ref()),
+        ];
+        for (field, set) in sets {
+            let Some(set) = set else { continue };
+            if set.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{at}.{field}"),
+                    "needs at least one condition (every row matching is not a queue)",
+                ));
+            }
+            for (i, c) in set.iter().enumerate() {
+                c.validate()
+                    .map_err(|e| ConfigError::invalid(format!("{at}.{field}[{i}]"), e))?;
+            }
+        }
+        if self.conditions(measure).is_none() {
+            let field = match measure {
+                Measure::InFlight => "in_flight",
+                Measure::Delayed => "delayed",
+                Measure::Failed => "failed",
+                _ => {
+                    return Err(ConfigError::invalid(
+                        at,
+                        format!(
+                            "measure {measure} is not read from a table: length, oldest_age_seconds, in_flight, delayed and failed are"
+                        ),
+                    ));
+                }
+            };
+            return Err(ConfigError::invalid(
+                at,
+                format!("measure {measure} needs the table's `{field}` conditions"),
+            ));
+        }
+        if measure == Measure::OldestAgeSeconds && self.time_column.is_none() {
+            return Err(ConfigError::invalid(
+                at,
+                "oldest_age_seconds needs time_column (when each row became ready)",
+            ));
+        }
         Ok(())
     }
+}
+
+impl Condition {
+    fn validate(&self) -> Result<(), String> {
+        if !is_plain_identifier(&self.column) {
+            return Err(format!("column: {}", not_plain(&self.column)));
+        }
+        let tests = [
+            self.equals.is_some(),
+            self.one_of.is_some(),
+            self.is_null.is_some(),
+            self.not_after_now.is_some(),
+        ];
+        if tests.iter().filter(|t| **t).count() != 1 {
+            return Err("needs exactly one of equals, in, is_null, not_after_now".into());
+        }
+        if self.one_of.as_ref().is_some_and(Vec::is_empty) {
+            return Err("in: needs at least one value".into());
+        }
+        let texts = self.equals.iter().chain(self.one_of.iter().flatten());
+        for l in texts {
+            if let Literal::Text(t) = l
+                && t.contains('\0')
+            {
+                return Err("a value must not hold a NUL byte".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Functions a user's query may not call: they act beyond its `READ ONLY` transaction
+/// (session advisory locks, a session setting such as `default_transaction_read_only`, signals
+/// to other sessions).
+const REFUSED_IN_QUERIES: &[&str] = &[
+    "advisory",
+    "set_config",
+    "pg_cancel_backend",
+    "pg_terminate_backend",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "pg_notify",
+    "dblink",
+    "lo_",
+];
+
+/// Checks a user's query: one statement (it runs as a subquery), no function in
+/// [`REFUSED_IN_QUERIES`].
+///
+/// # Errors
+/// The message naming what is refused.
+pub fn validate_query(q: &str) -> Result<(), String> {
+    if q.trim().is_empty() {
+        return Err("is empty".into());
+    }
+    if q.contains('\0') {
+        return Err("must not hold a NUL byte".into());
+    }
+    if q.trim_end().trim_end_matches(';').contains(';') {
+        return Err("one statement only (it runs as a subquery in a READ ONLY transaction)".into());
+    }
+    let lower = q.to_lowercase();
+    if let Some(f) = REFUSED_IN_QUERIES.iter().find(|f| lower.contains(*f)) {
+        return Err(format!(
+            "calls {f}..., which acts beyond its read-only transaction: not run"
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `s` is an identifier PostgreSQL takes unquoted and as written: the adapter writes
@@ -561,5 +833,47 @@ mod tests {
         assert!(t.validate("m", Measure::GpuUtilization).is_err());
         assert_eq!(t.schema(), "public");
         assert_eq!(t.queues(), QueueSelection::Named("q".into()));
+        let both: PostgresTarget =
+            yaml_serde::from_str("library: oban\nquery: select 1 as value").expect("t");
+        assert!(both.validate("m", Measure::Length).is_err());
+    }
+
+    #[test]
+    fn a_table_is_described_by_plain_identifiers_and_one_test_per_condition() {
+        let t = |yaml: &str| yaml_serde::from_str::<PostgresTarget>(yaml).expect(yaml);
+        let ok = t(
+            "table: {name: jobs, queue_column: queue, time_column: created_at, ready: [{column: state, equals: ready}, {column: run_at, not_after_now: true}], in_flight: [{column: state, in: [running, 3]}]}",
+        );
+        assert!(ok.validate("m", Measure::Length).is_ok());
+        assert!(ok.validate("m", Measure::OldestAgeSeconds).is_ok());
+        assert!(ok.validate("m", Measure::InFlight).is_ok());
+        let err = ok
+            .validate("m", Measure::Failed)
+            .expect_err("no failed conditions");
+        assert!(err.to_string().contains("`failed`"), "{err}");
+        for bad in [
+            "table: {name: 'jobs; drop', ready: [{column: a, is_null: true}]}",
+            "table: {name: jobs, ready: []}",
+            "table: {name: jobs, ready: [{column: a, is_null: true, equals: 1}]}",
+            "table: {name: jobs, ready: [{column: A, is_null: true}]}",
+            "table: {name: jobs, time_zone: Europe/Berlin, ready: [{column: a, is_null: true}]}",
+        ] {
+            assert!(t(bad).validate("m", Measure::Length).is_err(), "{bad}");
+        }
+        let no_time = t("table: {name: jobs, ready: [{column: a, is_null: true}]}");
+        assert!(no_time.validate("m", Measure::OldestAgeSeconds).is_err());
+    }
+
+    #[test]
+    fn a_query_is_one_statement_calling_nothing_that_outlives_its_transaction() {
+        assert!(validate_query("select queue, count(*) as value from jobs group by 1;").is_ok());
+        for bad in [
+            "",
+            "select 1 as value; delete from jobs",
+            "select pg_advisory_lock(1) as value",
+            "SELECT pg_terminate_backend(42) AS value",
+        ] {
+            assert!(validate_query(bad).is_err(), "{bad}");
+        }
     }
 }

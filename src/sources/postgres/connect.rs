@@ -23,13 +23,15 @@ pub type Connection = tokio_postgres::Connection<
     <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<Socket>>::Stream,
 >;
 
-/// The server's settings the adapter's sessions start with: read-only, and bounded statements
-/// and lock waits (`statement` is the statement timeout).
+/// The server's settings the adapter's sessions start with: read-only, bounded statements and
+/// lock waits (`statement` is the statement timeout), literals as written (a backslash in a
+/// described table's value is itself), and UTC, the zone a `timestamp without time zone`
+/// column of a job library or a described table (`time_zone: UTC`) holds.
 pub fn session_options(statement: Duration) -> String {
     let ms = statement.as_millis().max(1);
     let lock_ms = (ms / 4).max(1);
     format!(
-        "-c default_transaction_read_only=on -c statement_timeout={ms} -c lock_timeout={lock_ms} -c idle_in_transaction_session_timeout={ms}"
+        "-c default_transaction_read_only=on -c statement_timeout={ms} -c lock_timeout={lock_ms} -c idle_in_transaction_session_timeout={ms} -c standard_conforming_strings=on -c TimeZone=UTC"
     )
 }
 

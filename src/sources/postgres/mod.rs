@@ -13,6 +13,7 @@ pub mod config;
 pub mod connect;
 pub mod libraries;
 pub mod rows;
+pub mod table;
 pub mod wake;
 
 use std::collections::BTreeMap;
@@ -22,7 +23,10 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio_postgres::SimpleQueryMessage;
 
-use self::config::{Endpoint, PgLibrary, PostgresSourceConfig, PostgresTarget, QueueSelection};
+use self::config::{
+    Endpoint, PgLibrary, PostgresSourceConfig, PostgresTarget, QueueSelection, TableSpec,
+    TargetKind,
+};
 use self::rows::{Column, Reading, ResultSet};
 use self::wake::Listener;
 use super::build::{Blocks, SourceSpec};
@@ -82,10 +86,12 @@ pub fn validate_metric(
             ),
         ));
     }
-    if let Some(why) = libraries::unknowable(t.library, m.measure) {
+    if let Some(TargetKind::Library(library)) = t.kind()
+        && let Some(why) = libraries::unknowable(library, m.measure)
+    {
         return Err(ConfigError::invalid(
             at,
-            format!("{} has no {}: {why}", t.library.as_str(), m.measure),
+            format!("{} has no {}: {why}", library.as_str(), m.measure),
         ));
     }
     Ok(())
@@ -94,7 +100,8 @@ pub fn validate_metric(
 struct MetricPlan {
     name: Arc<str>,
     labels: Labels,
-    library: PgLibrary,
+    /// The `library` label: the library, `table` or `query`.
+    library: &'static str,
     /// Index into the source's reads.
     read: usize,
     queues: QueueSelection,
@@ -104,7 +111,7 @@ struct MetricPlan {
 impl MetricPlan {
     fn labels(&self, queue: Option<&str>) -> Arc<Labels> {
         let mut labels = self.labels.clone();
-        labels.insert(LIBRARY_LABEL.into(), self.library.as_str().into());
+        labels.insert(LIBRARY_LABEL.into(), self.library.into());
         if let Some(q) = queue {
             labels.insert(QUEUE_LABEL.into(), q.into());
         }
@@ -112,12 +119,44 @@ impl MetricPlan {
     }
 }
 
-/// One library's tables in one schema, and the query that reads them.
+/// What one query reads.
+#[derive(Debug, Clone, PartialEq)]
+enum ReadKind {
+    /// A job library's tables.
+    Library(PgLibrary),
+    /// A described table.
+    Table(TableSpec),
+    /// A user's query, its `value` served as this column.
+    Query(String, Column),
+}
+
+/// One library's tables (or a described table, or a user's query) in one schema, and the
+/// query that reads them.
 struct Read {
-    library: PgLibrary,
+    kind: ReadKind,
     schema: String,
     columns: Vec<Column>,
     sql: String,
+}
+
+impl Read {
+    /// What the reply's errors name.
+    fn what(&self) -> String {
+        match &self.kind {
+            ReadKind::Library(l) => l.as_str().to_string(),
+            ReadKind::Table(t) => format!("table {}.{}", self.schema, t.name),
+            ReadKind::Query(..) => "the query".to_string(),
+        }
+    }
+
+    /// Whether the tables are ones the statements know (the first statement's `version`).
+    fn check(&self, reading: &Reading) -> Result<(), String> {
+        match &self.kind {
+            ReadKind::Library(l) => libraries::check_version(*l, reading.version.as_deref()),
+            ReadKind::Table(t) => table::check_time_type(t, reading.version.as_deref()),
+            ReadKind::Query(..) => Ok(()),
+        }
+    }
 }
 
 /// A PostgreSQL database and the job tables read from it.
@@ -151,14 +190,20 @@ impl PostgresSource {
             let Some(column) = libraries::column_of(m.measure) else {
                 continue;
             };
+            let kind = match t.kind() {
+                Some(TargetKind::Library(l)) => ReadKind::Library(l),
+                Some(TargetKind::Table(spec)) => ReadKind::Table(spec.clone()),
+                Some(TargetKind::Query(q)) => ReadKind::Query(q.to_string(), column),
+                None => continue,
+            };
             let read = match reads
                 .iter()
-                .position(|r| r.library == t.library && r.schema == t.schema())
+                .position(|r| r.kind == kind && r.schema == t.schema())
             {
                 Some(i) => i,
                 None => {
                     reads.push(Read {
-                        library: t.library,
+                        kind,
                         schema: t.schema().to_string(),
                         columns: Vec::new(),
                         sql: String::new(),
@@ -172,20 +217,37 @@ impl PostgresSource {
             metrics.push(MetricPlan {
                 name: Arc::from(m.name.as_str()),
                 labels: Labels::from(&m.labels),
-                library: t.library,
+                library: t.library_label(),
                 read,
                 queues: t.queues(),
                 column,
             });
         }
         for r in &mut reads {
-            r.sql = libraries::statements(r.library, &r.schema, &r.columns);
+            // Every statement's reply is bounded: one row more than is taken, to tell.
+            let bounded = |sql: String| -> String {
+                let limited: Vec<String> = sql
+                    .split(";\n")
+                    .map(|st| format!("{st} LIMIT {}", MAX_QUEUES + 1))
+                    .collect();
+                limited.join(";\n")
+            };
+            r.sql = match &r.kind {
+                ReadKind::Library(l) => bounded(libraries::statements(*l, &r.schema, &r.columns)),
+                ReadKind::Table(t) => bounded(table::table_statements(t, &r.schema, &r.columns)),
+                ReadKind::Query(q, _) => table::query_statements(q, MAX_QUEUES),
+            };
         }
         let signal = conn.wake.enabled.then(|| WakeSignal::new(conn.wake.pace()));
-        let channels: Vec<String> = reads
+        let mut channels: Vec<String> = reads
             .iter()
-            .filter_map(|r| libraries::notify_channel(r.library, &r.schema))
+            .filter_map(|r| match &r.kind {
+                ReadKind::Library(l) => libraries::notify_channel(*l, &r.schema),
+                ReadKind::Table(_) | ReadKind::Query(..) => None,
+            })
             .collect();
+        channels.sort();
+        channels.dedup();
         let listener = match &signal {
             Some(s) if !channels.is_empty() => Some(Listener::new(spec.name, channels, s.clone())),
             _ => None,
@@ -259,7 +321,9 @@ impl PostgresSource {
         for m in &self.metrics {
             let reading = results[m.read].as_ref();
             let reading = reading.map_err(Clone::clone).and_then(|r| {
-                libraries::check_version(m.library, r.version.as_deref())?;
+                self.reads[m.read]
+                    .check(r)
+                    .map_err(|e| format!("{}: {e}", self.reads[m.read].what()))?;
                 Ok(r)
             });
             let reading = match reading {
@@ -295,27 +359,69 @@ impl PostgresSource {
 }
 
 /// Runs `read`'s query on `client`: its reading, or why not (the server's message, with what
-/// to grant where it refused).
+/// to grant where it refused). A described table's time column type is asked in a query of its
+/// own, sent at once with the other (pipelined: no round trip more), so that a column of
+/// another type is named as such rather than as the failed `extract` it would cause.
 async fn query(client: &tokio_postgres::Client, read: &Read) -> Result<Reading, String> {
-    let library = read.library.as_str();
-    let messages = client.simple_query(&read.sql).await.map_err(|e| {
-        let text = connect::describe(&e);
-        let hint = match e.as_db_error().map(|d| d.code().code()) {
-            Some("42P01" | "3F000") => format!(
-                ": is {library} installed in this database, with its tables in schema {:?}?",
-                read.schema
-            ),
-            Some("42703") => format!(
-                ": {library}'s tables lack a column this preset reads: a schema version it does not know"
-            ),
-            Some("42501") => format!(
-                ": the adapter's role needs {}",
-                libraries::grants(read.library, &read.schema)
-            ),
-            _ => String::new(),
-        };
-        format!("{library}: {text}{hint}")
-    })?;
+    let what = read.what();
+    let head = match (&read.kind, read.sql.split_once(";\n")) {
+        (ReadKind::Table(t), Some((head, body))) if t.time_column.is_some() => Some((head, body)),
+        _ => None,
+    };
+    let mut sets = match head {
+        Some((head, body)) => {
+            let (head, body) =
+                futures_util::join!(client.simple_query(head), client.simple_query(body));
+            let mut sets = result_sets(head.map_err(|e| describe_error(read, &e))?, &what)?;
+            let reading = rows::read(&sets).map_err(|e| format!("{what}: {e}"))?;
+            read.check(&reading).map_err(|e| format!("{what}: {e}"))?;
+            sets.extend(result_sets(
+                body.map_err(|e| describe_error(read, &e))?,
+                &what,
+            )?);
+            sets
+        }
+        None => {
+            let messages = client
+                .simple_query(&read.sql)
+                .await
+                .map_err(|e| describe_error(read, &e))?;
+            result_sets(messages, &what)?
+        }
+    };
+    if let ReadKind::Query(_, column) = read.kind {
+        match sets.get_mut(1) {
+            Some(set) => table::query_result(set, column).map_err(|e| format!("{what}: {e}"))?,
+            None => return Err(format!("{what}: returned no result")),
+        }
+    }
+    rows::read(&sets).map_err(|e| format!("{what}: {e}"))
+}
+
+/// A failed query's error as served: the server's message, and what to do where that is known.
+fn describe_error(read: &Read, e: &tokio_postgres::Error) -> String {
+    let what = read.what();
+    let text = connect::describe(e);
+    let hint = match (e.as_db_error().map(|d| d.code().code()), &read.kind) {
+        (Some("42P01" | "3F000"), ReadKind::Library(_)) => format!(
+            ": is {what} installed in this database, with its tables in schema {:?}?",
+            read.schema
+        ),
+        (Some("42703"), ReadKind::Library(_)) => format!(
+            ": {what}'s tables lack a column this preset reads: a schema version it does not know"
+        ),
+        (Some("42501"), ReadKind::Library(l)) => format!(
+            ": the adapter's role needs {}",
+            libraries::grants(*l, &read.schema)
+        ),
+        (Some("42501"), _) => ": the adapter's role needs SELECT on what is read".into(),
+        _ => String::new(),
+    };
+    format!("{what}: {text}{hint}")
+}
+
+/// The statements' results out of a simple query's messages, at most [`MAX_QUEUES`] rows each.
+fn result_sets(messages: Vec<SimpleQueryMessage>, what: &str) -> Result<Vec<ResultSet>, String> {
     let mut sets: Vec<ResultSet> = Vec::new();
     for message in messages {
         match message {
@@ -325,11 +431,11 @@ async fn query(client: &tokio_postgres::Client, read: &Read) -> Result<Reading, 
             }),
             SimpleQueryMessage::Row(row) => {
                 let Some(set) = sets.last_mut() else {
-                    return Err(format!("{library}: a row came before its columns"));
+                    return Err(format!("{what}: a row came before its columns"));
                 };
-                if set.rows.len() > MAX_QUEUES {
+                if set.rows.len() >= MAX_QUEUES {
                     return Err(format!(
-                        "{library}: more than {MAX_QUEUES} queues in one statement's reply"
+                        "{what}: more than {MAX_QUEUES} queues in one statement's reply"
                     ));
                 }
                 set.rows.push(
@@ -338,17 +444,18 @@ async fn query(client: &tokio_postgres::Client, read: &Read) -> Result<Reading, 
                         .collect(),
                 );
             }
-            SimpleQueryMessage::CommandComplete(_) => {}
             _ => {}
         }
     }
-    rows::read(&sets).map_err(|e| format!("{library}: {e}"))
+    Ok(sets)
 }
 
 /// The value of `column` for `queue` in `reading`: a queue with no unfinished row has none
 /// waiting, in flight or scheduled.
 fn value(column: Column, reading: &Reading, queue: &str) -> Result<f64, SeriesError> {
-    if !reading.returned.contains(&column) && !reading.queues.is_empty() {
+    let returned = reading.returned.contains(&column)
+        || (column == Column::OldestMs && reading.returned.contains(&Column::AgeSeconds));
+    if !returned && !reading.queues.is_empty() {
         return Err(SeriesError::new(format!(
             "the statements returned no {}",
             column.as_str()
@@ -358,6 +465,16 @@ fn value(column: Column, reading: &Reading, queue: &str) -> Result<f64, SeriesEr
     let values = reading.queues.get(queue).unwrap_or(&empty);
     let get = |c: Column| values.get(&c).copied().flatten();
     match column {
+        Column::OldestMs if reading.returned.contains(&Column::AgeSeconds) => {
+            match values.get(&Column::AgeSeconds) {
+                Some(Some(age)) if *age >= 0.0 => Ok(*age),
+                Some(Some(age)) => Err(SeriesError::new(format!(
+                    "the query returned a negative age ({age} s)"
+                ))),
+                Some(None) => Err(SeriesError::new("the query returned a NULL age")),
+                None => Ok(0.0),
+            }
+        }
         Column::OldestMs => {
             if let Some(n) = get(Column::Untimed)
                 && n > 0.0

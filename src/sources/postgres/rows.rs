@@ -36,10 +36,12 @@ pub enum Column {
     Delayed,
     /// Failed or discarded jobs kept.
     Failed,
+    /// The oldest ready job's age in seconds, where the server computed it (a user's query).
+    AgeSeconds,
 }
 
 impl Column {
-    const ALL: [Column; 7] = [
+    const ALL: [Column; 8] = [
         Column::Waiting,
         Column::OldestMs,
         Column::Untimed,
@@ -47,6 +49,7 @@ impl Column {
         Column::Due,
         Column::Delayed,
         Column::Failed,
+        Column::AgeSeconds,
     ];
 
     /// Its name in a statement's result.
@@ -59,6 +62,7 @@ impl Column {
             Column::Due => "due",
             Column::Delayed => "delayed",
             Column::Failed => "failed",
+            Column::AgeSeconds => "age_seconds",
         }
     }
 
@@ -153,7 +157,7 @@ pub fn read(sets: &[ResultSet]) -> Result<Reading, String> {
                     None => None,
                     Some(text) => Some(
                         match c {
-                            Column::OldestMs => finite(text),
+                            Column::OldestMs | Column::AgeSeconds => finite(text),
                             _ => count(text),
                         }
                         .map_err(|e| format!("queue {queue:?}: {}: {e}", c.as_str()))?,
