@@ -6,7 +6,10 @@
 //! per library and db is polled once, so queues are found exactly as `serve` will find them
 //! (registries, marker keys; `sources::redis::libraries`); the keys no found library explains
 //! are counted by `SCAN`. For RabbitMQ, every vhost's queues and bindings are listed through
-//! the management API and recognised by `sources::rabbitmq::libraries::recognise`. The printed
+//! the management API and recognised by `sources::rabbitmq::libraries::recognise`. For
+//! PostgreSQL, a probe config of one `{library: L, queue: "*"}` metric per library is polled
+//! once: a library whose tables are missing is not there, one whose tables are read is, with
+//! the queues that have unfinished jobs (none: a metric over all its queues). The printed
 //! config names, for every queue found, one metric per measure its library keeps there, and it
 //! is polled once before it is printed, so the summary shows what `serve` would serve.
 
@@ -21,6 +24,8 @@ use crate::cli::discover::DiscoverArgs;
 use crate::config::Config;
 use crate::primitives::{Secret, redact_url};
 use crate::sources::measure::{COUNTER_MEASURES, JOB_LIBRARY_MEASURES, Measure};
+use crate::sources::postgres::config::{PgLibrary, PostgresSourceConfig};
+use crate::sources::postgres::libraries as pg_libraries;
 use crate::sources::rabbitmq::libraries as rabbit_libraries;
 use crate::sources::rabbitmq::management::{ListError, Management};
 use crate::sources::redis::batch::Batch;
@@ -86,9 +91,10 @@ pub async fn run(args: &DiscoverArgs) -> anyhow::Result<Discovered> {
         && args.redis_sentinel.is_empty()
         && args.redis_cluster.is_empty()
         && args.rabbitmq_management.is_empty()
+        && args.postgres.is_empty()
     {
         bail!(
-            "nothing to look at: give --redis, --redis-sentinel, --redis-cluster or --rabbitmq-management"
+            "nothing to look at: give --redis, --redis-sentinel, --redis-cluster, --rabbitmq-management or --postgres"
         );
     }
     let credentials = credentials_yaml(args);
@@ -105,6 +111,9 @@ pub async fn run(args: &DiscoverArgs) -> anyhow::Result<Discovered> {
             &credentials,
         )
         .await?;
+    }
+    for (i, url) in args.postgres.iter().enumerate() {
+        find_postgres(&mut f, &format!("postgres{}", i + 1), url, &credentials).await?;
     }
     let Findings {
         sources,
@@ -293,6 +302,103 @@ async fn find_rabbitmq(
             source,
             format!("rabbitmq: {{management_url: {}{credentials}}}", quoted(url)),
         ));
+    }
+    Ok(())
+}
+
+/// Looks at one PostgreSQL database for every library's tables, as source `source`.
+async fn find_postgres(
+    f: &mut Findings,
+    source: &str,
+    url: &str,
+    credentials: &str,
+) -> anyhow::Result<()> {
+    let block = format!("url: {}{credentials}", quoted(url));
+    let conn: PostgresSourceConfig =
+        yaml_serde::from_str(&format!("{{{block}}}")).context("--postgres")?;
+    conn.endpoint()
+        .map_err(|e| anyhow::anyhow!("--postgres: {e}"))?;
+    let mut probe = format!(
+        "sources:\n  {source}:\n    postgres: {{{block}, wake: {{enabled: false}}}}\nmetrics:\n"
+    );
+    for (i, library) in PgLibrary::ALL.iter().enumerate() {
+        let _ = writeln!(
+            probe,
+            "  - {{name: probe.{i}, source: {source}, measure: length, postgres: {{library: {}, queue: \"*\"}}}}",
+            library.as_str()
+        );
+    }
+    let config = Config::from_yaml(&probe, std::path::Path::new("discover-probe.yaml"))?;
+    let store = check::poll(&config).await?;
+    let mut any = false;
+    for (i, library) in PgLibrary::ALL.iter().enumerate() {
+        let Some((_, state)) = store.state(&format!("probe.{i}")) else {
+            continue;
+        };
+        if let Some(failure) = &state.failure {
+            bail!("{source}: {}", failure.message);
+        }
+        let mut queues = Vec::new();
+        let mut missing = false;
+        for s in &state.series {
+            match &s.value {
+                Err(e) if e.0.contains("does not exist") => missing = true,
+                Err(e) => f
+                    .notes
+                    .push(format!("{source}: {}: {}", library.as_str(), e.0)),
+                Ok(_) => {
+                    if let Some(q) = s.labels.raw_iter().find(|(k, _)| *k == "queue") {
+                        queues.push(q.1.to_string());
+                    }
+                }
+            }
+        }
+        if missing || (state.series.iter().any(|s| s.value.is_err())) {
+            continue;
+        }
+        any = true;
+        let lib = library.as_str();
+        let named: Vec<Option<&String>> = if queues.is_empty() {
+            f.notes.push(format!(
+                "{source}: {lib}'s tables are there with no unfinished job: one metric per measure over all its queues"
+            ));
+            vec![None]
+        } else {
+            queues.iter().map(Some).collect()
+        };
+        for measure in written_measures() {
+            if pg_libraries::unknowable(*library, *measure).is_some() {
+                continue;
+            }
+            for queue in &named {
+                let (name, q) = match queue {
+                    Some(q) => (metric_name(lib, q, *measure), quoted(q)),
+                    None => (metric_name(lib, "all_queues", *measure), quoted("*")),
+                };
+                f.metrics.push(Metric {
+                    name,
+                    source: source.to_string(),
+                    measure: *measure,
+                    block: format!("postgres: {{library: {lib}, queue: {q}}}"),
+                    about: queue.map(|q| (source.into(), lib.into(), String::new(), q.clone())),
+                });
+            }
+        }
+        for q in queues {
+            f.found.push(FoundQueue {
+                source: source.to_string(),
+                library: lib.into(),
+                vhost: String::new(),
+                queue: q,
+            });
+        }
+    }
+    if any {
+        f.sources
+            .push((source.to_string(), format!("postgres: {{{block}}}")));
+    } else {
+        f.notes
+            .push(format!("{source}: no job library's tables found"));
     }
     Ok(())
 }

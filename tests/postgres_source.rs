@@ -287,3 +287,51 @@ async fn a_described_table_and_a_users_query() {
         a.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discover_recognises_the_libraries_tables() {
+    let db = river_db("discover").await;
+    db.exec(
+        "INSERT INTO river_job (args, kind, queue, state, scheduled_at) VALUES ('{}', 'x', 'ocr', 'available', now())",
+    )
+    .await;
+    db.apply_fixture("good_job.sql").await;
+    db.exec(&format!("GRANT SELECT ON good_jobs TO {}", db.reader))
+        .await;
+    let url = format!(
+        "postgres://{}@127.0.0.1:5432/{}?sslmode=disable",
+        db.reader, db.name
+    );
+    let found =
+        queue_metrics_adapter::discover::run(&queue_metrics_adapter::cli::discover::DiscoverArgs {
+            postgres: vec![url],
+            ..Default::default()
+        })
+        .await
+        .expect("discover");
+    let config = &found.config;
+    for needle in [
+        "measure: length, postgres: {library: river, queue: \"emb\"}",
+        "measure: length, postgres: {library: river, queue: \"ocr\"}",
+        "measure: failed, postgres: {library: river, queue: \"emb\"}",
+        "measure: length, postgres: {library: good-job, queue: \"*\"}",
+    ] {
+        assert!(config.contains(needle), "{needle}\n{config}");
+    }
+    assert!(
+        !config.contains("pg-boss") && !config.contains("oban"),
+        "{config}"
+    );
+    assert!(found.summary.contains("emb"), "{}", found.summary);
+    // Served as written, the discovered metric is the queue's length.
+    let name = config
+        .lines()
+        .find(|l| l.contains("measure: length, postgres: {library: river, queue: \"emb\"}"))
+        .and_then(|l| l.split("name: ").nth(1))
+        .and_then(|r| r.split(',').next())
+        .expect("a name")
+        .to_string();
+    let a = Adapter::start(&format!("poll_interval: 200ms\n{config}")).await;
+    a.wait_for(&name, None, LIMIT, common::value_is(3.0)).await;
+    a.stop().await;
+}

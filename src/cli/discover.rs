@@ -21,7 +21,11 @@ pub struct DiscoverArgs {
     /// A RabbitMQ management API, `http(s)://host:15672` (repeat). Every vhost is looked at.
     #[arg(long = "rabbitmq-management", value_name = "URL")]
     pub rabbitmq_management: Vec<String>,
-    /// The user every connection logs in as (Redis ACL user, RabbitMQ user).
+    /// A PostgreSQL database, `postgres://[user@]host:port/db[?sslmode=...]` (repeat). The job
+    /// libraries' tables are looked for in their default schemas.
+    #[arg(long = "postgres", value_name = "URL")]
+    pub postgres: Vec<String>,
+    /// The user every connection logs in as (Redis ACL user, RabbitMQ user, PostgreSQL role).
     #[arg(long)]
     pub username: Option<String>,
     /// An environment variable holding the password; the printed config names it too.
