@@ -157,6 +157,29 @@ fn every_example_hpa_asks_for_metrics_its_config_serves() {
             && keda.contains("minReplicaCount: 0"),
         "{keda}"
     );
+    // PostgreSQL job tables: GoodJob's waiting jobs divided per replica, the oldest one's age as
+    // is, both selected by the library and queue every series carries.
+    let pg = embedded_config("deploy/examples/postgres/adapter-config.yaml");
+    assert!(pg.sources.values().all(|s| s.kind() == "postgres"));
+    let targets = hpa_metrics("deploy/examples/postgres/hpa.yaml");
+    assert_eq!(
+        targets,
+        vec![
+            (
+                "embeddings_jobs_waiting".to_string(),
+                "AverageValue".to_string()
+            ),
+            (
+                "embeddings_jobs_oldest_age_seconds".to_string(),
+                "Value".to_string()
+            ),
+        ]
+    );
+    for (name, _) in &targets {
+        assert!(pg.metrics.iter().any(|m| &m.name == name), "{name}");
+    }
+    let text = std::fs::read_to_string("deploy/examples/postgres/hpa.yaml").expect("hpa");
+    assert!(text.contains("{library: good-job, queue: embeddings}"));
 }
 
 /// Docker cannot run here, so the Dockerfile's build stage is checked against what the build
@@ -378,6 +401,14 @@ const PAIRS: &[(&str, &str)] = &[
     (
         "deploy/examples/nats/hpa.yaml",
         "deploy/examples/nats/adapter-config.yaml",
+    ),
+    (
+        "deploy/examples/postgres/adapter-config.yaml",
+        "deploy/examples/postgres/adapter-config.yaml",
+    ),
+    (
+        "deploy/examples/postgres/hpa.yaml",
+        "deploy/examples/postgres/adapter-config.yaml",
     ),
     (
         "deploy/examples/workers-needed/adapter-config.yaml",

@@ -137,8 +137,9 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
         }
         // pgmq 1.5 (`pgmq.read`): a message is visible when `vt <= clock_timestamp()`; a read
         // moves `vt` ahead and counts `read_ct`; a message sent with a delay starts with `vt`
-        // ahead and `read_ct` 0. A queue is a table `q_<name>` listed in `meta`: each is read
-        // by a statement built from that list inside this one (`query_to_xml`).
+        // ahead and `read_ct` 0. A queue is a table `q_<name>` (lowercased, as `pgmq.create`
+        // names it; `meta` keeps the name as given) listed in `meta`: each is read by a
+        // statement built from that list inside this one (`query_to_xml`).
         PgLibrary::Pgmq => {
             let inner = format!(
                 "SELECT count(*) FILTER (WHERE vt <= now()) AS w, \
@@ -151,7 +152,7 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
                 |name: &str, ty: &str| format!("(xpath('/row/{name}/text()', x))[1]::text::{ty}");
             out.push(format!(
                 "SELECT m.queue_name AS queue, {w} AS waiting, {o} AS oldest_ms, {f} AS in_flight, {d} AS delayed \
-                 FROM {s}.meta m, LATERAL query_to_xml(format('{inner}', 'q_' || m.queue_name), false, true, '') AS x",
+                 FROM {s}.meta m, LATERAL query_to_xml(format('{inner}', lower('q_' || m.queue_name)), false, true, '') AS x",
                 inner = inner.replace('\'', "''"),
                 w = field("w", "int8"),
                 o = field("o", "float8"),
@@ -266,7 +267,9 @@ fn version_expression(library: PgLibrary, s: &str) -> String {
         PgLibrary::GraphileWorker => format!("(SELECT max(id)::text FROM {s}.migrations)"),
         PgLibrary::PgBoss => format!("(SELECT max(version)::text FROM {s}.version)"),
         PgLibrary::Oban => format!("obj_description('{s}.oban_jobs'::regclass, 'pg_class')"),
-        PgLibrary::River => format!("(SELECT max(version)::text FROM {s}.river_migration)"),
+        PgLibrary::River => {
+            format!("(SELECT max(version)::text FROM {s}.river_migration WHERE line = 'main')")
+        }
         PgLibrary::Pgmq => {
             "(SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgmq')".into()
         }
@@ -291,8 +294,9 @@ pub fn check_version(library: PgLibrary, version: Option<&str>) -> Result<(), St
         PgLibrary::PgBoss => (21..=24, "21 to 24 (pg-boss 10.x)"),
         // Oban's migrations V8 (the fetch index) to V14 (2.23, `suspended`, never available).
         PgLibrary::Oban => (8..=14, "8 to 14 (Oban 2.x)"),
-        // River's main line 2 to 7 (0.43): `river_job` with `state`, `queue`, `scheduled_at`.
-        PgLibrary::River => (2..=7, "2 to 7 (River 0.x)"),
+        // River's main line 5 (0.10, which added the `line` column) to 7 (0.40 to 0.43):
+        // `river_job` with `state`, `queue`, `scheduled_at`. An older table has no `line`.
+        PgLibrary::River => (5..=7, "5 to 7 (River 0.10 to 0.43)"),
         PgLibrary::Pgmq => {
             // The extension's version where installed; a layout installed from its SQL
             // without the extension records none, and the table columns are the check.
@@ -347,7 +351,7 @@ pub fn grants(library: PgLibrary, schema: &str) -> String {
             "GRANT USAGE ON SCHEMA {s} TO <role>; GRANT SELECT ON {s}.job, {s}.version TO <role>"
         ),
         PgLibrary::Pgmq => format!(
-            "GRANT USAGE ON SCHEMA {s} TO <role>; GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO <role> (or GRANT pg_monitor TO <role>, which the extension grants them to)"
+            "GRANT USAGE ON SCHEMA {s} TO <role>; GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO <role>; ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT SELECT ON TABLES TO <role>"
         ),
         PgLibrary::SolidQueue => format!(
             "GRANT USAGE ON SCHEMA {s} TO <role>; GRANT SELECT ON {s}.solid_queue_ready_executions, {s}.solid_queue_pauses, {s}.solid_queue_claimed_executions, {s}.solid_queue_scheduled_executions, {s}.solid_queue_failed_executions, {s}.solid_queue_jobs TO <role>"

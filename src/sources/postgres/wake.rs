@@ -15,13 +15,18 @@ use super::config::{Endpoint, PostgresSourceConfig};
 use super::connect;
 use crate::wake::WakeSignal;
 
-/// The listening session, opened (again) at a poll when it is not running.
+/// The listening session, opened (again) at a poll when it is not running, at most once per
+/// [`RETRY_AFTER`] (a standby refuses `LISTEN` at every try).
 pub struct Listener {
     source: String,
     channels: Vec<String>,
     signal: WakeSignal,
     task: Option<JoinHandle<()>>,
+    started: Option<std::time::Instant>,
 }
+
+/// The least time between two openings of the listening session.
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 impl Listener {
     /// A listener for `channels`, waking `signal`; it connects at the first [`Listener::ensure`].
@@ -31,20 +36,24 @@ impl Listener {
             channels,
             signal,
             task: None,
+            started: None,
         }
     }
 
-    /// Starts the session unless it runs: called at each poll, so a lost session is opened
-    /// again at most once a poll.
+    /// Starts the session unless it runs or was started less than [`RETRY_AFTER`] ago: called
+    /// at each poll.
     pub fn ensure(
         &mut self,
         conn: &PostgresSourceConfig,
         endpoint: &Endpoint,
         statement: Duration,
     ) {
-        if self.task.as_ref().is_some_and(|t| !t.is_finished()) {
+        if self.task.as_ref().is_some_and(|t| !t.is_finished())
+            || self.started.is_some_and(|at| at.elapsed() < RETRY_AFTER)
+        {
             return;
         }
+        self.started = Some(std::time::Instant::now());
         let (conn, endpoint) = (conn.clone(), endpoint.clone());
         let (source, channels, signal) = (
             self.source.clone(),
@@ -54,7 +63,7 @@ impl Listener {
         self.task = Some(tokio::spawn(async move {
             let why = listen(&conn, &endpoint, statement, &channels, &signal).await;
             signal.set_watching(false);
-            tracing::warn!(source = %source, reason = %why, "PostgreSQL LISTEN session ended; polling only until the next poll opens it again");
+            tracing::warn!(source = %source, reason = %why, "PostgreSQL LISTEN session ended; polling only until it is opened again (at most every 30 s)");
         }));
     }
 }
