@@ -468,6 +468,41 @@ mod tests {
                 mentions: &["metrics[0] (a).window", "not computed over a window"],
             },
             Case {
+                name: "postgres url with a password",
+                yaml: "sources:\n  p:\n    postgres: {url: \"postgres://r:hunter2@db/app\"}\nmetrics:\n  - {name: a, source: p, measure: length, postgres: {library: river, queue: q}}\n".into(),
+                mentions: &["sources.p.postgres", "password_file"],
+            },
+            Case {
+                name: "postgres measure a library keeps no",
+                yaml: "sources:\n  p:\n    postgres: {host: 127.0.0.1, dbname: app}\nmetrics:\n  - {name: a, source: p, measure: failed, postgres: {library: pgmq, queue: q}}\n".into(),
+                mentions: &["metrics[0] (a).postgres", "pgmq keeps no failed"],
+            },
+            Case {
+                name: "postgres rate",
+                yaml: "sources:\n  p:\n    postgres: {host: 127.0.0.1, dbname: app}\nmetrics:\n  - {name: a, source: p, measure: arrival_rate, postgres: {library: oban, queue: q}}\n".into(),
+                mentions: &["metrics[0] (a).postgres", "not read from PostgreSQL"],
+            },
+            Case {
+                name: "postgres two targets",
+                yaml: "sources:\n  p:\n    postgres: {host: 127.0.0.1, dbname: app}\nmetrics:\n  - {name: a, source: p, measure: length, postgres: {library: oban, table: {name: jobs, ready: [{column: a, is_null: true}]}}}\n".into(),
+                mentions: &["exactly one of library"],
+            },
+            Case {
+                name: "postgres query with two statements",
+                yaml: "sources:\n  p:\n    postgres: {host: 127.0.0.1, dbname: app}\nmetrics:\n  - {name: a, source: p, measure: length, postgres: {query: \"select 1 as value; delete from jobs\"}}\n".into(),
+                mentions: &["metrics[0] (a).postgres.query", "one statement"],
+            },
+            Case {
+                name: "postgres quoted schema",
+                yaml: "sources:\n  p:\n    postgres: {host: 127.0.0.1, dbname: app}\nmetrics:\n  - {name: a, source: p, measure: length, postgres: {library: river, queue: q, schema: \"x; drop\"}}\n".into(),
+                mentions: &["metrics[0] (a).postgres.schema", "plain identifier"],
+            },
+            Case {
+                name: "reserved postgres label",
+                yaml: "sources:\n  p:\n    postgres: {host: 127.0.0.1, dbname: app}\nmetrics:\n  - {name: a, source: p, measure: length, labels: {queue: x}, postgres: {library: river, queue: q}}\n".into(),
+                mentions: &["must not set \"queue\""],
+            },
+            Case {
                 name: "reserved nats label",
                 yaml: "sources:\n  n:\n    nats: {servers: [\"nats://127.0.0.1:4222\"]}\nmetrics:\n  - {name: a, source: n, measure: lag, labels: {consumer: x}, nats: {stream: JOBS, consumer: w}}\n".into(),
                 mentions: &["must not set \"consumer\""],
