@@ -15,17 +15,17 @@ use super::config::{Endpoint, PostgresSourceConfig};
 use super::connect;
 use crate::wake::WakeSignal;
 
-/// The listening session, opened (again) at a poll when it is not running, at most once per
-/// [`RETRY_AFTER`] (a standby refuses `LISTEN` at every try).
+/// The listening session: opened at the first poll, and by itself again [`RETRY_AFTER`] after
+/// it ends (a server restarted, a standby that refuses `LISTEN`), not at a poll: a source
+/// polled hourly would otherwise lose its wake for the hour.
 pub struct Listener {
     source: String,
     channels: Vec<String>,
     signal: WakeSignal,
     task: Option<JoinHandle<()>>,
-    started: Option<std::time::Instant>,
 }
 
-/// The least time between two openings of the listening session.
+/// The time between the end of a listening session and the next try.
 pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 impl Listener {
@@ -36,24 +36,19 @@ impl Listener {
             channels,
             signal,
             task: None,
-            started: None,
         }
     }
 
-    /// Starts the session unless it runs or was started less than [`RETRY_AFTER`] ago: called
-    /// at each poll.
+    /// Starts the listening task unless it runs: called at each poll.
     pub fn ensure(
         &mut self,
         conn: &PostgresSourceConfig,
         endpoint: &Endpoint,
         statement: Duration,
     ) {
-        if self.task.as_ref().is_some_and(|t| !t.is_finished())
-            || self.started.is_some_and(|at| at.elapsed() < RETRY_AFTER)
-        {
+        if self.task.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
-        self.started = Some(std::time::Instant::now());
         let (conn, endpoint) = (conn.clone(), endpoint.clone());
         let (source, channels, signal) = (
             self.source.clone(),
@@ -61,9 +56,14 @@ impl Listener {
             self.signal.clone(),
         );
         self.task = Some(tokio::spawn(async move {
-            let why = listen(&conn, &endpoint, statement, &channels, &signal).await;
-            signal.set_watching(false);
-            tracing::warn!(source = %source, reason = %why, "PostgreSQL LISTEN session ended; polling only until it is opened again (at most every 30 s)");
+            loop {
+                let why = listen(&conn, &endpoint, statement, &channels, &signal).await;
+                signal.set_watching(false);
+                tracing::warn!(source = %source, reason = %why, "PostgreSQL LISTEN session ended; polling only until it is opened again (in 30 s)");
+                // Not a wake here: a poll woken while the server goes down fails, and a failing
+                // source backs off and ignores wakes.
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
         }));
     }
 }
@@ -123,6 +123,8 @@ async fn listen(
     let why = match listened {
         Ok(Ok(())) => {
             signal.set_watching(true);
+            // Jobs inserted while nobody listened (across a restart, say) are read now.
+            signal.wake();
             match rx.recv().await {
                 Some(Err(e)) => e,
                 _ => "the session ended".into(),
