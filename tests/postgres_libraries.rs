@@ -13,49 +13,10 @@ mod common;
 use std::time::Duration;
 
 use common::job_libraries::{pg_node, pg_python};
-use common::postgres::{TestDb, url};
-use common::{Adapter, quantity, value_is};
+use common::postgres::{TestDb, by_queue, presets_config as config, url, value};
+use common::{Adapter, value_is};
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn config(db: &TestDb, metrics: &[(&str, &str, &str, &str)]) -> String {
-    let mut out = format!(
-        "poll_interval: 200ms\nsources:\n  db:\n    {}\nmetrics:\n",
-        db.source_yaml()
-    );
-    for (name, measure, library, queue) in metrics {
-        out.push_str(&format!(
-            "  - {{name: {name}, source: db, measure: {measure}, postgres: {{library: {library}, queue: '{queue}'}}}}\n"
-        ));
-    }
-    out
-}
-
-/// The values of every series of `metric`, by their `queue` label.
-async fn by_queue(a: &Adapter, metric: &str) -> std::collections::BTreeMap<String, f64> {
-    let (status, body) = a.metric(metric, None).await;
-    assert_eq!(status, 200, "{metric}: {body}");
-    body["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|i| {
-            (
-                i["metricLabels"]["queue"]
-                    .as_str()
-                    .unwrap_or("?")
-                    .to_string(),
-                quantity(i["value"].as_str().expect("value")),
-            )
-        })
-        .collect()
-}
-
-async fn value(a: &Adapter, metric: &str) -> f64 {
-    let (status, body) = a.metric(metric, None).await;
-    assert_eq!(status, 200, "{metric}: {body}");
-    common::single_value(&body)
-}
 
 /// Checks that each of `0..n` is listed exactly once in `ran` (one id per line).
 fn each_once(ran: &str, n: usize) {
@@ -133,7 +94,7 @@ async fn pg_boss_10_client_and_worker() {
     assert_eq!(value(&a, "running").await, 0.0);
     let age = value(&a, "age").await;
     assert!((0.0..60.0).contains(&age), "age {age}");
-    let all = by_queue(&a, "all").await;
+    let all = by_queue(&a, "all", "pg-boss").await;
     assert_eq!(all.get("emb"), Some(&5.0), "{all:?}");
     assert_eq!(all.get("other"), Some(&1.0), "{all:?}");
     let (_, body) = a.metric("all", None).await;
@@ -218,7 +179,7 @@ async fn graphile_worker_0_17_client_worker_and_wake() {
     .await;
     a.ready().await;
     assert_eq!(value(&a, "waiting").await, 4.0, "jobs in no named queue");
-    let all = by_queue(&a, "all").await;
+    let all = by_queue(&a, "all", "graphile-worker").await;
     assert_eq!(all.get(""), Some(&4.0), "{all:?}");
     assert_eq!(all.get("serial"), Some(&1.0), "{all:?}");
     assert_eq!(value(&a, "delayed").await, 1.0);

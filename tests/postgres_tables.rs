@@ -12,13 +12,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use common::job_libraries::pg_python;
-use common::postgres::{ADMIN, TestDb};
-use common::{Adapter, quantity, value_is};
+use common::postgres::{ADMIN, TestDb, by_queue, presets_config as config, value};
+use common::{Adapter, value_is};
 use queue_metrics_adapter::config::Config;
 use queue_metrics_adapter::sources::postgres::config::PgLibrary;
 use queue_metrics_adapter::sources::postgres::libraries;
@@ -29,47 +28,6 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// UTC now as a `timestamp without time zone`, as Rails and Ecto write it.
 const NOW_UTC: &str = "(now() AT TIME ZONE 'UTC')";
-
-fn config(db: &TestDb, metrics: &[(&str, &str, &str, &str)]) -> String {
-    let mut out = format!(
-        "poll_interval: 200ms\nsources:\n  db:\n    {}\nmetrics:\n",
-        db.source_yaml()
-    );
-    for (name, measure, library, queue) in metrics {
-        out.push_str(&format!(
-            "  - {{name: {name}, source: db, measure: {measure}, postgres: {{library: {library}, queue: '{queue}'}}}}\n"
-        ));
-    }
-    out
-}
-
-/// The values of every series of `metric`, by their `queue` label; checks each carries
-/// `library: <library>`.
-async fn by_queue(a: &Adapter, metric: &str, library: &str) -> BTreeMap<String, f64> {
-    let (status, body) = a.metric(metric, None).await;
-    assert_eq!(status, 200, "{metric}: {body}");
-    body["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|i| {
-            assert_eq!(i["metricLabels"]["library"], library, "{body}");
-            (
-                i["metricLabels"]["queue"]
-                    .as_str()
-                    .unwrap_or("?")
-                    .to_string(),
-                quantity(i["value"].as_str().expect("value")),
-            )
-        })
-        .collect()
-}
-
-async fn value(a: &Adapter, metric: &str) -> f64 {
-    let (status, body) = a.metric(metric, None).await;
-    assert_eq!(status, 200, "{metric}: {body}");
-    common::single_value(&body)
-}
 
 /// Waits until each `(metric, value)` is served.
 async fn wait_all(a: &Adapter, want: &[(&str, f64)]) {

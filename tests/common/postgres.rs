@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_postgres::NoTls;
 
-use super::on_own_runtime;
+use super::{Adapter, on_own_runtime, quantity};
 
 /// The server the tests use (a superuser over TCP, trust authentication).
 pub const HOST: &str = "127.0.0.1";
@@ -32,6 +32,36 @@ pub async fn admin(db: &str) -> tokio_postgres::Client {
     });
     tokio::spawn(connection);
     client
+}
+
+/// Applies the SQL file `tests/fixtures/postgres/<file>` to `db` on 127.0.0.1:`port` as the
+/// superuser, with `psql` (`PGSSLMODE=sslmode`).
+async fn psql_fixture(port: u16, db: &str, file: &str, sslmode: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/postgres")
+        .join(file);
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", HOST, "-U", ADMIN])
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-d")
+            .arg(db)
+            .arg("-f")
+            .arg(&path)
+            .env("PGSSLMODE", sslmode)
+            .output(),
+    )
+    .await
+    .expect("psql within 30 s")
+    .expect("psql runs (make test installs postgresql-client)");
+    assert!(
+        out.status.success(),
+        "psql -f {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A database and a SELECT-only login role of a test's own, dropped (with every session on
@@ -82,30 +112,7 @@ impl TestDb {
 
     /// Applies the SQL file `tests/fixtures/postgres/<file>` as the superuser, with `psql`.
     pub async fn apply_fixture(&self, file: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/postgres")
-            .join(file);
-        let out = tokio::time::timeout(
-            Duration::from_secs(30),
-            tokio::process::Command::new("psql")
-                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", HOST, "-U", ADMIN])
-                .arg("-p")
-                .arg(PORT.to_string())
-                .arg("-d")
-                .arg(&self.name)
-                .arg("-f")
-                .arg(&path)
-                .output(),
-        )
-        .await
-        .expect("psql within 30 s")
-        .expect("psql runs (make test installs postgresql-client)");
-        assert!(
-            out.status.success(),
-            "psql -f {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        psql_fixture(PORT, &self.name, file, "disable").await;
     }
 
     /// A single number from `sql` as the superuser.
@@ -463,31 +470,8 @@ impl PrivatePostgres {
     /// Applies `tests/fixtures/postgres/<file>` to `db` as the superuser, with `psql` (over
     /// TLS, unverified, when the server has it).
     pub async fn apply_fixture(&self, db: &str, file: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/postgres")
-            .join(file);
-        let out = tokio::time::timeout(
-            Duration::from_secs(30),
-            tokio::process::Command::new("psql")
-                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", HOST, "-U", ADMIN])
-                .arg("-p")
-                .arg(self.port.to_string())
-                .arg("-d")
-                .arg(db)
-                .arg("-f")
-                .arg(&path)
-                .env("PGSSLMODE", if self.tls { "require" } else { "disable" })
-                .output(),
-        )
-        .await
-        .expect("psql within 30 s")
-        .expect("psql runs (make test installs postgresql-client)");
-        assert!(
-            out.status.success(),
-            "psql -f {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let sslmode = if self.tls { "require" } else { "disable" };
+        psql_fixture(self.port, db, file, sslmode).await;
     }
 
     /// The newest `/usr/lib/postgresql/<version>/bin` holding `initdb` and `postgres`
@@ -549,4 +533,52 @@ impl Drop for PrivatePostgres {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A config polling `db` every 200 ms as its reader, with a preset metric per
+/// `(name, measure, library, queue)`.
+pub fn presets_config(db: &TestDb, metrics: &[(&str, &str, &str, &str)]) -> String {
+    let mut out = format!(
+        "poll_interval: 200ms\nsources:\n  db:\n    {}\nmetrics:\n",
+        db.source_yaml()
+    );
+    for (name, measure, library, queue) in metrics {
+        out.push_str(&format!(
+            "  - {{name: {name}, source: db, measure: {measure}, postgres: {{library: {library}, queue: '{queue}'}}}}\n"
+        ));
+    }
+    out
+}
+
+/// The values of every series of `metric`, by their `queue` label; checks each carries
+/// `library: <library>`.
+pub async fn by_queue(
+    a: &Adapter,
+    metric: &str,
+    library: &str,
+) -> std::collections::BTreeMap<String, f64> {
+    let (status, body) = a.metric(metric, None).await;
+    assert_eq!(status, 200, "{metric}: {body}");
+    body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            assert_eq!(i["metricLabels"]["library"], library, "{body}");
+            (
+                i["metricLabels"]["queue"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string(),
+                quantity(i["value"].as_str().expect("value")),
+            )
+        })
+        .collect()
+}
+
+/// The one value `metric` serves (a 200 with one item).
+pub async fn value(a: &Adapter, metric: &str) -> f64 {
+    let (status, body) = a.metric(metric, None).await;
+    assert_eq!(status, 200, "{metric}: {body}");
+    super::single_value(&body)
 }
