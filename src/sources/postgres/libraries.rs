@@ -46,16 +46,22 @@ pub fn unknowable(library: PgLibrary, measure: Measure) -> Option<&'static str> 
     }
 }
 
-/// The statements that read `library`'s tables in `schema` for the columns in `wanted`
-/// (`Failed` only when asked for), joined into one simple query: first the server's clock and
-/// the schema version, then a statement per group of rows.
+/// The statements that read `library`'s tables in `schema` for the columns in `wanted` (each
+/// only where a wanted column is one it returns), joined into one simple query: first the
+/// server's clock and the schema version, then a statement per group of rows.
 pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String {
     let s = schema;
-    let failed = wanted.contains(&Column::Failed);
     let mut out = vec![format!(
         "SELECT (extract(epoch FROM now()) * 1000)::float8 AS now_ms, {} AS version",
         version_expression(library, s)
     )];
+    // A statement is sent only when a metric asks for a column it returns: pg-boss 10 has no
+    // index that finds its active jobs, and the failed rows of any library are many.
+    let mut add = |returns: &[Column], sql: String| {
+        if returns.iter().any(|c| wanted.contains(c)) {
+            out.push(sql);
+        }
+    };
     // The epoch-ms of a timestamptz expression, and of a UTC `timestamp without time zone`.
     let ms = |e: &str| format!("(extract(epoch FROM {e}) * 1000)::float8");
     let utc_ms = |e: &str| format!("(extract(epoch FROM ({e}) AT TIME ZONE 'UTC') * 1000)::float8");
@@ -66,8 +72,10 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
         // `status = 'todo'`); the row has no creation time: its `deferred` event has it.
         PgLibrary::Procrastinate => {
             let ready = "(j.scheduled_at IS NULL OR j.scheduled_at <= now())";
-            out.push(format!(
-                "SELECT j.queue_name AS queue, \
+            add(
+                &[Column::Waiting, Column::OldestMs, Column::Delayed],
+                format!(
+                    "SELECT j.queue_name AS queue, \
                  count(*) FILTER (WHERE {ready}) AS waiting, \
                  min({t}) FILTER (WHERE {ready}) AS oldest_ms, \
                  count(*) FILTER (WHERE {ready} AND j.deferred_at IS NULL AND j.scheduled_at IS NULL) AS untimed, \
@@ -77,18 +85,23 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
                      AND e.type IN ('deferred', 'deferred_for_retry', 'retried')) AS deferred_at \
                    FROM {s}.procrastinate_jobs j WHERE j.status = 'todo') j \
                  GROUP BY j.queue_name",
-                t = ms("greatest(j.deferred_at, j.scheduled_at)"),
-            ));
-            out.push(format!(
-                "SELECT queue_name AS queue, count(*) AS in_flight FROM {s}.procrastinate_jobs \
+                    t = ms("greatest(j.deferred_at, j.scheduled_at)"),
+                ),
+            );
+            add(
+                &[Column::InFlight],
+                format!(
+                    "SELECT queue_name AS queue, count(*) AS in_flight FROM {s}.procrastinate_jobs \
                  WHERE status = 'doing' GROUP BY queue_name"
-            ));
-            if failed {
-                out.push(format!(
+                ),
+            );
+            add(
+                &[Column::Failed],
+                format!(
                     "SELECT queue_name AS queue, count(*) AS failed FROM {s}.procrastinate_jobs \
-                     WHERE status = 'failed' GROUP BY queue_name"
-                ));
-            }
+                 WHERE status = 'failed' GROUP BY queue_name"
+                ),
+            );
         }
         // graphile-worker 0.17 (`getJobs.ts`, the `jobs` view): a job is available when not
         // locked (or its lock is older than 4 hours, as its fetch takes it again) and has
@@ -97,43 +110,59 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
         // row security, and a role without it would read no rows at all.
         PgLibrary::GraphileWorker => {
             let free = "(locked_at IS NULL OR locked_at < now() - interval '4 hours')";
-            out.push(format!(
-                "SELECT coalesce(queue_name, '') AS queue, \
+            add(
+                &[
+                    Column::Waiting,
+                    Column::OldestMs,
+                    Column::Delayed,
+                    Column::InFlight,
+                ],
+                format!(
+                    "SELECT coalesce(queue_name, '') AS queue, \
                  count(*) FILTER (WHERE {free} AND run_at <= now()) AS waiting, \
                  min({t}) FILTER (WHERE {free} AND run_at <= now()) AS oldest_ms, \
                  count(*) FILTER (WHERE {free} AND run_at > now()) AS delayed, \
                  count(*) FILTER (WHERE NOT {free}) AS in_flight \
                  FROM {s}.jobs WHERE attempts < max_attempts GROUP BY 1",
-                t = ms("greatest(created_at, run_at)"),
-            ));
-            if failed {
-                out.push(format!(
+                    t = ms("greatest(created_at, run_at)"),
+                ),
+            );
+            add(
+                &[Column::Failed],
+                format!(
                     "SELECT coalesce(queue_name, '') AS queue, count(*) AS failed FROM {s}.jobs \
-                     WHERE attempts >= max_attempts GROUP BY 1"
-                ));
-            }
+                 WHERE attempts >= max_attempts GROUP BY 1"
+                ),
+            );
         }
         // pg-boss 10 (`plans.js` fetchNextJob): `state < 'active'` and `start_after < now()`
         // (index `job_i5 (name, start_after) WHERE state < 'active'`); a queue is a job name.
         PgLibrary::PgBoss => {
-            out.push(format!(
-                "SELECT name AS queue, \
+            add(
+                &[Column::Waiting, Column::OldestMs, Column::Delayed],
+                format!(
+                    "SELECT name AS queue, \
                  count(*) FILTER (WHERE start_after < now()) AS waiting, \
                  min({t}) FILTER (WHERE start_after < now()) AS oldest_ms, \
                  count(*) FILTER (WHERE start_after >= now()) AS delayed \
                  FROM {s}.job WHERE state < 'active' GROUP BY name",
-                t = ms("greatest(created_on, start_after)"),
-            ));
-            out.push(format!(
-                "SELECT name AS queue, count(*) AS in_flight FROM {s}.job \
+                    t = ms("greatest(created_on, start_after)"),
+                ),
+            );
+            add(
+                &[Column::InFlight],
+                format!(
+                    "SELECT name AS queue, count(*) AS in_flight FROM {s}.job \
                  WHERE state = 'active' GROUP BY name"
-            ));
-            if failed {
-                out.push(format!(
+                ),
+            );
+            add(
+                &[Column::Failed],
+                format!(
                     "SELECT name AS queue, count(*) AS failed FROM {s}.job \
-                     WHERE state = 'failed' GROUP BY name"
-                ));
-            }
+                 WHERE state = 'failed' GROUP BY name"
+                ),
+            );
         }
         // pgmq 1.5 (`pgmq.read`): a message is visible when `vt <= clock_timestamp()`; a read
         // moves `vt` ahead and counts `read_ct`; a message sent with a delay starts with `vt`
@@ -150,15 +179,23 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
             );
             let field =
                 |name: &str, ty: &str| format!("(xpath('/row/{name}/text()', x))[1]::text::{ty}");
-            out.push(format!(
-                "SELECT m.queue_name AS queue, {w} AS waiting, {o} AS oldest_ms, {f} AS in_flight, {d} AS delayed \
+            add(
+                &[
+                    Column::Waiting,
+                    Column::OldestMs,
+                    Column::InFlight,
+                    Column::Delayed,
+                ],
+                format!(
+                    "SELECT m.queue_name AS queue, {w} AS waiting, {o} AS oldest_ms, {f} AS in_flight, {d} AS delayed \
                  FROM {s}.meta m, LATERAL query_to_xml(format('{inner}', lower('q_' || m.queue_name)), false, true, '') AS x",
-                inner = inner.replace('\'', "''"),
-                w = field("w", "int8"),
-                o = field("o", "float8"),
-                f = field("f", "int8"),
-                d = field("d", "int8"),
-            ));
+                    inner = inner.replace('\'', "''"),
+                    w = field("w", "int8"),
+                    o = field("o", "float8"),
+                    f = field("f", "int8"),
+                    d = field("d", "int8"),
+                ),
+            );
         }
         // Solid Queue 1.x (`queue_schema.rb`): a job is ready while it has a row in
         // `ready_executions` (made when it became ready, so its `created_at` is that time),
@@ -166,58 +203,85 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
         // (the dispatcher moves due ones), failed while in `failed_executions`. A paused
         // queue's jobs are not taken, so not waiting.
         PgLibrary::SolidQueue => {
-            out.push(format!(
-                "SELECT r.queue_name AS queue, count(*) AS waiting, min({t}) AS oldest_ms \
+            add(
+                &[Column::Waiting, Column::OldestMs],
+                format!(
+                    "SELECT r.queue_name AS queue, count(*) AS waiting, min({t}) AS oldest_ms \
                  FROM {s}.solid_queue_ready_executions r \
                  WHERE NOT EXISTS (SELECT 1 FROM {s}.solid_queue_pauses p WHERE p.queue_name = r.queue_name) \
                  GROUP BY r.queue_name",
-                t = utc_ms("r.created_at"),
-            ));
-            out.push(format!(
-                "SELECT j.queue_name AS queue, count(*) AS in_flight \
+                    t = utc_ms("r.created_at"),
+                ),
+            );
+            add(
+                &[Column::InFlight],
+                format!(
+                    "SELECT j.queue_name AS queue, count(*) AS in_flight \
                  FROM {s}.solid_queue_claimed_executions c JOIN {s}.solid_queue_jobs j ON j.id = c.job_id \
                  GROUP BY j.queue_name"
-            ));
-            out.push(format!(
-                "SELECT queue_name AS queue, \
+                ),
+            );
+            add(
+                &[Column::Due, Column::Delayed],
+                format!(
+                    "SELECT queue_name AS queue, \
                  count(*) FILTER (WHERE scheduled_at <= {NOW_UTC}) AS due, \
                  count(*) FILTER (WHERE scheduled_at > {NOW_UTC}) AS delayed \
                  FROM {s}.solid_queue_scheduled_executions GROUP BY queue_name"
-            ));
-            if failed {
-                out.push(format!(
+                ),
+            );
+            add(
+                &[Column::Failed],
+                format!(
                     "SELECT j.queue_name AS queue, count(*) AS failed \
-                     FROM {s}.solid_queue_failed_executions f JOIN {s}.solid_queue_jobs j ON j.id = f.job_id \
-                     GROUP BY j.queue_name"
-                ));
-            }
+                 FROM {s}.solid_queue_failed_executions f JOIN {s}.solid_queue_jobs j ON j.id = f.job_id \
+                 GROUP BY j.queue_name"
+                ),
+            );
         }
         // GoodJob 4 (`job.rb` scopes `queued`, `running`): unfinished jobs (partial index on
         // `finished_at IS NULL`), queued when not performed and `scheduled_at` past (set to
         // the enqueue time when not scheduled), running when performed and not finished.
         PgLibrary::GoodJob => {
             let at = "coalesce(scheduled_at, created_at)";
-            out.push(format!(
-                "SELECT queue_name AS queue, \
+            add(
+                &[
+                    Column::Waiting,
+                    Column::OldestMs,
+                    Column::Delayed,
+                    Column::InFlight,
+                ],
+                format!(
+                    "SELECT queue_name AS queue, \
                  count(*) FILTER (WHERE performed_at IS NULL AND {at} <= {NOW_UTC}) AS waiting, \
                  min({t}) FILTER (WHERE performed_at IS NULL AND {at} <= {NOW_UTC}) AS oldest_ms, \
                  count(*) FILTER (WHERE performed_at IS NULL AND {at} > {NOW_UTC}) AS delayed, \
                  count(*) FILTER (WHERE performed_at IS NOT NULL) AS in_flight \
                  FROM {s}.good_jobs WHERE finished_at IS NULL GROUP BY queue_name",
-                t = utc_ms(at),
-            ));
-            if failed {
-                out.push(format!(
+                    t = utc_ms(at),
+                ),
+            );
+            add(
+                &[Column::Failed],
+                format!(
                     "SELECT queue_name AS queue, count(*) AS failed FROM {s}.good_jobs \
-                     WHERE finished_at IS NOT NULL AND error IS NOT NULL GROUP BY queue_name"
-                ));
-            }
+                 WHERE finished_at IS NOT NULL AND error IS NOT NULL GROUP BY queue_name"
+                ),
+            );
         }
         // Oban 2.x (`engines/basic.ex` fetch: `state = 'available'`; the Stager makes
         // `scheduled` and `retryable` jobs whose time has come available).
         PgLibrary::Oban => {
-            out.push(format!(
-                "SELECT queue, \
+            add(
+                &[
+                    Column::Waiting,
+                    Column::OldestMs,
+                    Column::InFlight,
+                    Column::Due,
+                    Column::Delayed,
+                ],
+                format!(
+                    "SELECT queue, \
                  count(*) FILTER (WHERE state = 'available') AS waiting, \
                  min({t}) FILTER (WHERE state = 'available') AS oldest_ms, \
                  count(*) FILTER (WHERE state = 'executing') AS in_flight, \
@@ -225,21 +289,31 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
                  count(*) FILTER (WHERE state IN ('scheduled', 'retryable') AND scheduled_at > {NOW_UTC}) AS delayed \
                  FROM {s}.oban_jobs WHERE state IN ('available', 'executing', 'scheduled', 'retryable') \
                  GROUP BY queue",
-                t = utc_ms("greatest(inserted_at, scheduled_at)"),
-            ));
-            if failed {
-                out.push(format!(
+                    t = utc_ms("greatest(inserted_at, scheduled_at)"),
+                ),
+            );
+            add(
+                &[Column::Failed],
+                format!(
                     "SELECT queue, count(*) AS failed FROM {s}.oban_jobs \
-                     WHERE state = 'discarded' GROUP BY queue"
-                ));
-            }
+                 WHERE state = 'discarded' GROUP BY queue"
+                ),
+            );
         }
         // River (`river_job.sql` JobGetAvailable: `state = 'available' AND scheduled_at <=
         // now()`; the scheduler makes `scheduled` and `retryable` jobs whose time has come
         // available).
         PgLibrary::River => {
-            out.push(format!(
-                "SELECT queue, \
+            add(
+                &[
+                    Column::Waiting,
+                    Column::OldestMs,
+                    Column::InFlight,
+                    Column::Due,
+                    Column::Delayed,
+                ],
+                format!(
+                    "SELECT queue, \
                  count(*) FILTER (WHERE state = 'available' AND scheduled_at <= now()) AS waiting, \
                  min({t}) FILTER (WHERE state = 'available' AND scheduled_at <= now()) AS oldest_ms, \
                  count(*) FILTER (WHERE state = 'running') AS in_flight, \
@@ -248,14 +322,16 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
                    OR (state = 'available' AND scheduled_at > now())) AS delayed \
                  FROM {s}.river_job WHERE state IN ('available', 'running', 'scheduled', 'retryable') \
                  GROUP BY queue",
-                t = ms("scheduled_at"),
-            ));
-            if failed {
-                out.push(format!(
+                    t = ms("scheduled_at"),
+                ),
+            );
+            add(
+                &[Column::Failed],
+                format!(
                     "SELECT queue, count(*) AS failed FROM {s}.river_job \
-                     WHERE state = 'discarded' GROUP BY queue"
-                ));
-            }
+                 WHERE state = 'discarded' GROUP BY queue"
+                ),
+            );
         }
     }
     out.join(";\n")
