@@ -69,7 +69,8 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
     match library {
         // procrastinate 3.x `schema.sql`: a job is taken by `procrastinate_fetch_job` when
         // `status = 'todo'` and `scheduled_at` is NULL or past (partial index on
-        // `status = 'todo'`); the row has no creation time: its `deferred` event has it.
+        // `status = 'todo'`); the row has no creation time: its latest `deferred`,
+        // `deferred_for_retry` or `retried` event has when it was (made) ready.
         PgLibrary::Procrastinate => {
             let ready = "(j.scheduled_at IS NULL OR j.scheduled_at <= now())";
             add(
