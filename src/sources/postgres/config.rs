@@ -220,18 +220,28 @@ impl PostgresSourceConfig {
                 }
                 None => authority,
             };
-            let (host, port) = match hostport.rsplit_once(':') {
-                Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
-                    h,
-                    p.parse::<u16>()
-                        .map_err(|_| format!("url: port {p:?} is not a port number"))?,
-                ),
-                _ => (hostport, DEFAULT_PORT),
+            let port_of = |p: &str| {
+                p.parse::<u16>()
+                    .map_err(|_| format!("url: port {p:?} is not a port number"))
             };
-            e.host = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
+            let (host, port) = match hostport.strip_prefix('[') {
+                // An IPv6 address: `[::1]` or `[::1]:5432`.
+                Some(rest) => {
+                    let (h, after) = rest
+                        .split_once(']')
+                        .ok_or("url: an IPv6 address needs its closing ]")?;
+                    match after.strip_prefix(':') {
+                        Some(p) => (h, port_of(p)?),
+                        None if after.is_empty() => (h, DEFAULT_PORT),
+                        None => return Err(format!("url: {after:?} after the address")),
+                    }
+                }
+                None => match hostport.rsplit_once(':') {
+                    Some((h, p)) => (h, port_of(p)?),
+                    None => (hostport, DEFAULT_PORT),
+                },
+            };
+            e.host = host.to_string();
             e.port = port;
             e.dbname = db.to_string();
             for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -787,6 +797,15 @@ mod tests {
             .endpoint()
             .expect_err("both");
         assert!(err.contains("not both"), "{err}");
+        for (url, host, port) in [
+            ("postgres://[::1]:6432/app", "::1", 6432),
+            ("postgres://[::1]/app", "::1", DEFAULT_PORT),
+            ("postgres://db/app", "db", DEFAULT_PORT),
+        ] {
+            let e = conn(&format!("url: \"{url}\"")).endpoint().expect(url);
+            assert_eq!((e.host.as_str(), e.port), (host, port), "{url}");
+        }
+        assert!(conn("url: \"postgres://[::1/app\"").endpoint().is_err());
         let err = conn("url: postgres://db:5432/")
             .endpoint()
             .expect_err("no db");
