@@ -163,11 +163,12 @@ impl std::fmt::Display for Endpoint {
             .as_deref()
             .map(|u| format!("{u}@"))
             .unwrap_or_default();
-        write!(
-            f,
-            "postgres://{user}{}:{}/{}",
-            self.host, self.port, self.dbname
-        )
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        write!(f, "postgres://{user}{host}:{}/{}", self.port, self.dbname)
     }
 }
 
@@ -804,6 +805,7 @@ mod tests {
         ] {
             let e = conn(&format!("url: \"{url}\"")).endpoint().expect(url);
             assert_eq!((e.host.as_str(), e.port), (host, port), "{url}");
+            assert!(e.to_string().contains(&format!(":{port}/app")), "{e}");
         }
         assert!(conn("url: \"postgres://[::1/app\"").endpoint().is_err());
         let err = conn("url: postgres://db:5432/")
