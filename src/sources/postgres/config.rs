@@ -1,5 +1,5 @@
-//! The `postgres:` blocks of the configuration: the connection (under `sources`) and which job
-//! library's queue a metric reads (under `metrics`).
+//! The `postgres:` blocks of the configuration: the connection (under `sources`) and what a
+//! metric reads (under `metrics`): a job library's queue, a described table or a query.
 
 use std::path::PathBuf;
 use std::time::Duration;

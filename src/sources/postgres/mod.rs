@@ -1,10 +1,12 @@
 //! The PostgreSQL source: job libraries that keep their queue in tables (Procrastinate,
-//! graphile-worker, pg-boss, pgmq, Solid Queue, GoodJob, Oban, River), read by presets.
+//! graphile-worker, pg-boss, pgmq, Solid Queue, GoodJob, Oban, River), read by presets; a
+//! table of another kind described by conditions, or a user's query ([`table`]).
 //!
 //! A poll sends, for each library (and schema) its metrics name, one simple query: the
 //! server's clock and the library's schema version, then a statement per group of rows one
-//! index finds ([`libraries`]), all in one transaction, all libraries' queries pipelined on one
-//! connection, so the poll is one round trip. Sessions are read-only with bounded statements
+//! index finds ([`libraries`]), all in one transaction; a described table and a user's query
+//! are a query each. All are pipelined on one connection, so the poll is one round trip; each
+//! reply is read by [`rows`]. Sessions are read-only with bounded statements
 //! and lock waits ([`connect`]); the statements take no lock but the `ACCESS SHARE` every
 //! `SELECT` takes, call no function that locks, and write nothing. Where the library notifies
 //! new jobs, a second connection `LISTEN`s and wakes the poll ([`wake`]).
