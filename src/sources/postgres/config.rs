@@ -724,7 +724,7 @@ const REFUSED_IN_QUERIES: &[&str] = &[
 ];
 
 /// Checks a user's query: one statement (it runs as a subquery), no function in
-/// [`REFUSED_IN_QUERIES`].
+/// `REFUSED_IN_QUERIES`.
 ///
 /// # Errors
 /// The message naming what is refused.
