@@ -103,8 +103,20 @@ pub fn huey_consumer(dir: &std::path::Path, module: &str, broker: &str) -> tokio
 /// Runs `script` with Node.js, its `require` finding BullMQ and bee-queue, `args` as
 /// `process.argv.slice(1)`; as [`python`].
 pub async fn node(script: &str, args: &[&str], limit: Duration) -> String {
-    let modules = dir().join("node/node_modules");
-    assert!(modules.exists(), "{}", missing("the Node.js job libraries"));
+    node_in("node", "the Node.js job libraries", script, args, limit).await
+}
+
+/// Runs `script` with Node.js, `NODE_PATH` the `node_modules` of `modules` under the install
+/// dir (`what` names it when missing); as [`node`].
+async fn node_in(
+    modules: &str,
+    what: &str,
+    script: &str,
+    args: &[&str],
+    limit: Duration,
+) -> String {
+    let modules = dir().join(modules).join("node_modules");
+    assert!(modules.exists(), "{}", missing(what));
     let mut command = Command::new("node");
     command
         .env("NODE_PATH", modules)
@@ -213,18 +225,12 @@ pub async fn pg_python(script: &str, args: &[&str], limit: Duration) -> String {
 /// Runs `script` with Node.js, its `require` finding pg-boss and graphile-worker; as
 /// [`node`].
 pub async fn pg_node(script: &str, args: &[&str], limit: Duration) -> String {
-    let modules = dir().join("node-postgres/node_modules");
-    assert!(
-        modules.exists(),
-        "{}",
-        missing("the Postgres job libraries for Node.js")
-    );
-    let mut command = Command::new("node");
-    command
-        .env("NODE_PATH", modules)
-        .arg("-e")
-        .arg(script)
-        .arg("--")
-        .args(args);
-    run(command, limit).await
+    node_in(
+        "node-postgres",
+        "the Postgres job libraries for Node.js",
+        script,
+        args,
+        limit,
+    )
+    .await
 }

@@ -91,16 +91,20 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
             );
             add(
                 &[Column::InFlight],
-                format!(
-                    "SELECT queue_name AS queue, count(*) AS in_flight FROM {s}.procrastinate_jobs \
-                 WHERE status = 'doing' GROUP BY queue_name"
+                count_where(
+                    Column::InFlight,
+                    "queue_name",
+                    &format!("{s}.procrastinate_jobs"),
+                    "status = 'doing'",
                 ),
             );
             add(
                 &[Column::Failed],
-                format!(
-                    "SELECT queue_name AS queue, count(*) AS failed FROM {s}.procrastinate_jobs \
-                 WHERE status = 'failed' GROUP BY queue_name"
+                count_where(
+                    Column::Failed,
+                    "queue_name",
+                    &format!("{s}.procrastinate_jobs"),
+                    "status = 'failed'",
                 ),
             );
         }
@@ -130,9 +134,11 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
             );
             add(
                 &[Column::Failed],
-                format!(
-                    "SELECT coalesce(queue_name, '') AS queue, count(*) AS failed FROM {s}.jobs \
-                 WHERE attempts >= max_attempts GROUP BY 1"
+                count_where(
+                    Column::Failed,
+                    "coalesce(queue_name, '')",
+                    &format!("{s}.jobs"),
+                    "attempts >= max_attempts",
                 ),
             );
         }
@@ -152,16 +158,20 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
             );
             add(
                 &[Column::InFlight],
-                format!(
-                    "SELECT name AS queue, count(*) AS in_flight FROM {s}.job \
-                 WHERE state = 'active' GROUP BY name"
+                count_where(
+                    Column::InFlight,
+                    "name",
+                    &format!("{s}.job"),
+                    "state = 'active'",
                 ),
             );
             add(
                 &[Column::Failed],
-                format!(
-                    "SELECT name AS queue, count(*) AS failed FROM {s}.job \
-                 WHERE state = 'failed' GROUP BY name"
+                count_where(
+                    Column::Failed,
+                    "name",
+                    &format!("{s}.job"),
+                    "state = 'failed'",
                 ),
             );
         }
@@ -264,9 +274,11 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
             );
             add(
                 &[Column::Failed],
-                format!(
-                    "SELECT queue_name AS queue, count(*) AS failed FROM {s}.good_jobs \
-                 WHERE finished_at IS NOT NULL AND error IS NOT NULL GROUP BY queue_name"
+                count_where(
+                    Column::Failed,
+                    "queue_name",
+                    &format!("{s}.good_jobs"),
+                    "finished_at IS NOT NULL AND error IS NOT NULL",
                 ),
             );
         }
@@ -295,9 +307,11 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
             );
             add(
                 &[Column::Failed],
-                format!(
-                    "SELECT queue, count(*) AS failed FROM {s}.oban_jobs \
-                 WHERE state = 'discarded' GROUP BY queue"
+                count_where(
+                    Column::Failed,
+                    "queue",
+                    &format!("{s}.oban_jobs"),
+                    "state = 'discarded'",
                 ),
             );
         }
@@ -328,14 +342,25 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
             );
             add(
                 &[Column::Failed],
-                format!(
-                    "SELECT queue, count(*) AS failed FROM {s}.river_job \
-                 WHERE state = 'discarded' GROUP BY queue"
+                count_where(
+                    Column::Failed,
+                    "queue",
+                    &format!("{s}.river_job"),
+                    "state = 'discarded'",
                 ),
             );
         }
     }
     out.join(";\n")
+}
+
+/// A statement counting, per queue (`queue`, an expression), the rows of `table` where
+/// `predicate` holds, as `column`.
+fn count_where(column: Column, queue: &str, table: &str, predicate: &str) -> String {
+    format!(
+        "SELECT {queue} AS queue, count(*) AS {} FROM {table} WHERE {predicate} GROUP BY 1",
+        column.as_str()
+    )
 }
 
 /// The schema version `library`'s tables record, as SQL text (NULL where they record none).
