@@ -7,7 +7,9 @@
 //! For each library, the statements the adapter sends
 //! (`libraries::statements(library, schema, [waiting, oldest_ms, in_flight, due where kept,
 //! delayed])`; pg-boss first without `in_flight`, then with it and the index the README says to
-//! add for it, `(name) WHERE state = 'active'`: pg-boss 10 keeps none that finds active jobs):
+//! add for it, `(name) WHERE state = 'active'`: pg-boss 10 keeps none that finds active jobs;
+//! then River's and GoodJob's `arrival_rate` and `completion_rate` over the default minute,
+//! with 600 jobs created and finished within it):
 //! - each one under `EXPLAIN (ANALYZE, BUFFERS)`: the key lines are printed, and a statement
 //!   that reads the finished rows (a sequential scan of a job table, more buffers than twice the
 //!   unfinished rows plus 1,000, or a filter that throws away more rows than there are
@@ -42,6 +44,8 @@ use queue_metrics_adapter::sources::postgres::{Postgres, PostgresSource};
 
 /// Queues the jobs are spread over.
 const QUEUES: u64 = 20;
+/// The rates' window: the metrics' default (`window` is not set in the YAML).
+const WINDOW: Duration = Duration::from_secs(60);
 /// One row in this many is unfinished (about 3,000 of a million).
 const UNFINISHED_EVERY: u64 = 333;
 
@@ -172,6 +176,11 @@ const NO_DUE: &[(&str, Column)] = &[
     ("delayed", Column::Delayed),
 ];
 
+const RATES: &[(&str, Column)] = &[
+    ("arrival_rate", Column::Arrived),
+    ("completion_rate", Column::Completed),
+];
+
 fn n(kinds: &BTreeMap<Kind, u64>, ks: &[Kind]) -> f64 {
     ks.iter()
         .map(|k| kinds.get(k).copied().unwrap_or(0))
@@ -197,6 +206,12 @@ fn expect_due_apart(c: Column, k: &BTreeMap<Kind, u64>) -> f64 {
         Column::Delayed => n(k, &[Kind::Later, Kind::RetryLater]),
         _ => f64::NAN,
     }
+}
+
+/// Rates depend on when the rows were made, which the kinds' counts do not hold: `NaN`, any
+/// rate a poll serves is taken.
+fn expect_rates(_: Column, _: &BTreeMap<Kind, u64>) -> f64 {
+    f64::NAN
 }
 
 impl Ord for Kind {
@@ -318,6 +333,39 @@ fn libs() -> Vec<Lib> {
                    FROM bench_gen g",
             ),
             expect: expect_due_waiting,
+        },
+        // The rates of the libraries that keep finished jobs with their times, last (their
+        // set-up moves rows into the window): 600 of the newest finished jobs made to have
+        // arrived 8 s and finished 5 s before the statements run, 10 a second over the window.
+        Lib {
+            label: "River rates",
+            library: PgLibrary::River,
+            yaml: "river",
+            schema: "public",
+            measures: RATES,
+            load: None,
+            setup: Some(
+                "UPDATE river_job SET created_at = now() - interval '8 seconds', finalized_at = now() - interval '5 seconds' \
+                   WHERE id IN (SELECT id FROM river_job WHERE state = 'completed' ORDER BY id DESC LIMIT 600); \
+                 ANALYZE river_job",
+            ),
+            expect: expect_rates,
+        },
+        Lib {
+            label: "GoodJob rates",
+            library: PgLibrary::GoodJob,
+            yaml: "good-job",
+            schema: "public",
+            measures: RATES,
+            load: None,
+            setup: Some(
+                "UPDATE good_jobs SET created_at = (now() - interval '8 seconds') AT TIME ZONE 'UTC', \
+                   finished_at = (now() - interval '5 seconds') AT TIME ZONE 'UTC' \
+                   WHERE id IN (SELECT id FROM good_jobs WHERE finished_at IS NOT NULL AND error IS NULL \
+                     ORDER BY created_at DESC LIMIT 600); \
+                 ANALYZE good_jobs",
+            ),
+            expect: expect_rates,
         },
     ]
 }
@@ -689,6 +737,13 @@ fn check(lib: &Lib, samples: &[queue_metrics_adapter::model::Sample], expect: &E
                 "{}: oldest age of {queue} is {value}",
                 lib.label
             );
+        } else if (lib.expect)(column, &kinds).is_nan() {
+            assert!(
+                value.is_finite() && *value >= 0.0,
+                "{}: {} of {queue} is {value}",
+                lib.label,
+                s.metric
+            );
         } else {
             assert_eq!(
                 *value,
@@ -752,7 +807,7 @@ fn main() {
                     .await
                     .unwrap_or_else(|e| panic!("{setup}: {e}"));
             }
-            let sql = statements(lib.library, lib.schema, &lib.columns());
+            let sql = statements(lib.library, lib.schema, &lib.columns(), WINDOW);
             println!("\n### {} ({} rows, {unfinished} unfinished)\n", lib.label, rows);
             let mut buffers = Vec::new();
             for statement in sql.split(";\n") {

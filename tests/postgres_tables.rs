@@ -9,6 +9,11 @@
 //! America/New_York and the preset's statements are also run on a session of that role in that
 //! zone (the adapter's own sessions ask for UTC), so that a reading of those times that
 //! depended on the session's zone would be off by hours, not seconds.
+//!
+//! River, Solid Queue and GoodJob keep finished jobs with their times: their tests also read
+//! `arrival_rate`, `completion_rate` and `drain_seconds` of queue `emb` over a two-minute
+//! window, an error until a finished job is kept, then with a job finished an hour ago that
+//! must not count.
 
 mod common;
 
@@ -17,7 +22,7 @@ use std::time::Duration;
 
 use common::job_libraries::pg_python;
 use common::postgres::{ADMIN, TestDb, by_queue, presets_config as config, value};
-use common::{Adapter, value_is};
+use common::{Adapter, quantity, value_is};
 use queue_metrics_adapter::config::Config;
 use queue_metrics_adapter::sources::postgres::config::PgLibrary;
 use queue_metrics_adapter::sources::postgres::libraries;
@@ -76,7 +81,12 @@ async fn age_read_in_new_york(db: &TestDb, library: PgLibrary, queue: &str) -> f
         .expect("SHOW")
         .get(0);
     assert_eq!(tz, "America/New_York");
-    let sql = libraries::statements(library, "public", &[Column::Waiting, Column::OldestMs]);
+    let sql = libraries::statements(
+        library,
+        "public",
+        &[Column::Waiting, Column::OldestMs],
+        Duration::from_secs(60),
+    );
     let mut sets: Vec<ResultSet> = Vec::new();
     for message in client
         .simple_query(&sql)
@@ -112,6 +122,64 @@ fn config_error(db: &TestDb, measure: &str, library: &str, queue: &str) -> Strin
 
 fn assert_age(age: f64, range: std::ops::Range<f64>) {
     assert!(range.contains(&age), "age {age}, wanted {range:?}");
+}
+
+/// The rate metrics' window, in seconds: longer than a test runs, far shorter than the hour
+/// its old finished job lies back.
+const RATE_WINDOW_S: f64 = 120.0;
+
+/// `config` with `metrics`, and for `library`'s queue `emb` the rate metrics `arrivals`,
+/// `done` and `drain` over [`RATE_WINDOW_S`].
+fn config_with_rates(db: &TestDb, metrics: &[(&str, &str, &str, &str)], library: &str) -> String {
+    let mut out = config(db, metrics);
+    for (name, measure) in [
+        ("arrivals", "arrival_rate"),
+        ("done", "completion_rate"),
+        ("drain", "drain_seconds"),
+    ] {
+        out.push_str(&format!(
+            "  - {{name: {name}, source: db, measure: {measure}, window: 2m, postgres: {{library: {library}, queue: emb}}}}\n"
+        ));
+    }
+    out
+}
+
+/// Until the tables keep a finished job, the rates are errors saying so, never `0`.
+async fn assert_rates_wait_for_a_finished_job(a: &Adapter) {
+    for metric in ["arrivals", "done", "drain"] {
+        let (status, body) = a.metric(metric, None).await;
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            status == 503 && message.contains("no finished job is kept"),
+            "{metric}: {status} {body}"
+        );
+    }
+}
+
+/// Waits until `emb`'s rates are those of `arrived` jobs created and `finished` jobs finished
+/// within the window, with `waiting` jobs waiting (the default `max_drain_seconds` when
+/// nothing finished).
+async fn wait_rates(a: &Adapter, arrived: f64, finished: f64, waiting: f64) {
+    let drain = if waiting == 0.0 {
+        0.0
+    } else if finished == 0.0 {
+        86_400.0
+    } else {
+        waiting / (finished / RATE_WINDOW_S)
+    };
+    for (metric, want) in [
+        ("arrivals", arrived / RATE_WINDOW_S),
+        ("done", finished / RATE_WINDOW_S),
+        ("drain", drain),
+    ] {
+        a.wait_for(metric, None, LIMIT, move |status, body| {
+            status == 200
+                && body["items"].as_array().is_some_and(|i| i.len() == 1)
+                && (quantity(body["items"][0]["value"].as_str().unwrap_or("x")) - want).abs()
+                    <= 0.0011
+        })
+        .await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -168,7 +236,7 @@ async fn river_python_client_rows_taken_finished_and_discarded_as_its_worker_doe
     let out = pg_python(RIVER_INSERT, &[&engine_url], LIMIT).await;
     assert_eq!(out.trim(), "scheduled scheduled", "{out}");
     grant(&db, PgLibrary::River, "public").await;
-    let a = Adapter::start(&config(
+    let a = Adapter::start(&config_with_rates(
         &db,
         &[
             ("waiting", "length", "river", "emb"),
@@ -179,6 +247,7 @@ async fn river_python_client_rows_taken_finished_and_discarded_as_its_worker_doe
             ("delayed", "delayed", "river", "emb"),
             ("failed", "failed", "river", "emb"),
         ],
+        "river",
     ))
     .await;
     a.ready().await;
@@ -193,6 +262,18 @@ async fn river_python_client_rows_taken_finished_and_discarded_as_its_worker_doe
     assert_eq!(value(&a, "failed").await, 0.0);
 
     let admin = db.admin().await;
+    assert_rates_wait_for_a_finished_job(&a).await;
+    // A job created an hour ago and completed half an hour ago: kept, outside the window.
+    admin
+        .batch_execute(
+            "INSERT INTO river_job (state, attempt, attempted_at, created_at, finalized_at, scheduled_at, args, kind, queue) \
+             VALUES ('completed', 1, now() - interval '31 minutes', now() - interval '1 hour', \
+               now() - interval '30 minutes', now() - interval '1 hour', '{}', 'embed', 'emb')",
+        )
+        .await
+        .expect("an old finished job");
+    // The client's 7 jobs to `emb` arrived within the window; none finished.
+    wait_rates(&a, 7.0, 0.0, 5.0).await;
     let take = || async {
         let row = admin.query_one(RIVER_TAKE, &[]).await.expect("take a job");
         row.get::<_, i64>(0)
@@ -217,6 +298,7 @@ async fn river_python_client_rows_taken_finished_and_discarded_as_its_worker_doe
     wait_all(&a, &[("running", 1.0), ("waiting", 4.0)]).await;
     complete(id).await;
     wait_all(&a, &[("running", 0.0), ("waiting", 4.0)]).await;
+    wait_rates(&a, 7.0, 1.0, 4.0).await;
 
     // Out of attempts: discarded, with its error recorded.
     let id = take().await;
@@ -243,6 +325,8 @@ async fn river_python_client_rows_taken_finished_and_discarded_as_its_worker_doe
     let all = by_queue(&a, "all", "river").await;
     assert_eq!(all.get("emb"), Some(&0.0), "{all:?}");
     assert_eq!(all.get("other"), Some(&1.0), "{all:?}");
+    // Four completed and one discarded: five finished, nothing waits.
+    wait_rates(&a, 7.0, 5.0, 0.0).await;
     a.stop().await;
 }
 
@@ -320,7 +404,7 @@ async fn solid_queue_rows_claimed_finished_failed_and_paused() {
     db.exec(&setup).await;
     grant(&db, PgLibrary::SolidQueue, "public").await;
     reader_in_new_york(&db).await;
-    let a = Adapter::start(&config(
+    let a = Adapter::start(&config_with_rates(
         &db,
         &[
             ("waiting", "length", "solid-queue", "emb"),
@@ -332,6 +416,7 @@ async fn solid_queue_rows_claimed_finished_failed_and_paused() {
             ("delayed", "delayed", "solid-queue", "emb"),
             ("failed", "failed", "solid-queue", "emb"),
         ],
+        "solid-queue",
     ))
     .await;
     a.ready().await;
@@ -356,6 +441,19 @@ async fn solid_queue_rows_claimed_finished_failed_and_paused() {
     assert_eq!(value(&a, "failed").await, 0.0);
 
     let admin = db.admin().await;
+    assert_rates_wait_for_a_finished_job(&a).await;
+    // A job enqueued an hour ago, finished half an hour ago: kept, outside the window.
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO solid_queue_jobs (queue_name, class_name, arguments, priority, active_job_id, \
+               scheduled_at, finished_at, created_at, updated_at) \
+             VALUES ('emb', 'EmbedJob', '{{}}', 0, gen_random_uuid()::text, {NOW_UTC} - interval '1 hour', \
+               {NOW_UTC} - interval '30 minutes', {NOW_UTC} - interval '1 hour', {NOW_UTC} - interval '30 minutes')"
+        ))
+        .await
+        .expect("an old finished job");
+    // Four ready and two scheduled jobs of `emb` were enqueued within the window.
+    wait_rates(&a, 6.0, 0.0, 4.0).await;
     let claim = || async {
         let row = admin
             .query_one(SOLID_QUEUE_CLAIM, &[])
@@ -386,6 +484,7 @@ async fn solid_queue_rows_claimed_finished_failed_and_paused() {
     assert_age(value(&a, "age").await, 0.0..10.0);
     finish(id).await;
     wait_all(&a, &[("running", 0.0), ("waiting", 3.0)]).await;
+    wait_rates(&a, 6.0, 1.0, 3.0).await;
 
     // `ClaimedExecution#failed_with`: a failed execution, the claim deleted.
     let id = claim().await;
@@ -408,6 +507,8 @@ async fn solid_queue_rows_claimed_finished_failed_and_paused() {
     assert_eq!(value(&a, "due").await, 1.0);
     assert_eq!(value(&a, "delayed").await, 1.0);
     assert_eq!(value(&a, "failed").await, 1.0);
+    // Three finished and one failed execution.
+    wait_rates(&a, 6.0, 4.0, 0.0).await;
 
     // Resumed: the paused queue's ready jobs are waiting again.
     admin
@@ -457,7 +558,7 @@ async fn good_job_4_rows_performed_finished_and_discarded() {
     db.exec(&setup).await;
     grant(&db, PgLibrary::GoodJob, "public").await;
     reader_in_new_york(&db).await;
-    let a = Adapter::start(&config(
+    let a = Adapter::start(&config_with_rates(
         &db,
         &[
             ("waiting", "length", "good-job", "emb"),
@@ -467,6 +568,7 @@ async fn good_job_4_rows_performed_finished_and_discarded() {
             ("delayed", "delayed", "good-job", "emb"),
             ("failed", "failed", "good-job", "emb"),
         ],
+        "good-job",
     ))
     .await;
     a.ready().await;
@@ -486,6 +588,18 @@ async fn good_job_4_rows_performed_finished_and_discarded() {
     assert!(err.contains("due jobs are counted in length"), "{err}");
 
     let admin = db.admin().await;
+    assert_rates_wait_for_a_finished_job(&a).await;
+    // A job enqueued an hour ago and finished half an hour ago: kept, outside the window.
+    admin
+        .batch_execute(&format!(
+            "{} UPDATE good_jobs SET performed_at = {NOW_UTC} - interval '31 minutes', \
+               finished_at = {NOW_UTC} - interval '30 minutes' WHERE created_at < {NOW_UTC} - interval '59 minutes'",
+            good_job_enqueue("emb", 3600, 0)
+        ))
+        .await
+        .expect("an old finished job");
+    // Four jobs of `emb` enqueued now and one scheduled an hour ahead, all within the window.
+    wait_rates(&a, 5.0, 0.0, 4.0).await;
     let take = || async {
         let row = admin.query_one(GOOD_JOB_TAKE, &[]).await.expect("take");
         row.get::<_, String>(0)
@@ -514,6 +628,7 @@ async fn good_job_4_rows_performed_finished_and_discarded() {
     assert_age(value(&a, "age").await, 0.0..10.0);
     finish(id, None).await;
     wait_all(&a, &[("running", 0.0), ("waiting", 3.0)]).await;
+    wait_rates(&a, 5.0, 1.0, 3.0).await;
 
     // Discarded: finished with its error (error_event 5, discarded).
     let id = take().await;
@@ -528,6 +643,8 @@ async fn good_job_4_rows_performed_finished_and_discarded() {
     wait_all(&a, &[("waiting", 0.0), ("age", 0.0), ("running", 0.0)]).await;
     assert_eq!(value(&a, "delayed").await, 1.0);
     assert_eq!(value(&a, "failed").await, 1.0);
+    // Three succeeded and one discarded with its error.
+    wait_rates(&a, 5.0, 4.0, 0.0).await;
     a.stop().await;
 }
 

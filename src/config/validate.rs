@@ -478,9 +478,29 @@ mod tests {
                 mentions: &["metrics[0] (a).postgres", "pgmq keeps no failed"],
             },
             Case {
-                name: "postgres rate",
+                name: "postgres rate of a library that keeps no finish time",
                 yaml: "sources:\n  p:\n    postgres: {host: 127.0.0.1, dbname: app}\nmetrics:\n  - {name: a, source: p, measure: arrival_rate, postgres: {library: oban, queue: q}}\n".into(),
+                mentions: &["metrics[0] (a).postgres", "oban has no arrival_rate", "Pruner"],
+            },
+            Case {
+                name: "postgres rate of a described table",
+                yaml: "sources:\n  p:\n    postgres: {host: 127.0.0.1, dbname: app}\nmetrics:\n  - {name: a, source: p, measure: completion_rate, postgres: {table: {name: jobs, ready: [{column: a, is_null: true}]}}}\n".into(),
+                mentions: &["metrics[0] (a).postgres.table", "not read from a table"],
+            },
+            Case {
+                name: "postgres rate of a query",
+                yaml: "sources:\n  p:\n    postgres: {host: 127.0.0.1, dbname: app}\nmetrics:\n  - {name: a, source: p, measure: arrival_rate, postgres: {query: \"select count(*) as value from jobs\"}}\n".into(),
+                mentions: &["metrics[0] (a).postgres", "river, good-job, solid-queue"],
+            },
+            Case {
+                name: "postgres workers_needed",
+                yaml: "sources:\n  p:\n    postgres: {host: 127.0.0.1, dbname: app}\nmetrics:\n  - {name: a, source: p, measure: workers_needed, target_wait: 30s, workers: {deployment: w, namespace: ml}, postgres: {library: river, queue: q}}\n".into(),
                 mentions: &["metrics[0] (a).postgres", "not read from PostgreSQL"],
+            },
+            Case {
+                name: "postgres drain window at least a second",
+                yaml: "sources:\n  p:\n    postgres: {host: 127.0.0.1, dbname: app}\nmetrics:\n  - {name: a, source: p, measure: drain_seconds, window: 500ms, postgres: {library: river, queue: q}}\n".into(),
+                mentions: &["metrics[0] (a).window", "at least 1s"],
             },
             Case {
                 name: "postgres two targets",

@@ -62,15 +62,18 @@ impl MetricConfig {
         self.window.map_or(DEFAULT_WINDOW, |w| w.0)
     }
 
-    /// Whether this metric is computed over its `window` from counters read at each poll, so
-    /// that it has no value before a source's second poll: rates, and the drain time of
-    /// streams and job libraries on Redis and of NATS consumers (RabbitMQ's is over the
-    /// broker's own rates).
+    /// Whether this metric is computed over its `window`: rates, and the drain time of
+    /// streams and job libraries on Redis, of NATS consumers and of PostgreSQL presets
+    /// (RabbitMQ's is over the broker's own rates). Those read from counters at each poll
+    /// have no value before a source's second poll; PostgreSQL's count rows by their own
+    /// times and have one at the first.
     pub fn over_window(&self) -> bool {
         self.measure.is_counter_rate()
             || self.measure == Measure::WorkersNeeded
             || (self.measure == Measure::DrainSeconds
-                && (self.targets.redis.is_some() || self.targets.nats.is_some()))
+                && (self.targets.redis.is_some()
+                    || self.targets.nats.is_some()
+                    || self.targets.postgres.is_some()))
     }
 
     /// Checks `target_wait` and `workers` (`at` names the metric): both for `workers_needed`,

@@ -6,9 +6,12 @@
 //!
 //! Every statement reads only rows that are not finished, by the predicate of an index the
 //! library keeps for its own workers' fetch, except `failed`, which reads the failed rows and
-//! is sent only when a metric asks for it. Times the libraries store as `timestamp without time
+//! is sent only when a metric asks for it, and the rates' statement, which reads the rows
+//! finished within the window by the index the library keeps on its finish time. Times the libraries store as `timestamp without time
 //! zone` (Oban, GoodJob, Solid Queue: UTC by the libraries' rule) are read as UTC, and
 //! compared with `now() AT TIME ZONE 'UTC'` so that their indexes still serve.
+
+use std::time::Duration;
 
 use super::config::PgLibrary;
 use super::rows::Column;
@@ -23,8 +26,34 @@ pub fn column_of(measure: Measure) -> Option<Column> {
         Measure::Due => Some(Column::Due),
         Measure::Delayed => Some(Column::Delayed),
         Measure::Failed => Some(Column::Failed),
+        Measure::ArrivalRate => Some(Column::Arrived),
+        Measure::CompletionRate | Measure::DrainSeconds => Some(Column::Completed),
         _ => None,
     }
+}
+
+/// The columns a measure is computed from: its own, and for `drain_seconds` the work waiting.
+pub fn columns_of(measure: Measure) -> &'static [Column] {
+    match measure {
+        Measure::DrainSeconds => &[Column::Waiting, Column::Completed],
+        Measure::Length => &[Column::Waiting],
+        Measure::OldestAgeSeconds => &[Column::OldestMs],
+        Measure::InFlight => &[Column::InFlight],
+        Measure::Due => &[Column::Due],
+        Measure::Delayed => &[Column::Delayed],
+        Measure::Failed => &[Column::Failed],
+        Measure::ArrivalRate => &[Column::Arrived],
+        Measure::CompletionRate => &[Column::Completed],
+        _ => &[],
+    }
+}
+
+/// Whether `measure` is counted over the metric's window from the rows' own times.
+pub fn over_window(measure: Measure) -> bool {
+    matches!(
+        measure,
+        Measure::ArrivalRate | Measure::CompletionRate | Measure::DrainSeconds
+    )
 }
 
 /// Why `library` cannot give `measure`, where it cannot: it keeps no such state.
@@ -42,19 +71,56 @@ pub fn unknowable(library: PgLibrary, measure: Measure) -> Option<&'static str> 
         (PgLibrary::Pgmq, Measure::Failed) => Some(
             "pgmq keeps no failed messages: a consumer deletes or archives (pgmq.archive) what it is done with",
         ),
+        (library, m) if over_window(m) => no_rates(library),
         _ => None,
+    }
+}
+
+/// Why `library`'s arrivals and completions cannot be counted from its tables, where they
+/// cannot: a rate is counted from the rows created and finished within the window, which needs
+/// finished rows kept with their finish time, and an index that finds them without reading
+/// every job kept for history.
+fn no_rates(library: PgLibrary) -> Option<&'static str> {
+    match library {
+        PgLibrary::River | PgLibrary::GoodJob | PgLibrary::SolidQueue => None,
+        PgLibrary::GraphileWorker => Some(
+            "graphile-worker deletes a job when it succeeds, so finished jobs cannot be counted",
+        ),
+        PgLibrary::Pgmq => Some(
+            "a consumer deletes or archives a message without a time kept in the queue, and the msg_id sequence skips values (it is not rolled back), so neither finished nor arrived messages can be counted",
+        ),
+        PgLibrary::Procrastinate => Some(
+            "Procrastinate keeps finish times only in procrastinate_events, which has no index on them (every event kept would be read), and deletes finished jobs when asked to",
+        ),
+        PgLibrary::PgBoss => Some(
+            "pg-boss 10 keeps no index on completed_on (every job kept for history would be read) and moves finished jobs to its archive",
+        ),
+        PgLibrary::Oban => Some(
+            "Oban keeps no index on completed_at, and its Pruner deletes finished jobs after 60 s by default, so jobs finished in a window may be gone",
+        ),
     }
 }
 
 /// The statements that read `library`'s tables in `schema` for the columns in `wanted` (each
 /// only where a wanted column is one it returns), joined into one simple query: first the
-/// server's clock and the schema version, then a statement per group of rows.
-pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String {
+/// server's clock and the schema version, then a statement per group of rows. Arrivals and
+/// completions are counted over `window` back from `now()`.
+pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column], window: Duration) -> String {
     let s = schema;
+    let rates = wanted.contains(&Column::Arrived) || wanted.contains(&Column::Completed);
+    let kept = match finished_kept(library, s) {
+        Some(kept) if rates => format!(", {kept} AS finished_kept"),
+        _ => String::new(),
+    };
     let mut out = vec![format!(
-        "SELECT (extract(epoch FROM now()) * 1000)::float8 AS now_ms, {} AS version",
+        "SELECT (extract(epoch FROM now()) * 1000)::float8 AS now_ms, {} AS version{kept}",
         version_expression(library, s)
     )];
+    let since = format!("(now() - interval '{} milliseconds')", window.as_millis());
+    let since_utc = format!(
+        "((now() AT TIME ZONE 'UTC') - interval '{} milliseconds')",
+        window.as_millis()
+    );
     // A statement is sent only when a metric asks for a column it returns: pg-boss 10 has no
     // index that finds its active jobs, and the failed rows of any library are many.
     let mut add = |returns: &[Column], sql: String| {
@@ -249,6 +315,27 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
                  GROUP BY j.queue_name"
                 ),
             );
+            // Finished: `finished_at` (index `index_solid_queue_jobs_on_finished_at`), set
+            // when a job succeeds (an Active Job retry is a new job row), and a failed
+            // execution made within the window (the job stays unfinished, in
+            // `failed_executions`). Arrived: the jobs created in the window, finished within
+            // it or not finished (the same index, `finished_at IS NULL`): no index on
+            // `created_at`.
+            add(
+                &[Column::Arrived, Column::Completed],
+                format!(
+                    "SELECT queue_name AS queue, \
+                 count(*) FILTER (WHERE created_at > {since_utc}) AS arrived, \
+                 count(*) FILTER (WHERE finished_at > {since_utc} OR failed) AS completed \
+                 FROM (SELECT queue_name, created_at, finished_at, false AS failed FROM {s}.solid_queue_jobs \
+                   WHERE finished_at > {since_utc} \
+                   UNION ALL SELECT queue_name, created_at, NULL, false FROM {s}.solid_queue_jobs \
+                   WHERE finished_at IS NULL AND created_at > {since_utc} \
+                   UNION ALL SELECT j.queue_name, NULL, NULL, true FROM {s}.solid_queue_failed_executions f \
+                   JOIN {s}.solid_queue_jobs j ON j.id = f.job_id WHERE f.created_at > {since_utc}) j \
+                 GROUP BY queue_name"
+                ),
+            );
         }
         // GoodJob 4 (`job.rb` scopes `queued`, `running`): unfinished jobs (partial index on
         // `finished_at IS NULL`), queued when not performed and `scheduled_at` past (set to
@@ -279,6 +366,27 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
                     "queue_name",
                     &format!("{s}.good_jobs"),
                     "finished_at IS NOT NULL AND error IS NOT NULL",
+                ),
+            );
+            // Created and finished (succeeded, or discarded with an error) within the window:
+            // `index_good_jobs_on_created_at`, `index_good_jobs_jobs_on_finished_at_only`. A
+            // retry runs the same row again, so neither counts twice.
+            add(
+                &[Column::Arrived],
+                count_where(
+                    Column::Arrived,
+                    "queue_name",
+                    &format!("{s}.good_jobs"),
+                    &format!("created_at > {since_utc}"),
+                ),
+            );
+            add(
+                &[Column::Completed],
+                count_where(
+                    Column::Completed,
+                    "queue_name",
+                    &format!("{s}.good_jobs"),
+                    &format!("finished_at > {since_utc}"),
                 ),
             );
         }
@@ -349,9 +457,61 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column]) -> String
                     "state = 'discarded'",
                 ),
             );
+            // Finished: `finalized_at` set when a job is completed, discarded or cancelled
+            // (index `(state, finalized_at) WHERE finalized_at IS NOT NULL`). Arrived: the
+            // jobs created in the window, which are either finished within it or not finished
+            // (every other state, through the fetch index on `state`): River keeps no index
+            // on `created_at`.
+            add(
+                &[Column::Arrived, Column::Completed],
+                format!(
+                    "SELECT queue, \
+                 count(*) FILTER (WHERE created_at > {since}) AS arrived, \
+                 count(*) FILTER (WHERE finalized_at > {since}) AS completed \
+                 FROM (SELECT queue, created_at, finalized_at FROM {s}.river_job \
+                   WHERE state IN ('completed', 'discarded', 'cancelled') AND finalized_at > {since} \
+                   UNION ALL SELECT queue, created_at, NULL FROM {s}.river_job \
+                   WHERE state IN ('available', 'pending', 'running', 'scheduled', 'retryable') \
+                   AND created_at > {since}) j \
+                 GROUP BY queue"
+                ),
+            );
         }
     }
     out.join(";\n")
+}
+
+/// The library's setting that keeps finished jobs, for the error saying none is kept.
+pub fn keeping_finished(library: PgLibrary) -> &'static str {
+    match library {
+        PgLibrary::River => {
+            "River keeps them for CompletedJobRetentionPeriod, CancelledJobRetentionPeriod and DiscardedJobRetentionPeriod"
+        }
+        PgLibrary::GoodJob => "GoodJob keeps them with preserve_job_records: true, its default",
+        PgLibrary::SolidQueue => {
+            "Solid Queue keeps them with preserve_finished_jobs: true, its default"
+        }
+        _ => "this library's rates are not read",
+    }
+}
+
+/// Whether any finished job is kept at all, as SQL (`None`: `library` has no rates). Jobs
+/// finished in a window are counted from the rows kept: a library told to delete finished
+/// jobs (GoodJob's `preserve_job_records: false`, Solid Queue's `preserve_finished_jobs:
+/// false`) keeps none, and its rates are errors, never `0`.
+fn finished_kept(library: PgLibrary, s: &str) -> Option<String> {
+    let exists = |table: &str, predicate: &str| {
+        format!("EXISTS (SELECT 1 FROM {s}.{table} WHERE {predicate})")
+    };
+    match library {
+        PgLibrary::River => Some(exists(
+            "river_job",
+            "state IN ('completed', 'discarded', 'cancelled') AND finalized_at IS NOT NULL",
+        )),
+        PgLibrary::GoodJob => Some(exists("good_jobs", "finished_at IS NOT NULL")),
+        PgLibrary::SolidQueue => Some(exists("solid_queue_jobs", "finished_at IS NOT NULL")),
+        _ => None,
+    }
 }
 
 /// A statement counting, per queue (`queue`, an expression), the rows of `table` where
@@ -477,12 +637,15 @@ mod tests {
     #[test]
     fn failed_rows_are_read_only_when_a_metric_asks_for_them() {
         for lib in PgLibrary::ALL {
-            let live = statements(lib, lib.default_schema(), &[Column::Waiting]);
+            let minute = Duration::from_secs(60);
+            let live = statements(lib, lib.default_schema(), &[Column::Waiting], minute);
             let all = statements(
                 lib,
                 lib.default_schema(),
                 &[Column::Waiting, Column::Failed],
+                minute,
             );
+            assert!(!live.contains("finished_kept"), "{lib:?}: {live}");
             assert!(
                 live.starts_with("SELECT (extract(epoch FROM now())"),
                 "{live}"
@@ -490,6 +653,27 @@ mod tests {
             if unknowable(lib, Measure::Failed).is_none() {
                 assert!(!live.contains("AS failed"), "{lib:?}: {live}");
                 assert!(all.contains("AS failed"), "{lib:?}: {all}");
+            }
+        }
+    }
+
+    #[test]
+    fn rates_are_counted_only_where_finished_jobs_are_kept_with_their_time() {
+        for lib in PgLibrary::ALL {
+            let counted = finished_kept(lib, "s").is_some();
+            for m in [
+                Measure::ArrivalRate,
+                Measure::CompletionRate,
+                Measure::DrainSeconds,
+            ] {
+                assert_eq!(unknowable(lib, m).is_none(), counted, "{lib:?} {m}");
+            }
+            let window = Duration::from_secs(90);
+            let sql = statements(lib, "s", &[Column::Completed], window);
+            if counted {
+                assert!(sql.contains("AS finished_kept"), "{lib:?}: {sql}");
+                assert!(sql.contains("AS completed"), "{lib:?}: {sql}");
+                assert!(sql.contains("interval '90000 milliseconds'"), "{sql}");
             }
         }
     }

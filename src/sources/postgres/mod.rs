@@ -4,8 +4,10 @@
 //!
 //! A poll sends, for each library (and schema) its metrics name, one simple query: the
 //! server's clock and the library's schema version, then a statement per group of rows one
-//! index finds ([`libraries`]), all in one transaction; a described table and a user's query
-//! are a query each. All are pipelined on one connection, so the poll is one round trip; each
+//! index finds ([`libraries`]), all in one transaction; the rates of a window are a query of
+//! their own (the jobs created and finished within it, counted from the rows' own times, so
+//! they have a value at the first poll); a described table and a user's query are a query
+//! each. All are pipelined on one connection, so the poll is one round trip; each
 //! reply is read by [`rows`]. Sessions are read-only with bounded statements
 //! and lock waits ([`connect`]); the statements take no lock but the `ACCESS SHARE` every
 //! `SELECT` takes, call no function that locks, and write nothing. Where the library notifies
@@ -36,7 +38,9 @@ use super::source::{Source, SourceError};
 use crate::model::{Labels, Sample, SeriesError};
 use crate::primitives::ConfigError;
 use crate::sources::age::age_seconds;
+use crate::sources::measure::Measure;
 use crate::sources::metric::MetricConfig;
+use crate::sources::rates::drain_seconds;
 use crate::wake::WakeSignal;
 
 /// Label naming the job library of a series.
@@ -83,18 +87,30 @@ pub fn validate_metric(
         return Err(ConfigError::invalid(
             at,
             format!(
-                "measure {} is not read from PostgreSQL tables: length, oldest_age_seconds, in_flight, due, delayed and failed are",
+                "measure {} is not read from PostgreSQL tables: length, oldest_age_seconds, in_flight, due, delayed, failed, arrival_rate, completion_rate and drain_seconds are",
                 m.measure
             ),
         ));
     }
-    if let Some(TargetKind::Library(library)) = t.kind()
-        && let Some(why) = libraries::unknowable(library, m.measure)
-    {
-        return Err(ConfigError::invalid(
-            at,
-            format!("{} has no {}: {why}", library.as_str(), m.measure),
-        ));
+    match t.kind() {
+        Some(TargetKind::Library(library)) => {
+            if let Some(why) = libraries::unknowable(library, m.measure) {
+                return Err(ConfigError::invalid(
+                    at,
+                    format!("{} has no {}: {why}", library.as_str(), m.measure),
+                ));
+            }
+        }
+        Some(TargetKind::Table(_) | TargetKind::Query(_)) if libraries::over_window(m.measure) => {
+            return Err(ConfigError::invalid(
+                at,
+                format!(
+                    "measure {} is counted only by the presets of libraries that keep finished jobs with their times (river, good-job, solid-queue), not from a table or query",
+                    m.measure
+                ),
+            ));
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -107,7 +123,11 @@ struct MetricPlan {
     /// Index into the source's reads.
     read: usize,
     queues: QueueSelection,
+    measure: Measure,
+    /// The column served (a rate's: what it counts).
     column: Column,
+    /// The rate window, in seconds, for a measure counted over one.
+    window_s: f64,
 }
 
 impl MetricPlan {
@@ -137,6 +157,9 @@ enum ReadKind {
 struct Read {
     kind: ReadKind,
     schema: String,
+    /// The window of the rates this read counts (`None`: it counts none): a read per window,
+    /// as the window is in the statements.
+    window: Option<Duration>,
     columns: Vec<Column>,
     sql: String,
 }
@@ -151,10 +174,23 @@ impl Read {
         }
     }
 
-    /// Whether the tables are ones the statements know (the first statement's `version`).
+    /// Whether the tables are ones the statements know (the first statement's `version`),
+    /// and where rates are counted, whether they keep finished jobs to count.
     fn check(&self, reading: &Reading) -> Result<(), String> {
         match &self.kind {
-            ReadKind::Library(l) => libraries::check_version(*l, reading.version.as_deref()),
+            ReadKind::Library(l) => {
+                libraries::check_version(*l, reading.version.as_deref())?;
+                match (self.window, reading.finished_kept) {
+                    (Some(_), Some(true)) | (None, _) => Ok(()),
+                    (Some(_), Some(false)) => Err(format!(
+                        "no finished job is kept in its tables, so the jobs finished and created within the window cannot be counted: none has finished yet, or the library deletes finished jobs ({})",
+                        libraries::keeping_finished(*l)
+                    )),
+                    (Some(_), None) => {
+                        Err("the statements did not say whether finished jobs are kept".into())
+                    }
+                }
+            }
             ReadKind::Table(t) => table::check_time_type(t, reading.version.as_deref()),
             ReadKind::Query(..) => Ok(()),
         }
@@ -171,6 +207,7 @@ pub struct PostgresSource {
     client: Option<Arc<tokio_postgres::Client>>,
     metrics: Vec<MetricPlan>,
     reads: Vec<Read>,
+    max_drain_seconds: f64,
     signal: Option<WakeSignal>,
     listener: Option<Listener>,
 }
@@ -198,23 +235,27 @@ impl PostgresSource {
                 Some(TargetKind::Query(q)) => ReadKind::Query(q.to_string(), column),
                 None => continue,
             };
+            let window = libraries::over_window(m.measure).then(|| m.window());
             let read = match reads
                 .iter()
-                .position(|r| r.kind == kind && r.schema == t.schema())
+                .position(|r| r.kind == kind && r.schema == t.schema() && r.window == window)
             {
                 Some(i) => i,
                 None => {
                     reads.push(Read {
                         kind,
                         schema: t.schema().to_string(),
+                        window,
                         columns: Vec::new(),
                         sql: String::new(),
                     });
                     reads.len() - 1
                 }
             };
-            if !reads[read].columns.contains(&column) {
-                reads[read].columns.push(column);
+            for c in libraries::columns_of(m.measure) {
+                if !reads[read].columns.contains(c) {
+                    reads[read].columns.push(*c);
+                }
             }
             metrics.push(MetricPlan {
                 name: Arc::from(m.name.as_str()),
@@ -222,7 +263,9 @@ impl PostgresSource {
                 library: t.library_label(),
                 read,
                 queues: t.queues(),
+                measure: m.measure,
                 column,
+                window_s: m.window().as_secs_f64(),
             });
         }
         for r in &mut reads {
@@ -235,7 +278,12 @@ impl PostgresSource {
                 limited.join(";\n")
             };
             r.sql = match &r.kind {
-                ReadKind::Library(l) => bounded(libraries::statements(*l, &r.schema, &r.columns)),
+                ReadKind::Library(l) => bounded(libraries::statements(
+                    *l,
+                    &r.schema,
+                    &r.columns,
+                    r.window.unwrap_or_default(),
+                )),
                 ReadKind::Table(t) => bounded(table::table_statements(t, &r.schema, &r.columns)),
                 ReadKind::Query(q, _) => table::query_statements(q, MAX_QUEUES),
             };
@@ -263,6 +311,7 @@ impl PostgresSource {
             client: None,
             metrics,
             reads,
+            max_drain_seconds: conn.max_drain_seconds(),
             signal,
             listener,
         })
@@ -343,20 +392,36 @@ impl PostgresSource {
                 QueueSelection::Named(q) => samples.push(Sample::new(
                     m.name.clone(),
                     m.labels(Some(q)),
-                    value(m.column, reading, q),
+                    self.served(m, reading, q),
                 )),
                 QueueSelection::All => {
                     for q in reading.queues.keys() {
                         samples.push(Sample::new(
                             m.name.clone(),
                             m.labels(Some(q)),
-                            value(m.column, reading, q),
+                            self.served(m, reading, q),
                         ));
                     }
                 }
             }
         }
         Ok(samples)
+    }
+
+    /// What metric `m` serves for `queue`: a column's value, or a rate of the jobs counted
+    /// within the window (per second), or the waiting jobs' drain time at that rate.
+    fn served(&self, m: &MetricPlan, reading: &Reading, queue: &str) -> Result<f64, SeriesError> {
+        match m.measure {
+            Measure::ArrivalRate | Measure::CompletionRate => {
+                Ok(value(m.column, reading, queue)? / m.window_s)
+            }
+            Measure::DrainSeconds => {
+                let waiting = value(Column::Waiting, reading, queue)?;
+                let leaving = value(Column::Completed, reading, queue)? / m.window_s;
+                Ok(drain_seconds(waiting, leaving, self.max_drain_seconds))
+            }
+            _ => value(m.column, reading, queue),
+        }
     }
 }
 
@@ -531,6 +596,7 @@ mod tests {
         Reading {
             now_ms: 10_000.0,
             version: None,
+            finished_kept: None,
             returned: vec![Column::Waiting, Column::OldestMs, Column::Untimed],
             queues: queues
                 .iter()

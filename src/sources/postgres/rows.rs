@@ -4,7 +4,8 @@
 //! A preset sends several statements in one simple query (one round trip, one transaction, so
 //! one `now()`). The first returns one row: `now_ms` (the server's clock, epoch ms) and
 //! `version` (the library's schema version as its tables record it, or NULL where they record
-//! none). Each of the others returns a row per queue: `queue` and some of the columns below, so
+//! none), and where rates are read, `finished_kept` (whether any finished job is kept at all,
+//! without which jobs finished in a window cannot be counted). Each of the others returns a row per queue: `queue` and some of the columns below, so
 //! that each statement can read the rows one index finds. A queue's column comes from one
 //! statement only; a column no statement returns is a measure the library does not keep.
 
@@ -38,10 +39,15 @@ pub enum Column {
     Failed,
     /// The oldest ready job's age in seconds, where the server computed it (a user's query).
     AgeSeconds,
+    /// Jobs created within the rate window.
+    Arrived,
+    /// Jobs finished (for good: completed, failed for the last time, cancelled) within the
+    /// rate window.
+    Completed,
 }
 
 impl Column {
-    const ALL: [Column; 8] = [
+    const ALL: [Column; 10] = [
         Column::Waiting,
         Column::OldestMs,
         Column::Untimed,
@@ -50,6 +56,8 @@ impl Column {
         Column::Delayed,
         Column::Failed,
         Column::AgeSeconds,
+        Column::Arrived,
+        Column::Completed,
     ];
 
     /// Its name in a statement's result.
@@ -63,6 +71,8 @@ impl Column {
             Column::Delayed => "delayed",
             Column::Failed => "failed",
             Column::AgeSeconds => "age_seconds",
+            Column::Arrived => "arrived",
+            Column::Completed => "completed",
         }
     }
 
@@ -81,6 +91,8 @@ pub struct Reading {
     pub now_ms: f64,
     /// The library's schema version, where its tables record one.
     pub version: Option<String>,
+    /// Whether any finished job is kept, where the statements asked (rates).
+    pub finished_kept: Option<bool>,
     /// The columns some statement returned (for any queue, or for none when no rows came).
     pub returned: Vec<Column>,
     /// Per queue, its values.
@@ -96,22 +108,37 @@ pub fn read(sets: &[ResultSet]) -> Result<Reading, String> {
     let Some((head, rest)) = sets.split_first() else {
         return Err("no result at all".into());
     };
-    if head.columns != ["now_ms", "version"] || head.rows.len() != 1 {
+    let kept_asked = head.columns == ["now_ms", "version", "finished_kept"];
+    if (head.columns != ["now_ms", "version"] && !kept_asked) || head.rows.len() != 1 {
         return Err(format!(
-            "the first statement returned columns {:?} in {} rows, not now_ms and version in one row",
+            "the first statement returned columns {:?} in {} rows, not now_ms and version (and finished_kept) in one row",
             head.columns,
             head.rows.len()
         ));
     }
     let row = &head.rows[0];
-    let now_ms = match row.first().and_then(Option::as_deref) {
+    if row.len() != head.columns.len() {
+        return Err(format!(
+            "the first statement returned {} values for {} columns",
+            row.len(),
+            head.columns.len()
+        ));
+    }
+    let now_ms = match row[0].as_deref() {
         Some(t) => finite(t).map_err(|e| format!("now_ms: {e}"))?,
         None => return Err("now_ms is NULL".into()),
     };
-    let version = row.get(1).cloned().flatten();
+    let version = row[1].clone();
+    let finished_kept = match row.get(2).map(Option::as_deref) {
+        None => None,
+        Some(Some("t")) => Some(true),
+        Some(Some("f")) => Some(false),
+        Some(other) => return Err(format!("finished_kept is {other:?}, not a boolean")),
+    };
     let mut reading = Reading {
         now_ms,
         version,
+        finished_kept,
         returned: Vec::new(),
         queues: BTreeMap::new(),
     };
@@ -242,6 +269,17 @@ mod tests {
             (vec![], "no result"),
             (vec![set(&["now_ms"], &[&[Some("1")]])], "first statement"),
             (vec![set(&["now_ms", "version"], &[&[None, None]])], "NULL"),
+            (
+                vec![set(&["now_ms", "version"], &[&[Some("1")]])],
+                "1 values",
+            ),
+            (
+                vec![set(
+                    &["now_ms", "version", "finished_kept"],
+                    &[&[Some("1"), None, Some("yes")]],
+                )],
+                "not a boolean",
+            ),
             (
                 vec![head(), set(&["waiting"], &[&[Some("1")]])],
                 "no `queue`",
