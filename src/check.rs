@@ -60,7 +60,7 @@ pub fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
 }
 
 /// Polls every source of `config` once (twice, [`RATE_CHECK_PAUSE`] apart, where a metric
-/// is a rate), into a store as `serve` keeps it (`discover` reads what the sources found from
+/// is a rate from counters), into a store as `serve` keeps it (`discover` reads what the sources found from
 /// it).
 ///
 /// # Errors
@@ -80,7 +80,7 @@ pub async fn poll(config: &Config) -> anyhow::Result<Arc<Store>> {
         if config
             .metrics
             .iter()
-            .any(|m| m.source == *name && m.over_window())
+            .any(|m| m.source == *name && m.from_counters())
         {
             tokio::time::sleep(RATE_CHECK_PAUSE).await;
             poll_once(&mut built, timeout, &store).await;
@@ -143,7 +143,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
                         .to_string(),
                     if s.unseen {
                         UNSEEN_NOTE.to_string()
-                    } else if m.over_window() {
+                    } else if m.from_counters() {
                         RATE_NOTE.to_string()
                     } else {
                         String::new()

@@ -157,8 +157,8 @@ fn every_example_hpa_asks_for_metrics_its_config_serves() {
             && keda.contains("minReplicaCount: 0"),
         "{keda}"
     );
-    // PostgreSQL job tables: GoodJob's waiting jobs divided per replica, the oldest one's age as
-    // is, both selected by the library and queue every series carries.
+    // PostgreSQL job tables: GoodJob's waiting jobs divided per replica, the oldest one's age and
+    // the drain time as they are, all selected by the library and queue every series carries.
     let pg = embedded_config("deploy/examples/postgres/adapter-config.yaml");
     assert!(pg.sources.values().all(|s| s.kind() == "postgres"));
     let targets = hpa_metrics("deploy/examples/postgres/hpa.yaml");
@@ -171,6 +171,10 @@ fn every_example_hpa_asks_for_metrics_its_config_serves() {
             ),
             (
                 "embeddings_jobs_oldest_age_seconds".to_string(),
+                "Value".to_string()
+            ),
+            (
+                "embeddings_jobs_drain_seconds".to_string(),
                 "Value".to_string()
             ),
         ]

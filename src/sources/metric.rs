@@ -76,6 +76,12 @@ impl MetricConfig {
                     || self.targets.postgres.is_some()))
     }
 
+    /// Whether this metric is computed from counters read at each poll, so that it has no
+    /// value before a source's second poll (PostgreSQL's rates count rows by their times).
+    pub fn from_counters(&self) -> bool {
+        self.over_window() && self.targets.postgres.is_none()
+    }
+
     /// Checks `target_wait` and `workers` (`at` names the metric): both for `workers_needed`,
     /// neither for any other measure.
     ///
