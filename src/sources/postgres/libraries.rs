@@ -109,7 +109,7 @@ pub fn statements(library: PgLibrary, schema: &str, wanted: &[Column], window: D
     let s = schema;
     let rates = wanted.contains(&Column::Arrived) || wanted.contains(&Column::Completed);
     let kept = match finished_kept(library, s) {
-        Some(kept) if rates => format!(", {kept} AS finished_kept"),
+        Some(kept) if rates => format!(", ({kept}) AS finished_kept"),
         _ => String::new(),
     };
     let mut out = vec![format!(
@@ -498,18 +498,27 @@ pub fn keeping_finished(library: PgLibrary) -> &'static str {
 /// Whether any finished job is kept at all, as SQL (`None`: `library` has no rates). Jobs
 /// finished in a window are counted from the rows kept: a library told to delete finished
 /// jobs (GoodJob's `preserve_job_records: false`, Solid Queue's `preserve_finished_jobs:
-/// false`) keeps none, and its rates are errors, never `0`.
+/// false`) keeps none, and its rates are errors, never `0`. Asked as the latest finish time
+/// (one step down the finish-time index: an `EXISTS` would be planned as a sequential scan,
+/// which stops at once in a table of finished jobs but reads every row where none is kept).
 fn finished_kept(library: PgLibrary, s: &str) -> Option<String> {
-    let exists = |table: &str, predicate: &str| {
-        format!("EXISTS (SELECT 1 FROM {s}.{table} WHERE {predicate})")
+    let latest = |table: &str, column: &str, predicate: &str| {
+        format!("(SELECT max({column}) FROM {s}.{table}{predicate}) IS NOT NULL")
     };
     match library {
-        PgLibrary::River => Some(exists(
-            "river_job",
-            "state IN ('completed', 'discarded', 'cancelled') AND finalized_at IS NOT NULL",
-        )),
-        PgLibrary::GoodJob => Some(exists("good_jobs", "finished_at IS NOT NULL")),
-        PgLibrary::SolidQueue => Some(exists("solid_queue_jobs", "finished_at IS NOT NULL")),
+        PgLibrary::River => Some(
+            ["completed", "discarded", "cancelled"]
+                .map(|state| {
+                    latest(
+                        "river_job",
+                        "finalized_at",
+                        &format!(" WHERE state = '{state}'"),
+                    )
+                })
+                .join(" OR "),
+        ),
+        PgLibrary::GoodJob => Some(latest("good_jobs", "finished_at", "")),
+        PgLibrary::SolidQueue => Some(latest("solid_queue_jobs", "finished_at", "")),
         _ => None,
     }
 }
