@@ -80,7 +80,7 @@ fmt:
 ## Criterion benchmarks (needs Redis for the poll bench). Numbers go in BENCHMARKS.md.
 bench: services
 	@scripts/ensure-job-libraries.sh postgres
-	$(CARGO) bench --bench serve --bench poll --bench cluster --bench wake --bench keda --bench dcgm --bench tls --bench inference --bench postgres --bench postgres_wake
+	$(CARGO) bench --bench serve --bench poll --bench cluster --bench wake --bench keda --bench dcgm --bench tls --bench inference --bench postgres --bench postgres_wake --bench keda_scale
 
 ## Every fuzz target for FUZZ_RUNS executions (default 10 million) or FUZZ_SECONDS (default
 ## 1800) each; figures go in RELIABILITY.md. Installs cargo-fuzz if missing.

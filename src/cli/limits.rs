@@ -28,7 +28,7 @@ pub struct LimitFlags {
     #[arg(long, env = "QMA_MAX_HEADER_BYTES", default_value = "65536")]
     max_header_bytes: usize,
     /// KEDA StreamIsActive streams open at once; more are refused with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "QMA_GRPC_MAX_STREAMS", default_value = "4096", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "QMA_GRPC_MAX_STREAMS", default_value_t = crate::api::keda::scaler::DEFAULT_MAX_STREAMS as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) grpc_max_streams: u32,
 }
 
