@@ -60,8 +60,8 @@ pub fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
 }
 
 /// Polls every source of `config` once (twice, [`RATE_CHECK_PAUSE`] apart, where a metric
-/// is a rate from counters), into a store as `serve` keeps it (`discover` reads what the sources found from
-/// it).
+/// is a rate from counters), into a store as `serve` keeps it (`discover` reads what the
+/// sources found from it).
 ///
 /// # Errors
 /// When a source cannot be built from its config.

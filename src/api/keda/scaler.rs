@@ -274,6 +274,7 @@ impl Watch {
         }
     }
 }
+
 type SpecStream =
     Pin<Box<dyn Stream<Item = Result<GetMetricSpecResponse, Status>> + Send + 'static>>;
 
