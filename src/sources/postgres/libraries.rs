@@ -7,9 +7,10 @@
 //! Every statement reads only rows that are not finished, by the predicate of an index the
 //! library keeps for its own workers' fetch, except `failed`, which reads the failed rows and
 //! is sent only when a metric asks for it, and the rates' statement, which reads the rows
-//! finished within the window by the index the library keeps on its finish time. Times the libraries store as `timestamp without time
-//! zone` (Oban, GoodJob, Solid Queue: UTC by the libraries' rule) are read as UTC, and
-//! compared with `now() AT TIME ZONE 'UTC'` so that their indexes still serve.
+//! finished within the window by the index the library keeps on its finish time. Times the
+//! libraries store as `timestamp without time zone` (Oban, GoodJob, Solid Queue: UTC by the
+//! libraries' rule) are read as UTC, and compared with `now() AT TIME ZONE 'UTC'` so that
+//! their indexes still serve.
 
 use std::time::Duration;
 
@@ -29,22 +30,6 @@ pub fn column_of(measure: Measure) -> Option<Column> {
         Measure::ArrivalRate => Some(Column::Arrived),
         Measure::CompletionRate | Measure::DrainSeconds => Some(Column::Completed),
         _ => None,
-    }
-}
-
-/// The columns a measure is computed from: its own, and for `drain_seconds` the work waiting.
-pub fn columns_of(measure: Measure) -> &'static [Column] {
-    match measure {
-        Measure::DrainSeconds => &[Column::Waiting, Column::Completed],
-        Measure::Length => &[Column::Waiting],
-        Measure::OldestAgeSeconds => &[Column::OldestMs],
-        Measure::InFlight => &[Column::InFlight],
-        Measure::Due => &[Column::Due],
-        Measure::Delayed => &[Column::Delayed],
-        Measure::Failed => &[Column::Failed],
-        Measure::ArrivalRate => &[Column::Arrived],
-        Measure::CompletionRate => &[Column::Completed],
-        _ => &[],
     }
 }
 

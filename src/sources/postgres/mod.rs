@@ -101,11 +101,12 @@ pub fn validate_metric(
                 ));
             }
         }
-        Some(TargetKind::Table(_) | TargetKind::Query(_)) if libraries::over_window(m.measure) => {
+        // A described table's measures are checked with the table (`TableSpec::validate`).
+        Some(TargetKind::Query(_)) if libraries::over_window(m.measure) => {
             return Err(ConfigError::invalid(
                 at,
                 format!(
-                    "measure {} is counted only by the presets of libraries that keep finished jobs with their times (river, good-job, solid-queue), not from a table or query",
+                    "measure {} is counted only by the presets of libraries that keep finished jobs with their times (river, good-job, solid-queue), not from a query",
                     m.measure
                 ),
             ));
@@ -252,9 +253,11 @@ impl PostgresSource {
                     reads.len() - 1
                 }
             };
-            for c in libraries::columns_of(m.measure) {
-                if !reads[read].columns.contains(c) {
-                    reads[read].columns.push(*c);
+            // `drain_seconds` is the waiting jobs over the completions: it reads both.
+            let waiting = (m.measure == Measure::DrainSeconds).then_some(Column::Waiting);
+            for c in std::iter::once(column).chain(waiting) {
+                if !reads[read].columns.contains(&c) {
+                    reads[read].columns.push(c);
                 }
             }
             metrics.push(MetricPlan {

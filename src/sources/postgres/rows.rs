@@ -5,8 +5,9 @@
 //! one `now()`). The first returns one row: `now_ms` (the server's clock, epoch ms) and
 //! `version` (the library's schema version as its tables record it, or NULL where they record
 //! none), and where rates are read, `finished_kept` (whether any finished job is kept at all,
-//! without which jobs finished in a window cannot be counted). Each of the others returns a row per queue: `queue` and some of the columns below, so
-//! that each statement can read the rows one index finds. A queue's column comes from one
+//! without which jobs finished in a window cannot be counted). Each of the others returns a
+//! row per queue: `queue` and some of the columns below, so that each statement can read the
+//! rows one index finds. A queue's column comes from one
 //! statement only; a column no statement returns is a measure the library does not keep.
 
 use std::collections::BTreeMap;
